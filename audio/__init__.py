@@ -1,0 +1,1 @@
+"""Audio capture backends, meters, ring buffer and segment writer."""

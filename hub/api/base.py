@@ -1,0 +1,231 @@
+"""The base handler every route uses: authentication, permissions, bodies, envelopes and errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import msgspec
+import tornado.web
+from tornado.httputil import responses
+
+from hub.auth.principal import Principal
+from hub.errors import ApiError, Forbidden, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthenticated
+
+if TYPE_CHECKING:
+    from hub.server import Hub
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PUBLIC = None  # a method whose permission is PUBLIC needs no authentication
+AUTHENTICATED = "authenticated"  # any authenticated caller, whatever its permissions
+HTTP_METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
+_STATUS_CODES = {
+    400: "invalid_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    429: "rate_limited",
+    503: "unavailable",
+}
+_MSGSPEC_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_MSGSPEC_FIELD = re.compile(r"field `(?P<name>[^`]+)`")
+
+
+def json_dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def validation_fields(err: msgspec.ValidationError) -> dict[str, str]:
+    """Turn msgspec's message into the API's `fields` map (name -> problem)."""
+    message = str(err)
+    match = _MSGSPEC_PATH.search(message)
+    path = match.group("path") if match else ""
+    problem = message[: match.start()] if match else message
+    named = _MSGSPEC_FIELD.search(problem)
+    if problem.startswith("Object missing required field") and named:
+        return {_join(path, named.group("name")): "is required"}
+    if problem.startswith("Object contains unknown field") and named:
+        return {_join(path, named.group("name")): "is not a known field"}
+    return {path or "body": problem[0].lower() + problem[1:] if problem else "is invalid"}
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+@tornado.web.stream_request_body
+class BaseHandler(tornado.web.RequestHandler):
+    """Thin handlers subclass this and declare `permissions`: method -> permission (or PUBLIC).
+
+    A method missing from `permissions` is not allowed (405), so no route is open by accident.
+    """
+
+    permissions: ClassVar[Mapping[str, str | None]] = {}
+    max_body_bytes: ClassVar[int] = 1024 * 1024
+
+    hub: Hub
+    route: str
+    principal: Principal | None
+
+    def initialize(self, hub: Hub, route: str) -> None:
+        self.hub = hub
+        self.route = route
+        self.principal = None
+        self._chunks: list[bytes] = []
+        self._body_size = 0
+        self._body_too_large = False
+        self._started = time.perf_counter()
+        self._counted = False
+
+    # -- request lifecycle -------------------------------------------------
+
+    async def prepare(self) -> None:
+        self.hub.requests_started()
+        self._counted = True
+        method = self.request.method.lower()
+        if method not in self.permissions:
+            allowed = ", ".join(m.upper() for m in self.permissions)
+            raise MethodNotAllowed(f"{self.request.method} is not allowed here.", headers={"Allow": allowed} if allowed else {})
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise InvalidRequest("Content-Length is not a number.")
+            if int(declared) > self.max_body_bytes:
+                raise PayloadTooLarge(f"The body is larger than {self.max_body_bytes} bytes.", limit=self.max_body_bytes)
+        self.request.connection.set_max_body_size(self.max_body_bytes + 1)
+        permission = self.permissions[method]
+        if permission is not PUBLIC:
+            self.principal = await self.authenticate()
+            self.authorize(permission)
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_size > self.max_body_bytes:
+            self._body_too_large = True
+            self._chunks.clear()
+        elif not self._body_too_large:
+            self._chunks.append(chunk)
+
+    def on_finish(self) -> None:
+        if self._counted:
+            self.hub.requests_finished()
+        metrics = self.hub.metrics
+        method = self.request.method or "?"
+        metrics.http_requests.labels(self.route, method, str(self.get_status())).inc()
+        metrics.http_latency.labels(self.route, method).observe(time.perf_counter() - self._started)
+
+    # -- authentication ------------------------------------------------------
+
+    def bearer_token(self) -> str | None:
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+
+    async def authenticate(self) -> Principal:
+        token = self.bearer_token()
+        if token is None:
+            raise Unauthenticated("Send a bearer token: Authorization: Bearer <token>.")
+        return await self.hub.authenticator.authenticate(token)
+
+    def authorize(self, permission: str) -> None:
+        principal = self.principal
+        if permission == AUTHENTICATED and principal is not None:
+            return
+        if principal is None or not principal.can(permission):
+            raise Forbidden(f"This needs the permission {permission}.", required=permission)
+
+    # -- bodies ----------------------------------------------------------------
+
+    def body_bytes(self) -> bytes:
+        if self._body_too_large:
+            raise PayloadTooLarge(f"The body is larger than {self.max_body_bytes} bytes.", limit=self.max_body_bytes)
+        return b"".join(self._chunks)
+
+    def parse_body(self, schema: type[T]) -> T:
+        """Decode the JSON body into `schema` (a msgspec Struct); every problem becomes a 400."""
+        raw = self.body_bytes()
+        if not raw.strip():
+            raise InvalidRequest("The request needs a JSON body.", fields={"body": "is required"})
+        try:
+            return msgspec.json.decode(raw, type=schema)
+        except msgspec.ValidationError as err:
+            raise InvalidRequest("The body does not match what this route expects.", fields=validation_fields(err)) from err
+        except msgspec.DecodeError as err:
+            raise InvalidRequest("The body is not valid JSON.", fields={"body": "is not valid JSON"}) from err
+
+    def query_args(self) -> dict[str, list[str]]:
+        """Query parameters as text, each a list of its values."""
+        try:
+            return {k: [v.decode("utf-8") for v in vs] for k, vs in self.request.query_arguments.items()}
+        except UnicodeDecodeError as err:
+            raise InvalidRequest("Query parameters must be UTF-8.") from err
+
+    # -- responses ---------------------------------------------------------------
+
+    def write_json(self, payload: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json_dumps(payload))
+
+    def write_data(self, data: Any, status: int = 200) -> None:
+        self.write_json({"data": data}, status)
+
+    def write_page(self, items: list[Any], next_cursor: str | None) -> None:
+        self.write_json({"data": items, "meta": {"next_cursor": next_cursor}})
+
+    def write_no_content(self) -> None:
+        self.set_status(204)
+        self.finish()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        self.clear_header("Content-Type")
+        if isinstance(exc, ApiError):
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+            body = exc.body()
+        else:
+            code = _STATUS_CODES.get(status_code, "internal_error" if status_code >= 500 else "error")
+            if status_code >= 500:
+                message = "The hub could not complete the request; the error is in its log."
+            else:
+                message = responses.get(status_code, "Error") + "."
+            body = {"error": {"code": code, "message": message}}
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json_dumps(body))
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            status_code = exc.status
+            kwargs["reason"] = responses.get(status_code, "Error")
+        super().send_error(status_code, **kwargs)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, ApiError):
+            log.debug("%s %s -> %s %s", self.request.method, self.request.path, value.status, value.code)
+            return
+        super().log_exception(typ, value, tb)
+
+
+class NotFoundHandler(BaseHandler):
+    """Every path no route matches."""
+
+    permissions = {m: PUBLIC for m in HTTP_METHODS}
+
+    async def prepare(self) -> None:
+        self.hub.requests_started()
+        self._counted = True
+        raise NotFound(f"No route {self.request.path}.")

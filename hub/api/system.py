@@ -1,0 +1,62 @@
+"""Liveness, readiness, Prometheus metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+import ipaddress
+from importlib import resources
+
+from hub.api.base import PUBLIC, BaseHandler
+from hub.errors import Forbidden, Unauthenticated
+
+
+class HealthzHandler(BaseHandler):
+    """`GET /healthz`: the process answers."""
+
+    permissions = {"get": PUBLIC}
+
+    def get(self) -> None:
+        self.write_json({"status": "ok"})
+
+
+class ReadyzHandler(BaseHandler):
+    """`GET /readyz`: the database and the broker are reachable (503 with reasons otherwise)."""
+
+    permissions = {"get": PUBLIC}
+
+    async def get(self) -> None:
+        checks = await self.hub.readiness()
+        ready = all(c["ok"] for c in checks.values())
+        self.write_json({"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503)
+
+
+class MetricsHandler(BaseHandler):
+    """`GET /metrics`: Prometheus text; `metrics:read`, or open on loopback when configured."""
+
+    permissions = {"get": PUBLIC}
+
+    async def get(self) -> None:
+        if not (self.hub.config.metrics_open_on_loopback and _is_loopback(self.request.remote_ip)):
+            if self.bearer_token() is None:
+                raise Unauthenticated("Send a bearer token with metrics:read.")
+            self.principal = await self.authenticate()
+            if not self.principal.can("metrics:read"):
+                raise Forbidden("This needs the permission metrics:read.", required="metrics:read")
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(self.hub.metrics.render())
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+class OpenApiHandler(BaseHandler):
+    """`GET /api/v1/openapi.yaml`: the contract this hub serves."""
+
+    permissions = {"get": PUBLIC}
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/yaml; charset=utf-8")
+        self.finish(resources.files("hub").joinpath("openapi.yaml").read_bytes())

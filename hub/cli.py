@@ -1,0 +1,60 @@
+"""`hark-hub`: run the hub, or the demo (hub plus simulated nodes)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from hub import __version__
+from hub.config import HubConfig
+from hub.errors import ConfigError, StartupError
+from hub.logs import setup_logging
+
+log = logging.getLogger("hub")
+
+
+async def serve(config: HubConfig) -> None:
+    """Run one hub until SIGTERM or SIGINT, then stop it gracefully."""
+    from hub.server import Hub
+
+    hub = Hub(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await hub.start()
+    except BaseException:
+        await hub.stop()
+        raise
+    await stop.wait()
+    log.info("stopping (signal received)")
+    await hub.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hark-hub", description="Run the hark hub (configured by HARK_* variables).")
+    parser.add_argument("--version", action="version", version=f"hark-hub {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="run the hub (the default)")
+    sub.add_parser("demo", help="run a hub on embedded defaults in the foreground, Ctrl-C stops it")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from hub.demo import run_demo
+
+        return run_demo()
+    try:
+        config = HubConfig.from_env()
+    except ConfigError as err:
+        print(f"hark-hub: configuration error: {err}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    try:
+        asyncio.run(serve(config))
+    except StartupError as err:
+        log.error("cannot start: %s", err)
+        return 1
+    return 0

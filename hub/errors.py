@@ -1,0 +1,95 @@
+"""The hub's error types; `hub.api.base` renders them in the API's error shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HubError(Exception):
+    """Base of every error the hub raises on purpose."""
+
+
+class ConfigError(HubError):
+    """The process configuration is invalid; the message names the key."""
+
+
+class StartupError(HubError):
+    """The hub cannot start (address taken, database unreachable...)."""
+
+
+class ApiError(HubError):
+    """An error that answers an API request: HTTP status, code, message and extra fields."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.extra = extra
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, **self.extra}}
+
+
+class InvalidRequest(ApiError):
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str = "The request is invalid.", fields: dict[str, str] | None = None, **extra: Any) -> None:
+        if fields:
+            extra["fields"] = fields
+        super().__init__(message, **extra)
+
+
+class Unauthenticated(ApiError):
+    status = 401
+    code = "unauthenticated"
+
+    def __init__(self, message: str = "Authentication is required.", **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": 'Bearer realm="hark"'})
+        super().__init__(message, **kwargs)
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+    def __init__(self, message: str = "Not found.", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "payload_too_large"
+
+
+class RateLimited(ApiError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)}, retry_after_s=retry_after_s)
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    code = "unavailable"

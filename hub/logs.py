@@ -1,0 +1,28 @@
+"""Structured log lines: one event per line, UTC time, level, logger, message."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+
+class LineFormatter(logging.Formatter):
+    converter = time.gmtime
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text.replace("\n", "\\n ")  # keep one event on one line
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(LineFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # amqtt and transitions log every packet and state change at INFO.
+    for noisy in ("amqtt", "transitions", "tornado.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -1,0 +1,119 @@
+"""The embedded MQTT broker (amqtt), started inside the hub when no external broker is configured."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.errors import BrokerError
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import Session
+
+from hub.errors import StartupError
+from hub.mqtt.access import BrokerAccess
+
+log = logging.getLogger(__name__)
+
+
+class HarkAuthPlugin(BaseAuthPlugin):
+    """amqtt authentication backed by the hub's `BrokerAccess`."""
+
+    access: BrokerAccess | None = None
+
+    @dataclass
+    class Config:
+        """No options: the policy is handed over by `EmbeddedBroker`."""
+
+    async def authenticate(self, *, session: Session) -> bool | None:
+        if self.access is None:
+            return False
+        return self.access.check_login(session.username, session.password)
+
+
+class HarkTopicPlugin(BaseTopicPlugin):
+    """amqtt topic filtering backed by the hub's `BrokerAccess`."""
+
+    access: BrokerAccess | None = None
+
+    @dataclass
+    class Config:
+        """No options: the policy is handed over by `EmbeddedBroker`."""
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
+    ) -> bool | None:
+        if self.access is None or session is None or topic is None or action is None:
+            return False
+        return self.access.may(session.username, topic, action.value)  # type: ignore[arg-type]
+
+
+def _broker_config(host: str, port: int) -> dict[str, Any]:
+    return {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 10000}},
+        "plugins": {
+            f"{__name__}.HarkAuthPlugin": {},
+            f"{__name__}.HarkTopicPlugin": {},
+        },
+    }
+
+
+def _port_available(host: str, port: int) -> bool:
+    """Whether a listener could bind `host:port` now (as amqtt does, with SO_REUSEADDR)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError:
+            return False
+    return True
+
+
+class EmbeddedBroker:
+    """An amqtt broker listening on one TCP address, with the hub's access policy."""
+
+    def __init__(self, access: BrokerAccess) -> None:
+        self.access = access
+        self._broker: Broker | None = None
+        self.host = ""
+        self.port = 0
+
+    @property
+    def running(self) -> bool:
+        return self._broker is not None and self._broker.transitions.state == "started"
+
+    async def start(self, host: str, port: int, fallback_to_free_port: bool) -> tuple[str, int]:
+        """Listen on `host:port`; if taken and allowed, on a free port. Return the address used."""
+        if port != 0 and not _port_available(host, port):
+            if not fallback_to_free_port:
+                raise StartupError(f"HARK_EMBEDDED_MQTT_BIND {host}:{port} is already in use; free it or choose another address")
+            log.warning("mqtt port %s:%d is taken (another broker?); the embedded broker uses a free port", host, port)
+            port = 0
+        try:
+            await self._start(host, port)
+        except BrokerError as err:
+            raise StartupError(f"the embedded MQTT broker cannot start on {host}:{port}: {err.__cause__ or err}") from err
+        return self.host, self.port
+
+    async def _start(self, host: str, port: int) -> None:
+        broker = Broker(_broker_config(host, port))
+        for plugin in broker.plugins_manager.plugins:
+            if isinstance(plugin, (HarkAuthPlugin, HarkTopicPlugin)):
+                plugin.access = self.access
+        await broker.start()
+        server = broker._servers["default"].instance
+        self.host, self.port = server.sockets[0].getsockname()[:2]
+        self._broker = broker
+
+    async def stop(self) -> None:
+        if self._broker is not None and self.running:
+            await self._broker.shutdown()
+        self._broker = None

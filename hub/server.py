@@ -1,0 +1,176 @@
+"""The hub's composition root: database, broker, bridge and HTTP server, started and stopped in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from hub import const
+from hub.app import make_app
+from hub.auth.authenticator import Authenticator
+from hub.auth.tokens import new_password
+from hub.config import HubConfig
+from hub.db.database import HubDatabase, describe, open_database
+from hub.errors import StartupError
+from hub.metrics import HubMetrics
+from hub.mqtt.access import BrokerAccess
+from hub.mqtt.bridge import BrokerAddress, MqttBridge
+from hub.mqtt.embedded import EmbeddedBroker
+from hub.services.auth import ensure_first_admin
+
+log = logging.getLogger(__name__)
+
+MAX_UPLOAD_BYTES = 64 * 1024**3  # streaming handlers lower this per request
+
+
+class Hub:
+    """One running hub. Handlers receive it through `initialize(hub=...)`."""
+
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self.metrics = HubMetrics()
+        self.db = HubDatabase(open_database(config.database_url, config.data_dir), observe=self.metrics.db_latency.observe)
+        self.authenticator = Authenticator(self.db)
+        self.broker: EmbeddedBroker | None = None
+        self.bridge: MqttBridge | None = None
+        self.broker_address: BrokerAddress | None = None
+        self.http_server: HTTPServer | None = None
+        self.http_port = 0
+        self.started_at = time.time()
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- request accounting (for a graceful stop) ------------------------------
+
+    def requests_started(self) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+        self.metrics.http_in_flight.set(self._in_flight)
+
+    def requests_finished(self) -> None:
+        self._in_flight = max(0, self._in_flight - 1)
+        if self._in_flight == 0:
+            self._idle.set()
+        self.metrics.http_in_flight.set(self._in_flight)
+
+    # -- addresses ---------------------------------------------------------------
+
+    @property
+    def public_url(self) -> str:
+        if self.config.public_url:
+            return self.config.public_url
+        host = self.config.http_host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        return f"http://{host}:{self.http_port}"
+
+    @property
+    def public_mqtt_url(self) -> str | None:
+        """The broker address nodes are told (no credentials)."""
+        if self.config.public_mqtt_url:
+            return self.config.public_mqtt_url
+        return self.broker_address.url() if self.broker_address else None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        applied = await loop.run_in_executor(None, self.db.start)
+        if applied:
+            log.info("database migrated: %s", ", ".join(applied))
+        generated = await self.db.run(ensure_first_admin, config.admin_password, new_password)
+        if generated:
+            self._announce_admin_password(generated)
+        await self._start_mqtt()
+        self._start_http()
+        log.info(
+            "hark hub listening on %s (api %s/api/v1); data in %s; database %s; mqtt %s (%s)",
+            f"http://{config.http_host}:{self.http_port}",
+            self.public_url,
+            config.data_dir.resolve(),
+            describe(self.db.db),
+            self.public_mqtt_url,
+            "embedded" if self.broker else "external",
+        )
+
+    async def _start_mqtt(self) -> None:
+        if self.config.mqtt_url:
+            address = BrokerAddress.from_url(self.config.mqtt_url)
+        else:
+            secret = new_password(32)
+            self.broker = EmbeddedBroker(BrokerAccess(secret))
+            host, port = self.config.embedded_mqtt_address
+            host, port = await self.broker.start(host, port, fallback_to_free_port=not self.config.embedded_bind_is_explicit)
+            log.info("embedded mqtt broker listening on %s:%d", host, port)
+            address = BrokerAddress(host, port, username=const.HUB_MQTT_USERNAME, password=secret)
+        self.broker_address = address
+        self.bridge = MqttBridge(address, client_id=f"hark-hub-{socket.gethostname()}-{os.getpid()}", metrics=self.metrics)
+        self.bridge.start()
+        if not await self.bridge.wait_connected(5.0):
+            log.warning("mqtt broker %s not reachable yet; retrying in the background", address.url())
+
+    def _start_http(self) -> None:
+        app = make_app(self)
+        server = HTTPServer(app, max_body_size=MAX_UPLOAD_BYTES, idle_connection_timeout=60, body_timeout=120)
+        try:
+            sockets = bind_sockets(self.config.http_port, self.config.http_host)
+        except OSError as err:
+            raise StartupError(f"cannot listen on {self.config.http_host}:{self.config.http_port}: {err.strerror}") from err
+        server.add_sockets(sockets)
+        self.http_port = sockets[0].getsockname()[1]
+        self.http_server = server
+
+    def _announce_admin_password(self, password: str) -> None:
+        path = self.config.data_dir / const.ADMIN_PASSWORD_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password + "\n")
+        print(
+            f"\nFirst start: created user 'admin' with password {password}\n"
+            f"(also saved, readable only by you, in {path.resolve()})\n",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async def readiness(self) -> dict[str, dict[str, Any]]:
+        """Each dependency and whether it answers."""
+        checks: dict[str, dict[str, Any]] = {}
+        try:
+            await asyncio.wait_for(self.db.ping(), timeout=2.0)
+            checks["database"] = {"ok": True}
+        except Exception as err:  # noqa: BLE001 - readiness reports any failure
+            checks["database"] = {"ok": False, "reason": f"database not reachable: {type(err).__name__}: {err}"}
+        if self.broker is not None:
+            checks["embedded_broker"] = (
+                {"ok": True} if self.broker.running else {"ok": False, "reason": "embedded broker not running"}
+            )
+        connected = self.bridge is not None and self.bridge.connected
+        checks["mqtt"] = {"ok": True} if connected else {"ok": False, "reason": f"not connected to {self.public_mqtt_url}"}
+        return checks
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish, then close MQTT and the database."""
+        if self.http_server is not None:
+            self.http_server.stop()
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=const.SHUTDOWN_GRACE_S)
+            except TimeoutError:
+                log.warning("%d requests still running after %.0fs; closing them", self._in_flight, const.SHUTDOWN_GRACE_S)
+            await self.http_server.close_all_connections()
+        if self.bridge is not None:
+            await self.bridge.stop()
+        if self.broker is not None:
+            await self.broker.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self.db.close)
+        log.info("hark hub stopped")

@@ -1,0 +1,276 @@
+"""Shared list machinery: site scope, filters, text search, cursor pages, facets and exports."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import functools
+import io
+import json
+import operator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import peewee
+
+from hub.auth.principal import Principal
+from hub.clock import iso, parse_iso
+from hub.errors import InvalidRequest
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+EXPORT_BATCH = 500
+RESERVED_PARAMS = frozenset({"limit", "cursor", "q", "from", "to", "format", "fields", "token"})
+ExportFormat = Literal["csv", "ndjson"]
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """A query parameter that filters a list: `?name=value` (repeatable: any of the values)."""
+
+    name: str
+    field: peewee.Field
+    parse: Callable[[str], Any] = str
+    contains: bool = False  # the field is a JSON list; match rows whose list holds the value
+    facet: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ListSpec:
+    """How one family's collection is filtered, searched, scoped, paged, faceted and exported."""
+
+    model: type[peewee.Model]
+    serialize: Callable[[Any], dict[str, Any]]
+    filters: tuple[Filter, ...] = ()
+    search: tuple[peewee.Field, ...] = ()
+    time_field: peewee.Field | None = None
+    site_field: peewee.Field | None = None
+    export_columns: tuple[str, ...] = ()
+
+    def filter(self, name: str) -> Filter | None:
+        return next((f for f in self.filters if f.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class ListRequest:
+    """Parsed list parameters (filters, text, time range, page)."""
+
+    filters: Mapping[str, tuple[Any, ...]]
+    q: str | None
+    time_from: datetime | None
+    time_to: datetime | None
+    limit: int
+    after: str | None
+    ids: tuple[str, ...] | None = None
+
+
+def parse_list_request(spec: ListSpec, args: Mapping[str, Sequence[str]], ids: Sequence[str] | None = None) -> ListRequest:
+    """Validate query parameters against `spec`; every problem is named in one 400."""
+    problems: dict[str, str] = {}
+    filters: dict[str, tuple[Any, ...]] = {}
+    for name, values in args.items():
+        if name in RESERVED_PARAMS:
+            continue
+        flt = spec.filter(name)
+        if flt is None:
+            problems[name] = "unknown filter"
+            continue
+        try:
+            filters[name] = tuple(flt.parse(v) for v in values)
+        except ValueError as err:
+            problems[name] = str(err) or "invalid value"
+    limit = DEFAULT_LIMIT
+    if "limit" in args:
+        raw = args["limit"][-1]
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+            problems["limit"] = f"must be an integer from 1 to {MAX_LIMIT}"
+        else:
+            limit = int(raw)
+    after = None
+    if "cursor" in args and args["cursor"][-1]:
+        try:
+            after = decode_cursor(args["cursor"][-1])
+        except ValueError:
+            problems["cursor"] = "is not a cursor this API returned"
+    times: dict[str, datetime | None] = {"from": None, "to": None}
+    for key in times:
+        if key in args:
+            if spec.time_field is None:
+                problems[key] = "this list has no time range"
+                continue
+            try:
+                times[key] = parse_iso(args[key][-1])
+            except ValueError:
+                problems[key] = "must be an ISO 8601 time with a zone, e.g. 2026-01-31T12:00:00Z"
+    q = args["q"][-1].strip() if "q" in args and args["q"][-1].strip() else None
+    if q is not None and len(q) > 200:
+        problems["q"] = "must be at most 200 characters"
+    if problems:
+        raise InvalidRequest("Some query parameters are invalid.", fields=problems)
+    return ListRequest(filters, q, times["from"], times["to"], limit, after, tuple(ids) if ids is not None else None)
+
+
+def encode_cursor(last_id: str) -> str:
+    raw = json.dumps({"after": last_id}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError) as err:
+        raise ValueError("bad cursor") from err
+    if not isinstance(value, dict) or not isinstance(value.get("after"), str):
+        raise ValueError("bad cursor")
+    return value["after"]
+
+
+def _any(clauses: Sequence[Any]) -> Any:
+    return functools.reduce(operator.or_, clauses)
+
+
+def _contains(expr: Any, text: str) -> peewee.Node:
+    """`expr` contains `text` literally (LIKE wildcards in `text` are escaped)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return peewee.NodeList((expr, peewee.SQL("LIKE"), f"%{escaped}%", peewee.SQL("ESCAPE '\\'")))
+
+
+def scoped(spec: ListSpec, query: peewee.ModelSelect, principal: Principal | None) -> peewee.ModelSelect:
+    """Limit `query` to the caller's sites: the one place every family's queries pass through."""
+    if principal is None or principal.sites is None or spec.site_field is None:
+        return query
+    return query.where(spec.site_field.in_(sorted(principal.sites)))
+
+
+def build_query(spec: ListSpec, request: ListRequest, principal: Principal | None) -> peewee.ModelSelect:
+    """The filtered, scoped query of `spec`'s model (not yet ordered or paged)."""
+    model = spec.model
+    query = scoped(spec, model.select(), principal)
+    for name, values in request.filters.items():
+        flt = spec.filter(name)
+        assert flt is not None
+        if flt.contains:
+            query = query.where(_any([_contains(flt.field, json.dumps(v)) for v in values]))
+        else:
+            query = query.where(flt.field.in_(values))
+    if request.q and spec.search:
+        needle = request.q.lower()
+        clauses = [_contains(peewee.fn.LOWER(fld), needle) for fld in spec.search]
+        query = query.where(_any(clauses))
+    if spec.time_field is not None:
+        if request.time_from is not None:
+            query = query.where(spec.time_field >= request.time_from)
+        if request.time_to is not None:
+            query = query.where(spec.time_field < request.time_to)
+    if request.ids is not None:
+        query = query.where(model._meta.primary_key.in_(list(request.ids)))
+    return query
+
+
+def fetch_page(spec: ListSpec, request: ListRequest, principal: Principal | None) -> tuple[list[dict[str, Any]], str | None]:
+    """One page in id order (ids are time-ordered) and the cursor of the next, or None."""
+    pk = spec.model._meta.primary_key
+    query = build_query(spec, request, principal)
+    if request.after is not None:
+        query = query.where(pk > request.after)
+    rows = list(query.order_by(pk).limit(request.limit + 1))
+    next_cursor = encode_cursor(rows[request.limit - 1].id) if len(rows) > request.limit else None
+    return [spec.serialize(r) for r in rows[: request.limit]], next_cursor
+
+
+def facet_counts(
+    spec: ListSpec, request: ListRequest, principal: Principal | None, names: Sequence[str] | None
+) -> dict[str, list[dict[str, Any]]]:
+    """Value counts for each facet field over the rows the filters match."""
+    chosen = [f for f in spec.filters if f.facet and (not names or f.name in names)]
+    if names:
+        unknown = sorted(set(names) - {f.name for f in spec.filters if f.facet})
+        if unknown:
+            raise InvalidRequest("Unknown facet.", fields={"fields": f"no facet named {', '.join(unknown)}"})
+    result: dict[str, list[dict[str, Any]]] = {}
+    base = build_query(spec, request, principal)
+    for flt in chosen:
+        if flt.contains:
+            counts: dict[Any, int] = {}
+            for (raw,) in base.select(flt.field).tuples():
+                values = flt.field.python_value(raw) if raw is not None else []
+                for value in values or []:
+                    counts[value] = counts.get(value, 0) + 1
+            pairs = list(counts.items())
+        else:
+            count = peewee.fn.COUNT(spec.model._meta.primary_key)
+            pairs = list(base.select(flt.field, count).group_by(flt.field).tuples())
+        pairs.sort(key=lambda p: (-p[1], "" if p[0] is None else str(p[0])))
+        result[flt.name] = [{"value": value, "count": n} for value, n in pairs]
+    return result
+
+
+def export_batches(
+    spec: ListSpec, request: ListRequest, principal: Principal | None
+) -> Callable[[str | None], tuple[list[dict[str, Any]], str | None]]:
+    """A function returning the next batch of serialized rows after an id (for streaming exports)."""
+
+    def next_batch(after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        pk = spec.model._meta.primary_key
+        query = build_query(spec, request, principal)
+        if after is not None:
+            query = query.where(pk > after)
+        rows = list(query.order_by(pk).limit(EXPORT_BATCH))
+        last = rows[-1].id if len(rows) == EXPORT_BATCH else None
+        return [spec.serialize(r) for r in rows], last
+
+    return next_batch
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ";".join(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return str(value)
+
+
+class ExportEncoder:
+    """Turns serialized rows into CSV (with a header) or NDJSON text."""
+
+    def __init__(self, fmt: ExportFormat, columns: Sequence[str]) -> None:
+        self.format = fmt
+        self.columns = list(columns)
+        self._header_done = False
+
+    @property
+    def content_type(self) -> str:
+        return "text/csv; charset=utf-8" if self.format == "csv" else "application/x-ndjson"
+
+    def encode(self, rows: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> str:
+        if self.format == "ndjson":
+            return "".join(json.dumps(r, separators=(",", ":"), default=_json_default) + "\n" for r in rows)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        if not self._header_done:
+            writer.writerow(self.columns)
+            self._header_done = True
+        for row in rows:
+            writer.writerow([_csv_cell(row.get(c)) for c in self.columns])
+        return out.getvalue()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def parse_export_format(args: Mapping[str, Sequence[str]]) -> ExportFormat:
+    fmt = args.get("format", ["csv"])[-1]
+    if fmt not in ("csv", "ndjson"):
+        raise InvalidRequest("Unknown export format.", fields={"format": "must be csv or ndjson"})
+    return fmt  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""Hardware: serial devices, watchdogs and sensors."""

@@ -1,0 +1,1 @@
+"""hark node agent: capture, meters, recording, upload, health, local technician endpoint."""

@@ -1,0 +1,1 @@
+"""The installer's tool: mDNS discovery, enrollment, certificates."""
