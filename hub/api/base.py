@@ -101,19 +101,24 @@ class BaseHandler(tornado.web.RequestHandler):
                 raise InvalidRequest("Content-Length is not a number.")
             if int(declared) > self.max_body_bytes:
                 raise PayloadTooLarge(f"The body is larger than {self.max_body_bytes} bytes.", limit=self.max_body_bytes)
-        self.request.connection.set_max_body_size(self.max_body_bytes + 1)
         permission = self.permissions[method]
         if permission is not PUBLIC:
             self.principal = await self.authenticate()
             self.authorize(permission)
 
     def data_received(self, chunk: bytes) -> None:
+        if self._body_too_large:
+            return
         self._body_size += len(chunk)
-        if self._body_size > self.max_body_bytes:
-            self._body_too_large = True
-            self._chunks.clear()
-        elif not self._body_too_large:
+        if self._body_size <= self.max_body_bytes:
             self._chunks.append(chunk)
+            return
+        # A body without Content-Length grew past the limit: answer now; Tornado then
+        # stops reading and closes the connection once the answer is sent.
+        self._body_too_large = True
+        self._chunks.clear()
+        error = PayloadTooLarge(f"The body is larger than {self.max_body_bytes} bytes.", limit=self.max_body_bytes)
+        self.send_error(error.status, exc_info=(type(error), error, None))
 
     def on_finish(self) -> None:
         if self._counted:

@@ -196,8 +196,7 @@ def facet_counts(
     for flt in chosen:
         if flt.contains:
             counts: dict[Any, int] = {}
-            for (raw,) in base.select(flt.field).tuples():
-                values = flt.field.python_value(raw) if raw is not None else []
+            for (values,) in base.select(flt.field).tuples():
                 for value in values or []:
                     counts[value] = counts.get(value, 0) + 1
             pairs = list(counts.items())

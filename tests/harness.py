@@ -1,0 +1,248 @@
+"""Real processes for tests: hark hubs, Mosquitto brokers and PostgreSQL databases."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psycopg2
+from psycopg2 import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_ADMIN_URL = os.environ.get("HARK_TEST_POSTGRES_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres")
+ADMIN_PASSWORD = "correct-horse-battery-staple"
+
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll `predicate` until it returns a truthy value; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def spawn(args: list[str], env: dict[str, str] | None = None, log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a child process whose output goes to `log_path`; it is tracked for the leak check."""
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    if log_path:
+        out.close()  # the child holds its own descriptor
+    _children.append(proc)
+    return proc
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def leftover_children() -> list[subprocess.Popen[bytes]]:
+    """Children a test started and did not stop."""
+    return [p for p in _children if p.poll() is None]
+
+
+# -- PostgreSQL -------------------------------------------------------------------
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def create_database() -> str:
+    """A fresh, empty PostgreSQL database; returns its URL."""
+    name = f"hark_test_{os.getpid()}_{secrets.token_hex(4)}"
+    conn = psycopg2.connect(POSTGRES_ADMIN_URL)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    conn.close()
+    return _with_database(POSTGRES_ADMIN_URL, name)
+
+
+def drop_database(url: str) -> None:
+    name = urlsplit(url).path.lstrip("/")
+    conn = psycopg2.connect(POSTGRES_ADMIN_URL)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    conn.close()
+
+
+# -- Mosquitto ----------------------------------------------------------------------
+
+
+@dataclass
+class Mosquitto:
+    """A Mosquitto broker of the test's own, on a free loopback port."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    proc: subprocess.Popen[bytes] | None = None
+    extra_config: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} {self.host}\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "log_dest stderr\n"
+            "log_type error\nlog_type warning\nlog_type notice\n" + self.extra_config,
+            encoding="utf-8",
+        )
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = spawn([binary, "-c", str(conf)], log_path=self.workdir / "mosquitto.log")
+        wait_for(lambda: port_open(self.host, self.port) or self.proc.poll() is not None, 10, "mosquitto to listen")
+        if self.proc.poll() is not None:
+            raise RuntimeError((self.workdir / "mosquitto.log").read_text())
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            terminate(self.proc)
+            self.proc = None
+
+
+# -- hark-hub -------------------------------------------------------------------------
+
+
+@dataclass
+class HubProcess:
+    """A real `hark-hub` process on free ports with its own data directory."""
+
+    workdir: Path
+    database_url: str | None = None
+    mqtt_url: str | None = None
+    env_extra: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    mqtt_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    _token: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "hub.log"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HARK_")}
+        env.update(
+            HARK_DATA_DIR=str(self.data_dir),
+            HARK_HTTP_HOST="127.0.0.1",
+            HARK_HTTP_PORT=str(self.port),
+            HARK_ADMIN_PASSWORD=ADMIN_PASSWORD,
+            HARK_LOG_LEVEL="INFO",
+        )
+        if self.database_url:
+            env["HARK_DATABASE_URL"] = self.database_url
+        if self.mqtt_url:
+            env["HARK_MQTT_URL"] = self.mqtt_url
+        else:
+            env["HARK_EMBEDDED_MQTT_BIND"] = f"127.0.0.1:{self.mqtt_port}"
+        env.update(self.env_extra)
+        return {k: v for k, v in env.items() if v is not None}
+
+    def start(self, wait_ready: bool = True) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = spawn([sys.executable, "-m", "hub", "run"], env=self.env(), log_path=self.log_path)
+        if wait_ready:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"hark-hub exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout, "hark-hub to be ready", interval=0.1)
+
+    def stop(self) -> int:
+        """SIGTERM and wait; return the exit code."""
+        code = terminate(self.proc) if self.proc is not None else 0
+        self.proc = None
+        self._token = None
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+
+    def login(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> str:
+        response = httpx.post(f"{self.url}/api/v1/auth/login", json={"username": username, "password": password}, timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()["data"]["token"]
+
+    def admin(self) -> httpx.Client:
+        """A client logged in as the first admin (one session per hub process)."""
+        if self._token is None:
+            self._token = self.login()
+        return self.client(self._token)
+
+
+@contextmanager
+def running_hub(workdir: Path, **kwargs: Any) -> Iterator[HubProcess]:
+    hub = HubProcess(workdir, **kwargs)
+    hub.start()
+    try:
+        yield hub
+    finally:
+        code = hub.stop()
+        assert code == 0, f"hark-hub exited with {code}:\n{hub.log()}"

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Make sure the services the tests use are there: Mosquitto (the binary; tests start
+# their own brokers, and the system broker on 1883 is started when installed) and
+# PostgreSQL on 127.0.0.1:5432. Installs Debian packages when missing and running as root.
+set -euo pipefail
+
+is_root() { [ "$(id -u)" = 0 ]; }
+apt_updated=0
+apt_install() {
+  if ! is_root; then
+    echo "tests/services.sh: $* missing and not root: install it (apt-get install $*) and run again" >&2
+    exit 1
+  fi
+  if [ "$apt_updated" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  echo "tests/services.sh: installing $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# --- Mosquitto ---------------------------------------------------------------
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  apt_install mosquitto mosquitto-clients
+fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
+  echo "tests/services.sh: starting the system Mosquitto on 127.0.0.1:1883"
+  if is_root && [ -f /etc/mosquitto/mosquitto.conf ]; then
+    mosquitto -d -c /etc/mosquitto/mosquitto.conf || echo "tests/services.sh: could not start the system Mosquitto (tests start their own)" >&2
+  fi
+fi
+
+# --- PostgreSQL --------------------------------------------------------------
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+if ! command -v pg_isready >/dev/null 2>&1 || ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+  if ! pg_up 2>/dev/null; then
+    apt_install postgresql
+    installed_pg=1
+  fi
+fi
+if ! pg_up; then
+  if is_root && command -v pg_ctlcluster >/dev/null 2>&1; then
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    echo "tests/services.sh: starting PostgreSQL $version"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  fi
+fi
+for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+if ! pg_up; then
+  echo "tests/services.sh: PostgreSQL is not answering on 127.0.0.1:5432; start it (or set HARK_TEST_POSTGRES_URL)" >&2
+  exit 1
+fi
+if [ "${installed_pg:-0}" = 1 ]; then
+  # A fresh Debian cluster asks for passwords over TCP: give the tests a known one.
+  su postgres -c "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+fi
+echo "tests/services.sh: Mosquitto $(mosquitto -h 2>/dev/null | head -n 1 | awk '{print $3}') and PostgreSQL ready"
