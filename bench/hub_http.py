@@ -37,8 +37,9 @@ body byte.
 
 On a small machine the client and the server compete for CPU, so the table also shows the
 CPU used by the client process and by the server process during the measurement window
-(100 % = one core, read from ``/proc`` where available): a client near 100 % means the
-figures are bounded by the client, not the server.
+(100 % = one core; the server's figure covers all its threads, so it can exceed 100 %; read
+from ``/proc`` where available). A client near 100 % would mean the figures are bounded by the
+client, not the server.
 
 Run it from the repository root::
 

@@ -106,4 +106,3 @@ def test_errors_never_carry_a_stack_trace(hub: HubProcess) -> None:
     for response in responses:
         assert response.status_code == 400, response.text
         assert "Traceback" not in response.text
-

@@ -1,0 +1,43 @@
+"""`hark-hub demo`: runs on embedded defaults, tells how to log in, stops everything on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.harness import ROOT, free_port, port_open, wait_for
+
+
+def test_demo_runs_prints_the_login_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARK_")}
+    env.update(HARK_DEMO_DIR=str(tmp_path / "demo"), HARK_HTTP_PORT=str(port))
+    log = tmp_path / "demo.log"
+    with open(log, "wb") as out:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "hub", "demo"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_for(lambda: "Stop with Ctrl-C" in log.read_text(), 60, "the demo banner")
+        text = log.read_text()
+        assert f"Console:   http://127.0.0.1:{port}/" in text
+        password = re.search(r"Log in as: admin / (\S+)", text).group(1)
+        login = httpx.post(f"http://127.0.0.1:{port}/api/v1/auth/login", json={"username": "admin", "password": password})
+        assert login.status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["status"] == "ready"
+        os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        assert demo.wait(30) == 0
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+    assert not port_open("127.0.0.1", port)
+    leftover = subprocess.run(["pgrep", "-g", str(demo.pid)], capture_output=True, text=True).stdout.split()
+    assert leftover == [], f"demo left processes behind: {leftover}"
+    assert "Traceback" not in log.read_text()
