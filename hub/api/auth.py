@@ -53,6 +53,7 @@ class LogoutHandler(BaseHandler):
     async def post(self) -> None:
         assert self.principal is not None and self.principal.session_id is not None
         await self.hub.db.run(auth_service.revoke_session, self.principal.session_id)
+        self.hub.authenticator.forget_all()
         self.write_no_content()
 
 

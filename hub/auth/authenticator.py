@@ -2,21 +2,49 @@
 
 from __future__ import annotations
 
+import time
+
 from hub.auth.principal import Principal
+from hub.auth.tokens import secret_hash
 from hub.db.database import HubDatabase
 from hub.errors import Unauthenticated
 from hub.services import auth as auth_service
 
+CACHE_TTL_S = 2.0  # how long a looked-up secret is trusted without asking the database again
+CACHE_MAX = 10_000
+
 
 class Authenticator:
-    """Looks bearer secrets up on a database worker and turns misses into 401s."""
+    """Looks bearer secrets up on a database worker and turns misses into 401s.
+
+    Hits are kept for a couple of seconds so a busy client does not cost a database
+    round trip per request; every change to sessions or credentials made through this
+    hub calls `forget_all()`, so a revocation takes effect at once here (and within
+    CACHE_TTL_S on other hub processes sharing the database).
+    """
 
     def __init__(self, db: HubDatabase) -> None:
         self.db = db
+        self._cache: dict[str, tuple[Principal, float]] = {}
+
+    def forget_all(self) -> None:
+        self._cache.clear()
 
     async def authenticate(self, token: str) -> Principal:
         if len(token) > 512:
             raise Unauthenticated("The token is not valid.")
+        digest = secret_hash(token)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and now - hit[1] < CACHE_TTL_S:
+            return hit[0]
+        principal = await self._lookup(token)
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        self._cache[digest] = (principal, now)
+        return principal
+
+    async def _lookup(self, token: str) -> Principal:
         prefix = token.split("_", 1)[0]
         if prefix == auth_service.SESSION_TOKEN_PREFIX:
             check = await self.db.run(auth_service.authenticate_session_token, token)

@@ -7,6 +7,7 @@ drained on the asyncio loop in batches, so no handler ever runs on paho's thread
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import ssl
@@ -86,7 +87,7 @@ class MqttBridge:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._connected = threading.Event()
-        self._received = {}  # kind -> prometheus child, cached off the hot path
+        self._received: dict[str, Any] = {}  # kind -> prometheus child, cached off the hot path
         self._tasks: set[asyncio.Task[Any]] = set()
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=mqtt.MQTTv311)
         if address.username:
@@ -194,7 +195,7 @@ class MqttBridge:
         self.metrics.mqtt_connected.set(1 if value else 0)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._inbox.append((message.topic, message.payload))
+        self._inbox.append((message.topic, bytes(message.payload)))
         if not self._drain_scheduled and self._loop is not None:
             self._drain_scheduled = True
             try:
@@ -249,7 +250,7 @@ class MqttBridge:
         if inspect.isawaitable(result):
             task = asyncio.ensure_future(result)
             self._tasks.add(task)
-            task.add_done_callback(lambda t, topic=topic: self._task_done(t, topic))
+            task.add_done_callback(functools.partial(self._task_done, topic=topic))
 
     def _task_done(self, task: asyncio.Task[Any], topic: str) -> None:
         self._tasks.discard(task)

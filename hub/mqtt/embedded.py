@@ -48,7 +48,7 @@ class HarkTopicPlugin(BaseTopicPlugin):
     ) -> bool | None:
         if self.access is None or session is None or topic is None or action is None:
             return False
-        return self.access.may(session.username, topic, action.value)  # type: ignore[arg-type]
+        return self.access.may(session.username, topic, action.value)
 
 
 def _broker_config(host: str, port: int) -> dict[str, Any]:

@@ -167,17 +167,18 @@ def build_query(spec: ListSpec, request: ListRequest, principal: Principal | Non
         if request.time_to is not None:
             query = query.where(spec.time_field < request.time_to)
     if request.ids is not None:
-        query = query.where(model._meta.primary_key.in_(list(request.ids)))
+        pk: Any = model._meta.primary_key
+        query = query.where(pk.in_(list(request.ids)))
     return query
 
 
 def fetch_page(spec: ListSpec, request: ListRequest, principal: Principal | None) -> tuple[list[dict[str, Any]], str | None]:
     """One page in id order (ids are time-ordered) and the cursor of the next, or None."""
-    pk = spec.model._meta.primary_key
+    pk: Any = spec.model._meta.primary_key
     query = build_query(spec, request, principal)
     if request.after is not None:
         query = query.where(pk > request.after)
-    rows = list(query.order_by(pk).limit(request.limit + 1))
+    rows: list[Any] = list(query.order_by(pk).limit(request.limit + 1))
     next_cursor = encode_cursor(rows[request.limit - 1].id) if len(rows) > request.limit else None
     return [spec.serialize(r) for r in rows[: request.limit]], next_cursor
 
@@ -196,13 +197,14 @@ def facet_counts(
     for flt in chosen:
         if flt.contains:
             counts: dict[Any, int] = {}
-            for (values,) in base.select(flt.field).tuples():
+            column: Any = base.select(flt.field).tuples()
+            for (values,) in column:
                 for value in values or []:
                     counts[value] = counts.get(value, 0) + 1
             pairs = list(counts.items())
         else:
             count = peewee.fn.COUNT(spec.model._meta.primary_key)
-            pairs = list(base.select(flt.field, count).group_by(flt.field).tuples())
+            pairs = list(base.select(flt.field, count).group_by(flt.field).tuples())  # type: ignore[arg-type]
         pairs.sort(key=lambda p: (-p[1], "" if p[0] is None else str(p[0])))
         result[flt.name] = [{"value": value, "count": n} for value, n in pairs]
     return result
@@ -214,11 +216,11 @@ def export_batches(
     """A function returning the next batch of serialized rows after an id (for streaming exports)."""
 
     def next_batch(after: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        pk = spec.model._meta.primary_key
+        pk: Any = spec.model._meta.primary_key
         query = build_query(spec, request, principal)
         if after is not None:
             query = query.where(pk > after)
-        rows = list(query.order_by(pk).limit(EXPORT_BATCH))
+        rows: list[Any] = list(query.order_by(pk).limit(EXPORT_BATCH))
         last = rows[-1].id if len(rows) == EXPORT_BATCH else None
         return [spec.serialize(r) for r in rows], last
 
