@@ -62,7 +62,6 @@ import platform
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -78,6 +77,8 @@ from types import FrameType
 from typing import Any
 
 import tornado
+
+from hub.processes import free_port, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -330,13 +331,6 @@ def measure(target: Target, connections: int, duration_s: float) -> LoadResult:
 # -- servers ---------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port on HOST that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def http_request(port: int, path: str, *, body: Any = None, token: str | None = None, timeout: float = 5.0) -> tuple[int, Any]:
     """One small JSON request with urllib (setup and sanity checks only, not the load)."""
     headers = {"Accept": "application/json"}
@@ -381,18 +375,6 @@ def start_process(args: list[str], env: dict[str, str], log_path: Path) -> subpr
         return subprocess.Popen(
             args, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if it has not exited after STOP_TIMEOUT_S."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def log_tail(path: Path, lines: int = 20) -> str:
@@ -590,7 +572,7 @@ def run(duration_s: float, connections: int) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for process in processes:
-            stop_process(process)
+            stop_process(process, STOP_TIMEOUT_S)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

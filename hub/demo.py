@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from hub import const
+from hub.processes import free_port, stop_process
 
 READY_TIMEOUT_S = 60.0
 
@@ -30,12 +31,6 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float) -> dict[str, object] | None:
@@ -50,18 +45,6 @@ def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float) -> 
         except (urllib.error.URLError, OSError, ValueError):
             time.sleep(0.3)
     return None
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
-    """SIGTERM, then SIGKILL if it does not stop in time; return its exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 def run_demo() -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,17 +20,14 @@ import httpx
 import psycopg2
 from psycopg2 import sql
 
+from hub.processes import free_port
+from hub.processes import stop_process as terminate
+
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get("HARK_TEST_POSTGRES_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres")
 ADMIN_PASSWORD = "correct-horse-battery-staple"
 
 _children: list[subprocess.Popen[bytes]] = []
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def port_open(host: str, port: int) -> bool:
@@ -62,17 +58,6 @@ def spawn(args: list[str], env: dict[str, str] | None = None, log_path: Path | N
         out.close()  # the child holds its own descriptor
     _children.append(proc)
     return proc
-
-
-def terminate(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 def leftover_children() -> list[subprocess.Popen[bytes]]:
