@@ -9,6 +9,7 @@ import tornado.web
 
 from hub.api import auth, nodes, system
 from hub.api.base import BaseHandler, NotFoundHandler
+from hub.api.console import CONSOLE_DIR, ConsoleFileHandler
 from hub.const import API_PREFIX as V1
 
 if TYPE_CHECKING:
@@ -38,8 +39,12 @@ def template_to_regex(template: str) -> str:
 
 
 def make_app(hub: Hub, **settings: Any) -> tornado.web.Application:
-    """Build the application with every route bound to `hub`."""
-    handlers = [(template_to_regex(path), handler, {"hub": hub, "route": path}) for path, handler in ROUTES]
+    """Build the application with every route bound to `hub`, and the console's files."""
+    handlers: list[Any] = [(template_to_regex(path), handler, {"hub": hub, "route": path}) for path, handler in ROUTES]
+    handlers += [
+        (r"/()$", ConsoleFileHandler, {"path": str(CONSOLE_DIR), "default_filename": "index.html"}),
+        (r"/console/(.*)", ConsoleFileHandler, {"path": str(CONSOLE_DIR)}),
+    ]
     return tornado.web.Application(
         handlers,
         default_handler_class=NotFoundHandler,
