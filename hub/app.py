@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
-from hub.api import auth, nodes, system
+from hub.api import access, audit, auth, keys, nodes, oidc, system
 from hub.api.base import BaseHandler, NotFoundHandler
 from hub.api.console import CONSOLE_DIR, ConsoleFileHandler
 from hub.const import API_PREFIX as V1
@@ -22,10 +22,41 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     ("/readyz", system.ReadyzHandler),
     ("/metrics", system.MetricsHandler),
     (f"{V1}/openapi.yaml", system.OpenApiHandler),
-    # identity
+    # identity: sessions
     (f"{V1}/auth/login", auth.LoginHandler),
     (f"{V1}/auth/logout", auth.LogoutHandler),
+    (f"{V1}/auth/logout-all", auth.LogoutAllHandler),
     (f"{V1}/auth/me", auth.MeHandler),
+    (f"{V1}/auth/sessions", auth.SessionsHandler),
+    (f"{V1}/auth/sessions/{{id}}", auth.SessionHandler),
+    (f"{V1}/auth/password", auth.PasswordHandler),
+    # identity: single sign-on
+    (f"{V1}/auth/oidc/config", oidc.OidcConfigHandler),
+    (f"{V1}/auth/oidc/login", oidc.OidcLoginHandler),
+    (f"{V1}/auth/oidc/callback", oidc.OidcCallbackHandler),
+    (f"{V1}/auth/oidc/discovery", oidc.OidcDiscoveryHandler),
+    # identity: API keys
+    (f"{V1}/auth/keys", keys.KeysHandler),
+    (f"{V1}/auth/keys/{{id}}", keys.KeyHandler),
+    (f"{V1}/auth/keys/{{id}}/rotate", keys.KeyRotateHandler),
+    # identity: users, groups, roles, policies
+    (f"{V1}/auth/users", access.UsersHandler),
+    (f"{V1}/auth/users/facets", access.UserFacetsHandler),
+    (f"{V1}/auth/users/export", access.UserExportHandler),
+    (f"{V1}/auth/users/{{id}}", access.UserHandler),
+    (f"{V1}/auth/users/{{id}}/access", access.UserAccessHandler),
+    (f"{V1}/auth/users/{{id}}/password", access.UserPasswordHandler),
+    (f"{V1}/auth/users/{{id}}/status", access.UserStatusHandler),
+    (f"{V1}/auth/groups", access.GroupsHandler),
+    (f"{V1}/auth/groups/{{id}}", access.GroupHandler),
+    (f"{V1}/auth/roles", access.RolesHandler),
+    (f"{V1}/auth/roles/{{id}}", access.RoleHandler),
+    (f"{V1}/auth/access-policies", access.AccessPoliciesHandler),
+    # audit
+    (f"{V1}/audit-events", audit.AuditEventsHandler),
+    (f"{V1}/audit-events/facets", audit.AuditFacetsHandler),
+    (f"{V1}/audit-events/export", audit.AuditExportHandler),
+    (f"{V1}/audit-events/{{id}}", audit.AuditEventHandler),
     # fleet
     (f"{V1}/nodes", nodes.NodesHandler),
     (f"{V1}/nodes/facets", nodes.NodeFacetsHandler),

@@ -141,6 +141,11 @@ HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("admin_password", str),
     Setting("metrics_open_on_loopback", _parse_bool, False),
     Setting("log_level", _parse_log_level, "INFO"),
+    Setting("oidc_issuer", _parse_http_url),
+    Setting("oidc_client_id", str),
+    Setting("oidc_client_secret", str),
+    Setting("oidc_scopes", str, "openid profile email"),
+    Setting("oidc_redirect_url", _parse_http_url),
 )
 
 
@@ -159,6 +164,11 @@ class HubConfig:
     admin_password: str | None
     metrics_open_on_loopback: bool
     log_level: str
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_scopes: str = "openid profile email"
+    oidc_redirect_url: str | None = None
     explicit: frozenset[str] = field(default_factory=frozenset)
 
     @property
@@ -183,5 +193,7 @@ class HubConfig:
             parse_host_port(values["embedded_mqtt_bind"], 1883)
         except ValueError as err:
             raise ConfigError(f"HARK_EMBEDDED_MQTT_BIND: invalid value: {err}") from err
+        if values["oidc_issuer"] and not (values["oidc_client_id"] and values["oidc_client_secret"]):
+            raise ConfigError("HARK_OIDC_ISSUER is set: HARK_OIDC_CLIENT_ID and HARK_OIDC_CLIENT_SECRET are needed too")
         names = {f.name for f in fields(cls)} - {"explicit"}
         return cls(**{k: v for k, v in values.items() if k in names}, explicit=frozenset(explicit))

@@ -16,6 +16,7 @@ from tornado.netutil import bind_sockets
 from hub import const
 from hub.app import make_app
 from hub.auth.authenticator import Authenticator
+from hub.auth.oidc import OidcClient, OidcSettings
 from hub.auth.tokens import new_password
 from hub.config import HubConfig
 from hub.db.database import HubDatabase, describe, open_database
@@ -43,6 +44,7 @@ class Hub:
         self.bridge: MqttBridge | None = None
         self.broker_address: BrokerAddress | None = None
         self.http_server: HTTPServer | None = None
+        self.oidc: OidcClient | None = None
         self.http_port = 0
         self.started_at = time.time()
         self._in_flight = 0
@@ -94,6 +96,17 @@ class Hub:
             self._announce_admin_password(generated)
         await self._start_mqtt()
         self._start_http()
+        if config.oidc_issuer and config.oidc_client_id and config.oidc_client_secret:
+            self.oidc = OidcClient(
+                OidcSettings(
+                    issuer=config.oidc_issuer,
+                    client_id=config.oidc_client_id,
+                    client_secret=config.oidc_client_secret,
+                    scopes=config.oidc_scopes,
+                    redirect_url=config.oidc_redirect_url or f"{self.public_url}/api/v1/auth/oidc/callback",
+                )
+            )
+            log.info("single sign-on with %s", config.oidc_issuer)
         log.info(
             "hark hub listening on %s (api %s/api/v1); data in %s; database %s; mqtt %s (%s)",
             f"http://{config.http_host}:{self.http_port}",

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import functools
+import hmac
 import json
 import logging
 import re
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import msgspec
 import tornado.web
 from tornado.httputil import responses
 
-from hub.auth.principal import Principal
+from hub.auth.principal import ALL_SITES, Principal, SiteScope
 from hub.errors import ApiError, Forbidden, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthenticated
+from hub.services import audit as audit_service
+from hub.services.audit import Actor
+from hub.services.auth import csrf_token
 
 if TYPE_CHECKING:
     from hub.server import Hub
@@ -24,6 +30,9 @@ T = TypeVar("T")
 
 PUBLIC = None  # a method whose permission is PUBLIC needs no authentication
 AUTHENTICATED = "authenticated"  # any authenticated caller, whatever its permissions
+SESSION_COOKIE = "hark_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 HTTP_METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
 _STATUS_CODES = {
     400: "invalid_request",
@@ -71,15 +80,20 @@ class BaseHandler(tornado.web.RequestHandler):
 
     permissions: ClassVar[Mapping[str, str | None]] = {}
     max_body_bytes: ClassVar[int] = 1024 * 1024
+    accepts_query_token: ClassVar[bool] = False  # streams may take `?token=` (browsers cannot set headers there)
 
     hub: Hub
     route: str
     principal: Principal | None
+    permission: str | None
+    scope: SiteScope
 
     def initialize(self, hub: Hub, route: str) -> None:
         self.hub = hub
         self.route = route
         self.principal = None
+        self.permission = None
+        self.scope = ALL_SITES
         self._chunks: list[bytes] = []
         self._body_size = 0
         self._body_too_large = False
@@ -101,10 +115,10 @@ class BaseHandler(tornado.web.RequestHandler):
                 raise InvalidRequest("Content-Length is not a number.")
             if int(declared) > self.max_body_bytes:
                 raise PayloadTooLarge(f"The body is larger than {self.max_body_bytes} bytes.", limit=self.max_body_bytes)
-        permission = self.permissions[method]
-        if permission is not PUBLIC:
+        self.permission = self.permissions[method]
+        if self.permission is not PUBLIC:
             self.principal = await self.authenticate()
-            self.authorize(permission)
+            await self.authorize(self.permission)
 
     def data_received(self, chunk: bytes) -> None:
         if self._body_too_large:
@@ -135,20 +149,80 @@ class BaseHandler(tornado.web.RequestHandler):
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
+        if self.accepts_query_token:
+            token = self.get_query_argument("token", None)
+            if token:
+                return token
         return None
 
+    def set_session_cookie(self, token: str, expires_at: datetime, same_site: str = "Strict") -> None:
+        """The console's HttpOnly session cookie (Secure when the request came over TLS)."""
+        self.set_cookie(
+            SESSION_COOKIE,
+            token,
+            expires=expires_at,
+            path="/",
+            httponly=True,
+            samesite=same_site,
+            secure=self.request.protocol == "https",
+        )
+
+    def session_cookie(self) -> str | None:
+        return self.get_cookie(SESSION_COOKIE) or None
+
     async def authenticate(self) -> Principal:
+        """The caller, from the bearer header (or `?token=` on streams), else the console's cookie."""
         token = self.bearer_token()
+        via_cookie = False
+        if token is None:
+            token = self.session_cookie()
+            via_cookie = token is not None
         if token is None:
             raise Unauthenticated("Send a bearer token: Authorization: Bearer <token>.")
-        return await self.hub.authenticator.authenticate(token)
+        try:
+            principal = await self.hub.authenticator.authenticate(token)
+        except Unauthenticated as err:
+            await self.audit(
+                "auth.token",
+                outcome="failure",
+                reason=f"{err.code} on {self.request.method} {self.request.path}",
+                actor=Actor.of(None, self.request.remote_ip),
+            )
+            raise
+        if via_cookie and self.request.method not in SAFE_METHODS:
+            sent = self.request.headers.get(CSRF_HEADER, "")
+            if not hmac.compare_digest(sent.encode(), csrf_token(token).encode()):
+                raise Forbidden(f"A write with the session cookie needs the {CSRF_HEADER} header.", code="csrf_failed")
+        return principal
 
-    def authorize(self, permission: str) -> None:
+    async def authorize(self, permission: str) -> None:
+        """Allow the request if the caller holds `permission`; otherwise audit the denial and answer 403."""
         principal = self.principal
         if permission == AUTHENTICATED and principal is not None:
+            self.scope = ALL_SITES
             return
-        if principal is None or not principal.can(permission):
-            raise Forbidden(f"This needs the permission {permission}.", required=permission)
+        if principal is not None and principal.can(permission):
+            self.scope = principal.scope(permission)
+            return
+        if principal is not None and principal.kind == "key":
+            error: ApiError = Forbidden(
+                f"This API key's scopes do not include {permission}.",
+                code="insufficient_scope",
+                required=[permission],
+                current=list(principal.key_scopes or ()),
+            )
+        else:
+            error = Forbidden(f"This needs the permission {permission}.", required=permission)
+        await self.audit("access.denied", permission=permission, outcome="failure", reason=f"{self.request.method} {self.route}")
+        raise error
+
+    @property
+    def actor(self) -> Actor:
+        return Actor.of(self.principal, self.request.remote_ip)
+
+    async def audit(self, action: str, *, actor: Actor | None = None, **fields: Any) -> None:
+        """Write an audit event from the handler (mutations audit inside their service instead)."""
+        await self.hub.db.run(functools.partial(audit_service.record, actor or self.actor, action, **fields))
 
     # -- bodies ----------------------------------------------------------------
 

@@ -35,7 +35,7 @@ class ListHandler(BaseHandler):
 
     async def get(self) -> None:
         request = parse_list_request(self.spec, self.query_args())
-        items, next_cursor = await self.hub.db.run(fetch_page, self.spec, request, self.principal)
+        items, next_cursor = await self.hub.db.run(fetch_page, self.spec, request, self.scope)
         self.write_page(items, next_cursor)
 
 
@@ -48,7 +48,7 @@ class FacetsHandler(BaseHandler):
         args = self.query_args()
         names = [n for raw in args.get("fields", []) for n in raw.split(",") if n]
         request = parse_list_request(self.spec, args)
-        facets = await self.hub.db.run(facet_counts, self.spec, request, self.principal, names)
+        facets = await self.hub.db.run(facet_counts, self.spec, request, self.scope, names)
         self.write_data(facets)
 
 
@@ -77,7 +77,7 @@ class ExportHandler(BaseHandler):
         fmt = parse_export_format(args)
         request = parse_list_request(self.spec, args, ids)
         encoder = ExportEncoder(fmt, self.spec.export_columns)
-        next_batch = export_batches(self.spec, request, self.principal)
+        next_batch = export_batches(self.spec, request, self.scope)
         self.set_header("Content-Type", encoder.content_type)
         self.set_header("Content-Disposition", f'attachment; filename="export.{fmt}"')
         after: Any = None

@@ -6,7 +6,7 @@ import ipaddress
 from importlib import resources
 
 from hub.api.base import PUBLIC, BaseHandler
-from hub.errors import Forbidden, Unauthenticated
+from hub.errors import Unauthenticated
 
 
 class HealthzHandler(BaseHandler):
@@ -39,8 +39,7 @@ class MetricsHandler(BaseHandler):
             if self.bearer_token() is None:
                 raise Unauthenticated("Send a bearer token with metrics:read.")
             self.principal = await self.authenticate()
-            if not self.principal.can("metrics:read"):
-                raise Forbidden("This needs the permission metrics:read.", required="metrics:read")
+            await self.authorize("metrics:read")
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.finish(self.hub.metrics.render())
 

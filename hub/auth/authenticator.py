@@ -8,6 +8,7 @@ from hub.auth.principal import Principal
 from hub.auth.tokens import secret_hash
 from hub.db.database import HubDatabase
 from hub.errors import Unauthenticated
+from hub.services import api_keys
 from hub.services import auth as auth_service
 
 CACHE_TTL_S = 2.0  # how long a looked-up secret is trusted without asking the database again
@@ -52,4 +53,12 @@ class Authenticator:
                 return check.principal
             if check.problem == "expired":
                 raise Unauthenticated("The session has expired; log in again.", code="token_expired")
+        elif prefix == api_keys.KEY_PREFIX:
+            check = await self.db.run(api_keys.authenticate_key, token)
+            if check.principal is not None:
+                return check.principal
+            if check.problem == "revoked":
+                raise Unauthenticated("The API key has been revoked.", code="api_key_revoked")
+            if check.problem == "expired":
+                raise Unauthenticated("The API key has expired.", code="api_key_expired")
         raise Unauthenticated("The token is not valid.")

@@ -37,6 +37,109 @@ class User(BaseModel):
     disabled = peewee.BooleanField(default=False)
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
+    password_changed_at = peewee.DateTimeField(null=True)
+    oidc_subject = peewee.CharField(max_length=300, null=True)
+    display_name = peewee.CharField(max_length=200, null=True)
+
+
+class Group(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=40)
+    name = peewee.CharField(unique=True, max_length=150)
+    description = peewee.TextField(default="")
+    roles = JSONField(default=list)
+    sites = JSONField(null=True)  # None: every site
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+
+class UserGroup(BaseModel):
+    user_id = peewee.CharField(max_length=40, index=True)
+    group_id = peewee.CharField(max_length=40, index=True)
+
+    class Meta:
+        table_name = "user_group"
+        primary_key = False
+
+
+class Role(BaseModel):
+    """A custom role; the built-in ones live in `hub.auth.permissions`."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    name = peewee.CharField(unique=True, max_length=100)
+    description = peewee.TextField(default="")
+    permissions = JSONField(default=list)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+
+class ApiKey(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=40)
+    name = peewee.CharField(max_length=150)
+    kind = peewee.CharField(max_length=16)  # user | service
+    user_id = peewee.CharField(max_length=40, null=True, index=True)
+    scopes = JSONField(default=list)
+    sites = JSONField(null=True)
+    key_prefix = peewee.CharField(max_length=24)
+    secret_hash = peewee.CharField(unique=True, max_length=64)
+    previous_hash = peewee.CharField(max_length=64, null=True, index=True)
+    created_by = peewee.CharField(max_length=40, null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    expires_at = peewee.DateTimeField(null=True)
+    revoked_at = peewee.DateTimeField(null=True)
+    last_used_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "api_key"
+
+
+class LoginThrottle(BaseModel):
+    key = peewee.CharField(primary_key=True, max_length=300)
+    failures = peewee.IntegerField(default=0)
+    window_start = peewee.DateTimeField()
+    locked_until = peewee.DateTimeField(null=True)
+    lockouts = peewee.IntegerField(default=0)
+
+    class Meta:
+        table_name = "login_throttle"
+
+
+class Setting(BaseModel):
+    key = peewee.CharField(primary_key=True, max_length=100)
+    value = JSONField()
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+
+class OidcLogin(BaseModel):
+    """A login started at the identity provider, waiting for its callback (used once)."""
+
+    state = peewee.CharField(primary_key=True, max_length=100)
+    nonce = peewee.CharField(max_length=100)
+    code_verifier = peewee.CharField(max_length=200)
+    return_to = peewee.CharField(max_length=500)
+    created_at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "oidc_login"
+
+
+class AuditEvent(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=40)
+    at = peewee.DateTimeField(index=True)
+    actor_type = peewee.CharField(max_length=16)
+    actor_id = peewee.CharField(max_length=40, null=True, index=True)
+    actor_name = peewee.CharField(max_length=200, null=True)
+    permission = peewee.CharField(max_length=64, null=True)
+    action = peewee.CharField(max_length=100, index=True)
+    target_type = peewee.CharField(max_length=40, null=True)
+    target_id = peewee.CharField(max_length=200, null=True, index=True)
+    before = JSONField(null=True)
+    after = JSONField(null=True)
+    outcome = peewee.CharField(max_length=16, index=True)
+    reason = peewee.TextField(null=True)
+    source_ip = peewee.CharField(max_length=64, null=True)
+
+    class Meta:
+        table_name = "audit_event"
 
 
 class AuthSession(BaseModel):
@@ -49,6 +152,7 @@ class AuthSession(BaseModel):
     revoked_at = peewee.DateTimeField(null=True)
     source_ip = peewee.CharField(max_length=64, null=True)
     user_agent = peewee.CharField(max_length=256, null=True)
+    via = peewee.CharField(max_length=16, default="password")  # password | oidc
 
     class Meta:
         table_name = "auth_session"

@@ -1,7 +1,11 @@
-"""Logins, sessions and the first admin. Runs on a database worker; knows nothing of HTTP."""
+"""Logins, login sessions, a user's own sessions and password, and the first admin.
+
+Runs on a database worker; knows nothing of HTTP.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -9,14 +13,17 @@ from typing import Any
 
 import peewee
 
-from hub import const
-from hub.auth.passwords import hash_password, needs_rehash, verify_password
-from hub.auth.permissions import permissions_for_roles, sorted_permissions
+from hub.auth.passwords import hash_password, needs_rehash, password_problem, verify_password
+from hub.auth.permissions import sorted_permissions
 from hub.auth.principal import Principal
 from hub.auth.tokens import new_secret, secret_hash
 from hub.clock import iso, utcnow
 from hub.db.models import AuthSession, User
+from hub.errors import InvalidRequest, NotFound, RateLimited, Unauthenticated
 from hub.ids import new_id
+from hub.services import access_policies, login_throttle
+from hub.services.audit import Actor, record
+from hub.services.grants import principal_for_user, user_groups
 
 SESSION_TOKEN_PREFIX = "hks"
 RENEW_AFTER = timedelta(seconds=60)  # sliding expiry is written at most this often per session
@@ -32,26 +39,24 @@ class LoginResult:
     session_id: str
 
 
+def csrf_token(session_token: str) -> str:
+    """The CSRF token that goes with a cookie session (derived, so nothing more is stored)."""
+    return hmac.new(session_token.encode(), b"hark-csrf", hashlib.sha256).hexdigest()[:32]
+
+
 def user_to_api(user: User) -> dict[str, Any]:
     return {
         "id": user.id,
         "username": user.username,
+        "display_name": user.display_name,
         "roles": list(user.roles or []),
         "sites": None if user.sites is None else list(user.sites),
+        "groups": [g.id for g in user_groups(user.id)],
         "disabled": bool(user.disabled),
+        "sso": user.oidc_subject is not None,
         "created_at": iso(user.created_at),
+        "password_changed_at": iso(user.password_changed_at),
     }
-
-
-def principal_for_user(user: User, session_id: str | None = None) -> Principal:
-    return Principal(
-        kind="user",
-        id=user.id,
-        name=user.username,
-        permissions=permissions_for_roles(user.roles or []),
-        sites=None if user.sites is None else frozenset(user.sites),
-        session_id=session_id,
-    )
 
 
 def ensure_first_admin(password: str | None, generate: Any) -> str | None:
@@ -62,7 +67,7 @@ def ensure_first_admin(password: str | None, generate: Any) -> str | None:
     if not password:
         password = generated = generate()
     now = utcnow()
-    User.create(
+    user = User.create(
         id=new_id("usr"),
         username="admin",
         password_hash=hash_password(password),
@@ -70,23 +75,22 @@ def ensure_first_admin(password: str | None, generate: Any) -> str | None:
         sites=None,
         created_at=now,
         updated_at=now,
+        password_changed_at=now,
+    )
+    record(
+        Actor("system", None, "hub"),
+        "user.create",
+        target=("user", user.id),
+        after={"username": "admin", "roles": ["admin"]},
+        reason="first start",
     )
     return generated
 
 
-def login(username: str, password: str, source_ip: str | None, user_agent: str | None) -> LoginResult | None:
-    """Check a username and password; on success open a session and return its token."""
-    user = User.get_or_none(User.username == username)
-    if user is None:
-        verify_password(_DUMMY_HASH, password)
-        return None
-    if not verify_password(user.password_hash, password) or user.disabled:
-        return None
-    if needs_rehash(user.password_hash):
-        User.update(password_hash=hash_password(password)).where(User.id == user.id).execute()
+def open_session(user: User, source_ip: str | None, user_agent: str | None, via: str = "password") -> LoginResult:
     token = new_secret(SESSION_TOKEN_PREFIX)
     now = utcnow()
-    expires_at = now + timedelta(seconds=const.SESSION_TTL_S)
+    expires_at = now + timedelta(seconds=access_policies.load().session_ttl_s)
     session = AuthSession.create(
         id=new_id("ses"),
         user=user,
@@ -96,8 +100,55 @@ def login(username: str, password: str, source_ip: str | None, user_agent: str |
         expires_at=expires_at,
         source_ip=(source_ip or "")[:64] or None,
         user_agent=(user_agent or "")[:256] or None,
+        via=via,
     )
     return LoginResult(token=token, expires_at=expires_at, user=user, session_id=session.id)
+
+
+def login(username: str, password: str, source_ip: str | None, user_agent: str | None) -> LoginResult:
+    """Check a username and password under brute-force limits; on success open a session."""
+    now = utcnow()
+    actor = Actor("anonymous", None, username[:150], source_ip)
+    user_key, address_key = login_throttle.user_key(username), login_throttle.address_key(source_ip)
+    for key in (user_key, address_key):
+        wait = login_throttle.retry_after(login_throttle.load(key), now)
+        if wait is not None:
+            raise RateLimited(f"Too many failed logins; try again in {wait} s.", retry_after_s=wait)
+    user = User.get_or_none(User.username == username)
+    if user is None:
+        verify_password(_DUMMY_HASH, password)
+        ok = False
+    else:
+        ok = verify_password(user.password_hash, password) and not user.disabled
+    if not ok:
+        with User._meta.database.atomic():
+            record(
+                actor,
+                "auth.login",
+                target=("user", user.id if user else None),
+                outcome="failure",
+                reason="wrong username or password",
+            )
+            for key, threshold in ((user_key, login_throttle.USER_THRESHOLD), (address_key, login_throttle.ADDRESS_THRESHOLD)):
+                state, locked = login_throttle.after_failure(login_throttle.load(key), now, threshold)
+                login_throttle.store(key, state)
+                if locked:
+                    record(
+                        actor,
+                        "auth.lockout",
+                        target=("login", key),
+                        outcome="failure",
+                        reason=f"{threshold} failed logins within 15 minutes; locked until {iso(state.locked_until)}",
+                    )
+        raise Unauthenticated("The username or password is wrong.", code="invalid_credentials")
+    assert user is not None
+    with User._meta.database.atomic():
+        login_throttle.clear(user_key)
+        if needs_rehash(user.password_hash):
+            User.update(password_hash=hash_password(password)).where(User.id == user.id).execute()
+        result = open_session(user, source_ip, user_agent)
+        record(Actor("user", user.id, user.username, source_ip), "auth.login", target=("session", result.session_id))
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,40 +156,114 @@ class TokenCheck:
     """The outcome of looking up a bearer secret: a principal, or why not."""
 
     principal: Principal | None
-    problem: str | None = None  # "unknown" | "expired"
+    problem: str | None = None  # "unknown" | "expired" | "revoked"
 
 
 def authenticate_session_token(token: str) -> TokenCheck:
     """Resolve a session token; slide its expiry forward when it is used."""
     digest = secret_hash(token)
     try:
-        session = (
-            AuthSession.select(AuthSession, User)
-            .join(User)
-            .where(AuthSession.token_hash == digest, AuthSession.revoked_at.is_null())
-            .get()
-        )
+        session = AuthSession.select(AuthSession, User).join(User).where(AuthSession.token_hash == digest).get()
     except peewee.DoesNotExist:
         return TokenCheck(None, "unknown")
-    if not hmac.compare_digest(session.token_hash, digest):
+    if session.revoked_at is not None or session.user.disabled:
         return TokenCheck(None, "unknown")
     now = utcnow()
     if session.expires_at <= now:
         return TokenCheck(None, "expired")
-    if session.user.disabled:
-        return TokenCheck(None, "unknown")
     if now - session.last_used_at >= RENEW_AFTER:
-        AuthSession.update(last_used_at=now, expires_at=now + timedelta(seconds=const.SESSION_TTL_S)).where(
-            AuthSession.id == session.id
-        ).execute()
-    return TokenCheck(principal_for_user(session.user, session.id))
+        ttl = timedelta(seconds=access_policies.load().session_ttl_s)
+        AuthSession.update(last_used_at=now, expires_at=now + ttl).where(AuthSession.id == session.id).execute()
+    return TokenCheck(principal_for_user(session.user, session.id, via=session.via))
 
 
 def revoke_session(session_id: str) -> None:
     AuthSession.update(revoked_at=utcnow()).where(AuthSession.id == session_id, AuthSession.revoked_at.is_null()).execute()
 
 
+def revoke_user_sessions(user_id: str, keep: str | None = None) -> int:
+    """Revoke every live session of a user except `keep`; return how many."""
+    query = AuthSession.update(revoked_at=utcnow()).where(AuthSession.user == user_id, AuthSession.revoked_at.is_null())
+    if keep is not None:
+        query = query.where(AuthSession.id != keep)
+    return query.execute()
+
+
+def logout(actor: Actor, principal: Principal) -> None:
+    assert principal.session_id is not None
+    with User._meta.database.atomic():
+        revoke_session(principal.session_id)
+        record(actor, "auth.logout", target=("session", principal.session_id))
+
+
+def logout_all(actor: Actor, principal: Principal) -> int:
+    assert principal.user_id is not None
+    with User._meta.database.atomic():
+        count = revoke_user_sessions(principal.user_id)
+        record(actor, "auth.logout_all", target=("user", principal.user_id), after={"sessions_revoked": count})
+    return count
+
+
+def session_to_api(session: AuthSession, current_id: str | None) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "created_at": iso(session.created_at),
+        "last_used_at": iso(session.last_used_at),
+        "expires_at": iso(session.expires_at),
+        "source_ip": session.source_ip,
+        "user_agent": session.user_agent,
+        "via": session.via,
+        "current": session.id == current_id,
+    }
+
+
+def own_sessions(principal: Principal) -> list[dict[str, Any]]:
+    sessions = (
+        AuthSession.select()
+        .where(AuthSession.user == principal.user_id, AuthSession.revoked_at.is_null(), AuthSession.expires_at > utcnow())
+        .order_by(AuthSession.created_at.desc())
+    )
+    return [session_to_api(s, principal.session_id) for s in sessions]
+
+
+def revoke_own_session(actor: Actor, principal: Principal, session_id: str) -> None:
+    session = AuthSession.get_or_none(AuthSession.id == session_id, AuthSession.user == principal.user_id)
+    if session is None or session.revoked_at is not None:
+        raise NotFound(f"No session {session_id}.")
+    with User._meta.database.atomic():
+        revoke_session(session_id)
+        record(actor, "session.revoke", target=("session", session_id))
+
+
+def change_own_password(actor: Actor, principal: Principal, current: str, new: str) -> int:
+    """Change the caller's password; every other session of theirs is revoked."""
+    user = User.get_by_id(principal.user_id)
+    if user.oidc_subject is not None and not user.password_hash:
+        raise InvalidRequest("This account signs in through single sign-on.")
+    if not verify_password(user.password_hash, current):
+        record(actor, "user.password.change", target=("user", user.id), outcome="failure", reason="wrong current password")
+        raise InvalidRequest("The current password is wrong.", fields={"current_password": "is wrong"})
+    problem = password_problem(new)
+    if problem:
+        raise InvalidRequest("The new password is not acceptable.", fields={"new_password": problem})
+    with User._meta.database.atomic():
+        now = utcnow()
+        User.update(password_hash=hash_password(new), password_changed_at=now, updated_at=now).where(User.id == user.id).execute()
+        revoked = revoke_user_sessions(user.id, keep=principal.session_id)
+        record(actor, "user.password.change", target=("user", user.id), after={"other_sessions_revoked": revoked})
+    return revoked
+
+
 def me(principal: Principal) -> dict[str, Any]:
-    """The `me` document: the user and the permissions resolved for this request."""
-    user = User.get_by_id(principal.id)
-    return {"user": user_to_api(user), "permissions": sorted_permissions(principal.permissions)}
+    """The `me` document: the user, the permissions resolved for this request, and where they hold."""
+    user = User.get_by_id(principal.user_id)
+    grants = [
+        {"permissions": sorted_permissions(g.permissions), "sites": None if g.sites is None else sorted(g.sites)}
+        for g in principal.grants
+    ]
+    return {
+        "user": user_to_api(user),
+        "permissions": sorted_permissions(principal.permissions),
+        "grants": grants,
+        "via": principal.via,
+    }

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 import peewee
 
-from hub.auth.principal import Principal
+from hub.auth.principal import ALL_SITES, SiteScope
 from hub.clock import iso, parse_iso
-from hub.errors import InvalidRequest
+from hub.errors import InvalidRequest, NotFound
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -49,6 +49,7 @@ class ListSpec:
     time_field: peewee.Field | None = None
     site_field: peewee.Field | None = None
     export_columns: tuple[str, ...] = ()
+    descending: bool = False  # newest first (ids are time-ordered)
 
     def filter(self, name: str) -> Filter | None:
         return next((f for f in self.filters if f.name == name), None)
@@ -139,17 +140,33 @@ def _contains(expr: Any, text: str) -> peewee.Node:
     return peewee.NodeList((expr, peewee.SQL("LIKE"), f"%{escaped}%", peewee.SQL("ESCAPE '\\'")))
 
 
-def scoped(spec: ListSpec, query: peewee.ModelSelect, principal: Principal | None) -> peewee.ModelSelect:
+def scoped(query: peewee.ModelSelect, site_field: peewee.Field | None, scope: SiteScope) -> peewee.ModelSelect:
     """Limit `query` to the caller's sites: the one place every family's queries pass through."""
-    if principal is None or principal.sites is None or spec.site_field is None:
+    if scope.sites is None or site_field is None:
         return query
-    return query.where(spec.site_field.in_(sorted(principal.sites)))
+    return query.where(site_field.in_(sorted(scope.sites)))
 
 
-def build_query(spec: ListSpec, request: ListRequest, principal: Principal | None) -> peewee.ModelSelect:
+def get_scoped(model: type[peewee.Model], object_id: str, site_field: peewee.Field | None, scope: SiteScope) -> Any:
+    """One object by id if it is inside `scope`; otherwise NotFound (as if it did not exist)."""
+    pk: Any = model._meta.primary_key
+    row = scoped(model.select().where(pk == object_id), site_field, scope).first()
+    if row is None:
+        raise NotFound(f"No {model._meta.name.replace('_', ' ')} {object_id}.")
+    return row
+
+
+def _after(spec: ListSpec, query: peewee.ModelSelect, after: str | None) -> peewee.ModelSelect:
+    pk: Any = spec.model._meta.primary_key
+    if after is not None:
+        query = query.where(pk < after if spec.descending else pk > after)
+    return query.order_by(pk.desc() if spec.descending else pk)
+
+
+def build_query(spec: ListSpec, request: ListRequest, scope: SiteScope = ALL_SITES) -> peewee.ModelSelect:
     """The filtered, scoped query of `spec`'s model (not yet ordered or paged)."""
     model = spec.model
-    query = scoped(spec, model.select(), principal)
+    query = scoped(model.select(), spec.site_field, scope)
     for name, values in request.filters.items():
         flt = spec.filter(name)
         assert flt is not None
@@ -172,19 +189,16 @@ def build_query(spec: ListSpec, request: ListRequest, principal: Principal | Non
     return query
 
 
-def fetch_page(spec: ListSpec, request: ListRequest, principal: Principal | None) -> tuple[list[dict[str, Any]], str | None]:
+def fetch_page(spec: ListSpec, request: ListRequest, scope: SiteScope = ALL_SITES) -> tuple[list[dict[str, Any]], str | None]:
     """One page in id order (ids are time-ordered) and the cursor of the next, or None."""
-    pk: Any = spec.model._meta.primary_key
-    query = build_query(spec, request, principal)
-    if request.after is not None:
-        query = query.where(pk > request.after)
-    rows: list[Any] = list(query.order_by(pk).limit(request.limit + 1))
+    query = _after(spec, build_query(spec, request, scope), request.after)
+    rows: list[Any] = list(query.limit(request.limit + 1))
     next_cursor = encode_cursor(rows[request.limit - 1].id) if len(rows) > request.limit else None
     return [spec.serialize(r) for r in rows[: request.limit]], next_cursor
 
 
 def facet_counts(
-    spec: ListSpec, request: ListRequest, principal: Principal | None, names: Sequence[str] | None
+    spec: ListSpec, request: ListRequest, scope: SiteScope, names: Sequence[str] | None
 ) -> dict[str, list[dict[str, Any]]]:
     """Value counts for each facet field over the rows the filters match."""
     chosen = [f for f in spec.filters if f.facet and (not names or f.name in names)]
@@ -193,7 +207,7 @@ def facet_counts(
         if unknown:
             raise InvalidRequest("Unknown facet.", fields={"fields": f"no facet named {', '.join(unknown)}"})
     result: dict[str, list[dict[str, Any]]] = {}
-    base = build_query(spec, request, principal)
+    base = build_query(spec, request, scope)
     for flt in chosen:
         if flt.contains:
             counts: dict[Any, int] = {}
@@ -211,16 +225,13 @@ def facet_counts(
 
 
 def export_batches(
-    spec: ListSpec, request: ListRequest, principal: Principal | None
+    spec: ListSpec, request: ListRequest, scope: SiteScope
 ) -> Callable[[str | None], tuple[list[dict[str, Any]], str | None]]:
     """A function returning the next batch of serialized rows after an id (for streaming exports)."""
 
     def next_batch(after: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        pk: Any = spec.model._meta.primary_key
-        query = build_query(spec, request, principal)
-        if after is not None:
-            query = query.where(pk > after)
-        rows: list[Any] = list(query.order_by(pk).limit(EXPORT_BATCH))
+        query = _after(spec, build_query(spec, request, scope), after)
+        rows: list[Any] = list(query.limit(EXPORT_BATCH))
         last = rows[-1].id if len(rows) == EXPORT_BATCH else None
         return [spec.serialize(r) for r in rows], last
 

@@ -1,0 +1,220 @@
+"""Access administration: users, groups, roles and access policies (all `auth:manage`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from hub.api.base import BaseHandler
+from hub.api.listing import ExportHandler, FacetsHandler, ListHandler
+from hub.services import access_policies, groups, roles, users
+
+MANAGE = "auth:manage"
+
+
+class UserCreateBody(msgspec.Struct, forbid_unknown_fields=True):
+    username: str
+    password: str
+    roles: list[str] = []
+    sites: list[str] | None = None
+    groups: list[str] = []
+    display_name: str | None = None
+
+
+class AccessBody(msgspec.Struct, forbid_unknown_fields=True):
+    roles: list[str] | msgspec.UnsetType = msgspec.UNSET
+    sites: list[str] | None | msgspec.UnsetType = msgspec.UNSET
+    groups: list[str] | msgspec.UnsetType = msgspec.UNSET
+
+
+class PasswordResetBody(msgspec.Struct, forbid_unknown_fields=True):
+    password: str
+
+
+class StatusBody(msgspec.Struct, forbid_unknown_fields=True):
+    status: str
+
+
+class GroupBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    roles: list[str] = []
+    sites: list[str] | None = None
+    description: str = ""
+
+
+class GroupPatchBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: str | msgspec.UnsetType = msgspec.UNSET
+    roles: list[str] | msgspec.UnsetType = msgspec.UNSET
+    sites: list[str] | None | msgspec.UnsetType = msgspec.UNSET
+    description: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class RoleBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    permissions: list[str]
+    description: str = ""
+
+
+class RolePatchBody(msgspec.Struct, forbid_unknown_fields=True):
+    permissions: list[str] | None = None
+    description: str | None = None
+
+
+def _set(struct: msgspec.Struct) -> dict[str, Any]:
+    return {k: v for k, v in msgspec.structs.asdict(struct).items() if v is not msgspec.UNSET}
+
+
+class UsersHandler(ListHandler):
+    """`GET|POST /api/v1/auth/users`."""
+
+    spec = users.USER_LIST
+    permissions = {"get": MANAGE, "post": MANAGE}
+
+    async def post(self) -> None:
+        body = self.parse_body(UserCreateBody)
+        user = await self.hub.db.run(
+            users.create_user, self.actor, body.username, body.password, body.roles, body.sites, body.groups, body.display_name
+        )
+        self.write_data(user, 201)
+
+
+class UserFacetsHandler(FacetsHandler):
+    spec = users.USER_LIST
+    permissions = {"get": MANAGE}
+
+
+class UserExportHandler(ExportHandler):
+    spec = users.USER_LIST
+    permissions = {"get": MANAGE, "post": MANAGE}
+
+
+class UserHandler(BaseHandler):
+    """`GET|DELETE /api/v1/auth/users/{id}`: detail with action states, or delete."""
+
+    permissions = {"get": MANAGE, "delete": MANAGE}
+
+    async def get(self, id: str) -> None:
+        assert self.principal is not None
+        self.write_data(await self.hub.db.run(users.user_detail, id, self.principal))
+
+    async def delete(self, id: str) -> None:
+        await self.hub.db.run(users.delete_user, self.actor, id)
+        self.hub.authenticator.forget_all()
+        self.write_no_content()
+
+
+class UserAccessHandler(BaseHandler):
+    """`PATCH /api/v1/auth/users/{id}/access`: roles, sites and groups."""
+
+    permissions = {"patch": MANAGE}
+
+    async def patch(self, id: str) -> None:
+        body = _set(self.parse_body(AccessBody))
+        user = await self.hub.db.run(
+            users.update_access, self.actor, id, body.get("roles"), body.get("sites"), body.get("groups"), "sites" in body
+        )
+        self.hub.authenticator.forget_all()
+        self.write_data(user)
+
+
+class UserPasswordHandler(BaseHandler):
+    """`PATCH /api/v1/auth/users/{id}/password`: set a new password; the user's sessions end."""
+
+    permissions = {"patch": MANAGE}
+    max_body_bytes = 8 * 1024
+
+    async def patch(self, id: str) -> None:
+        body = self.parse_body(PasswordResetBody)
+        user = await self.hub.db.run(users.reset_password, self.actor, id, body.password[:2048])
+        self.hub.authenticator.forget_all()
+        self.write_data(user)
+
+
+class UserStatusHandler(BaseHandler):
+    """`PATCH /api/v1/auth/users/{id}/status`: `active` or `disabled` (which ends their sessions)."""
+
+    permissions = {"patch": MANAGE}
+
+    async def patch(self, id: str) -> None:
+        body = self.parse_body(StatusBody)
+        user = await self.hub.db.run(users.set_status, self.actor, id, body.status)
+        self.hub.authenticator.forget_all()
+        self.write_data(user)
+
+
+class GroupsHandler(BaseHandler):
+    """`GET|POST /api/v1/auth/groups`."""
+
+    permissions = {"get": MANAGE, "post": MANAGE}
+
+    async def get(self) -> None:
+        self.write_page(await self.hub.db.run(groups.list_groups), None)
+
+    async def post(self) -> None:
+        body = self.parse_body(GroupBody)
+        group = await self.hub.db.run(groups.create_group, self.actor, body.name, body.roles, body.sites, body.description)
+        self.write_data(group, 201)
+
+
+class GroupHandler(BaseHandler):
+    """`GET|PATCH|DELETE /api/v1/auth/groups/{id}`."""
+
+    permissions = {"get": MANAGE, "patch": MANAGE, "delete": MANAGE}
+
+    async def get(self, id: str) -> None:
+        self.write_data(await self.hub.db.run(lambda: groups.group_to_api(groups.get_group(id))))
+
+    async def patch(self, id: str) -> None:
+        changes = _set(self.parse_body(GroupPatchBody))
+        group = await self.hub.db.run(groups.update_group, self.actor, id, changes)
+        self.hub.authenticator.forget_all()
+        self.write_data(group)
+
+    async def delete(self, id: str) -> None:
+        await self.hub.db.run(groups.delete_group, self.actor, id)
+        self.hub.authenticator.forget_all()
+        self.write_no_content()
+
+
+class RolesHandler(BaseHandler):
+    """`GET|POST /api/v1/auth/roles`: the built-in roles and custom ones."""
+
+    permissions = {"get": MANAGE, "post": MANAGE}
+
+    async def get(self) -> None:
+        self.write_page(await self.hub.db.run(roles.list_roles), None)
+
+    async def post(self) -> None:
+        body = self.parse_body(RoleBody)
+        role = await self.hub.db.run(roles.create_role, self.actor, body.name, body.permissions, body.description)
+        self.write_data(role, 201)
+
+
+class RoleHandler(BaseHandler):
+    """`PATCH|DELETE /api/v1/auth/roles/{id}` (custom roles only)."""
+
+    permissions = {"patch": MANAGE, "delete": MANAGE}
+
+    async def patch(self, id: str) -> None:
+        body = self.parse_body(RolePatchBody)
+        role = await self.hub.db.run(roles.update_role, self.actor, id, body.permissions, body.description)
+        self.hub.authenticator.forget_all()
+        self.write_data(role)
+
+    async def delete(self, id: str) -> None:
+        await self.hub.db.run(roles.delete_role, self.actor, id)
+        self.write_no_content()
+
+
+class AccessPoliciesHandler(BaseHandler):
+    """`GET|PATCH /api/v1/auth/access-policies`."""
+
+    permissions = {"get": MANAGE, "patch": MANAGE}
+
+    async def get(self) -> None:
+        self.write_data(await self.hub.db.run(lambda: access_policies.to_api(access_policies.load())))
+
+    async def patch(self) -> None:
+        patch = self.parse_body(access_policies.AccessPoliciesPatch)
+        self.write_data(await self.hub.db.run(access_policies.update, self.actor, patch))

@@ -1,0 +1,83 @@
+"""API keys: a user's own keys, and service keys for admins."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from hub.api.base import AUTHENTICATED, BaseHandler
+from hub.clock import parse_iso
+from hub.errors import InvalidRequest
+from hub.services import api_keys
+from hub.services.listing import fetch_page, parse_list_request
+
+
+class KeyCreateBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    scopes: list[str]
+    kind: str = "user"
+    sites: list[str] | None = None
+    expires_at: str | None = None
+
+
+def _expiry(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_iso(text)
+    except ValueError as err:
+        raise InvalidRequest("Invalid expiry.", fields={"expires_at": "must be an ISO 8601 time with a zone"}) from err
+
+
+class KeysHandler(BaseHandler):
+    """`GET|POST /api/v1/auth/keys`: list keys (own, or all with auth:manage) and create one."""
+
+    permissions = {"get": AUTHENTICATED, "post": AUTHENTICATED}
+
+    async def get(self) -> None:
+        assert self.principal is not None
+        args = self.query_args()
+        if not self.principal.unrestricted_admin:
+            args["user_id"] = [self.principal.user_id or ""]
+            args["kind"] = ["user"]
+        request = parse_list_request(api_keys.KEY_LIST, args)
+        items, next_cursor = await self.hub.db.run(fetch_page, api_keys.KEY_LIST, request)
+        self.write_page(items, next_cursor)
+
+    async def post(self) -> None:
+        assert self.principal is not None
+        body = self.parse_body(KeyCreateBody)
+        key, secret = await self.hub.db.run(
+            api_keys.create_key,
+            self.actor,
+            self.principal,
+            body.name,
+            body.kind,
+            body.scopes,
+            body.sites,
+            _expiry(body.expires_at),
+        )
+        self.write_data({"key": key, "secret": secret}, 201)
+
+
+class KeyHandler(BaseHandler):
+    """`DELETE /api/v1/auth/keys/{id}`: revoke (the key answers `api_key_revoked` from then on)."""
+
+    permissions = {"delete": AUTHENTICATED}
+
+    async def delete(self, id: str) -> None:
+        await self.hub.db.run(api_keys.revoke_key, self.actor, self.principal, id)
+        self.hub.authenticator.forget_all()
+        self.write_no_content()
+
+
+class KeyRotateHandler(BaseHandler):
+    """`POST /api/v1/auth/keys/{id}/rotate`: a new secret, shown once; the old one stops working."""
+
+    permissions = {"post": AUTHENTICATED}
+
+    async def post(self, id: str) -> None:
+        key, secret = await self.hub.db.run(api_keys.rotate_key, self.actor, self.principal, id)
+        self.hub.authenticator.forget_all()
+        self.write_data({"key": key, "secret": secret}, 201)

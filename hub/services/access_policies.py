@@ -1,0 +1,82 @@
+"""Access policies: session lifetime and how identity-provider claims map to roles and sites."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from hub import const
+from hub.clock import utcnow
+from hub.db.models import Setting
+from hub.errors import InvalidRequest
+from hub.services.audit import Actor, record
+from hub.services.roles import unknown_roles
+
+KEY = "access_policies"
+
+
+class ClaimMapping(msgspec.Struct, forbid_unknown_fields=True):
+    """Users whose ID token claim `claim` equals (or, for a list claim, contains) `value` get these roles on these sites."""
+
+    claim: str
+    value: str
+    roles: list[str]
+    sites: list[str] | None = None
+
+
+class AccessPolicies(msgspec.Struct, forbid_unknown_fields=True):
+    session_ttl_s: int = const.SESSION_TTL_S
+    oidc_default_roles: list[str] = []
+    oidc_mappings: list[ClaimMapping] = []
+    oidc_sites_claim: str | None = None
+
+
+class AccessPoliciesPatch(msgspec.Struct, forbid_unknown_fields=True):
+    session_ttl_s: int | msgspec.UnsetType = msgspec.UNSET
+    oidc_default_roles: list[str] | msgspec.UnsetType = msgspec.UNSET
+    oidc_mappings: list[ClaimMapping] | msgspec.UnsetType = msgspec.UNSET
+    oidc_sites_claim: str | None | msgspec.UnsetType = msgspec.UNSET
+
+
+def load() -> AccessPolicies:
+    row = Setting.get_or_none(Setting.key == KEY)
+    if row is None:
+        return AccessPolicies()
+    return msgspec.convert(row.value, AccessPolicies)
+
+
+def to_api(policies: AccessPolicies) -> dict[str, Any]:
+    return msgspec.to_builtins(policies)
+
+
+def update(actor: Actor, patch: AccessPoliciesPatch) -> dict[str, Any]:
+    """Replace the given policies (validated), audited with before and after."""
+    before = load()
+    changes = {k: v for k, v in msgspec.structs.asdict(patch).items() if v is not msgspec.UNSET}
+    after = msgspec.structs.replace(before, **changes)
+    problems: dict[str, str] = {}
+    if not 300 <= after.session_ttl_s <= 30 * 86400:
+        problems["session_ttl_s"] = "must be between 300 and 2592000 seconds"
+    unknown = unknown_roles(after.oidc_default_roles)
+    if unknown:
+        problems["oidc_default_roles"] = f"unknown roles: {', '.join(unknown)}"
+    for index, mapping in enumerate(after.oidc_mappings):
+        unknown = unknown_roles(mapping.roles)
+        if unknown:
+            problems[f"oidc_mappings[{index}].roles"] = f"unknown roles: {', '.join(unknown)}"
+    if problems:
+        raise InvalidRequest("Some policies are invalid.", fields=problems)
+    value = to_api(after)
+    Setting.insert(key=KEY, value=value, updated_at=utcnow()).on_conflict(
+        conflict_target=[Setting.key], update={Setting.value: value, Setting.updated_at: utcnow()}
+    ).execute()
+    record(
+        actor,
+        "access_policy.update",
+        permission="auth:manage",
+        target=("access_policies", KEY),
+        before=to_api(before),
+        after=value,
+    )
+    return value

@@ -1,0 +1,128 @@
+"""The audit log: who did what to which object, with the state before and after."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from hub.auth.principal import Principal
+from hub.clock import iso, utcnow
+from hub.db.models import AuditEvent
+from hub.ids import new_id
+from hub.services.listing import Filter, ListSpec
+
+ActorType = Literal["user", "key", "node", "system", "anonymous"]
+OUTCOMES = ("success", "failure")
+SECRET_KEYS = frozenset(
+    {"password", "password_hash", "secret", "secret_hash", "token", "token_hash", "credential", "credential_hash"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who caused a change, and from where."""
+
+    type: ActorType
+    id: str | None
+    name: str | None
+    source_ip: str | None = None
+
+    @classmethod
+    def of(cls, principal: Principal | None, source_ip: str | None) -> Actor:
+        if principal is None:
+            return cls("anonymous", None, None, source_ip)
+        return cls(principal.kind, principal.id, principal.name, source_ip)
+
+
+SYSTEM = Actor("system", None, "hub")
+
+
+def _without_secrets(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_secrets(v) for k, v in value.items() if k not in SECRET_KEYS}
+    if isinstance(value, list):
+        return [_without_secrets(v) for v in value]
+    return value
+
+
+def record(
+    actor: Actor,
+    action: str,
+    *,
+    permission: str | None = None,
+    target: tuple[str, str | None] | None = None,
+    before: Any = None,
+    after: Any = None,
+    outcome: Literal["success", "failure"] = "success",
+    reason: str | None = None,
+) -> AuditEvent:
+    """Write one audit event (call it inside the mutation's transaction)."""
+    return AuditEvent.create(
+        id=new_id("aud"),
+        at=utcnow(),
+        actor_type=actor.type,
+        actor_id=actor.id,
+        actor_name=(actor.name or "")[:200] or None,
+        permission=permission,
+        action=action,
+        target_type=target[0] if target else None,
+        target_id=target[1] if target else None,
+        before=_without_secrets(before),
+        after=_without_secrets(after),
+        outcome=outcome,
+        reason=reason,
+        source_ip=(actor.source_ip or "")[:64] or None,
+    )
+
+
+def audit_to_api(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "at": iso(event.at),
+        "actor": {"type": event.actor_type, "id": event.actor_id, "name": event.actor_name},
+        "permission": event.permission,
+        "action": event.action,
+        "target": {"type": event.target_type, "id": event.target_id} if event.target_type else None,
+        "before": event.before,
+        "after": event.after,
+        "outcome": event.outcome,
+        "reason": event.reason,
+        "source_ip": event.source_ip,
+    }
+
+
+def _outcome(value: str) -> str:
+    if value not in OUTCOMES:
+        raise ValueError("must be success or failure")
+    return value
+
+
+AUDIT_LIST = ListSpec(
+    model=AuditEvent,
+    serialize=audit_to_api,
+    filters=(
+        Filter("action", AuditEvent.action),
+        Filter("actor_id", AuditEvent.actor_id),
+        Filter("actor_type", AuditEvent.actor_type),
+        Filter("target_id", AuditEvent.target_id),
+        Filter("target_type", AuditEvent.target_type),
+        Filter("outcome", AuditEvent.outcome, _outcome),
+        Filter("permission", AuditEvent.permission),
+    ),
+    search=(AuditEvent.action, AuditEvent.actor_name, AuditEvent.target_id),
+    time_field=AuditEvent.at,
+    descending=True,
+    export_columns=(
+        "id",
+        "at",
+        "actor",
+        "permission",
+        "action",
+        "target",
+        "outcome",
+        "reason",
+        "source_ip",
+        "before",
+        "after",
+    ),
+)

@@ -1,0 +1,93 @@
+"""Groups: a set of users who share roles on a set of sites."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hub.clock import iso, utcnow
+from hub.db.models import Group, UserGroup, database_proxy
+from hub.errors import Conflict, InvalidRequest, NotFound
+from hub.ids import new_id
+from hub.services.audit import Actor, record
+from hub.services.users import check_roles, check_sites, keeping_an_admin
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,149}$")
+
+
+def group_to_api(group: Group) -> dict[str, Any]:
+    members = [ug.user_id for ug in UserGroup.select(UserGroup.user_id).where(UserGroup.group_id == group.id)]
+    return {
+        "id": group.id,
+        "name": group.name,
+        "description": group.description,
+        "roles": list(group.roles or []),
+        "sites": None if group.sites is None else list(group.sites),
+        "members": sorted(members),
+        "created_at": iso(group.created_at),
+    }
+
+
+def list_groups() -> list[dict[str, Any]]:
+    return [group_to_api(g) for g in Group.select().order_by(Group.name)]
+
+
+def get_group(group_id: str) -> Group:
+    group = Group.get_or_none(Group.id == group_id)
+    if group is None:
+        raise NotFound(f"No group {group_id}.")
+    return group
+
+
+def create_group(actor: Actor, name: str, roles: list[str], sites: list[str] | None, description: str) -> dict[str, Any]:
+    if not NAME.match(name):
+        raise InvalidRequest("Invalid group name.", fields={"name": "1-150 characters: letters, digits, space, _ . -"})
+    roles, sites = check_roles(roles), check_sites(sites)
+    if Group.select().where(Group.name == name).exists():
+        raise Conflict(f"A group named {name} exists.")
+    now = utcnow()
+    with database_proxy.atomic():
+        group = Group.create(
+            id=new_id("grp"), name=name, description=description[:500], roles=roles, sites=sites, created_at=now, updated_at=now
+        )
+        after = group_to_api(group)
+        record(actor, "group.create", permission="auth:manage", target=("group", group.id), after=after)
+    return after
+
+
+def update_group(actor: Actor, group_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    group = get_group(group_id)
+    before = group_to_api(group)
+    fields: dict[str, Any] = {"updated_at": utcnow()}
+    if "name" in changes:
+        if not NAME.match(changes["name"]):
+            raise InvalidRequest("Invalid group name.", fields={"name": "1-150 characters: letters, digits, space, _ . -"})
+        if Group.select().where(Group.name == changes["name"], Group.id != group.id).exists():
+            raise Conflict(f"A group named {changes['name']} exists.")
+        fields["name"] = changes["name"]
+    if "roles" in changes:
+        fields["roles"] = check_roles(changes["roles"])
+    if "sites" in changes:
+        fields["sites"] = check_sites(changes["sites"])
+    if "description" in changes:
+        fields["description"] = changes["description"][:500]
+
+    def change() -> dict[str, Any]:
+        Group.update(**fields).where(Group.id == group.id).execute()
+        after = group_to_api(get_group(group.id))
+        record(actor, "group.update", permission="auth:manage", target=("group", group.id), before=before, after=after)
+        return after
+
+    return keeping_an_admin(change)
+
+
+def delete_group(actor: Actor, group_id: str) -> None:
+    group = get_group(group_id)
+    before = group_to_api(group)
+
+    def change() -> None:
+        UserGroup.delete().where(UserGroup.group_id == group.id).execute()
+        group.delete_instance()
+        record(actor, "group.delete", permission="auth:manage", target=("group", group.id), before=before)
+
+    keeping_an_admin(change)

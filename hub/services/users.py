@@ -1,0 +1,233 @@
+"""User administration: create, grant access, reset, enable/disable, delete; the last admin stays."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from hub.auth.passwords import hash_password, password_problem
+from hub.auth.principal import Principal
+from hub.clock import utcnow
+from hub.db.models import ApiKey, Group, User, UserGroup, database_proxy
+from hub.errors import Conflict, InvalidRequest, NotFound
+from hub.ids import new_id
+from hub.services.audit import Actor, record
+from hub.services.auth import revoke_user_sessions, user_to_api
+from hub.services.grants import full_admin_ids, principal_for_user
+from hub.services.listing import Filter, ListSpec
+from hub.services.roles import unknown_roles
+
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,149}$")
+SITE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+T = TypeVar("T")
+
+
+def _disabled(value: str) -> bool:
+    if value not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return value == "true"
+
+
+USER_LIST = ListSpec(
+    model=User,
+    serialize=user_to_api,
+    filters=(
+        Filter("role", User.roles, contains=True),
+        Filter("site", User.sites, contains=True),
+        Filter("disabled", User.disabled, _disabled),
+    ),
+    search=(User.username, User.display_name),
+    time_field=User.created_at,
+    export_columns=("id", "username", "display_name", "roles", "sites", "groups", "disabled", "sso", "created_at"),
+)
+
+
+def check_sites(sites: list[str] | None, field: str = "sites") -> list[str] | None:
+    if sites is None:
+        return None
+    bad = [s for s in sites if not SITE.match(s)]
+    if bad:
+        raise InvalidRequest("Invalid site names.", fields={field: f"not site names: {', '.join(bad[:5])}"})
+    return sorted(set(sites))
+
+
+def check_roles(roles: list[str], field: str = "roles") -> list[str]:
+    unknown = unknown_roles(roles)
+    if unknown:
+        raise InvalidRequest("Unknown roles.", fields={field: f"unknown roles: {', '.join(unknown)}"})
+    return list(dict.fromkeys(roles))
+
+
+def _check_groups(group_ids: list[str]) -> list[str]:
+    found = {g.id for g in Group.select(Group.id).where(Group.id.in_(group_ids))} if group_ids else set()
+    missing = [g for g in group_ids if g not in found]
+    if missing:
+        raise InvalidRequest("Unknown groups.", fields={"groups": f"no groups {', '.join(missing[:5])}"})
+    return list(dict.fromkeys(group_ids))
+
+
+def keeping_an_admin(change: Callable[[], T]) -> T:
+    """Run `change` in a transaction that is rolled back if no full admin would be left."""
+    with database_proxy.atomic():
+        result = change()
+        if not full_admin_ids():
+            raise Conflict("This would leave no enabled admin with access to every site.", code="last_admin")
+    return result
+
+
+def get_user(user_id: str) -> User:
+    user = User.get_or_none(User.id == user_id)
+    if user is None:
+        raise NotFound(f"No user {user_id}.")
+    return user
+
+
+def create_user(
+    actor: Actor,
+    username: str,
+    password: str,
+    roles: list[str],
+    sites: list[str] | None,
+    groups: list[str],
+    display_name: str | None,
+) -> dict[str, Any]:
+    problems: dict[str, str] = {}
+    if not USERNAME.match(username):
+        problems["username"] = "1-150 characters: letters, digits and _ . @ + -, starting with a letter or digit"
+    problem = password_problem(password)
+    if problem:
+        problems["password"] = problem
+    if problems:
+        raise InvalidRequest("The user cannot be created.", fields=problems)
+    roles, sites, groups = check_roles(roles), check_sites(sites), _check_groups(groups)
+    if User.select().where(User.username == username).exists():
+        raise Conflict(f"A user named {username} exists.")
+    now = utcnow()
+    with database_proxy.atomic():
+        user = User.create(
+            id=new_id("usr"),
+            username=username,
+            display_name=(display_name or "")[:200] or None,
+            password_hash=hash_password(password),
+            roles=roles,
+            sites=sites,
+            created_at=now,
+            updated_at=now,
+            password_changed_at=now,
+        )
+        for group_id in groups:
+            UserGroup.create(user_id=user.id, group_id=group_id)
+        after = user_to_api(user)
+        record(actor, "user.create", permission="auth:manage", target=("user", user.id), after=after)
+    return after
+
+
+def user_actions(user: User, caller: Principal) -> dict[str, dict[str, Any]]:
+    """Which lifecycle actions the caller may take on this user now, and why not."""
+    admins = full_admin_ids()
+    last_admin = admins == {user.id}
+    is_self = caller.user_id == user.id
+
+    def state(allowed: bool, reason: str | None = None) -> dict[str, Any]:
+        return {"allowed": allowed, "reason": None if allowed else reason}
+
+    return {
+        "update_access": state(True),
+        "reset_password": state(user.oidc_subject is None, "this user signs in through single sign-on"),
+        "disable": state(
+            not user.disabled and not last_admin and not is_self,
+            "already disabled" if user.disabled else "the last admin" if last_admin else "you cannot disable yourself",
+        ),
+        "enable": state(bool(user.disabled), "already enabled"),
+        "delete": state(not last_admin and not is_self, "the last admin" if last_admin else "you cannot delete yourself"),
+    }
+
+
+def user_detail(user_id: str, caller: Principal) -> dict[str, Any]:
+    user = get_user(user_id)
+    principal = principal_for_user(user)
+    return {
+        **user_to_api(user),
+        "permissions": sorted(principal.permissions),
+        "actions": user_actions(user, caller),
+    }
+
+
+def update_access(
+    actor: Actor, user_id: str, roles: list[str] | None, sites: Any, groups: list[str] | None, set_sites: bool
+) -> dict[str, Any]:
+    user = get_user(user_id)
+    before = user_to_api(user)
+    new_roles = check_roles(roles) if roles is not None else None
+    new_sites = check_sites(sites) if set_sites else None
+    new_groups = _check_groups(groups) if groups is not None else None
+
+    def change() -> dict[str, Any]:
+        fields: dict[str, Any] = {"updated_at": utcnow()}
+        if new_roles is not None:
+            fields["roles"] = new_roles
+        if set_sites:
+            fields["sites"] = new_sites
+        User.update(**fields).where(User.id == user.id).execute()
+        if new_groups is not None:
+            UserGroup.delete().where(UserGroup.user_id == user.id).execute()
+            for group_id in new_groups:
+                UserGroup.create(user_id=user.id, group_id=group_id)
+        after = user_to_api(get_user(user.id))
+        record(actor, "user.access.update", permission="auth:manage", target=("user", user.id), before=before, after=after)
+        return after
+
+    return keeping_an_admin(change)
+
+
+def reset_password(actor: Actor, user_id: str, password: str) -> dict[str, Any]:
+    user = get_user(user_id)
+    problem = password_problem(password)
+    if problem:
+        raise InvalidRequest("The password is not acceptable.", fields={"password": problem})
+    with database_proxy.atomic():
+        now = utcnow()
+        User.update(password_hash=hash_password(password), password_changed_at=now, updated_at=now).where(
+            User.id == user.id
+        ).execute()
+        revoked = revoke_user_sessions(user.id)
+        record(
+            actor, "user.password.reset", permission="auth:manage", target=("user", user.id), after={"sessions_revoked": revoked}
+        )
+    return user_to_api(get_user(user.id))
+
+
+def set_status(actor: Actor, user_id: str, status: str) -> dict[str, Any]:
+    if status not in ("active", "disabled"):
+        raise InvalidRequest("Unknown status.", fields={"status": "must be active or disabled"})
+    user = get_user(user_id)
+    if actor.id == user.id and status == "disabled":
+        raise Conflict("You cannot disable yourself.")
+    before = user_to_api(user)
+
+    def change() -> dict[str, Any]:
+        User.update(disabled=status == "disabled", updated_at=utcnow()).where(User.id == user.id).execute()
+        if status == "disabled":
+            revoke_user_sessions(user.id)
+        after = user_to_api(get_user(user.id))
+        action = "user.disable" if status == "disabled" else "user.enable"
+        record(actor, action, permission="auth:manage", target=("user", user.id), before=before, after=after)
+        return after
+
+    return keeping_an_admin(change)
+
+
+def delete_user(actor: Actor, user_id: str) -> None:
+    user = get_user(user_id)
+    if actor.id == user.id:
+        raise Conflict("You cannot delete yourself.")
+    before = user_to_api(user)
+
+    def change() -> None:
+        UserGroup.delete().where(UserGroup.user_id == user.id).execute()
+        ApiKey.update(revoked_at=utcnow()).where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_null()).execute()
+        user.delete_instance()
+        record(actor, "user.delete", permission="auth:manage", target=("user", user.id), before=before)
+
+    keeping_an_admin(change)
