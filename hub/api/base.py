@@ -99,12 +99,14 @@ class BaseHandler(tornado.web.RequestHandler):
         self._body_too_large = False
         self._started = time.perf_counter()
         self._counted = False
+        self._body_unread = False
 
     # -- request lifecycle -------------------------------------------------
 
     async def prepare(self) -> None:
         self.hub.requests_started()
         self._counted = True
+        self._body_unread = True
         method = self.request.method.lower()
         if method not in self.permissions:
             allowed = ", ".join(m.upper() for m in self.permissions)
@@ -116,9 +118,10 @@ class BaseHandler(tornado.web.RequestHandler):
             if int(declared) > self.max_body_bytes:
                 raise PayloadTooLarge(f"The body is larger than {self.max_body_bytes} bytes.", limit=self.max_body_bytes)
         self.permission = self.permissions[method]
-        if self.permission is not PUBLIC:
+        if self.permission is not PUBLIC and not self.open_to_caller():
             self.principal = await self.authenticate()
             await self.authorize(self.permission)
+        self._body_unread = False
 
     def data_received(self, chunk: bytes) -> None:
         if self._body_too_large:
@@ -130,6 +133,7 @@ class BaseHandler(tornado.web.RequestHandler):
         # A body without Content-Length grew past the limit: answer now; Tornado then
         # stops reading and closes the connection once the answer is sent.
         self._body_too_large = True
+        self._body_unread = True
         self._chunks.clear()
         error = PayloadTooLarge(f"The body is larger than {self.max_body_bytes} bytes.", limit=self.max_body_bytes)
         self.send_error(error.status, exc_info=(type(error), error, None))
@@ -143,6 +147,10 @@ class BaseHandler(tornado.web.RequestHandler):
         metrics.http_latency.labels(self.route, method).observe(time.perf_counter() - self._started)
 
     # -- authentication ------------------------------------------------------
+
+    def open_to_caller(self) -> bool:
+        """Whether this route is open to this caller without credentials (a configured exception)."""
+        return False
 
     def bearer_token(self) -> str | None:
         header = self.request.headers.get("Authorization", "")
@@ -283,6 +291,10 @@ class BaseHandler(tornado.web.RequestHandler):
             body = {"error": {"code": code, "message": message}}
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
+        if self._body_unread:
+            # Refused before the body was read: Tornado closes the connection after this
+            # answer, so tell the client not to reuse it.
+            self.set_header("Connection", "close")
         self.finish(json_dumps(body))
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
@@ -307,4 +319,5 @@ class NotFoundHandler(BaseHandler):
     async def prepare(self) -> None:
         self.hub.requests_started()
         self._counted = True
+        self._body_unread = True
         raise NotFound(f"No route {self.request.path}.")

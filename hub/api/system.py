@@ -6,7 +6,6 @@ import ipaddress
 from importlib import resources
 
 from hub.api.base import PUBLIC, BaseHandler
-from hub.errors import Unauthenticated
 
 
 class HealthzHandler(BaseHandler):
@@ -32,14 +31,18 @@ class ReadyzHandler(BaseHandler):
 class MetricsHandler(BaseHandler):
     """`GET /metrics`: Prometheus text; `metrics:read`, or open on loopback when configured."""
 
-    permissions = {"get": PUBLIC}
+    permissions = {"get": "metrics:read"}
 
-    async def get(self) -> None:
-        if not (self.hub.config.metrics_open_on_loopback and _is_loopback(self.request.remote_ip)):
-            if self.bearer_token() is None:
-                raise Unauthenticated("Send a bearer token with metrics:read.")
-            self.principal = await self.authenticate()
-            await self.authorize("metrics:read")
+    def open_to_caller(self) -> bool:
+        """Loopback callers without credentials, when configured; credentials sent are always checked."""
+        return (
+            self.hub.config.metrics_open_on_loopback
+            and _is_loopback(self.request.remote_ip)
+            and self.bearer_token() is None
+            and self.session_cookie() is None
+        )
+
+    def get(self) -> None:
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.finish(self.hub.metrics.render())
 

@@ -1,0 +1,89 @@
+"""The authorization matrix, generated from the route table: every route, every role, a scoped key.
+
+A request is allowed exactly when the caller holds the route's permission. A route added
+without a declared permission fails here before it can be reached by anyone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from hub.api.base import AUTHENTICATED, PUBLIC
+from hub.app import ROUTES
+from hub.auth.permissions import ALL_PERMISSIONS, BUILTIN_ROLES
+from tests.harness import HubProcess
+
+PASSWORD = "matrix-test-password-1"
+KEY_SCOPES = ["node:read", "audit:read", "recording:read"]
+DECLARED = set(ALL_PERMISSIONS) | {PUBLIC, AUTHENTICATED}
+CASES = [(path, method, permission) for path, handler in ROUTES for method, permission in handler.permissions.items()]
+
+
+def test_every_route_declares_a_known_permission_for_each_method() -> None:
+    for path, handler in ROUTES:
+        assert handler.permissions, f"{path} declares no methods"
+        for method, permission in handler.permissions.items():
+            assert permission in DECLARED, f"{method.upper()} {path} declares {permission!r}"
+
+
+def new_user_token(hub: HubProcess, role: str) -> str:
+    username = f"matrix-{role}-{uuid.uuid4().hex[:6]}"
+    with hub.admin() as admin:
+        created = admin.post("/api/v1/auth/users", json={"username": username, "password": PASSWORD, "roles": [role]})
+    assert created.status_code == 201, created.text
+    return hub.login(username, PASSWORD)
+
+
+@pytest.fixture(scope="module")
+def callers(hub: HubProcess) -> Iterator[dict[str, tuple[str, frozenset[str]]]]:
+    """A token and its permissions for each built-in role, and for a site-limited service key."""
+    tokens = {role: (new_user_token(hub, role), permissions) for role, permissions in BUILTIN_ROLES.items()}
+    with hub.admin() as admin:
+        key = admin.post(
+            "/api/v1/auth/keys", json={"name": "matrix", "kind": "service", "scopes": KEY_SCOPES, "sites": ["north"]}
+        )
+        tokens["scoped-key"] = (key.json()["data"]["secret"], frozenset(KEY_SCOPES))
+    yield tokens
+
+
+def request(hub: HubProcess, method: str, path: str, token: str | None) -> httpx.Response:
+    url = hub.url + path.replace("{id}", "matrix-x")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    body = b"{}" if method in ("post", "put", "patch") else None
+    return httpx.request(method.upper(), url, headers=headers, content=body, timeout=15)
+
+
+@pytest.mark.parametrize(("path", "method", "permission"), CASES, ids=[f"{m.upper()} {p}" for p, m, _ in CASES])
+def test_allowed_exactly_when_the_caller_holds_the_permission(
+    hub: HubProcess, callers: dict[str, tuple[str, frozenset[str]]], path: str, method: str, permission: str | None
+) -> None:
+    if permission is PUBLIC:
+        response = request(hub, method, path, None)
+        assert response.status_code not in (401, 403), response.text
+        return
+    anonymous = request(hub, method, path, None)
+    assert anonymous.status_code == 401, f"{method.upper()} {path} without a token: {anonymous.status_code}"
+    if permission == AUTHENTICATED:
+        for role in BUILTIN_ROLES:  # throwaway users: these routes include logging out everywhere
+            token = new_user_token(hub, role)
+            assert request(hub, method, path, token).status_code not in (401, 403), f"{role} refused {method.upper()} {path}"
+        return
+    for name, (token, granted) in callers.items():
+        response = request(hub, method, path, token)
+        if permission in granted:
+            assert response.status_code not in (401, 403), f"{name} refused {method.upper()} {path}: {response.text}"
+        else:
+            assert response.status_code == 403, f"{name} allowed {method.upper()} {path} without {permission}"
+            error = response.json()["error"]
+            if name == "scoped-key":
+                assert error["code"] == "insufficient_scope" and error["required"] == [permission]
+            else:
+                assert error == {
+                    "code": "forbidden",
+                    "message": f"This needs the permission {permission}.",
+                    "required": permission,
+                }
