@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from urllib.parse import quote
 
@@ -41,10 +42,13 @@ class OidcConfigHandler(OidcHandler):
         )
 
 
+_PATH = re.compile(r"^/(?![/\\])[A-Za-z0-9/._~!$&'()*+,;=:@%-]*(\?[A-Za-z0-9/._~!$&'()*+,;=:@%?-]*)?$")
+
+
 def _safe_return_to(value: str | None) -> str:
-    """Only paths on this hub: never an open redirect."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value[:500]
+    """Only a plain path on this hub (no scheme, host, backslash, control character or fragment)."""
+    if value and len(value) <= 500 and _PATH.match(value):
+        return value
     return "/"
 
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import jwt
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
@@ -34,6 +34,12 @@ class OidcSettings:
     client_secret: str
     scopes: str
     redirect_url: str
+
+
+def client_secret_basic(client_id: str, client_secret: str) -> str:
+    """The Authorization header of RFC 6749 2.3.1: both parts form-urlencoded before Basic encoding."""
+    pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -170,9 +176,11 @@ class OidcClient:
             endpoint,
             method="POST",
             body=body,
-            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
-            auth_username=self.settings.client_id,
-            auth_password=self.settings.client_secret,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+                "Authorization": client_secret_basic(self.settings.client_id, self.settings.client_secret),
+            },
             request_timeout=10,
         )
         try:

@@ -61,6 +61,7 @@ def sign_in(issuer: str, claims: dict[str, Any], source_ip: str | None, user_age
         )
         raise
     now = utcnow()
+    disabled = None
     with database_proxy.atomic():
         user = User.get_or_none(User.oidc_subject == subject)
         if user is None:
@@ -82,8 +83,7 @@ def sign_in(issuer: str, claims: dict[str, Any], source_ip: str | None, user_age
                 after={"username": user.username, "roles": roles, "sites": sites, "sso": True},
             )
         elif user.disabled:
-            record(actor, "auth.login", target=("user", user.id), outcome="failure", reason="user disabled")
-            raise Forbidden("This account is disabled.", code="user_disabled")
+            disabled = user.id
         elif (user.roles, user.sites) != (roles, sites):
             before = {"roles": user.roles, "sites": user.sites}
             User.update(roles=roles, sites=sites, updated_at=now).where(User.id == user.id).execute()
@@ -95,11 +95,15 @@ def sign_in(issuer: str, claims: dict[str, Any], source_ip: str | None, user_age
                 after={"roles": roles, "sites": sites},
             )
             user = User.get_by_id(user.id)
-        result = open_session(user, source_ip, user_agent, via="oidc")
-        record(
-            Actor("user", user.id, user.username, source_ip),
-            "auth.login",
-            target=("session", result.session_id),
-            after={"via": "oidc", **claim_summary(claims)},
-        )
+        if disabled is None:
+            result = open_session(user, source_ip, user_agent, via="oidc")
+            record(
+                Actor("user", user.id, user.username, source_ip),
+                "auth.login",
+                target=("session", result.session_id),
+                after={"via": "oidc", **claim_summary(claims)},
+            )
+    if disabled is not None:
+        record(actor, "auth.login", target=("user", disabled), outcome="failure", reason="user disabled")
+        raise Forbidden("This account is disabled.", code="user_disabled")
     return result
