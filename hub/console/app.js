@@ -1,12 +1,12 @@
 // The console uses only the public API: /readyz, /api/v1/auth/*, /api/v1/nodes.
+// It signs in with the HttpOnly session cookie; writes carry the CSRF token the API hands out.
 const $ = (id) => document.getElementById(id);
-const TOKEN_KEY = "hark.token";
+let csrfToken = null;
 
 async function api(path, options = {}) {
-  const token = sessionStorage.getItem(TOKEN_KEY);
   const headers = { "Content-Type": "application/json", ...(options.headers || {}) };
-  if (token) headers.Authorization = `Bearer ${token}`;
-  const response = await fetch(path, { ...options, headers });
+  if (csrfToken && options.method && options.method !== "GET") headers["X-CSRF-Token"] = csrfToken;
+  const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
   if (response.status === 204) return null;
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
@@ -44,9 +44,9 @@ async function showFleet() {
   try {
     me = (await api("/api/v1/auth/me")).data;
   } catch (error) {
-    sessionStorage.removeItem(TOKEN_KEY);
     return showLogin(error.status === 401 ? "" : error.message);
   }
+  csrfToken = me.csrf_token ?? csrfToken;
   $("login-view").hidden = true;
   $("fleet-view").hidden = false;
   $("who").textContent = `${me.user.username} (${me.user.roles.join(", ")})`;
@@ -79,9 +79,9 @@ $("login-form").addEventListener("submit", async (event) => {
   try {
     const { data } = await api("/api/v1/auth/login", {
       method: "POST",
-      body: JSON.stringify({ username: $("username").value, password: $("password").value }),
+      body: JSON.stringify({ username: $("username").value, password: $("password").value, cookie: true }),
     });
-    sessionStorage.setItem(TOKEN_KEY, data.token);
+    csrfToken = data.csrf_token;
     $("password").value = "";
     await showFleet();
   } catch (error) {
@@ -91,10 +91,23 @@ $("login-form").addEventListener("submit", async (event) => {
 
 $("logout").addEventListener("click", async () => {
   try { await api("/api/v1/auth/logout", { method: "POST" }); } catch { /* already gone */ }
-  sessionStorage.removeItem(TOKEN_KEY);
+  csrfToken = null;
   showLogin();
 });
 
+async function offerSingleSignOn() {
+  try {
+    const { data } = await api("/api/v1/auth/oidc/config");
+    if (!data.enabled) return;
+    const link = $("sso");
+    link.href = `${data.login_url}?return_to=/`;
+    link.hidden = false;
+  } catch { /* no single sign-on */ }
+}
+
+// Back from single sign-on: the session cookie is set; drop the token from the address bar.
+if (location.hash.startsWith("#token=")) history.replaceState(null, "", location.pathname);
 showReadiness();
 setInterval(showReadiness, 10000);
-if (sessionStorage.getItem(TOKEN_KEY)) showFleet(); else showLogin();
+offerSingleSignOn();
+showFleet();
