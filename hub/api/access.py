@@ -8,6 +8,7 @@ import msgspec
 
 from hub.api.base import BaseHandler
 from hub.api.listing import ExportHandler, FacetsHandler, ListHandler
+from hub.errors import Forbidden
 from hub.services import access_policies, groups, roles, users
 
 MANAGE = "auth:manage"
@@ -61,11 +62,28 @@ class RolePatchBody(msgspec.Struct, forbid_unknown_fields=True):
     description: str | None = None
 
 
+class FullAdminOnly(BaseHandler):
+    """Access administration needs auth:manage on every site: a site-limited admin could
+    otherwise lift their own limit."""
+
+    async def authorize(self, permission: str) -> None:
+        await super().authorize(permission)
+        assert self.principal is not None
+        if not self.principal.unrestricted_admin:
+            await self.audit(
+                "access.denied",
+                permission=permission,
+                outcome="failure",
+                reason=f"{self.request.method} {self.route}: site-limited",
+            )
+            raise Forbidden(f"This needs the permission {permission} on every site.", required=permission)
+
+
 def _set(struct: msgspec.Struct) -> dict[str, Any]:
     return {k: v for k, v in msgspec.structs.asdict(struct).items() if v is not msgspec.UNSET}
 
 
-class UsersHandler(ListHandler):
+class UsersHandler(FullAdminOnly, ListHandler):
     """`GET|POST /api/v1/auth/users`."""
 
     spec = users.USER_LIST
@@ -79,17 +97,17 @@ class UsersHandler(ListHandler):
         self.write_data(user, 201)
 
 
-class UserFacetsHandler(FacetsHandler):
+class UserFacetsHandler(FullAdminOnly, FacetsHandler):
     spec = users.USER_LIST
     permissions = {"get": MANAGE}
 
 
-class UserExportHandler(ExportHandler):
+class UserExportHandler(FullAdminOnly, ExportHandler):
     spec = users.USER_LIST
     permissions = {"get": MANAGE, "post": MANAGE}
 
 
-class UserHandler(BaseHandler):
+class UserHandler(FullAdminOnly):
     """`GET|DELETE /api/v1/auth/users/{id}`: detail with action states, or delete."""
 
     permissions = {"get": MANAGE, "delete": MANAGE}
@@ -104,7 +122,7 @@ class UserHandler(BaseHandler):
         self.write_no_content()
 
 
-class UserAccessHandler(BaseHandler):
+class UserAccessHandler(FullAdminOnly):
     """`PATCH /api/v1/auth/users/{id}/access`: roles, sites and groups."""
 
     permissions = {"patch": MANAGE}
@@ -118,7 +136,7 @@ class UserAccessHandler(BaseHandler):
         self.write_data(user)
 
 
-class UserPasswordHandler(BaseHandler):
+class UserPasswordHandler(FullAdminOnly):
     """`PATCH /api/v1/auth/users/{id}/password`: set a new password; the user's sessions end."""
 
     permissions = {"patch": MANAGE}
@@ -131,7 +149,7 @@ class UserPasswordHandler(BaseHandler):
         self.write_data(user)
 
 
-class UserStatusHandler(BaseHandler):
+class UserStatusHandler(FullAdminOnly):
     """`PATCH /api/v1/auth/users/{id}/status`: `active` or `disabled` (which ends their sessions)."""
 
     permissions = {"patch": MANAGE}
@@ -143,7 +161,7 @@ class UserStatusHandler(BaseHandler):
         self.write_data(user)
 
 
-class GroupsHandler(BaseHandler):
+class GroupsHandler(FullAdminOnly):
     """`GET|POST /api/v1/auth/groups`."""
 
     permissions = {"get": MANAGE, "post": MANAGE}
@@ -157,7 +175,7 @@ class GroupsHandler(BaseHandler):
         self.write_data(group, 201)
 
 
-class GroupHandler(BaseHandler):
+class GroupHandler(FullAdminOnly):
     """`GET|PATCH|DELETE /api/v1/auth/groups/{id}`."""
 
     permissions = {"get": MANAGE, "patch": MANAGE, "delete": MANAGE}
@@ -177,7 +195,7 @@ class GroupHandler(BaseHandler):
         self.write_no_content()
 
 
-class RolesHandler(BaseHandler):
+class RolesHandler(FullAdminOnly):
     """`GET|POST /api/v1/auth/roles`: the built-in roles and custom ones."""
 
     permissions = {"get": MANAGE, "post": MANAGE}
@@ -191,7 +209,7 @@ class RolesHandler(BaseHandler):
         self.write_data(role, 201)
 
 
-class RoleHandler(BaseHandler):
+class RoleHandler(FullAdminOnly):
     """`PATCH|DELETE /api/v1/auth/roles/{id}` (custom roles only)."""
 
     permissions = {"patch": MANAGE, "delete": MANAGE}
@@ -207,7 +225,7 @@ class RoleHandler(BaseHandler):
         self.write_no_content()
 
 
-class AccessPoliciesHandler(BaseHandler):
+class AccessPoliciesHandler(FullAdminOnly):
     """`GET|PATCH /api/v1/auth/access-policies`."""
 
     permissions = {"get": MANAGE, "patch": MANAGE}

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+import peewee
 
 from hub.auth.permissions import BUILTIN_ROLES
 from hub.auth.principal import Grant, Principal, user_principal
-from hub.db.models import Group, Role, User, UserGroup
+from hub.db.models import Group, Role, User, UserGroup, database_proxy
+from hub.errors import Conflict
+
+T = TypeVar("T")
+ADMIN_LOCK = 0x6861726B  # PostgreSQL advisory lock taken by every change that could remove the last admin
 
 
 def role_permissions(names: Iterable[str]) -> frozenset[str]:
@@ -54,3 +61,18 @@ def full_admin_ids() -> set[str]:
         if principal.unrestricted_admin:
             admins.add(user.id)
     return admins
+
+
+def keeping_an_admin(change: Callable[[], T]) -> T:
+    """Run `change` in a transaction that is rolled back if no full admin would be left.
+
+    Such changes are serialised (SQLite has one writer; PostgreSQL takes an advisory
+    lock), so two admins demoting each other at once cannot both succeed.
+    """
+    with database_proxy.atomic():
+        if isinstance(database_proxy.obj, peewee.PostgresqlDatabase):
+            database_proxy.execute_sql("SELECT pg_advisory_xact_lock(%s)", (ADMIN_LOCK,))
+        result = change()
+        if not full_admin_ids():
+            raise Conflict("This would leave no enabled admin with access to every site.", code="last_admin")
+    return result

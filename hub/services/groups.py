@@ -10,9 +10,10 @@ from hub.db.models import Group, UserGroup, database_proxy
 from hub.errors import Conflict, InvalidRequest, NotFound
 from hub.ids import new_id
 from hub.services.audit import Actor, record
-from hub.services.users import check_roles, check_sites, keeping_an_admin
+from hub.services.grants import keeping_an_admin
+from hub.services.users import check_roles, check_sites
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,149}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,149}")
 
 
 def group_to_api(group: Group) -> dict[str, Any]:
@@ -40,7 +41,7 @@ def get_group(group_id: str) -> Group:
 
 
 def create_group(actor: Actor, name: str, roles: list[str], sites: list[str] | None, description: str) -> dict[str, Any]:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise InvalidRequest("Invalid group name.", fields={"name": "1-150 characters: letters, digits, space, _ . -"})
     roles, sites = check_roles(roles), check_sites(sites)
     if Group.select().where(Group.name == name).exists():
@@ -60,7 +61,7 @@ def update_group(actor: Actor, group_id: str, changes: dict[str, Any]) -> dict[s
     before = group_to_api(group)
     fields: dict[str, Any] = {"updated_at": utcnow()}
     if "name" in changes:
-        if not NAME.match(changes["name"]):
+        if not NAME.fullmatch(changes["name"]):
             raise InvalidRequest("Invalid group name.", fields={"name": "1-150 characters: letters, digits, space, _ . -"})
         if Group.select().where(Group.name == changes["name"], Group.id != group.id).exists():
             raise Conflict(f"A group named {changes['name']} exists.")

@@ -12,8 +12,9 @@ from hub.db.models import Group, Role, User
 from hub.errors import Conflict, InvalidRequest, NotFound
 from hub.ids import new_id
 from hub.services.audit import Actor, record
+from hub.services.grants import keeping_an_admin
 
-NAME = re.compile(r"^[a-z][a-z0-9_-]{1,63}$")
+NAME = re.compile(r"[a-z][a-z0-9_-]{1,63}")
 
 
 def unknown_roles(names: Iterable[str]) -> list[str]:
@@ -55,7 +56,7 @@ def _check_permissions(permissions: list[str]) -> list[str]:
 
 
 def create_role(actor: Actor, name: str, permissions: list[str], description: str) -> dict[str, Any]:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise InvalidRequest("Invalid role name.", fields={"name": "2-64 characters: lower-case letters, digits, - and _"})
     if name in BUILTIN_ROLES or Role.select().where(Role.name == name).exists():
         raise Conflict(f"A role named {name} exists.")
@@ -90,10 +91,14 @@ def update_role(actor: Actor, role_id: str, permissions: list[str] | None, descr
     if description is not None:
         role.description = description[:500]
     role.updated_at = utcnow()
-    role.save()
-    after = role_to_api(role)
-    record(actor, "role.update", permission="auth:manage", target=("role", role.id), before=before, after=after)
-    return after
+
+    def change() -> dict[str, Any]:
+        role.save()
+        after = role_to_api(role)
+        record(actor, "role.update", permission="auth:manage", target=("role", role.id), before=before, after=after)
+        return after
+
+    return keeping_an_admin(change)
 
 
 def delete_role(actor: Actor, role_id: str) -> None:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from hub.auth.passwords import hash_password, password_problem
 from hub.auth.principal import Principal
@@ -14,13 +13,12 @@ from hub.errors import Conflict, InvalidRequest, NotFound
 from hub.ids import new_id
 from hub.services.audit import Actor, record
 from hub.services.auth import revoke_user_sessions, user_to_api
-from hub.services.grants import full_admin_ids, principal_for_user
+from hub.services.grants import full_admin_ids, keeping_an_admin, principal_for_user
 from hub.services.listing import Filter, ListSpec
 from hub.services.roles import unknown_roles
 
-USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,149}$")
-SITE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-T = TypeVar("T")
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,149}")
+SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 def _disabled(value: str) -> bool:
@@ -46,7 +44,7 @@ USER_LIST = ListSpec(
 def check_sites(sites: list[str] | None, field: str = "sites") -> list[str] | None:
     if sites is None:
         return None
-    bad = [s for s in sites if not SITE.match(s)]
+    bad = [s for s in sites if not SITE.fullmatch(s)]
     if bad:
         raise InvalidRequest("Invalid site names.", fields={field: f"not site names: {', '.join(bad[:5])}"})
     return sorted(set(sites))
@@ -67,15 +65,6 @@ def _check_groups(group_ids: list[str]) -> list[str]:
     return list(dict.fromkeys(group_ids))
 
 
-def keeping_an_admin(change: Callable[[], T]) -> T:
-    """Run `change` in a transaction that is rolled back if no full admin would be left."""
-    with database_proxy.atomic():
-        result = change()
-        if not full_admin_ids():
-            raise Conflict("This would leave no enabled admin with access to every site.", code="last_admin")
-    return result
-
-
 def get_user(user_id: str) -> User:
     user = User.get_or_none(User.id == user_id)
     if user is None:
@@ -93,7 +82,7 @@ def create_user(
     display_name: str | None,
 ) -> dict[str, Any]:
     problems: dict[str, str] = {}
-    if not USERNAME.match(username):
+    if not USERNAME.fullmatch(username):
         problems["username"] = "1-150 characters: letters, digits and _ . @ + -, starting with a letter or digit"
     problem = password_problem(password)
     if problem:
@@ -183,6 +172,8 @@ def update_access(
 
 def reset_password(actor: Actor, user_id: str, password: str) -> dict[str, Any]:
     user = get_user(user_id)
+    if user.oidc_subject is not None:
+        raise Conflict("This user signs in through single sign-on and has no password here.", code="sso_user")
     problem = password_problem(password)
     if problem:
         raise InvalidRequest("The password is not acceptable.", fields={"password": problem})
