@@ -8,7 +8,9 @@ import os
 import socket
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -28,6 +30,7 @@ from hub.mqtt.embedded import EmbeddedBroker
 from hub.services.auth import ensure_first_admin
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_UPLOAD_BYTES = 64 * 1024**3  # streaming handlers lower this per request
 
@@ -47,9 +50,14 @@ class Hub:
         self.oidc: OidcClient | None = None
         self.http_port = 0
         self.started_at = time.time()
+        self._cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hark-cpu")
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+
+    async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run CPU-heavy work (password hashing) on a small pool, off the loop and the database thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._cpu, fn, *args)
 
     # -- request accounting (for a graceful stop) ------------------------------
 
@@ -186,4 +194,5 @@ class Hub:
         if self.broker is not None:
             await self.broker.stop()
         await asyncio.get_running_loop().run_in_executor(None, self.db.close)
+        self._cpu.shutdown(wait=True)
         log.info("hark hub stopped")

@@ -18,7 +18,7 @@ from hub.auth.permissions import sorted_permissions
 from hub.auth.principal import Principal
 from hub.auth.tokens import new_secret, secret_hash
 from hub.clock import iso, utcnow
-from hub.db.models import AuthSession, User
+from hub.db.models import AuthSession, User, database_proxy
 from hub.errors import InvalidRequest, NotFound, RateLimited, Unauthenticated
 from hub.ids import new_id
 from hub.services import access_policies, login_throttle
@@ -37,6 +37,7 @@ class LoginResult:
     expires_at: datetime
     user: User
     session_id: str
+    user_data: dict[str, Any]
 
 
 def csrf_token(session_token: str) -> str:
@@ -102,32 +103,50 @@ def open_session(user: User, source_ip: str | None, user_agent: str | None, via:
         user_agent=(user_agent or "")[:256] or None,
         via=via,
     )
-    return LoginResult(token=token, expires_at=expires_at, user=user, session_id=session.id)
+    return LoginResult(token=token, expires_at=expires_at, user=user, session_id=session.id, user_data=user_to_api(user))
 
 
-def login(username: str, password: str, source_ip: str | None, user_agent: str | None) -> LoginResult:
-    """Check a username and password under brute-force limits; on success open a session."""
+@dataclass(frozen=True, slots=True)
+class LoginCandidate:
+    """What the password check needs, read before it runs (off the database thread)."""
+
+    username: str
+    user_id: str | None
+    password_hash: str
+    disabled: bool
+
+
+def begin_login(username: str, source_ip: str | None) -> LoginCandidate:
+    """Refuse at once while locked out; otherwise the stored hash to verify against."""
     now = utcnow()
-    actor = Actor("anonymous", None, username[:150], source_ip)
-    user_key, address_key = login_throttle.user_key(username), login_throttle.address_key(source_ip)
-    for key in (user_key, address_key):
+    for key in (login_throttle.user_key(username), login_throttle.address_key(source_ip)):
         wait = login_throttle.retry_after(login_throttle.load(key), now)
         if wait is not None:
             raise RateLimited(f"Too many failed logins; try again in {wait} s.", retry_after_s=wait)
     user = User.get_or_none(User.username == username)
     if user is None:
-        verify_password(_DUMMY_HASH, password)
-        ok = False
-    else:
-        ok = verify_password(user.password_hash, password) and not user.disabled
+        return LoginCandidate(username, None, _DUMMY_HASH, False)
+    return LoginCandidate(username, user.id, user.password_hash or _DUMMY_HASH, bool(user.disabled))
+
+
+def check_password(candidate: LoginCandidate, password: str) -> tuple[bool, str | None]:
+    """Verify (argon2id, CPU-bound, no database): whether it matches, and a new hash if the old parameters are outdated."""
+    ok = verify_password(candidate.password_hash, password) and candidate.user_id is not None and not candidate.disabled
+    rehash = hash_password(password) if ok and needs_rehash(candidate.password_hash) else None
+    return ok, rehash
+
+
+def finish_login(
+    candidate: LoginCandidate, ok: bool, rehash: str | None, source_ip: str | None, user_agent: str | None
+) -> LoginResult:
+    """Record the outcome: a failure counts towards lockouts; a success opens a session."""
+    now = utcnow()
+    actor = Actor("anonymous", None, candidate.username[:150], source_ip)
+    user_key, address_key = login_throttle.user_key(candidate.username), login_throttle.address_key(source_ip)
     if not ok:
-        with User._meta.database.atomic():
+        with database_proxy.atomic():
             record(
-                actor,
-                "auth.login",
-                target=("user", user.id if user else None),
-                outcome="failure",
-                reason="wrong username or password",
+                actor, "auth.login", target=("user", candidate.user_id), outcome="failure", reason="wrong username or password"
             )
             for key, threshold in ((user_key, login_throttle.USER_THRESHOLD), (address_key, login_throttle.ADDRESS_THRESHOLD)):
                 state, locked = login_throttle.after_failure(login_throttle.load(key), now, threshold)
@@ -141,14 +160,21 @@ def login(username: str, password: str, source_ip: str | None, user_agent: str |
                         reason=f"{threshold} failed logins within 15 minutes; locked until {iso(state.locked_until)}",
                     )
         raise Unauthenticated("The username or password is wrong.", code="invalid_credentials")
-    assert user is not None
-    with User._meta.database.atomic():
+    with database_proxy.atomic():
+        user = User.get_by_id(candidate.user_id)
         login_throttle.clear(user_key)
-        if needs_rehash(user.password_hash):
-            User.update(password_hash=hash_password(password)).where(User.id == user.id).execute()
+        if rehash is not None:
+            User.update(password_hash=rehash).where(User.id == user.id).execute()
         result = open_session(user, source_ip, user_agent)
         record(Actor("user", user.id, user.username, source_ip), "auth.login", target=("session", result.session_id))
     return result
+
+
+def login(username: str, password: str, source_ip: str | None, user_agent: str | None) -> LoginResult:
+    """All three login steps in one call (for tools running next to the database)."""
+    candidate = begin_login(username, source_ip)
+    ok, rehash = check_password(candidate, password)
+    return finish_login(candidate, ok, rehash, source_ip, user_agent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,14 +217,14 @@ def revoke_user_sessions(user_id: str, keep: str | None = None) -> int:
 
 def logout(actor: Actor, principal: Principal) -> None:
     assert principal.session_id is not None
-    with User._meta.database.atomic():
+    with database_proxy.atomic():
         revoke_session(principal.session_id)
         record(actor, "auth.logout", target=("session", principal.session_id))
 
 
 def logout_all(actor: Actor, principal: Principal) -> int:
     assert principal.user_id is not None
-    with User._meta.database.atomic():
+    with database_proxy.atomic():
         count = revoke_user_sessions(principal.user_id)
         record(actor, "auth.logout_all", target=("user", principal.user_id), after={"sessions_revoked": count})
     return count
@@ -230,7 +256,7 @@ def revoke_own_session(actor: Actor, principal: Principal, session_id: str) -> N
     session = AuthSession.get_or_none(AuthSession.id == session_id, AuthSession.user == principal.user_id)
     if session is None or session.revoked_at is not None:
         raise NotFound(f"No session {session_id}.")
-    with User._meta.database.atomic():
+    with database_proxy.atomic():
         revoke_session(session_id)
         record(actor, "session.revoke", target=("session", session_id))
 
@@ -246,7 +272,7 @@ def change_own_password(actor: Actor, principal: Principal, current: str, new: s
     problem = password_problem(new)
     if problem:
         raise InvalidRequest("The new password is not acceptable.", fields={"new_password": problem})
-    with User._meta.database.atomic():
+    with database_proxy.atomic():
         now = utcnow()
         User.update(password_hash=hash_password(new), password_changed_at=now, updated_at=now).where(User.id == user.id).execute()
         revoked = revoke_user_sessions(user.id, keep=principal.session_id)
