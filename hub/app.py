@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
-from hub.api import access, audit, auth, keys, nodes, oidc, system
+from hub.api import access, audit, auth, events, keys, nodes, oidc, system
 from hub.api.base import BaseHandler, NotFoundHandler
 from hub.api.console import CONSOLE_DIR, ConsoleFileHandler
 from hub.const import API_PREFIX as V1
@@ -61,6 +61,19 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/nodes", nodes.NodesHandler),
     (f"{V1}/nodes/facets", nodes.NodeFacetsHandler),
     (f"{V1}/nodes/export", nodes.NodeExportHandler),
+    (f"{V1}/nodes/enroll", nodes.EnrollHandler),
+    (f"{V1}/nodes/{{id}}", nodes.NodeHandler),
+    (f"{V1}/nodes/{{id}}/actions", nodes.NodeActionsHandler),
+    (f"{V1}/nodes/{{id}}/delete-preview", nodes.NodeDeletePreviewHandler),
+    (f"{V1}/nodes/{{id}}/interfaces/{{iid}}", nodes.NodeInterfaceHandler),
+    (f"{V1}/nodes/{{id}}/credentials/rotate", nodes.RotateHandler),
+    (f"{V1}/nodes/{{id}}/meters", nodes.NodeMetersHandler),
+    (f"{V1}/events/stream", events.EventStreamHandler),
+    # agent routes (a node's own credential)
+    (f"{V1}/nodes/{{id}}/config", nodes.AgentConfigHandler),
+    (f"{V1}/nodes/{{id}}/heartbeat", nodes.AgentHeartbeatHandler),
+    (f"{V1}/nodes/{{id}}/health-events", nodes.AgentHealthHandler),
+    (f"{V1}/nodes/{{id}}/meter-frame", nodes.AgentMeterFrameHandler),
 )
 
 

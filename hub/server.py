@@ -23,11 +23,14 @@ from hub.auth.tokens import new_password
 from hub.config import HubConfig
 from hub.db.database import HubDatabase, describe, open_database
 from hub.errors import StartupError
+from hub.events import EventBus
+from hub.ingest import FleetIngest
 from hub.metrics import HubMetrics
 from hub.mqtt.access import BrokerAccess
 from hub.mqtt.bridge import BrokerAddress, MqttBridge
 from hub.mqtt.embedded import EmbeddedBroker
 from hub.services.auth import ensure_first_admin
+from hub.services.nodes import credential_table
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,6 +51,10 @@ class Hub:
         self.broker_address: BrokerAddress | None = None
         self.http_server: HTTPServer | None = None
         self.oidc: OidcClient | None = None
+        self.events = EventBus()
+        self.ingest = FleetIngest(self)
+        self.dynsec: Any = None  # hub.mqtt.dynsec.DynsecClient when the external broker is Mosquitto with dynsec
+        self._streams: set[Any] = set()
         self.http_port = 0
         self.started_at = time.time()
         self._cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hark-cpu")
@@ -58,6 +65,41 @@ class Hub:
     async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
         """Run CPU-heavy work (password hashing) on a small pool, off the loop and the database thread."""
         return await asyncio.get_running_loop().run_in_executor(self._cpu, fn, *args)
+
+    # -- streams -----------------------------------------------------------------------
+
+    def streams_opened(self, handler: Any) -> None:
+        self._streams.add(handler)
+
+    def streams_closed(self, handler: Any) -> None:
+        self._streams.discard(handler)
+
+    # -- node identities on the broker ---------------------------------------------------
+
+    async def refresh_broker_identities(self) -> None:
+        """Hand the embedded broker the current node credentials (hashes only)."""
+        if self.broker is not None:
+            table = await self.db.run(credential_table)
+            self.broker.access.set_node_credentials(table)
+
+    async def node_credentials_changed(self, node_id: str, credential: str, kick: bool) -> None:
+        """A node was enrolled or its credential rotated: update the broker; with `kick`, drop its session."""
+        self.authenticator.forget_all()
+        await self.refresh_broker_identities()
+        if self.broker is not None and kick:
+            await self.broker.kick(node_id)
+        if self.dynsec is not None:
+            await self.dynsec.upsert_node(node_id, credential)
+            if kick:
+                await self.dynsec.kick(node_id)
+
+    async def node_removed(self, node_id: str) -> None:
+        self.authenticator.forget_all()
+        await self.refresh_broker_identities()
+        if self.broker is not None:
+            await self.broker.kick(node_id)
+        if self.dynsec is not None:
+            await self.dynsec.delete_node(node_id)
 
     # -- request accounting (for a graceful stop) ------------------------------
 
@@ -103,6 +145,7 @@ class Hub:
         if generated:
             self._announce_admin_password(generated)
         await self._start_mqtt()
+        self.ingest.start()
         self._start_http()
         if config.oidc_issuer and config.oidc_client_id and config.oidc_client_secret:
             self.oidc = OidcClient(
@@ -131,12 +174,14 @@ class Hub:
         else:
             secret = new_password(32)
             self.broker = EmbeddedBroker(BrokerAccess(secret))
+            self.broker.access.set_node_credentials(await self.db.run(credential_table))
             host, port = self.config.embedded_mqtt_address
             host, port = await self.broker.start(host, port, fallback_to_free_port=not self.config.embedded_bind_is_explicit)
             log.info("embedded mqtt broker listening on %s:%d", host, port)
             address = BrokerAddress(host, port, username=const.HUB_MQTT_USERNAME, password=secret)
         self.broker_address = address
         self.bridge = MqttBridge(address, client_id=f"hark-hub-{socket.gethostname()}-{os.getpid()}", metrics=self.metrics)
+        self.ingest.register()
         self.bridge.start()
         if not await self.bridge.wait_connected(5.0):
             log.warning("mqtt broker %s not reachable yet; retrying in the background", address.url())
@@ -184,11 +229,14 @@ class Hub:
         """Stop accepting, let in-flight requests finish, then close MQTT and the database."""
         if self.http_server is not None:
             self.http_server.stop()
+            for stream in list(self._streams):
+                stream.close_stream()
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout=const.SHUTDOWN_GRACE_S)
             except TimeoutError:
                 log.warning("%d requests still running after %.0fs; closing them", self._in_flight, const.SHUTDOWN_GRACE_S)
             await self.http_server.close_all_connections()
+        await self.ingest.stop()
         if self.bridge is not None:
             await self.bridge.stop()
         if self.broker is not None:

@@ -1,9 +1,49 @@
-"""The node inventory routes."""
+"""The fleet: node inventory, enrollment and credentials, and the routes nodes themselves call."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
+
+from hub.api.base import BaseHandler
 from hub.api.listing import ExportHandler, FacetsHandler, ListHandler
+from hub.clock import iso, utcnow
+from hub.errors import Forbidden, NotFound
+from hub.mqtt.messages import HealthReport, Heartbeat, MeterFrame
+from hub.mqtt.topics import command_topic
+from hub.services import nodes
 from hub.services.nodes import NODE_LIST
+
+CONTROL = "node:control"
+
+
+class EnrollBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    site: str | None = None
+    tags: list[str] = []
+    hardware_id: str | None = None
+
+
+class RotateBody(msgspec.Struct, forbid_unknown_fields=True):
+    grace_s: int = 0
+    deliver: bool = False
+
+
+class NodePatchBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: str | msgspec.UnsetType = msgspec.UNSET
+    site: str | None | msgspec.UnsetType = msgspec.UNSET
+    tags: list[str] | msgspec.UnsetType = msgspec.UNSET
+    heartbeat_interval_s: float | msgspec.UnsetType = msgspec.UNSET
+
+
+class InterfacePatchBody(msgspec.Struct, forbid_unknown_fields=True):
+    label: str | None | msgspec.UnsetType = msgspec.UNSET
+    enabled: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+def _set(struct: msgspec.Struct) -> dict[str, Any]:
+    return {k: v for k, v in msgspec.structs.asdict(struct).items() if v is not msgspec.UNSET}
 
 
 class NodesHandler(ListHandler):
@@ -14,14 +54,178 @@ class NodesHandler(ListHandler):
 
 
 class NodeFacetsHandler(FacetsHandler):
-    """`GET /api/v1/nodes/facets`."""
-
     spec = NODE_LIST
     permissions = {"get": "node:read"}
 
 
 class NodeExportHandler(ExportHandler):
-    """`GET|POST /api/v1/nodes/export`."""
-
     spec = NODE_LIST
     permissions = {"get": "node:read", "post": "node:read"}
+
+
+class EnrollHandler(BaseHandler):
+    """`POST /api/v1/nodes/enroll`: a node and its credential, shown once."""
+
+    permissions = {"post": "node:manage"}
+
+    async def post(self) -> None:
+        body = self.parse_body(EnrollBody)
+        enrollment = await self.hub.db.run(
+            nodes.enroll, self.actor, self.scope, body.name, body.site, body.tags, body.hardware_id
+        )
+        await self.hub.node_credentials_changed(enrollment.node["id"], enrollment.credential, kick=False)
+        self.hub.events.publish(
+            "node.enrolled", enrollment.node["site"], {"node_id": enrollment.node["id"], "name": enrollment.node["name"]}
+        )
+        self.write_data({"node": enrollment.node, "credential": enrollment.credential}, 201)
+
+
+class NodeHandler(BaseHandler):
+    """`GET|PATCH|DELETE /api/v1/nodes/{id}` (delete needs `?force=true` while the node is live)."""
+
+    permissions = {"get": "node:read", "patch": "node:manage", "delete": "node:manage"}
+
+    async def get(self, id: str) -> None:
+        self.write_data(await self.hub.db.run(nodes.node_detail, self.scope, id, self.principal))
+
+    async def patch(self, id: str) -> None:
+        changes = _set(self.parse_body(NodePatchBody))
+        node = await self.hub.db.run(nodes.update_node, self.actor, self.scope, id, changes)
+        if "heartbeat_interval_s" in changes and self.hub.bridge is not None:
+            self.hub.bridge.publish(command_topic(id, "config"), {"changed": ["heartbeat_interval_s"]})
+        self.hub.events.publish("node.updated", node["site"], {"node_id": id, "changed": sorted(changes)})
+        self.write_data(node)
+
+    async def delete(self, id: str) -> None:
+        force = self.get_query_argument("force", "false").lower() in ("1", "true", "yes")
+        detail = await self.hub.db.run(nodes.delete_preview, self.scope, id)
+        await self.hub.db.run(nodes.delete_node, self.actor, self.scope, id, force)
+        await self.hub.node_removed(id)
+        self.hub.events.publish("node.deleted", detail["node"]["site"], {"node_id": id})
+        self.write_no_content()
+
+
+class NodeDeletePreviewHandler(BaseHandler):
+    """`GET /api/v1/nodes/{id}/delete-preview`: what deleting would remove, and whether it needs `?force`."""
+
+    permissions = {"get": "node:read"}
+
+    async def get(self, id: str) -> None:
+        self.write_data(await self.hub.db.run(nodes.delete_preview, self.scope, id))
+
+
+class NodeActionsHandler(BaseHandler):
+    """`GET /api/v1/nodes/{id}/actions`: the actions the caller may take on this node now."""
+
+    permissions = {"get": "node:read"}
+
+    async def get(self, id: str) -> None:
+        detail = await self.hub.db.run(nodes.node_detail, self.scope, id, self.principal)
+        self.write_data(detail["actions"])
+
+
+class NodeInterfaceHandler(BaseHandler):
+    """`PATCH /api/v1/nodes/{id}/interfaces/{iid}`: label or enable an audio interface."""
+
+    permissions = {"patch": "node:manage"}
+
+    async def patch(self, id: str, iid: str) -> None:
+        changes = _set(self.parse_body(InterfacePatchBody))
+        self.write_data(await self.hub.db.run(nodes.update_interface, self.actor, self.scope, id, iid, changes))
+
+
+class RotateHandler(BaseHandler):
+    """`POST /api/v1/nodes/{id}/credentials/rotate`: a new credential; the old one stops now or after `grace_s`."""
+
+    permissions = {"post": "node:manage"}
+
+    async def post(self, id: str) -> None:
+        body = self.parse_body(RotateBody) if self.body_bytes().strip() else RotateBody()
+        enrollment, old_valid_until = await self.hub.db.run(nodes.rotate_credential, self.actor, self.scope, id, body.grace_s)
+        if body.deliver and self.hub.bridge is not None:
+            self.hub.bridge.publish(
+                command_topic(id, "credentials"), {"credential": enrollment.credential, "valid_until_old": iso(old_valid_until)}
+            )
+        await self.hub.node_credentials_changed(id, enrollment.credential, kick=body.grace_s == 0)
+        self.write_data({"node": enrollment.node, "credential": enrollment.credential}, 201)
+
+
+class NodeMetersHandler(BaseHandler):
+    """`GET /api/v1/nodes/{id}/meters`: the latest meter frame."""
+
+    permissions = {"get": "node:read"}
+
+    async def get(self, id: str) -> None:
+        await self.hub.db.run(nodes.get_node, id, self.scope)
+        snapshot = self.hub.ingest.meter_snapshot(id)
+        if snapshot is None:
+            raise NotFound(f"Node {id} has sent no meter frame yet.")
+        self.write_data(snapshot)
+
+
+# -- agent routes: a node calling with its own credential ------------------------------------
+
+
+class AgentHandler(BaseHandler):
+    """Routes a node calls about itself: the path's node must be the credential's node."""
+
+    async def authorize(self, permission: str) -> None:
+        await super().authorize(permission)
+        node_id = self.path_kwargs.get("id")
+        assert self.principal is not None
+        if self.principal.kind == "node" and node_id != self.principal.id:
+            await self.audit("access.denied", permission=permission, outcome="failure", reason=f"node_mismatch on {self.route}")
+            raise Forbidden("This credential belongs to another node.", code="node_mismatch")
+
+
+class AgentConfigHandler(AgentHandler):
+    """`GET /api/v1/nodes/{id}/config`: what the node should run with, and the hub's time."""
+
+    permissions = {"get": CONTROL}
+
+    async def get(self, id: str) -> None:
+        node = await self.hub.db.run(nodes.get_node, id, self.scope)
+        self.write_data(
+            {
+                "node_id": node.id,
+                "name": node.name,
+                "site": node.site,
+                "tags": list(node.tags or []),
+                "mqtt_url": self.hub.public_mqtt_url,
+                "heartbeat_interval_s": node.heartbeat_interval_s,
+                "meter_interval_ms": 100,
+                "settings": node.settings or {},
+                "hub_time": iso(utcnow()),
+            }
+        )
+
+
+class AgentHeartbeatHandler(AgentHandler):
+    """`POST /api/v1/nodes/{id}/heartbeat`: a heartbeat over HTTP (the same as on MQTT)."""
+
+    permissions = {"post": CONTROL}
+
+    async def post(self, id: str) -> None:
+        await self.hub.ingest.ingest_http(id, self.parse_body(Heartbeat))
+        self.write_data({"hub_time": iso(utcnow())})
+
+
+class AgentHealthHandler(AgentHandler):
+    """`POST /api/v1/nodes/{id}/health-events`: a health condition opened or cleared on the node."""
+
+    permissions = {"post": CONTROL}
+
+    async def post(self, id: str) -> None:
+        await self.hub.ingest.ingest_http(id, self.parse_body(HealthReport))
+        self.write_data({"accepted": True})
+
+
+class AgentMeterFrameHandler(AgentHandler):
+    """`POST /api/v1/nodes/{id}/meter-frame`: the latest meter frame, for nodes without MQTT."""
+
+    permissions = {"post": CONTROL}
+
+    async def post(self, id: str) -> None:
+        frame = self.parse_body(MeterFrame)
+        self.hub.ingest.latest_meters[id] = (utcnow().timestamp(), frame)
+        self.write_no_content()

@@ -8,7 +8,7 @@ from hub.auth.principal import Principal
 from hub.auth.tokens import secret_hash
 from hub.db.database import HubDatabase
 from hub.errors import Unauthenticated
-from hub.services import api_keys
+from hub.services import api_keys, nodes
 from hub.services import auth as auth_service
 
 CACHE_TTL_S = 2.0  # how long a looked-up secret is trusted without asking the database again
@@ -53,6 +53,10 @@ class Authenticator:
                 return check.principal
             if check.problem == "expired":
                 raise Unauthenticated("The session has expired; log in again.", code="token_expired")
+        elif prefix == nodes.CREDENTIAL_PREFIX:
+            check = await self.db.run(nodes.authenticate_node, token)
+            if check.principal is not None:
+                return check.principal
         elif prefix == api_keys.KEY_PREFIX:
             check = await self.db.run(api_keys.authenticate_key, token)
             if check.principal is not None:

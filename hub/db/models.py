@@ -174,3 +174,56 @@ class Node(BaseModel):
     last_seen_at = peewee.DateTimeField(null=True)
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
+    credential_hash = peewee.CharField(max_length=64, null=True, index=True)
+    previous_credential_hash = peewee.CharField(max_length=64, null=True, index=True)
+    previous_valid_until = peewee.DateTimeField(null=True)
+    last_heartbeat_at = peewee.DateTimeField(null=True)
+    heartbeat_interval_s = peewee.FloatField(default=10.0)
+    clock_offset_ms = peewee.FloatField(null=True)
+    connected_at = peewee.DateTimeField(null=True)
+    settings = JSONField(default=dict)
+
+
+class NodeStatusChange(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=40)
+    node_id = peewee.CharField(max_length=40, index=True)
+    at = peewee.DateTimeField()
+    from_status = peewee.CharField(max_length=16, null=True)
+    to_status = peewee.CharField(max_length=16)
+    reason = peewee.CharField(max_length=200, null=True)
+
+    class Meta:
+        table_name = "node_status_change"
+
+
+class ReceivedMessage(BaseModel):
+    """An outbox message the hub has applied (so a replay is not applied twice)."""
+
+    node_id = peewee.CharField(max_length=40)
+    msg_id = peewee.CharField(max_length=100)
+    received_at = peewee.DateTimeField(index=True)
+
+    class Meta:
+        table_name = "received_message"
+        primary_key = False
+        indexes = ((("node_id", "msg_id"), True),)
+
+
+class HealthEvent(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=40)
+    node_id = peewee.CharField(max_length=40, null=True, index=True)
+    site = peewee.CharField(max_length=100, null=True, index=True)
+    kind = peewee.CharField(max_length=100, index=True)
+    severity = peewee.CharField(max_length=16)
+    state = peewee.CharField(max_length=16, index=True)  # open | acknowledged | suppressed | resolved
+    first_seen = peewee.DateTimeField()
+    last_seen = peewee.DateTimeField()
+    count = peewee.IntegerField(default=1)
+    details = JSONField(default=dict)
+    acknowledged_by = peewee.CharField(max_length=200, null=True)
+    acknowledged_at = peewee.DateTimeField(null=True)
+    suppressed_until = peewee.DateTimeField(null=True)
+    resolved_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "health_event"

@@ -113,6 +113,20 @@ class EmbeddedBroker:
         self.host, self.port = server.sockets[0].getsockname()[:2]
         self._broker = broker
 
+    async def kick(self, client_id: str) -> bool:
+        """Drop a connected client (its will is published); it must log in again to come back."""
+        if self._broker is None:
+            return False
+        entry = self._broker._sessions.get(client_id)
+        if entry is None:
+            return False
+        session, handler = entry
+        if not session.transitions.is_connected():
+            return False
+        await handler.handle_connection_closed()
+        await handler.stop()
+        return True
+
     async def stop(self) -> None:
         if self._broker is not None and self.running:
             await self._broker.shutdown()

@@ -1,4 +1,4 @@
-"""The authorization matrix, generated from the route table: every route, every role, a scoped key.
+"""The authorization matrix, generated from the route table: every route, every role, a scoped key, a node.
 
 A request is allowed exactly when the caller holds the route's permission. A route added
 without a declared permission fails here before it can be reached by anyone.
@@ -6,6 +6,7 @@ without a declared permission fails here before it can be reached by anyone.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 
@@ -19,6 +20,7 @@ from tests.harness import HubProcess
 
 PASSWORD = "matrix-test-password-1"
 KEY_SCOPES = ["node:read", "audit:read", "recording:read"]
+NODE_IDS: dict[str, str] = {}  # a node credential calls routes about itself
 DECLARED = set(ALL_PERMISSIONS) | {PUBLIC, AUTHENTICATED}
 CASES = [(path, method, permission) for path, handler in ROUTES for method, permission in handler.permissions.items()]
 
@@ -50,11 +52,25 @@ def callers(hub: HubProcess) -> Iterator[dict[str, tuple[str, frozenset[str]]]]:
     yield tokens
 
 
-def request(hub: HubProcess, method: str, path: str, token: str | None) -> httpx.Response:
-    url = hub.url + path.replace("{id}", "matrix-x")
+class Answer:
+    """The status and (for errors) the body of a response; streams are not read past their headers."""
+
+    def __init__(self, status_code: int, body: bytes) -> None:
+        self.status_code = status_code
+        self.text = body.decode(errors="replace")
+
+    def json(self) -> dict:
+        return json.loads(self.text)
+
+
+def request(hub: HubProcess, method: str, path: str, token: str | None, own_id: str = "matrix-x") -> Answer:
+    url = hub.url + path.replace("{id}", own_id).replace("{iid}", "matrix-x")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     body = b"{}" if method in ("post", "put", "patch") else None
-    return httpx.request(method.upper(), url, headers=headers, content=body, timeout=15)
+    with httpx.stream(method.upper(), url, headers=headers, content=body, timeout=15) as response:
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            return Answer(response.status_code, b"")
+        return Answer(response.status_code, response.read())
 
 
 @pytest.mark.parametrize(("path", "method", "permission"), CASES, ids=[f"{m.upper()} {p}" for p, m, _ in CASES])
@@ -73,13 +89,15 @@ def test_allowed_exactly_when_the_caller_holds_the_permission(
             assert request(hub, method, path, token).status_code not in (401, 403), f"{role} refused {method.upper()} {path}"
         return
     for name, (token, granted) in callers.items():
-        response = request(hub, method, path, token)
+        response = request(hub, method, path, token, NODE_IDS.get(token, "matrix-x"))
         if permission in granted:
             assert response.status_code not in (401, 403), f"{name} refused {method.upper()} {path}: {response.text}"
         else:
             assert response.status_code == 403, f"{name} allowed {method.upper()} {path} without {permission}"
             error = response.json()["error"]
-            if name == "scoped-key":
+            if name == "node":
+                assert error["code"] == "forbidden" and error["required"] == permission
+            elif name == "scoped-key":
                 assert error["code"] == "insufficient_scope" and error["required"] == [permission]
             else:
                 assert error == {

@@ -1,0 +1,85 @@
+"""The fleet events stream: numbered events, a bounded replay buffer, and bounded subscriber queues."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from hub.auth.principal import SiteScope
+from hub.clock import iso, utcnow
+
+REPLAY = 5000  # events kept for `Last-Event-ID` resume
+QUEUE = 1000  # events a slow subscriber may lag before it is dropped
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    type: str
+    site: str | None
+    data: dict[str, Any]
+
+    def sse(self) -> bytes:
+        payload = json.dumps({**self.data, "type": self.type}, separators=(",", ":"))
+        return f"id: {self.id}\nevent: {self.type}\ndata: {payload}\n\n".encode()
+
+
+class Subscription:
+    """One stream client's queue; `dropped` is set when it fell too far behind."""
+
+    def __init__(self, scope: SiteScope, types: frozenset[str] | None) -> None:
+        self.scope = scope
+        self.types = types
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE)
+        self.dropped = False
+
+    def wants(self, event: Event) -> bool:
+        return self.scope.allows(event.site) and (self.types is None or event.type in self.types)
+
+
+class EventBus:
+    """Publish fleet events to live subscribers and keep the last REPLAY for resumption."""
+
+    def __init__(self) -> None:
+        self._next = 1
+        self._buffer: deque[Event] = deque(maxlen=REPLAY)
+        self._subscribers: set[Subscription] = set()
+
+    def publish(self, type: str, site: str | None, data: dict[str, Any]) -> Event:
+        event = Event(self._next, type, site, {**data, "emitted_at": iso(utcnow())})
+        self._next += 1
+        self._buffer.append(event)
+        for sub in list(self._subscribers):
+            if not sub.wants(event):
+                continue
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                sub.dropped = True
+                self._subscribers.discard(sub)
+        return event
+
+    def subscribe(
+        self, scope: SiteScope, types: frozenset[str] | None, after: int | None
+    ) -> tuple[Subscription, list[Event], bool]:
+        """A new subscription, the buffered events after `after` it should see first, and whether
+        the buffer still reached back that far (False: some events were lost to the client)."""
+        sub = Subscription(scope, types)
+        complete = True
+        backlog: list[Event] = []
+        if after is not None:
+            oldest = self._buffer[0].id if self._buffer else self._next
+            complete = after + 1 >= oldest
+            backlog = [e for e in self._buffer if e.id > after and sub.wants(e)]
+        self._subscribers.add(sub)
+        return sub, backlog, complete
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+
+    @property
+    def last_id(self) -> int:
+        return self._next - 1

@@ -1,0 +1,123 @@
+"""Node telemetry into the hub: status, outbox messages (batched, deduplicated, acknowledged), meters.
+
+Meter frames stay in memory (the latest per node); everything else goes through
+`hub.services.telemetry` on the database worker, in batches, never one write per frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from hub.clock import utcnow
+from hub.mqtt.bridge import InvalidMessage
+from hub.mqtt.messages import HealthReport, Heartbeat, MeterFrame, Status
+from hub.mqtt.topics import NodeTopic, command_topic
+from hub.services import telemetry
+from hub.services.telemetry import FleetEvent, OutboxMessage
+
+if TYPE_CHECKING:
+    from hub.server import Hub
+
+log = logging.getLogger(__name__)
+
+FLUSH_DELAY_S = 0.1  # outbox messages wait at most this long to share a transaction
+SWEEP_INTERVAL_S = 2.0
+
+
+class FleetIngest:
+    """Receives what nodes send, over MQTT or HTTP, and applies it with the same service code."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.latest_meters: dict[str, tuple[float, MeterFrame]] = {}
+        self._pending: list[OutboxMessage] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def register(self) -> None:
+        bridge = self.hub.bridge
+        assert bridge is not None
+        bridge.route("status", self.on_status, Status)
+        bridge.route("heartbeat", self.on_outbox, Heartbeat)
+        bridge.route("health", self.on_outbox, HealthReport)
+        bridge.route("meters", self.on_meters, MeterFrame)
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        await self.flush()
+
+    # -- MQTT handlers (on the event loop) ------------------------------------------
+
+    async def on_status(self, topic: NodeTopic, status: Status) -> None:
+        events = await self.hub.db.run(telemetry.apply_status, topic.node_id, status, utcnow())
+        self.publish_events(events)
+
+    def on_outbox(self, topic: NodeTopic, message: Heartbeat | HealthReport) -> None:
+        if not message.msg_id or len(message.msg_id) > 100:
+            raise InvalidMessage("msg_id must be 1-100 characters")
+        self._pending.append(OutboxMessage(topic.node_id, message.msg_id, message))
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY_S, self._start_flush)
+
+    def on_meters(self, topic: NodeTopic, frame: MeterFrame) -> None:
+        self.latest_meters[topic.node_id] = (time.time(), frame)
+
+    # -- batching --------------------------------------------------------------------
+
+    def _start_flush(self) -> None:
+        self._flush_handle = None
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self.flush())
+        else:  # one flush at a time keeps the order; try again shortly
+            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY_S, self._start_flush)
+
+    async def flush(self) -> None:
+        """Apply what is pending in one transaction, then acknowledge it to each node."""
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                acks, events = await self.hub.db.run(telemetry.ingest_outbox, batch)
+            except Exception:
+                log.exception("could not store %d node messages; they stay unacknowledged and will be sent again", len(batch))
+                return
+            bridge = self.hub.bridge
+            for node_id, ids in acks.items():
+                if bridge is not None:
+                    bridge.publish(command_topic(node_id, "ack"), {"ids": ids})
+            self.publish_events(events)
+
+    async def ingest_http(self, node_id: str, message: Heartbeat | HealthReport) -> None:
+        """The same as MQTT, for nodes that post over HTTP: applied before the answer."""
+        acks, events = await self.hub.db.run(telemetry.ingest_outbox, [OutboxMessage(node_id, message.msg_id, message)])
+        self.publish_events(events)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            try:
+                self.publish_events(await self.hub.db.run(telemetry.sweep_missed_heartbeats))
+            except Exception:
+                log.exception("missed-heartbeat sweep failed; retrying")
+
+    def publish_events(self, events: list[FleetEvent]) -> None:
+        for event in events:
+            self.hub.events.publish(event.type, event.site, event.data)
+
+    def meter_snapshot(self, node_id: str) -> dict[str, Any] | None:
+        entry = self.latest_meters.get(node_id)
+        if entry is None:
+            return None
+        return {"received_at": entry[0], **msgspec.to_builtins(entry[1])}

@@ -1,0 +1,114 @@
+"""The messages nodes and the hub exchange over MQTT: one frozen struct per topic kind.
+
+Topics are `hark/v1/nodes/{node_id}/{kind}[/...]`.
+
+node -> hub
+  status      retained, QoS 1; the broker publishes the `offline` one as the node's last will
+  heartbeat   QoS 1, through the node's outbox (carries `msg_id`)
+  health      QoS 1, through the outbox: a health condition opened or cleared
+  meters      QoS 0, never stored: the latest meter frame
+hub -> node (`cmd/{kind}`, QoS 1)
+  cmd/ack          the outbox messages the hub has stored; the node drops them from its outbox
+  cmd/credentials  a new credential (rotation with delivery); the old one works until `valid_until`
+  cmd/config       the node's settings changed: fetch `GET /api/v1/nodes/{id}/config` again
+
+Every outbox message has a `msg_id` unique per node; the hub applies each id once and
+acknowledges it, so a message replayed after an outage is never counted twice.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+TimeQuality = Literal["ntp", "gps", "rtc", "unsynced"]
+Severity = Literal["info", "warning", "critical"]
+
+
+class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    state: Literal["online", "offline"]
+    ts: str
+    agent_version: str | None = None
+    boot_id: str | None = None
+
+
+class AudioInterface(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    id: str
+    name: str
+    channels: int = 0
+    rates: list[int] = []
+    default: bool = False
+
+
+class Memory(msgspec.Struct, frozen=True):
+    used_pct: float
+    total_bytes: int
+
+
+class Disk(msgspec.Struct, frozen=True):
+    path: str
+    used_pct: float
+    free_bytes: int
+
+
+class Clock(msgspec.Struct, frozen=True):
+    offset_ms: float | None
+    quality: TimeQuality
+
+
+class OutboxLevel(msgspec.Struct, frozen=True):
+    depth: int
+    capacity: int
+
+
+class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    msg_id: str
+    ts: str
+    seq: int
+    agent_version: str
+    uptime_s: float
+    cpu_pct: float | None = None
+    memory: Memory | None = None
+    disk: Disk | None = None
+    temperature_c: float | None = None
+    interfaces: list[AudioInterface] = []
+    clock: Clock | None = None
+    outbox: OutboxLevel | None = None
+
+
+class HealthReport(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    msg_id: str
+    ts: str
+    kind: str  # e.g. outbox.high, audio.no_device, disk.low
+    state: Literal["open", "resolved"]
+    severity: Severity = "warning"
+    details: dict[str, object] = {}
+
+
+class MeterChannel(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    index: int
+    peak_dbfs: float | None = None
+    rms_dbfs: float | None = None
+    name: str | None = None
+
+
+class MeterFrame(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    ts: str
+    seq: int
+    interval_ms: int
+    channels: list[MeterChannel]
+    sample_rate: int | None = None
+
+
+class Ack(msgspec.Struct, frozen=True):
+    ids: list[str]
+
+
+class NewCredential(msgspec.Struct, frozen=True):
+    credential: str
+    valid_until_old: str | None = None  # when the credential it replaces stops working
+
+
+class ConfigChanged(msgspec.Struct, frozen=True):
+    changed: list[str] = []

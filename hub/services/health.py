@@ -1,0 +1,110 @@
+"""Health events: one open event per node and condition, counted while it repeats."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from hub.clock import iso
+from hub.db.models import HealthEvent, Node
+from hub.ids import new_id
+from hub.services.listing import Filter, ListSpec
+
+SEVERITIES = ("info", "warning", "critical")
+STATES = ("open", "acknowledged", "suppressed", "resolved")
+UNRESOLVED = ("open", "acknowledged", "suppressed")
+
+
+def event_to_api(event: HealthEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "node_id": event.node_id,
+        "site": event.site,
+        "kind": event.kind,
+        "severity": event.severity,
+        "state": event.state,
+        "first_seen": iso(event.first_seen),
+        "last_seen": iso(event.last_seen),
+        "count": event.count,
+        "details": event.details or {},
+        "acknowledged_by": event.acknowledged_by,
+        "acknowledged_at": iso(event.acknowledged_at),
+        "suppressed_until": iso(event.suppressed_until),
+        "resolved_at": iso(event.resolved_at),
+    }
+
+
+def _choice(options: tuple[str, ...]) -> Any:
+    def parse(value: str) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+HEALTH_LIST = ListSpec(
+    model=HealthEvent,
+    serialize=event_to_api,
+    filters=(
+        Filter("node_id", HealthEvent.node_id),
+        Filter("site", HealthEvent.site),
+        Filter("kind", HealthEvent.kind),
+        Filter("severity", HealthEvent.severity, _choice(SEVERITIES)),
+        Filter("state", HealthEvent.state, _choice(STATES)),
+    ),
+    search=(HealthEvent.kind,),
+    time_field=HealthEvent.last_seen,
+    site_field=HealthEvent.site,
+    descending=True,
+    export_columns=("id", "node_id", "site", "kind", "severity", "state", "first_seen", "last_seen", "count", "details"),
+)
+
+
+def report_condition(
+    node: Node, kind: str, state: str, severity: str, details: dict[str, Any], at: datetime
+) -> tuple[HealthEvent | None, str | None]:
+    """Apply a condition report; return the event and what happened (opened, repeated, resolved) or None."""
+    current = (
+        HealthEvent.select()
+        .where(HealthEvent.node_id == node.id, HealthEvent.kind == kind, HealthEvent.state.in_(UNRESOLVED))
+        .order_by(HealthEvent.first_seen.desc())
+        .first()
+    )
+    if state == "open":
+        if current is not None:
+            HealthEvent.update(
+                count=HealthEvent.count + 1,
+                last_seen=at,
+                details=details,
+                severity=severity if severity in SEVERITIES else current.severity,
+            ).where(HealthEvent.id == current.id).execute()
+            return HealthEvent.get_by_id(current.id), "repeated"
+        event = HealthEvent.create(
+            id=new_id("hev"),
+            node_id=node.id,
+            site=node.site,
+            kind=kind[:100],
+            severity=severity if severity in SEVERITIES else "warning",
+            state="open",
+            first_seen=at,
+            last_seen=at,
+            count=1,
+            details=details,
+        )
+        return event, "opened"
+    if current is None or current.state == "acknowledged":
+        # Nothing open, or someone took ownership: an acknowledged event stays until they resolve it.
+        return current, None
+    HealthEvent.update(state="resolved", resolved_at=at, last_seen=at).where(HealthEvent.id == current.id).execute()
+    return HealthEvent.get_by_id(current.id), "resolved"
+
+
+def has_open_critical(node_id: str) -> bool:
+    return (
+        HealthEvent.select()
+        .where(
+            HealthEvent.node_id == node_id, HealthEvent.severity == "critical", HealthEvent.state.in_(("open", "acknowledged"))
+        )
+        .exists()
+    )
