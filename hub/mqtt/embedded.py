@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from dataclasses import dataclass
@@ -49,6 +50,27 @@ class HarkTopicPlugin(BaseTopicPlugin):
         if self.access is None or session is None or topic is None or action is None:
             return False
         return self.access.may(session.username, topic, action.value)
+
+
+class HarkBroker(Broker):
+    """amqtt's broker, with retained messages checked against the receiver's access.
+
+    amqtt sends a newly connected client the retained messages of every subscription
+    in the broker, not only its own, and does not ask the topic plugins first: one node
+    would receive another's retained status. Each retained message is filtered here.
+    """
+
+    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Session) -> None:
+        topic_filter, qos = subscription
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        tasks = []
+        for topic, retained in list(self._retained_messages.items()):
+            if self._matches(topic, topic_filter) and await self._topic_filtering(session, topic, Action.RECEIVE):
+                tasks.append(asyncio.ensure_future(handler.mqtt_publish(topic, retained.data, min(qos, retained.qos or qos), retain=True)))
+        if tasks:
+            await asyncio.wait(tasks)
 
 
 def _broker_config(host: str, port: int) -> dict[str, Any]:
@@ -104,7 +126,7 @@ class EmbeddedBroker:
         return self.host, self.port
 
     async def _start(self, host: str, port: int) -> None:
-        broker = Broker(_broker_config(host, port))
+        broker = HarkBroker(_broker_config(host, port))
         for plugin in broker.plugins_manager.plugins:
             if isinstance(plugin, (HarkAuthPlugin, HarkTopicPlugin)):
                 plugin.access = self.access
