@@ -141,6 +141,8 @@ HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("admin_password", str),
     Setting("metrics_open_on_loopback", _parse_bool, False),
     Setting("log_level", _parse_log_level, "INFO"),
+    Setting("mqtt_dynsec", _parse_bool, False),
+    Setting("sse_keepalive_s", float, 30.0),
     Setting("oidc_issuer", _parse_http_url),
     Setting("oidc_client_id", str),
     Setting("oidc_client_secret", str),
@@ -164,6 +166,8 @@ class HubConfig:
     admin_password: str | None
     metrics_open_on_loopback: bool
     log_level: str
+    mqtt_dynsec: bool = False
+    sse_keepalive_s: float = 30.0
     oidc_issuer: str | None = None
     oidc_client_id: str | None = None
     oidc_client_secret: str | None = None

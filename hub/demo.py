@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from hub import const
 from hub.processes import free_port, stop_process
@@ -47,6 +48,56 @@ def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float) -> 
     return None
 
 
+DEMO_NODES = (
+    ("Stage left", "main-hall", ["stage"], "synthetic:sine?freq=440&dbfs=-18&channels=2"),
+    ("Stage right", "main-hall", ["stage"], "synthetic:noise?dbfs=-30&channels=2"),
+    ("Foyer ambience", "foyer", ["ambience"], "synthetic:sweep?dbfs=-24&channels=1"),
+)
+
+
+def _api(base_url: str, method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{base_url}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def demo_nodes(base_url: str, password: str, nodes_dir: Path) -> list[tuple[str, dict[str, str]]]:
+    """The simulated nodes (enrolled once, remembered in the demo's data dir): name and environment."""
+    registry_path = nodes_dir / "enrolled.json"
+    registry: dict[str, dict[str, str]] = json.loads(registry_path.read_text()) if registry_path.exists() else {}
+    token = None
+    for name, site, tags, _ in DEMO_NODES:
+        if name in registry:
+            continue
+        if token is None:
+            token = _api(base_url, "POST", "/api/v1/auth/login", {"username": "admin", "password": password})["data"]["token"]
+        enrolled = _api(base_url, "POST", "/api/v1/nodes/enroll", {"name": name, "site": site, "tags": tags}, token)["data"]
+        registry[name] = {"id": enrolled["node"]["id"], "credential": enrolled["credential"]}
+        nodes_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(registry_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(registry, fh)
+    result = []
+    for index, (name, _, _, source) in enumerate(DEMO_NODES):
+        entry = registry[name]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HARK_") or k == "HARK_LOG_LEVEL"}
+        env.update(
+            HARK_DATA_DIR=str(nodes_dir / f"node-{index + 1}"),
+            HARK_HUB_URL=base_url,
+            HARK_NODE_ID=entry["id"],
+            HARK_NODE_CREDENTIAL=entry["credential"],
+            HARK_NODE_AUDIO_SOURCE=source,
+            HARK_NODE_LOCAL_PORT=str(free_port()),
+        )
+        result.append((name, env))
+    return result
+
+
 def run_demo() -> int:
     data_dir = Path(os.environ.get("HARK_DEMO_DIR", "var/demo"))
     hub_dir = data_dir / "hub"
@@ -58,7 +109,8 @@ def run_demo() -> int:
     env = dict(os.environ, HARK_DATA_DIR=str(hub_dir), HARK_HTTP_HOST=host, HARK_HTTP_PORT=str(port))
     base_url = f"http://{host}:{port}"
     print(f"hark demo: starting the hub on {base_url} with its data in {hub_dir.resolve()}", flush=True)
-    hub = subprocess.Popen([sys.executable, "-m", "hub", "run"], env=env)
+    children = [subprocess.Popen([sys.executable, "-m", "hub", "run"], env=env)]
+    hub = children[0]
     interrupted = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -71,18 +123,26 @@ def run_demo() -> int:
             print("hark demo: the hub did not become ready; see its log above", file=sys.stderr)
             return stop_process(hub) or 1
         password_file = hub_dir / const.ADMIN_PASSWORD_FILE
-        if os.environ.get("HARK_ADMIN_PASSWORD"):
-            password = "(the one in HARK_ADMIN_PASSWORD)"
-        elif password_file.exists():
-            password = password_file.read_text(encoding="utf-8").strip()
+        password = os.environ.get("HARK_ADMIN_PASSWORD") or (
+            password_file.read_text(encoding="utf-8").strip() if password_file.exists() else None
+        )
+        nodes: list[str] = []
+        if password:
+            for name, node_env in demo_nodes(base_url, password, data_dir / "nodes"):
+                children.append(subprocess.Popen([sys.executable, "-m", "node"], env=node_env))
+                nodes.append(name)
         else:
-            password = "(set when this data directory was first used)"
+            print(
+                "hark demo: no admin password at hand (set HARK_ADMIN_PASSWORD): running without simulated nodes", file=sys.stderr
+            )
+        shown = "(the one in HARK_ADMIN_PASSWORD)" if os.environ.get("HARK_ADMIN_PASSWORD") else password
         print(
             "\n"
             f"  hark is running.\n"
             f"  Console:   {base_url}/\n"
             f"  API:       {base_url}/api/v1  (contract: {base_url}/api/v1/openapi.yaml)\n"
-            f"  Log in as: admin / {password}\n"
+            f"  Log in as: admin / {shown}\n"
+            f"  Nodes:     {', '.join(nodes) or 'none'} (simulated, synthetic audio)\n"
             f"  Stop with Ctrl-C.\n",
             flush=True,
         )
@@ -95,5 +155,7 @@ def run_demo() -> int:
         pass
     finally:
         print("\nhark demo: stopping", flush=True)
+        for child in reversed(children[1:]):
+            stop_process(child)
         code = stop_process(hub)
     return 0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code

@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from hub.ingest import FleetIngest
 from hub.metrics import HubMetrics
 from hub.mqtt.access import BrokerAccess
 from hub.mqtt.bridge import BrokerAddress, MqttBridge
+from hub.mqtt.dynsec import DynsecClient, DynsecError
 from hub.mqtt.embedded import EmbeddedBroker
 from hub.services.auth import ensure_first_admin
 from hub.services.nodes import credential_table
@@ -53,8 +54,9 @@ class Hub:
         self.oidc: OidcClient | None = None
         self.events = EventBus()
         self.ingest = FleetIngest(self)
-        self.dynsec: Any = None  # hub.mqtt.dynsec.DynsecClient when the external broker is Mosquitto with dynsec
+        self.dynsec: DynsecClient | None = None
         self._streams: set[Any] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self.http_port = 0
         self.started_at = time.time()
         self._cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hark-cpu")
@@ -65,6 +67,20 @@ class Hub:
     async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
         """Run CPU-heavy work (password hashing) on a small pool, off the loop and the database thread."""
         return await asyncio.get_running_loop().run_in_executor(self._cpu, fn, *args)
+
+    def after(self, delay_s: float, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` after `delay_s`, tracked so the hub waits for it when stopping."""
+
+        async def delayed() -> None:
+            await asyncio.sleep(delay_s)
+            try:
+                await work
+            except Exception:
+                log.exception("delayed work failed")
+
+        task = asyncio.create_task(delayed())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- streams -----------------------------------------------------------------------
 
@@ -89,7 +105,7 @@ class Hub:
         if self.broker is not None and kick:
             await self.broker.kick(node_id)
         if self.dynsec is not None:
-            await self.dynsec.upsert_node(node_id, credential)
+            await self.dynsec.upsert_node(node_id, credential)  # Mosquitto drops a session whose password changes
             if kick:
                 await self.dynsec.kick(node_id)
 
@@ -171,6 +187,8 @@ class Hub:
     async def _start_mqtt(self) -> None:
         if self.config.mqtt_url:
             address = BrokerAddress.from_url(self.config.mqtt_url)
+            if self.config.mqtt_dynsec:
+                await self._start_dynsec(address)
         else:
             secret = new_password(32)
             self.broker = EmbeddedBroker(BrokerAccess(secret))
@@ -185,6 +203,23 @@ class Hub:
         self.bridge.start()
         if not await self.bridge.wait_connected(5.0):
             log.warning("mqtt broker %s not reachable yet; retrying in the background", address.url())
+
+    async def _start_dynsec(self, address: BrokerAddress) -> None:
+        """Manage node identities on Mosquitto through its dynamic security plugin."""
+        self.dynsec = DynsecClient(address)
+        try:
+            await self.dynsec.start()
+            await self.dynsec.set_default_acl_access()
+            username = address.username or const.HUB_MQTT_USERNAME
+            try:
+                await self.dynsec.ensure_hub_role(username)
+            except DynsecError:
+                # Mosquitto drops every session of a user whose roles change, this one included:
+                # the answer was lost with it. Once reconnected the role is there and this is a no-op.
+                await self.dynsec.ensure_hub_role(username)
+        except DynsecError as err:
+            raise StartupError(f"cannot manage node identities on {address.url()}: {err}") from err
+        log.info("node identities managed on %s (dynamic security)", address.url())
 
     def _start_http(self) -> None:
         app = make_app(self)
@@ -236,11 +271,15 @@ class Hub:
             except TimeoutError:
                 log.warning("%d requests still running after %.0fs; closing them", self._in_flight, const.SHUTDOWN_GRACE_S)
             await self.http_server.close_all_connections()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self.ingest.stop()
         if self.bridge is not None:
             await self.bridge.stop()
         if self.broker is not None:
             await self.broker.stop()
+        if self.dynsec is not None:
+            await self.dynsec.close()
         await asyncio.get_running_loop().run_in_executor(None, self.db.close)
         self._cpu.shutdown(wait=True)
         log.info("hark hub stopped")

@@ -231,3 +231,150 @@ def running_hub(workdir: Path, **kwargs: Any) -> Iterator[HubProcess]:
     finally:
         code = hub.stop()
         assert code == 0, f"hark-hub exited with {code}:\n{hub.log()}"
+
+
+# -- Mosquitto with the dynamic security plugin ---------------------------------------
+
+DYNSEC_PLUGIN_PATHS = (
+    "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+    "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+    "/usr/lib/mosquitto_dynamic_security.so",
+    "/usr/local/lib/mosquitto_dynamic_security.so",
+)
+
+
+def dynsec_plugin_path() -> Path | None:
+    """Where this machine's Mosquitto dynamic security plugin is, if anywhere."""
+    return next((Path(p) for p in DYNSEC_PLUGIN_PATHS if Path(p).exists()), None)
+
+
+@dataclass
+class MosquittoDynsec:
+    """A Mosquitto of the test's own that authenticates through the dynamic security plugin.
+
+    Identities live in `workdir/dynamic-security.json`, made once by `mosquitto_ctrl dynsec
+    init` with an admin client; `restart()` keeps the file, so they survive it.
+    """
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    admin_username: str = "dynsec-admin"
+    admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"mqtt://{self.admin_username}:{self.admin_password}@{self.host}:{self.port}"
+
+    @property
+    def dynsec_file(self) -> Path:
+        return self.workdir / "dynamic-security.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "mosquitto.log"
+
+    def start(self) -> None:
+        plugin = dynsec_plugin_path()
+        ctrl = shutil.which("mosquitto_ctrl")
+        if plugin is None or ctrl is None:
+            raise RuntimeError("the Mosquitto dynamic security plugin or mosquitto_ctrl is not installed")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.dynsec_file.exists():
+            subprocess.run(
+                [ctrl, "dynsec", "init", str(self.dynsec_file), self.admin_username, self.admin_password],
+                check=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                timeout=10,
+            )
+        conf = self.workdir / "mosquitto.conf"
+        # Started as root, Mosquitto drops to the `mosquitto` user, which could not save the file.
+        stay_root = "user root\n" if os.geteuid() == 0 else ""
+        conf.write_text(
+            "per_listener_settings false\n"
+            f"listener {self.port} {self.host}\n"
+            "allow_anonymous false\n"
+            "persistence false\n"
+            f"plugin {plugin}\n"
+            f"plugin_opt_config_file {self.dynsec_file}\n"
+            f"{stay_root}"
+            "log_dest stderr\n"
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n",
+            encoding="utf-8",
+        )
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = spawn([binary, "-c", str(conf)], log_path=self.log_path)
+        wait_for(lambda: port_open(self.host, self.port) or self.proc.poll() is not None, 10, "mosquitto to listen")
+        if self.proc.poll() is not None:
+            raise RuntimeError(self.log())
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            terminate(self.proc)
+            self.proc = None
+
+    def restart(self) -> None:
+        """Stop and start on the same port, keeping the dynamic security file."""
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+# -- hark-node ----------------------------------------------------------------------------
+
+
+@dataclass
+class NodeProcess:
+    """A real `hark-node` process with its own data directory."""
+
+    workdir: Path
+    hub_url: str
+    node_id: str
+    credential: str
+    env_extra: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "node.log"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HARK_")}
+        env.update(
+            HARK_DATA_DIR=str(self.workdir / "data"),
+            HARK_HUB_URL=self.hub_url,
+            HARK_NODE_ID=self.node_id,
+            HARK_NODE_CREDENTIAL=self.credential,
+            HARK_NODE_LOCAL_PORT=str(free_port()),
+            HARK_HEARTBEAT_INTERVAL_S="1",
+            HARK_LOG_LEVEL="INFO",
+        )
+        env.update(self.env_extra)
+        return env
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = spawn([sys.executable, "-m", "node"], env=self.env(), log_path=self.log_path)
+
+    def stop(self) -> int:
+        code = terminate(self.proc) if self.proc is not None else 0
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, as in a power cut."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -9,15 +9,12 @@ from tornado.iostream import StreamClosedError
 from hub.api.base import BaseHandler
 from hub.errors import InvalidRequest
 
-KEEPALIVE_S = 30.0
-
 
 class EventStreamHandler(BaseHandler):
     """One SSE connection: replays what it missed (`Last-Event-ID`), then follows live events."""
 
     permissions = {"get": "node:read"}
     accepts_query_token = True
-    keepalive_s = KEEPALIVE_S
 
     async def get(self) -> None:
         raw_last = self.request.headers.get("Last-Event-ID") or self.get_query_argument("last_event_id", None)
@@ -43,7 +40,9 @@ class EventStreamHandler(BaseHandler):
             await self.flush()
             while not self._closed.is_set():
                 getter = asyncio.ensure_future(subscription.queue.get())
-                done, _ = await asyncio.wait({getter, closed}, timeout=self.keepalive_s, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {getter, closed}, timeout=self.hub.config.sse_keepalive_s, return_when=asyncio.FIRST_COMPLETED
+                )
                 if getter not in done:
                     getter.cancel()
                     if closed in done:

@@ -16,6 +16,7 @@ from hub.services import nodes
 from hub.services.nodes import NODE_LIST
 
 CONTROL = "node:control"
+DYNSEC_SWITCH_DELAY_S = 1.0
 
 
 class EnrollBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -146,7 +147,12 @@ class RotateHandler(BaseHandler):
             self.hub.bridge.publish(
                 command_topic(id, "credentials"), {"credential": enrollment.credential, "valid_until_old": iso(old_valid_until)}
             )
-        await self.hub.node_credentials_changed(id, enrollment.credential, kick=body.grace_s == 0)
+        if body.grace_s and body.deliver and self.hub.dynsec is not None:
+            # Mosquitto keeps one password per client and drops the session when it changes:
+            # give the node a moment to take the new credential and leave cleanly first.
+            self.hub.after(DYNSEC_SWITCH_DELAY_S, self.hub.node_credentials_changed(id, enrollment.credential, kick=False))
+        else:
+            await self.hub.node_credentials_changed(id, enrollment.credential, kick=body.grace_s == 0)
         self.write_data({"node": enrollment.node, "credential": enrollment.credential}, 201)
 
 

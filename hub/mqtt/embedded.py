@@ -68,7 +68,9 @@ class HarkBroker(Broker):
         tasks = []
         for topic, retained in list(self._retained_messages.items()):
             if self._matches(topic, topic_filter) and await self._topic_filtering(session, topic, Action.RECEIVE):
-                tasks.append(asyncio.ensure_future(handler.mqtt_publish(topic, retained.data, min(qos, retained.qos or qos), retain=True)))
+                tasks.append(
+                    asyncio.ensure_future(handler.mqtt_publish(topic, retained.data, min(qos, retained.qos or qos), retain=True))
+                )
         if tasks:
             await asyncio.wait(tasks)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -16,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from hub.auth.tokens import secret_hash
 from hub.db.models import Node
 from tests.conftest import hub_database
-from tests.harness import HubProcess, wait_for
+from tests.harness import HubProcess, running_hub, wait_for
 
 
 def now_iso() -> str:
@@ -369,26 +372,57 @@ def test_other_sites_nodes_answer_404(hub: HubProcess) -> None:
 
 
 class EventReader:
-    """Reads one SSE stream on a thread, collecting (id, type, data) until closed."""
+    """Reads one SSE stream on a thread over a raw socket, collecting (id, type, data) until closed."""
 
     def __init__(self, hub: HubProcess, token: str, params: dict | None = None, last_event_id: str | None = None) -> None:
         self.events: list[tuple[str, str, dict]] = []
         self.comments: list[str] = []
-        headers = {"Authorization": f"Bearer {token}"} | ({"Last-Event-ID": last_event_id} if last_event_id else {})
-        self._client = httpx.Client(timeout=httpx.Timeout(10, read=None))
-        self._request = self._client.build_request("GET", f"{hub.url}/api/v1/events/stream", headers=headers, params=params)
+        self.status = 0
+        query = "?" + "&".join(f"{k}={v}" for k, v in (params or {}).items()) if params else ""
+        headers = f"Authorization: Bearer {token}\r\n" + (f"Last-Event-ID: {last_event_id}\r\n" if last_event_id else "")
+        self._sock = socket.create_connection(("127.0.0.1", hub.port), timeout=5)
+        self._sock.sendall(f"GET /api/v1/events/stream{query} HTTP/1.1\r\nHost: hub\r\n{headers}\r\n".encode())
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
         self._open = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         assert self._open.wait(5), "the stream did not open"
 
+    def _chunks(self) -> Iterator[bytes]:
+        """The decoded body of a chunked response, as it arrives."""
+        buffer = b""
+        while not self._stop.is_set():
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            buffer += data
+            if not self._open.is_set():
+                if b"\r\n\r\n" not in buffer:
+                    continue
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                self.status = int(head.split()[1])
+                self._open.set()
+            while b"\r\n" in buffer:
+                size_line, rest = buffer.split(b"\r\n", 1)
+                size = int(size_line, 16)
+                if len(rest) < size + 2:
+                    break
+                yield rest[:size]
+                buffer = rest[size + 2 :]
+
     def _run(self) -> None:
+        text = ""
         current: dict[str, str] = {}
-        try:
-            response = self._client.send(self._request, stream=True)
-            self.status = response.status_code
-            self._open.set()
-            for line in response.iter_lines():
+        for chunk in self._chunks():
+            text += chunk.decode()
+            while "\n" in text:
+                line, text = text.split("\n", 1)
                 if line.startswith(":"):
                     self.comments.append(line)
                 elif line.startswith(("id:", "event:", "data:")):
@@ -397,12 +431,12 @@ class EventReader:
                 elif line == "" and "data" in current:
                     self.events.append((current.get("id", ""), current.get("event", "message"), json.loads(current["data"])))
                     current = {}
-        except (httpx.HTTPError, RuntimeError, ValueError):
-            pass
+        self._open.set()
 
     def close(self) -> None:
-        self._client.close()
+        self._stop.set()
         self._thread.join(5)
+        self._sock.close()
 
 
 def enrolled_ids(reader: EventReader) -> list[str]:
@@ -441,8 +475,17 @@ def test_the_stream_is_scoped_to_the_callers_sites(hub: HubProcess) -> None:
     assert enrolled_ids(reader) == [north["id"]]
 
 
-def test_the_stream_sends_keepalives(hub: HubProcess) -> None:
+def test_a_stream_opens_with_a_retry_hint_and_answers_401_without_a_token(hub: HubProcess) -> None:
     reader = EventReader(hub, hub.login(), params={"type": "nothing.ever"})
     time.sleep(0.3)
     reader.close()
-    assert reader.status == 200
+    assert reader.status == 200 and reader.events == []
+    assert httpx.get(f"{hub.url}/api/v1/events/stream").status_code == 401
+
+
+def test_an_idle_stream_gets_a_keepalive_comment(tmp_path: Path) -> None:
+    with running_hub(tmp_path, env_extra={"HARK_SSE_KEEPALIVE_S": "0.5"}) as quick:
+        reader = EventReader(quick, quick.login(), params={"type": "nothing.ever"})
+        wait_for(lambda: len(reader.comments) >= 2, 5, "two keepalive comments")
+        reader.close()
+    assert reader.comments[:2] == [": keepalive", ": keepalive"]

@@ -1,0 +1,266 @@
+"""The fleet end to end: real `hark-hub` and `hark-node` processes, the embedded broker and Mosquitto."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from hub.db.models import HealthEvent, ReceivedMessage
+from tests.conftest import hub_database
+from tests.harness import HubProcess, MosquittoDynsec, NodeProcess, wait_for
+
+BROKERS = ("embedded", "mosquitto")
+
+
+class Fleet:
+    """A hub (and, for Mosquitto, the broker it manages) plus helpers to enroll and run nodes."""
+
+    def __init__(self, workdir: Path, broker: MosquittoDynsec | None) -> None:
+        self.workdir = workdir
+        self.broker = broker
+        env = {"HARK_MQTT_DYNSEC": "true"} if broker else {}
+        self.hub = HubProcess(workdir / "hub", mqtt_url=broker.admin_url if broker else None, env_extra=env)
+        self.nodes: list[NodeProcess] = []
+
+    def enroll(self, **extra_env: str) -> NodeProcess:
+        with self.hub.admin() as admin:
+            response = admin.post("/api/v1/nodes/enroll", json={"name": f"box-{uuid.uuid4().hex[:6]}", "site": "north"})
+        assert response.status_code == 201, response.text
+        data = response.json()["data"]
+        node = NodeProcess(
+            self.workdir / data["node"]["id"], self.hub.url, data["node"]["id"], data["credential"], env_extra=extra_env
+        )
+        self.nodes.append(node)
+        return node
+
+    def detail(self, node: NodeProcess) -> dict:
+        with self.hub.admin() as admin:
+            return admin.get(f"/api/v1/nodes/{node.node_id}").json()["data"]
+
+    def status(self, node: NodeProcess) -> str:
+        return self.detail(node)["status"]
+
+    def wait_status(self, node: NodeProcess, status: str, timeout: float = 20) -> None:
+        def reached() -> bool:
+            return self.status(node) == status
+
+        try:
+            wait_for(reached, timeout, f"{node.node_id} {status}", interval=0.2)
+        except AssertionError as err:
+            raise AssertionError(
+                f"{err}\n--- node log ---\n{node.log()[-3000:]}\n--- hub log ---\n{self.hub.log()[-3000:]}"
+            ) from None
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.hub.stop()
+        if self.broker:
+            self.broker.stop()
+
+
+@pytest.fixture(params=BROKERS)
+def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleet]:
+    broker = None
+    if request.param == "mosquitto":
+        broker = MosquittoDynsec(tmp_path / "mosquitto")
+        broker.start()
+    running = Fleet(tmp_path, broker)
+    running.hub.start()
+    yield running
+    running.stop()
+
+
+def enqueued_total(node: NodeProcess) -> int:
+    """How many messages the node has ever put in its outbox (SQLite's autoincrement counter)."""
+    with sqlite3.connect(node.workdir / "data" / "outbox.sqlite3") as db:
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        depth = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    return (row[0] if row else 0) - depth
+
+
+def applied(fleet: Fleet, node: NodeProcess) -> list[str]:
+    with hub_database(fleet.hub):
+        return [r.msg_id for r in ReceivedMessage.select().where(ReceivedMessage.node_id == node.node_id)]
+
+
+def outbox_depth(node: NodeProcess) -> int:
+    with sqlite3.connect(node.workdir / "data" / "outbox.sqlite3") as db:
+        return db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+
+def test_a_node_enrolls_and_goes_online_within_seconds(fleet: Fleet) -> None:
+    node = fleet.enroll()
+    started = time.monotonic()
+    node.start()
+    fleet.wait_status(node, "online", timeout=15)
+    took = time.monotonic() - started
+    wait_for(lambda: fleet.detail(node)["metrics"].get("uptime_s") is not None, 10, "a heartbeat")
+    detail = fleet.detail(node)
+    assert detail["version"] and detail["time_quality"] in ("ntp", "gps", "rtc", "unsynced")
+    assert detail["metrics"]["outbox"]["capacity"] > 0
+    with fleet.hub.admin() as admin:
+        wait_for(lambda: admin.get(f"/api/v1/nodes/{node.node_id}/meters").status_code == 200, 10, "a meter frame")
+    assert took < 15
+    assert node.stop() == 0
+    fleet.wait_status(node, "offline", timeout=10)
+
+
+def test_kill_9_turns_the_node_offline(fleet: Fleet) -> None:
+    node = fleet.enroll()
+    node.start()
+    fleet.wait_status(node, "online")
+    node.kill()
+    fleet.wait_status(node, "offline", timeout=15)
+
+
+def test_a_hub_restart_loses_nothing_and_the_node_comes_back_by_itself(fleet: Fleet) -> None:
+    node = fleet.enroll()
+    node.start()
+    fleet.wait_status(node, "online")
+    assert fleet.hub.stop() == 0
+    time.sleep(4)  # heartbeats pile up in the node's outbox meanwhile
+    fleet.hub.start()
+    fleet.wait_status(node, "online", timeout=40)
+    wait_for(lambda: outbox_depth(node) == 0, 40, "the outbox to drain")
+    ids = applied(fleet, node)
+    assert len(ids) == len(set(ids)) == enqueued_total(node)
+
+
+def test_a_broker_restart_loses_nothing_and_the_node_comes_back_by_itself(tmp_path: Path) -> None:
+    broker = MosquittoDynsec(tmp_path / "mosquitto")
+    broker.start()
+    fleet = Fleet(tmp_path, broker)
+    fleet.hub.start()
+    try:
+        node = fleet.enroll()
+        node.start()
+        fleet.wait_status(node, "online")
+        broker.stop()
+        time.sleep(3)
+        broker.start()
+        wait_for(lambda: fleet.hub.client().get("/readyz").status_code == 200, 40, "the hub to reconnect")
+        fleet.wait_status(node, "online", timeout=40)
+        wait_for(lambda: outbox_depth(node) == 0, 40, "the outbox to drain")
+        ids = applied(fleet, node)
+        assert len(ids) == len(set(ids)) == enqueued_total(node)
+    finally:
+        fleet.stop()
+
+
+def test_with_the_hub_away_the_outbox_passes_80_percent_and_everything_arrives_after(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path, None)
+    fleet.hub.start()
+    try:
+        node = fleet.enroll(HARK_OUTBOX_CAPACITY="20", HARK_HEARTBEAT_INTERVAL_S="0.2")
+        node.start()
+        fleet.wait_status(node, "online")
+        fleet.hub.stop()
+        wait_for(lambda: outbox_depth(node) > 16, 30, "the outbox past 80%")
+        fleet.hub.start()
+        wait_for(lambda: outbox_depth(node) < 5, 40, "the outbox to drain")
+        with hub_database(fleet.hub):
+            events = list(HealthEvent.select().where(HealthEvent.node_id == node.node_id, HealthEvent.kind == "outbox.high"))
+        assert len(events) == 1
+        assert events[0].details["capacity"] == 20
+        wait_for(lambda: fleet.detail(node)["status"] == "online", 20, "online")
+        ids = applied(fleet, node)
+        assert len(ids) == len(set(ids))
+    finally:
+        fleet.stop()
+
+
+def test_rotation_with_grace_and_delivery_keeps_the_node_online(fleet: Fleet) -> None:
+    node = fleet.enroll()
+    node.start()
+    fleet.wait_status(node, "online")
+    changes_before = len(fleet.detail(node)["status_changes"])
+    with fleet.hub.admin() as admin:
+        rotated = admin.post(f"/api/v1/nodes/{node.node_id}/credentials/rotate", json={"grace_s": 4, "deliver": True})
+    assert rotated.status_code == 201
+    new = rotated.json()["data"]["credential"]
+    state = node.workdir / "data" / "state.json"
+    wait_for(lambda: json.loads(state.read_text())["credential"] == new, 10, "the node to store the new credential")
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:  # through the overlap and past its end
+        assert fleet.status(node) == "online"
+        time.sleep(0.3)
+    assert len(fleet.detail(node)["status_changes"]) == changes_before
+    with fleet.hub.client(node.credential) as old:
+        assert old.get(f"/api/v1/nodes/{node.node_id}/config").status_code == 401
+    assert "credential rotated" in node.log() and new not in node.log() and node.credential not in node.log()
+
+
+def test_rotation_without_grace_refuses_the_old_credential_on_the_broker(fleet: Fleet) -> None:
+    node = fleet.enroll()
+    with fleet.hub.admin() as admin:
+        rotated = admin.post(f"/api/v1/nodes/{node.node_id}/credentials/rotate")
+    assert rotated.status_code == 201
+    port = fleet.broker.port if fleet.broker else fleet.hub.mqtt_port
+    assert not mqtt_login(port, node.node_id, node.credential)
+    assert mqtt_login(port, node.node_id, rotated.json()["data"]["credential"])
+
+
+def mqtt_login(port: int, username: str, password: str) -> bool:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{username}-probe")
+    client.username_pw_set(username, password)
+    outcome: list[bool] = []
+    done = threading.Event()
+
+    def on_connect(c, userdata, flags, reason, properties) -> None:
+        outcome.append(not reason.is_failure)
+        done.set()
+
+    client.on_connect = on_connect
+    client.on_disconnect = lambda *a: done.set()
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    done.wait(5)
+    client.disconnect()
+    client.loop_stop()
+    return outcome == [True]
+
+
+def test_on_mosquitto_a_node_cannot_act_for_another(tmp_path: Path) -> None:
+    broker = MosquittoDynsec(tmp_path / "mosquitto")
+    broker.start()
+    fleet = Fleet(tmp_path, broker)
+    fleet.hub.start()
+    try:
+        a, b = fleet.enroll(), fleet.enroll()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=a.node_id)
+        client.username_pw_set(a.node_id, a.credential)
+        granted: list[int] = []
+        done = threading.Event()
+
+        def on_subscribe(c, u, mid, reason_codes, properties) -> None:
+            granted.extend(rc.value for rc in reason_codes)
+            done.set()
+
+        client.on_subscribe = on_subscribe
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        for topic in ("#", f"hark/v1/nodes/{b.node_id}/cmd/#"):
+            done.clear()
+            client.subscribe(topic, qos=1)
+            assert done.wait(5)
+        forged = {"msg_id": "forged", "ts": "2026-01-01T00:00:00Z", "seq": 1, "agent_version": "x", "uptime_s": 1}
+        client.publish(f"hark/v1/nodes/{b.node_id}/heartbeat", json.dumps(forged), qos=1).wait_for_publish(5)
+        own = {**forged, "msg_id": "own"}
+        client.publish(f"hark/v1/nodes/{a.node_id}/heartbeat", json.dumps(own), qos=1).wait_for_publish(5)
+        wait_for(lambda: applied(fleet, a) == ["own"], 10, "A's own heartbeat")
+        client.disconnect()
+        client.loop_stop()
+        assert granted == [128, 128]
+        assert applied(fleet, b) == []
+    finally:
+        fleet.stop()
