@@ -14,7 +14,7 @@ import httpx
 from tests.harness import ROOT, free_port, port_open, wait_for
 
 
-def test_demo_runs_prints_the_login_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+def test_demo_runs_three_nodes_prints_the_login_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HARK_")}
     env.update(HARK_DEMO_DIR=str(tmp_path / "demo"), HARK_HTTP_PORT=str(port))
@@ -31,6 +31,14 @@ def test_demo_runs_prints_the_login_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         login = httpx.post(f"http://127.0.0.1:{port}/api/v1/auth/login", json={"username": "admin", "password": password})
         assert login.status_code == 200
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["status"] == "ready"
+        assert "Nodes:     Stage left, Stage right, Foyer ambience" in text
+        token = login.json()["data"]["token"]
+
+        def all_online() -> bool:
+            nodes = httpx.get(f"http://127.0.0.1:{port}/api/v1/nodes", headers={"Authorization": f"Bearer {token}"}).json()["data"]
+            return len(nodes) == 3 and all(n["status"] == "online" for n in nodes)
+
+        wait_for(all_online, 30, "the three simulated nodes online")
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert demo.wait(30) == 0
     finally:
