@@ -17,6 +17,8 @@ from hub.services.nodes import NODE_LIST
 
 CONTROL = "node:control"
 DYNSEC_SWITCH_DELAY_S = 1.0
+# How a node treats its local recording cache unless the hub says otherwise.
+DEFAULT_CACHE_POLICY = {"min_free_pct": 10, "keep_after_upload_s": 7 * 86400, "max_bytes": None}
 
 
 class EnrollBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -201,6 +203,8 @@ class AgentConfigHandler(AgentHandler):
                 "heartbeat_interval_s": node.heartbeat_interval_s,
                 "meter_interval_ms": 100,
                 "settings": node.settings or {},
+                "cache_policy": {**DEFAULT_CACHE_POLICY, **(node.settings or {}).get("cache_policy", {})},
+                "capacity": node.capacity or {},
                 "hub_time": iso(utcnow()),
             }
         )
