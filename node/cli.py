@@ -3,14 +3,55 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
 import sys
 
 from hub import __version__
+from hub.logs import setup_logging
+from node.agent import Agent, prepare_state
+from node.config import NodeConfig
+from node.errors import ConfigError, NodeError
+
+log = logging.getLogger("node")
+
+EXIT_CONFIG = 2
+
+
+async def serve(agent: Agent) -> None:
+    """Run the agent until SIGTERM or SIGINT, then stop it cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(name: str) -> None:
+        log.info("%s received", name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    await agent.run(stop)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hark-node", description="The hark node agent (configured by HARK_* variables).")
     parser.add_argument("--version", action="version", version=f"hark-node {__version__}")
     parser.parse_args(argv)
-    print("hark-node: the node agent is not in this release yet; only the hub runs.", file=sys.stderr)
-    return 2
+    try:
+        config = NodeConfig.from_env()
+    except ConfigError as err:
+        print(f"hark-node: configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(config.log_level)
+    try:
+        store = prepare_state(config)
+        agent = Agent(config, store)
+    except NodeError as err:
+        log.error("cannot start: %s", err)
+        return EXIT_CONFIG
+    try:
+        asyncio.run(serve(agent))
+    except NodeError as err:
+        log.error("stopped: %s", err)
+        return 1
+    return 0

@@ -1,0 +1,263 @@
+"""The node agent's composition root: state, outbox, MQTT, hub client and workers, started and stopped in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Coroutine
+from typing import Any
+
+from hub import __version__
+from hub.mqtt.backoff import backoff_delay
+from hub.mqtt.messages import Ack, ConfigChanged, NewCredential
+from node import const
+from node.commands import MalformedCommand, decode_command
+from node.config import NodeConfig
+from node.errors import HubProtocolError, NodeError, StateError
+from node.health import outbox_level_payload
+from node.heartbeat import ClockStatus, HeartbeatWorker
+from node.hub_client import FetchedConfig, HubClient
+from node.meters import MeterPublisher
+from node.sender import OutboxSender
+from node.state import StateStore, load_state, resolve_state, save_state
+from node.topics import NodeTopics
+from node.transport_mqtt import BrokerAddress, MqttTransport
+from node.worker import wait_any
+
+log = logging.getLogger(__name__)
+
+WORKER_STOP_TIMEOUT_S = 2.0
+
+
+def prepare_state(config: NodeConfig) -> StateStore:
+    """Load the state file, apply what the configuration seeds, count this boot and save it."""
+    stored = load_state(config.state_path)
+    state = resolve_state(stored, config.node_id, config.node_credential, config.hub_url)
+    state = state.replace(boot_count=state.boot_count + 1)
+    save_state(config.state_path, state)
+    return StateStore(config.state_path, state)
+
+
+class Agent:
+    """One running node agent. `run(stop)` returns once `stop` is set and everything is shut down."""
+
+    def __init__(self, config: NodeConfig, store: StateStore) -> None:
+        state = store.state
+        if not state.hub_url:
+            raise StateError("no hub URL: set HARK_HUB_URL")
+        self.config = config
+        self.store = store
+        self.boot_id = secrets.token_hex(8)
+        self.topics = NodeTopics(state.node_id)
+        self.clock = ClockStatus()
+        self.hub = HubClient(state.hub_url, state.node_id, state.credential)
+        self.transport = MqttTransport(
+            self.topics, state.credential, self.boot_id, __version__, self._on_message, self._on_connection
+        )
+        self.sender = OutboxSender(
+            config.outbox_path, config.outbox_capacity, self.boot_id, self._publish_reliable, self._outbox_level_report
+        )
+        self.heartbeat_interval_s = config.heartbeat_interval_s
+        self.heartbeats = HeartbeatWorker(
+            self.topics.heartbeat,
+            self.sender,
+            config.audio_source,
+            config.data_dir.resolve(),
+            self.clock,
+            __version__,
+            lambda: self.heartbeat_interval_s,
+        )
+        self.meters = MeterPublisher(
+            config.audio_source, self.topics.meters, self._publish_meter, const.DEFAULT_METER_INTERVAL_MS
+        )
+        self._refetch_config = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- run -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start everything, run until `stop` is set (or a worker fails), then stop in order."""
+        state = self.store.state
+        log.info(
+            "hark-node %s: node %s, boot %d (%s); data in %s; hub %s; audio source %s",
+            __version__,
+            state.node_id,
+            state.boot_count,
+            self.boot_id,
+            self.config.data_dir.resolve(),
+            state.hub_url,
+            self.config.audio_source.describe(),
+        )
+        workers_stop = asyncio.Event()
+        workers: list[asyncio.Task[Any]] = []
+        failed: list[str] = []
+        try:
+            await self.sender.open()
+            if state.mqtt_url:
+                self._use_broker(state.mqtt_url, "cached")
+            workers = [
+                asyncio.create_task(self.sender.run(workers_stop), name="outbox-sender"),
+                asyncio.create_task(self.heartbeats.run(workers_stop), name="heartbeat"),
+                asyncio.create_task(self.meters.run(workers_stop), name="meters"),
+                asyncio.create_task(self._config_worker(workers_stop), name="config"),
+            ]
+            await wait_any(None, stop, *[_done_event(t) for t in workers])
+            for task in workers:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.error("worker %s failed: %r", task.get_name(), task.exception())
+                    failed.append(task.get_name())
+        finally:
+            log.info("stopping")
+            workers_stop.set()
+            await _finish(workers, WORKER_STOP_TIMEOUT_S)  # a config request in flight is cancelled, not awaited
+            await _finish(list(self._tasks), WORKER_STOP_TIMEOUT_S)
+            if self.transport.started:
+                await self.transport.stop()
+            await self.sender.close()
+            self.hub.close()
+            log.info("stopped")
+        if failed:
+            raise NodeError(f"worker {', '.join(failed)} failed")
+
+    # -- configuration from the hub ------------------------------------------------------
+
+    async def _config_worker(self, stop: asyncio.Event) -> None:
+        """Fetch the node's config (retrying with backoff while the hub is away), again on cmd/config."""
+        attempt = 0
+        while not stop.is_set():
+            self._refetch_config.clear()
+            try:
+                fetched = await self.hub.fetch_config()
+                self._apply_config(fetched)
+            except NodeError as err:
+                delay = backoff_delay(attempt, const.CONFIG_RETRY_BASE_S, const.CONFIG_RETRY_CAP_S)
+                attempt += 1
+                log.warning("cannot get the config from the hub (%s); retrying in %.1fs", err, delay)
+                await wait_any(delay, stop)
+                continue
+            attempt = 0
+            await wait_any(None, stop, self._refetch_config)
+
+    def _apply_config(self, fetched: FetchedConfig) -> None:
+        remote = fetched.config
+        try:
+            BrokerAddress.from_url(remote.mqtt_url)
+        except ValueError as err:
+            raise HubProtocolError(f"hub gave an unusable mqtt_url: {err}") from err
+        self.clock.offset_ms = fetched.clock_offset_ms
+        if remote.heartbeat_interval_s and not self.config.is_explicit("heartbeat_interval_s"):
+            self.heartbeat_interval_s = max(0.1, float(remote.heartbeat_interval_s))
+        if remote.meter_interval_ms:
+            self.meters.interval_ms = max(10, int(remote.meter_interval_ms))
+        log.info(
+            "config from hub: name %r, site %r, broker %s, heartbeat every %gs, meters every %dms, "
+            "clock offset %s ms (rtt %s ms)",
+            remote.name,
+            remote.site,
+            remote.mqtt_url,
+            self.heartbeat_interval_s,
+            self.meters.interval_ms,
+            fetched.clock_offset_ms,
+            fetched.round_trip_ms,
+        )
+        self._use_broker(remote.mqtt_url, "from hub")
+        if remote.mqtt_url != self.store.state.mqtt_url:
+            self._save_state(mqtt_url=remote.mqtt_url)
+
+    def _use_broker(self, url: str, origin: str) -> None:
+        try:
+            address = BrokerAddress.from_url(url)
+        except ValueError as err:
+            log.error("broker URL (%s) unusable: %s", origin, err)
+            return
+        if self.transport.started:
+            self.transport.set_address(address)
+        else:
+            log.info("using broker %s (%s)", address.url(), origin)
+            self.transport.start(address)
+
+    def _save_state(self, **changes: Any) -> None:
+        snapshot, version = self.store.update(**changes)
+        self._spawn(self._write_state(snapshot, version))
+
+    async def _write_state(self, snapshot: Any, version: int) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.store.save, snapshot, version)
+        except StateError as err:
+            log.error("state not saved: %s", err)
+
+    # -- MQTT: from the transport, on the loop ------------------------------------------
+
+    def _publish_reliable(self, topic: str, payload: bytes) -> bool:
+        return self.transport.publish(topic, payload, qos=1)
+
+    def _publish_meter(self, topic: str, payload: bytes) -> bool:
+        return self.transport.publish(topic, payload, qos=0)
+
+    def _outbox_level_report(self, msg_id: str, high: bool, depth: int, capacity: int) -> tuple[str, bytes]:
+        return self.topics.health, outbox_level_payload(msg_id, high, depth, capacity)
+
+    def _on_connection(self, connected: bool) -> None:
+        self.sender.set_connected(connected)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        """Every command goes through here; a malformed one is logged and ignored, never fatal."""
+        kind = self.topics.command_kind(topic)
+        if kind is None:
+            log.debug("ignored message on %s", topic)
+            return
+        try:
+            command = decode_command(kind, payload)
+        except MalformedCommand as err:
+            log.warning("ignored malformed command: %s", err)
+            return
+        if command is None:
+            log.info("ignored unknown command cmd/%s", kind)
+        elif isinstance(command, Ack):
+            self._spawn(self._ack(command))
+        elif isinstance(command, NewCredential):
+            self._spawn(self._rotate_credential(command))
+        elif isinstance(command, ConfigChanged):
+            log.info("hub says the config changed (%s): fetching it again", ", ".join(command.changed) or "unspecified")
+            self._refetch_config.set()
+
+    async def _ack(self, ack: Ack) -> None:
+        try:
+            removed = await self.sender.ack(ack.ids)
+        except Exception:
+            log.exception("outbox ack failed")
+            return
+        log.debug("hub acknowledged %d messages (%d were waiting)", len(ack.ids), removed)
+
+    async def _rotate_credential(self, command: NewCredential) -> None:
+        if command.credential == self.store.state.credential:
+            log.info("credential delivered again, unchanged")
+            return
+        snapshot, version = self.store.update(credential=command.credential)
+        await self._write_state(snapshot, version)  # on disk before the old one is retired
+        self.hub.set_credential(command.credential)
+        self.transport.set_credential(command.credential)
+        log.info("credential rotated (the old one stops working at %s)", command.valid_until_old or "once replaced")
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def _finish(tasks: list[asyncio.Task[Any]], timeout: float) -> None:
+    """Let `tasks` end on their own for up to `timeout` seconds, then cancel what is left."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _done_event(task: asyncio.Task[Any]) -> asyncio.Event:
+    """An event set when `task` ends, so the agent stops if a worker dies."""
+    event = asyncio.Event()
+    task.add_done_callback(lambda _: event.set())
+    return event

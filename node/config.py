@@ -1,0 +1,125 @@
+"""The node's configuration: `HARK_*` environment variables over an optional TOML file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from hub.config import Setting, load_settings
+from node import const
+from node.audio_source import AudioSource, parse_audio_source
+
+FORBIDDEN_ID_CHARACTERS = set("/+#\x00 ")
+
+
+def parse_http_url(raw: str) -> str:
+    """An http(s) base URL without a trailing slash."""
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL")
+    parts.port  # noqa: B018 - raises ValueError on a bad port
+    return raw.strip().rstrip("/")
+
+
+def parse_node_id(raw: str) -> str:
+    """A node id usable as one MQTT topic level."""
+    value = raw.strip()
+    if not value or len(value) > 128 or FORBIDDEN_ID_CHARACTERS & set(value):
+        raise ValueError("expected 1..128 characters without '/', '+', '#' or spaces")
+    return value
+
+
+def _parse_secret(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise ValueError("expected a non-empty credential")
+    return value
+
+
+def _parse_positive_float(raw: str) -> float:
+    value = float(raw)
+    if not 0 < value <= 86_400:
+        raise ValueError("expected a number of seconds above 0")
+    return value
+
+
+def _parse_capacity(raw: str) -> int:
+    value = int(raw)
+    if value < 10:
+        raise ValueError("expected at least 10 rows")
+    return value
+
+
+def _parse_port(raw: str) -> int:
+    port = int(raw)
+    if not 0 <= port <= 65535:
+        raise ValueError("expected a port number 0..65535")
+    return port
+
+
+def _parse_log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+NODE_SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", Path, Path(const.DEFAULT_DATA_DIR)),
+    Setting("hub_url", parse_http_url),
+    Setting("node_id", parse_node_id),
+    Setting("node_credential", _parse_secret),
+    Setting("node_audio_source", parse_audio_source, parse_audio_source(const.DEFAULT_AUDIO_SOURCE)),
+    Setting("node_local_port", _parse_port, const.DEFAULT_LOCAL_PORT),
+    Setting("heartbeat_interval_s", _parse_positive_float, const.DEFAULT_HEARTBEAT_INTERVAL_S),
+    Setting("outbox_capacity", _parse_capacity, const.DEFAULT_OUTBOX_CAPACITY),
+    Setting("log_level", _parse_log_level, "INFO"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything the node process is configured with, validated."""
+
+    data_dir: Path
+    hub_url: str | None
+    node_id: str | None
+    node_credential: str | None = field(repr=False)
+    node_audio_source: AudioSource
+    node_local_port: int
+    heartbeat_interval_s: float
+    outbox_capacity: int
+    log_level: str
+    explicit: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def audio_source(self) -> AudioSource:
+        return self.node_audio_source
+
+    @property
+    def state_path(self) -> Path:
+        return self.data_dir / const.STATE_FILE
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.data_dir / const.OUTBOX_FILE
+
+    def is_explicit(self, key: str) -> bool:
+        """True when `key` was set in the environment or the file (not a default)."""
+        return key in self.explicit
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> NodeConfig:
+        """Read the configuration the way `hark-node` does; ConfigError names the failing key."""
+        env = os.environ if env is None else env
+        data_dir = Path(env.get("HARK_DATA_DIR") or const.DEFAULT_DATA_DIR)
+        config_path = env.get("HARK_CONFIG")
+        config_file = Path(config_path) if config_path else data_dir / const.CONFIG_FILE
+        values, explicit = load_settings(NODE_SETTINGS, env, config_file, file_required=bool(config_path))
+        if "data_dir" not in explicit:
+            values["data_dir"] = data_dir
+        names = {f.name for f in fields(cls)} - {"explicit"}
+        return cls(**{k: v for k, v in values.items() if k in names}, explicit=frozenset(explicit))

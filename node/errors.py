@@ -1,0 +1,43 @@
+"""The node agent's error types."""
+
+from __future__ import annotations
+
+from hub.errors import ConfigError
+
+__all__ = [
+    "ConfigError",
+    "HubProtocolError",
+    "HubRejected",
+    "HubUnreachable",
+    "NodeError",
+    "OutboxError",
+    "StateError",
+]
+
+
+class NodeError(Exception):
+    """Base of every error the node agent raises on purpose."""
+
+
+class StateError(NodeError):
+    """The state file cannot be read or written."""
+
+
+class OutboxError(NodeError):
+    """The outbox database cannot be opened or is of an unknown schema."""
+
+
+class HubUnreachable(NodeError):
+    """The hub did not answer (connection refused, timeout, 5xx)."""
+
+
+class HubRejected(NodeError):
+    """The hub answered with a client error (bad credential, wrong node)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class HubProtocolError(NodeError):
+    """The hub answered with a body the node cannot understand."""

@@ -1,0 +1,29 @@
+"""Health reports: a condition of the node opened or resolved, sent to the hub through the outbox."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from hub.mqtt.messages import HealthReport, Severity
+from node.clock import utc_iso
+
+OUTBOX_HIGH = "outbox.high"
+
+
+def health_payload(
+    msg_id: str,
+    kind: str,
+    state: Literal["open", "resolved"],
+    severity: Severity = "warning",
+    details: dict[str, object] | None = None,
+) -> bytes:
+    """The JSON of one HealthReport."""
+    report = HealthReport(msg_id=msg_id, ts=utc_iso(), kind=kind, state=state, severity=severity, details=details or {})
+    return msgspec.json.encode(report)
+
+
+def outbox_level_payload(msg_id: str, high: bool, depth: int, capacity: int) -> bytes:
+    """`outbox.high` opened (past 80 % of capacity) or resolved (back under 50 %)."""
+    return health_payload(msg_id, OUTBOX_HIGH, "open" if high else "resolved", "warning", {"depth": depth, "capacity": capacity})

@@ -1,0 +1,123 @@
+"""Heartbeats: every interval, one Heartbeat enqueued in the outbox (QoS 1, acked by the hub)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from hub.mqtt.messages import AudioInterface, Clock, Heartbeat, TimeQuality
+from node.audio_source import AudioSource
+from node.clock import time_quality, utc_iso
+from node.metrics import SystemSnapshot, read_system
+from node.sender import OutboxSender
+from node.worker import stopped
+
+log = logging.getLogger(__name__)
+
+
+def audio_interfaces(source: AudioSource) -> list[AudioInterface]:
+    """The interfaces the node offers: for now the configured synthetic source only."""
+    if not source.is_synthetic:
+        return []
+    return [AudioInterface(id="synthetic", name=source.describe(), channels=source.channels, rates=[source.rate], default=True)]
+
+
+@dataclass(slots=True)
+class ClockStatus:
+    """The latest offset to the hub's clock (from the config request) and the local clock's quality."""
+
+    offset_ms: float | None = None
+    quality: TimeQuality = "unsynced"
+
+    def message(self) -> Clock:
+        return Clock(offset_ms=self.offset_ms, quality=self.quality)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    system: SystemSnapshot
+    quality: TimeQuality
+
+
+FIRST_CPU_WINDOW_S = 0.2  # psutil measures CPU use between calls: the first one needs a window
+
+
+def _read(data_dir: Path, cpu_window_s: float | None) -> _Reading:
+    return _Reading(read_system(data_dir, cpu_window_s), time_quality())
+
+
+class HeartbeatWorker:
+    """Builds and enqueues heartbeats; sensors are read on an executor, never on the loop."""
+
+    def __init__(
+        self,
+        topic: str,
+        sender: OutboxSender,
+        source: AudioSource,
+        data_dir: Path,
+        clock: ClockStatus,
+        agent_version: str,
+        interval_s: Callable[[], float],
+    ) -> None:
+        self.topic = topic
+        self.sender = sender
+        self.data_dir = data_dir
+        self.clock = clock
+        self.agent_version = agent_version
+        self.interval_s = interval_s
+        self._interfaces = audio_interfaces(source)
+        self._seq = itertools.count(1)
+        self._started = time.monotonic()
+        self._first = True
+
+    async def beat(self) -> str | None:
+        """Read the sensors and enqueue one heartbeat; its msg_id, or None when the outbox refused it."""
+        window = FIRST_CPU_WINDOW_S if self._first else None
+        self._first = False
+        reading = await asyncio.get_running_loop().run_in_executor(None, _read, self.data_dir, window)
+        self.clock.quality = reading.quality
+        seq = next(self._seq)
+        system = reading.system
+
+        def build(msg_id: str) -> bytes:
+            return msgspec.json.encode(
+                Heartbeat(
+                    msg_id=msg_id,
+                    ts=utc_iso(),
+                    seq=seq,
+                    agent_version=self.agent_version,
+                    uptime_s=round(time.monotonic() - self._started, 3),
+                    cpu_pct=system.cpu_pct,
+                    memory=system.memory,
+                    disk=system.disk,
+                    temperature_c=system.temperature_c,
+                    interfaces=self._interfaces,
+                    clock=self.clock.message(),
+                    outbox=self.sender.level,  # built on the outbox thread: the depth right now
+                )
+            )
+
+        return await self.sender.enqueue("telemetry", self.topic, build)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """One heartbeat right away, then one per interval (on a fixed schedule, never in bursts)."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while not stop.is_set():
+            try:
+                await self.beat()
+            except Exception:
+                log.exception("heartbeat failed")
+            next_at += self.interval_s()
+            now = loop.time()
+            if next_at < now:
+                next_at = now
+            if await stopped(stop, next_at - now):
+                return

@@ -1,0 +1,122 @@
+"""The node's HTTP client for the hub's agent routes (bearer node credential)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from hub import __version__
+from node import const
+from node.clock import clock_offset_ms, parse_utc
+from node.errors import HubProtocolError, HubRejected, HubUnreachable
+
+log = logging.getLogger(__name__)
+
+
+class RemoteConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """The `data` of `GET /api/v1/nodes/{id}/config`."""
+
+    node_id: str
+    mqtt_url: str
+    name: str | None = None
+    site: str | None = None
+    tags: Any = None
+    heartbeat_interval_s: float | None = None
+    meter_interval_ms: int | None = None
+    hub_time: str | None = None
+
+
+class _ConfigEnvelope(msgspec.Struct, forbid_unknown_fields=False):
+    data: RemoteConfig
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedConfig:
+    """The node's settings from the hub, and what the request said about the two clocks."""
+
+    config: RemoteConfig
+    clock_offset_ms: float | None
+    round_trip_ms: float
+
+
+class HubClient:
+    """Requests to the hub as this node; the credential can change at any time (rotation)."""
+
+    def __init__(self, base_url: str, node_id: str, credential: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.node_id = node_id
+        self._credential = credential
+        self._http: AsyncHTTPClient | None = None  # made on first use, on the running loop
+
+    def set_credential(self, credential: str) -> None:
+        self._credential = credential
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/api/v1/nodes/{quote(self.node_id, safe='')}/{path}"
+
+    async def fetch_config(self) -> FetchedConfig:
+        """GET the node's config; HubUnreachable, HubRejected or HubProtocolError when it fails."""
+        sent_at = time.time()
+        body = await self._get(self.url("config"))
+        received_at = time.time()
+        try:
+            config = msgspec.json.decode(body, type=_ConfigEnvelope).data
+        except msgspec.DecodeError as err:
+            raise HubProtocolError(f"hub config answer is not understood: {err}") from err
+        if config.node_id != self.node_id:
+            raise HubProtocolError(f"hub config is for node {config.node_id!r}, not {self.node_id!r}")
+        offset: float | None = None
+        if config.hub_time:
+            try:
+                offset = clock_offset_ms(sent_at, received_at, parse_utc(config.hub_time))
+            except ValueError:
+                log.warning("hub_time %r is not an ISO 8601 time with a zone", config.hub_time)
+        return FetchedConfig(config, offset, round((received_at - sent_at) * 1000.0, 1))
+
+    async def _get(self, url: str) -> bytes:
+        request = HTTPRequest(
+            url,
+            method="GET",
+            headers={
+                "Authorization": f"Bearer {self._credential}",
+                "Accept": "application/json",
+                "User-Agent": f"hark-node/{__version__}",
+            },
+            connect_timeout=const.HTTP_CONNECT_TIMEOUT_S,
+            request_timeout=const.HTTP_REQUEST_TIMEOUT_S,
+        )
+        if self._http is None:
+            self._http = AsyncHTTPClient(force_instance=True)
+        try:
+            response = await self._http.fetch(request, raise_error=False)
+        except HTTPClientError as err:  # timeouts
+            raise HubUnreachable(f"GET {url}: {err}") from err
+        except OSError as err:  # refused, unreachable, TLS
+            raise HubUnreachable(f"GET {url}: {err}") from err
+        if response.code >= 500 or response.code == 599:
+            raise HubUnreachable(f"GET {url}: HTTP {response.code}")
+        if response.code >= 400:
+            raise HubRejected(f"GET {url}: HTTP {response.code} {_error_code(response.body)}".rstrip(), response.code)
+        if response.code != 200:
+            raise HubProtocolError(f"GET {url}: unexpected HTTP {response.code}")
+        return response.body or b""
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+
+def _error_code(body: bytes | None) -> str:
+    """The `error.code` of an API error body, for the log (never the body itself)."""
+    try:
+        document = msgspec.json.decode(body or b"{}")
+        return str(document["error"]["code"])
+    except (msgspec.DecodeError, KeyError, TypeError):
+        return ""

@@ -1,0 +1,163 @@
+"""The node's state file: identity, credential, hub and broker addresses, boot count.
+
+Written atomically (temp file, fsync, rename, mode 0600) so a crash mid-write leaves the
+previous state. The environment seeds it; a credential received from the hub later wins
+over the seed it replaced, until the environment brings a different seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from node.errors import StateError
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+_TEMP_PREFIX = ".state-"
+_TEMP_SUFFIX = ".tmp"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """What the node remembers between runs."""
+
+    node_id: str
+    credential: str = field(repr=False)
+    credential_seed_sha256: str | None = field(default=None, repr=False)
+    hub_url: str | None = None
+    mqtt_url: str | None = None
+    boot_count: int = 0
+    version: int = STATE_VERSION
+
+    def replace(self, **changes: Any) -> NodeState:
+        return dataclasses.replace(self, **changes)
+
+
+def credential_digest(credential: str) -> str:
+    return hashlib.sha256(credential.encode("utf-8")).hexdigest()
+
+
+def resolve_state(stored: NodeState | None, node_id: str | None, credential: str | None, hub_url: str | None) -> NodeState:
+    """Merge what the environment seeds with what the state file holds (pure)."""
+    if stored is None:
+        if not node_id or not credential:
+            raise StateError("no node identity yet: set HARK_NODE_ID and HARK_NODE_CREDENTIAL to seed the state file")
+        return NodeState(node_id, credential, credential_digest(credential), hub_url=hub_url)
+    state = stored
+    if node_id and node_id != stored.node_id:
+        if not credential:
+            raise StateError(
+                f"HARK_NODE_ID {node_id!r} differs from the state file's node {stored.node_id!r}: "
+                "set HARK_NODE_CREDENTIAL for the new identity"
+            )
+        log.warning("node identity changed from %s to %s by the environment", stored.node_id, node_id)
+        state = NodeState(node_id, credential, credential_digest(credential), boot_count=stored.boot_count)
+    elif credential and credential_digest(credential) != stored.credential_seed_sha256:
+        # A seed the state has not seen: the installer provisioned a new credential.
+        state = stored.replace(credential=credential, credential_seed_sha256=credential_digest(credential))
+    if hub_url:
+        state = state.replace(hub_url=hub_url)
+    return state
+
+
+def load_state(path: Path) -> NodeState | None:
+    """The state in `path`, or None when there is none yet; StateError when it is unreadable."""
+    _remove_stale_temp_files(path.parent)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise StateError(f"{path}: cannot read: {err}") from err
+    try:
+        state = msgspec.json.decode(data, type=NodeState)
+    except msgspec.DecodeError as err:
+        raise StateError(f"{path}: not a valid state file: {err}") from err
+    if state.version > STATE_VERSION:
+        raise StateError(f"{path}: written by a newer agent (version {state.version})")
+    return state
+
+
+def save_state(path: Path, state: NodeState) -> None:
+    """Write `state` atomically with mode 0600."""
+    data = msgspec.json.format(msgspec.json.encode(state), indent=2) + b"\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(err, OSError):
+            raise StateError(f"{path}: cannot write: {err}") from err
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temp_files(directory: Path) -> None:
+    """Temp files left by a crash mid-write are garbage: the rename never happened."""
+    try:
+        for leftover in directory.glob(f"{_TEMP_PREFIX}*{_TEMP_SUFFIX}"):
+            leftover.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+class StateStore:
+    """The current state, changed on the event loop and saved in order from any thread."""
+
+    def __init__(self, path: Path, state: NodeState) -> None:
+        self.path = path
+        self._state = state
+        self._version = 0
+        self._saved_version = 0
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> NodeState:
+        return self._state
+
+    def update(self, **changes: Any) -> tuple[NodeState, int]:
+        """Change the in-memory state; return the snapshot and its version for `save`."""
+        self._state = self._state.replace(**changes)
+        self._version += 1
+        return self._state, self._version
+
+    def save(self, snapshot: NodeState, version: int) -> None:
+        """Write `snapshot` unless a newer one was written already (safe from executor threads)."""
+        with self._lock:
+            if version <= self._saved_version:
+                return
+            save_state(self.path, snapshot)
+            self._saved_version = version

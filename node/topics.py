@@ -1,0 +1,45 @@
+"""The topics of one node, built from the shared helpers in `hub.mqtt.topics`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hub.mqtt.topics import command_topic, node_prefix, parse_node_topic
+from node import const
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTopics:
+    """`hark/v1/nodes/{node_id}/...` for this node."""
+
+    node_id: str
+
+    def _topic(self, kind: str) -> str:
+        return node_prefix(self.node_id) + kind
+
+    @property
+    def status(self) -> str:
+        return self._topic(const.TOPIC_STATUS)
+
+    @property
+    def heartbeat(self) -> str:
+        return self._topic(const.TOPIC_HEARTBEAT)
+
+    @property
+    def health(self) -> str:
+        return self._topic(const.TOPIC_HEALTH)
+
+    @property
+    def meters(self) -> str:
+        return self._topic(const.TOPIC_METERS)
+
+    @property
+    def commands_filter(self) -> str:
+        return command_topic(self.node_id, "#")
+
+    def command_kind(self, topic: str) -> str | None:
+        """`ack` for `hark/v1/nodes/{this node}/cmd/ack`; None for any other topic."""
+        parsed = parse_node_topic(topic)
+        if parsed is None or parsed.node_id != self.node_id or parsed.kind != const.TOPIC_COMMANDS or not parsed.rest:
+            return None
+        return parsed.rest

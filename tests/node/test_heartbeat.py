@@ -1,0 +1,58 @@
+"""Heartbeats as stored in the outbox: every field of the wire contract, in order."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import msgspec
+
+from hub.mqtt.messages import Heartbeat
+from node.audio_source import parse_audio_source
+from node.heartbeat import ClockStatus, HeartbeatWorker
+from node.outbox import Outbox
+from node.sender import OutboxSender
+
+
+def test_heartbeats_carry_the_contract_fields_in_order(tmp_path: Path, no_thread_leak: None) -> None:
+    async def scenario() -> None:
+        sender = OutboxSender(tmp_path / "outbox.sqlite3", 100, "boot", lambda t, p: False)
+        await sender.open()
+        clock = ClockStatus(offset_ms=12.5)
+        worker = HeartbeatWorker(
+            "hark/v1/nodes/n1/heartbeat",
+            sender,
+            parse_audio_source("synthetic:sine?freq=440&dbfs=-12&channels=1&rate=44100"),
+            tmp_path,
+            clock,
+            "1.2.3",
+            lambda: 0.05,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        while sender.level.depth < 3:
+            await asyncio.sleep(0.02)
+        stop.set()
+        await task
+        await sender.close()
+
+    asyncio.run(scenario())
+    outbox = Outbox(tmp_path / "outbox.sqlite3", 100)
+    rows = outbox.after(0, 100)
+    outbox.close()
+    beats = [msgspec.json.decode(r.payload, type=Heartbeat) for r in rows]
+    assert {r.kind for r in rows} == {"telemetry"}
+    assert {r.topic for r in rows} == {"hark/v1/nodes/n1/heartbeat"}
+    assert [b.seq for b in beats] == list(range(1, len(beats) + 1))
+    assert [b.msg_id for b in beats] == [r.msg_id for r in rows]
+    assert [b.outbox.depth for b in beats if b.outbox] == list(range(len(beats)))  # depth before each was added
+    first = beats[0]
+    assert first.agent_version == "1.2.3" and first.ts.endswith("Z") and first.uptime_s >= 0
+    assert first.clock is not None and first.clock.offset_ms == 12.5 and first.clock.quality in ("ntp", "unsynced")
+    assert first.outbox is not None and first.outbox.capacity == 100
+    assert first.memory is not None and 0 < first.memory.used_pct <= 100 and first.memory.total_bytes > 0
+    assert first.disk is not None and first.disk.path == str(tmp_path) and first.disk.free_bytes > 0
+    assert first.cpu_pct is not None and 0 <= first.cpu_pct <= 100
+    assert [(i.id, i.name, i.channels, i.rates, i.default) for i in first.interfaces] == [
+        ("synthetic", "synthetic sine 440 Hz -12 dBFS", 1, [44100], True)
+    ]
