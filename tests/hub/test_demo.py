@@ -35,7 +35,9 @@ def test_demo_runs_three_nodes_prints_the_login_and_stops_on_ctrl_c(tmp_path: Pa
         token = login.json()["data"]["token"]
 
         def all_online() -> bool:
-            nodes = httpx.get(f"http://127.0.0.1:{port}/api/v1/nodes", headers={"Authorization": f"Bearer {token}"}).json()["data"]
+            nodes = httpx.get(f"http://127.0.0.1:{port}/api/v1/nodes", headers={"Authorization": f"Bearer {token}"}).json()[
+                "data"
+            ]
             return len(nodes) == 3 and all(n["status"] == "online" for n in nodes)
 
         wait_for(all_online, 30, "the three simulated nodes online")
