@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -378,3 +379,28 @@ class NodeProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def mqtt_login(port: int, username: str | None, password: str | None, host: str = "127.0.0.1") -> bool:
+    """Whether a broker accepts a CONNECT with these credentials (the probe disconnects at once)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{username}-{secrets.token_hex(3)}")
+    if username is not None:
+        client.username_pw_set(username, password)
+    outcome: list[bool] = []
+    done = threading.Event()
+
+    def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        outcome.append(not reason.is_failure)
+        done.set()
+
+    client.on_connect = on_connect
+    client.on_disconnect = lambda *args: done.set()
+    client.connect(host, port)
+    client.loop_start()
+    done.wait(5)
+    client.disconnect()
+    client.loop_stop()
+    return outcome == [True]

@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from hub.db.models import HealthEvent, ReceivedMessage
 from tests.conftest import hub_database
-from tests.harness import HubProcess, MosquittoDynsec, NodeProcess, wait_for
+from tests.harness import HubProcess, MosquittoDynsec, NodeProcess, mqtt_login, wait_for
 
 BROKERS = ("embedded", "mosquitto")
 
@@ -208,26 +208,6 @@ def test_rotation_without_grace_refuses_the_old_credential_on_the_broker(fleet: 
     port = fleet.broker.port if fleet.broker else fleet.hub.mqtt_port
     assert not mqtt_login(port, node.node_id, node.credential)
     assert mqtt_login(port, node.node_id, rotated.json()["data"]["credential"])
-
-
-def mqtt_login(port: int, username: str, password: str) -> bool:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{username}-probe")
-    client.username_pw_set(username, password)
-    outcome: list[bool] = []
-    done = threading.Event()
-
-    def on_connect(c, userdata, flags, reason, properties) -> None:
-        outcome.append(not reason.is_failure)
-        done.set()
-
-    client.on_connect = on_connect
-    client.on_disconnect = lambda *a: done.set()
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    done.wait(5)
-    client.disconnect()
-    client.loop_stop()
-    return outcome == [True]
 
 
 def test_on_mosquitto_a_node_cannot_act_for_another(tmp_path: Path) -> None:

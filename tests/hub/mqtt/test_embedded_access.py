@@ -3,37 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from hub.const import HUB_MQTT_USERNAME
 from hub.mqtt.access import BrokerAccess
 from hub.mqtt.embedded import EmbeddedBroker
-
-
-def connect_result(port: int, username: str | None, password: str | None) -> bool:
-    """Whether the broker accepted a CONNECT with these credentials."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{username}")
-    if username is not None:
-        client.username_pw_set(username, password)
-    outcome: list[bool] = []
-    done = threading.Event()
-
-    def on_connect(c, userdata, flags, reason, properties) -> None:
-        outcome.append(not reason.is_failure)
-        done.set()
-
-    client.on_connect = on_connect
-    client.on_disconnect = lambda *args: done.set()
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    done.wait(5)
-    client.disconnect()
-    client.loop_stop()
-    return outcome == [True]
+from tests.harness import mqtt_login
 
 
 @pytest.mark.parametrize(
@@ -50,7 +26,7 @@ def test_only_the_hub_credential_logs_in(username: str | None, password: str | N
         broker = EmbeddedBroker(BrokerAccess("the-secret"))
         _, port = await broker.start("127.0.0.1", 0, fallback_to_free_port=False)
         try:
-            return await asyncio.to_thread(connect_result, port, username, password)
+            return await asyncio.to_thread(mqtt_login, port, username, password)
         finally:
             await broker.stop()
 
