@@ -1,7 +1,8 @@
-"""The hub's MQTT client: subscribes to every node topic and hands messages to the event loop.
+"""The hub's MQTT client: subscribes to every node topic and dispatches on the event loop.
 
-paho runs its network loop on a thread of its own; received messages are queued and
-drained on the asyncio loop in batches, so no handler ever runs on paho's thread.
+paho is driven from the asyncio loop through its socket callbacks (readers and writers on
+the loop, `loop_misc` once a second), so messages are handled where they are read, with
+no thread hand-off per message. Only the blocking TCP connect runs on an executor.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import inspect
 import logging
 import ssl
 import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +30,7 @@ from hub.mqtt.topics import NodeTopic, parse_node_topic
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 30
+READ_BATCH = 1000  # packets paho may parse per readable event
 
 
 class InvalidMessage(Exception):
@@ -82,11 +83,9 @@ class MqttBridge:
         self.metrics = metrics
         self.routes: dict[str, TopicRoute] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._inbox: deque[tuple[str, bytes]] = deque()
-        self._drain_scheduled = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._connected = threading.Event()
+        self._connected = False
+        self._fd: int | None = None
+        self._loop_thread = 0
         self._received: dict[str, Any] = {}  # kind -> prometheus child, cached off the hot path
         self._tasks: set[asyncio.Task[Any]] = set()
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=mqtt.MQTTv311)
@@ -99,13 +98,20 @@ class MqttBridge:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
         self._client = client
+        self._runner: asyncio.Task[None] | None = None
+        self._lost: asyncio.Event | None = None
+        self._stopping = False
 
     # -- public --------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._connected
 
     def route(self, kind: str, handler: Callable[[NodeTopic, Any], Any], schema: Any = Any) -> None:
         """Send messages whose topic kind is `kind` to `handler` after decoding into `schema`."""
@@ -113,12 +119,17 @@ class MqttBridge:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name="hark-mqtt", daemon=True)
-        self._thread.start()
+        self._loop_thread = threading.get_ident()
+        self._lost = asyncio.Event()
+        self._runner = asyncio.create_task(self._run())
 
     async def wait_connected(self, timeout: float) -> bool:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, self._connected.wait, timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.connected:
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     def publish(self, topic: str, payload: bytes | dict[str, Any], qos: int = 1, retain: bool = False) -> bool:
         """Queue a message for the broker; False when paho refused it at once."""
@@ -130,50 +141,107 @@ class MqttBridge:
         return False
 
     async def stop(self) -> None:
-        """Disconnect, stop the network thread, and finish handling what was received."""
-        self._stop.set()
-        try:
+        """Disconnect, stop reconnecting, and finish the handlers still running."""
+        self._stopping = True
+        if self.connected:
             self._client.disconnect()
-        except Exception:  # noqa: BLE001 - already gone is fine on the way out
-            pass
-        if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
-        self._drain()
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        self._close_socket()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    # -- paho thread -----------------------------------------------------------
+    # -- connection (on the event loop) ----------------------------------------------
 
-    def _run(self) -> None:
+    async def _run(self) -> None:
+        """Connect, keep paho's timers going while connected, and reconnect with jittered backoff."""
+        loop = asyncio.get_running_loop()
+        assert self._lost is not None
         attempt = 0
         first = True
-        while not self._stop.is_set():
+        while not self._stopping:
+            self._lost.clear()
             try:
                 if first:
-                    self._client.connect(self.address.host, self.address.port, keepalive=KEEPALIVE_S)
+                    await loop.run_in_executor(None, self._client.connect, self.address.host, self.address.port, KEEPALIVE_S)
                     first = False
                 else:
-                    self._client.reconnect()
+                    await loop.run_in_executor(None, self._client.reconnect)
             except (OSError, ssl.SSLError, ValueError) as err:
                 delay = backoff_delay(attempt)
                 attempt += 1
                 log.warning("mqtt connect to %s failed (%s); retrying in %.1fs", self.address.url(), err, delay)
-                self._stop.wait(delay)
+                await asyncio.sleep(delay)
                 continue
-            rc = mqtt.MQTT_ERR_SUCCESS
-            while rc == mqtt.MQTT_ERR_SUCCESS and not self._stop.is_set():
-                rc = self._client.loop(timeout=0.5)
-            if self._connected.is_set():
-                attempt = 0
+            while not self._lost.is_set():
+                try:
+                    await asyncio.wait_for(self._lost.wait(), timeout=1.0)
+                except TimeoutError:
+                    if self._client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
+                        break
+            was_connected = self.connected
             self._set_connected(False)
-            if self._stop.is_set():
-                break
+            self._close_socket()
+            if was_connected:
+                attempt = 0
             delay = backoff_delay(attempt)
             attempt += 1
-            log.warning(
-                "mqtt connection to %s lost (%s); reconnecting in %.1fs", self.address.url(), mqtt.error_string(rc), delay
-            )
-            self._stop.wait(delay)
+            log.warning("mqtt connection to %s lost; reconnecting in %.1fs", self.address.url(), delay)
+            await asyncio.sleep(delay)
+
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        # Called from the executor thread inside connect(): hand the socket to the loop.
+        self._on_loop(self._watch, sock.fileno())
+
+    def _watch(self, fd: int) -> None:
+        assert self._loop is not None
+        self._fd = fd
+        self._loop.add_reader(fd, self._read)
+        if self._client.want_write():
+            self._loop.add_writer(fd, self._client.loop_write)
+
+    def _read(self) -> None:
+        if self._client.loop_read(READ_BATCH) != mqtt.MQTT_ERR_SUCCESS:
+            self._signal_lost()
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._on_loop(self._close_socket)
+        self._on_loop(self._signal_lost)
+
+    def _on_socket_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._on_loop(self._want_write, sock.fileno())
+
+    def _want_write(self, fd: int) -> None:
+        if self._loop is not None and fd == self._fd:
+            self._loop.add_writer(fd, self._client.loop_write)
+
+    def _on_socket_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._on_loop(self._no_write, sock.fileno())
+
+    def _no_write(self, fd: int) -> None:
+        if self._loop is not None and fd == self._fd:
+            self._loop.remove_writer(fd)
+
+    def _close_socket(self) -> None:
+        """Stop watching the socket (before paho closes it, so the loop never holds a dead fd)."""
+        fd, self._fd = self._fd, None
+        if fd is not None and self._loop is not None:
+            self._loop.remove_reader(fd)
+            self._loop.remove_writer(fd)
+
+    def _on_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run `callback` now when on the event loop's thread, else hand it over."""
+        if self._loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            callback(*args)
+        else:
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _signal_lost(self) -> None:
+        if self._lost is not None:
+            self._lost.set()
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
@@ -186,31 +254,14 @@ class MqttBridge:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._set_connected(False)
+        self._signal_lost()
 
     def _set_connected(self, value: bool) -> None:
-        if value:
-            self._connected.set()
-        else:
-            self._connected.clear()
+        self._connected = value
         self.metrics.mqtt_connected.set(1 if value else 0)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._inbox.append((message.topic, bytes(message.payload)))
-        if not self._drain_scheduled and self._loop is not None:
-            self._drain_scheduled = True
-            try:
-                self._loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:  # the loop is closed: the hub is stopping
-                pass
-
-    # -- event loop --------------------------------------------------------------
-
-    def _drain(self) -> None:
-        self._drain_scheduled = False
-        inbox = self._inbox
-        while inbox:
-            topic, payload = inbox.popleft()
-            self.handle(topic, payload)
+        self.handle(message.topic, bytes(message.payload))
 
     def _drop(self, reason: str, topic: str) -> None:
         self.metrics.mqtt_dropped.labels(reason).inc()
@@ -222,6 +273,8 @@ class MqttBridge:
         if parsed is None:
             self._drop("bad_topic", topic)
             return
+        if parsed.kind == "cmd":
+            return  # the hub's own commands to nodes, matched by its subscription
         route = self.routes.get(parsed.kind)
         if route is None:
             self._drop("unknown_kind", topic)
