@@ -6,18 +6,18 @@ caller can publish them on the events stream after the transaction commits.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-import peewee
 
 from hub.clock import iso, parse_iso, utcnow
-from hub.db.models import Node, NodeStatusChange, ReceivedMessage, database_proxy
+from hub.db.models import HealthEvent, Node, NodeStatusChange, ReceivedMessage, database_proxy
 from hub.ids import new_id
 from hub.mqtt.messages import HealthReport, Heartbeat, Status
-from hub.services.health import event_to_api, has_open_critical, report_condition
+from hub.services.health import UNRESOLVED, event_to_api, has_open_critical, report_condition
 
 MISSED_HEARTBEATS = 3  # offline after this many intervals without a heartbeat
 FRESH_SLACK = timedelta(seconds=5)
@@ -65,7 +65,7 @@ def apply_status(node_id: str, status: Status, at: datetime) -> list[FleetEvent]
     return events
 
 
-def _apply_heartbeat(node: Node, beat: Heartbeat, at: datetime, events: list[FleetEvent]) -> None:
+def _apply_heartbeat(node: Node, beat: Heartbeat, at: datetime, events: list[FleetEvent], missed_open: bool) -> None:
     try:
         sent = parse_iso(beat.ts)
     except ValueError:
@@ -100,9 +100,10 @@ def _apply_heartbeat(node: Node, beat: Heartbeat, at: datetime, events: list[Fle
         and at - sent <= timedelta(seconds=node.heartbeat_interval_s * MISSED_HEARTBEATS) + FRESH_SLACK
     ):
         _transition(node, _connected_status(node), "heartbeat", at, events)
-    resolved, what = report_condition(node, "heartbeat.missed", "resolved", "warning", {}, at)
-    if what == "resolved" and resolved is not None:
-        events.append(FleetEvent("health.resolved", node.site, event_to_api(resolved)))
+    if missed_open:
+        resolved, what = report_condition(node, "heartbeat.missed", "resolved", "warning", {}, at)
+        if what == "resolved" and resolved is not None:
+            events.append(FleetEvent("health.resolved", node.site, event_to_api(resolved)))
 
 
 def merge_interfaces(known: list[dict[str, Any]], reported: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -135,29 +136,70 @@ class OutboxMessage:
     message: Heartbeat | HealthReport
 
 
+def _chunks(items: list[Any], size: int = 400) -> Iterator[list[Any]]:
+    for index in range(0, len(items), size):
+        yield items[index : index + size]
+
+
+def _already_applied(pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which (node id, msg id) pairs the hub has applied before."""
+    found: set[tuple[str, str]] = set()
+    node_ids = sorted({n for n, _ in pairs})
+    for chunk in _chunks(sorted({m for _, m in pairs})):
+        query = ReceivedMessage.select(ReceivedMessage.node_id, ReceivedMessage.msg_id).where(
+            ReceivedMessage.node_id.in_(node_ids), ReceivedMessage.msg_id.in_(chunk)
+        )
+        rows: Any = query.tuples()
+        found.update((n, m) for n, m in rows if (n, m) in pairs)
+    return found
+
+
 def ingest_outbox(batch: list[OutboxMessage], at: datetime | None = None) -> tuple[dict[str, list[str]], list[FleetEvent]]:
-    """Apply each outbox message once, in arrival order; return the ids to acknowledge per node, and the events."""
+    """Apply each outbox message once; return the ids to acknowledge per node, and the events.
+
+    One batch is one transaction with a handful of queries whatever its size: the nodes
+    and the already-applied ids are read once, new ids are written in one insert, health
+    reports are applied in arrival order, and of several heartbeats from one node only
+    the newest updates it.
+    """
     at = at or utcnow()
     acks: dict[str, list[str]] = {}
     events: list[FleetEvent] = []
-    nodes: dict[str, Node | None] = {}
     with database_proxy.atomic():
-        for item in batch:
-            if item.node_id not in nodes:
-                nodes[item.node_id] = Node.get_or_none(Node.id == item.node_id)
-            node = nodes[item.node_id]
-            if node is None:
-                continue  # deleted or never enrolled: not acknowledged, the node will hear about it elsewhere
-            acks.setdefault(node.id, []).append(item.msg_id)
-            try:
-                with database_proxy.atomic():  # a savepoint: a duplicate only undoes itself
-                    ReceivedMessage.insert(node_id=node.id, msg_id=item.msg_id, received_at=at).execute()
-            except peewee.IntegrityError:
-                continue  # applied before: acknowledge again, apply never twice
+        nodes = {n.id: n for n in Node.select().where(Node.id.in_(sorted({i.node_id for i in batch})))}
+        known = [item for item in batch if item.node_id in nodes]  # others: deleted or never enrolled, not acknowledged
+        for item in known:
+            acks.setdefault(item.node_id, []).append(item.msg_id)
+        applied = _already_applied({(i.node_id, i.msg_id) for i in known})
+        fresh: list[OutboxMessage] = []
+        for item in known:
+            key = (item.node_id, item.msg_id)
+            if key not in applied:
+                applied.add(key)
+                fresh.append(item)
+        for chunk in _chunks(fresh):
+            ReceivedMessage.insert_many([{"node_id": i.node_id, "msg_id": i.msg_id, "received_at": at} for i in chunk]).execute()
+        newest: dict[str, Heartbeat] = {}
+        for item in fresh:
             if isinstance(item.message, Heartbeat):
-                _apply_heartbeat(node, item.message, at, events)
+                current = newest.get(item.node_id)
+                if current is None or item.message.ts >= current.ts:
+                    newest[item.node_id] = item.message
             else:
-                _apply_health(node, item.message, at, events)
+                _apply_health(nodes[item.node_id], item.message, at, events)
+        if newest:
+            open_missed: Any = (
+                HealthEvent.select(HealthEvent.node_id)
+                .where(
+                    HealthEvent.kind == "heartbeat.missed",
+                    HealthEvent.state.in_(UNRESOLVED),
+                    HealthEvent.node_id.in_(sorted(newest)),
+                )
+                .tuples()
+            )
+            missed = {row[0] for row in open_missed}
+            for node_id, beat in newest.items():
+                _apply_heartbeat(nodes[node_id], beat, at, events, node_id in missed)
     return acks, events
 
 
@@ -166,7 +208,8 @@ def sweep_missed_heartbeats(at: datetime | None = None) -> list[FleetEvent]:
     at = at or utcnow()
     events: list[FleetEvent] = []
     with database_proxy.atomic():
-        for node in Node.select().where(Node.status.in_(("online", "degraded"))):
+        live = Node.select(Node.id, Node.site, Node.status, Node.last_seen_at, Node.connected_at, Node.heartbeat_interval_s)
+        for node in live.where(Node.status.in_(("online", "degraded"))):
             last = node.last_seen_at or node.connected_at
             if last is not None and at - last > timedelta(seconds=node.heartbeat_interval_s * MISSED_HEARTBEATS):
                 _transition(node, "offline", "heartbeat.missed", at, events)
