@@ -65,14 +65,28 @@ def apply_status(node_id: str, status: Status, at: datetime) -> list[FleetEvent]
     return events
 
 
-def _apply_heartbeat(node: Node, beat: Heartbeat, at: datetime, events: list[FleetEvent], missed_open: bool) -> None:
+HEARTBEAT_COLUMNS = ("metrics", "version", "interfaces", "last_heartbeat_at", "last_seen_at", "clock_offset_ms", "time_quality")
+
+
+def _store_heartbeats(rows: list[tuple[Any, ...]]) -> None:
+    """One prepared UPDATE for every node's newest heartbeat (rows end with the node id)."""
+    db = database_proxy.obj
+    assignments = ", ".join(f'"{column}" = {db.param}' for column in HEARTBEAT_COLUMNS)
+    cursor = db.cursor()
+    cursor.executemany(f'UPDATE "node" SET {assignments} WHERE "id" = {db.param}', rows)
+
+
+def _apply_heartbeat(
+    node: Node, beat: Heartbeat, at: datetime, events: list[FleetEvent], missed_open: bool
+) -> tuple[Any, ...] | None:
+    """Status and health consequences of a heartbeat; the node row's new values (or None if superseded)."""
     try:
         sent = parse_iso(beat.ts)
     except ValueError:
         sent = at
     previous = (node.metrics or {}).get("ts")
     if previous is not None and previous > beat.ts:
-        return  # an older heartbeat replayed from the outbox: already superseded
+        return None  # an older heartbeat replayed from the outbox: already superseded
     metrics = {
         "ts": beat.ts,
         "seq": beat.seq,
@@ -83,17 +97,18 @@ def _apply_heartbeat(node: Node, beat: Heartbeat, at: datetime, events: list[Fle
         "temperature_c": beat.temperature_c,
         "outbox": msgspec.to_builtins(beat.outbox),
     }
-    fields: dict[str, Any] = {
-        "metrics": metrics,
-        "version": beat.agent_version,
-        "interfaces": merge_interfaces(node.interfaces or [], msgspec.to_builtins(beat.interfaces)),
-        "last_heartbeat_at": sent,
-        "last_seen_at": at,
-    }
-    if beat.clock is not None:
-        fields["clock_offset_ms"] = beat.clock.offset_ms
-        fields["time_quality"] = beat.clock.quality
-    Node.update(**fields).where(Node.id == node.id).execute()
+    clock_offset = beat.clock.offset_ms if beat.clock is not None else node.clock_offset_ms
+    quality = beat.clock.quality if beat.clock is not None else node.time_quality
+    row = (
+        Node.metrics.db_value(metrics),
+        beat.agent_version,
+        Node.interfaces.db_value(merge_interfaces(node.interfaces or [], msgspec.to_builtins(beat.interfaces))),
+        Node.last_heartbeat_at.db_value(sent),
+        Node.last_seen_at.db_value(at),
+        clock_offset,
+        quality,
+        node.id,
+    )
     node.last_seen_at = at
     if (
         node.status in ("pending", "offline")
@@ -104,6 +119,7 @@ def _apply_heartbeat(node: Node, beat: Heartbeat, at: datetime, events: list[Fle
         resolved, what = report_condition(node, "heartbeat.missed", "resolved", "warning", {}, at)
         if what == "resolved" and resolved is not None:
             events.append(FleetEvent("health.resolved", node.site, event_to_api(resolved)))
+    return row
 
 
 def merge_interfaces(known: list[dict[str, Any]], reported: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -198,8 +214,8 @@ def ingest_outbox(batch: list[OutboxMessage], at: datetime | None = None) -> tup
                 .tuples()
             )
             missed = {row[0] for row in open_missed}
-            for node_id, beat in newest.items():
-                _apply_heartbeat(nodes[node_id], beat, at, events, node_id in missed)
+            rows = [_apply_heartbeat(nodes[node_id], beat, at, events, node_id in missed) for node_id, beat in newest.items()]
+            _store_heartbeats([row for row in rows if row is not None])
     return acks, events
 
 
