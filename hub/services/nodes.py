@@ -182,10 +182,6 @@ def credential_table() -> dict[str, tuple[str | None, str | None, datetime | Non
     return {n.id: (n.credential_hash, n.previous_credential_hash, n.previous_valid_until) for n in rows}
 
 
-class NodeUpdate:
-    FIELDS = ("name", "site", "tags", "heartbeat_interval_s", "settings")
-
-
 def update_node(actor: Actor, scope: SiteScope, node_id: str, changes: dict[str, Any]) -> dict[str, Any]:
     node = get_node(node_id, scope)
     before = node_to_api(node)
