@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
-from hub.api import access, audit, auth, events, keys, nodes, oidc, system
+from hub.api import access, audit, auth, events, health, keys, nodes, oidc, system
 from hub.api.base import BaseHandler, NotFoundHandler
 from hub.api.console import CONSOLE_DIR, ConsoleFileHandler
 from hub.const import API_PREFIX as V1
@@ -69,6 +69,17 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/nodes/{{id}}/credentials/rotate", nodes.RotateHandler),
     (f"{V1}/nodes/{{id}}/meters", nodes.NodeMetersHandler),
     (f"{V1}/events/stream", events.EventStreamHandler),
+    # health
+    (f"{V1}/health-events", health.HealthEventsHandler),
+    (f"{V1}/health-events/facets", health.HealthFacetsHandler),
+    (f"{V1}/health-events/export", health.HealthExportHandler),
+    (f"{V1}/health-events/bulk-lifecycle", health.BulkLifecycleHandler),
+    (f"{V1}/health-events/{{id}}", health.HealthEventHandler),
+    (f"{V1}/health-events/{{id}}/actions", health.HealthActionsHandler),
+    (f"{V1}/health-events/{{id}}/acknowledge", health.AcknowledgeHandler),
+    (f"{V1}/health-events/{{id}}/suppress", health.SuppressHandler),
+    (f"{V1}/health-events/{{id}}/resolve", health.ResolveHandler),
+    (f"{V1}/health-events/{{id}}/reopen", health.ReopenHandler),
     # agent routes (a node's own credential)
     (f"{V1}/nodes/{{id}}/config", nodes.AgentConfigHandler),
     (f"{V1}/nodes/{{id}}/heartbeat", nodes.AgentHeartbeatHandler),

@@ -108,3 +108,49 @@ def has_open_critical(node_id: str) -> bool:
         )
         .exists()
     )
+
+
+ACTIONS = ("acknowledge", "suppress", "resolve", "reopen")
+
+
+def _allowed(event: HealthEvent, action: str) -> str | None:
+    """Why `action` cannot be taken on `event` now, or None."""
+    if action == "acknowledge" and event.state != "open":
+        return f"only an open event can be acknowledged (this one is {event.state})"
+    if action == "suppress" and event.state not in ("open", "acknowledged"):
+        return f"only an open or acknowledged event can be suppressed (this one is {event.state})"
+    if action == "resolve" and event.state == "resolved":
+        return "already resolved"
+    if action == "reopen" and event.state != "resolved":
+        return "only a resolved event can be reopened"
+    return None
+
+
+def event_actions(event: HealthEvent) -> dict[str, dict[str, Any]]:
+    return {a: {"allowed": (why := _allowed(event, a)) is None, "reason": why} for a in ACTIONS}
+
+
+def apply_action(event: HealthEvent, action: str, who: str, at: datetime, until: datetime | None) -> dict[str, Any]:
+    """Change one event's state by hand; raises ValueError naming why it is not allowed."""
+    why = _allowed(event, action)
+    if why is not None:
+        raise ValueError(why)
+    fields: dict[str, Any]
+    if action == "acknowledge":
+        fields = {"state": "acknowledged", "acknowledged_by": who[:200], "acknowledged_at": at}
+    elif action == "suppress":
+        if until is None or until <= at:
+            raise ValueError("suppress needs `until`, a time in the future")
+        fields = {"state": "suppressed", "suppressed_until": until}
+    elif action == "resolve":
+        fields = {"state": "resolved", "resolved_at": at}
+    else:
+        fields = {
+            "state": "open",
+            "resolved_at": None,
+            "acknowledged_by": None,
+            "acknowledged_at": None,
+            "suppressed_until": None,
+        }
+    HealthEvent.update(**fields).where(HealthEvent.id == event.id).execute()
+    return event_to_api(HealthEvent.get_by_id(event.id))

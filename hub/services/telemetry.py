@@ -241,3 +241,9 @@ def sweep_missed_heartbeats(at: datetime | None = None) -> list[FleetEvent]:
                     events.append(FleetEvent(f"health.{what}", node.site, event_to_api(event)))
         ReceivedMessage.delete().where(ReceivedMessage.received_at < at - DEDUP_KEEP).execute()
     return events
+
+
+def refresh_node_status(node: Node, at: datetime, events: list[FleetEvent]) -> None:
+    """A connected node is `degraded` while it has an open critical event, `online` otherwise."""
+    if node.status in ("online", "degraded"):
+        _transition(node, _connected_status(node), "health events changed", at, events)

@@ -1,0 +1,125 @@
+"""Working through health events by hand: create, acknowledge, suppress, resolve, reopen, in bulk too."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from hub.auth.principal import SiteScope
+from hub.clock import utcnow
+from hub.db.models import HealthEvent, Node, database_proxy
+from hub.errors import Conflict, InvalidRequest
+from hub.ids import new_id
+from hub.services.audit import Actor, record
+from hub.services.health import ACTIONS, SEVERITIES, apply_action, event_actions, event_to_api
+from hub.services.listing import get_scoped
+from hub.services.telemetry import FleetEvent, refresh_node_status
+
+MAX_BULK = 500
+
+
+def get_event(scope: SiteScope, event_id: str) -> HealthEvent:
+    event: HealthEvent = get_scoped(HealthEvent, event_id, HealthEvent.site, scope)
+    return event
+
+
+def event_detail(scope: SiteScope, event_id: str) -> dict[str, Any]:
+    event = get_event(scope, event_id)
+    return {**event_to_api(event), "actions": event_actions(event)}
+
+
+def _after_change(node_id: str | None, at: datetime, events: list[FleetEvent]) -> None:
+    if node_id is not None:
+        node = Node.get_or_none(Node.id == node_id)
+        if node is not None:
+            refresh_node_status(node, at, events)
+
+
+def create_event(
+    actor: Actor, scope: SiteScope, node_id: str | None, kind: str, severity: str, details: dict[str, Any]
+) -> tuple[dict[str, Any], list[FleetEvent]]:
+    """A health event raised at the hub (by a user or an integration)."""
+    problems = {}
+    if not 1 <= len(kind) <= 100 or not kind.replace(".", "").replace("_", "").replace("-", "").isalnum():
+        problems["kind"] = "1-100 characters: letters, digits, . _ -"
+    if severity not in SEVERITIES:
+        problems["severity"] = f"must be one of {', '.join(SEVERITIES)}"
+    if problems:
+        raise InvalidRequest("The health event is invalid.", fields=problems)
+    site = None
+    if node_id is not None:
+        node = get_scoped(Node, node_id, Node.site, scope)
+        site = node.site
+    elif scope.sites is not None:
+        raise InvalidRequest("Name a node of your sites.", fields={"node_id": "required for a site-limited caller"})
+    at = utcnow()
+    events: list[FleetEvent] = []
+    with database_proxy.atomic():
+        event = HealthEvent.create(
+            id=new_id("hev"),
+            node_id=node_id,
+            site=site,
+            kind=kind,
+            severity=severity,
+            state="open",
+            first_seen=at,
+            last_seen=at,
+            count=1,
+            details=details,
+        )
+        after = event_to_api(event)
+        record(actor, "health.create", permission="health:acknowledge", target=("health_event", event.id), after=after)
+        events.append(FleetEvent("health.opened", site, after))
+        _after_change(node_id, at, events)
+    return after, events
+
+
+def act(
+    actor: Actor, scope: SiteScope, event_id: str, action: str, until: datetime | None
+) -> tuple[dict[str, Any], list[FleetEvent]]:
+    """One lifecycle action on one event, audited; node status follows critical events."""
+    if action not in ACTIONS:
+        raise InvalidRequest("Unknown action.", fields={"action": f"must be one of {', '.join(ACTIONS)}"})
+    event = get_event(scope, event_id)
+    before = event_to_api(event)
+    at = utcnow()
+    events: list[FleetEvent] = []
+    with database_proxy.atomic():
+        try:
+            after = apply_action(event, action, actor.name or actor.id or "unknown", at, until)
+        except ValueError as err:
+            raise Conflict(f"Cannot {action} this event: {err}.") from err
+        past = {"acknowledge": "acknowledged", "suppress": "suppressed", "resolve": "resolved", "reopen": "reopened"}[action]
+        record(
+            actor,
+            f"health.{action}",
+            permission="health:acknowledge",
+            target=("health_event", event.id),
+            before=before,
+            after=after,
+        )
+        events.append(FleetEvent(f"health.{past}", event.site, after))
+        _after_change(event.node_id, at, events)
+    return after, events
+
+
+def bulk(
+    actor: Actor, scope: SiteScope, ids: list[str], action: str, until: datetime | None
+) -> tuple[list[dict[str, Any]], list[FleetEvent]]:
+    """The same action on many events; each answers on its own (`ok` or `error`)."""
+    if not 1 <= len(ids) <= MAX_BULK:
+        raise InvalidRequest("Too many or no ids.", fields={"ids": f"1 to {MAX_BULK} event ids"})
+    results: list[dict[str, Any]] = []
+    events: list[FleetEvent] = []
+    for event_id in dict.fromkeys(ids):
+        try:
+            after, caused = act(actor, scope, event_id, action, until)
+        except (Conflict, InvalidRequest) as err:
+            results.append({"id": event_id, "ok": False, "error": {"code": err.code, "message": err.message}})
+            continue
+        except Exception as err:  # noqa: BLE001 - NotFound and the like: reported per id
+            results.append({"id": event_id, "ok": False, "error": {"code": getattr(err, "code", "error"), "message": str(err)}})
+            continue
+        results.append({"id": event_id, "ok": True, "event": after})
+        events += caused
+    return results, events
