@@ -79,7 +79,3 @@ class EventBus:
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subscribers.discard(sub)
-
-    @property
-    def last_id(self) -> int:
-        return self._next - 1

@@ -73,7 +73,11 @@ class FleetIngest:
             self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY_S, self._start_flush)
 
     def on_meters(self, topic: NodeTopic, frame: MeterFrame) -> None:
-        self.latest_meters[topic.node_id] = (time.time(), frame)
+        self.store_meters(topic.node_id, frame)
+
+    def store_meters(self, node_id: str, frame: MeterFrame) -> None:
+        """Keep the latest frame per node (memory only: never a database write per frame)."""
+        self.latest_meters[node_id] = (time.time(), frame)
 
     # -- batching --------------------------------------------------------------------
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from hub.api.base import BaseHandler
@@ -79,10 +77,6 @@ class FullAdminOnly(BaseHandler):
             raise Forbidden(f"This needs the permission {permission} on every site.", required=permission)
 
 
-def _set(struct: msgspec.Struct) -> dict[str, Any]:
-    return {k: v for k, v in msgspec.structs.asdict(struct).items() if v is not msgspec.UNSET}
-
-
 class UsersHandler(FullAdminOnly, ListHandler):
     """`GET|POST /api/v1/auth/users`."""
 
@@ -128,7 +122,7 @@ class UserAccessHandler(FullAdminOnly):
     permissions = {"patch": MANAGE}
 
     async def patch(self, id: str) -> None:
-        body = _set(self.parse_body(AccessBody))
+        body = self.parse_changes(AccessBody)
         user = await self.hub.db.run(
             users.update_access, self.actor, id, body.get("roles"), body.get("sites"), body.get("groups"), "sites" in body
         )
@@ -184,7 +178,7 @@ class GroupHandler(FullAdminOnly):
         self.write_data(await self.hub.db.run(lambda: groups.group_to_api(groups.get_group(id))))
 
     async def patch(self, id: str) -> None:
-        changes = _set(self.parse_body(GroupPatchBody))
+        changes = self.parse_changes(GroupPatchBody)
         group = await self.hub.db.run(groups.update_group, self.actor, id, changes)
         self.hub.authenticator.forget_all()
         self.write_data(group)

@@ -17,6 +17,7 @@ import tornado.web
 from tornado.httputil import responses
 
 from hub.auth.principal import ALL_SITES, Principal, SiteScope
+from hub.clock import parse_iso
 from hub.errors import ApiError, Forbidden, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthenticated
 from hub.services import audit as audit_service
 from hub.services.audit import Actor
@@ -250,6 +251,21 @@ class BaseHandler(tornado.web.RequestHandler):
             raise InvalidRequest("The body does not match what this route expects.", fields=validation_fields(err)) from err
         except msgspec.DecodeError as err:
             raise InvalidRequest("The body is not valid JSON.", fields={"body": "is not valid JSON"}) from err
+
+    def parse_changes(self, schema: type[msgspec.Struct]) -> dict[str, Any]:
+        """A PATCH body as the fields it sets (fields left out are `msgspec.UNSET` in `schema`)."""
+        body = msgspec.structs.asdict(self.parse_body(schema))
+        return {k: v for k, v in body.items() if v is not msgspec.UNSET}
+
+    @staticmethod
+    def optional_time(text: str | None, field: str) -> datetime | None:
+        """An optional ISO 8601 time from a body field; a bad one is a 400 naming the field."""
+        if text is None:
+            return None
+        try:
+            return parse_iso(text)
+        except ValueError as err:
+            raise InvalidRequest("Invalid time.", fields={field: "must be an ISO 8601 time with a zone"}) from err
 
     def query_args(self) -> dict[str, list[str]]:
         """Query parameters as text, each a list of its values."""

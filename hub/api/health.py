@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from hub.api.base import BaseHandler
 from hub.api.listing import ExportHandler, FacetsHandler, ListHandler
-from hub.clock import parse_iso
-from hub.errors import InvalidRequest
 from hub.services import health_events
 from hub.services.health import HEALTH_LIST
 
@@ -33,15 +30,6 @@ class BulkBody(msgspec.Struct, forbid_unknown_fields=True):
     ids: list[str]
     action: str
     until: str | None = None
-
-
-def _until(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return parse_iso(text)
-    except ValueError as err:
-        raise InvalidRequest("Invalid time.", fields={"until": "must be an ISO 8601 time with a zone"}) from err
 
 
 class HealthEventsHandler(ListHandler):
@@ -96,7 +84,9 @@ class HealthActionHandler(BaseHandler):
 
     async def post(self, id: str) -> None:
         body = self.parse_body(ActionBody) if self.body_bytes().strip() else ActionBody()
-        event, events = await self.hub.db.run(health_events.act, self.actor, self.scope, id, self.action, _until(body.until))
+        event, events = await self.hub.db.run(
+            health_events.act, self.actor, self.scope, id, self.action, self.optional_time(body.until, "until")
+        )
         self.hub.ingest.publish_events(events)
         self.write_data(event)
 
@@ -125,7 +115,7 @@ class BulkLifecycleHandler(BaseHandler):
     async def post(self) -> None:
         body = self.parse_body(BulkBody)
         results, events = await self.hub.db.run(
-            health_events.bulk, self.actor, self.scope, body.ids, body.action, _until(body.until)
+            health_events.bulk, self.actor, self.scope, body.ids, body.action, self.optional_time(body.until, "until")
         )
         self.hub.ingest.publish_events(events)
         self.write_data(results)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import msgspec
 
 from hub.api.base import AUTHENTICATED, BaseHandler
-from hub.clock import parse_iso
-from hub.errors import InvalidRequest
 from hub.services import api_keys
 from hub.services.listing import fetch_page, parse_list_request
 
@@ -19,15 +15,6 @@ class KeyCreateBody(msgspec.Struct, forbid_unknown_fields=True):
     kind: str = "user"
     sites: list[str] | None = None
     expires_at: str | None = None
-
-
-def _expiry(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return parse_iso(text)
-    except ValueError as err:
-        raise InvalidRequest("Invalid expiry.", fields={"expires_at": "must be an ISO 8601 time with a zone"}) from err
 
 
 class KeysHandler(BaseHandler):
@@ -56,7 +43,7 @@ class KeysHandler(BaseHandler):
             body.kind,
             body.scopes,
             body.sites,
-            _expiry(body.expires_at),
+            self.optional_time(body.expires_at, "expires_at"),
         )
         self.write_data({"key": key, "secret": secret}, 201)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from hub.api.base import BaseHandler
@@ -43,10 +41,6 @@ class NodePatchBody(msgspec.Struct, forbid_unknown_fields=True):
 class InterfacePatchBody(msgspec.Struct, forbid_unknown_fields=True):
     label: str | None | msgspec.UnsetType = msgspec.UNSET
     enabled: bool | msgspec.UnsetType = msgspec.UNSET
-
-
-def _set(struct: msgspec.Struct) -> dict[str, Any]:
-    return {k: v for k, v in msgspec.structs.asdict(struct).items() if v is not msgspec.UNSET}
 
 
 class NodesHandler(ListHandler):
@@ -92,7 +86,7 @@ class NodeHandler(BaseHandler):
         self.write_data(await self.hub.db.run(nodes.node_detail, self.scope, id, self.principal))
 
     async def patch(self, id: str) -> None:
-        changes = _set(self.parse_body(NodePatchBody))
+        changes = self.parse_changes(NodePatchBody)
         node = await self.hub.db.run(nodes.update_node, self.actor, self.scope, id, changes)
         if "heartbeat_interval_s" in changes and self.hub.bridge is not None:
             self.hub.bridge.publish(command_topic(id, "config"), {"changed": ["heartbeat_interval_s"]})
@@ -133,7 +127,7 @@ class NodeInterfaceHandler(BaseHandler):
     permissions = {"patch": "node:manage"}
 
     async def patch(self, id: str, iid: str) -> None:
-        changes = _set(self.parse_body(InterfacePatchBody))
+        changes = self.parse_changes(InterfacePatchBody)
         self.write_data(await self.hub.db.run(nodes.update_interface, self.actor, self.scope, id, iid, changes))
 
 
@@ -237,5 +231,5 @@ class AgentMeterFrameHandler(AgentHandler):
 
     async def post(self, id: str) -> None:
         frame = self.parse_body(MeterFrame)
-        self.hub.ingest.latest_meters[id] = (utcnow().timestamp(), frame)
+        self.hub.ingest.store_meters(id, frame)
         self.write_no_content()

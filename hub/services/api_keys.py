@@ -21,7 +21,7 @@ from hub.ids import new_id
 from hub.services.audit import Actor, record
 from hub.services.auth import TokenCheck
 from hub.services.grants import user_grants
-from hub.services.listing import Filter, ListSpec
+from hub.services.listing import Filter, ListSpec, one_of
 from hub.services.users import check_sites
 
 KEY_PREFIX = "hkk"
@@ -48,16 +48,10 @@ def key_to_api(key: ApiKey) -> dict[str, Any]:
     }
 
 
-def _kind(value: str) -> str:
-    if value not in KINDS:
-        raise ValueError("must be user or service")
-    return value
-
-
 KEY_LIST = ListSpec(
     model=ApiKey,
     serialize=key_to_api,
-    filters=(Filter("kind", ApiKey.kind, _kind), Filter("user_id", ApiKey.user_id)),
+    filters=(Filter("kind", ApiKey.kind, one_of(KINDS)), Filter("user_id", ApiKey.user_id)),
     search=(ApiKey.name, ApiKey.key_prefix),
     time_field=ApiKey.created_at,
     export_columns=("id", "name", "kind", "user_id", "key_prefix", "scopes", "sites", "status", "created_at", "expires_at"),

@@ -9,7 +9,7 @@ from hub.auth.principal import Principal
 from hub.clock import iso, utcnow
 from hub.db.models import AuditEvent
 from hub.ids import new_id
-from hub.services.listing import Filter, ListSpec
+from hub.services.listing import Filter, ListSpec, one_of
 
 ActorType = Literal["user", "key", "node", "system", "anonymous"]
 OUTCOMES = ("success", "failure")
@@ -91,12 +91,6 @@ def audit_to_api(event: AuditEvent) -> dict[str, Any]:
     }
 
 
-def _outcome(value: str) -> str:
-    if value not in OUTCOMES:
-        raise ValueError("must be success or failure")
-    return value
-
-
 AUDIT_LIST = ListSpec(
     model=AuditEvent,
     serialize=audit_to_api,
@@ -106,7 +100,7 @@ AUDIT_LIST = ListSpec(
         Filter("actor_type", AuditEvent.actor_type),
         Filter("target_id", AuditEvent.target_id),
         Filter("target_type", AuditEvent.target_type),
-        Filter("outcome", AuditEvent.outcome, _outcome),
+        Filter("outcome", AuditEvent.outcome, one_of(OUTCOMES)),
         Filter("permission", AuditEvent.permission),
     ),
     search=(AuditEvent.action, AuditEvent.actor_name, AuditEvent.target_id),

@@ -8,7 +8,7 @@ from typing import Any
 from hub.clock import iso
 from hub.db.models import HealthEvent, Node
 from hub.ids import new_id
-from hub.services.listing import Filter, ListSpec
+from hub.services.listing import Filter, ListSpec, one_of
 
 SEVERITIES = ("info", "warning", "critical")
 STATES = ("open", "acknowledged", "suppressed", "resolved")
@@ -34,15 +34,6 @@ def event_to_api(event: HealthEvent) -> dict[str, Any]:
     }
 
 
-def _choice(options: tuple[str, ...]) -> Any:
-    def parse(value: str) -> str:
-        if value not in options:
-            raise ValueError(f"must be one of {', '.join(options)}")
-        return value
-
-    return parse
-
-
 HEALTH_LIST = ListSpec(
     model=HealthEvent,
     serialize=event_to_api,
@@ -50,8 +41,8 @@ HEALTH_LIST = ListSpec(
         Filter("node_id", HealthEvent.node_id),
         Filter("site", HealthEvent.site),
         Filter("kind", HealthEvent.kind),
-        Filter("severity", HealthEvent.severity, _choice(SEVERITIES)),
-        Filter("state", HealthEvent.state, _choice(STATES)),
+        Filter("severity", HealthEvent.severity, one_of(SEVERITIES)),
+        Filter("state", HealthEvent.state, one_of(STATES)),
     ),
     search=(HealthEvent.kind,),
     time_field=HealthEvent.last_seen,

@@ -68,6 +68,17 @@ class ListRequest:
     ids: tuple[str, ...] | None = None
 
 
+def one_of(options: tuple[str, ...]) -> Callable[[str], str]:
+    """A filter parser accepting only `options`."""
+
+    def parse(value: str) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
 def parse_list_request(spec: ListSpec, args: Mapping[str, Sequence[str]], ids: Sequence[str] | None = None) -> ListRequest:
     """Validate query parameters against `spec`; every problem is named in one 400."""
     problems: dict[str, str] = {}

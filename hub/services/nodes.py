@@ -15,7 +15,7 @@ from hub.errors import Conflict, InvalidRequest, NotFound
 from hub.ids import new_id
 from hub.services.audit import Actor, record
 from hub.services.auth import TokenCheck
-from hub.services.listing import Filter, ListSpec, get_scoped
+from hub.services.listing import Filter, ListSpec, get_scoped, one_of
 from hub.services.users import check_sites
 
 NODE_STATUSES = ("pending", "online", "degraded", "offline")
@@ -23,12 +23,6 @@ CREDENTIAL_PREFIX = "hkn"
 NODE_GRANTS = (Grant(frozenset({"node:control"}), None),)
 TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 NAME_MAX = 200
-
-
-def _status(value: str) -> str:
-    if value not in NODE_STATUSES:
-        raise ValueError(f"must be one of {', '.join(NODE_STATUSES)}")
-    return value
 
 
 def node_to_api(node: Node) -> dict[str, Any]:
@@ -57,7 +51,7 @@ NODE_LIST = ListSpec(
     model=Node,
     serialize=node_to_api,
     filters=(
-        Filter("status", Node.status, _status),
+        Filter("status", Node.status, one_of(NODE_STATUSES)),
         Filter("site", Node.site),
         Filter("tag", Node.tags, contains=True),
         Filter("version", Node.version),
