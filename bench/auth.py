@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
 import platform
 import secrets
@@ -67,7 +66,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from importlib import metadata
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +84,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hub_http  # noqa: E402
 from hub_http import (  # noqa: E402
     HOST,
-    LOAD_GRACE_S,
     READY_TIMEOUT_S,
     STOP_TIMEOUT_S,
     WARMUP_S,
@@ -193,85 +190,19 @@ def time_lookups(data_dir: Path, iterations: int) -> list[tuple[str, float]]:
 # -- login load (POST; runs in its own process) ---------------------------------
 
 
-async def _run_post_load(
-    port: int, path: str, body: bytes, connections: int, warmup_s: float, duration_s: float, server_pid: int | None
-) -> LoadResult:
-    """Like hub_http._run_load, but every request is a POST with a JSON body."""
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUser-Agent: hark-bench\r\nAccept: application/json\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode("latin-1") + body
-    now = time.perf_counter()
-    state = hub_http._LoadState(now + warmup_s, now + warmup_s + duration_s)
-
-    async def sample_cpu() -> tuple[float, float | None]:
-        await asyncio.sleep(max(0.0, state.measure_start - time.perf_counter()))
-        client_before = time.process_time()
-        server_before = hub_http._process_cpu_s(server_pid) if server_pid else None
-        await asyncio.sleep(max(0.0, state.measure_end - time.perf_counter()))
-        client_after = time.process_time()
-        server_after = hub_http._process_cpu_s(server_pid) if server_pid else None
-        server = server_after - server_before if server_before is not None and server_after is not None else None
-        return client_after - client_before, server
-
-    cpu_task = asyncio.create_task(sample_cpu())
-    await asyncio.gather(*(hub_http._connection_loop(port, request, state) for _ in range(connections)))
-    client_cpu_s, server_cpu_s = await cpu_task
-    latencies = sorted(state.latencies)
-    return LoadResult(
-        requests=len(latencies),
-        errors=state.errors,
-        duration_s=duration_s,
-        p50_ms=hub_http._percentile(latencies, 0.50) * 1000,
-        p99_ms=hub_http._percentile(latencies, 0.99) * 1000,
-        client_cpu_pct=100 * client_cpu_s / duration_s,
-        server_cpu_pct=None if server_cpu_s is None else 100 * server_cpu_s / duration_s,
-        statuses=dict(state.statuses),
-    )
-
-
-def post_load_process_main(
-    result_pipe: Connection,
-    port: int,
-    path: str,
-    body: bytes,
-    connections: int,
-    warmup_s: float,
-    duration_s: float,
-    server_pid: int | None,
-) -> None:
-    """Entry point of the POST load process: run the load and send a LoadResult back."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # on Ctrl-C the parent stops this process
-    try:
-        result = asyncio.run(_run_post_load(port, path, body, connections, warmup_s, duration_s, server_pid))
-    except Exception as err:  # noqa: BLE001 - reported to the parent instead of a traceback in a child
-        result = LoadResult(0, 0, duration_s, 0.0, 0.0, 0.0, None, failure=f"{type(err).__name__}: {err}")
-    result_pipe.send(result)
-    result_pipe.close()
-
-
 def measure_post(port: int, path: str, body: Any, connections: int, duration_s: float, server_pid: int) -> LoadResult:
-    """POST `body` as JSON to `path` under load, from a separate process, and return what it measured."""
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(
-        target=post_load_process_main,
-        args=(sender, port, path, json.dumps(body).encode(), connections, WARMUP_S, duration_s, server_pid),
-        name="load-post",
+    """POST `body` as JSON to `path` under load, from a separate process (hub_http's load generator)."""
+    target = hub_http.Target(
+        "post",
+        f"POST {path}",
+        port,
+        path,
+        {"Content-Type": "application/json", "Accept": "application/json"},
+        server_pid,
+        method="POST",
+        body=json.dumps(body).encode(),
     )
-    process.start()
-    sender.close()
-    try:
-        if not receiver.poll(WARMUP_S + duration_s + LOAD_GRACE_S):
-            raise RuntimeError(f"the load process for POST {path} did not report in time")
-        result: LoadResult = receiver.recv()
-        process.join(10)
-        return result
-    finally:
-        receiver.close()
-        if process.is_alive():
-            process.terminate()
-            process.join(5)
+    return hub_http.measure(target, connections, duration_s)
 
 
 # -- report ----------------------------------------------------------------------

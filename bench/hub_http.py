@@ -144,6 +144,16 @@ class Target:
     path: str
     headers: dict[str, str] = field(default_factory=dict)
     server_pid: int | None = None
+    method: str = "GET"
+    body: bytes = b""
+
+    def request(self) -> bytes:
+        """The raw HTTP/1.1 request the load process sends over and over."""
+        headers = {"Host": f"{HOST}:{self.port}", "User-Agent": "hark-bench", "Accept": "*/*", **self.headers}
+        if self.body:
+            headers["Content-Length"] = str(len(self.body))
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        return f"{self.method} {self.path} HTTP/1.1\r\n{lines}\r\n".encode("latin-1") + self.body
 
 
 # -- load generator (runs in its own process) ------------------------------------
@@ -250,12 +260,8 @@ async def _connection_loop(port: int, request: bytes, state: _LoadState) -> None
 
 
 async def _run_load(
-    port: int, path: str, headers: dict[str, str], connections: int, warmup_s: float, duration_s: float, server_pid: int | None
+    port: int, request: bytes, connections: int, warmup_s: float, duration_s: float, server_pid: int | None
 ) -> LoadResult:
-    header_lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUser-Agent: hark-bench\r\nAccept: */*\r\n{header_lines}\r\n"
-    ).encode("latin-1")
     now = time.perf_counter()
     state = _LoadState(now + warmup_s, now + warmup_s + duration_s)
 
@@ -287,8 +293,7 @@ async def _run_load(
 def load_process_main(
     result_pipe: Connection,
     port: int,
-    path: str,
-    headers: dict[str, str],
+    request: bytes,
     connections: int,
     warmup_s: float,
     duration_s: float,
@@ -297,7 +302,7 @@ def load_process_main(
     """Entry point of the load process: run the load and send a LoadResult back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # on Ctrl-C the parent stops this process
     try:
-        result = asyncio.run(_run_load(port, path, headers, connections, warmup_s, duration_s, server_pid))
+        result = asyncio.run(_run_load(port, request, connections, warmup_s, duration_s, server_pid))
     except Exception as err:  # noqa: BLE001 - reported to the parent instead of a traceback in a child
         result = LoadResult(0, 0, duration_s, 0.0, 0.0, 0.0, None, failure=f"{type(err).__name__}: {err}")
     result_pipe.send(result)
@@ -310,7 +315,7 @@ def measure(target: Target, connections: int, duration_s: float) -> LoadResult:
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(
         target=load_process_main,
-        args=(sender, target.port, target.path, target.headers, connections, WARMUP_S, duration_s, target.server_pid),
+        args=(sender, target.port, target.request(), connections, WARMUP_S, duration_s, target.server_pid),
         name=f"load-{target.label}",
     )
     process.start()
