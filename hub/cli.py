@@ -7,6 +7,8 @@ import asyncio
 import logging
 import signal
 import sys
+import traceback
+from typing import Any
 
 from hub import __version__
 from hub.config import HubConfig
@@ -23,6 +25,7 @@ async def serve(config: HubConfig) -> None:
     hub = Hub(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_loop_exception)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
@@ -33,6 +36,16 @@ async def serve(config: HubConfig) -> None:
     await stop.wait()
     log.info("stopping (signal received)")
     await hub.stop()
+
+
+def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """One log line for a client session the embedded broker (amqtt) lost mid-way; the rest as asyncio does."""
+    error = context.get("exception")
+    frames = traceback.extract_tb(error.__traceback__) if error is not None else []
+    if any("/amqtt/" in frame.filename for frame in frames):
+        log.warning("embedded broker: a client session ended abruptly (%s: %s)", type(error).__name__, error)
+        return
+    loop.default_exception_handler(context)
 
 
 def main(argv: list[str] | None = None) -> int:

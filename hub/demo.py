@@ -109,7 +109,9 @@ def run_demo() -> int:
     env = dict(os.environ, HARK_DATA_DIR=str(hub_dir), HARK_HTTP_HOST=host, HARK_HTTP_PORT=str(port))
     base_url = f"http://{host}:{port}"
     print(f"hark demo: starting the hub on {base_url} with its data in {hub_dir.resolve()}", flush=True)
-    children = [subprocess.Popen([sys.executable, "-m", "hub", "run"], env=env)]
+    # Children get sessions of their own: Ctrl-C reaches only the demo, which then stops
+    # the nodes before the hub (whose embedded broker they are connected to).
+    children = [subprocess.Popen([sys.executable, "-m", "hub", "run"], env=env, start_new_session=True)]
     hub = children[0]
     interrupted = False
 
@@ -129,7 +131,7 @@ def run_demo() -> int:
         nodes: list[str] = []
         if password:
             for name, node_env in demo_nodes(base_url, password, data_dir / "nodes"):
-                children.append(subprocess.Popen([sys.executable, "-m", "node"], env=node_env))
+                children.append(subprocess.Popen([sys.executable, "-m", "node"], env=node_env, start_new_session=True))
                 nodes.append(name)
         else:
             print(

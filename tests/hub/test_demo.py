@@ -10,8 +10,21 @@ import sys
 from pathlib import Path
 
 import httpx
+import psutil
 
 from tests.harness import ROOT, free_port, port_open, wait_for
+
+
+def started_by_demo(demo_dir: Path) -> list[int]:
+    """Processes still running with a data directory inside the demo's."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("HARK_DATA_DIR", "").startswith(str(demo_dir)):
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
 
 
 def test_demo_runs_three_nodes_prints_the_login_and_stops_on_ctrl_c(tmp_path: Path) -> None:
@@ -48,6 +61,5 @@ def test_demo_runs_three_nodes_prints_the_login_and_stops_on_ctrl_c(tmp_path: Pa
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
     assert not port_open("127.0.0.1", port)
-    leftover = subprocess.run(["pgrep", "-g", str(demo.pid)], capture_output=True, text=True).stdout.split()
-    assert leftover == [], f"demo left processes behind: {leftover}"
+    assert started_by_demo(tmp_path) == [], "the demo left processes behind"
     assert "Traceback" not in log.read_text()
