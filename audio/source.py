@@ -1,0 +1,84 @@
+"""Audio source strings (`KIND:TARGET?key=value&...`), parsed and checked; shared by the node and audio capture."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+KINDS = ("sounddevice", "pyaudio", "file", "synthetic")
+SYNTHETIC_SIGNALS = ("sine", "noise", "silence", "sweep")
+SYNTHETIC_OPTIONS = ("freq", "dbfs", "channels", "rate")
+CAPTURE_OPTIONS = ("channels", "rate")
+MIN_RATE, MAX_RATE = 16_000, 96_000
+MAX_CHANNELS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class AudioSource:
+    """Where the node's audio comes from; `signal` and the levels matter only for `synthetic`."""
+
+    kind: str
+    target: str
+    channels: int = 2
+    rate: int = 48_000
+    freq: float = 1000.0
+    dbfs: float = -20.0
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.kind == "synthetic"
+
+    def describe(self) -> str:
+        """A short human name, e.g. `synthetic sine 1000 Hz -20 dBFS`."""
+        if not self.is_synthetic:
+            return f"{self.kind} {self.target}".strip()
+        if self.target == "silence":
+            return "synthetic silence"
+        level = f"{self.dbfs:g} dBFS" + (" RMS" if self.target == "noise" else "")
+        if self.target == "noise":
+            return f"synthetic noise {level}"
+        return f"synthetic {self.target} {self.freq:g} Hz {level}"
+
+
+def parse_audio_source(text: str) -> AudioSource:
+    """Parse `KIND:TARGET?options`; ValueError says what is wrong."""
+    kind, sep, rest = text.strip().partition(":")
+    if not sep or kind not in KINDS:
+        raise ValueError(f"expected KIND:TARGET with KIND one of {', '.join(KINDS)}")
+    target, _, query = rest.partition("?")
+    try:
+        options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+    except ValueError as err:
+        raise ValueError(f"bad options {query!r}") from err
+    allowed = SYNTHETIC_OPTIONS if kind == "synthetic" else CAPTURE_OPTIONS
+    if kind == "synthetic":
+        target = target or "sine"
+        if target not in SYNTHETIC_SIGNALS:
+            raise ValueError(f"synthetic signal must be one of {', '.join(SYNTHETIC_SIGNALS)}, not {target!r}")
+    elif not target:
+        raise ValueError(f"{kind}: needs a target, e.g. {kind}:0")
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r} (known: {', '.join(allowed)})")
+    values: dict[str, float | int] = {}
+    if "channels" in options:
+        values["channels"] = _number(options, "channels", int, 1, MAX_CHANNELS)
+    if "rate" in options:
+        values["rate"] = _number(options, "rate", int, MIN_RATE, MAX_RATE)
+    if kind == "synthetic":
+        if "freq" in options:
+            values["freq"] = _number(options, "freq", float, 1.0, 48_000.0)
+        if "dbfs" in options:
+            values["dbfs"] = _number(options, "dbfs", float, -200.0, 0.0)
+    return AudioSource(kind=kind, target=target, options=options, **values)  # type: ignore[arg-type]
+
+
+def _number(options: dict[str, str], key: str, kind: type[int] | type[float], low: float, high: float) -> int | float:
+    try:
+        value = kind(options[key])
+    except ValueError as err:
+        raise ValueError(f"option {key!r}: {options[key]!r} is not a number") from err
+    if not low <= value <= high:
+        raise ValueError(f"option {key!r}: {value} is outside {low:g}..{high:g}")
+    return value
