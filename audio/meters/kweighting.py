@@ -1,0 +1,63 @@
+"""K-weighting (ITU-R BS.1770-4): a high shelf then the RLB high-pass, as a streaming filter over all channels."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.signal import lfilter
+
+# BS.1770-4 tables 1 and 2: the published coefficients at 48 kHz, (b0, b1, b2), (1, a1, a2).
+SHELF_48K = ((1.53512485958697, -2.69169618940638, 1.19839281085285), (1.0, -1.69065929318241, 0.73248077421585))
+HIGHPASS_48K = ((1.0, -2.0, 1.0), (1.0, -1.99004745483398, 0.99007225036621))
+
+# The analog prototype behind them (as libebur128 derives it), for every other rate.
+SHELF_F0 = 1681.974450955533
+SHELF_GAIN_DB = 3.999843853973347
+SHELF_Q = 0.7071752369554196
+SHELF_VB_EXPONENT = 0.4996667741545416
+HIGHPASS_F0 = 38.13547087602444
+HIGHPASS_Q = 0.5003270373238773
+
+Biquad = tuple[tuple[float, float, float], tuple[float, float, float]]
+
+
+def k_weighting_biquads(sample_rate: int) -> tuple[Biquad, Biquad]:
+    """The shelf and high-pass biquads at `sample_rate`: the published ones at 48 kHz, else from the prototype."""
+    if sample_rate == 48000:
+        return SHELF_48K, HIGHPASS_48K
+    k = math.tan(math.pi * SHELF_F0 / sample_rate)
+    vh = 10.0 ** (SHELF_GAIN_DB / 20.0)
+    vb = vh**SHELF_VB_EXPONENT
+    a0 = 1.0 + k / SHELF_Q + k * k
+    shelf = (
+        ((vh + vb * k / SHELF_Q + k * k) / a0, 2.0 * (k * k - vh) / a0, (vh - vb * k / SHELF_Q + k * k) / a0),
+        (1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / SHELF_Q + k * k) / a0),
+    )
+    k = math.tan(math.pi * HIGHPASS_F0 / sample_rate)
+    a0 = 1.0 + k / HIGHPASS_Q + k * k
+    highpass = ((1.0, -2.0, 1.0), (1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / HIGHPASS_Q + k * k) / a0))
+    return shelf, highpass
+
+
+def k_weighting_ba(sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both stages as one 4th-order (b, a), the cheapest form for scipy's lfilter (and what libebur128 runs)."""
+    shelf, highpass = k_weighting_biquads(sample_rate)
+    return np.convolve(shelf[0], highpass[0]), np.convolve(shelf[1], highpass[1])
+
+
+class KWeightingFilter:
+    """Streaming K-weighting of (channels, frames) float64 blocks, its state carried from block to block."""
+
+    def __init__(self, sample_rate: int, channels: int) -> None:
+        self._b, self._a = k_weighting_ba(sample_rate)
+        self._zi = np.zeros((channels, len(self._a) - 1))
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """The K-weighted block."""
+        out, self._zi = lfilter(self._b, self._a, block, axis=1, zi=self._zi)
+        return np.asarray(out)
+
+    def reset(self) -> None:
+        """Forget the signal so far."""
+        self._zi[:] = 0.0
