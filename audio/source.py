@@ -9,6 +9,8 @@ KINDS = ("sounddevice", "pyaudio", "file", "synthetic")
 SYNTHETIC_SIGNALS = ("sine", "noise", "silence", "sweep")
 SYNTHETIC_OPTIONS = ("freq", "dbfs", "channels", "rate")
 CAPTURE_OPTIONS = ("channels", "rate")
+PORTAUDIO_OPTIONS = ("channels", "rate", "format")
+SAMPLE_FORMATS = ("float32", "int32", "int16")
 MIN_RATE, MAX_RATE = 16_000, 96_000
 MAX_CHANNELS = 64
 
@@ -23,6 +25,7 @@ class AudioSource:
     rate: int = 48_000
     freq: float = 1000.0
     dbfs: float = -20.0
+    sample_format: str = "float32"
     options: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -51,7 +54,7 @@ def parse_audio_source(text: str) -> AudioSource:
         options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
     except ValueError as err:
         raise ValueError(f"bad options {query!r}") from err
-    allowed = SYNTHETIC_OPTIONS if kind == "synthetic" else CAPTURE_OPTIONS
+    allowed = {"synthetic": SYNTHETIC_OPTIONS, "file": CAPTURE_OPTIONS}.get(kind, PORTAUDIO_OPTIONS)
     if kind == "synthetic":
         target = target or "sine"
         if target not in SYNTHETIC_SIGNALS:
@@ -61,7 +64,11 @@ def parse_audio_source(text: str) -> AudioSource:
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"unknown option {unknown[0]!r} (known: {', '.join(allowed)})")
-    values: dict[str, float | int] = {}
+    values: dict[str, float | int | str] = {}
+    if "format" in options:
+        if options["format"] not in SAMPLE_FORMATS:
+            raise ValueError(f"option 'format' must be one of {', '.join(SAMPLE_FORMATS)}, not {options['format']!r}")
+        values["sample_format"] = options["format"]
     if "channels" in options:
         values["channels"] = _number(options, "channels", int, 1, MAX_CHANNELS)
     if "rate" in options:

@@ -12,11 +12,11 @@ apt_install() {
     exit 1
   fi
   if [ "$apt_updated" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq -o DPkg::Lock::Timeout=300
     apt_updated=1
   fi
   echo "tests/services.sh: installing $*"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 "$@" >/dev/null
 }
 
 # --- Mosquitto ---------------------------------------------------------------
@@ -33,6 +33,57 @@ fi
 # --- Node.js (the tests run a real OpenID provider, panva/node-oidc-provider) ---
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   apt_install nodejs npm
+fi
+
+# --- Audio (PortAudio for sounddevice/pyaudio, PulseAudio with a null sink, an ALSA file PCM) ---
+# libportaudio2 is what sounddevice loads; portaudio19-dev builds pyaudio; the tests start their
+# own PulseAudio and capture from the ALSA PCM `harkfile`, whose samples come from the raw
+# S16_LE file named by HARK_ALSA_INFILE (see tests/audio/conftest.py).
+audio_missing=()
+for pkg in libportaudio2 portaudio19-dev sox pulseaudio pulseaudio-utils libasound2-plugins espeak-ng; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || audio_missing+=("$pkg")
+done
+if [ "${#audio_missing[@]}" -gt 0 ]; then
+  apt_install "${audio_missing[@]}"
+fi
+asound_conf=/etc/asound.conf
+hark_pcm=$(cat <<'ASOUND'
+# hark-test-pcm begin (written by hark tests/services.sh; replaced when it changes)
+# Capture from `harkfile` gives the raw S16_LE samples of the file named by HARK_ALSA_INFILE,
+# bit-exact and as fast as they are read (not paced), in whatever format the client asks for
+# (the plug converts; S16 to float is a division by 32768). Playback into it is discarded.
+pcm.harkfile_raw {
+    type file
+    slave.pcm "null"
+    file "/dev/null"
+    infile {
+        @func getenv
+        vars [ HARK_ALSA_INFILE ]
+        default "/dev/zero"
+    }
+    format "raw"
+}
+pcm.harkfile {
+    type plug
+    slave {
+        pcm "harkfile_raw"
+        format S16_LE
+    }
+}
+# hark-test-pcm end
+ASOUND
+)
+current_pcm=$(sed -n '/^# hark-test-pcm begin/,/^# hark-test-pcm end/p' "$asound_conf" 2>/dev/null || true)
+if [ "$current_pcm" != "$hark_pcm" ]; then
+  if ! is_root; then
+    echo "tests/services.sh: $asound_conf lacks the current hark test PCM and not root: run this script as root once" >&2
+    exit 1
+  fi
+  echo "tests/services.sh: writing the hark test PCM 'harkfile' into $asound_conf"
+  if [ -f "$asound_conf" ]; then
+    sed -i '/^# hark-test-pcm begin/,/^# hark-test-pcm end/d' "$asound_conf"
+  fi
+  printf '%s\n' "$hark_pcm" >>"$asound_conf"
 fi
 
 # --- PostgreSQL --------------------------------------------------------------
@@ -59,4 +110,4 @@ if [ "${installed_pg:-0}" = 1 ]; then
   # A fresh Debian cluster asks for passwords over TCP: give the tests a known one.
   su postgres -c "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
 fi
-echo "tests/services.sh: Mosquitto $(mosquitto -h 2>/dev/null | head -n 1 | awk '{print $3}') and PostgreSQL ready"
+echo "tests/services.sh: Mosquitto $(mosquitto -h 2>/dev/null | head -n 1 | awk '{print $3}'), PostgreSQL and audio ready"
