@@ -26,6 +26,11 @@ def k_weighting_biquads(sample_rate: int) -> tuple[Biquad, Biquad]:
     """The shelf and high-pass biquads at `sample_rate`: the published ones at 48 kHz, else from the prototype."""
     if sample_rate == 48000:
         return SHELF_48K, HIGHPASS_48K
+    return k_weighting_prototype(sample_rate)
+
+
+def k_weighting_prototype(sample_rate: float) -> tuple[Biquad, Biquad]:
+    """The shelf and high-pass biquads derived from the analog prototype through the bilinear transform."""
     k = math.tan(math.pi * SHELF_F0 / sample_rate)
     vh = 10.0 ** (SHELF_GAIN_DB / 20.0)
     vb = vh**SHELF_VB_EXPONENT

@@ -161,6 +161,7 @@ class LoudnessMeter:
         self._partial = np.zeros(channels)  # sum of the segment in progress
         self._position = 0  # frames metered
         self._completed = 0  # segments completed
+        self._origin = 0  # first segment that gated blocks may hold (moves on a reset)
         self._integrated = [GatedHistogram() for _ in self.programmes]
         self._range = [GatedHistogram() for _ in self.programmes]
         self._lra_cache: list[float | None] = [None] * len(self.programmes)
@@ -198,7 +199,8 @@ class LoudnessMeter:
         ]
 
     def reset_integration(self) -> None:
-        """Start integrated loudness and loudness range again (the filters and windows keep running)."""
+        """Start integrated loudness and loudness range again from the next segment (filters and windows keep running)."""
+        self._origin = self._completed + (1 if self._position % self._segment else 0)
         for histogram in (*self._integrated, *self._range):
             histogram.clear()
         self._lra_cache = [None] * len(self.programmes)
@@ -242,7 +244,7 @@ class LoudnessMeter:
     def _complete_segment(self, total: np.ndarray) -> None:
         self._segments[self._completed % len(self._segments)] = total
         self._completed += 1
-        done = self._completed
+        done = self._completed - self._origin  # segments since the measurement started
         if done >= MOMENTARY_SEGMENTS:
             for histogram, energy in zip(self._integrated, self._last_segments_energy(MOMENTARY_SEGMENTS), strict=True):
                 histogram.add(energy)
