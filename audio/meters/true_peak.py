@@ -57,8 +57,7 @@ class TruePeakMeter:
         self.factor = oversampling_factor(sample_rate)
         self._channels = channels
         self._history = np.zeros((channels, HISTORY), dtype=np.float32)
-        phases = ANNEX2_PHASES[:: 4 // self.factor] if self.factor > 1 else ANNEX2_PHASES[:0]
-        self._matrix = banded_interpolator(phases, ROW)
+        self._matrix = banded_interpolator(ANNEX2_PHASES[:: 4 // self.factor], ROW)
         self._chunk = max(1, BLAS_SINGLE_THREAD_WORK // self._matrix.size)
 
     def process(self, block: np.ndarray) -> np.ndarray:
