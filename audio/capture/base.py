@@ -81,7 +81,7 @@ class Capture(ABC):
         stats.last_block_at = time.monotonic()
 
     def __enter__(self) -> Capture:
-        self.start()
+        """`with open_capture(...) as capture:` closes the (already started) capture on the way out."""
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -43,7 +43,11 @@ OpenCapture = Callable[[AudioSource, RingBuffer, CaptureStats], Capture]
 
 
 class CaptureSupervisor:
-    """Runs one source's capture in its own thread for as long as it is started, through device loss and back."""
+    """Runs one source's capture in its own thread for as long as it is started, through device loss and back.
+
+    A stream is lost when it ends or delivers nothing for `stall_s` (`first_block_s` after opening:
+    PulseAudio and some USB interfaces take a while to deliver their first block).
+    """
 
     def __init__(
         self,
@@ -52,6 +56,7 @@ class CaptureSupervisor:
         on_condition: Callable[[CaptureCondition], None],
         *,
         stall_s: float = 2.0,
+        first_block_s: float = 5.0,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
         poll_s: float = 0.05,
@@ -61,6 +66,7 @@ class CaptureSupervisor:
         self.ring = ring
         self.stats = CaptureStats()
         self.stall_s = stall_s
+        self.first_block_s = first_block_s
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.poll_s = poll_s
@@ -148,7 +154,7 @@ class CaptureSupervisor:
             if not capture.alive():
                 self.last_error = "the stream ended"
                 break
-            if silent_s > self.stall_s:
+            if silent_s > (self.stall_s if flowed else max(self.stall_s, self.first_block_s)):
                 self.last_error = f"no audio for {silent_s:.1f}s"
                 break
         if not self._stop.is_set():
