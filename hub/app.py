@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
-from hub.api import access, audit, auth, events, health, keys, nodes, oidc, system
+from hub.api import access, audit, auth, events, health, keys, lifecycle, nodes, oidc, system
 from hub.api.base import BaseHandler, NotFoundHandler
 from hub.api.console import CONSOLE_DIR, ConsoleFileHandler
 from hub.const import API_PREFIX as V1
@@ -68,6 +68,9 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/nodes/{{id}}/interfaces/{{iid}}", nodes.NodeInterfaceHandler),
     (f"{V1}/nodes/{{id}}/credentials/rotate", nodes.RotateHandler),
     (f"{V1}/nodes/{{id}}/meters", nodes.NodeMetersHandler),
+    (f"{V1}/nodes/{{id}}/lifecycle/{{action}}", lifecycle.LifecycleActionHandler),
+    (f"{V1}/nodes/{{id}}/lifecycle-jobs", lifecycle.LifecycleJobsHandler),
+    (f"{V1}/nodes/{{id}}/lifecycle-jobs/{{jid}}", lifecycle.LifecycleJobHandler),
     (f"{V1}/events/stream", events.EventStreamHandler),
     # health
     (f"{V1}/health-events", health.HealthEventsHandler),

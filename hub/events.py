@@ -16,6 +16,15 @@ QUEUE = 1000  # events a slow subscriber may lag before it is dropped
 
 
 @dataclass(frozen=True, slots=True)
+class FleetEvent:
+    """Something a change caused, for the events stream once its transaction commits: `node.online`, ..."""
+
+    type: str
+    site: str | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     id: int
     type: str

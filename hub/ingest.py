@@ -15,9 +15,9 @@ import msgspec
 
 from hub.clock import utcnow
 from hub.mqtt.bridge import InvalidMessage
-from hub.mqtt.messages import HealthReport, Heartbeat, MeterFrame, Status
+from hub.mqtt.messages import HealthReport, Heartbeat, LifecycleReport, MeterFrame, Status
 from hub.mqtt.topics import NodeTopic, command_topic
-from hub.services import telemetry
+from hub.services import lifecycle, telemetry
 from hub.services.telemetry import FleetEvent, OutboxMessage
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class FleetIngest:
         bridge.route("status", self.on_status, Status)
         bridge.route("heartbeat", self.on_outbox, Heartbeat)
         bridge.route("health", self.on_outbox, HealthReport)
+        bridge.route("lifecycle", self.on_outbox, LifecycleReport)
         bridge.route("meters", self.on_meters, MeterFrame)
 
     def start(self) -> None:
@@ -64,8 +65,10 @@ class FleetIngest:
     async def on_status(self, topic: NodeTopic, status: Status) -> None:
         events = await self.hub.db.run(telemetry.apply_status, topic.node_id, status, utcnow())
         self.publish_events(events)
+        if status.state == "online":
+            await self.deliver_lifecycle(topic.node_id)
 
-    def on_outbox(self, topic: NodeTopic, message: Heartbeat | HealthReport) -> None:
+    def on_outbox(self, topic: NodeTopic, message: Heartbeat | HealthReport | LifecycleReport) -> None:
         if not message.msg_id or len(message.msg_id) > 100:
             raise InvalidMessage("msg_id must be 1-100 characters")
         self._pending.append(OutboxMessage(topic.node_id, message.msg_id, message))
@@ -103,7 +106,18 @@ class FleetIngest:
                     bridge.publish(command_topic(node_id, "ack"), {"ids": ids})
             self.publish_events(events)
 
-    async def ingest_http(self, node_id: str, message: Heartbeat | HealthReport) -> None:
+    async def deliver_lifecycle(self, node_id: str) -> None:
+        """Publish the node's waiting lifecycle jobs on `cmd/lifecycle` (again, until the node reports on them)."""
+        bridge = self.hub.bridge
+        if bridge is None:
+            return
+        commands = await self.hub.db.run(lifecycle.deliverable, node_id)
+        sent = [c.job_id for c in commands if bridge.publish(command_topic(node_id, "lifecycle"), msgspec.json.encode(c))]
+        if sent:
+            log.info("node %s: %d lifecycle jobs delivered", node_id, len(sent))
+            self.publish_events(await self.hub.db.run(lifecycle.mark_sent, sent))
+
+    async def ingest_http(self, node_id: str, message: Heartbeat | HealthReport | LifecycleReport) -> None:
         """The same as MQTT, for nodes that post over HTTP: applied before the answer."""
         acks, events = await self.hub.db.run(telemetry.ingest_outbox, [OutboxMessage(node_id, message.msg_id, message)])
         self.publish_events(events)
@@ -113,8 +127,9 @@ class FleetIngest:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             try:
                 self.publish_events(await self.hub.db.run(telemetry.sweep_missed_heartbeats))
+                self.publish_events(await self.hub.db.run(lifecycle.expire_jobs))
             except Exception:
-                log.exception("missed-heartbeat sweep failed; retrying")
+                log.exception("sweep of missed heartbeats and expired jobs failed; retrying")
 
     def publish_events(self, events: list[FleetEvent]) -> None:
         for event in events:

@@ -10,15 +10,21 @@ from typing import Any
 
 from hub import __version__
 from hub.mqtt.backoff import backoff_delay
-from hub.mqtt.messages import Ack, ConfigChanged, NewCredential
+from hub.mqtt.messages import Ack, ConfigChanged, LifecycleCommand, NewCredential
 from node import const
+from node.clock import time_quality
 from node.commands import MalformedCommand, decode_command
 from node.config import NodeConfig
+from node.diagnostics import RecentLog
 from node.errors import HubProtocolError, NodeError, StateError
 from node.health import outbox_level_payload
 from node.heartbeat import ClockStatus, HeartbeatWorker
 from node.hub_client import FetchedConfig, HubClient
+from node.identify import Identify
+from node.lifecycle import LifecycleRunner
+from node.lifecycle_actions import NodeActions
 from node.meters import MeterPublisher
+from node.privileged import PrivilegedCommands
 from node.sender import OutboxSender
 from node.state import StateStore, load_state, resolve_state, save_state
 from node.topics import NodeTopics
@@ -73,6 +79,20 @@ class Agent:
         )
         self._refetch_config = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.recent_log = RecentLog()
+        self.identify = Identify()
+        actions = NodeActions(
+            config.data_dir,
+            PrivilegedCommands(config.node_privileged_runner),
+            self._restart_audio,
+            self._refresh_clock,
+            self.describe,
+            self.recent_log,
+            self.identify,
+        )
+        self.lifecycle = LifecycleRunner(config.data_dir, actions.table(), self._report_lifecycle, self._request_restart)
+        self.restart_requested = False
+        self._restart = asyncio.Event()
 
     # -- run -------------------------------------------------------------------------
 
@@ -92,8 +112,10 @@ class Agent:
         workers_stop = asyncio.Event()
         workers: list[asyncio.Task[Any]] = []
         failed: list[str] = []
+        logging.getLogger().addHandler(self.recent_log)
         try:
             await self.sender.open()
+            await self.lifecycle.finish_restart(state.boot_count)
             if state.mqtt_url:
                 self._use_broker(state.mqtt_url, "cached")
             workers = [
@@ -101,8 +123,9 @@ class Agent:
                 asyncio.create_task(self.heartbeats.run(workers_stop), name="heartbeat"),
                 asyncio.create_task(self.meters.run(workers_stop), name="meters"),
                 asyncio.create_task(self._config_worker(workers_stop), name="config"),
+                asyncio.create_task(self.lifecycle.run(workers_stop), name="lifecycle"),
             ]
-            await wait_any(None, stop, *[_done_event(t) for t in workers])
+            await wait_any(None, stop, self._restart, *[_done_event(t) for t in workers])
             for task in workers:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     log.error("worker %s failed: %r", task.get_name(), task.exception())
@@ -117,6 +140,7 @@ class Agent:
             await self.sender.close()
             self.hub.close()
             log.info("stopped")
+            logging.getLogger().removeHandler(self.recent_log)
         if failed:
             raise NodeError(f"worker {', '.join(failed)} failed")
 
@@ -218,6 +242,8 @@ class Agent:
             self._spawn(self._ack(command))
         elif isinstance(command, NewCredential):
             self._spawn(self._rotate_credential(command))
+        elif isinstance(command, LifecycleCommand):
+            self.lifecycle.submit(command)
         elif isinstance(command, ConfigChanged):
             log.info("hub says the config changed (%s): fetching it again", ", ".join(command.changed) or "unspecified")
             self._refetch_config.set()
@@ -239,6 +265,50 @@ class Agent:
         self.hub.set_credential(command.credential)
         self.transport.set_credential(command.credential)
         log.info("credential rotated (the old one stops working at %s)", command.valid_until_old or "once replaced")
+
+    # -- lifecycle actions -------------------------------------------------------------
+
+    async def _report_lifecycle(self, job_id: str, build: Any) -> None:
+        if await self.sender.enqueue("lifecycle", self.topics.lifecycle(job_id), build) is None:
+            log.error("lifecycle job %s: the outbox refused its report", job_id)
+
+    def _request_restart(self) -> None:
+        """`restart-agent`: stop like on SIGTERM; the command line then starts the agent again in place."""
+        self.restart_requested = True
+        self._restart.set()
+
+    async def _restart_audio(self) -> str:
+        return self.meters.restart()
+
+    async def _refresh_clock(self) -> str:
+        """Measure the offset to the hub again (after a time sync) and read the clock's quality."""
+        fetched = await self.hub.fetch_config()
+        self.clock.offset_ms = fetched.clock_offset_ms
+        self.clock.quality = await asyncio.get_running_loop().run_in_executor(None, time_quality)
+        return (
+            f"clock offset to the hub {fetched.clock_offset_ms} ms (round trip {fetched.round_trip_ms} ms), "
+            f"quality {self.clock.quality}"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The agent's own view of itself, for diagnostics (secrets are removed by the bundle)."""
+        state = self.store.state
+        level = self.sender.level
+        return {
+            "node_id": state.node_id,
+            "boot_id": self.boot_id,
+            "boot_count": state.boot_count,
+            "hub_url": state.hub_url,
+            "mqtt_url": state.mqtt_url,
+            "mqtt_connected": self.transport.connected,
+            "audio_source": self.config.audio_source.describe(),
+            "heartbeat_interval_s": self.heartbeat_interval_s,
+            "meter_interval_ms": self.meters.interval_ms,
+            "outbox": {"depth": level.depth, "capacity": level.capacity, "in_flight": self.sender.in_flight},
+            "clock": {"offset_ms": self.clock.offset_ms, "quality": self.clock.quality},
+            "data_dir": str(self.config.data_dir.resolve()),
+            "lifecycle_jobs_seen": len(self.lifecycle.ledger.jobs),
+        }
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -54,4 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     except NodeError as err:
         log.error("stopped: %s", err)
         return 1
+    if agent.restart_requested:
+        restart_in_place()
     return 0
+
+
+def restart_in_place() -> None:
+    """Replace this process with a fresh agent (same pid, so a supervisor sees no exit)."""
+    log.info("restarting the agent in place")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "node", *sys.argv[1:]])

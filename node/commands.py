@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import msgspec
 
-from hub.mqtt.messages import Ack, ConfigChanged, NewCredential
+from hub.mqtt.messages import Ack, ConfigChanged, LifecycleCommand, NewCredential
 from node import const
 from node.errors import NodeError
 
-Command = Ack | NewCredential | ConfigChanged
+Command = Ack | NewCredential | ConfigChanged | LifecycleCommand
 
 COMMAND_TYPES: dict[str, type[Command]] = {
     const.CMD_ACK: Ack,
     const.CMD_CREDENTIALS: NewCredential,
     const.CMD_CONFIG: ConfigChanged,
+    const.CMD_LIFECYCLE: LifecycleCommand,
 }
 
 
@@ -32,6 +33,10 @@ def decode_command(kind: str, payload: bytes) -> Command | None:
         command = msgspec.json.decode(payload, type=schema)
     except msgspec.DecodeError as err:  # ValidationError is a DecodeError
         raise MalformedCommand(f"cmd/{kind}: {err}") from err
+    if isinstance(command, LifecycleCommand) and not 1 <= len(command.job_id) <= 40:
+        raise MalformedCommand(f"cmd/{kind}: job_id must be 1-40 characters")
+    if isinstance(command, LifecycleCommand) and not 0 < command.timeout_s <= 86_400:
+        raise MalformedCommand(f"cmd/{kind}: timeout_s out of range")
     if isinstance(command, NewCredential) and not command.credential.strip():
         raise MalformedCommand(f"cmd/{kind}: the credential is empty")
     return command

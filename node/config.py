@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -60,6 +61,14 @@ def _parse_port(raw: str) -> int:
     return port
 
 
+def _parse_runner(raw: str) -> tuple[str, ...]:
+    """A command prefix for privileged commands, e.g. `sudo -n` (empty: run them directly)."""
+    try:
+        return tuple(shlex.split(raw))
+    except ValueError as err:
+        raise ValueError(f"not a command line: {err}") from err
+
+
 def _parse_log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -76,6 +85,7 @@ NODE_SETTINGS: tuple[Setting, ...] = (
     Setting("node_local_port", _parse_port, const.DEFAULT_LOCAL_PORT),
     Setting("heartbeat_interval_s", _parse_positive_float, const.DEFAULT_HEARTBEAT_INTERVAL_S),
     Setting("outbox_capacity", _parse_capacity, const.DEFAULT_OUTBOX_CAPACITY),
+    Setting("node_privileged_runner", _parse_runner, ()),
     Setting("log_level", _parse_log_level, "INFO"),
 )
 
@@ -92,6 +102,7 @@ class NodeConfig:
     node_local_port: int
     heartbeat_interval_s: float
     outbox_capacity: int
+    node_privileged_runner: tuple[str, ...]
     log_level: str
     explicit: frozenset[str] = field(default_factory=frozenset)
 

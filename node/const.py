@@ -39,8 +39,10 @@ TOPIC_STATUS = "status"
 TOPIC_HEARTBEAT = "heartbeat"
 TOPIC_HEALTH = "health"
 TOPIC_METERS = "meters"
+TOPIC_LIFECYCLE = "lifecycle"  # lifecycle/{job_id}
 TOPIC_COMMANDS = "cmd"
 
 CMD_ACK = "ack"
 CMD_CREDENTIALS = "credentials"
 CMD_CONFIG = "config"
+CMD_LIFECYCLE = "lifecycle"

@@ -60,6 +60,14 @@ class MeterPublisher:
         self._publish = publish
         self._seq = itertools.count(1)
         self._channels = synthetic_channels(source)
+        self.restarts = 0
+
+    def restart(self) -> str:
+        """Start the audio path again from the source (what `restart-audio` does); says what it restarted."""
+        self._channels = synthetic_channels(self.source)
+        self.restarts += 1
+        log.info("audio restarted: %s", self.source.describe())
+        return f"audio restarted: {self.source.describe()}, {len(self._channels)} channels metered"
 
     def frame(self) -> MeterFrame:
         return MeterFrame(

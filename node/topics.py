@@ -33,6 +33,9 @@ class NodeTopics:
     def meters(self) -> str:
         return self._topic(const.TOPIC_METERS)
 
+    def lifecycle(self, job_id: str) -> str:
+        return self._topic(f"{const.TOPIC_LIFECYCLE}/{job_id}")
+
     @property
     def commands_filter(self) -> str:
         return command_topic(self.node_id, "#")

@@ -227,3 +227,25 @@ class HealthEvent(BaseModel):
 
     class Meta:
         table_name = "health_event"
+
+
+class LifecycleJob(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=40)
+    node_id = peewee.CharField(max_length=40, index=True)
+    site = peewee.CharField(max_length=100, null=True, index=True)
+    action = peewee.CharField(max_length=40)
+    state = peewee.CharField(max_length=16, index=True)  # queued | sent | running | succeeded | failed | expired
+    created_at = peewee.DateTimeField()
+    created_by = JSONField(default=dict)  # {type, id, name}
+    expires_at = peewee.DateTimeField()
+    timeout_s = peewee.FloatField()
+    sent_at = peewee.DateTimeField(null=True)
+    deliveries = peewee.IntegerField(default=0)
+    started_at = peewee.DateTimeField(null=True)
+    finished_at = peewee.DateTimeField(null=True)
+    exit_code = peewee.IntegerField(null=True)
+    output = peewee.TextField(default="")
+    error = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "lifecycle_job"

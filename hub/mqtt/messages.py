@@ -7,10 +7,12 @@ node -> hub
   heartbeat   QoS 1, through the node's outbox (carries `msg_id`)
   health      QoS 1, through the outbox: a health condition opened or cleared
   meters      QoS 0, never stored: the latest meter frame
+  lifecycle/{job_id}  QoS 1, through the outbox: a lifecycle job started, succeeded or failed
 hub -> node (`cmd/{kind}`, QoS 1)
   cmd/ack          the outbox messages the hub has stored; the node drops them from its outbox
   cmd/credentials  a new credential (rotation with delivery); the old one works until `valid_until`
   cmd/config       the node's settings changed: fetch `GET /api/v1/nodes/{id}/config` again
+  cmd/lifecycle    run one allowlisted lifecycle action (sent again on reconnect until it reports)
 
 Every outbox message has a `msg_id` unique per node; the hub applies each id once and
 acknowledges it, so a message replayed after an outage is never counted twice.
@@ -101,6 +103,21 @@ class MeterFrame(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     sample_rate: int | None = None
 
 
+LIFECYCLE_ACTIONS: tuple[str, ...] = ("restart-agent", "restart-audio", "reboot", "sync-time", "collect-diagnostics", "identify")
+
+
+class LifecycleReport(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """A lifecycle job's progress on the node: `running`, then `succeeded` or `failed` with its output."""
+
+    msg_id: str
+    ts: str
+    job_id: str
+    state: Literal["running", "succeeded", "failed"]
+    exit_code: int | None = None
+    output: str = ""
+    error: str | None = None
+
+
 class Ack(msgspec.Struct, frozen=True):
     ids: list[str]
 
@@ -112,3 +129,12 @@ class NewCredential(msgspec.Struct, frozen=True):
 
 class ConfigChanged(msgspec.Struct, frozen=True):
     changed: list[str] = []
+
+
+class LifecycleCommand(msgspec.Struct, frozen=True):
+    """Run `action` once (the node remembers job ids it has run), within `timeout_s`."""
+
+    job_id: str
+    action: str  # one of LIFECYCLE_ACTIONS; a node answers an action it does not know with a failed report
+    timeout_s: float
+    expires_at: str | None = None

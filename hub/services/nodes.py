@@ -266,6 +266,7 @@ def node_actions(node: Node, principal: Principal) -> dict[str, dict[str, Any]]:
     return {
         "update": state(manage, no_right),
         "rotate_credentials": state(manage, no_right),
+        "lifecycle": state(manage, no_right),
         "delete": state(manage, no_right),
     }
 

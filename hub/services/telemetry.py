@@ -1,4 +1,4 @@
-"""What node telemetry does to the hub's state: status, heartbeats, health reports, missed heartbeats.
+"""What node telemetry does to the hub's state: status, heartbeats, health and lifecycle reports, missed heartbeats.
 
 Plain functions on a database worker. Each returns the fleet events it caused, so the
 caller can publish them on the events stream after the transaction commits.
@@ -15,22 +15,15 @@ import msgspec
 
 from hub.clock import iso, parse_iso, utcnow
 from hub.db.models import HealthEvent, Node, NodeStatusChange, ReceivedMessage, database_proxy
+from hub.events import FleetEvent
 from hub.ids import new_id
-from hub.mqtt.messages import HealthReport, Heartbeat, Status
+from hub.mqtt.messages import HealthReport, Heartbeat, LifecycleReport, Status
+from hub.services import lifecycle
 from hub.services.health import UNRESOLVED, event_to_api, has_open_critical, report_condition
 
 MISSED_HEARTBEATS = 3  # offline after this many intervals without a heartbeat
 FRESH_SLACK = timedelta(seconds=5)
 DEDUP_KEEP = timedelta(days=7)
-
-
-@dataclass(frozen=True, slots=True)
-class FleetEvent:
-    """Something the events stream tells subscribers: `node.online`, `health.opened`, ..."""
-
-    type: str
-    site: str | None
-    data: dict[str, Any]
 
 
 def _transition(node: Node, to: str, reason: str, at: datetime, events: list[FleetEvent]) -> None:
@@ -113,6 +106,7 @@ def _apply_heartbeat(
     if (
         node.status in ("pending", "offline")
         and at - sent <= timedelta(seconds=node.heartbeat_interval_s * MISSED_HEARTBEATS) + FRESH_SLACK
+        and not _sent_before_going_offline(node, sent)
     ):
         _transition(node, _connected_status(node), "heartbeat", at, events)
     if missed_open:
@@ -120,6 +114,22 @@ def _apply_heartbeat(
         if what == "resolved" and resolved is not None:
             events.append(FleetEvent("health.resolved", node.site, event_to_api(resolved)))
     return row
+
+
+def _sent_before_going_offline(node: Node, sent: datetime) -> bool:
+    """A heartbeat the node sent before its last disconnect (delivered late) does not bring it back online."""
+    if node.status != "offline":
+        return False
+    change = (
+        NodeStatusChange.select(NodeStatusChange.at)
+        .where(NodeStatusChange.node_id == node.id, NodeStatusChange.to_status == "offline")
+        .order_by(NodeStatusChange.at.desc())
+        .first()
+    )
+    if change is None:
+        return False
+    offset = timedelta(milliseconds=node.clock_offset_ms or 0.0)  # the node's clock, moved onto the hub's
+    return sent + offset <= change.at
 
 
 def merge_interfaces(known: list[dict[str, Any]], reported: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -149,7 +159,7 @@ def _apply_health(node: Node, report: HealthReport, at: datetime, events: list[F
 class OutboxMessage:
     node_id: str
     msg_id: str
-    message: Heartbeat | HealthReport
+    message: Heartbeat | HealthReport | LifecycleReport
 
 
 def _chunks(items: list[Any], size: int = 400) -> Iterator[list[Any]]:
@@ -175,7 +185,7 @@ def ingest_outbox(batch: list[OutboxMessage], at: datetime | None = None) -> tup
 
     One batch is one transaction with a handful of queries whatever its size: the nodes
     and the already-applied ids are read once, new ids are written in one insert, health
-    reports are applied in arrival order, and of several heartbeats from one node only
+    reports and lifecycle reports are applied in arrival order, and of several heartbeats from one node only
     the newest updates it.
     """
     at = at or utcnow()
@@ -201,6 +211,8 @@ def ingest_outbox(batch: list[OutboxMessage], at: datetime | None = None) -> tup
                 current = newest.get(item.node_id)
                 if current is None or item.message.ts >= current.ts:
                     newest[item.node_id] = item.message
+            elif isinstance(item.message, LifecycleReport):
+                lifecycle.apply_report(nodes[item.node_id], item.message, at, events)
             else:
                 _apply_health(nodes[item.node_id], item.message, at, events)
         if newest:
