@@ -106,3 +106,12 @@ def test_frames_keep_flowing_from_pulseaudio_in_real_time(pulse: PulseServer) ->
         time.sleep(1.0)
         rate = (ring.frames_written - start) / (time.monotonic() - started)
     assert 40_000 < rate < 56_000
+
+
+def test_portaudio_sources_take_a_sample_format_option() -> None:
+    assert parse_audio_source("pyaudio:0?format=int16").sample_format == "int16"
+    assert parse_audio_source("sounddevice:default").sample_format == "float32"
+    with pytest.raises(ValueError, match="option 'format' must be one of float32, int32, int16, not 'int24'"):
+        parse_audio_source("sounddevice:0?format=int24")
+    with pytest.raises(ValueError, match="unknown option 'format'"):
+        parse_audio_source("file:/tmp/a.wav?format=int16")
