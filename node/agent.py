@@ -73,6 +73,7 @@ class Agent:
             self.clock,
             __version__,
             lambda: self.heartbeat_interval_s,
+            self.topics.health,
         )
         self.meters = MeterPublisher(
             config.audio_source, self.topics.meters, self._publish_meter, const.DEFAULT_METER_INTERVAL_MS

@@ -15,6 +15,8 @@ import msgspec
 from hub.mqtt.messages import AudioInterface, Clock, Heartbeat, TimeQuality
 from node.audio_source import AudioSource
 from node.clock import time_quality, utc_iso
+from node.conditions import Change, ConditionWatch
+from node.health import health_payload
 from node.metrics import SystemSnapshot, read_system
 from node.sender import OutboxSender
 from node.worker import stopped
@@ -65,6 +67,7 @@ class HeartbeatWorker:
         clock: ClockStatus,
         agent_version: str,
         interval_s: Callable[[], float],
+        health_topic: str | None = None,
     ) -> None:
         self.topic = topic
         self.sender = sender
@@ -76,6 +79,8 @@ class HeartbeatWorker:
         self._seq = itertools.count(1)
         self._started = time.monotonic()
         self._first = True
+        self.health_topic = health_topic
+        self.conditions = ConditionWatch()
 
     async def beat(self) -> str | None:
         """Read the sensors and enqueue one heartbeat; its msg_id, or None when the outbox refused it."""
@@ -104,7 +109,23 @@ class HeartbeatWorker:
                 )
             )
 
-        return await self.sender.enqueue("telemetry", self.topic, build)
+        msg_id = await self.sender.enqueue("telemetry", self.topic, build)
+        if self.health_topic is not None:
+            await self.report_conditions(system, reading.quality)
+        return msg_id
+
+    async def report_conditions(self, system: SystemSnapshot, quality: TimeQuality) -> None:
+        """Disk, temperature and clock conditions that changed since the last reading, through the outbox."""
+        assert self.health_topic is not None
+        for change in self.conditions.evaluate(system, self.clock.offset_ms, quality):
+            state = "resolved" if change.severity is None else "open"
+            if change.severity is not None:
+                log.warning("%s %s: %s", change.kind, change.severity, change.details)
+
+            def build(msg_id: str, change: Change = change, state: str = state) -> bytes:
+                return health_payload(msg_id, change.kind, state, change.severity or "warning", change.details)  # type: ignore[arg-type]
+
+            await self.sender.enqueue("health", self.health_topic, build)
 
     async def run(self, stop: asyncio.Event) -> None:
         """One heartbeat right away, then one per interval (on a fixed schedule, never in bursts)."""
