@@ -81,6 +81,10 @@ class MeterEngine:
         for programme in programmes:
             if any(not 0 <= c < self.channels for c in programme.channels):
                 raise InvalidSetup(f"programme {programme.name!r} names a channel the source does not have")
+            if len(programme.weights) != len(programme.channels):
+                raise InvalidSetup(
+                    f"programme {programme.name!r} has {len(programme.weights)} weights for {len(programme.channels)} channels"
+                )
         seen = [p.name for p in programmes]
         if len(set(seen)) != len(seen):
             raise InvalidSetup(f"programme names repeat: {seen}")

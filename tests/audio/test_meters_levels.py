@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from audio.meters import InvalidBlock, InvalidSetup, MeterEngine
+from audio.meters import InvalidBlock, InvalidSetup, MeterEngine, Programme
 from tests.audio.test_meters_signals import meter_frames, sine
 
 FRAME_CHANNEL_KEYS = {"index", "name", "peak_dbfs", "rms_dbfs", "true_peak_dbtp", "clip", "dc", "silent", "spl"}
@@ -145,6 +145,7 @@ def test_float64_and_mono_1d_blocks_are_accepted() -> None:
         {"calibration": {3: 100.0}},
         {"names": ["L"]},
         {"programmes": [("a", [0]), ("a", [1])]},
+        {"programmes": [Programme("p", (0, 1), (1.0,))]},
     ],
 )
 def test_a_setup_that_cannot_work_is_refused_with_its_reason(options: dict) -> None:
