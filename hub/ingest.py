@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from hub.clock import utcnow
+from hub.meters import MeterStore
 from hub.mqtt.bridge import InvalidMessage
 from hub.mqtt.messages import HealthReport, Heartbeat, LifecycleReport, MeterFrame, Status
 from hub.mqtt.topics import NodeTopic, command_topic
@@ -34,11 +34,12 @@ class FleetIngest:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self.latest_meters: dict[str, tuple[float, MeterFrame]] = {}
+        self.meters = MeterStore(self._lookup_site)
         self._pending: list[OutboxMessage] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._site_lookups: set[asyncio.Task[None]] = set()
 
     def register(self) -> None:
         bridge = self.hub.bridge
@@ -49,7 +50,8 @@ class FleetIngest:
         bridge.route("lifecycle", self.on_outbox, LifecycleReport)
         bridge.route("meters", self.on_meters, MeterFrame)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        self.meters.sites.update(await self.hub.db.run(telemetry.node_sites))
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def stop(self) -> None:
@@ -58,6 +60,7 @@ class FleetIngest:
             await asyncio.gather(self._sweeper, return_exceptions=True)
         if self._flush_handle is not None:
             self._flush_handle.cancel()
+        await asyncio.gather(*self._site_lookups, return_exceptions=True)
         await self.flush()
 
     # -- MQTT handlers (on the event loop) ------------------------------------------
@@ -79,8 +82,22 @@ class FleetIngest:
         self.store_meters(topic.node_id, frame)
 
     def store_meters(self, node_id: str, frame: MeterFrame) -> None:
-        """Keep the latest frame per node (memory only: never a database write per frame)."""
-        self.latest_meters[node_id] = (time.time(), frame)
+        """Keep the latest frame and the per-second history, and pass it to live subscribers (memory only)."""
+        self.meters.add(node_id, frame)
+
+    def _lookup_site(self, node_id: str) -> None:
+        task = asyncio.create_task(self._find_site(node_id))
+        self._site_lookups.add(task)
+        task.add_done_callback(self._site_lookups.discard)
+
+    async def _find_site(self, node_id: str) -> None:
+        try:
+            found = await self.hub.db.run(telemetry.node_site, node_id)
+        except Exception:
+            log.exception("could not look up the site of node %s", node_id)
+            self.meters.forget_site(node_id)
+            return
+        self.meters.set_site(node_id, found[1], known=found[0])
 
     # -- batching --------------------------------------------------------------------
 
@@ -136,7 +153,4 @@ class FleetIngest:
             self.hub.events.publish(event.type, event.site, event.data)
 
     def meter_snapshot(self, node_id: str) -> dict[str, Any] | None:
-        entry = self.latest_meters.get(node_id)
-        if entry is None:
-            return None
-        return {"received_at": entry[0], **msgspec.to_builtins(entry[1])}
+        return self.meters.latest(node_id)

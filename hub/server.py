@@ -161,7 +161,7 @@ class Hub:
         if generated:
             self._announce_admin_password(generated)
         await self._start_mqtt()
-        self.ingest.start()
+        await self.ingest.start()
         self._start_http()
         if config.oidc_issuer and config.oidc_client_id and config.oidc_client_secret:
             self.oidc = OidcClient(

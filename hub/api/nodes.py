@@ -71,6 +71,7 @@ class EnrollHandler(BaseHandler):
             nodes.enroll, self.actor, self.scope, body.name, body.site, body.tags, body.hardware_id
         )
         await self.hub.node_credentials_changed(enrollment.node["id"], enrollment.credential, kick=False)
+        self.hub.ingest.meters.set_site(enrollment.node["id"], enrollment.node["site"])
         self.hub.events.publish(
             "node.enrolled", enrollment.node["site"], {"node_id": enrollment.node["id"], "name": enrollment.node["name"]}
         )
@@ -88,6 +89,8 @@ class NodeHandler(BaseHandler):
     async def patch(self, id: str) -> None:
         changes = self.parse_changes(NodePatchBody)
         node = await self.hub.db.run(nodes.update_node, self.actor, self.scope, id, changes)
+        if "site" in changes:
+            self.hub.ingest.meters.forget_site(id)
         if "heartbeat_interval_s" in changes and self.hub.bridge is not None:
             self.hub.bridge.publish(command_topic(id, "config"), {"changed": ["heartbeat_interval_s"]})
         self.hub.events.publish("node.updated", node["site"], {"node_id": id, "changed": sorted(changes)})
@@ -98,6 +101,7 @@ class NodeHandler(BaseHandler):
         detail = await self.hub.db.run(nodes.delete_preview, self.scope, id)
         await self.hub.db.run(nodes.delete_node, self.actor, self.scope, id, force)
         await self.hub.node_removed(id)
+        self.hub.ingest.meters.forget(id)
         self.hub.events.publish("node.deleted", detail["node"]["site"], {"node_id": id})
         self.write_no_content()
 

@@ -20,7 +20,7 @@ acknowledges it, so a message replayed after an outage is never counted twice.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -88,19 +88,54 @@ class HealthReport(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     details: dict[str, object] = {}
 
 
+class Spl(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """Calibrated sound level over the frame interval (a channel with a calibration offset only)."""
+
+    laeq_db: float | None = None
+    lamax_db: float | None = None
+    la90_db: float | None = None
+
+
 class MeterChannel(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     index: int
     peak_dbfs: float | None = None
     rms_dbfs: float | None = None
     name: str | None = None
+    true_peak_dbtp: float | None = None
+    clip: int = 0
+    dc: float | None = None
+    silent: bool = False
+    spl: Spl | None = None
+
+
+class Loudness(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """BS.1770-4 loudness of a set of channels (LUFS) and its loudness range (LU, EBU Tech 3342)."""
+
+    momentary_lufs: float | None = None
+    short_term_lufs: float | None = None
+    integrated_lufs: float | None = None
+    lra_lu: float | None = None
+
+
+class Programme(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    name: str
+    channels: list[int]
+    momentary_lufs: float | None = None
+    short_term_lufs: float | None = None
+    integrated_lufs: float | None = None
+    lra_lu: float | None = None
 
 
 class MeterFrame(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """Levels without ballistics over `interval_ms`: absent or silent values are null, never -inf."""
+
     ts: str
     seq: int
     interval_ms: int
-    channels: list[MeterChannel]
+    channels: Annotated[list[MeterChannel], msgspec.Meta(max_length=64)]
     sample_rate: int | None = None
+    loudness: Loudness | None = None
+    programmes: Annotated[list[Programme], msgspec.Meta(max_length=32)] = []
 
 
 LIFECYCLE_ACTIONS: tuple[str, ...] = ("restart-agent", "restart-audio", "reboot", "sync-time", "collect-diagnostics", "identify")

@@ -259,3 +259,15 @@ def refresh_node_status(node: Node, at: datetime, events: list[FleetEvent]) -> N
     """A connected node is `degraded` while it has an open critical event, `online` otherwise."""
     if node.status in ("online", "degraded"):
         _transition(node, _connected_status(node), "health events changed", at, events)
+
+
+def node_sites() -> dict[str, str | None]:
+    """Every node's site (for the live meter fan-out)."""
+    rows: Any = Node.select(Node.id, Node.site).tuples()
+    return dict(rows)
+
+
+def node_site(node_id: str) -> tuple[bool, str | None]:
+    """Whether the node exists, and its site."""
+    node = Node.select(Node.site).where(Node.id == node_id).first()
+    return (node is not None, node.site if node is not None else None)
