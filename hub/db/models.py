@@ -249,3 +249,33 @@ class LifecycleJob(BaseModel):
 
     class Meta:
         table_name = "lifecycle_job"
+
+
+class ChannelMapTemplate(BaseModel):
+    """Physical inputs mapped to named logical channels, grouped into programmes."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    name = peewee.CharField(max_length=100, unique=True)
+    description = peewee.TextField(default="")
+    channels = JSONField(default=list)  # [{input, name, calibration_db, role}]
+    programmes = JSONField(default=list)  # [{name, channels: [channel names]}]
+    channel_count = peewee.IntegerField(default=0, index=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow, index=True)
+    version = peewee.IntegerField(default=1)
+
+    class Meta:
+        table_name = "channel_map_template"
+
+
+class ChannelMapAssignment(BaseModel):
+    """Which template a node runs (None: none), and the one before, for rollback."""
+
+    node_id = peewee.CharField(primary_key=True, max_length=40)
+    template_id = peewee.CharField(max_length=40, null=True, index=True)
+    previous_template_id = peewee.CharField(max_length=40, null=True, index=True)
+    assigned_at = peewee.DateTimeField(default=utcnow)
+    assigned_by = JSONField(default=dict)  # {type, id, name}
+
+    class Meta:
+        table_name = "channel_map_assignment"
