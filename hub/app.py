@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
-from hub.api import access, audit, auth, events, health, keys, lifecycle, nodes, oidc, system
+from hub.api import access, audit, auth, channel_maps, events, health, keys, lifecycle, nodes, oidc, system
 from hub.api.base import BaseHandler, NotFoundHandler
 from hub.api.console import CONSOLE_DIR, ConsoleFileHandler
 from hub.const import API_PREFIX as V1
@@ -83,6 +83,18 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/health-events/{{id}}/suppress", health.SuppressHandler),
     (f"{V1}/health-events/{{id}}/resolve", health.ResolveHandler),
     (f"{V1}/health-events/{{id}}/reopen", health.ReopenHandler),
+    # settings: channel maps (assignments are addressed by the node's id)
+    (f"{V1}/settings/channel-map-templates", channel_maps.TemplatesHandler),
+    (f"{V1}/settings/channel-map-templates/facets", channel_maps.TemplateFacetsHandler),
+    (f"{V1}/settings/channel-map-templates/export", channel_maps.TemplateExportHandler),
+    (f"{V1}/settings/channel-map-templates/{{id}}", channel_maps.TemplateHandler),
+    (f"{V1}/settings/channel-map-templates/{{id}}/actions", channel_maps.TemplateActionsHandler),
+    (f"{V1}/settings/channel-map-assignments", channel_maps.AssignmentsHandler),
+    (f"{V1}/settings/channel-map-assignments/bulk", channel_maps.BulkAssignHandler),
+    (f"{V1}/settings/channel-map-assignments/{{id}}", channel_maps.AssignmentHandler),
+    (f"{V1}/settings/channel-map-assignments/{{id}}/actions", channel_maps.AssignmentActionsHandler),
+    (f"{V1}/settings/channel-map-assignments/{{id}}/rollback", channel_maps.RollbackHandler),
+    (f"{V1}/nodes/{{id}}/channel-map-assignments", channel_maps.AgentChannelMapHandler),  # agent route
     # agent routes (a node's own credential)
     (f"{V1}/nodes/{{id}}/config", nodes.AgentConfigHandler),
     (f"{V1}/nodes/{{id}}/heartbeat", nodes.AgentHeartbeatHandler),
