@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
-from hub.api import access, audit, auth, channel_maps, events, health, keys, lifecycle, nodes, oidc, system
+from hub.api import access, audit, auth, channel_maps, events, health, keys, lifecycle, meters, nodes, oidc, system
 from hub.api.base import BaseHandler, NotFoundHandler
 from hub.api.console import CONSOLE_DIR, ConsoleFileHandler
 from hub.const import API_PREFIX as V1
@@ -68,10 +68,12 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/nodes/{{id}}/interfaces/{{iid}}", nodes.NodeInterfaceHandler),
     (f"{V1}/nodes/{{id}}/credentials/rotate", nodes.RotateHandler),
     (f"{V1}/nodes/{{id}}/meters", nodes.NodeMetersHandler),
+    (f"{V1}/nodes/{{id}}/meters/history", meters.NodeMeterHistoryHandler),
     (f"{V1}/nodes/{{id}}/lifecycle/{{action}}", lifecycle.LifecycleActionHandler),
     (f"{V1}/nodes/{{id}}/lifecycle-jobs", lifecycle.LifecycleJobsHandler),
     (f"{V1}/nodes/{{id}}/lifecycle-jobs/{{jid}}", lifecycle.LifecycleJobHandler),
     (f"{V1}/events/stream", events.EventStreamHandler),
+    (f"{V1}/meter-events", meters.MeterEventsHandler),
     # health
     (f"{V1}/health-events", health.HealthEventsHandler),
     (f"{V1}/health-events/facets", health.HealthFacetsHandler),

@@ -8,22 +8,24 @@ import secrets
 from collections.abc import Coroutine
 from typing import Any
 
+import msgspec
+
 from hub import __version__
 from hub.mqtt.backoff import backoff_delay
-from hub.mqtt.messages import Ack, ConfigChanged, LifecycleCommand, NewCredential
+from hub.mqtt.messages import Ack, ConfigChanged, LifecycleCommand, MeterFrame, NewCredential
 from node import const
+from node.audio_path import AudioPath, AudioThresholds
 from node.clock import time_quality
 from node.commands import MalformedCommand, decode_command
 from node.config import NodeConfig
 from node.diagnostics import RecentLog
-from node.errors import HubProtocolError, NodeError, StateError
-from node.health import outbox_level_payload
+from node.errors import HubProtocolError, HubRejected, NodeError, StateError
+from node.health import health_payload, outbox_level_payload
 from node.heartbeat import ClockStatus, HeartbeatWorker
 from node.hub_client import FetchedConfig, HubClient
 from node.identify import Identify
 from node.lifecycle import LifecycleRunner
 from node.lifecycle_actions import NodeActions
-from node.meters import MeterPublisher
 from node.privileged import PrivilegedCommands
 from node.sender import OutboxSender
 from node.state import StateStore, load_state, resolve_state, save_state
@@ -65,19 +67,24 @@ class Agent:
             config.outbox_path, config.outbox_capacity, self.boot_id, self._publish_reliable, self._outbox_level_report
         )
         self.heartbeat_interval_s = config.heartbeat_interval_s
+        self.audio = AudioPath(
+            config.audio_source,
+            self._publish_frame,
+            self._report_condition,
+            const.DEFAULT_METER_INTERVAL_MS,
+            AudioThresholds(config.node_silence_threshold_dbfs, config.node_silence_hold_s, config.node_clip_clear_s),
+        )
         self.heartbeats = HeartbeatWorker(
             self.topics.heartbeat,
             self.sender,
-            config.audio_source,
+            self.audio.interfaces,
             config.data_dir.resolve(),
             self.clock,
             __version__,
             lambda: self.heartbeat_interval_s,
             self.topics.health,
         )
-        self.meters = MeterPublisher(
-            config.audio_source, self.topics.meters, self._publish_meter, const.DEFAULT_METER_INTERVAL_MS
-        )
+        self.heartbeats.audio_stats = self.audio.stats
         self._refetch_config = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.recent_log = RecentLog()
@@ -117,12 +124,14 @@ class Agent:
         try:
             await self.sender.open()
             await self.lifecycle.finish_restart(state.boot_count)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self.audio.load_interfaces)
+            self.audio.start(loop)
             if state.mqtt_url:
                 self._use_broker(state.mqtt_url, "cached")
             workers = [
                 asyncio.create_task(self.sender.run(workers_stop), name="outbox-sender"),
                 asyncio.create_task(self.heartbeats.run(workers_stop), name="heartbeat"),
-                asyncio.create_task(self.meters.run(workers_stop), name="meters"),
                 asyncio.create_task(self._config_worker(workers_stop), name="config"),
                 asyncio.create_task(self.lifecycle.run(workers_stop), name="lifecycle"),
             ]
@@ -136,6 +145,7 @@ class Agent:
             workers_stop.set()
             await _finish(workers, WORKER_STOP_TIMEOUT_S)  # a config request in flight is cancelled, not awaited
             await _finish(list(self._tasks), WORKER_STOP_TIMEOUT_S)
+            await asyncio.get_running_loop().run_in_executor(None, self.audio.stop)
             if self.transport.started:
                 await self.transport.stop()
             await self.sender.close()
@@ -155,6 +165,7 @@ class Agent:
             try:
                 fetched = await self.hub.fetch_config()
                 self._apply_config(fetched)
+                await self._apply_channel_map()
             except NodeError as err:
                 delay = backoff_delay(attempt, const.CONFIG_RETRY_BASE_S, const.CONFIG_RETRY_CAP_S)
                 attempt += 1
@@ -174,7 +185,7 @@ class Agent:
         if remote.heartbeat_interval_s and not self.config.is_explicit("heartbeat_interval_s"):
             self.heartbeat_interval_s = max(0.1, float(remote.heartbeat_interval_s))
         if remote.meter_interval_ms:
-            self.meters.interval_ms = max(10, int(remote.meter_interval_ms))
+            self.audio.set_interval(max(10, int(remote.meter_interval_ms)))
         log.info(
             "config from hub: name %r, site %r, broker %s, heartbeat every %gs, meters every %dms, "
             "clock offset %s ms (rtt %s ms)",
@@ -182,13 +193,29 @@ class Agent:
             remote.site,
             remote.mqtt_url,
             self.heartbeat_interval_s,
-            self.meters.interval_ms,
+            self.audio.interval_ms,
             fetched.clock_offset_ms,
             fetched.round_trip_ms,
         )
         self._use_broker(remote.mqtt_url, "from hub")
         if remote.mqtt_url != self.store.state.mqtt_url:
             self._save_state(mqtt_url=remote.mqtt_url)
+
+    async def _apply_channel_map(self) -> None:
+        """Fetch the channel map the hub assigned and apply it before metering (a map that does not fit is refused)."""
+        try:
+            template = await self.hub.fetch_channel_map()
+        except HubRejected as err:
+            if err.status == 404:  # a hub without channel maps
+                return
+            raise
+        try:
+            described = self.audio.set_channel_map(template)
+        except (ValueError, KeyError, TypeError) as err:
+            log.error("channel map from the hub refused: %s", err)
+            self._report_condition("audio.channel_map", "open", "warning", {"message": f"channel map refused: {err}"})
+            return
+        log.info("applied %s", described)
 
     def _use_broker(self, url: str, origin: str) -> None:
         try:
@@ -217,8 +244,19 @@ class Agent:
     def _publish_reliable(self, topic: str, payload: bytes) -> bool:
         return self.transport.publish(topic, payload, qos=1)
 
-    def _publish_meter(self, topic: str, payload: bytes) -> bool:
-        return self.transport.publish(topic, payload, qos=0)
+    def _publish_frame(self, frame: MeterFrame) -> None:
+        """A meter frame, at QoS 0 straight to the broker (never through the outbox: only the latest matters)."""
+        if self.transport.connected:
+            self.transport.publish(self.topics.meters, msgspec.json.encode(frame), qos=0)
+
+    def _report_condition(self, kind: str, state: str, severity: str, details: dict[str, Any]) -> None:
+        """An audio condition opened or resolved: a health report through the outbox."""
+        (log.warning if state == "open" else log.info)("%s %s: %s", kind, state, details.get("message") or details)
+
+        def build(msg_id: str) -> bytes:
+            return health_payload(msg_id, kind, state, severity, details)  # type: ignore[arg-type]
+
+        self._spawn(self.sender.enqueue("health", self.topics.health, build))
 
     def _outbox_level_report(self, msg_id: str, high: bool, depth: int, capacity: int) -> tuple[str, bytes]:
         return self.topics.health, outbox_level_payload(msg_id, high, depth, capacity)
@@ -279,7 +317,7 @@ class Agent:
         self._restart.set()
 
     async def _restart_audio(self) -> str:
-        return self.meters.restart()
+        return await asyncio.get_running_loop().run_in_executor(None, self.audio.restart)
 
     async def _refresh_clock(self) -> str:
         """Measure the offset to the hub again (after a time sync) and read the clock's quality."""
@@ -304,7 +342,8 @@ class Agent:
             "mqtt_connected": self.transport.connected,
             "audio_source": self.config.audio_source.describe(),
             "heartbeat_interval_s": self.heartbeat_interval_s,
-            "meter_interval_ms": self.meters.interval_ms,
+            "meter_interval_ms": self.audio.interval_ms,
+            "audio": self.audio.stats(),
             "outbox": {"depth": level.depth, "capacity": level.capacity, "in_flight": self.sender.in_flight},
             "clock": {"offset_ms": self.clock.offset_ms, "quality": self.clock.quality},
             "data_dir": str(self.config.data_dir.resolve()),

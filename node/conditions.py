@@ -7,11 +7,17 @@ outbox; the hub keeps one open event per condition and counts repeats.
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hub.mqtt.messages import Severity
 from node.metrics import SystemSnapshot
+
+log = logging.getLogger(__name__)
 
 DISK_WARN_FREE_PCT = 10.0
 DISK_CRITICAL_FREE_PCT = 5.0
@@ -45,10 +51,19 @@ def _level(value: float, warn: float, critical: float, clear: float, current: Se
 
 
 class ConditionWatch:
-    """Remembers what it reported and turns each new reading into the changes to report."""
+    """Remembers what it reported (in `path`, across restarts) and turns each new reading into the changes to report."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
         self.reported: dict[str, Severity | None] = {}
+        if path is not None:
+            try:
+                loaded = json.loads(path.read_text())
+                self.reported = {str(k): v for k, v in loaded.items() if v in ("info", "warning", "critical")}
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError, AttributeError) as err:
+                log.warning("conditions file %s unreadable (%s): starting afresh", path, err)
 
     def evaluate(self, system: SystemSnapshot, clock_offset_ms: float | None, quality: str) -> list[Change]:
         wanted: dict[str, tuple[Severity | None, dict[str, Any]]] = {}
@@ -69,9 +84,19 @@ class ConditionWatch:
             wanted["clock.unsynced"] = (severity, {"offset_ms": clock_offset_ms, "quality": quality})
         changes = []
         for kind, (severity, details) in wanted.items():
-            # The first reading after a start is always reported, a clear one too: the last run may have left it open.
-            if kind in self.reported and self.reported[kind] == severity:
+            if self.reported.get(kind) == severity:  # unknown counts as clear: only what was reported open resolves
                 continue
             changes.append(Change(kind, severity, details))
             self.reported[kind] = severity
+        if changes and self.path is not None:
+            self._save()
         return changes
+
+    def _save(self) -> None:
+        assert self.path is not None
+        try:
+            temp = self.path.with_suffix(".tmp")
+            temp.write_text(json.dumps({k: v for k, v in self.reported.items() if v is not None}))
+            os.replace(temp, self.path)
+        except OSError as err:
+            log.warning("conditions not saved: %s", err)

@@ -47,6 +47,13 @@ def _parse_positive_float(raw: str) -> float:
     return value
 
 
+def _parse_dbfs(raw: str) -> float:
+    value = float(raw)
+    if not -150.0 <= value <= 0.0:
+        raise ValueError("expected a level from -150 to 0 dBFS")
+    return value
+
+
 def _parse_capacity(raw: str) -> int:
     value = int(raw)
     if value < 10:
@@ -86,6 +93,9 @@ NODE_SETTINGS: tuple[Setting, ...] = (
     Setting("heartbeat_interval_s", _parse_positive_float, const.DEFAULT_HEARTBEAT_INTERVAL_S),
     Setting("outbox_capacity", _parse_capacity, const.DEFAULT_OUTBOX_CAPACITY),
     Setting("node_privileged_runner", _parse_runner, ()),
+    Setting("node_silence_threshold_dbfs", _parse_dbfs, -60.0),
+    Setting("node_silence_hold_s", _parse_positive_float, 10.0),
+    Setting("node_clip_clear_s", _parse_positive_float, 10.0),
     Setting("log_level", _parse_log_level, "INFO"),
 )
 
@@ -103,6 +113,9 @@ class NodeConfig:
     heartbeat_interval_s: float
     outbox_capacity: int
     node_privileged_runner: tuple[str, ...]
+    node_silence_threshold_dbfs: float
+    node_silence_hold_s: float
+    node_clip_clear_s: float
     log_level: str
     explicit: frozenset[str] = field(default_factory=frozenset)
 

@@ -9,11 +9,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from hub.mqtt.messages import AudioInterface, Clock, Heartbeat, TimeQuality
-from node.audio_source import AudioSource
 from node.clock import time_quality, utc_iso
 from node.conditions import Change, ConditionWatch
 from node.health import health_payload
@@ -22,13 +22,6 @@ from node.sender import OutboxSender
 from node.worker import stopped
 
 log = logging.getLogger(__name__)
-
-
-def audio_interfaces(source: AudioSource) -> list[AudioInterface]:
-    """The interfaces the node offers: for now the configured synthetic source only."""
-    if not source.is_synthetic:
-        return []
-    return [AudioInterface(id="synthetic", name=source.describe(), channels=source.channels, rates=[source.rate], default=True)]
 
 
 @dataclass(slots=True)
@@ -48,6 +41,7 @@ class _Reading:
     quality: TimeQuality
 
 
+CONDITIONS_FILE = "conditions.json"
 FIRST_CPU_WINDOW_S = 0.2  # psutil measures CPU use between calls: the first one needs a window
 
 
@@ -62,7 +56,7 @@ class HeartbeatWorker:
         self,
         topic: str,
         sender: OutboxSender,
-        source: AudioSource,
+        interfaces: Callable[[], list[AudioInterface]],
         data_dir: Path,
         clock: ClockStatus,
         agent_version: str,
@@ -75,12 +69,13 @@ class HeartbeatWorker:
         self.clock = clock
         self.agent_version = agent_version
         self.interval_s = interval_s
-        self._interfaces = audio_interfaces(source)
+        self._interfaces = interfaces
+        self.audio_stats: Callable[[], dict[str, Any]] | None = None
         self._seq = itertools.count(1)
         self._started = time.monotonic()
         self._first = True
         self.health_topic = health_topic
-        self.conditions = ConditionWatch()
+        self.conditions = ConditionWatch(data_dir / CONDITIONS_FILE)
 
     async def beat(self) -> str | None:
         """Read the sensors and enqueue one heartbeat; its msg_id, or None when the outbox refused it."""
@@ -103,7 +98,8 @@ class HeartbeatWorker:
                     memory=system.memory,
                     disk=system.disk,
                     temperature_c=system.temperature_c,
-                    interfaces=self._interfaces,
+                    interfaces=self._interfaces(),
+                    audio=self.audio_stats() if self.audio_stats is not None else None,
                     clock=self.clock.message(),
                     outbox=self.sender.level,  # built on the outbox thread: the depth right now
                 )

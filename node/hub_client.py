@@ -79,6 +79,19 @@ class HubClient:
                 log.warning("hub_time %r is not an ISO 8601 time with a zone", config.hub_time)
         return FetchedConfig(config, offset, round((received_at - sent_at) * 1000.0, 1))
 
+    async def fetch_channel_map(self) -> dict[str, Any] | None:
+        """The channel map assigned to this node (a template), or None when none is assigned."""
+        body = await self._get(self.url("channel-map-assignments"))
+        try:
+            data = msgspec.json.decode(body).get("data")
+        except (msgspec.DecodeError, AttributeError) as err:
+            raise HubProtocolError(f"hub channel map answer is not understood: {err}") from err
+        if isinstance(data, dict) and isinstance(data.get("template"), dict):
+            data = data["template"]
+        if data is not None and not isinstance(data, dict):
+            raise HubProtocolError("hub channel map answer is not an object")
+        return data
+
     async def _get(self, url: str) -> bytes:
         request = HTTPRequest(
             url,

@@ -77,6 +77,7 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     interfaces: list[AudioInterface] = []
     clock: Clock | None = None
     outbox: OutboxLevel | None = None
+    audio: dict[str, object] | None = None  # capture state and counters (overflows, lost frames, opens)
 
 
 class HealthReport(msgspec.Struct, frozen=True, forbid_unknown_fields=False):

@@ -10,7 +10,7 @@ from typing import Any
 from hub.auth.principal import Grant, Principal, SiteScope
 from hub.auth.tokens import new_secret, secret_hash
 from hub.clock import iso, utcnow
-from hub.db.models import HealthEvent, Node, NodeStatusChange, ReceivedMessage, database_proxy
+from hub.db.models import ChannelMapAssignment, HealthEvent, LifecycleJob, Node, NodeStatusChange, ReceivedMessage, database_proxy
 from hub.errors import Conflict, InvalidRequest, NotFound
 from hub.ids import new_id
 from hub.services.audit import Actor, record
@@ -242,6 +242,8 @@ def delete_node(actor: Actor, scope: SiteScope, node_id: str, force: bool) -> No
         raise Conflict(f"Deleting this node needs ?force=true: {'; '.join(preview['reasons'])}.", reasons=preview["reasons"])
     with database_proxy.atomic():
         HealthEvent.delete().where(HealthEvent.node_id == node_id).execute()
+        LifecycleJob.delete().where(LifecycleJob.node_id == node_id).execute()
+        ChannelMapAssignment.delete().where(ChannelMapAssignment.node_id == node_id).execute()
         NodeStatusChange.delete().where(NodeStatusChange.node_id == node_id).execute()
         ReceivedMessage.delete().where(ReceivedMessage.node_id == node_id).execute()
         Node.delete().where(Node.id == node_id).execute()

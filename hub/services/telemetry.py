@@ -89,6 +89,7 @@ def _apply_heartbeat(
         "disk": msgspec.to_builtins(beat.disk),
         "temperature_c": beat.temperature_c,
         "outbox": msgspec.to_builtins(beat.outbox),
+        "audio": beat.audio,
     }
     clock_offset = beat.clock.offset_ms if beat.clock is not None else node.clock_offset_ms
     quality = beat.clock.quality if beat.clock is not None else node.time_quality

@@ -109,7 +109,9 @@ def test_online_heartbeats_acks_and_a_clean_stop(tmp_path: Path, mosquitto: Mosq
             # meters: QoS 0, about ten a second
             frames = hub.wait_documents("meters", 10)
             assert {r.qos for r in hub.received("meters")} == {0}
-            assert frames[0]["channels"][0] == {"index": 0, "peak_dbfs": -20.0, "rms_dbfs": -23.01, "name": "L"}
+            left = frames[0]["channels"][0]
+            assert (left["index"], left["name"], left["peak_dbfs"], left["rms_dbfs"], left["clip"]) == (0, "L", -20.0, -23.01, 0)
+            assert abs(left["true_peak_dbtp"] + 20.0) < 0.2 and frames[0]["loudness"]["momentary_lufs"] is not None
             # the hub acks: the outbox shrinks
             assert node.outbox_depth() >= 3
             hub.auto_ack = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hub.mqtt.messages import Disk
 from node.conditions import ConditionWatch
 from node.metrics import SystemSnapshot
@@ -17,14 +19,13 @@ def kinds(changes: list) -> list[tuple[str, str | None]]:
     return [(c.kind, c.severity) for c in changes]
 
 
-def test_the_first_reading_reports_every_condition_once_even_when_clear() -> None:
-    watch = ConditionWatch()
-    assert kinds(watch.evaluate(reading(), 3.0, "ntp")) == [
-        ("disk.low", None),
-        ("temperature.high", None),
-        ("clock.unsynced", None),
-    ]
-    assert watch.evaluate(reading(), 3.0, "ntp") == []
+def test_a_condition_left_open_by_the_last_run_is_resolved_by_the_next_and_nothing_else_is_reported(tmp_path: Path) -> None:
+    first = ConditionWatch(tmp_path / "conditions.json")
+    assert first.evaluate(reading(), 3.0, "ntp") == []  # all clear: nothing to say
+    assert kinds(first.evaluate(reading(used_pct=96), 3.0, "ntp")) == [("disk.low", "critical")]
+    again = ConditionWatch(tmp_path / "conditions.json")  # the node restarted; the disk was cleaned meanwhile
+    assert kinds(again.evaluate(reading(), 3.0, "ntp")) == [("disk.low", None)]
+    assert ConditionWatch(tmp_path / "conditions.json").evaluate(reading(), 3.0, "ntp") == []
 
 
 def test_disk_opens_escalates_and_clears_with_hysteresis() -> None:
@@ -51,3 +52,4 @@ def test_temperature_and_clock_offsets() -> None:
         ("clock.unsynced", "critical"),
     ]
     assert kinds(watch.evaluate(reading(temperature_c=None), 10.0, "ntp")) == [("clock.unsynced", None)]
+    assert watch.evaluate(reading(temperature_c=None), 10.0, "ntp") == []

@@ -8,10 +8,13 @@ from pathlib import Path
 import msgspec
 
 from hub.mqtt.messages import Heartbeat
+from node.audio_path import AudioPath
 from node.audio_source import parse_audio_source
 from node.heartbeat import ClockStatus, HeartbeatWorker
 from node.outbox import Outbox
 from node.sender import OutboxSender
+
+SOURCE = "synthetic:sine?freq=440&dbfs=-12&channels=1&rate=44100"
 
 
 def test_heartbeats_carry_the_contract_fields_in_order(tmp_path: Path, no_thread_leak: None) -> None:
@@ -22,7 +25,7 @@ def test_heartbeats_carry_the_contract_fields_in_order(tmp_path: Path, no_thread
         worker = HeartbeatWorker(
             "hark/v1/nodes/n1/heartbeat",
             sender,
-            parse_audio_source("synthetic:sine?freq=440&dbfs=-12&channels=1&rate=44100"),
+            lambda: AudioPath(parse_audio_source(SOURCE), lambda f: None, lambda *a: None, 100).load_interfaces(),
             tmp_path,
             clock,
             "1.2.3",

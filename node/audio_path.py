@@ -1,0 +1,255 @@
+"""The node's audio path: capture (supervised, through device loss), the channel map, metering, audio health.
+
+Three threads and the loop: the capture supervisor's thread (audio.capture) writes the ring; the
+metering thread here reads `interval_ms` blocks from it, maps physical inputs to the channel map's
+logical channels, meters them (audio.meters) and hands each frame to the loop. Nothing here
+blocks the loop; frames and conditions cross over with `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from audio.capture import CaptureCondition, CaptureSupervisor, RingBuffer, RingReader, list_input_devices, ring_for_source
+from audio.capture.backends import capture_format
+from audio.capture.errors import CaptureError
+from audio.meters import InvalidSetup, MeterEngine
+from hub.mqtt.messages import AudioInterface, MeterFrame
+from node.audio_source import AudioSource
+from node.channel_map import ChannelMap, default_map
+from node.clock import utc_iso
+
+log = logging.getLogger(__name__)
+
+MAX_BLOCKS_PER_WAKE = 20  # a source faster than real time (a test device) is metered at most this far ahead
+SILENCE = "audio.silence"
+CLIPPING = "audio.clipping"
+
+PublishFrame = Callable[[MeterFrame], None]
+Report = Callable[[str, str, str, dict[str, Any]], None]  # kind, open|resolved, severity, details
+
+
+@dataclass(frozen=True, slots=True)
+class AudioThresholds:
+    silence_dbfs: float = -60.0
+    silence_hold_s: float = 10.0
+    clip_clear_s: float = 10.0  # clipping resolves after this long without a clipped sample
+
+
+class AudioConditions:
+    """Silence and clipping from the meter frames, as open/resolved transitions (pure, for the metering thread)."""
+
+    def __init__(self, clip_clear_s: float) -> None:
+        self.clip_clear_s = clip_clear_s
+        self.silent: tuple[str, ...] = ()
+        self.clipping = False
+        self._last_clip = 0.0
+
+    def update(self, frame: MeterFrame, now: float) -> list[tuple[str, str, str, dict[str, Any]]]:
+        changes: list[tuple[str, str, str, dict[str, Any]]] = []
+        silent = tuple(c.name or str(c.index) for c in frame.channels if c.silent)
+        if silent != self.silent:
+            if silent:
+                changes.append((SILENCE, "open", "warning", {"channels": list(silent)}))
+            else:
+                changes.append((SILENCE, "resolved", "warning", {}))
+            self.silent = silent
+        clipped = {c.name or str(c.index): c.clip for c in frame.channels if c.clip}
+        if clipped:
+            self._last_clip = now
+            if not self.clipping:
+                self.clipping = True
+                changes.append((CLIPPING, "open", "warning", {"clipped_samples": clipped}))
+        elif self.clipping and now - self._last_clip >= self.clip_clear_s:
+            self.clipping = False
+            changes.append((CLIPPING, "resolved", "warning", {}))
+        return changes
+
+
+class AudioPath:
+    """Capture, channel map and meters for one source; `start(loop)`, `restart()`, `stop()`."""
+
+    def __init__(
+        self,
+        source: AudioSource,
+        publish_frame: PublishFrame,
+        report: Report,
+        interval_ms: int,
+        thresholds: AudioThresholds | None = None,
+    ) -> None:
+        self.source = source
+        self.interval_ms = interval_ms
+        self.thresholds = thresholds or AudioThresholds()
+        self._publish_frame = publish_frame
+        self._report = report
+        self.rate, self.inputs = capture_format(source)
+        self.ring: RingBuffer = ring_for_source(source)
+        self.channel_map: ChannelMap = default_map(self.inputs)
+        self.supervisor: CaptureSupervisor | None = None
+        self.restarts = 0
+        self.frames_out = 0
+        self._interfaces: list[AudioInterface] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rebuild = threading.Event()
+        self._seq = 0
+
+    # -- control (on the loop) -----------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._stop.clear()
+        self._start_capture()
+        self._thread = threading.Thread(target=self._meter_forever, name="hark-node-meters", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop metering and capture (blocking up to a few seconds: call it from an executor)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
+
+    def restart(self) -> str:
+        """Close and reopen the device (what `restart-audio` does); blocking: call it from an executor."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        self._start_capture()
+        self._rebuild.set()  # meters start afresh with the new stream
+        self.restarts += 1
+        log.info("audio restarted: %s", self.source.describe())
+        return f"audio restarted: {self.source.describe()}, {self.channel_map.describe()}"
+
+    def set_interval(self, interval_ms: int) -> None:
+        if interval_ms != self.interval_ms:
+            self.interval_ms = interval_ms
+            self._rebuild.set()
+
+    def set_channel_map(self, template: dict[str, Any] | None) -> str:
+        """Apply a channel map from the hub (None: every input as its own channel); ValueError if it does not fit."""
+        mapped = default_map(self.inputs) if template is None else ChannelMap.from_template(template, self.inputs)
+        self.channel_map = mapped
+        self._rebuild.set()
+        log.info("channel map: %s", mapped.describe())
+        return mapped.describe()
+
+    # -- what others read ------------------------------------------------------------------
+
+    def interfaces(self) -> list[AudioInterface]:
+        return self._interfaces
+
+    def load_interfaces(self) -> list[AudioInterface]:
+        """The input devices this node offers (PortAudio sources enumerate them; blocking: use an executor)."""
+        if self.source.kind in ("sounddevice", "pyaudio"):
+            try:
+                found = list_input_devices(self.source.kind)
+            except CaptureError as err:
+                log.warning("cannot list audio devices: %s", err)
+                found = []
+            self._interfaces = [msgspec.convert(d, AudioInterface) for d in found]
+        else:
+            self._interfaces = [
+                AudioInterface(
+                    id=self.source.kind, name=self.source.describe(), channels=self.inputs, rates=[self.rate], default=True
+                )
+            ]
+        return self._interfaces
+
+    def stats(self) -> dict[str, Any]:
+        supervisor = self.supervisor
+        capture = supervisor.stats.as_dict() if supervisor is not None else {}
+        lost = sum(r.lost_frames for r in self.ring.reader_stats())
+        return {
+            "state": supervisor.state if supervisor is not None else "stopped",
+            "source": self.source.describe(),
+            "rate": self.rate,
+            "inputs": self.inputs,
+            "channel_map": self.channel_map.name,
+            "capture": capture,
+            "reader_lost_frames": lost,
+            "frames_metered": self.frames_out,
+        }
+
+    # -- threads ---------------------------------------------------------------------------
+
+    def _start_capture(self) -> None:
+        self.supervisor = CaptureSupervisor(self.source, self.ring, self._on_condition)
+        self.supervisor.start()
+
+    def _on_condition(self, condition: CaptureCondition) -> None:
+        """From the supervisor's thread: device lost / no device, opened or resolved."""
+        details = {"message": condition.message, **condition.details}
+        self._to_loop(self._report, condition.kind, condition.state, condition.severity, details)
+
+    def _to_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+    def _engine(self) -> MeterEngine:
+        mapped = self.channel_map
+        try:
+            return MeterEngine(
+                self.rate,
+                len(mapped.inputs),
+                names=mapped.names,
+                programmes=mapped.programmes,
+                calibration=mapped.calibration,
+                silence_threshold_dbfs=self.thresholds.silence_dbfs,
+                silence_hold_s=self.thresholds.silence_hold_s,
+            )
+        except InvalidSetup as err:
+            log.error("channel map %s cannot be metered (%s): metering every input instead", mapped.name, err)
+            self.channel_map = default_map(self.inputs)
+            return MeterEngine(self.rate, self.inputs, silence_threshold_dbfs=self.thresholds.silence_dbfs)
+
+    def _meter_forever(self) -> None:
+        reader: RingReader = self.ring.reader(name="meters")
+        engine = self._engine()
+        conditions = AudioConditions(self.thresholds.clip_clear_s)
+        try:
+            while not self._stop.wait(self.interval_ms / 4000.0):
+                if self._rebuild.is_set():
+                    self._rebuild.clear()
+                    engine = self._engine()
+                    reader.skip_to_end()
+                block = max(1, self.rate * self.interval_ms // 1000)
+                done = 0
+                while reader.available >= block and done < MAX_BLOCKS_PER_WAKE:
+                    samples = reader.read(block)
+                    if len(samples) < block:
+                        break
+                    self._meter_block(engine, conditions, samples)
+                    done += 1
+                if done == MAX_BLOCKS_PER_WAKE and reader.available > block:
+                    reader.skip_to_end()  # faster than real time: stay live rather than fall behind
+        except Exception:
+            log.exception("metering stopped on an error")
+        finally:
+            reader.close()
+
+    def _meter_block(self, engine: MeterEngine, conditions: AudioConditions, samples: np.ndarray) -> None:
+        body = engine.process(samples[:, self.channel_map.inputs])
+        self._seq += 1
+        body.update(ts=utc_iso(), seq=self._seq, interval_ms=self.interval_ms, sample_rate=self.rate)
+        frame = msgspec.convert(body, MeterFrame)
+        self.frames_out += 1
+        self._to_loop(self._publish_frame, frame)
+        for change in conditions.update(frame, time.monotonic()):
+            self._to_loop(self._report, *change)
