@@ -85,8 +85,7 @@ def pink_with_level_changes() -> np.ndarray:
 @pytest.fixture(scope="module")
 def speech_22k(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     """espeak-ng speaking SPEECH: mono 22050 Hz, as it writes it."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is missing: apt-get install espeak-ng")
+    assert shutil.which("espeak-ng"), "espeak-ng is missing: tests/services.sh installs it (apt-get install espeak-ng)"
     path = tmp_path_factory.mktemp("speech") / "speech.wav"
     subprocess.run(["espeak-ng", "-w", str(path), SPEECH], check=True, capture_output=True, timeout=60)
     return read_wav(path)
