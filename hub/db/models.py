@@ -279,3 +279,84 @@ class ChannelMapAssignment(BaseModel):
 
     class Meta:
         table_name = "channel_map_assignment"
+
+
+class RecordingProfile(BaseModel):
+    """How a node records: format, rate, depth, channels (or a channel map), segments, pre-roll, longest take."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    name = peewee.CharField(max_length=100, unique=True)
+    description = peewee.TextField(default="")
+    builtin = peewee.BooleanField(default=False)  # the built-in `default` (WAV, 48 kHz, 24 bit, the source's channels)
+    format = peewee.CharField(max_length=8)  # wav | flac
+    sample_rate = peewee.IntegerField()
+    bit_depth = peewee.IntegerField()  # 16 | 24 | 32
+    channels = peewee.IntegerField(null=True)  # None: the source's channels (or the channel map's)
+    channel_map_template_id = peewee.CharField(max_length=40, null=True)
+    segment_s = peewee.FloatField()  # the node fsyncs and checksums at each segment boundary
+    preroll_s = peewee.FloatField()
+    max_duration_s = peewee.FloatField()
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow, index=True)
+    version = peewee.IntegerField(default=1)
+
+    class Meta:
+        table_name = "recording_profile"
+
+
+class Recording(BaseModel):
+    """One take in the library. Status: queued, recording, uploading, completed, interrupted, failed, cancelled."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    node_id = peewee.CharField(max_length=40, index=True)
+    site = peewee.CharField(max_length=100, null=True, index=True)
+    name = peewee.CharField(max_length=200)
+    status = peewee.CharField(max_length=16, index=True)
+    profile_id = peewee.CharField(max_length=40, null=True)
+    profile = JSONField(default=dict)  # the profile as it was when the recording was made
+    format = peewee.CharField(max_length=8)
+    sample_rate = peewee.IntegerField()
+    bit_depth = peewee.IntegerField()
+    channels = peewee.IntegerField(null=True)
+    requested_duration_s = peewee.FloatField(null=True)  # None: until stopped (or the profile's maximum)
+    started_at = peewee.DateTimeField(null=True, index=True)  # UTC from the node's clock
+    ended_at = peewee.DateTimeField(null=True)
+    duration_s = peewee.FloatField(null=True)  # captured length, pre-roll excluded
+    size_bytes = peewee.IntegerField(null=True)
+    sha256 = peewee.CharField(max_length=64, null=True)  # of the stored file
+    storage_key = peewee.CharField(max_length=300, null=True)
+    metadata = JSONField(default=dict)
+    integrity = JSONField(default=dict)  # the node's capture-integrity ledger
+    interrupted = peewee.BooleanField(default=False)  # the node crashed or lost power mid-capture
+    time_quality = peewee.CharField(max_length=16, null=True)
+    clock_offset_ms = peewee.FloatField(null=True)
+    error = peewee.TextField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    created_by = JSONField(default=dict)  # {type, id, name}
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "recording"
+
+
+class RecordingJob(BaseModel):
+    """The node's work for one recording. State: queued, claimed, recording, uploading, completed, failed, cancelled."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    recording_id = peewee.CharField(max_length=40, index=True)
+    node_id = peewee.CharField(max_length=40, index=True)
+    site = peewee.CharField(max_length=100, null=True, index=True)
+    state = peewee.CharField(max_length=16, index=True)
+    lease_epoch = peewee.IntegerField(default=0)  # bumped on every claim; calls with an older one get 409 stale_lease
+    stop_requested = peewee.BooleanField(default=False)
+    capture_started = peewee.BooleanField(default=False)  # once true the job is never recorded again
+    claimed_at = peewee.DateTimeField(null=True)
+    last_heartbeat_at = peewee.DateTimeField(null=True)
+    progress = JSONField(default=dict)
+    attempts = peewee.IntegerField(default=0)
+    error = peewee.TextField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "recording_job"
