@@ -19,6 +19,7 @@ from hub.events import FleetEvent
 from hub.ids import new_id
 from hub.mqtt.messages import HealthReport, Heartbeat, LifecycleReport, Status
 from hub.services import lifecycle
+from hub.services.audit import SYSTEM, Actor, record
 from hub.services.health import UNRESOLVED, event_to_api, has_open_critical, report_condition
 
 MISSED_HEARTBEATS = 3  # offline after this many intervals without a heartbeat
@@ -30,11 +31,23 @@ def _transition(node: Node, to: str, reason: str, at: datetime, events: list[Fle
     if node.status == to:
         return
     NodeStatusChange.create(id=new_id("nsc"), node_id=node.id, at=at, from_status=node.status, to_status=to, reason=reason)
+    actor = SYSTEM if reason == "heartbeat.missed" or reason.startswith("health events") else _node_actor(node)
+    record(
+        actor,
+        f"node.status.{to}",
+        target=("node", node.id),
+        before={"status": node.status},
+        after={"status": to, "reason": reason},
+    )
     Node.update(status=to, updated_at=at).where(Node.id == node.id).execute()
     events.append(
         FleetEvent(f"node.{to}", node.site, {"node_id": node.id, "from": node.status, "to": to, "reason": reason, "at": iso(at)})
     )
     node.status = to
+
+
+def _node_actor(node: Node) -> Actor:
+    return Actor("node", node.id, getattr(node, "name", None))
 
 
 def _connected_status(node: Node) -> str:
@@ -113,7 +126,9 @@ def _apply_heartbeat(
     if missed_open:
         resolved, what = report_condition(node, "heartbeat.missed", "resolved", "warning", {}, at)
         if what == "resolved" and resolved is not None:
-            events.append(FleetEvent("health.resolved", node.site, event_to_api(resolved)))
+            after = event_to_api(resolved)
+            events.append(FleetEvent("health.resolved", node.site, after))
+            record(_node_actor(node), "health.resolved", target=("health_event", resolved.id), after=after)
     return row
 
 
@@ -151,7 +166,10 @@ def _apply_health(node: Node, report: HealthReport, at: datetime, events: list[F
         when = at
     event, what = report_condition(node, report.kind, report.state, report.severity, dict(report.details), when)
     if what is not None and event is not None:
-        events.append(FleetEvent(f"health.{what}", node.site, event_to_api(event)))
+        after = event_to_api(event)
+        events.append(FleetEvent(f"health.{what}", node.site, after))
+        if what != "repeated":  # a repeat only counts up: not a change worth an audit line
+            record(_node_actor(node), f"health.{what}", target=("health_event", event.id), after=after)
     if node.status in ("online", "degraded"):
         _transition(node, _connected_status(node), f"health {report.kind} {report.state}", at, events)
 
@@ -251,7 +269,10 @@ def sweep_missed_heartbeats(at: datetime | None = None) -> list[FleetEvent]:
                     at,
                 )
                 if what and event is not None:
-                    events.append(FleetEvent(f"health.{what}", node.site, event_to_api(event)))
+                    after = event_to_api(event)
+                    events.append(FleetEvent(f"health.{what}", node.site, after))
+                    if what != "repeated":
+                        record(SYSTEM, f"health.{what}", target=("health_event", event.id), after=after)
         ReceivedMessage.delete().where(ReceivedMessage.received_at < at - DEDUP_KEEP).execute()
     return events
 

@@ -489,3 +489,25 @@ def test_an_idle_stream_gets_a_keepalive_comment(tmp_path: Path) -> None:
         wait_for(lambda: len(reader.comments) >= 2, 5, "two keepalive comments")
         reader.close()
     assert reader.comments[:2] == [": keepalive", ": keepalive"]
+
+
+def test_state_changes_a_node_causes_are_audited_with_the_node_as_actor(hub: HubProcess) -> None:
+    node, credential = enroll(hub)
+    report = {"ts": now_iso(), "kind": "disk.low", "severity": "critical", "details": {"free_pct": 3.0}}
+    with hub.client(credential) as client:
+        assert client.post(f"/api/v1/nodes/{node['id']}/heartbeat", json=heartbeat("a-1")).status_code == 200
+        for n, state in enumerate(("open", "open", "resolved")):
+            body = {**report, "msg_id": f"a-h{n}", "state": state}
+            assert client.post(f"/api/v1/nodes/{node['id']}/health-events", json=body).status_code == 200
+    with hub.admin() as admin:
+        node_rows = admin.get("/api/v1/audit-events", params={"target_id": node["id"], "limit": 100}).json()["data"]
+        health_rows = admin.get("/api/v1/audit-events", params={"actor_id": node["id"], "limit": 100}).json()["data"]
+    statuses = [(r["action"], r["after"]["reason"]) for r in reversed(node_rows) if r["action"].startswith("node.status.")]
+    assert statuses == [
+        ("node.status.online", "heartbeat"),
+        ("node.status.degraded", "health disk.low open"),
+        ("node.status.online", "health disk.low resolved"),
+    ], statuses
+    health = sorted(r["action"] for r in health_rows if r["action"].startswith("health."))
+    assert health == ["health.opened", "health.resolved"]  # the repeat only counted up
+    assert {r["actor"]["type"] for r in health_rows} == {"node"}
