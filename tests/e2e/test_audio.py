@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -76,3 +77,22 @@ def test_a_silent_source_becomes_a_health_event_at_the_hub(fleet: Fleet) -> None
     events = wait_for(silence_events, 15, "an audio.silence event")
     assert events[0]["state"] == "open" and events[0]["details"] == {"channels": ["M"]} and events[0]["count"] == 1
     assert fleet.status(node) == "online"  # a warning does not degrade the node
+
+
+def test_a_node_playing_a_file_shows_its_level_at_the_hub(fleet: Fleet, tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile
+
+    rate = 48000
+    t = np.arange(rate * 2) / rate
+    tone = (10 ** (-12 / 20) * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    path = tmp_path / "tone.flac"
+    soundfile.write(path, tone, rate, subtype="PCM_24")
+    node = fleet.enroll(HARK_NODE_AUDIO_SOURCE=f"file:{path}")
+    node.start()
+    fleet.wait_status(node, "online")
+    wait_for(lambda: [c["name"] for c in latest_channels(fleet, node.node_id)] == ["M"], 15, "mono meters")
+    channel = latest_channels(fleet, node.node_id)[0]
+    assert abs(channel["peak_dbfs"] + 12.0) < 0.05 and abs(channel["rms_dbfs"] + 15.01) < 0.05, channel
+    interfaces = fleet.detail(node)["interfaces"]
+    assert interfaces[0]["id"] == "file" and interfaces[0]["channels"] == 1 and interfaces[0]["rates"] == [48000]
