@@ -34,9 +34,11 @@ class HubUnreachable(NodeError):
 class HubRejected(NodeError):
     """The hub answered with a client error (bad credential, wrong node)."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, code: str = "", headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code  # the API's `error.code`, e.g. `stale_lease`
+        self.headers = headers or {}
 
 
 class HubProtocolError(NodeError):

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 import msgspec
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 
 from hub import __version__
 from node import const
@@ -92,33 +92,56 @@ class HubClient:
             raise HubProtocolError("hub channel map answer is not an object")
         return data
 
+    def api_url(self, path: str) -> str:
+        return f"{self.base_url}/api/v1/{path}"
+
     async def _get(self, url: str) -> bytes:
+        return (await self.fetch("GET", url)).body or b""
+
+    async def fetch(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        body_producer: Any = None,
+        request_timeout: float = const.HTTP_REQUEST_TIMEOUT_S,
+        expected: tuple[int, ...] = (200,),
+    ) -> HTTPResponse:
+        """One request as this node; HubUnreachable (network, 5xx), HubRejected (4xx) or HubProtocolError."""
         request = HTTPRequest(
             url,
-            method="GET",
+            method=method,
             headers={
                 "Authorization": f"Bearer {self._credential}",
                 "Accept": "application/json",
                 "User-Agent": f"hark-node/{__version__}",
+                **(headers or {}),
             },
+            body=body,
+            body_producer=body_producer,
+            allow_nonstandard_methods=body is None and body_producer is None and method in ("POST", "PUT"),
             connect_timeout=const.HTTP_CONNECT_TIMEOUT_S,
-            request_timeout=const.HTTP_REQUEST_TIMEOUT_S,
+            request_timeout=request_timeout,
         )
         if self._http is None:
             self._http = AsyncHTTPClient(force_instance=True)
         try:
             response = await self._http.fetch(request, raise_error=False)
         except HTTPClientError as err:  # timeouts
-            raise HubUnreachable(f"GET {url}: {err}") from err
+            raise HubUnreachable(f"{method} {url}: {err}") from err
         except OSError as err:  # refused, unreachable, TLS
-            raise HubUnreachable(f"GET {url}: {err}") from err
+            raise HubUnreachable(f"{method} {url}: {err}") from err
         if response.code >= 500 or response.code == 599:
-            raise HubUnreachable(f"GET {url}: HTTP {response.code}")
+            raise HubUnreachable(f"{method} {url}: HTTP {response.code}")
         if response.code >= 400:
-            raise HubRejected(f"GET {url}: HTTP {response.code} {_error_code(response.body)}".rstrip(), response.code)
-        if response.code != 200:
-            raise HubProtocolError(f"GET {url}: unexpected HTTP {response.code}")
-        return response.body or b""
+            code = _error_code(response.body)
+            raise HubRejected(
+                f"{method} {url}: HTTP {response.code} {code}".rstrip(), response.code, code, dict(response.headers.get_all())
+            )
+        if response.code not in expected:
+            raise HubProtocolError(f"{method} {url}: unexpected HTTP {response.code}")
+        return response
 
     def close(self) -> None:
         if self._http is not None:
