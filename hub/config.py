@@ -69,6 +69,13 @@ def _parse_http_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _parse_positive_seconds(raw: str) -> float:
+    value = float(raw)
+    if not 0 < value <= 7 * 86400:
+        raise ValueError("expected a number of seconds above 0 and at most 604800")
+    return value
+
+
 def _parse_log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -143,6 +150,8 @@ HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", _parse_log_level, "INFO"),
     Setting("mqtt_dynsec", _parse_bool, False),
     Setting("sse_keepalive_s", float, 30.0),
+    Setting("job_lease_timeout_s", _parse_positive_seconds, 60.0),
+    Setting("job_recovery_grace_s", _parse_positive_seconds, 3600.0),
     Setting("oidc_issuer", _parse_http_url),
     Setting("oidc_client_id", str),
     Setting("oidc_client_secret", str),
@@ -168,6 +177,8 @@ class HubConfig:
     log_level: str
     mqtt_dynsec: bool = False
     sse_keepalive_s: float = 30.0
+    job_lease_timeout_s: float = 60.0  # a recording job without a heartbeat this long loses its lease
+    job_recovery_grace_s: float = 3600.0  # after that, how long a node that started capturing may come back for it
     oidc_issuer: str | None = None
     oidc_client_id: str | None = None
     oidc_client_secret: str | None = None
