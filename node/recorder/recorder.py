@@ -42,7 +42,7 @@ from node.recorder.finalize import RecordingResult, final_name, finalize, mark_f
 from node.recorder.ledger import Gap, Ledger
 from node.recorder.manifest import Manifest
 from node.recorder.profile import RecordingProfile
-from node.recorder.writer import WavWriter
+from node.recorder.writer import NO_SPACE, WavWriter
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,10 @@ class Recorder:
         except DiskFull as err:
             log.warning("recording %s: disk full: %s", self.recording_id, err)
             ledger.stop_reason, ledger.error = STOP_DISK_FULL, str(err)
+        except OSError as err:  # the ledger or a sync can meet the full disk before a sample write does
+            log.warning("recording %s stopped: %s", self.recording_id, err)
+            full = err.errno in NO_SPACE
+            ledger.stop_reason, ledger.error = (STOP_DISK_FULL if full else STOP_ERROR), f"{type(err).__name__}: {err}"
         except Exception as err:
             log.exception("recording %s failed", self.recording_id)
             ledger.stop_reason, ledger.error = STOP_ERROR, f"{type(err).__name__}: {err}"
