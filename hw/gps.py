@@ -120,8 +120,9 @@ def rmc_time(sentence: Sentence) -> tuple[datetime, bool]:
     if len(fields) < 9 or not fields[0] or len(fields[8]) != 6 or not fields[8].isdigit():
         raise ProtocolError("RMC without time or date")
     date = fields[8]
-    # Two-digit years: receivers in service are all past 2000.
-    day = _midnight(2000 + int(date[4:6]), int(date[2:4]), int(date[0:2]))
+    year = int(date[4:6])
+    year += 2000 if year < 80 else 1900  # two-digit years: GPS time began in 1980
+    day = _midnight(year, int(date[2:4]), int(date[0:2]))
     valid = fields[1] == "A" and (len(fields) < 12 or fields[11] != "N")
     return day + _time_of_day(fields[0]), valid
 
