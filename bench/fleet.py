@@ -1348,13 +1348,13 @@ def report(
     return all(verdicts)
 
 
-def print_report(context: list[tuple[str, str]], tables: list[hub_http._TextTable], notes: list[str]) -> None:
-    """Like bench/hub_http.py's report printing (rich if available, plain otherwise), under this benchmark's title."""
+def print_report(context: list[tuple[str, str]], tables: list[hub_http._TextTable], notes: list[str], title: str = TITLE) -> None:
+    """Like bench/hub_http.py's report printing (rich if available, plain otherwise), under `title` (this benchmark's)."""
     try:
         from rich.console import Console
         from rich.table import Table
     except ImportError:
-        print(TITLE)
+        print(title)
         width = max(len(key) for key, _ in context)
         for key, value in context:
             print(f"  {key.ljust(width)}  {value}")
@@ -1370,7 +1370,7 @@ def print_report(context: list[tuple[str, str]], tables: list[hub_http._TextTabl
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # piped output: rich would otherwise wrap the tables at 80 columns
-    info = Table(title=TITLE, show_header=False, box=None)
+    info = Table(title=title, show_header=False, box=None)
     info.add_column(style="bold")
     info.add_column()
     for key, value in context:
