@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from node.recorder.const import (
     GAP_INTERRUPTION,
     MANIFEST_FILE,
     RECORDING,
+    RESERVE_FILE,
     STOP_INTERRUPTED,
     UPLOADED,
 )
@@ -37,7 +39,10 @@ def recover_cache(root: Path, now: float | None = None) -> list[RecordingResult]
     results: list[RecordingResult] = []
     if not root.is_dir():
         return results
-    for directory in sorted(p for p in root.iterdir() if p.is_dir() and (p / MANIFEST_FILE).exists()):
+    for directory in sorted(p for p in root.iterdir() if p.is_dir()):
+        if not (directory / MANIFEST_FILE).exists():
+            _remove_if_abandoned(directory)
+            continue
         try:
             result = recover_recording(directory, now)
         except CorruptRecording as err:
@@ -46,6 +51,13 @@ def recover_cache(root: Path, now: float | None = None) -> list[RecordingResult]
         if result is not None:
             results.append(result)
     return results
+
+
+def _remove_if_abandoned(directory: Path) -> None:
+    """A directory holding nothing but the space reserve: the node died before the manifest was written."""
+    if {p.name for p in directory.iterdir()} <= {RESERVE_FILE}:
+        log.info("removing %s: the recording never started", directory.name)
+        shutil.rmtree(directory)
 
 
 def recover_recording(directory: Path, now: float | None = None) -> RecordingResult | None:

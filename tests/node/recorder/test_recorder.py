@@ -80,19 +80,20 @@ def test_a_preroll_longer_than_the_ring_has_captured_takes_what_there_is(tmp_pat
     assert soundfile.info(recorder.result.path).frames == RATE // 10 + RATE // 2
 
 
-def test_stop_keeps_the_audio_up_to_the_moment_it_was_called(tmp_path: Path, no_thread_leak: None) -> None:
+@pytest.mark.parametrize("reason", ["stopped", "disk_low"])
+def test_stop_keeps_the_audio_up_to_the_moment_it_was_called(tmp_path: Path, no_thread_leak: None, reason: str) -> None:
     ring = RingBuffer(2, RATE, seconds=10)
     feeder = Feeder(ring, ramp(2))
     feeder.write(RATE)
     recorder = Recorder("rec-1", tmp_path / "rec-1", RATE, 2, profile())  # no duration: until stopped
     recorder.start(ring)
     feeder.write(3 * RATE + 17)
-    recorder.stop()
+    recorder.stop(reason)
     feeder.write(RATE)  # after the stop: not recorded
     assert recorder.wait(10)
     recorder.join(5)
     result = recorder.result
-    assert result is not None and result.stop_reason == "stopped" and result.state == "finalized"
+    assert result is not None and result.stop_reason == reason and result.state == "finalized"
     np.testing.assert_array_equal(read_back(result.path), ramp(2)(RATE, 3 * RATE + 17))
     assert result.ledger["target_frames"] == 12 * 3600 * RATE  # the profile's maximum
 

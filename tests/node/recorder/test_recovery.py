@@ -148,8 +148,11 @@ def test_a_recording_whose_ledger_was_lost_is_recovered_from_the_file(tmp_path: 
 def test_a_recording_that_died_before_any_audio_is_marked_failed(tmp_path: Path) -> None:
     directory = crashed_recording(tmp_path, 0)
     (directory / "rec-2.rec.wav").unlink()
+    (tmp_path / "rec-3").mkdir()
+    (tmp_path / "rec-3" / "reserve").write_bytes(bytes(1024))  # died before its manifest was written
     [result] = recover_cache(tmp_path)
     assert result.state == "failed" and result.path is None and "before any audio" in (result.error or "")
+    assert Manifest.load(directory).state == "failed" and not (tmp_path / "rec-3").exists()
 
 
 def test_finalized_recordings_are_left_for_upload_and_uploaded_ones_skipped(tmp_path: Path, no_thread_leak: None) -> None:
