@@ -7,7 +7,23 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
-from hub.api import access, audit, auth, channel_maps, events, health, keys, lifecycle, meters, nodes, oidc, system
+from hub.api import (
+    access,
+    audit,
+    auth,
+    channel_maps,
+    events,
+    health,
+    keys,
+    lifecycle,
+    meters,
+    nodes,
+    oidc,
+    recording_jobs,
+    recording_profiles,
+    recordings,
+    system,
+)
 from hub.api.base import BaseHandler, NotFoundHandler
 from hub.api.console import CONSOLE_DIR, ConsoleFileHandler
 from hub.const import API_PREFIX as V1
@@ -97,11 +113,31 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/settings/channel-map-assignments/{{id}}/actions", channel_maps.AssignmentActionsHandler),
     (f"{V1}/settings/channel-map-assignments/{{id}}/rollback", channel_maps.RollbackHandler),
     (f"{V1}/nodes/{{id}}/channel-map-assignments", channel_maps.AgentChannelMapHandler),  # agent route
+    # recordings: create, jobs, profiles
+    (f"{V1}/recordings", recordings.CreateRecordingHandler),
+    (f"{V1}/recordings/{{id}}/stop", recordings.StopRecordingHandler),
+    (f"{V1}/recording-jobs", recording_jobs.RecordingJobsHandler),
+    (f"{V1}/recording-jobs/facets", recording_jobs.RecordingJobFacetsHandler),
+    (f"{V1}/recording-jobs/export", recording_jobs.RecordingJobExportHandler),
+    (f"{V1}/recording-jobs/bulk-retry", recording_jobs.BulkRetryHandler),
+    (f"{V1}/recording-jobs/bulk-stop", recording_jobs.BulkStopHandler),
+    (f"{V1}/recording-jobs/{{id}}", recording_jobs.RecordingJobHandler),  # also the job's own node
+    (f"{V1}/recording-jobs/{{id}}/actions", recording_jobs.RecordingJobActionsHandler),
+    (f"{V1}/recording-jobs/{{id}}/retry", recording_jobs.RetryHandler),
+    (f"{V1}/settings/recording-profiles", recording_profiles.ProfilesHandler),
+    (f"{V1}/settings/recording-profiles/facets", recording_profiles.ProfileFacetsHandler),
+    (f"{V1}/settings/recording-profiles/export", recording_profiles.ProfileExportHandler),
+    (f"{V1}/settings/recording-profiles/{{id}}", recording_profiles.ProfileHandler),
+    (f"{V1}/settings/recording-profiles/{{id}}/actions", recording_profiles.ProfileActionsHandler),
     # agent routes (a node's own credential)
     (f"{V1}/nodes/{{id}}/config", nodes.AgentConfigHandler),
     (f"{V1}/nodes/{{id}}/heartbeat", nodes.AgentHeartbeatHandler),
     (f"{V1}/nodes/{{id}}/health-events", nodes.AgentHealthHandler),
     (f"{V1}/nodes/{{id}}/meter-frame", nodes.AgentMeterFrameHandler),
+    (f"{V1}/nodes/{{id}}/recording-jobs/claim-next", recording_jobs.ClaimNextHandler),
+    (f"{V1}/recording-jobs/{{id}}/heartbeat", recording_jobs.JobHeartbeatHandler),
+    (f"{V1}/recording-jobs/{{id}}/cancelled", recording_jobs.JobCancelledHandler),
+    (f"{V1}/recording-jobs/{{id}}/failed", recording_jobs.JobFailedHandler),
 )
 
 

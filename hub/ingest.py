@@ -17,7 +17,7 @@ from hub.meters import MeterStore
 from hub.mqtt.bridge import InvalidMessage
 from hub.mqtt.messages import HealthReport, Heartbeat, LifecycleReport, MeterFrame, Status
 from hub.mqtt.topics import NodeTopic, command_topic
-from hub.services import lifecycle, telemetry
+from hub.services import lifecycle, recording_jobs, telemetry
 from hub.services.telemetry import FleetEvent, OutboxMessage
 
 if TYPE_CHECKING:
@@ -145,6 +145,8 @@ class FleetIngest:
             try:
                 self.publish_events(await self.hub.db.run(telemetry.sweep_missed_heartbeats))
                 self.publish_events(await self.hub.db.run(lifecycle.expire_jobs))
+                lease, grace = self.hub.config.job_lease_timeout_s, self.hub.config.job_recovery_grace_s
+                self.publish_events(await self.hub.db.run(recording_jobs.reap, lease, grace))
             except Exception:
                 log.exception("sweep of missed heartbeats and expired jobs failed; retrying")
 

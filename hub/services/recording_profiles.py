@@ -98,7 +98,8 @@ PROFILE_LIST = ListSpec(
     serialize=profile_to_api,
     filters=(
         Filter("name", RecordingProfile.name, facet=False),
-        Filter("format", RecordingProfile.format, one_of(FORMATS)),
+        # `format` is the export format's parameter, so the audio format filters as `audio_format`.
+        Filter("audio_format", RecordingProfile.format, one_of(FORMATS)),
         Filter("sample_rate", RecordingProfile.sample_rate, _int_of(SAMPLE_RATES)),
         Filter("bit_depth", RecordingProfile.bit_depth, _int_of(BIT_DEPTHS)),
         Filter("builtin", RecordingProfile.builtin, _bool),
