@@ -322,7 +322,8 @@ class Recorder:
         ledger.overruns = reader.overruns
         ledger.lost_frames = reader.lost_frames
         ledger.clipped_samples = [int(n) for n in self._clipped]
-        ledger.segments = [segment.as_dict() for segment in writer.segments]
+        if len(ledger.segments) < len(writer.segments):  # only the new ones: a 12 h take has thousands
+            ledger.segments.extend(segment.as_dict() for segment in writer.segments[len(ledger.segments) :])
 
     def _finish(self) -> None:
         """Close the writer and finalize; a failure leaves it failed (or to recovery when nothing can be written)."""
