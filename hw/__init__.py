@@ -1,1 +1,1 @@
-"""Hardware: serial devices, watchdogs and sensors."""
+"""Hardware of a recording box: serial devices (front panel, UPS, GPS), watchdogs and sensors."""
