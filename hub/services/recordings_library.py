@@ -94,13 +94,16 @@ def parse_library_request(
 ) -> ListRequest:
     """List parameters; `format` filters by audio format except on exports, where it names the export's format."""
     rest = dict(args)
-    formats = rest.pop("format", None) if audio_format_param else None
-    request = parse_list_request(RECORDING_LIST, rest, ids)
+    formats = tuple(rest.pop("format", ())) if audio_format_param else ()
+    problems = {"format": f"must be one of {', '.join(FORMATS)}"} if any(f not in FORMATS for f in formats) else {}
+    try:
+        request = parse_list_request(RECORDING_LIST, rest, ids)
+    except InvalidRequest as err:
+        raise InvalidRequest(err.message, fields={**err.extra.get("fields", {}), **problems}) from err
+    if problems:
+        raise InvalidRequest("Some query parameters are invalid.", fields=problems)
     if formats:
-        bad = [f for f in formats if f not in FORMATS]
-        if bad:
-            raise InvalidRequest("Some query parameters are invalid.", fields={"format": f"must be one of {', '.join(FORMATS)}"})
-        request = dataclasses.replace(request, filters={**request.filters, "format": tuple(formats)})
+        request = dataclasses.replace(request, filters={**request.filters, "format": formats})
     return request
 
 
