@@ -236,6 +236,7 @@ class PartialUploads:
     def prepare(self, recording_id: str) -> int:
         """Make sure the running hash covers the whole part (re-hashing it after a restart); return the offset."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self.path(recording_id).touch()  # so an empty file, too, has a part to store
         offset = self.offset(recording_id)
         with self._lock:
             state = self._hashes.get(recording_id)

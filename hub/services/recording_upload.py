@@ -71,7 +71,9 @@ def parse_chunk_headers(
     problems: dict[str, str] = {}
     start = end = total = epoch = 0
     match = _CONTENT_RANGE.match((content_range or "").strip())
-    if content_range is None:
+    if (content_range or "").strip() == "bytes */0" and content_length == "0":
+        match, start, end = None, 0, -1  # an empty file: one empty, final chunk
+    elif content_range is None:
         problems["Content-Range"] = "is required: bytes <first>-<last>/<total>"
     elif match is None:
         problems["Content-Range"] = "must be bytes <first>-<last>/<total> (e.g. bytes 0-1048575/5000000)"

@@ -358,3 +358,17 @@ def test_a_chunk_cut_off_midway_keeps_what_arrived_and_resumes(hub: HubProcess) 
     assert last.status_code == 200, last.text
     assert last.headers["Upload-Complete"] == "true"
     assert stored_path(hub, take).read_bytes() == data
+
+
+def test_an_empty_file_uploads_as_one_empty_chunk(hub: HubProcess) -> None:
+    take = uploading_recording(hub)
+    headers = {
+        "Content-Range": "bytes */0",
+        "X-Content-SHA256": hashlib.sha256(b"").hexdigest(),
+        "X-Lease-Epoch": str(take.epoch),
+    }
+    with hub.client(take.credential) as node:
+        answer = node.put(cache_file(take), content=b"", headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert (answer.headers["Upload-Offset"], answer.headers["Upload-Complete"]) == ("0", "true")
+    assert stored_path(hub, take).read_bytes() == b""
