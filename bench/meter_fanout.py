@@ -6,9 +6,10 @@ What is measured
 every 10 s), so the hub takes in ``--nodes`` x 10 frames/s (1000 by default). For each count C of
 ``--clients`` (default 1, 2, 5, 10, 20, 50, 100, 200, 500), C clients open
 ``GET /api/v1/meter-events`` without a ``node_id`` filter (so each follows every node: 1000
-events/s per client), and after a ``--warmup`` (default 5 s: connecting a few hundred clients
-holds up the hub's loop for a moment, and the backlog that leaves must drain first) the window of
-``--duration`` seconds (default 10) gives:
+events/s per client), and after a ``--warmup`` (default 10 s: connecting a hundred clients or
+more holds up the hub's loop, and on a busy machine the backlog that leaves takes several seconds
+to drain; with 5 s, 100 clients failed on a busy machine where 15 s let them keep up) the window
+of ``--duration`` seconds (default 10) gives:
 
 * frames/s delivered per client (mean and the slowest client), against the offered rate (meter
   frames the generator published per second in the window), and the total events/s out;
@@ -19,9 +20,10 @@ holds up the hub's loop for a moment, and the backlog that leaves must drain fir
   includes the broker's hop to the hub (Mosquitto's default leaves Nagle on; ``--tcp-nodelay``
   turns it off). The drift is the least-squares slope of those delays over the window: a delay
   that keeps growing means the hub falls further behind, however low it still is;
-* frames per read: events received over socket reads of all clients. About 1 means the hub
-  wakes every client and sends one chunk per frame; more means it batches frames per wake-up,
-  which it does once its loop cannot keep up with the frames one by one;
+* frames per read: events received over socket reads of all clients, i.e. how many frames the
+  hub writes per wake-up of a client. It is about 10 with one client already, as the broker's
+  Nagle hands the hub frames in bursts (``--tcp-nodelay`` lowers it), and it rises when the hub's
+  loop falls behind and finds more frames queued per client;
 * clients dropped: the hub gives every subscriber a queue of ``hub.meters.SUBSCRIBER_QUEUE``
   frames (256: about 0.26 s at 1000 frames/s) and drops one that falls further behind with
   ``event: reset``; any reset or ended stream in the warm-up or the window counts;
@@ -62,7 +64,7 @@ so a client side that is short of CPU shows.
 Run it from the repository root::
 
     .venv/bin/python bench/meter_fanout.py [--nodes 100] [--clients 1,2,5,10,20,50,100,200,500]
-                                           [--duration 10] [--warmup 5] [--client-procs 2]
+                                           [--duration 10] [--warmup 10] [--client-procs 2]
                                            [--all-steps] [--tcp-nodelay]
     .venv/bin/python bench/meter_fanout.py --quick    # smoke run: 20 nodes, 1 and 5 clients, 3 s each
 
@@ -655,6 +657,13 @@ def _notes(steps: list[StepResult], best: int | None, first_fail: StepResult | N
     for s in steps:
         if not s.kept_up:
             notes.append(f"{s.clients:,} clients fell behind: " + "; ".join(s.reasons))
+            catching_up = s.hub_in_rate is not None and s.hub_in_rate > (2 - HUB_IN_SHARE) * s.offered_rate
+            if s.drift_ms_per_s < -DRIFT_MS_PER_S and catching_up and not (s.dropped or s.ended):
+                notes.append(
+                    f"{s.clients:,} clients: the delay fell {-s.drift_ms_per_s:,.0f} ms/s and the hub took in more than was "
+                    "offered: it was still working off a backlog from connecting and the warm-up; a longer --warmup "
+                    "may let this count keep up"
+                )
         if s.connect_errors:
             shown = "; ".join(sorted(set(s.connect_errors))[:3])
             notes.append(f"{s.clients:,} clients: {len(s.connect_errors)} could not connect ({shown})")
@@ -771,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--duration", type=float, default=None, help="seconds measured per step (default 10; --quick 3)")
     parser.add_argument(
-        "--warmup", type=float, default=None, help="seconds between connecting and measuring (default 5; --quick 1)"
+        "--warmup", type=float, default=None, help="seconds between connecting and measuring (default 10; --quick 1)"
     )
     parser.add_argument("--client-procs", type=int, default=2, help="processes running the SSE clients (default 2)")
     parser.add_argument("--all-steps", action="store_true", help="run every step, not only up to the first that falls behind")
@@ -782,7 +791,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 nodes, 1 and 5 clients, 1 s + 3 s each")
     args = parser.parse_args(argv)
-    defaults = (QUICK_NODES, QUICK_CLIENTS, QUICK_DURATION_S, QUICK_WARMUP_S) if args.quick else (100, DEFAULT_CLIENTS, 10.0, 5.0)
+    defaults = (
+        (QUICK_NODES, QUICK_CLIENTS, QUICK_DURATION_S, QUICK_WARMUP_S) if args.quick else (100, DEFAULT_CLIENTS, 10.0, 10.0)
+    )
     for name, default in zip(("nodes", "clients", "duration", "warmup"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, default)
