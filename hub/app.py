@@ -21,7 +21,9 @@ from hub.api import (
     oidc,
     recording_jobs,
     recording_profiles,
+    recording_upload,
     recordings,
+    recordings_library,
     system,
 )
 from hub.api.base import BaseHandler, NotFoundHandler
@@ -114,8 +116,22 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/settings/channel-map-assignments/{{id}}/rollback", channel_maps.RollbackHandler),
     (f"{V1}/nodes/{{id}}/channel-map-assignments", channel_maps.AgentChannelMapHandler),  # agent route
     # recordings: create, jobs, profiles
-    (f"{V1}/recordings", recordings.CreateRecordingHandler),
+    (f"{V1}/recordings", recordings_library.RecordingsHandler),  # GET: the library; POST: create
     (f"{V1}/recordings/{{id}}/stop", recordings.StopRecordingHandler),
+    # recordings: library and upload
+    (f"{V1}/recordings/facets", recordings_library.RecordingFacetsHandler),
+    (f"{V1}/recordings/export", recordings_library.RecordingExportHandler),
+    (f"{V1}/recordings/bulk-metadata", recordings_library.BulkMetadataHandler),
+    (f"{V1}/recordings/bulk-delete", recordings_library.BulkDeleteHandler),
+    (f"{V1}/recordings/{{id}}", recordings_library.RecordingHandler),
+    (f"{V1}/recordings/{{id}}/actions", recordings_library.RecordingActionsHandler),
+    (f"{V1}/recordings/{{id}}/context", recordings_library.RecordingContextHandler),
+    (f"{V1}/recordings/{{id}}/metadata", recordings_library.RecordingMetadataHandler),
+    (f"{V1}/recordings/{{id}}/download", recordings_library.DownloadHandler),
+    (f"{V1}/recordings/{{id}}/file", recordings_library.FileHandler),
+    (f"{V1}/recordings/{{id}}/playback", recordings_library.PlaybackHandler),
+    (f"{V1}/recordings/{{id}}/stream", recordings_library.StreamHandler),
+    (f"{V1}/recordings/{{id}}/waveform", recordings_library.WaveformHandler),
     (f"{V1}/recording-jobs", recording_jobs.RecordingJobsHandler),
     (f"{V1}/recording-jobs/facets", recording_jobs.RecordingJobFacetsHandler),
     (f"{V1}/recording-jobs/export", recording_jobs.RecordingJobExportHandler),
@@ -138,6 +154,7 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/recording-jobs/{{id}}/heartbeat", recording_jobs.JobHeartbeatHandler),
     (f"{V1}/recording-jobs/{{id}}/cancelled", recording_jobs.JobCancelledHandler),
     (f"{V1}/recording-jobs/{{id}}/failed", recording_jobs.JobFailedHandler),
+    (f"{V1}/recordings/{{rid}}/cache-file", recording_upload.CacheFileHandler),
 )
 
 

@@ -32,6 +32,7 @@ from hub.mqtt.dynsec import DynsecClient, DynsecError
 from hub.mqtt.embedded import EmbeddedBroker
 from hub.services.auth import ensure_first_admin
 from hub.services.nodes import credential_table
+from hub.storage import LocalStorage, PartialUploads, RecordingStorage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,6 +55,8 @@ class Hub:
         self.oidc: OidcClient | None = None
         self.events = EventBus()
         self.ingest = FleetIngest(self)
+        self.storage: RecordingStorage = LocalStorage(config.data_dir / "recordings")
+        self.uploads = PartialUploads(config.data_dir / "uploads")
         self.dynsec: DynsecClient | None = None
         self._streams: set[Any] = set()
         self._background: set[asyncio.Task[None]] = set()

@@ -94,6 +94,8 @@ def test_allowed_exactly_when_the_caller_holds_the_permission(
             assert response.status_code not in (401, 403), f"{name} refused {method.upper()} {path}: {response.text}"
         else:
             assert response.status_code == 403, f"{name} allowed {method.upper()} {path} without {permission}"
+            if method == "head":
+                continue  # a HEAD answer has no body to read the error from
             error = response.json()["error"]
             if name == "node":
                 assert error["code"] == "forbidden" and error["required"] == permission
