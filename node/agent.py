@@ -12,7 +12,7 @@ import msgspec
 
 from hub import __version__
 from hub.mqtt.backoff import backoff_delay
-from hub.mqtt.messages import Ack, ConfigChanged, LifecycleCommand, MeterFrame, NewCredential
+from hub.mqtt.messages import Ack, ConfigChanged, JobReady, LifecycleCommand, MeterFrame, NewCredential
 from node import const
 from node.audio_path import AudioPath, AudioThresholds
 from node.clock import time_quality
@@ -27,6 +27,8 @@ from node.identify import Identify
 from node.lifecycle import LifecycleRunner
 from node.lifecycle_actions import NodeActions
 from node.privileged import PrivilegedCommands
+from node.recording_client import RecordingClient
+from node.recording_jobs import RecordingWorker
 from node.sender import OutboxSender
 from node.state import StateStore, load_state, resolve_state, save_state
 from node.topics import NodeTopics
@@ -85,6 +87,15 @@ class Agent:
             self.topics.health,
         )
         self.heartbeats.audio_stats = self.audio.stats
+        self.cache_policy: dict[str, Any] = {}
+        self.recordings = RecordingWorker(
+            config.data_dir / "recordings",
+            RecordingClient(self.hub),
+            self.audio,
+            self.clock,
+            self._report_condition,
+            lambda: self.cache_policy,
+        )
         self._refetch_config = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.recent_log = RecentLog()
@@ -134,6 +145,7 @@ class Agent:
                 asyncio.create_task(self.heartbeats.run(workers_stop), name="heartbeat"),
                 asyncio.create_task(self._config_worker(workers_stop), name="config"),
                 asyncio.create_task(self.lifecycle.run(workers_stop), name="lifecycle"),
+                asyncio.create_task(self.recordings.run(workers_stop), name="recordings"),
             ]
             await wait_any(None, stop, self._restart, *[_done_event(t) for t in workers])
             for task in workers:
@@ -182,6 +194,8 @@ class Agent:
         except ValueError as err:
             raise HubProtocolError(f"hub gave an unusable mqtt_url: {err}") from err
         self.clock.offset_ms = fetched.clock_offset_ms
+        if remote.cache_policy is not None:
+            self.cache_policy = dict(remote.cache_policy)
         if remote.heartbeat_interval_s and not self.config.is_explicit("heartbeat_interval_s"):
             self.heartbeat_interval_s = max(0.1, float(remote.heartbeat_interval_s))
         if remote.meter_interval_ms:
@@ -281,6 +295,8 @@ class Agent:
             self._spawn(self._ack(command))
         elif isinstance(command, NewCredential):
             self._spawn(self._rotate_credential(command))
+        elif isinstance(command, JobReady):
+            self.recordings.job_command(command.job_id, command.stop)
         elif isinstance(command, LifecycleCommand):
             self.lifecycle.submit(command)
         elif isinstance(command, ConfigChanged):

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import msgspec
 
-from hub.mqtt.messages import Ack, ConfigChanged, LifecycleCommand, NewCredential
+from hub.mqtt.messages import Ack, ConfigChanged, JobReady, LifecycleCommand, NewCredential
 from node import const
 from node.errors import NodeError
 
-Command = Ack | NewCredential | ConfigChanged | LifecycleCommand
+Command = Ack | NewCredential | ConfigChanged | LifecycleCommand | JobReady
 
 COMMAND_TYPES: dict[str, type[Command]] = {
     const.CMD_ACK: Ack,
     const.CMD_CREDENTIALS: NewCredential,
     const.CMD_CONFIG: ConfigChanged,
     const.CMD_LIFECYCLE: LifecycleCommand,
+    const.CMD_JOB: JobReady,
 }
 
 
@@ -27,8 +28,8 @@ def decode_command(kind: str, payload: bytes) -> Command | None:
     schema = COMMAND_TYPES.get(kind)
     if schema is None:
         return None
-    if schema is ConfigChanged and not payload.strip():
-        return ConfigChanged()
+    if schema in (ConfigChanged, JobReady) and not payload.strip():
+        return schema()
     try:
         command = msgspec.json.decode(payload, type=schema)
     except msgspec.DecodeError as err:  # ValidationError is a DecodeError

@@ -29,6 +29,7 @@ class RemoteConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     tags: Any = None
     heartbeat_interval_s: float | None = None
     meter_interval_ms: int | None = None
+    cache_policy: dict[str, Any] | None = None
     hub_time: str | None = None
 
 

@@ -13,6 +13,7 @@ hub -> node (`cmd/{kind}`, QoS 1)
   cmd/credentials  a new credential (rotation with delivery); the old one works until `valid_until`
   cmd/config       the node's settings changed: fetch `GET /api/v1/nodes/{id}/config` again
   cmd/lifecycle    run one allowlisted lifecycle action (sent again on reconnect until it reports)
+  cmd/job          a recording job is ready to claim, or (`stop`) the running one must stop
 
 Every outbox message has a `msg_id` unique per node; the hub applies each id once and
 acknowledges it, so a message replayed after an outage is never counted twice.
@@ -165,6 +166,14 @@ class NewCredential(msgspec.Struct, frozen=True):
 
 class ConfigChanged(msgspec.Struct, frozen=True):
     changed: list[str] = []
+
+
+class JobReady(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """`cmd/job`: a recording job is queued for the node (claim it now), or, with `stop`, the running one must stop."""
+
+    job_id: str | None = None
+    recording_id: str | None = None
+    stop: bool = False
 
 
 class LifecycleCommand(msgspec.Struct, frozen=True):
