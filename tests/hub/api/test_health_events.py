@@ -80,7 +80,7 @@ def test_lifecycle_rules_and_audit(hub: HubProcess) -> None:
         assert admin.post(f"/api/v1/health-events/{event_id}/resolve").status_code == 409
         assert admin.post(f"/api/v1/health-events/{event_id}/reopen").json()["data"]["state"] == "open"
         audit = admin.get("/api/v1/audit-events", params={"target_id": event_id}).json()["data"]
-    assert [a["action"] for a in audit] == ["health.reopen", "health.resolve", "health.suppress"]
+    assert [a["action"] for a in audit] == ["health.reopen", "health.resolve", "health.suppress", "health.opened"]
     assert audit[0]["before"]["state"] == "resolved" and audit[0]["after"]["state"] == "open"
 
 
