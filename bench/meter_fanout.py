@@ -570,7 +570,7 @@ def _tables(steps: list[StepResult], nodes: int) -> list[hub_http._TextTable]:
                 _f(_p(s.delays_ms, 0.99), "{:.1f}"),
                 _f(max(s.delays_ms) if s.delays_ms else None, "{:.1f}"),
                 f"{s.drift_ms_per_s:+,.0f}",
-                f"{len(s.delays_ms):,}",
+                f"{len(s.delays_ms):,}" if len(s.delays_ms) < 100_000 else f"{len(s.delays_ms) / 1000:,.0f}k",
                 _f(s.frames_per_read, "{:.1f}"),
                 f"{s.dropped + s.ended + (s.clients - s.connected):,}",
                 "kept up" if s.kept_up else "FELL BEHIND",
