@@ -20,6 +20,7 @@ from node.commands import MalformedCommand, decode_command
 from node.config import NodeConfig
 from node.diagnostics import RecentLog
 from node.errors import HubProtocolError, HubRejected, NodeError, StateError
+from node.hardware import Hardware
 from node.health import health_payload, outbox_level_payload
 from node.heartbeat import ClockStatus, HeartbeatWorker
 from node.hub_client import FetchedConfig, HubClient
@@ -112,6 +113,15 @@ class Agent:
         self.lifecycle = LifecycleRunner(config.data_dir, actions.table(), self._report_lifecycle, self._request_restart)
         self.restart_requested = False
         self._restart = asyncio.Event()
+        self.hardware = Hardware(
+            config.node_hardware,
+            self.audio,
+            self.clock,
+            self.identify,
+            self._report_condition,
+            self._power_failing,
+            lambda: self.transport.connected,
+        )
 
     # -- run -------------------------------------------------------------------------
 
@@ -138,6 +148,7 @@ class Agent:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self.audio.load_interfaces)
             self.audio.start(loop)
+            await self.hardware.start()
             if state.mqtt_url:
                 self._use_broker(state.mqtt_url, "cached")
             workers = [
@@ -146,7 +157,9 @@ class Agent:
                 asyncio.create_task(self._config_worker(workers_stop), name="config"),
                 asyncio.create_task(self.lifecycle.run(workers_stop), name="lifecycle"),
                 asyncio.create_task(self.recordings.run(workers_stop), name="recordings"),
+                asyncio.create_task(self.hardware.run(workers_stop), name="hardware"),
             ]
+            self.hardware.ready(f"node {state.node_id} running")
             await wait_any(None, stop, self._restart, *[_done_event(t) for t in workers])
             for task in workers:
                 if task.done() and not task.cancelled() and task.exception() is not None:
@@ -157,6 +170,7 @@ class Agent:
             workers_stop.set()
             await _finish(workers, WORKER_STOP_TIMEOUT_S)  # a config request in flight is cancelled, not awaited
             await _finish(list(self._tasks), WORKER_STOP_TIMEOUT_S)
+            await self.hardware.stop()
             await asyncio.get_running_loop().run_in_executor(None, self.audio.stop)
             if self.transport.started:
                 await self.transport.stop()
@@ -266,6 +280,7 @@ class Agent:
     def _report_condition(self, kind: str, state: str, severity: str, details: dict[str, Any]) -> None:
         """An audio condition opened or resolved: a health report through the outbox."""
         (log.warning if state == "open" else log.info)("%s %s: %s", kind, state, details.get("message") or details)
+        self.hardware.condition(kind, state, severity)
 
         def build(msg_id: str) -> bytes:
             return health_payload(msg_id, kind, state, severity, details)  # type: ignore[arg-type]
@@ -326,6 +341,12 @@ class Agent:
     async def _report_lifecycle(self, job_id: str, build: Any) -> None:
         if await self.sender.enqueue("lifecycle", self.topics.lifecycle(job_id), build) is None:
             log.error("lifecycle job %s: the outbox refused its report", job_id)
+
+    def _power_failing(self) -> None:
+        """The UPS says the battery is nearly out: close the running recording now, while it can be finalized."""
+        recorder = self.recordings.current
+        if recorder is not None:
+            recorder.stop("power")
 
     def _request_restart(self) -> None:
         """`restart-agent`: stop like on SIGTERM; the command line then starts the agent again in place."""

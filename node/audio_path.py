@@ -103,6 +103,7 @@ class AudioPath:
         self._thread: threading.Thread | None = None
         self._rebuild = threading.Event()
         self._seq = 0
+        self.meter_tick = time.monotonic()  # the metering thread was last seen alive (for a watchdog)
 
     # -- control (on the loop) -----------------------------------------------------------
 
@@ -168,6 +169,12 @@ class AudioPath:
             ]
         return self._interfaces
 
+    def alive(self, now: float, within_s: float) -> dict[str, bool]:
+        """Whether the metering and capture threads showed life within `within_s` (capture: also through its retries)."""
+        supervisor = self.supervisor
+        capture_ok = supervisor is not None and now - supervisor.last_tick <= within_s
+        return {"meters": now - self.meter_tick <= within_s, "capture": capture_ok}
+
     def stats(self) -> dict[str, Any]:
         supervisor = self.supervisor
         capture = supervisor.stats.as_dict() if supervisor is not None else {}
@@ -225,6 +232,7 @@ class AudioPath:
         conditions = AudioConditions(self.thresholds.clip_clear_s)
         try:
             while not self._stop.wait(self.interval_ms / 4000.0):
+                self.meter_tick = time.monotonic()
                 if self._rebuild.is_set():
                     self._rebuild.clear()
                     engine = self._engine()

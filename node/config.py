@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from hub.config import Setting, load_settings
+from hw.config import HardwareConfig, HardwareConfigError, parse_hardware_config_json
 from node import const
 from node.audio_source import AudioSource, parse_audio_source
 
@@ -76,6 +77,14 @@ def _parse_runner(raw: str) -> tuple[str, ...]:
         raise ValueError(f"not a command line: {err}") from err
 
 
+def _parse_hardware(raw: str) -> HardwareConfig:
+    """JSON naming the box's devices, e.g. `{"front_panel": "/dev/ttyUSB0", "hardware_watchdog": "/dev/watchdog"}`."""
+    try:
+        return parse_hardware_config_json(raw, where="node_hardware")
+    except HardwareConfigError as err:
+        raise ValueError(str(err)) from err
+
+
 def _parse_log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -93,6 +102,7 @@ NODE_SETTINGS: tuple[Setting, ...] = (
     Setting("heartbeat_interval_s", _parse_positive_float, const.DEFAULT_HEARTBEAT_INTERVAL_S),
     Setting("outbox_capacity", _parse_capacity, const.DEFAULT_OUTBOX_CAPACITY),
     Setting("node_privileged_runner", _parse_runner, ()),
+    Setting("node_hardware", _parse_hardware, HardwareConfig()),
     Setting("node_silence_threshold_dbfs", _parse_dbfs, -60.0),
     Setting("node_silence_hold_s", _parse_positive_float, 10.0),
     Setting("node_clip_clear_s", _parse_positive_float, 10.0),
@@ -113,6 +123,7 @@ class NodeConfig:
     heartbeat_interval_s: float
     outbox_capacity: int
     node_privileged_runner: tuple[str, ...]
+    node_hardware: HardwareConfig
     node_silence_threshold_dbfs: float
     node_silence_hold_s: float
     node_clip_clear_s: float

@@ -30,6 +30,14 @@ class ClockStatus:
 
     offset_ms: float | None = None
     quality: TimeQuality = "unsynced"
+    gps_offset_ms: float | None = None  # system clock against a GPS fix, when a receiver is attached
+    gps_at: float | None = None
+
+    def judge(self, kernel: TimeQuality, now: float) -> TimeQuality:
+        """The kernel's verdict, or `gps` when it has none and a GPS fix is recent."""
+        if kernel == "unsynced" and self.gps_at is not None and now - self.gps_at <= GPS_FRESH_S:
+            return "gps"
+        return kernel
 
     def message(self) -> Clock:
         return Clock(offset_ms=self.offset_ms, quality=self.quality)
@@ -41,6 +49,7 @@ class _Reading:
     quality: TimeQuality
 
 
+GPS_FRESH_S = 60.0
 CONDITIONS_FILE = "conditions.json"
 FIRST_CPU_WINDOW_S = 0.2  # psutil measures CPU use between calls: the first one needs a window
 
@@ -82,7 +91,7 @@ class HeartbeatWorker:
         window = FIRST_CPU_WINDOW_S if self._first else None
         self._first = False
         reading = await asyncio.get_running_loop().run_in_executor(None, _read, self.data_dir, window)
-        self.clock.quality = reading.quality
+        self.clock.quality = self.clock.judge(reading.quality, time.time())
         seq = next(self._seq)
         system = reading.system
 

@@ -78,6 +78,7 @@ class CaptureSupervisor:
         self._ever_captured = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.last_tick = time.monotonic()  # the supervisor's thread was last seen alive (for a watchdog)
 
     @property
     def open_condition(self) -> str | None:
@@ -111,7 +112,7 @@ class CaptureSupervisor:
             retry = True
             if capture is None:
                 self.state = "waiting"
-                self._stop.wait(max(MIN_RETRY_S, backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s)))
+                self._sleep(max(MIN_RETRY_S, backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s)))
                 attempt += 1
                 continue
             flowed = self._watch(capture)
@@ -122,8 +123,18 @@ class CaptureSupervisor:
                 attempt = 0
             self._report_open(DEVICE_LOST, f"{capture.describe()}: {self.last_error}")
             self.state = "waiting"
-            self._stop.wait(max(MIN_RETRY_S, backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s)))
+            self._sleep(max(MIN_RETRY_S, backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s)))
             attempt += 1
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait (stop ends it early), showing the thread is alive at least once a second."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            self.last_tick = time.monotonic()
+            left = deadline - self.last_tick
+            if left <= 0:
+                return
+            self._stop.wait(min(1.0, left))
 
     def _open(self, retry: bool) -> Capture | None:
         try:
@@ -145,6 +156,7 @@ class CaptureSupervisor:
         blocks_at_open = self.stats.blocks
         flowed = False
         while not self._stop.wait(self.poll_s):
+            self.last_tick = time.monotonic()
             if not flowed and self.stats.blocks > blocks_at_open:
                 flowed = True
                 self._ever_captured = True
