@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +14,7 @@ import pytest
 
 from hub.db.database import open_database
 from hub.db.models import database_proxy
-from tests.harness import HubProcess, Mosquitto, create_database, drop_database, leftover_children, terminate
+from tests.harness import HubProcess, Mosquitto, NotifySocket, create_database, drop_database, leftover_children, terminate
 
 BACKENDS = ("sqlite", "postgres")
 
@@ -95,3 +97,14 @@ def no_process_left_behind() -> Iterator[None]:
     for proc in left:
         terminate(proc)
     assert not left, f"processes left running: {[p.args for p in left]}"
+
+
+@pytest.fixture
+def notify() -> Iterator[NotifySocket]:
+    """A socket bound where NOTIFY_SOCKET will point: what systemd would receive from a service."""
+    directory = tempfile.mkdtemp(prefix="hark-", dir="/tmp")  # unix socket paths must stay under 108 bytes
+    receiver = NotifySocket(os.path.join(directory, "notify"))
+    yield receiver
+    receiver.close()
+    os.unlink(receiver.name)
+    os.rmdir(directory)

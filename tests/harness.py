@@ -23,6 +23,7 @@ from psycopg2 import sql
 
 from hub.processes import free_port
 from hub.processes import stop_process as terminate
+from hw.watchdog import notify_address
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get("HARK_TEST_POSTGRES_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres")
@@ -404,3 +405,32 @@ def mqtt_login(port: int, username: str | None, password: str | None, host: str 
     client.disconnect()
     client.loop_stop()
     return outcome == [True]
+
+
+class NotifySocket:
+    """What systemd would receive: a datagram socket bound where NOTIFY_SOCKET points."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        address = notify_address(name)
+        assert address is not None
+        self.sock.bind(address)
+
+    def receive(self, timeout: float = 2.0) -> tuple[float, str]:
+        self.sock.settimeout(timeout)
+        data = self.sock.recv(4096)
+        return time.monotonic(), data.decode()
+
+    def messages_for(self, seconds: float) -> list[tuple[float, str]]:
+        got = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                got.append(self.receive(left))
+            except TimeoutError:
+                break
+        return got
+
+    def close(self) -> None:
+        self.sock.close()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -15,45 +13,7 @@ import pytest
 
 from hw.errors import WatchdogError
 from hw.watchdog import Watchdog, notify_address, systemd_ping_interval
-
-
-class NotifySocket:
-    """What systemd would receive: a datagram socket bound where NOTIFY_SOCKET points."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        address = notify_address(name)
-        assert address is not None
-        self.sock.bind(address)
-
-    def receive(self, timeout: float = 2.0) -> tuple[float, str]:
-        self.sock.settimeout(timeout)
-        data = self.sock.recv(4096)
-        return time.monotonic(), data.decode()
-
-    def messages_for(self, seconds: float) -> list[tuple[float, str]]:
-        got = []
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                got.append(self.receive(left))
-            except TimeoutError:
-                break
-        return got
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def notify() -> Iterator[NotifySocket]:
-    directory = tempfile.mkdtemp(prefix="hark-", dir="/tmp")  # unix socket paths must stay under 108 bytes
-    receiver = NotifySocket(os.path.join(directory, "notify"))
-    yield receiver
-    receiver.close()
-    os.unlink(receiver.name)
-    os.rmdir(directory)
+from tests.harness import NotifySocket
 
 
 @pytest.fixture

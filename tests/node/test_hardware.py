@@ -16,7 +16,7 @@ from node.audio_source import parse_audio_source
 from node.hardware import Hardware
 from node.heartbeat import ClockStatus
 from node.identify import Identify
-from tests.hw.test_watchdog import NotifySocket, notify  # noqa: F401 - the fixture
+from tests.harness import NotifySocket
 
 
 class HangingOpener:
@@ -51,7 +51,7 @@ def pings(notify_socket: NotifySocket, seconds: float) -> int:
 
 
 def test_a_hung_capture_thread_stops_the_watchdog_pings_until_it_recovers(
-    notify: NotifySocket,  # noqa: F811
+    notify: NotifySocket,
     opener: HangingOpener,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
