@@ -135,7 +135,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   run python3 -m venv "$VENV"
 fi
 run "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade "$checkout"
-run install -m 0644 "$checkout/systemd/README.md" "$PREFIX/README.service.md"
+run install -m 0644 "$checkout/README.md" "$PREFIX/README.md"
 
 # --- 6. units, the privileged runner and the polkit rule ----------------------------------
 step "units: ${units[*]} into $UNIT_DIR"

@@ -35,6 +35,11 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   apt_install nodejs npm
 fi
 
+# --- systemd-analyze verifies the units in systemd/ (tests/systemd); node.js evaluates the polkit rule ---
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  apt_install systemd
+fi
+
 # --- Audio (PortAudio for sounddevice/pyaudio, PulseAudio with a null sink, an ALSA file PCM) ---
 # libportaudio2 is what sounddevice loads; portaudio19-dev builds pyaudio; the tests start their
 # own PulseAudio and capture from the ALSA PCM `harkfile`, whose samples come from the raw
