@@ -65,7 +65,9 @@ class ConditionWatch:
             except (OSError, ValueError, AttributeError) as err:
                 log.warning("conditions file %s unreadable (%s): starting afresh", path, err)
 
-    def evaluate(self, system: SystemSnapshot, clock_offset_ms: float | None, quality: str) -> list[Change]:
+    def evaluate(
+        self, system: SystemSnapshot, clock_offset_ms: float | None, quality: str, power_problems: tuple[str, ...] = ()
+    ) -> list[Change]:
         wanted: dict[str, tuple[Severity | None, dict[str, Any]]] = {}
         if system.disk is not None:
             used = system.disk.used_pct  # higher is worse: compare with the free-space thresholds turned into "used"
@@ -82,6 +84,9 @@ class ConditionWatch:
                 abs(clock_offset_ms), CLOCK_WARN_MS, CLOCK_CRITICAL_MS, CLOCK_CLEAR_MS, self.reported.get("clock.unsynced")
             )
             wanted["clock.unsynced"] = (severity, {"offset_ms": clock_offset_ms, "quality": quality})
+        undervolt: Severity | None = "warning" if "under_voltage" in power_problems else None
+        if undervolt is not None or "power.under_voltage" in self.reported:
+            wanted["power.under_voltage"] = (undervolt, {"flags": list(power_problems)})
         changes = []
         for kind, (severity, details) in wanted.items():
             if self.reported.get(kind) == severity:  # unknown counts as clear: only what was reported open resolves

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from hub.mqtt.messages import AudioInterface, Clock, Heartbeat, TimeQuality
+from hw.sensors import LoadReading, PowerFlags, read_load, read_power_flags
 from node.clock import time_quality, utc_iso
 from node.conditions import Change, ConditionWatch
 from node.health import health_payload
@@ -47,6 +48,8 @@ class ClockStatus:
 class _Reading:
     system: SystemSnapshot
     quality: TimeQuality
+    load: LoadReading | None = None
+    power: PowerFlags | None = None
 
 
 GPS_FRESH_S = 60.0
@@ -55,7 +58,7 @@ FIRST_CPU_WINDOW_S = 0.2  # psutil measures CPU use between calls: the first one
 
 
 def _read(data_dir: Path, cpu_window_s: float | None) -> _Reading:
-    return _Reading(read_system(data_dir, cpu_window_s), time_quality())
+    return _Reading(read_system(data_dir, cpu_window_s), time_quality(), read_load(), read_power_flags())
 
 
 class HeartbeatWorker:
@@ -94,6 +97,7 @@ class HeartbeatWorker:
         self.clock.quality = self.clock.judge(reading.quality, time.time())
         seq = next(self._seq)
         system = reading.system
+        load, power = reading.load, reading.power
 
         def build(msg_id: str) -> bytes:
             return msgspec.json.encode(
@@ -109,6 +113,8 @@ class HeartbeatWorker:
                     temperature_c=system.temperature_c,
                     interfaces=self._interfaces(),
                     audio=self.audio_stats() if self.audio_stats is not None else None,
+                    load=[load.load_1m, load.load_5m, load.load_15m] if load is not None else None,
+                    power=_power(power),
                     clock=self.clock.message(),
                     outbox=self.sender.level,  # built on the outbox thread: the depth right now
                 )
@@ -116,13 +122,13 @@ class HeartbeatWorker:
 
         msg_id = await self.sender.enqueue("telemetry", self.topic, build)
         if self.health_topic is not None:
-            await self.report_conditions(system, reading.quality)
+            await self.report_conditions(system, reading.quality, power.problems if power is not None else ())
         return msg_id
 
-    async def report_conditions(self, system: SystemSnapshot, quality: TimeQuality) -> None:
+    async def report_conditions(self, system: SystemSnapshot, quality: TimeQuality, power_problems: tuple[str, ...] = ()) -> None:
         """Disk, temperature and clock conditions that changed since the last reading, through the outbox."""
         assert self.health_topic is not None
-        for change in self.conditions.evaluate(system, self.clock.offset_ms, quality):
+        for change in self.conditions.evaluate(system, self.clock.offset_ms, quality, power_problems):
             state = "resolved" if change.severity is None else "open"
             if change.severity is not None:
                 log.warning("%s %s: %s", change.kind, change.severity, change.details)
@@ -147,3 +153,10 @@ class HeartbeatWorker:
                 next_at = now
             if await stopped(stop, next_at - now):
                 return
+
+
+def _power(flags: PowerFlags | None) -> dict[str, object] | None:
+    """The Pi's throttling flags for the heartbeat (None on boards without `vcgencmd`)."""
+    if flags is None:
+        return None
+    return {"raw": flags.raw, "now": list(flags.problems), "since_boot": list(flags.problems_since_boot)}

@@ -79,6 +79,8 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     clock: Clock | None = None
     outbox: OutboxLevel | None = None
     audio: dict[str, object] | None = None  # capture state and counters (overflows, lost frames, opens)
+    load: list[float] | None = None  # 1, 5 and 15 minute load averages
+    power: dict[str, object] | None = None  # a Pi's throttling flags: `now` and `since_boot`
 
 
 class HealthReport(msgspec.Struct, frozen=True, forbid_unknown_fields=False):

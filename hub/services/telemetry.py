@@ -103,6 +103,8 @@ def _apply_heartbeat(
         "temperature_c": beat.temperature_c,
         "outbox": msgspec.to_builtins(beat.outbox),
         "audio": beat.audio,
+        "load": beat.load,
+        "power": beat.power,
     }
     clock_offset = beat.clock.offset_ms if beat.clock is not None else node.clock_offset_ms
     quality = beat.clock.quality if beat.clock is not None else node.time_quality

@@ -53,3 +53,11 @@ def test_temperature_and_clock_offsets() -> None:
     ]
     assert kinds(watch.evaluate(reading(temperature_c=None), 10.0, "ntp")) == [("clock.unsynced", None)]
     assert watch.evaluate(reading(temperature_c=None), 10.0, "ntp") == []
+
+
+def test_under_voltage_opens_while_the_firmware_flags_it_and_resolves_after() -> None:
+    watch = ConditionWatch()
+    assert watch.evaluate(reading(), None, "ntp", ()) == []
+    assert kinds(watch.evaluate(reading(), None, "ntp", ("under_voltage", "throttled"))) == [("power.under_voltage", "warning")]
+    assert watch.evaluate(reading(), None, "ntp", ("under_voltage",)) == []
+    assert kinds(watch.evaluate(reading(), None, "ntp", ("throttled",))) == [("power.under_voltage", None)]
