@@ -21,7 +21,7 @@ from node.hub_client import HubClient
 
 log = logging.getLogger(__name__)
 
-UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024  # one PUT; a failure costs at most this much again
+UPLOAD_CHUNK_BYTES = 64 * 1024 * 1024  # one PUT; a failure costs at most this much again
 READ_BYTES = 256 * 1024  # what is read from disk and handed to the socket at a time
 UPLOAD_TIMEOUT_S = 600.0
 
@@ -158,7 +158,7 @@ class RecordingClient:
                 if err.status == 400 and err.code == "checksum_mismatch":
                     raise UploadRejected(str(err)) from err
                 raise
-            if progress is not None:
+            if progress is not None and not complete:  # once complete the job is over: no more heartbeats
                 await progress(offset, total)
 
     async def _put(self, job: ClaimedJob, path: Path, start: int, end: int, total: int, sha256: str) -> tuple[int, bool]:

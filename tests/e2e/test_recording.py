@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -65,6 +66,8 @@ def test_a_three_second_recording_comes_back_sample_accurate(fleet: Fleet) -> No
     ledger = done["integrity"]
     assert ledger["frames_written"] >= 3 * 48000 and ledger["gaps"] == [], ledger
     assert done["duration_s"] == pytest.approx(3.0, abs=0.001) and done["time_quality"] in ("ntp", "unsynced")
+    manifest = node.workdir / "data" / "recordings" / started["id"] / "manifest.json"
+    wait_for(lambda: json.loads(manifest.read_text())["state"] == "uploaded", 10, "the node's cache to mark it uploaded")
 
 
 def test_kill_9_mid_recording_keeps_the_audio_and_settles_as_interrupted(fleet: Fleet) -> None:
