@@ -1,21 +1,118 @@
-// The console uses only the public API: /readyz, /api/v1/auth/*, /api/v1/nodes.
-// It signs in with the HttpOnly session cookie; writes carry the CSRF token the API hands out.
-const $ = (id) => document.getElementById(id);
-let csrfToken = null;
+// The hark console: sign-in, the section menu and a hash router over the views in js/.
+// It uses only the public API, with the HttpOnly session cookie and the CSRF token on writes.
+import { api, can, session, setCsrf, setSession } from "./js/api.js";
+import { fill, h } from "./js/dom.js";
+import { renderFleet } from "./js/fleet.js";
+import { renderNode } from "./js/node.js";
+import { renderRecording, renderRecordings } from "./js/recordings.js";
+import { renderAudit } from "./js/audit.js";
+import { renderKeys, renderMe, renderUsers } from "./js/admin.js";
 
-async function api(path, options = {}) {
-  const headers = { "Content-Type": "application/json", ...(options.headers || {}) };
-  if (csrfToken && options.method && options.method !== "GET") headers["X-CSRF-Token"] = csrfToken;
-  const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
-  if (response.status === 204) return null;
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    const error = new Error(body.error?.message || `The hub answered ${response.status}.`);
-    error.status = response.status;
-    throw error;
-  }
-  return body;
+const $ = (id) => document.getElementById(id);
+
+// Each route: a pattern, the permission it needs (null: any signed-in user), and its view.
+const ROUTES = [
+  [/^\/fleet$/, "node:read", renderFleet, "Fleet"],
+  [/^\/nodes\/([^/]+)$/, "node:read", renderNode, "Node"],
+  [/^\/recordings$/, "recording:read", renderRecordings, "Recordings"],
+  [/^\/recordings\/([^/]+)$/, "recording:read", renderRecording, "Recording"],
+  [/^\/audit$/, "audit:read", renderAudit, "Audit"],
+  [/^\/users$/, "auth:manage", renderUsers, "Users"],
+  [/^\/keys$/, null, renderKeys, "API keys"],
+  [/^\/me$/, null, renderMe, "Me"],
+];
+
+let cleanup = null;
+
+function home() {
+  return can("node:read") ? "/fleet" : can("recording:read") ? "/recordings" : "/me";
 }
+
+function route() {
+  if (!session.me) return;
+  const path = location.hash.replace(/^#/, "") || home();
+  cleanup?.();
+  cleanup = null;
+  const view = $("view");
+  for (const link of document.querySelectorAll("#nav a")) {
+    const current = path.startsWith(link.getAttribute("href").slice(1));
+    if (current) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  for (const [pattern, permission, render, title] of ROUTES) {
+    const match = pattern.exec(path.split("?")[0]);
+    if (!match) continue;
+    document.title = `${title} · hark`;
+    if (permission && !can(permission)) {
+      fill(view, h("section", { class: "denied" }, h("h2", {}, title),
+        h("p", { class: "error", role: "alert" }, `Your roles do not allow this page: it needs the permission ${permission}. Ask an administrator.`)));
+      return;
+    }
+    fill(view);
+    cleanup = render(view, ...match.slice(1).map(decodeURIComponent)) ?? null;
+    return;
+  }
+  location.hash = `#${home()}`;
+}
+
+function showLogin(message = "") {
+  cleanup?.();
+  cleanup = null;
+  setSession(null);
+  fill($("view"));
+  $("login-view").hidden = false;
+  $("nav").hidden = $("who").hidden = $("logout").hidden = true;
+  $("login-error").textContent = message;
+  $("username").focus();
+}
+
+async function start() {
+  let me;
+  try {
+    me = (await api("/api/v1/auth/me")).data;
+  } catch (error) {
+    return showLogin(error.status === 401 ? "" : error.message);
+  }
+  setSession(me);
+  $("login-view").hidden = true;
+  for (const link of document.querySelectorAll("#nav a")) {
+    link.hidden = Boolean(link.dataset.permission) && !can(link.dataset.permission);
+  }
+  $("nav").hidden = false;
+  $("who").textContent = `${me.user.display_name || me.user.username} (${me.user.roles.join(", ") || "no role"})`;
+  $("who").hidden = $("logout").hidden = false;
+  route();
+}
+
+$("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const button = event.submitter;
+  button.disabled = true;
+  try {
+    const { data } = await api("/api/v1/auth/login", {
+      method: "POST",
+      body: { username: $("username").value, password: $("password").value, cookie: true },
+    });
+    setCsrf(data.csrf_token);
+    $("password").value = "";
+    $("login-error").textContent = "";
+    await start();
+  } catch (error) {
+    const message = error.code === "invalid_credentials" ? "The username or password is wrong." : error.message;
+    $("login-error").textContent = message;
+  } finally {
+    button.disabled = false;
+  }
+});
+
+$("logout").addEventListener("click", async () => {
+  try { await api("/api/v1/auth/logout", { method: "POST" }); } catch { /* already gone */ }
+  history.replaceState(null, "", location.pathname);
+  showLogin("You are logged out.");
+});
+
+window.addEventListener("hark:signed-out", () => showLogin("Your session has ended: log in again."));
+window.addEventListener("hashchange", route);
 
 async function showReadiness() {
   const badge = $("readiness");
@@ -30,70 +127,6 @@ async function showReadiness() {
     badge.className = "badge not-ready";
   }
 }
-
-function showLogin(message = "") {
-  $("login-view").hidden = false;
-  $("fleet-view").hidden = true;
-  $("who").hidden = $("logout").hidden = true;
-  $("login-error").textContent = message;
-  $("username").focus();
-}
-
-async function showFleet() {
-  let me;
-  try {
-    me = (await api("/api/v1/auth/me")).data;
-  } catch (error) {
-    return showLogin(error.status === 401 ? "" : error.message);
-  }
-  csrfToken = me.csrf_token ?? csrfToken;
-  $("login-view").hidden = true;
-  $("fleet-view").hidden = false;
-  $("who").textContent = `${me.user.username} (${me.user.roles.join(", ")})`;
-  $("who").hidden = $("logout").hidden = false;
-  const rows = $("fleet-rows");
-  rows.replaceChildren();
-  if (!me.permissions.includes("node:read")) {
-    $("fleet-error").textContent = "Your roles do not include seeing nodes.";
-    return;
-  }
-  try {
-    const { data } = await api("/api/v1/nodes?limit=200");
-    $("fleet-caption").textContent = data.length ? `${data.length} nodes` : "No nodes enrolled yet.";
-    for (const node of data) {
-      const tr = document.createElement("tr");
-      for (const value of [node.name, node.site ?? "—", node.status, node.last_seen_at ?? "never"]) {
-        const td = document.createElement("td");
-        td.textContent = value;
-        tr.append(td);
-      }
-      rows.append(tr);
-    }
-  } catch (error) {
-    $("fleet-error").textContent = error.message;
-  }
-}
-
-$("login-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  try {
-    const { data } = await api("/api/v1/auth/login", {
-      method: "POST",
-      body: JSON.stringify({ username: $("username").value, password: $("password").value, cookie: true }),
-    });
-    csrfToken = data.csrf_token;
-    $("password").value = "";
-    await showFleet();
-  } catch (error) {
-    showLogin(error.message);
-  }
-});
-
-$("logout").addEventListener("click", async () => {
-  try { await api("/api/v1/auth/logout", { method: "POST" }); } catch { /* already gone */ }
-  csrfToken = null;
-  showLogin();
-});
 
 async function offerSingleSignOn() {
   try {
@@ -110,4 +143,4 @@ if (location.hash.startsWith("#token=")) history.replaceState(null, "", location
 showReadiness();
 setInterval(showReadiness, 10000);
 offerSingleSignOn();
-showFleet();
+start();

@@ -1,0 +1,157 @@
+// Who am I; users (auth:manage) and API keys (everyone's own; every key with auth:manage).
+import { api, can, listAll, session } from "./api.js";
+import { confirmAction, field, fill, h, notify, secretBox, select, when } from "./dom.js";
+
+const PERMISSIONS = ["auth:manage", "audit:read", "node:read", "node:manage", "listen:monitor", "health:read", "health:acknowledge", "recording:read",
+  "recording:create", "recording:control", "recording:playback", "recording:download", "recording:edit", "recording:delete", "schedule:read",
+  "schedule:manage", "settings:read", "settings:manage", "metrics:read"];
+
+const sitesText = (sites) => (sites === null || sites === undefined ? "all sites" : sites.join(", ") || "no site");
+const parseSites = (text) => (text.trim() ? text.split(",").map((s) => s.trim()).filter(Boolean) : null);
+
+function checkboxes(name, values, checked = [], legend) {
+  return h("fieldset", { class: "checks" }, h("legend", {}, legend), values.map((value) => {
+    const id = `${name}-${value.replace(/\W/g, "-")}`;
+    return h("span", { class: "check" }, h("input", { type: "checkbox", id, name, value, checked: checked.includes(value) }), h("label", { for: id }, value));
+  }));
+}
+const checkedValues = (form, name) => [...form.querySelectorAll(`input[name="${name}"]:checked`)].map((i) => i.value);
+
+export function renderMe(view) {
+  const me = session.me;
+  const sessions = h("div");
+  fill(view, h("section", {}, h("h2", {}, "Who am I"),
+    h("dl", { class: "facts" }, [["User", me.user.username], ["Name", me.user.display_name ?? "—"], ["Roles", me.user.roles.join(", ") || "none"],
+      ["Sites", sitesText(me.user.sites)], ["Signed in with", me.via], ["Permissions", me.permissions.join(", ") || "none"]]
+      .map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    h("h3", {}, "Your sessions"), sessions));
+  const load = async () => {
+    try {
+      const { data } = await api("/api/v1/auth/sessions");
+      fill(sessions, h("table", {}, h("thead", {}, h("tr", {}, ["Started", "Last used", "From", "Browser", ""].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, data.map((s) => h("tr", {}, h("td", {}, when(s.created_at)), h("td", {}, when(s.last_seen_at ?? s.last_used_at)), h("td", {}, s.source_ip ?? "—"),
+          h("td", {}, s.user_agent ?? "—"), h("td", {}, s.current ? "this session" : h("button", { type: "button", class: "small", onclick: async () => {
+            try { await api(`/api/v1/auth/sessions/${s.id}`, { method: "DELETE" }); load(); } catch (err) { notify(err.message, "error"); }
+          } }, "End")))))));
+    } catch (err) { fill(sessions, h("p", { class: "error" }, err.message)); }
+  };
+  load();
+}
+
+export function renderUsers(view) {
+  const list = h("div");
+  const error = h("p", { class: "error", role: "alert" });
+  let roles = ["admin", "operator", "technician", "viewer"];
+  const load = async () => {
+    try {
+      const [users, roleList] = await Promise.all([listAll("/api/v1/auth/users"), api("/api/v1/auth/roles", { params: { limit: 200 } }).catch(() => null)]);
+      if (roleList) roles = roleList.data.map((r) => r.name);
+      fill(list, h("div", { class: "table-wrap" }, h("table", {}, h("caption", {}, `${users.length} users`),
+        h("thead", {}, h("tr", {}, ["User", "Roles", "Sites", "State", "Created", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, users.map(userRow)))));
+      error.textContent = "";
+    } catch (err) { error.textContent = `Could not load the users: ${err.message}`; }
+  };
+  const userRow = (u) => {
+    const roleSel = select(roles.map((r) => [r, r]), u.roles[0] ?? "", { "aria-label": `Role of ${u.username}` });
+    const act = async (what, call) => {
+      try { await call(); notify(`${u.username}: ${what}.`); load(); } catch (err) { notify(`${u.username}: ${err.message}`, "error"); }
+    };
+    return h("tr", {}, h("td", {}, u.username, u.display_name ? ` (${u.display_name})` : ""), h("td", {}, u.roles.join(", ") || "—"), h("td", {}, sitesText(u.sites)),
+      h("td", {}, u.disabled ? "disabled" : "active", u.sso ? ", single sign-on" : ""), h("td", {}, when(u.created_at)),
+      h("td", { class: "actions" },
+        roleSel, h("button", { type: "button", class: "small", onclick: () => act("role changed", () => api(`/api/v1/auth/users/${u.id}/access`, { method: "PATCH", body: { roles: [roleSel.value] } })) }, "Set role"),
+        h("button", { type: "button", class: "small", onclick: async () => {
+          if (!(await confirmAction(`${u.disabled ? "Enable" : "Disable"} ${u.username}?`, u.disabled ? "They can sign in again." : "Their sessions end and their API keys stop working.", u.disabled ? "Enable" : "Disable", !u.disabled))) return;
+          act(u.disabled ? "enabled" : "disabled", () => api(`/api/v1/auth/users/${u.id}/status`, { method: "PATCH", body: { status: u.disabled ? "active" : "disabled" } }));
+        } }, u.disabled ? "Enable" : "Disable"),
+        u.sso ? null : h("button", { type: "button", class: "small", onclick: async () => {
+          const password = generatePassword();
+          if (!(await confirmAction(`Reset ${u.username}'s password?`, "A new password is generated and shown once; their sessions end.", "Reset", true))) return;
+          try {
+            await api(`/api/v1/auth/users/${u.id}/password`, { method: "PATCH", body: { password } });
+            fill(result, secretBox(`New password for ${u.username}`, password));
+          } catch (err) { notify(err.message, "error"); }
+        } }, "Reset password"),
+        h("button", { type: "button", class: "small danger", onclick: async () => {
+          if (!(await confirmAction(`Delete ${u.username}?`, "The user is removed and their API keys revoked.", "Delete", true))) return;
+          act("deleted", () => api(`/api/v1/auth/users/${u.id}`, { method: "DELETE" }));
+        } }, "Delete")));
+  };
+  const result = h("div");
+  const form = h("form", { class: "grid-form", "aria-label": "New user", onsubmit: async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const password = data.get("password") || generatePassword();
+    try {
+      const { data: user } = await api("/api/v1/auth/users", { method: "POST", body: {
+        username: data.get("username"), password, display_name: data.get("display_name") || null,
+        roles: checkedValues(form, "roles"), sites: parseSites(data.get("sites") ?? ""),
+      } });
+      fill(result, h("p", {}, `User ${user.username} created.`), data.get("password") ? null : secretBox(`Password for ${user.username}`, password));
+      form.reset();
+      load();
+    } catch (err) { fill(result, h("p", { class: "error", role: "alert" }, `Could not create the user: ${err.message}`)); }
+  } },
+  field("Username", h("input", { name: "username", required: true, autocomplete: "off" })),
+  field("Display name", h("input", { name: "display_name" })),
+  field("Password", h("input", { name: "password", type: "password", autocomplete: "new-password", minLength: 10 }), "At least 10 characters; leave empty to generate one."),
+  field("Sites", h("input", { name: "sites", placeholder: "empty: every site" }), "Comma-separated."),
+  checkboxes("roles", ["viewer", "technician", "operator", "admin"], ["viewer"], "Roles"),
+  h("button", { type: "submit", class: "primary" }, "Create user"));
+  fill(view, h("section", {}, h("h2", {}, "Users"), error, list, h("h3", {}, "New user"), form, result));
+  load();
+}
+
+export function renderKeys(view) {
+  const list = h("div");
+  const result = h("div");
+  const error = h("p", { class: "error", role: "alert" });
+  const admin = can("auth:manage");
+  const load = async () => {
+    try {
+      const keys = await listAll("/api/v1/auth/keys");
+      fill(list, keys.length ? h("div", { class: "table-wrap" }, h("table", {}, h("caption", {}, admin ? "Every API key" : "Your API keys"),
+        h("thead", {}, h("tr", {}, ["Name", "Kind", "Prefix", "Scopes", "Sites", "Status", "Expires", "Last used", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, keys.map((k) => h("tr", {}, h("td", {}, k.name), h("td", {}, k.kind), h("td", {}, h("code", {}, k.key_prefix)), h("td", { class: "col-scopes" }, k.scopes.join(", ")),
+          h("td", {}, sitesText(k.sites)), h("td", {}, k.status), h("td", {}, when(k.expires_at)), h("td", {}, when(k.last_used_at)),
+          h("td", { class: "actions" }, k.status === "active" ? [
+            h("button", { type: "button", class: "small", onclick: async () => {
+              if (!(await confirmAction(`Rotate “${k.name}”?`, "A new secret is issued and the old one stops at once.", "Rotate", true))) return;
+              try { const { data } = await api(`/api/v1/auth/keys/${k.id}/rotate`, { method: "POST" }); fill(result, secretBox(`New secret of ${k.name}`, data.secret)); load(); } catch (err) { notify(err.message, "error"); }
+            } }, "Rotate"),
+            h("button", { type: "button", class: "small danger", onclick: async () => {
+              if (!(await confirmAction(`Revoke “${k.name}”?`, "The key stops working at once.", "Revoke", true))) return;
+              try { await api(`/api/v1/auth/keys/${k.id}`, { method: "DELETE" }); load(); } catch (err) { notify(err.message, "error"); }
+            } }, "Revoke")] : "—")))))) : h("p", { class: "hint" }, "No API keys yet."));
+      error.textContent = "";
+    } catch (err) { error.textContent = `Could not load the keys: ${err.message}`; }
+  };
+  const mine = PERMISSIONS.filter((p) => session.permissions.has(p));
+  const form = h("form", { class: "grid-form", "aria-label": "New API key", onsubmit: async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const body = { name: data.get("name"), scopes: checkedValues(form, "scopes"), kind: data.get("kind") || "user", sites: parseSites(data.get("sites") ?? "") };
+    if (data.get("expires_at")) body.expires_at = new Date(data.get("expires_at")).toISOString();
+    if (!body.scopes.length) return fill(result, h("p", { class: "error", role: "alert" }, "Choose at least one scope: keys may do nothing else."));
+    try {
+      const { data: created } = await api("/api/v1/auth/keys", { method: "POST", body });
+      fill(result, secretBox(`Secret of ${created.key.name}`, created.secret));
+      form.reset();
+      load();
+    } catch (err) { fill(result, h("p", { class: "error", role: "alert" }, `Could not create the key: ${err.message}`)); }
+  } },
+  field("Name", h("input", { name: "name", required: true, maxLength: 150 })),
+  admin ? field("Kind", select([["user", "user (acts as you)"], ["service", "service"]], "user", { name: "kind" })) : null,
+  field("Sites", h("input", { name: "sites", placeholder: "empty: every site" }), "Comma-separated."),
+  field("Expires", h("input", { name: "expires_at", type: "datetime-local" }), "Empty: never."),
+  checkboxes("scopes", mine, [], "Scopes"),
+  h("button", { type: "submit", class: "primary" }, "Create key"));
+  fill(view, h("section", {}, h("h2", {}, "API keys"), error, list, h("h3", {}, "New key"), form, result));
+  load();
+}
+
+function generatePassword() {
+  const bytes = crypto.getRandomValues(new Uint8Array(15));
+  return btoa(String.fromCharCode(...bytes)).replace(/[+/=]/g, "x");
+}
