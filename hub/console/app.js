@@ -111,6 +111,11 @@ $("logout").addEventListener("click", async () => {
   showLogin("You are logged out.");
 });
 
+// The skip link must not change the hash, which is the router's.
+document.querySelector(".skip").addEventListener("click", (event) => {
+  event.preventDefault();
+  $("main").focus();
+});
 window.addEventListener("hark:signed-out", () => showLogin("Your session has ended: log in again."));
 window.addEventListener("hashchange", route);
 

@@ -1,0 +1,101 @@
+"""A real hub with two real nodes, and headless Chromium (Debian's) driven by Playwright."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from tests.harness import ROOT, HubProcess, NodeProcess, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "var" / "test-artifacts" / "console"
+SOURCES = {
+    "Stage left": ("main-hall", ["stage"], "synthetic:sine?freq=440&dbfs=-12&channels=2"),
+    "Foyer": ("foyer", ["ambience"], "synthetic:noise?dbfs=-24&channels=1"),
+}
+
+
+@dataclass
+class ConsoleFleet:
+    """The hub, its nodes by name, and an admin token for set-up through the API."""
+
+    hub: HubProcess
+    nodes: dict[str, NodeProcess] = field(default_factory=dict)
+
+    def node_id(self, name: str) -> str:
+        return self.nodes[name].node_id
+
+
+@pytest.fixture(scope="module")
+def console_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleFleet]:
+    workdir = tmp_path_factory.mktemp("console")
+    hub = HubProcess(workdir / "hub")
+    hub.start()
+    fleet = ConsoleFleet(hub)
+    try:
+        with hub.admin() as admin:
+            for name, (site, tags, source) in SOURCES.items():
+                response = admin.post("/api/v1/nodes/enroll", json={"name": name, "site": site, "tags": tags})
+                assert response.status_code == 201, response.text
+                data = response.json()["data"]
+                node = NodeProcess(
+                    workdir / f"node-{uuid.uuid4().hex[:6]}",
+                    hub.url,
+                    data["node"]["id"],
+                    data["credential"],
+                    env_extra={"HARK_NODE_AUDIO_SOURCE": source},
+                )
+                node.start()
+                fleet.nodes[name] = node
+
+            def all_online() -> bool:
+                rows = admin.get("/api/v1/nodes").json()["data"]
+                return len(rows) == len(SOURCES) and all(r["status"] == "online" for r in rows)
+
+            wait_for(all_online, 30, "the console's nodes to be online", interval=0.2)
+        yield fleet
+    finally:
+        for node in fleet.nodes.values():
+            node.stop()
+        code = hub.stop()
+        assert code == 0, f"hark-hub exited with {code}:\n{hub.log()}"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless; Playwright's own browser downloads are never used."""
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} is missing: tests/services.sh installs the Debian package chromium")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            # root in a container has no user namespace sandbox; audio plays without a click.
+            args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required", "--mute-audio"],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860})
+    ctx.set_default_timeout(20_000)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Iterator[Page]:
+    """A page whose script errors fail the test."""
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    yield tab
+    assert not errors, f"errors in the console's scripts: {errors}"
