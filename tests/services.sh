@@ -91,6 +91,11 @@ if [ "$current_pcm" != "$hark_pcm" ]; then
   printf '%s\n' "$hark_pcm" >>"$asound_conf"
 fi
 
+# --- Chromium (tests/console drive Debian's headless chromium through Playwright; no browser download) ---
+if [ ! -x /usr/bin/chromium ]; then
+  apt_install chromium
+fi
+
 # --- PostgreSQL --------------------------------------------------------------
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 if ! command -v pg_isready >/dev/null 2>&1 || ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
