@@ -26,3 +26,10 @@ def test_paths_outside_the_console_folder_are_refused(hub: HubProcess) -> None:
     response = httpx.get(f"{hub.url}/console/../server.py")
     assert response.status_code in (403, 404)
     assert "import" not in response.text
+
+
+def test_the_console_modules_are_served_as_javascript(hub: HubProcess) -> None:
+    for module in ("api", "dom", "meters", "charts", "fleet", "node", "recordings", "audit", "admin"):
+        response = httpx.get(f"{hub.url}/console/js/{module}.js")
+        assert response.status_code == 200, module
+        assert "javascript" in response.headers["content-type"], module
