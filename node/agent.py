@@ -6,6 +6,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -27,6 +28,8 @@ from node.hub_client import FetchedConfig, HubClient
 from node.identify import Identify
 from node.lifecycle import LifecycleRunner
 from node.lifecycle_actions import NodeActions
+from node.local.provision import Provisioning, format_claim_code, with_local_identity
+from node.local.server import LocalContext, LocalServer
 from node.privileged import PrivilegedCommands
 from node.recording_client import RecordingClient
 from node.recording_jobs import RecordingWorker
@@ -35,6 +38,8 @@ from node.state import StateStore, load_state, resolve_state, save_state
 from node.topics import NodeTopics
 from node.transport_mqtt import BrokerAddress, MqttTransport
 from node.worker import wait_any
+from provision.errors import ProvisionError
+from provision.mdns import Advertisement, NodeAdvert, advertise_node, browse_hubs
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +50,7 @@ def prepare_state(config: NodeConfig) -> StateStore:
     """Load the state file, apply what the configuration seeds, count this boot and save it."""
     stored = load_state(config.state_path)
     state = resolve_state(stored, config.node_id, config.node_credential, config.hub_url)
-    state = state.replace(boot_count=state.boot_count + 1)
+    state = with_local_identity(state).replace(boot_count=state.boot_count + 1)
     save_state(config.state_path, state)
     return StateStore(config.state_path, state)
 
@@ -57,6 +62,8 @@ class Agent:
         state = store.state
         if not state.hub_url:
             raise StateError("no hub URL: set HARK_HUB_URL")
+        if not state.node_id or not state.credential:
+            raise StateError("not enrolled: claim the node or set HARK_NODE_ID and HARK_NODE_CREDENTIAL")
         self.config = config
         self.store = store
         self.boot_id = secrets.token_hex(8)
@@ -391,6 +398,153 @@ class Agent:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class NodeRunner:
+    """The whole node process: the local endpoint and mDNS advertisement always, the agent once enrolled.
+
+    A claim or a factory reset through the local endpoint stops the running agent and starts it
+    again in place as the new identity (or not at all, when unprovisioned).
+    """
+
+    def __init__(self, config: NodeConfig, store: StateStore) -> None:
+        if store.state.enrolled and not store.state.hub_url and config.mdns_interfaces is False:
+            raise StateError("no hub URL and mDNS is off: set HARK_HUB_URL")
+        self.config = config
+        self.store = store
+        self.provisioning = Provisioning(store, self._identity_changed)
+        self.local = LocalServer(LocalContext(store, self.provisioning, __version__, config.audio_source.describe))
+        self.advertisement: Advertisement | None = None
+        self.agent: Agent | None = None
+        self.restart_requested = False
+        self._changed = asyncio.Event()
+
+    @property
+    def mdns_interfaces(self) -> list[str] | None:
+        interfaces = self.config.mdns_interfaces
+        return None if interfaces is None or interfaces is False or interfaces is True else interfaces
+
+    def _advert(self) -> NodeAdvert:
+        state = self.store.state
+        assert state.hardware_id is not None
+        return NodeAdvert(
+            hardware_id=state.hardware_id,
+            state=state.provisioning_state,
+            version=__version__,
+            audio=self.config.audio_source.describe(),
+            port=self.local.port or self.config.node_local_port,
+            node_id=state.node_id,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve the local endpoint and advertise; run the agent while enrolled; stop everything when `stop` is set."""
+        try:
+            self.local.start(self.config.node_local_host, self.config.node_local_port)
+        except NodeError as err:
+            if not self.store.state.enrolled:
+                raise  # nobody could claim it
+            log.error("%s; running without it", err)
+        try:
+            await self._advertise()
+            while not stop.is_set() and not self.restart_requested:
+                self._changed.clear()
+                state = self.store.state
+                if not state.enrolled:
+                    log.info(
+                        "unprovisioned: hardware id %s, claim code %s; waiting to be claimed on port %d",
+                        state.hardware_id,
+                        format_claim_code(state.claim_code or ""),
+                        self.local.port,
+                    )
+                    await wait_any(None, stop, self._changed)
+                    continue
+                if not state.hub_url:
+                    await self._find_hub(stop)
+                    continue
+                await self._run_agent(stop)
+        finally:
+            if self.advertisement is not None:
+                await self.advertisement.close()
+                self.advertisement = None
+            await self.local.stop()
+
+    async def _run_agent(self, stop: asyncio.Event) -> None:
+        agent = Agent(self.config, self.store)
+        self.agent = agent
+        agent_stop = asyncio.Event()
+        watcher = asyncio.create_task(_set_when_any(agent_stop, stop, self._changed))
+        try:
+            await agent.run(agent_stop)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            self.agent = None
+        if agent.restart_requested:
+            self.restart_requested = True
+        elif not self.store.state.enrolled:
+            await asyncio.get_running_loop().run_in_executor(None, _remove_outbox, self.config.outbox_path)
+        elif self._changed.is_set():
+            log.info("new identity: starting the agent again as node %s", self.store.state.node_id)
+
+    async def _find_hub(self, stop: asyncio.Event) -> None:
+        """No hub URL: look for hubs by mDNS and keep the first that accepts this node's credential."""
+        if self.config.mdns_interfaces is False:
+            raise StateError("no hub URL and mDNS is off: set HARK_HUB_URL")
+        state = self.store.state
+        assert state.node_id and state.credential
+        attempt = 0
+        while not stop.is_set() and not self._changed.is_set():
+            try:
+                hubs = await browse_hubs(self.mdns_interfaces, const.HUB_SEARCH_TIMEOUT_S)
+            except ProvisionError as err:
+                hubs = []
+                log.warning("cannot look for the hub by mDNS: %s", err)
+            for found in hubs:
+                client = HubClient(found.api_url, state.node_id, state.credential)
+                try:
+                    await client.fetch_config()
+                except NodeError as err:
+                    log.info("hub %s seen by mDNS does not take this node (%s)", found.api_url, err)
+                    continue
+                finally:
+                    client.close()
+                log.info("found the hub by mDNS: %s", found.api_url)
+                snapshot, version = self.store.update(hub_url=found.api_url, mqtt_url=found.mqtt_url or state.mqtt_url)
+                await asyncio.get_running_loop().run_in_executor(None, self.store.save, snapshot, version)
+                return
+            delay = backoff_delay(attempt, const.CONFIG_RETRY_BASE_S, const.CONFIG_RETRY_CAP_S)
+            attempt += 1
+            log.warning("no hub found by mDNS (%d seen); looking again in %.1fs", len(hubs), delay)
+            await wait_any(delay, stop, self._changed)
+
+    async def _advertise(self) -> None:
+        if self.config.mdns_interfaces is False:
+            log.info("mDNS is off: not advertising")
+            return
+        try:
+            self.advertisement = await advertise_node(self._advert(), self.mdns_interfaces)
+        except ProvisionError as err:
+            log.warning("not advertised by mDNS: %s", err)
+
+    async def _identity_changed(self) -> None:
+        """A claim or reset changed the identity: update the advertisement and restart the agent."""
+        self._changed.set()
+        if self.advertisement is not None:
+            try:
+                await self.advertisement.update(self._advert().properties())
+            except (OSError, RuntimeError) as err:
+                log.warning("mDNS advertisement not updated: %s", err)
+
+
+def _remove_outbox(path: Path) -> None:
+    """After a factory reset nothing queued for the old identity may be sent."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+async def _set_when_any(target: asyncio.Event, *events: asyncio.Event) -> None:
+    await wait_any(None, *events)
+    target.set()
 
 
 async def _finish(tasks: list[asyncio.Task[Any]], timeout: float) -> None:

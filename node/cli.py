@@ -11,7 +11,7 @@ import sys
 
 from hub import __version__
 from hub.logs import setup_logging
-from node.agent import Agent, prepare_state
+from node.agent import NodeRunner, prepare_state
 from node.config import NodeConfig
 from node.errors import ConfigError, NodeError
 
@@ -20,8 +20,8 @@ log = logging.getLogger("node")
 EXIT_CONFIG = 2
 
 
-async def serve(agent: Agent) -> None:
-    """Run the agent until SIGTERM or SIGINT, then stop it cleanly."""
+async def serve(runner: NodeRunner) -> None:
+    """Run the node until SIGTERM or SIGINT, then stop it cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -31,7 +31,7 @@ async def serve(agent: Agent) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
-    await agent.run(stop)
+    await runner.run(stop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,16 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config.log_level)
     try:
         store = prepare_state(config)
-        agent = Agent(config, store)
+        runner = NodeRunner(config, store)
     except NodeError as err:
         log.error("cannot start: %s", err)
         return EXIT_CONFIG
     try:
-        asyncio.run(serve(agent))
+        asyncio.run(serve(runner))
     except NodeError as err:
         log.error("stopped: %s", err)
         return 1
-    if agent.restart_requested:
+    if runner.restart_requested:
         restart_in_place()
     return 0
 

@@ -13,6 +13,7 @@ from hub.config import Setting, load_settings
 from hw.config import HardwareConfig, HardwareConfigError, parse_hardware_config_json
 from node import const
 from node.audio_source import AudioSource, parse_audio_source
+from provision.mdns import Interfaces, parse_interfaces
 
 FORBIDDEN_ID_CHARACTERS = set("/+#\x00 ")
 
@@ -99,6 +100,8 @@ NODE_SETTINGS: tuple[Setting, ...] = (
     Setting("node_credential", _parse_secret),
     Setting("node_audio_source", parse_audio_source, parse_audio_source(const.DEFAULT_AUDIO_SOURCE)),
     Setting("node_local_port", _parse_port, const.DEFAULT_LOCAL_PORT),
+    Setting("node_local_host", str, const.DEFAULT_LOCAL_HOST),
+    Setting("mdns_interfaces", parse_interfaces, None),
     Setting("heartbeat_interval_s", _parse_positive_float, const.DEFAULT_HEARTBEAT_INTERVAL_S),
     Setting("outbox_capacity", _parse_capacity, const.DEFAULT_OUTBOX_CAPACITY),
     Setting("node_privileged_runner", _parse_runner, ()),
@@ -120,6 +123,8 @@ class NodeConfig:
     node_credential: str | None = field(repr=False)
     node_audio_source: AudioSource
     node_local_port: int
+    node_local_host: str
+    mdns_interfaces: Interfaces | bool  # None: every interface; False: no mDNS; else IPv4 addresses
     heartbeat_interval_s: float
     outbox_capacity: int
     node_privileged_runner: tuple[str, ...]

@@ -9,6 +9,8 @@ OUTBOX_FILE = "outbox.sqlite3"
 
 DEFAULT_AUDIO_SOURCE = "synthetic:sine?freq=1000&dbfs=-20&channels=2"
 DEFAULT_LOCAL_PORT = 8081
+DEFAULT_LOCAL_HOST = "0.0.0.0"  # the installer's laptop reaches the local endpoint over the LAN
+HUB_SEARCH_TIMEOUT_S = 5.0  # one mDNS search for the hub; repeated with backoff until found
 DEFAULT_HEARTBEAT_INTERVAL_S = 10.0
 DEFAULT_METER_INTERVAL_MS = 100
 DEFAULT_OUTBOX_CAPACITY = 10_000

@@ -1,8 +1,9 @@
-"""The node's state file: identity, credential, hub and broker addresses, boot count.
+"""The node's state file: identity, credential, hub and broker addresses, boot count, claim code.
 
 Written atomically (temp file, fsync, rename, mode 0600) so a crash mid-write leaves the
 previous state. The environment seeds it; a credential received from the hub later wins
-over the seed it replaced, until the environment brings a different seed.
+over the seed it replaced, until the environment brings a different seed. Without a seed
+the node starts unprovisioned (no node id, no credential) and waits to be claimed.
 """
 
 from __future__ import annotations
@@ -32,16 +33,28 @@ _TEMP_SUFFIX = ".tmp"
 class NodeState:
     """What the node remembers between runs."""
 
-    node_id: str
-    credential: str = field(repr=False)
+    node_id: str | None = None
+    credential: str | None = field(default=None, repr=False)
     credential_seed_sha256: str | None = field(default=None, repr=False)
     hub_url: str | None = None
     mqtt_url: str | None = None
     boot_count: int = 0
     version: int = STATE_VERSION
+    hardware_id: str | None = None  # generated once, kept across factory resets
+    claim_code: str | None = field(default=None, repr=False)  # 8 Crockford base32 characters, proves physical access
+    ca_pem: str | None = field(default=None, repr=False)  # the hub's CA, as handed over at claim time
 
     def replace(self, **changes: Any) -> NodeState:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def enrolled(self) -> bool:
+        """True once the node has an identity (seeded or handed over by a claim)."""
+        return bool(self.node_id and self.credential)
+
+    @property
+    def provisioning_state(self) -> str:
+        return "enrolled" if self.enrolled else "unprovisioned"
 
 
 def credential_digest(credential: str) -> str:
@@ -51,10 +64,14 @@ def credential_digest(credential: str) -> str:
 def resolve_state(stored: NodeState | None, node_id: str | None, credential: str | None, hub_url: str | None) -> NodeState:
     """Merge what the environment seeds with what the state file holds (pure)."""
     if stored is None:
+        if node_id and not credential:
+            raise StateError(f"HARK_NODE_ID {node_id!r} is set: set HARK_NODE_CREDENTIAL too")
         if not node_id or not credential:
-            raise StateError("no node identity yet: set HARK_NODE_ID and HARK_NODE_CREDENTIAL to seed the state file")
+            return NodeState(hub_url=hub_url)  # unprovisioned: waits to be claimed
         return NodeState(node_id, credential, credential_digest(credential), hub_url=hub_url)
     state = stored
+    if node_id and not credential and not stored.node_id:
+        raise StateError(f"HARK_NODE_ID {node_id!r} is set: set HARK_NODE_CREDENTIAL too")
     if node_id and node_id != stored.node_id:
         if not credential:
             raise StateError(
@@ -62,7 +79,14 @@ def resolve_state(stored: NodeState | None, node_id: str | None, credential: str
                 "set HARK_NODE_CREDENTIAL for the new identity"
             )
         log.warning("node identity changed from %s to %s by the environment", stored.node_id, node_id)
-        state = NodeState(node_id, credential, credential_digest(credential), boot_count=stored.boot_count)
+        state = NodeState(
+            node_id,
+            credential,
+            credential_digest(credential),
+            boot_count=stored.boot_count,
+            hardware_id=stored.hardware_id,
+            claim_code=stored.claim_code,
+        )
     elif credential and credential_digest(credential) != stored.credential_seed_sha256:
         # A seed the state has not seen: the installer provisioned a new credential.
         state = stored.replace(credential=credential, credential_seed_sha256=credential_digest(credential))

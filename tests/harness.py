@@ -28,6 +28,7 @@ from hw.watchdog import notify_address
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get("HARK_TEST_POSTGRES_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres")
 ADMIN_PASSWORD = "correct-horse-battery-staple"
+MDNS_INTERFACES = "127.0.0.1"  # test processes speak mDNS on loopback only, never on the real LAN
 
 _children: list[subprocess.Popen[bytes]] = []
 
@@ -60,6 +61,11 @@ def spawn(args: list[str], env: dict[str, str] | None = None, log_path: Path | N
         out.close()  # the child holds its own descriptor
     _children.append(proc)
     return proc
+
+
+def enable_loopback_multicast() -> None:
+    """mDNS tests run on loopback: give `lo` the MULTICAST flag (root; harmless and idempotent)."""
+    subprocess.run(["ip", "link", "set", "lo", "multicast", "on"], check=True, timeout=10)
 
 
 def leftover_children() -> list[subprocess.Popen[bytes]]:
@@ -171,6 +177,7 @@ class HubProcess:
             HARK_HTTP_PORT=str(self.port),
             HARK_ADMIN_PASSWORD=ADMIN_PASSWORD,
             HARK_LOG_LEVEL="INFO",
+            HARK_MDNS_INTERFACES=MDNS_INTERFACES,
         )
         if self.database_url:
             env["HARK_DATABASE_URL"] = self.database_url
@@ -335,14 +342,27 @@ class MosquittoDynsec:
 
 @dataclass
 class NodeProcess:
-    """A real `hark-node` process with its own data directory."""
+    """A real `hark-node` process with its own data directory.
+
+    Without `hub_url`, `node_id` and `credential` it starts unprovisioned: it advertises itself
+    by mDNS (on loopback) and waits to be claimed on its local endpoint (`local_url`).
+    """
 
     workdir: Path
-    hub_url: str
-    node_id: str
-    credential: str
+    hub_url: str | None = None
+    node_id: str | None = None
+    credential: str | None = None
     env_extra: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    local_port: int = field(default_factory=free_port)
+
+    @property
+    def local_url(self) -> str:
+        return f"http://127.0.0.1:{self.local_port}"
+
+    @property
+    def state_path(self) -> Path:
+        return self.workdir / "data" / "state.json"
 
     @property
     def log_path(self) -> Path:
@@ -352,13 +372,14 @@ class NodeProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HARK_")}
         env.update(
             HARK_DATA_DIR=str(self.workdir / "data"),
-            HARK_HUB_URL=self.hub_url,
-            HARK_NODE_ID=self.node_id,
-            HARK_NODE_CREDENTIAL=self.credential,
-            HARK_NODE_LOCAL_PORT=str(free_port()),
+            HARK_NODE_LOCAL_PORT=str(self.local_port),
+            HARK_NODE_LOCAL_HOST="127.0.0.1",
+            HARK_MDNS_INTERFACES=MDNS_INTERFACES,
             HARK_HEARTBEAT_INTERVAL_S="1",
             HARK_LOG_LEVEL="INFO",
         )
+        seeds = {"HARK_HUB_URL": self.hub_url, "HARK_NODE_ID": self.node_id, "HARK_NODE_CREDENTIAL": self.credential}
+        env.update({k: v for k, v in seeds.items() if v is not None})
         env.update(self.env_extra)
         return env
 

@@ -104,17 +104,17 @@ def _run_cli(tmp_path: Path, env_extra: dict[str, str]) -> tuple[int, str]:
     return code, log.read_text()
 
 
-def test_missing_hub_url_exits_2_with_a_clear_message(tmp_path: Path) -> None:
-    code, output = _run_cli(tmp_path, {"HARK_NODE_ID": "n1", "HARK_NODE_CREDENTIAL": "cred-1"})
+def test_missing_hub_url_with_mdns_off_exits_2_with_a_clear_message(tmp_path: Path) -> None:
+    code, output = _run_cli(tmp_path, {"HARK_NODE_ID": "n1", "HARK_NODE_CREDENTIAL": "cred-1", "HARK_MDNS_INTERFACES": "off"})
     assert code == 2
     assert "HARK_HUB_URL" in output
     assert "cred-1" not in output
 
 
-def test_missing_identity_exits_2_with_a_clear_message(tmp_path: Path) -> None:
-    code, output = _run_cli(tmp_path, {"HARK_HUB_URL": "http://127.0.0.1:9"})
+def test_a_node_id_without_its_credential_exits_2_with_a_clear_message(tmp_path: Path) -> None:
+    code, output = _run_cli(tmp_path, {"HARK_HUB_URL": "http://127.0.0.1:9", "HARK_NODE_ID": "n1"})
     assert code == 2
-    assert "HARK_NODE_ID" in output and "HARK_NODE_CREDENTIAL" in output
+    assert "HARK_NODE_CREDENTIAL" in output
 
 
 def test_bad_variable_exits_2_naming_it(tmp_path: Path) -> None:

@@ -111,9 +111,22 @@ def test_environment_seeds_a_new_state() -> None:
     assert state.credential_seed_sha256 == credential_digest("seed-1")
 
 
-def test_no_identity_anywhere_is_an_error() -> None:
-    with pytest.raises(StateError, match="HARK_NODE_ID and HARK_NODE_CREDENTIAL"):
-        resolve_state(None, None, None, "http://hub:8080")
+def test_no_identity_anywhere_starts_unprovisioned() -> None:
+    state = resolve_state(None, None, None, "http://hub:8080")
+    assert (state.node_id, state.credential, state.enrolled) == (None, None, False)
+    assert state.provisioning_state == "unprovisioned"
+    assert state.hub_url == "http://hub:8080"
+
+
+def test_a_node_id_without_a_credential_is_an_error() -> None:
+    with pytest.raises(StateError, match="HARK_NODE_CREDENTIAL"):
+        resolve_state(None, "n1", None, None)
+
+
+def test_a_new_identity_from_the_environment_keeps_the_hardware_id_and_claim_code() -> None:
+    stored = seeded(hardware_id="hw-1", claim_code="ABCD2345")
+    state = resolve_state(stored, "n2", "seed-n2", None)
+    assert (state.node_id, state.hardware_id, state.claim_code) == ("n2", "hw-1", "ABCD2345")
 
 
 def test_a_rotated_credential_wins_over_the_seed_that_preceded_it() -> None:

@@ -1,0 +1,44 @@
+"""JSON over HTTP for the provisioning code (tornado's client; errors become RequestFailed)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from provision.errors import RequestFailed
+
+TIMEOUT_S = 10.0
+
+
+async def call_json(method: str, url: str, body: Any = None, token: str | None = None, timeout_s: float = TIMEOUT_S) -> Any:
+    """Send `body` as JSON, return the decoded answer (None for 204); RequestFailed with status and code otherwise."""
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    payload: bytes | None = None
+    if body is not None:
+        payload = json.dumps(body).encode("utf-8")
+        headers["Content-Type"] = "application/json"
+    elif method in ("POST", "PUT", "PATCH"):
+        payload = b""
+    request = HTTPRequest(url, method=method, headers=headers, body=payload, connect_timeout=timeout_s, request_timeout=timeout_s)
+    try:
+        response = await AsyncHTTPClient().fetch(request, raise_error=False)
+    except (OSError, HTTPClientError) as err:
+        raise RequestFailed(f"{method} {url}: no answer: {err}") from err
+    if response.code == 599:
+        raise RequestFailed(f"{method} {url}: no answer: {response.error}")
+    data: Any = None
+    if response.body:
+        try:
+            data = json.loads(response.body)
+        except ValueError as err:
+            raise RequestFailed(f"{method} {url}: answer is not JSON ({response.code})", response.code) from err
+    if response.code >= 400:
+        error = data.get("error", {}) if isinstance(data, dict) else {}
+        raise RequestFailed(
+            f"{method} {url}: {response.code} {error.get('message') or response.reason}", response.code, error.get("code", "")
+        )
+    return data
