@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from hub import const
 from hub.errors import ConfigError
+from provision.mdns import Interfaces, parse_interfaces
 
 
 def _parse_bool(raw: str) -> bool:
@@ -157,6 +158,7 @@ HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("oidc_client_secret", str),
     Setting("oidc_scopes", str, "openid profile email"),
     Setting("oidc_redirect_url", _parse_http_url),
+    Setting("mdns_interfaces", parse_interfaces, None),
 )
 
 
@@ -184,6 +186,7 @@ class HubConfig:
     oidc_client_secret: str | None = None
     oidc_scopes: str = "openid profile email"
     oidc_redirect_url: str | None = None
+    mdns_interfaces: Interfaces | bool = None  # None: every interface; False: no mDNS; else IPv4 addresses
     explicit: frozenset[str] = field(default_factory=frozenset)
 
     @property

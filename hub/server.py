@@ -31,8 +31,10 @@ from hub.mqtt.bridge import BrokerAddress, MqttBridge
 from hub.mqtt.dynsec import DynsecClient, DynsecError
 from hub.mqtt.embedded import EmbeddedBroker
 from hub.services.auth import ensure_first_admin
+from hub.services.discovery import NodeDiscovery
 from hub.services.nodes import credential_table
 from hub.storage import LocalStorage, PartialUploads, RecordingStorage
+from provision.mdns import HubAdvert
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,6 +60,8 @@ class Hub:
         self.storage: RecordingStorage = LocalStorage(config.data_dir / "recordings")
         self.uploads = PartialUploads(config.data_dir / "uploads")
         self.dynsec: DynsecClient | None = None
+        interfaces = config.mdns_interfaces
+        self.discovery = NodeDiscovery(None if interfaces is None or isinstance(interfaces, bool) else interfaces)
         self._streams: set[Any] = set()
         self._background: set[asyncio.Task[None]] = set()
         self.http_port = 0
@@ -166,6 +170,8 @@ class Hub:
         await self._start_mqtt()
         await self.ingest.start()
         self._start_http()
+        if config.mdns_interfaces is not False:
+            await self.discovery.start(HubAdvert(self.public_url, self.public_mqtt_url, self.http_port))
         if config.oidc_issuer and config.oidc_client_id and config.oidc_client_secret:
             self.oidc = OidcClient(
                 OidcSettings(
@@ -265,6 +271,7 @@ class Hub:
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, then close MQTT and the database."""
+        await self.discovery.stop()
         if self.http_server is not None:
             self.http_server.stop()
             for stream in list(self._streams):
