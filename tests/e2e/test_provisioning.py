@@ -119,3 +119,27 @@ def test_an_installer_finds_three_new_boxes_enrolls_them_in_bulk_and_they_go_onl
         json={"claim_code": "ZZZZ-ZZZZ", "node_id": "nod_x", "credential": "c", "hub_url": site.hub.url},
     )
     assert guess.status_code == 403
+
+
+def test_an_enrolled_node_without_a_hub_url_finds_the_hub_by_mdns_and_goes_online(tmp_path: Path) -> None:
+    enable_loopback_multicast()
+    hub = HubProcess(tmp_path / "hub")
+    hub.start()
+    node: NodeProcess | None = None
+    try:
+        with hub.admin() as admin:
+            data = admin.post("/api/v1/nodes/enroll", json={"name": "no-url", "site": "north"}).json()["data"]
+        node = NodeProcess(tmp_path / "node", node_id=data["node"]["id"], credential=data["credential"])
+        node.start()
+
+        def online() -> bool:
+            with hub.admin() as admin:
+                return admin.get(f"/api/v1/nodes/{data['node']['id']}").json()["data"]["status"] == "online"
+
+        wait_for(online, 40, "the node to find the hub and go online", interval=0.3)
+        assert f"found the hub by mDNS: {hub.url}" in node.log()
+        assert json.loads(node.state_path.read_text())["hub_url"] == hub.url
+    finally:
+        if node is not None:
+            node.stop()
+        assert hub.stop() == 0, hub.log()
