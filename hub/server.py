@@ -170,8 +170,7 @@ class Hub:
         await self._start_mqtt()
         await self.ingest.start()
         self._start_http()
-        if config.mdns_interfaces is not False:
-            await self.discovery.start(HubAdvert(self.public_url, self.public_mqtt_url, self.http_port))
+        # before anything slow (mDNS probing): requests arrive as soon as the listener is up
         if config.oidc_issuer and config.oidc_client_id and config.oidc_client_secret:
             self.oidc = OidcClient(
                 OidcSettings(
@@ -183,6 +182,8 @@ class Hub:
                 )
             )
             log.info("single sign-on with %s", config.oidc_issuer)
+        if config.mdns_interfaces is not False:
+            await self.discovery.start(HubAdvert(self.public_url, self.public_mqtt_url, self.http_port))
         log.info(
             "hark hub listening on %s (api %s/api/v1); data in %s; database %s; mqtt %s (%s)",
             f"http://{config.http_host}:{self.http_port}",
