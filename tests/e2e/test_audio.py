@@ -94,5 +94,5 @@ def test_a_node_playing_a_file_shows_its_level_at_the_hub(fleet: Fleet, tmp_path
     wait_for(lambda: [c["name"] for c in latest_channels(fleet, node.node_id)] == ["M"], 15, "mono meters")
     channel = latest_channels(fleet, node.node_id)[0]
     assert abs(channel["peak_dbfs"] + 12.0) < 0.05 and abs(channel["rms_dbfs"] + 15.01) < 0.05, channel
-    interfaces = fleet.detail(node)["interfaces"]
+    interfaces = wait_for(lambda: fleet.detail(node)["interfaces"], 15, "the interfaces from a heartbeat")
     assert interfaces[0]["id"] == "file" and interfaces[0]["channels"] == 1 and interfaces[0]["rates"] == [48000]
