@@ -1,4 +1,4 @@
-"""`hark-provision`: the installer's command line (discover, claim, bulk, reset)."""
+"""`hark-provision`: the installer's command line (discover, claim, bulk, reset, ca)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from hub import __version__
+from hub.tls.errors import TlsError
+from provision.ca import add_ca_commands
 from provision.errors import CsvError, NodeNotFound, ProvisionError, RequestFailed
 from provision.hub_api import HubApi
 from provision.local_client import reset_node
@@ -246,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--credential", help="the node's credential")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to look for the node by mDNS (default 3)")
     p.set_defaults(run=reset)
+    add_ca_commands(commands)
     return parser
 
 
@@ -256,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(command(args))
     except KeyboardInterrupt:
         return 0
-    except ProvisionError as err:
+    except (ProvisionError, TlsError) as err:
         errors.print(f"hark-provision: {err}")
         return EXIT_FAILED
 

@@ -1,0 +1,1 @@
+"""The hub's certificate authority: node and server certificates, revocation, TLS contexts."""
