@@ -26,6 +26,7 @@ from hub.api import (
     recordings,
     recordings_library,
     system,
+    technician,
 )
 from hub.api.base import BaseHandler, NotFoundHandler
 from hub.api.console import CONSOLE_DIR, ConsoleFileHandler
@@ -153,6 +154,9 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/nodes/{{id}}/heartbeat", nodes.AgentHeartbeatHandler),
     (f"{V1}/nodes/{{id}}/health-events", nodes.AgentHealthHandler),
     (f"{V1}/nodes/{{id}}/meter-frame", nodes.AgentMeterFrameHandler),
+    (f"{V1}/nodes/{{id}}/technician-access", technician.TechnicianAccessHandler),
+    (f"{V1}/nodes/{{id}}/technician-token", technician.TechnicianTokenHandler),
+    (f"{V1}/nodes/{{id}}/commissioning-reports", technician.CommissioningReportsHandler),
     (f"{V1}/nodes/{{id}}/recording-jobs/claim-next", recording_jobs.ClaimNextHandler),
     (f"{V1}/recording-jobs/{{id}}/heartbeat", recording_jobs.JobHeartbeatHandler),
     (f"{V1}/recording-jobs/{{id}}/cancelled", recording_jobs.JobCancelledHandler),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Coroutine
+from collections import deque
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from hub.mqtt.backoff import backoff_delay
 from hub.mqtt.messages import Ack, ConfigChanged, JobReady, LifecycleCommand, MeterFrame, NewCredential
 from node import const
 from node.audio_path import AudioPath, AudioThresholds
-from node.clock import time_quality
+from node.clock import time_quality, utc_iso
 from node.commands import MalformedCommand, decode_command
 from node.config import NodeConfig
 from node.diagnostics import RecentLog
@@ -24,12 +25,13 @@ from node.errors import HubProtocolError, HubRejected, NodeError, StateError
 from node.hardware import Hardware
 from node.health import health_payload, outbox_level_payload
 from node.heartbeat import ClockStatus, HeartbeatWorker
-from node.hub_client import FetchedConfig, HubClient
+from node.hub_client import FetchedConfig, HubClient, pinned_context
 from node.identify import Identify
 from node.lifecycle import LifecycleRunner
 from node.lifecycle_actions import NodeActions
 from node.local.provision import Provisioning, format_claim_code, with_local_identity
 from node.local.server import LocalContext, LocalServer
+from node.local.technician import ACTION_KIND, TechnicianAccess
 from node.privileged import PrivilegedCommands
 from node.recording_client import RecordingClient
 from node.recording_jobs import RecordingWorker
@@ -69,9 +71,17 @@ class Agent:
         self.boot_id = secrets.token_hex(8)
         self.topics = NodeTopics(state.node_id)
         self.clock = ClockStatus()
-        self.hub = HubClient(state.hub_url, state.node_id, state.credential)
+        tls = pinned_context(state.ca_pem)
+        self.hub = HubClient(state.hub_url, state.node_id, state.credential, tls, config.allow_plain)
         self.transport = MqttTransport(
-            self.topics, state.credential, self.boot_id, __version__, self._on_message, self._on_connection
+            self.topics,
+            state.credential,
+            self.boot_id,
+            __version__,
+            self._on_message,
+            self._on_connection,
+            tls,
+            config.allow_plain,
         )
         self.sender = OutboxSender(
             config.outbox_path, config.outbox_capacity, self.boot_id, self._publish_reliable, self._outbox_level_report
@@ -108,6 +118,11 @@ class Agent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.recent_log = RecentLog()
         self.identify = Identify()
+        # the technician's endpoint: its own meter listeners, recent health, the hub as last seen
+        self.frame_listeners: list[Callable[[MeterFrame], None]] = []
+        self.recent_health: deque[dict[str, Any]] = deque(maxlen=50)
+        self.hub_state: dict[str, Any] = {"reachable": None, "last_contact": None, "error": None}
+        self.technician: TechnicianAccess | None = None
         actions = NodeActions(
             config.data_dir,
             PrivilegedCommands(config.node_privileged_runner),
@@ -199,7 +214,10 @@ class Agent:
                 fetched = await self.hub.fetch_config()
                 self._apply_config(fetched)
                 await self._apply_channel_map()
+                await self._fetch_technician_access()
+                self.hub_state.update(reachable=True, last_contact=utc_iso(), error=None)
             except NodeError as err:
+                self.hub_state.update(reachable=False, error=str(err))
                 delay = backoff_delay(attempt, const.CONFIG_RETRY_BASE_S, const.CONFIG_RETRY_CAP_S)
                 attempt += 1
                 log.warning("cannot get the config from the hub (%s); retrying in %.1fs", err, delay)
@@ -252,6 +270,31 @@ class Agent:
             return
         log.info("applied %s", described)
 
+    async def _fetch_technician_access(self) -> None:
+        """The technician PIN's hash and the hub's token key, kept on disk for when the hub is away."""
+        if self.technician is None:
+            return
+        try:
+            response = await self.hub.fetch("GET", self.hub.url("technician-access"))
+        except HubRejected as err:
+            if err.status == 404:  # a hub without technician access
+                return
+            raise
+        try:
+            data = msgspec.json.decode(response.body or b"{}").get("data") or {}
+        except (msgspec.DecodeError, AttributeError) as err:
+            raise HubProtocolError(f"hub technician access answer is not understood: {err}") from err
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.technician.update, data.get("pin_hash"), data.get("public_key"))
+
+    def report_local_action(self, entry: dict[str, Any]) -> None:
+        """A technician's local action: to the hub through the outbox, audited there."""
+
+        def build(msg_id: str) -> bytes:
+            return health_payload(msg_id, ACTION_KIND, "resolved", "info", entry)
+
+        self._spawn(self.sender.enqueue("health", self.topics.health, build))
+
     def _use_broker(self, url: str, origin: str) -> None:
         try:
             address = BrokerAddress.from_url(url)
@@ -281,12 +324,15 @@ class Agent:
 
     def _publish_frame(self, frame: MeterFrame) -> None:
         """A meter frame, at QoS 0 straight to the broker (never through the outbox: only the latest matters)."""
+        for listen in self.frame_listeners:
+            listen(frame)
         if self.transport.connected:
             self.transport.publish(self.topics.meters, msgspec.json.encode(frame), qos=0)
 
     def _report_condition(self, kind: str, state: str, severity: str, details: dict[str, Any]) -> None:
         """An audio condition opened or resolved: a health report through the outbox."""
         (log.warning if state == "open" else log.info)("%s %s: %s", kind, state, details.get("message") or details)
+        self.recent_health.append({"at": utc_iso(), "kind": kind, "state": state, "severity": severity, "details": details})
         self.hardware.condition(kind, state, severity)
 
         def build(msg_id: str) -> bytes:
@@ -413,7 +459,18 @@ class NodeRunner:
         self.config = config
         self.store = store
         self.provisioning = Provisioning(store, self._identity_changed)
-        self.local = LocalServer(LocalContext(store, self.provisioning, __version__, config.audio_source.describe))
+        self.technician = TechnicianAccess(config.data_dir / "technician.json", self.provisioning)
+        self.local = LocalServer(
+            LocalContext(
+                store,
+                self.provisioning,
+                __version__,
+                config.audio_source.describe,
+                config.data_dir,
+                self.technician,
+                lambda: self.agent,
+            )
+        )
         self.advertisement: Advertisement | None = None
         self.agent: Agent | None = None
         self.restart_requested = False
@@ -470,6 +527,8 @@ class NodeRunner:
 
     async def _run_agent(self, stop: asyncio.Event) -> None:
         agent = Agent(self.config, self.store)
+        agent.technician = self.technician
+        self.technician.log.report = agent.report_local_action
         self.agent = agent
         agent_stop = asyncio.Event()
         watcher = asyncio.create_task(_set_when_any(agent_stop, stop, self._changed))
@@ -479,6 +538,7 @@ class NodeRunner:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
             self.agent = None
+            self.technician.log.report = None
         if agent.restart_requested:
             self.restart_requested = True
         elif not self.store.state.enrolled:
@@ -500,7 +560,7 @@ class NodeRunner:
                 hubs = []
                 log.warning("cannot look for the hub by mDNS: %s", err)
             for found in hubs:
-                client = HubClient(found.api_url, state.node_id, state.credential)
+                client = HubClient(found.api_url, state.node_id, state.credential, pinned_context(state.ca_pem))
                 try:
                     await client.fetch_config()
                 except NodeError as err:

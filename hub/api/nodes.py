@@ -10,7 +10,7 @@ from hub.clock import iso, utcnow
 from hub.errors import Forbidden, NotFound
 from hub.mqtt.messages import HealthReport, Heartbeat, MeterFrame
 from hub.mqtt.topics import command_topic
-from hub.services import nodes
+from hub.services import nodes, technician
 from hub.services.nodes import NODE_LIST
 
 CONTROL = "node:control"
@@ -36,6 +36,7 @@ class NodePatchBody(msgspec.Struct, forbid_unknown_fields=True):
     site: str | None | msgspec.UnsetType = msgspec.UNSET
     tags: list[str] | msgspec.UnsetType = msgspec.UNSET
     heartbeat_interval_s: float | msgspec.UnsetType = msgspec.UNSET
+    technician_pin: str | None | msgspec.UnsetType = msgspec.UNSET
 
 
 class InterfacePatchBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -88,11 +89,14 @@ class NodeHandler(BaseHandler):
 
     async def patch(self, id: str) -> None:
         changes = self.parse_changes(NodePatchBody)
+        if "technician_pin" in changes:  # argon2 off the loop and the database thread; only the hash is kept
+            changes["technician_pin_hash"] = await self.hub.run_cpu(technician.pin_hash, changes.pop("technician_pin"))
         node = await self.hub.db.run(nodes.update_node, self.actor, self.scope, id, changes)
         if "site" in changes:
             self.hub.ingest.meters.forget_site(id)
-        if "heartbeat_interval_s" in changes and self.hub.bridge is not None:
-            self.hub.bridge.publish(command_topic(id, "config"), {"changed": ["heartbeat_interval_s"]})
+        pushed = [name for name in ("heartbeat_interval_s", "technician_pin_hash") if name in changes]
+        if pushed and self.hub.bridge is not None:
+            self.hub.bridge.publish(command_topic(id, "config"), {"changed": pushed})
         self.hub.events.publish("node.updated", node["site"], {"node_id": id, "changed": sorted(changes)})
         self.write_data(node)
 
@@ -200,7 +204,7 @@ class AgentConfigHandler(AgentHandler):
                 "mqtt_url": self.hub.public_mqtt_url,
                 "heartbeat_interval_s": node.heartbeat_interval_s,
                 "meter_interval_ms": 100,
-                "settings": node.settings or {},
+                "settings": {k: v for k, v in (node.settings or {}).items() if k != technician.PIN_SETTING},
                 "cache_policy": {**DEFAULT_CACHE_POLICY, **(node.settings or {}).get("cache_policy", {})},
                 "capacity": node.capacity or {},
                 "hub_time": iso(utcnow()),

@@ -360,3 +360,16 @@ class RecordingJob(BaseModel):
 
     class Meta:
         table_name = "recording_job"
+
+
+class CommissioningReport(BaseModel):
+    """A commissioning report a node produced for a technician (levels, channel map, time sync, hub, upload)."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    node_id = peewee.CharField(max_length=40, index=True)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    passed = peewee.CharField(max_length=8)  # "true" | "false"
+    report = JSONField(default=dict)
+
+    class Meta:
+        table_name = "commissioning_report"

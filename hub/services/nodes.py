@@ -13,6 +13,7 @@ from hub.clock import iso, utcnow
 from hub.db.models import ChannelMapAssignment, HealthEvent, LifecycleJob, Node, NodeStatusChange, ReceivedMessage, database_proxy
 from hub.errors import Conflict, InvalidRequest, NotFound
 from hub.ids import new_id
+from hub.services import technician
 from hub.services.audit import Actor, record
 from hub.services.auth import TokenCheck
 from hub.services.listing import Filter, ListSpec, get_scoped, one_of
@@ -191,10 +192,16 @@ def update_node(actor: Actor, scope: SiteScope, node_id: str, changes: dict[str,
         if not 1 <= interval <= 3600:
             raise InvalidRequest("Invalid heartbeat interval.", fields={"heartbeat_interval_s": "1 to 3600 seconds"})
         fields["heartbeat_interval_s"] = float(interval)
+    if "technician_pin_hash" in changes:  # hashed by the caller; only "set" or "cleared" reaches the audit log
+        fields["settings"] = technician.pin_settings(dict(node.settings or {}), changes["technician_pin_hash"])
+        before["technician_pin"] = "set" if technician.PIN_SETTING in (node.settings or {}) else "none"
     with database_proxy.atomic():
         Node.update(**fields).where(Node.id == node.id).execute()
         after = node_to_api(Node.get_by_id(node.id))
-        record(actor, "node.update", permission="node:manage", target=("node", node.id), before=before, after=after)
+        audited = dict(after)
+        if "technician_pin_hash" in changes:
+            audited["technician_pin"] = "set" if changes["technician_pin_hash"] else "none"
+        record(actor, "node.update", permission="node:manage", target=("node", node.id), before=before, after=audited)
     return after
 
 

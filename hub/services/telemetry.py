@@ -18,7 +18,7 @@ from hub.db.models import HealthEvent, Node, NodeStatusChange, ReceivedMessage, 
 from hub.events import FleetEvent
 from hub.ids import new_id
 from hub.mqtt.messages import HealthReport, Heartbeat, LifecycleReport, Status
-from hub.services import lifecycle
+from hub.services import lifecycle, technician
 from hub.services.audit import SYSTEM, Actor, record
 from hub.services.health import UNRESOLVED, event_to_api, has_open_critical, report_condition
 
@@ -162,6 +162,9 @@ def merge_interfaces(known: list[dict[str, Any]], reported: list[dict[str, Any]]
 
 
 def _apply_health(node: Node, report: HealthReport, at: datetime, events: list[FleetEvent]) -> None:
+    if report.kind == technician.ACTION_KIND:  # a technician's local action: an audit line, not a condition
+        technician.record_local_action(node, dict(report.details))
+        return
     try:
         when = parse_iso(report.ts)
     except ValueError:

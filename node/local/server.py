@@ -11,8 +11,9 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 import tornado.web
@@ -23,6 +24,9 @@ from node.errors import NodeError
 from node.local.errors import InvalidRequest, LocalError, MethodNotAllowed, NotFound
 from node.local.provision import Handover, Provisioning
 from node.state import StateStore
+
+if TYPE_CHECKING:
+    from node.local.technician import TechnicianAccess
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,9 @@ class LocalContext:
     provisioning: Provisioning
     version: str
     audio_summary: Callable[[], str]
+    data_dir: Path = Path(".")
+    technician: TechnicianAccess | None = None
+    agent: Callable[[], Any] = field(default=lambda: None)  # the running Agent, or None
 
 
 class LocalHandler(tornado.web.RequestHandler):
@@ -152,13 +159,20 @@ class ResetBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ResetHandler(LocalHandler):
-    """`POST /local/v1/reset`: factory reset with the node's credential (bearer) or its claim code."""
+    """`POST /local/v1/reset`: factory reset with the node's credential (bearer), its claim code or a technician session."""
 
     methods = frozenset({"POST"})
 
     async def post(self) -> None:
         body = self.parse_body(ResetBody)
-        state = await self.ctx.provisioning.reset(body.claim_code, self.bearer(), self.source)
+        credential = self.bearer()
+        technician = self.ctx.technician
+        session_id = self.get_cookie("hark_technician") or credential
+        if technician is not None and not body.claim_code and technician.has_session(session_id):
+            who = technician.session(session_id).who
+            technician.log.add("factory_reset", who, self.source)
+            credential = self.ctx.store.state.credential
+        state = await self.ctx.provisioning.reset(body.claim_code, credential, self.source)
         self.write_data({"state": state.provisioning_state, "hardware_id": state.hardware_id})
 
 
@@ -171,7 +185,12 @@ ROUTES: tuple[tuple[str, type[LocalHandler]], ...] = (
 
 def make_local_app(ctx: LocalContext) -> tornado.web.Application:
     """The local endpoint's application: every route bound to `ctx`."""
-    handlers: list[Any] = [(re.escape(path) + "$", handler, {"ctx": ctx}) for path, handler in ROUTES]
+    from node.local.technician_api import TECHNICIAN_ROUTES, PageHandler  # noqa: PLC0415 - they subclass LocalHandler
+
+    routes = ROUTES + (TECHNICIAN_ROUTES if ctx.technician is not None else ())
+    handlers: list[Any] = [(re.escape(path) + "$", handler, {"ctx": ctx}) for path, handler in routes]
+    if ctx.technician is not None:
+        handlers += [(r"/$", PageHandler, {"ctx": ctx}), (r"/local/page/([a-z0-9_.-]+)$", PageHandler, {"ctx": ctx})]
     return tornado.web.Application(handlers, default_handler_class=UnknownRouteHandler, default_handler_args={"ctx": ctx})
 
 
