@@ -56,6 +56,21 @@ def _parse_mqtt_url(raw: str) -> str:
     return raw
 
 
+TLS_MODES = ("on", "off", "auto")
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def _parse_tls(raw: str) -> str:
+    mode = raw.strip().lower()
+    if mode in ("1", "true", "yes"):
+        mode = "on"
+    if mode in ("0", "false", "no"):
+        mode = "off"
+    if mode not in TLS_MODES:
+        raise ValueError("expected on, off or auto (on unless every listener is on loopback)")
+    return mode
+
+
 def _parse_database_url(raw: str) -> str:
     scheme = urlsplit(raw).scheme
     if scheme not in ("sqlite", "postgresql", "postgres"):
@@ -159,6 +174,7 @@ HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("oidc_scopes", str, "openid profile email"),
     Setting("oidc_redirect_url", _parse_http_url),
     Setting("mdns_interfaces", parse_interfaces, None),
+    Setting("tls", _parse_tls, "off"),
 )
 
 
@@ -187,11 +203,22 @@ class HubConfig:
     oidc_scopes: str = "openid profile email"
     oidc_redirect_url: str | None = None
     mdns_interfaces: Interfaces | bool = None  # None: every interface; False: no mDNS; else IPv4 addresses
+    tls: str = "off"  # on | off | auto (on unless every listener is on loopback)
     explicit: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def embedded_mqtt_address(self) -> tuple[str, int]:
         return parse_host_port(self.embedded_mqtt_bind, 1883)
+
+    @property
+    def tls_enabled(self) -> bool:
+        """HTTPS and mqtts on the hub's listeners: `on`, or `auto` with a listener outside loopback."""
+        if self.tls != "auto":
+            return self.tls == "on"
+        hosts = [self.http_host]
+        if not self.mqtt_url:
+            hosts.append(self.embedded_mqtt_address[0])
+        return any(h not in LOOPBACK_HOSTS for h in hosts)
 
     @property
     def embedded_bind_is_explicit(self) -> bool:

@@ -6,11 +6,13 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -34,12 +36,17 @@ from hub.services.auth import ensure_first_admin
 from hub.services.discovery import NodeDiscovery
 from hub.services.nodes import credential_table
 from hub.storage import LocalStorage, PartialUploads, RecordingStorage
+from hub.tls.ca import CLIENT, SERVER, CertificateAuthority
+from hub.tls.contexts import make_bundle, reload_crl, server_context
+from hub.tls.errors import CertificateNotFound
+from hub.tls.revocation import revoke
 from provision.mdns import HubAdvert
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_UPLOAD_BYTES = 64 * 1024**3  # streaming handlers lower this per request
+CRL_POLL_S = 2.0  # `hark-provision ca revoke` rewrites the CRL beside a running hub
 
 
 class Hub:
@@ -60,6 +67,12 @@ class Hub:
         self.storage: RecordingStorage = LocalStorage(config.data_dir / "recordings")
         self.uploads = PartialUploads(config.data_dir / "uploads")
         self.dynsec: DynsecClient | None = None
+        self.ca: CertificateAuthority | None = None
+        self.tls = config.tls_enabled
+        self.tls_contexts: list[ssl.SSLContext] = []  # the listeners', reloaded when the CRL changes
+        self._crl_mtime = 0.0
+        self._crl_watch: asyncio.Task[None] | None = None
+        self._public_mqtt: str | None = None
         interfaces = config.mdns_interfaces
         self.discovery = NodeDiscovery(None if interfaces is None or isinstance(interfaces, bool) else interfaces)
         self._streams: set[Any] = set()
@@ -117,12 +130,72 @@ class Hub:
                 await self.dynsec.kick(node_id)
 
     async def node_removed(self, node_id: str) -> None:
+        if self.ca is not None:
+            await self.revoke_certificates(node_id)
         self.authenticator.forget_all()
         await self.refresh_broker_identities()
         if self.broker is not None:
             await self.broker.kick(node_id)
         if self.dynsec is not None:
             await self.dynsec.delete_node(node_id)
+
+    # -- certificates ------------------------------------------------------------------
+
+    async def node_bundle(self, node_id: str) -> str | None:
+        """What a claim hands the node as `ca_pem` with TLS on: the CA, a new client certificate and its key."""
+        if not self.tls or self.ca is None:
+            return None
+        ca = self.ca
+        issued = await asyncio.get_running_loop().run_in_executor(None, ca.issue, node_id, CLIENT)
+        return make_bundle(ca.ca_pem, issued.cert_pem, issued.key_pem)
+
+    async def revoke_certificates(self, subject: str) -> None:
+        """Revoke every certificate of `subject` (a node id), refused from its next connection on."""
+        if self.ca is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, revoke, self.ca, subject)
+        except CertificateNotFound:
+            return
+        self._reload_crl()
+
+    def _reload_crl(self) -> None:
+        if self.ca is None:
+            return
+        try:
+            mtime = self.ca.crl_path.stat().st_mtime
+        except OSError:
+            return
+        if mtime == self._crl_mtime:
+            return
+        self._crl_mtime = mtime
+        for context in self.tls_contexts:
+            reload_crl(context, self.ca)
+        log.info("certificate revocation list reloaded")
+
+    async def _watch_crl(self) -> None:
+        while True:
+            await asyncio.sleep(CRL_POLL_S)
+            self._reload_crl()
+
+    def _server_hosts(self) -> tuple[str, ...]:
+        hosts = [socket.gethostname(), "localhost", "127.0.0.1", "::1"]
+        for url in (self.config.public_url, self.config.public_mqtt_url):
+            if url and urlsplit(url).hostname:
+                hosts.insert(0, str(urlsplit(url).hostname))
+        for host in (self.config.http_host, self.config.embedded_mqtt_address[0]):
+            if host not in ("0.0.0.0", "::", ""):
+                hosts.append(host)
+        return tuple(dict.fromkeys(hosts))
+
+    def _start_tls(self) -> None:
+        """The CA (created on first start) and, with TLS on, the hub's server certificate and context."""
+        self.ca = CertificateAuthority.open(self.config.data_dir)
+        self._crl_mtime = self.ca.crl_path.stat().st_mtime
+        if not self.tls:
+            return
+        issued = self.ca.issue(self.config.public_url or socket.gethostname(), SERVER, self._server_hosts())
+        self.tls_contexts = [server_context(self.ca, issued.cert_pem, issued.key_pem)]
 
     # -- request accounting (for a graceful stop) ------------------------------
 
@@ -146,13 +219,15 @@ class Hub:
         host = self.config.http_host
         if host in ("0.0.0.0", "::", ""):
             host = socket.gethostname()
-        return f"http://{host}:{self.http_port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.http_port}"
 
     @property
     def public_mqtt_url(self) -> str | None:
         """The broker address nodes are told (no credentials)."""
         if self.config.public_mqtt_url:
             return self.config.public_mqtt_url
+        if self._public_mqtt:
+            return self._public_mqtt
         return self.broker_address.url() if self.broker_address else None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -161,6 +236,8 @@ class Hub:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._start_tls)
+        self._crl_watch = asyncio.create_task(self._watch_crl())
         applied = await loop.run_in_executor(None, self.db.start)
         if applied:
             log.info("database migrated: %s", ", ".join(applied))
@@ -186,7 +263,7 @@ class Hub:
             await self.discovery.start(HubAdvert(self.public_url, self.public_mqtt_url, self.http_port))
         log.info(
             "hark hub listening on %s (api %s/api/v1); data in %s; database %s; mqtt %s (%s)",
-            f"http://{config.http_host}:{self.http_port}",
+            f"{'https' if self.tls else 'http'}://{config.http_host}:{self.http_port}",
             self.public_url,
             config.data_dir.resolve(),
             describe(self.db.db),
@@ -201,12 +278,18 @@ class Hub:
                 await self._start_dynsec(address)
         else:
             secret = new_password(32)
-            self.broker = EmbeddedBroker(BrokerAccess(secret))
+            self.broker = EmbeddedBroker(BrokerAccess(secret), self.tls_contexts[0] if self.tls_contexts else None)
             self.broker.access.set_node_credentials(await self.db.run(credential_table))
             host, port = self.config.embedded_mqtt_address
             host, port = await self.broker.start(host, port, fallback_to_free_port=not self.config.embedded_bind_is_explicit)
-            log.info("embedded mqtt broker listening on %s:%d", host, port)
+            log.info("embedded mqtt broker listening on %s:%d%s", host, port, " (mqtts)" if self.tls else "")
             address = BrokerAddress(host, port, username=const.HUB_MQTT_USERNAME, password=secret)
+            if self.tls:
+                public = BrokerAddress(host, port, tls=True)
+                if host in ("0.0.0.0", "::", ""):
+                    public = BrokerAddress(urlsplit(self.public_url).hostname or socket.gethostname(), port, tls=True)
+                self._public_mqtt = public.url()
+                address = BrokerAddress("127.0.0.1", self.broker.local_port, username=address.username, password=secret)
         self.broker_address = address
         self.bridge = MqttBridge(address, client_id=f"hark-hub-{socket.gethostname()}-{os.getpid()}", metrics=self.metrics)
         self.ingest.register()
@@ -233,7 +316,13 @@ class Hub:
 
     def _start_http(self) -> None:
         app = make_app(self)
-        server = HTTPServer(app, max_body_size=MAX_UPLOAD_BYTES, idle_connection_timeout=60, body_timeout=120)
+        server = HTTPServer(
+            app,
+            max_body_size=MAX_UPLOAD_BYTES,
+            idle_connection_timeout=60,
+            body_timeout=120,
+            ssl_options=self.tls_contexts[0] if self.tls_contexts else None,
+        )
         try:
             sockets = bind_sockets(self.config.http_port, self.config.http_host)
         except OSError as err:
@@ -273,6 +362,9 @@ class Hub:
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, then close MQTT and the database."""
         await self.discovery.stop()
+        if self._crl_watch is not None:
+            self._crl_watch.cancel()
+            await asyncio.gather(self._crl_watch, return_exceptions=True)
         if self.http_server is not None:
             self.http_server.stop()
             for stream in list(self._streams):

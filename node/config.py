@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from hub.config import Setting, load_settings
+from hub.config import Setting, _parse_bool, load_settings
 from hw.config import HardwareConfig, HardwareConfigError, parse_hardware_config_json
 from node import const
 from node.audio_source import AudioSource, parse_audio_source
@@ -110,6 +110,7 @@ NODE_SETTINGS: tuple[Setting, ...] = (
     Setting("node_silence_hold_s", _parse_positive_float, 10.0),
     Setting("node_clip_clear_s", _parse_positive_float, 10.0),
     Setting("log_level", _parse_log_level, "INFO"),
+    Setting("allow_plain", _parse_bool, False),
 )
 
 
@@ -133,6 +134,7 @@ class NodeConfig:
     node_silence_hold_s: float
     node_clip_clear_s: float
     log_level: str
+    allow_plain: bool = False  # plain HTTP/MQTT to a hub outside loopback even with a CA pinned
     explicit: frozenset[str] = field(default_factory=frozenset)
 
     @property

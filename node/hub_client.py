@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import msgspec
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 
 from hub import __version__
+from hub.tls.contexts import client_context, split_bundle
 from node import const
 from node.clock import clock_offset_ms, parse_utc
 from node.errors import HubProtocolError, HubRejected, HubUnreachable
@@ -46,13 +49,45 @@ class FetchedConfig:
     round_trip_ms: float
 
 
+def pinned_context(ca_bundle: str | None) -> ssl.SSLContext | None:
+    """The node's TLS context from what its claim handed over: trusts only the hub's CA, shows its certificate."""
+    if not ca_bundle:
+        return None
+    ca_pem, cert_pem, key_pem = split_bundle(ca_bundle)
+    return client_context(ca_pem, cert_pem, key_pem)
+
+
+def is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def plain_refused(url: str, tls: ssl.SSLContext | None, allow_plain: bool) -> bool:
+    """A node holding the hub's CA talks plain only on loopback or when HARK_ALLOW_PLAIN says so."""
+    parts = urlsplit(url)
+    return tls is not None and parts.scheme in ("http", "mqtt") and not allow_plain and not is_loopback(parts.hostname)
+
+
 class HubClient:
     """Requests to the hub as this node; the credential can change at any time (rotation)."""
 
-    def __init__(self, base_url: str, node_id: str, credential: str) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        node_id: str,
+        credential: str,
+        tls: ssl.SSLContext | None = None,
+        allow_plain: bool = False,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.node_id = node_id
         self._credential = credential
+        self._tls = tls
+        self._allow_plain = allow_plain
         self._http: AsyncHTTPClient | None = None  # made on first use, on the running loop
 
     def set_credential(self, credential: str) -> None:
@@ -110,6 +145,8 @@ class HubClient:
         expected: tuple[int, ...] = (200,),
     ) -> HTTPResponse:
         """One request as this node; HubUnreachable (network, 5xx), HubRejected (4xx) or HubProtocolError."""
+        if plain_refused(url, self._tls, self._allow_plain):
+            raise HubProtocolError(f"{method} {url}: plain HTTP outside loopback refused (TLS expected; HARK_ALLOW_PLAIN)")
         request = HTTPRequest(
             url,
             method=method,
@@ -124,6 +161,7 @@ class HubClient:
             allow_nonstandard_methods=body is None and body_producer is None and method in ("POST", "PUT"),
             connect_timeout=const.HTTP_CONNECT_TIMEOUT_S,
             request_timeout=request_timeout,
+            ssl_options=self._tls if url.startswith("https:") else None,
         )
         if self._http is None:
             self._http = AsyncHTTPClient(force_instance=True)

@@ -28,6 +28,7 @@ from hub.mqtt.backoff import backoff_delay
 from hub.mqtt.messages import Status
 from node import const
 from node.clock import utc_iso
+from node.hub_client import plain_refused
 from node.topics import NodeTopics
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,12 @@ class MqttTransport:
         agent_version: str,
         on_message: MessageHandler,
         on_connection: ConnectionHandler,
+        tls: ssl.SSLContext | None = None,
+        allow_plain: bool = False,
     ) -> None:
         self.topics = topics
+        self._tls = tls  # the hub's CA pinned, and the node's certificate
+        self._allow_plain = allow_plain
         self.boot_id = boot_id
         self.agent_version = agent_version
         self._credential = credential
@@ -171,7 +176,9 @@ class MqttTransport:
             clean_session=False,
             protocol=mqtt.MQTTv311,
         )
-        if tls:
+        if tls and self._tls is not None:
+            client.tls_set_context(self._tls)
+        elif tls:
             client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
         client.max_inflight_messages_set(const.OUTBOX_MAX_IN_FLIGHT)
         client.max_queued_messages_set(0)
@@ -194,6 +201,8 @@ class MqttTransport:
             client.username_pw_set(self.topics.node_id, self._credential)
             client.will_set(self.topics.status, self._status("offline"), qos=1, retain=True)
             try:
+                if plain_refused(address.url(), self._tls, self._allow_plain):
+                    raise ValueError(f"plain MQTT to {address.url()} refused: TLS expected (HARK_ALLOW_PLAIN)")
                 client.connect(address.host, address.port, keepalive=const.KEEPALIVE_S)
             except (OSError, ssl.SSLError, ValueError) as err:
                 delay = backoff_delay(attempt, const.RECONNECT_BASE_S, const.RECONNECT_CAP_S, self._rng)

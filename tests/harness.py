@@ -6,6 +6,7 @@ import os
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -156,10 +157,16 @@ class HubProcess:
     mqtt_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     _token: str | None = None
+    tls: bool = False  # HARK_TLS=on: HTTPS and mqtts, clients trust the hub's CA
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What httpx should trust: the hub's CA with TLS."""
+        return ssl.create_default_context(cafile=str(self.data_dir / "ca" / "ca.pem")) if self.tls else True
 
     @property
     def data_dir(self) -> Path:
@@ -179,6 +186,8 @@ class HubProcess:
             HARK_LOG_LEVEL="INFO",
             HARK_MDNS_INTERFACES=MDNS_INTERFACES,
         )
+        if self.tls:
+            env["HARK_TLS"] = "on"
         if self.database_url:
             env["HARK_DATABASE_URL"] = self.database_url
         if self.mqtt_url:
@@ -199,8 +208,8 @@ class HubProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"hark-hub exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
-            except httpx.HTTPError:
+                return httpx.get(f"{self.url}/readyz", timeout=1, verify=self.verify).status_code == 200
+            except (httpx.HTTPError, FileNotFoundError):  # with TLS, the CA appears on the hub's first start
                 return False
 
         wait_for(ready, timeout, "hark-hub to be ready", interval=0.1)
@@ -217,10 +226,15 @@ class HubProcess:
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10, verify=self.verify)
 
     def login(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> str:
-        response = httpx.post(f"{self.url}/api/v1/auth/login", json={"username": username, "password": password}, timeout=10)
+        response = httpx.post(
+            f"{self.url}/api/v1/auth/login",
+            json={"username": username, "password": password},
+            timeout=10,
+            verify=self.verify,
+        )
         assert response.status_code == 200, response.text
         return response.json()["data"]["token"]
 

@@ -48,8 +48,15 @@ class DiscoveredEnrollHandler(BaseHandler):
         node_id = enrollment.node["id"]
         await self.hub.node_credentials_changed(node_id, enrollment.credential, kick=False)
         try:
+            bundle = await self.hub.node_bundle(node_id)
             await provision_node(
-                found.local_url, body.claim_code, node_id, enrollment.credential, self.hub.public_url, self.hub.public_mqtt_url
+                found.local_url,
+                body.claim_code,
+                node_id,
+                enrollment.credential,
+                self.hub.public_url,
+                self.hub.public_mqtt_url,
+                bundle,
             )
         except RequestFailed as err:
             log.warning("handover to %s (%s) failed: %s; the enrollment is undone", hardware_id, found.local_url, err)

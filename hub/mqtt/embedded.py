@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,8 @@ from hub.errors import StartupError
 from hub.mqtt.access import BrokerAccess
 
 log = logging.getLogger(__name__)
+
+TLS_LISTENER = "nodes-tls"
 
 
 class HarkAuthPlugin(BaseAuthPlugin):
@@ -58,7 +61,15 @@ class HarkBroker(Broker):
     amqtt sends a newly connected client the retained messages of every subscription
     in the broker, not only its own, and does not ask the topic plugins first: one node
     would receive another's retained status. Each retained message is filtered here.
+    With TLS, its listeners use the hub's context (client certificates checked against the CRL).
     """
+
+    tls_context: ssl.SSLContext | None = None
+
+    def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:
+        if self.tls_context is None:
+            return Broker._create_ssl_context(listener)
+        return self.tls_context
 
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Session) -> None:
         topic_filter, qos = subscription
@@ -75,9 +86,17 @@ class HarkBroker(Broker):
             await asyncio.wait(tasks)
 
 
-def _broker_config(host: str, port: int) -> dict[str, Any]:
+def _broker_config(host: str, port: int, tls: bool) -> dict[str, Any]:
+    listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 10000}}
+    if tls:
+        # mqtts for the nodes; the hub's own bridge on a plain listener on loopback. amqtt copies
+        # the `default` listener's non-default settings into the others: `default` is the plain one.
+        listeners = {
+            "default": {"type": "tcp", "bind": "127.0.0.1:0", "max_connections": 100},
+            TLS_LISTENER: {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 10000, "ssl": True},
+        }
     return {
-        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 10000}},
+        "listeners": listeners,
         "plugins": {
             f"{__name__}.HarkAuthPlugin": {},
             f"{__name__}.HarkTopicPlugin": {},
@@ -104,11 +123,13 @@ def _port_available(host: str, port: int) -> bool:
 class EmbeddedBroker:
     """An amqtt broker listening on one TCP address, with the hub's access policy."""
 
-    def __init__(self, access: BrokerAccess) -> None:
+    def __init__(self, access: BrokerAccess, tls_context: ssl.SSLContext | None = None) -> None:
         self.access = access
+        self.tls_context = tls_context
         self._broker: Broker | None = None
         self.host = ""
         self.port = 0
+        self.local_port = 0  # with TLS: the plain loopback listener of the hub's own bridge
 
     @property
     def running(self) -> bool:
@@ -128,13 +149,16 @@ class EmbeddedBroker:
         return self.host, self.port
 
     async def _start(self, host: str, port: int) -> None:
-        broker = HarkBroker(_broker_config(host, port))
+        broker = HarkBroker(_broker_config(host, port, self.tls_context is not None))
+        broker.tls_context = self.tls_context
         for plugin in broker.plugins_manager.plugins:
             if isinstance(plugin, (HarkAuthPlugin, HarkTopicPlugin)):
                 plugin.access = self.access
         await broker.start()
-        server = broker._servers["default"].instance
+        server = broker._servers[TLS_LISTENER if self.tls_context is not None else "default"].instance
         self.host, self.port = server.sockets[0].getsockname()[:2]
+        if self.tls_context is not None:
+            self.local_port = broker._servers["default"].instance.sockets[0].getsockname()[1]
         self._broker = broker
 
     async def kick(self, client_id: str) -> bool:
