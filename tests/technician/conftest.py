@@ -1,0 +1,53 @@
+"""A real hub and an enrolled node with a technician PIN, and headless Chromium (Debian's) driven by Playwright."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.harness import ROOT
+from tests.node.local.test_technician import Site, start_site
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "var" / "test-artifacts" / "technician"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    started = start_site(tmp_path_factory.mktemp("technician"))
+    yield started
+    assert started.node.stop() == 0, started.node.log()
+    if started.hub.proc is not None:
+        assert started.hub.stop() == 0, started.hub.log()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless; Playwright's own browser downloads are never used."""
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} is missing: tests/services.sh installs the Debian package chromium")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required", "--mute-audio"],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A page whose script errors fail the test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(20_000)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    yield tab
+    context.close()
+    assert not errors, f"errors in the page's scripts: {errors}"
