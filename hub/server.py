@@ -260,7 +260,8 @@ class Hub:
             )
             log.info("single sign-on with %s", config.oidc_issuer)
         if config.mdns_interfaces is not False:
-            await self.discovery.start(HubAdvert(self.public_url, self.public_mqtt_url, self.http_port))
+            fingerprint = self.ca.fingerprint if self.tls and self.ca is not None else None
+            await self.discovery.start(HubAdvert(self.public_url, self.public_mqtt_url, self.http_port, fingerprint))
         log.info(
             "hark hub listening on %s (api %s/api/v1); data in %s; database %s; mqtt %s (%s)",
             f"{'https' if self.tls else 'http'}://{config.http_host}:{self.http_port}",
