@@ -46,7 +46,7 @@ class TooManyAttempts(LocalError):
 
     def __init__(self, retry_after_s: int) -> None:
         super().__init__(
-            "Too many wrong claim codes; try again later.",
+            "Too many wrong codes; try again later.",
             headers={"Retry-After": str(retry_after_s)},
             retry_after_s=retry_after_s,
         )

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.harness import ROOT
-from tests.node.local.test_technician import Site, start_site
+from tests.node.local.technician_site import Site, start_site
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "var" / "test-artifacts" / "technician"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.node.local.test_technician import PIN, Site
+from tests.node.local.technician_site import PIN, Site
 from tests.technician.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.slow
