@@ -174,7 +174,7 @@ HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("oidc_scopes", str, "openid profile email"),
     Setting("oidc_redirect_url", _parse_http_url),
     Setting("mdns_interfaces", parse_interfaces, None),
-    Setting("tls", _parse_tls, "off"),
+    Setting("tls", _parse_tls, "auto"),
 )
 
 
@@ -203,7 +203,7 @@ class HubConfig:
     oidc_scopes: str = "openid profile email"
     oidc_redirect_url: str | None = None
     mdns_interfaces: Interfaces | bool = None  # None: every interface; False: no mDNS; else IPv4 addresses
-    tls: str = "off"  # on | off | auto (on unless every listener is on loopback)
+    tls: str = "auto"  # on | off | auto (on unless every listener is on loopback)
     explicit: frozenset[str] = field(default_factory=frozenset)
 
     @property

@@ -17,8 +17,10 @@ def _config(tmp_path: Path, **env: str) -> HubConfig:
     return HubConfig.from_env({"HARK_DATA_DIR": str(tmp_path), **env})
 
 
-def test_tls_is_off_by_default_and_auto_turns_it_on_outside_loopback(tmp_path: Path) -> None:
-    assert not _config(tmp_path).tls_enabled
+def test_tls_is_on_by_default_outside_loopback_and_off_only_on_loopback_or_when_asked(tmp_path: Path) -> None:
+    assert not _config(tmp_path).tls_enabled  # both listeners on 127.0.0.1
+    assert _config(tmp_path, HARK_HTTP_HOST="0.0.0.0").tls_enabled
+    assert not _config(tmp_path, HARK_HTTP_HOST="0.0.0.0", HARK_TLS="off").tls_enabled
     assert _config(tmp_path, HARK_TLS="on").tls_enabled
     assert not _config(tmp_path, HARK_TLS="auto").tls_enabled  # both listeners on 127.0.0.1
     assert _config(tmp_path, HARK_TLS="auto", HARK_HTTP_HOST="0.0.0.0").tls_enabled
