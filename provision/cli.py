@@ -22,6 +22,7 @@ from hub import __version__
 from hub.tls.errors import TlsError
 from provision.ca import add_ca_commands
 from provision.errors import CsvError, NodeNotFound, ProvisionError, RequestFailed
+from provision.http import trust_ca
 from provision.hub_api import HubApi
 from provision.local_client import reset_node
 from provision.mdns import DiscoveredNode, Interfaces, browse_nodes, find_hub, parse_interfaces
@@ -85,6 +86,7 @@ async def connect_hub(args: argparse.Namespace) -> HubApi:
             raise ProvisionError("no hub found by mDNS: pass --hub URL or set HARK_HUB_URL")
         url = found.api_url
         errors.print(f"hub found by mDNS: {url}")
+    trust_ca(args.ca or os.environ.get("HARK_HUB_CA"))
     api = HubApi(url, args.token or os.environ.get("HARK_HUB_TOKEN"))
     if not api.token:
         username = args.username or input("hub username: ")
@@ -218,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hark-provision", description="Find, enroll and reset hark nodes on the LAN.")
     parser.add_argument("--version", action="version", version=f"hark-provision {__version__}")
     parser.add_argument("--hub", help="hub URL (default: HARK_HUB_URL, else found by mDNS)")
+    parser.add_argument(
+        "--ca", help="the hub's CA certificate for HTTPS (default: HARK_HUB_CA; a copy of <hub data dir>/ca/ca.pem)"
+    )
     parser.add_argument("--token", help="API key (default: HARK_HUB_TOKEN; without one, asks for a username and password)")
     parser.add_argument("--username", help="log in as this user (the password is asked for)")
     parser.add_argument(

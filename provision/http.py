@@ -10,6 +10,12 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from provision.errors import RequestFailed
 
 TIMEOUT_S = 10.0
+_trust: dict[str, str | None] = {"ca_certs": None}
+
+
+def trust_ca(path: str | None) -> None:
+    """Verify the hub's HTTPS certificate against this CA file (the hub's own `ca/ca.pem`) instead of the system's."""
+    _trust["ca_certs"] = path
 
 
 async def call_json(method: str, url: str, body: Any = None, token: str | None = None, timeout_s: float = TIMEOUT_S) -> Any:
@@ -23,7 +29,15 @@ async def call_json(method: str, url: str, body: Any = None, token: str | None =
         headers["Content-Type"] = "application/json"
     elif method in ("POST", "PUT", "PATCH"):
         payload = b""
-    request = HTTPRequest(url, method=method, headers=headers, body=payload, connect_timeout=timeout_s, request_timeout=timeout_s)
+    request = HTTPRequest(
+        url,
+        method=method,
+        headers=headers,
+        body=payload,
+        connect_timeout=timeout_s,
+        request_timeout=timeout_s,
+        ca_certs=_trust["ca_certs"],
+    )
     try:
         response = await AsyncHTTPClient().fetch(request, raise_error=False)
     except (OSError, HTTPClientError) as err:

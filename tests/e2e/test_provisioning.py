@@ -22,7 +22,7 @@ class Site:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.hub = HubProcess(workdir / "hub")
+        self.hub = HubProcess(workdir / "hub", tls=True)  # as on a real site: HTTPS and mqtts
         self.nodes = [NodeProcess(workdir / f"box-{i}", env_extra={"HARK_HEARTBEAT_INTERVAL_S": "1"}) for i in range(3)]
 
     def label(self, node: NodeProcess) -> tuple[str, str]:
@@ -32,7 +32,7 @@ class Site:
 
     def provision(self, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HARK_")}
-        env.update(HARK_MDNS_INTERFACES=MDNS_INTERFACES, COLUMNS="200")
+        env.update(HARK_MDNS_INTERFACES=MDNS_INTERFACES, COLUMNS="200", HARK_HUB_CA=str(self.hub.data_dir / "ca" / "ca.pem"))
         if token:
             env["HARK_HUB_TOKEN"] = token
         return subprocess.run(
@@ -104,6 +104,10 @@ def test_an_installer_finds_three_new_boxes_enrolls_them_in_bulk_and_they_go_onl
                 return api.get(f"/api/v1/nodes/{node_id}").json()["data"]["status"] == "online"
 
             wait_for(online, 30, f"{hw} online", interval=0.2)
+
+    for box in site.nodes:  # each switched to TLS with the CA and its own certificate
+        state = json.loads(box.state_path.read_text())
+        assert state["hub_url"].startswith("https://") and state["mqtt_url"].startswith("mqtts://"), state["hub_url"]
 
     again = site.provision("bulk", str(sheet), token=token)
     assert again.returncode == 0 and "3 succeeded, 0 failed" in again.stdout, again.stdout + again.stderr
