@@ -383,11 +383,18 @@ class Agent:
         if command.credential == self.store.state.credential:
             log.info("credential delivered again, unchanged")
             return
-        snapshot, version = self.store.update(credential=command.credential)
+        renewed = command.ca_pem is not None and command.ca_pem != self.store.state.ca_pem
+        changes: dict[str, Any] = {"credential": command.credential}
+        if renewed:
+            changes["ca_pem"] = command.ca_pem
+        snapshot, version = self.store.update(**changes)
         await self._write_state(snapshot, version)  # on disk before the old one is retired
         self.hub.set_credential(command.credential)
         self.transport.set_credential(command.credential)
         log.info("credential rotated (the old one stops working at %s)", command.valid_until_old or "once replaced")
+        if renewed:
+            log.info("a renewed client certificate came with it: restarting in place to use it")
+            self._request_restart()
 
     # -- lifecycle actions -------------------------------------------------------------
 

@@ -148,9 +148,9 @@ class RotateHandler(BaseHandler):
         body = self.parse_body(RotateBody) if self.body_bytes().strip() else RotateBody()
         enrollment, old_valid_until = await self.hub.db.run(nodes.rotate_credential, self.actor, self.scope, id, body.grace_s)
         if body.deliver and self.hub.bridge is not None:
-            self.hub.bridge.publish(
-                command_topic(id, "credentials"), {"credential": enrollment.credential, "valid_until_old": iso(old_valid_until)}
-            )
+            bundle = await self.hub.node_bundle(id)  # TLS on: a renewed client certificate travels with the credential
+            payload = {"credential": enrollment.credential, "valid_until_old": iso(old_valid_until), "ca_pem": bundle}
+            self.hub.bridge.publish(command_topic(id, "credentials"), payload)
         if body.grace_s and body.deliver and self.hub.dynsec is not None:
             # Mosquitto keeps one password per client and drops the session when it changes:
             # give the node a moment to take the new credential and leave cleanly first.

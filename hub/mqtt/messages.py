@@ -164,6 +164,7 @@ class Ack(msgspec.Struct, frozen=True):
 class NewCredential(msgspec.Struct, frozen=True):
     credential: str
     valid_until_old: str | None = None  # when the credential it replaces stops working
+    ca_pem: str | None = None  # with TLS on: the CA, a renewed client certificate and its key (as handed over at claim)
 
 
 class ConfigChanged(msgspec.Struct, frozen=True):

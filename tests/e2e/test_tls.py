@@ -74,3 +74,39 @@ def test_a_claimed_node_goes_online_over_tls_and_is_refused_once_its_certificate
     finally:
         node.stop()
         assert hub.stop() == 0, hub.log()
+
+
+def test_rotating_a_nodes_credential_renews_its_certificate_too(tmp_path: Path) -> None:
+    hub = HubProcess(tmp_path / "hub", tls=True)
+    node = NodeProcess(tmp_path / "box")
+    try:
+        hub.start()
+        with hub.admin() as api:
+            answer = api.post("/api/v1/nodes/enroll", json={"name": "box"})
+        node_id, credential = answer.json()["data"]["node"]["id"], answer.json()["data"]["credential"]
+        ca = CertificateAuthority.open(hub.data_dir, create=False)
+        issued = ca.issue(node_id, CLIENT)
+        node.start()
+        wait_for(lambda: node.state_path.exists() and "waiting to be claimed" in node.log(), 30, "an unprovisioned node")
+        code = json.loads(node.state_path.read_text())["claim_code"]
+        bundle = make_bundle(ca.ca_pem, issued.cert_pem, issued.key_pem)
+        asyncio.run(provision_node(node.local_url, code, node_id, credential, hub.url, None, bundle))
+        wait_for(lambda: _status(hub, node_id) == "online", 30, "the node online over TLS\n" + node.log()[-3000:])
+
+        with hub.admin() as api:
+            rotated = api.post(f"/api/v1/nodes/{node_id}/credentials/rotate", json={"grace_s": 60, "deliver": True})
+        assert rotated.status_code == 201, rotated.text
+        new_credential = rotated.json()["data"]["credential"]
+
+        def renewed() -> bool:
+            state = json.loads(node.state_path.read_text())
+            return state["credential"] == new_credential and state["ca_pem"] != bundle
+
+        wait_for(renewed, 20, "the node to store its renewed certificate\n" + node.log()[-3000:])
+        wait_for(lambda: "restarting in place" in node.log(), 10, "the node to restart with it")
+        assert len([r for r in CertificateAuthority.open(hub.data_dir, create=False).issued() if r.subject == node_id]) == 2
+        wait_for(lambda: node.log().count("mqtt connected to mqtts://") >= 2, 30, "a new TLS connection\n" + node.log()[-3000:])
+        wait_for(lambda: _status(hub, node_id) == "online", 30, "the node online again")
+    finally:
+        node.stop()
+        assert hub.stop() == 0, hub.log()
