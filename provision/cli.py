@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=discover)
     p = commands.add_parser("claim", help="enroll one node with its claim code")
     p.add_argument("hardware_id")
-    p.add_argument("--code", required=True, help="the claim code on the node's label (XXXX-XXXX)")
+    p.add_argument("--code", required=True, help="the claim code on the node's label (e.g. 7KQ2-M9XD)")
     p.add_argument("--name", required=True)
     p.add_argument("--site")
     p.add_argument("--tags", help="comma-separated")

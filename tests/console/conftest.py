@@ -5,14 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 
+from tests.browser import headless_chromium
 from tests.harness import ROOT, HubProcess, NodeProcess, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "var" / "test-artifacts" / "console"
 SOURCES = {
     "Stage left": ("main-hall", ["stage"], "synthetic:sine?freq=440&dbfs=-12&channels=2"),
@@ -68,19 +67,9 @@ def console_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleF
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless; Playwright's own browser downloads are never used."""
-    if not Path(CHROMIUM).exists():
-        raise RuntimeError(f"{CHROMIUM} is missing: tests/services.sh installs the Debian package chromium")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            # root in a container has no user namespace sandbox; audio plays without a click.
-            args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required", "--mute-audio"],
-        )
+    with headless_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture
