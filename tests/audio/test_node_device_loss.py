@@ -35,7 +35,7 @@ def test_unplugging_the_device_degrades_the_node_and_plugging_it_back_recovers(
             return response.json()["data"]["channels"][0]["peak_dbfs"] if response.status_code == 200 else None
 
         wait_for(lambda: (p := peak()) is not None and abs(p + 20.0) < 0.3, 20, "the tone in the hub's meters")
-        interfaces = fleet.detail(node)["interfaces"]
+        interfaces = wait_for(lambda: fleet.detail(node)["interfaces"], 15, "the interfaces from a heartbeat")
         assert "pulse" in {i["name"] for i in interfaces}, interfaces
 
         def device_lost() -> dict | None:
