@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hub.tls.ca import CLIENT, CertificateAuthority
+from hub.tls.ca import CLIENT, CertificateAuthority, IssuedCertificate
 from hub.tls.contexts import client_context, make_bundle
 from provision.local_client import provision_node
 from tests.harness import ROOT, HubProcess, NodeProcess, wait_for
@@ -25,24 +25,29 @@ def _status(hub: HubProcess, node_id: str) -> str:
         return str(api.get(f"/api/v1/nodes/{node_id}").json()["data"]["status"])
 
 
+def claim_over_tls(hub: HubProcess, node: NodeProcess) -> tuple[str, str, CertificateAuthority, IssuedCertificate, str]:
+    """Enroll a node at a TLS hub, hand it its identity, CA and client certificate, and wait until it is online."""
+    with hub.admin() as api:
+        answer = api.post("/api/v1/nodes/enroll", json={"name": "box"})
+        assert answer.status_code == 201, answer.text
+    node_id, credential = answer.json()["data"]["node"]["id"], answer.json()["data"]["credential"]
+    ca = CertificateAuthority.open(hub.data_dir, create=False)
+    issued = ca.issue(node_id, CLIENT)
+    node.start()
+    wait_for(lambda: node.state_path.exists() and "waiting to be claimed" in node.log(), 30, "an unprovisioned node")
+    code = json.loads(node.state_path.read_text())["claim_code"]
+    bundle = make_bundle(ca.ca_pem, issued.cert_pem, issued.key_pem)
+    asyncio.run(provision_node(node.local_url, code, node_id, credential, hub.url, None, bundle))
+    wait_for(lambda: _status(hub, node_id) == "online", 30, "the node online over TLS\n" + node.log()[-3000:])
+    return node_id, credential, ca, issued, bundle
+
+
 def test_a_claimed_node_goes_online_over_tls_and_is_refused_once_its_certificate_is_revoked(tmp_path: Path) -> None:
     hub = HubProcess(tmp_path / "hub", tls=True)
     node = NodeProcess(tmp_path / "box")
     try:
         hub.start()
-        with hub.admin() as api:
-            answer = api.post("/api/v1/nodes/enroll", json={"name": "box"})
-            assert answer.status_code == 201, answer.text
-        node_id, credential = answer.json()["data"]["node"]["id"], answer.json()["data"]["credential"]
-        ca = CertificateAuthority.open(hub.data_dir, create=False)
-        issued = ca.issue(node_id, CLIENT)
-
-        node.start()
-        wait_for(lambda: node.state_path.exists() and "waiting to be claimed" in node.log(), 30, "an unprovisioned node")
-        code = json.loads(node.state_path.read_text())["claim_code"]
-        bundle = make_bundle(ca.ca_pem, issued.cert_pem, issued.key_pem)
-        asyncio.run(provision_node(node.local_url, code, node_id, credential, hub.url, None, bundle))
-        wait_for(lambda: _status(hub, node_id) == "online", 30, "the node online over TLS\n" + node.log()[-3000:])
+        node_id, _, ca, issued, _ = claim_over_tls(hub, node)
         assert "mqtts://127.0.0.1" in node.log()
 
         # plain HTTP is not served any more
@@ -81,17 +86,7 @@ def test_rotating_a_nodes_credential_renews_its_certificate_too(tmp_path: Path) 
     node = NodeProcess(tmp_path / "box")
     try:
         hub.start()
-        with hub.admin() as api:
-            answer = api.post("/api/v1/nodes/enroll", json={"name": "box"})
-        node_id, credential = answer.json()["data"]["node"]["id"], answer.json()["data"]["credential"]
-        ca = CertificateAuthority.open(hub.data_dir, create=False)
-        issued = ca.issue(node_id, CLIENT)
-        node.start()
-        wait_for(lambda: node.state_path.exists() and "waiting to be claimed" in node.log(), 30, "an unprovisioned node")
-        code = json.loads(node.state_path.read_text())["claim_code"]
-        bundle = make_bundle(ca.ca_pem, issued.cert_pem, issued.key_pem)
-        asyncio.run(provision_node(node.local_url, code, node_id, credential, hub.url, None, bundle))
-        wait_for(lambda: _status(hub, node_id) == "online", 30, "the node online over TLS\n" + node.log()[-3000:])
+        node_id, _, _, _, bundle = claim_over_tls(hub, node)
 
         with hub.admin() as api:
             rotated = api.post(f"/api/v1/nodes/{node_id}/credentials/rotate", json={"grace_s": 60, "deliver": True})
