@@ -6,7 +6,6 @@ to log in, and stops everything it started on Ctrl-C.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -23,10 +22,15 @@ from hub import const
 from hub.processes import free_port, stop_process
 
 READY_TIMEOUT_S = 60.0
+DEMO_MDNS_INTERFACES = "127.0.0.1"
+DEMO_LOCAL_HOST = "127.0.0.1"
 
 
 def _port_free(host: str, port: int) -> bool:
+    """Whether the hub could listen on `host:port` now (as Tornado binds: with SO_REUSEADDR, so
+    connections in TIME_WAIT from a demo stopped a moment ago do not count as taken)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -66,8 +70,13 @@ def _api(base_url: str, method: str, path: str, body: dict[str, Any] | None = No
         return json.loads(response.read() or b"{}")
 
 
-def demo_nodes(base_url: str, password: str, nodes_dir: Path) -> list[tuple[str, dict[str, str]]]:
-    """The simulated nodes (enrolled once, remembered in the demo's data dir): name and environment."""
+def demo_nodes(
+    base_url: str, password: str, nodes_dir: Path, local_host: str, mdns_interfaces: str
+) -> list[tuple[str, dict[str, str]]]:
+    """The simulated nodes (enrolled once, remembered in the demo's data dir): name and environment.
+
+    Their local endpoints listen on `local_host` and they speak mDNS where the hub does.
+    """
     registry_path = nodes_dir / "enrolled.json"
     registry: dict[str, dict[str, str]] = json.loads(registry_path.read_text()) if registry_path.exists() else {}
     token = None
@@ -92,7 +101,9 @@ def demo_nodes(base_url: str, password: str, nodes_dir: Path) -> list[tuple[str,
             HARK_NODE_ID=entry["id"],
             HARK_NODE_CREDENTIAL=entry["credential"],
             HARK_NODE_AUDIO_SOURCE=source,
-            HARK_NODE_LOCAL_PORT=str(free_port()),
+            HARK_NODE_LOCAL_HOST=local_host,
+            HARK_NODE_LOCAL_PORT=str(free_port(local_host)),
+            HARK_MDNS_INTERFACES=mdns_interfaces,
         )
         result.append((name, env))
     return result
@@ -102,11 +113,17 @@ def run_demo() -> int:
     data_dir = Path(os.environ.get("HARK_DEMO_DIR", "var/demo"))
     hub_dir = data_dir / "hub"
     host = os.environ.get("HARK_HTTP_HOST", const.DEFAULT_HTTP_HOST)
-    port = int(
-        os.environ.get("HARK_HTTP_PORT")
-        or (const.DEFAULT_HTTP_PORT if _port_free(host, const.DEFAULT_HTTP_PORT) else free_port(host))
+    # The demo stays on this machine unless asked: mDNS on loopback, node endpoints on loopback.
+    mdns_interfaces = os.environ.get("HARK_MDNS_INTERFACES", DEMO_MDNS_INTERFACES)
+    local_host = os.environ.get("HARK_NODE_LOCAL_HOST", DEMO_LOCAL_HOST)
+    port = os.environ.get("HARK_HTTP_PORT")
+    if port is None:
+        port = str(const.DEFAULT_HTTP_PORT if _port_free(host, const.DEFAULT_HTTP_PORT) else free_port(host))
+        if port != str(const.DEFAULT_HTTP_PORT):
+            print(f"hark demo: port {const.DEFAULT_HTTP_PORT} is taken; the hub listens on {port} instead", flush=True)
+    env = dict(
+        os.environ, HARK_DATA_DIR=str(hub_dir), HARK_HTTP_HOST=host, HARK_HTTP_PORT=port, HARK_MDNS_INTERFACES=mdns_interfaces
     )
-    env = dict(os.environ, HARK_DATA_DIR=str(hub_dir), HARK_HTTP_HOST=host, HARK_HTTP_PORT=str(port))
     base_url = f"http://{host}:{port}"
     print(f"hark demo: starting the hub on {base_url} with its data in {hub_dir.resolve()}", flush=True)
     # Children get sessions of their own: Ctrl-C reaches only the demo, which then stops
@@ -116,10 +133,16 @@ def run_demo() -> int:
     interrupted = False
 
     def on_signal(signum: int, frame: object) -> None:
+        """The first SIGINT or SIGTERM stops the demo wherever it is; later ones let the stopping finish."""
         nonlocal interrupted
-        interrupted = True
+        if not interrupted:
+            interrupted = True
+            raise KeyboardInterrupt
 
+    # Explicitly for SIGINT too: a shell starting the demo in the background (`&`) leaves
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler of its own.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         if wait_ready(base_url, hub, READY_TIMEOUT_S) is None:
             print("hark demo: the hub did not become ready; see its log above", file=sys.stderr)
@@ -130,7 +153,7 @@ def run_demo() -> int:
         )
         nodes: list[str] = []
         if password:
-            for name, node_env in demo_nodes(base_url, password, data_dir / "nodes"):
+            for name, node_env in demo_nodes(base_url, password, data_dir / "nodes", local_host, mdns_interfaces):
                 children.append(subprocess.Popen([sys.executable, "-m", "node"], env=node_env, start_new_session=True))
                 nodes.append(name)
         else:
@@ -148,11 +171,8 @@ def run_demo() -> int:
             f"  Stop with Ctrl-C.\n",
             flush=True,
         )
-        while not interrupted and hub.poll() is None:
-            with contextlib.suppress(KeyboardInterrupt):
-                time.sleep(0.5)
-                continue
-            interrupted = True
+        while hub.poll() is None:
+            time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:

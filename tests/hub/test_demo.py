@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,66 @@ def test_demo_runs_three_nodes_prints_the_login_and_stops_on_ctrl_c(tmp_path: Pa
     assert not port_open("127.0.0.1", port)
     assert started_by_demo(tmp_path) == [], "the demo left processes behind"
     assert "Traceback" not in log.read_text()
+
+
+def listening_addresses(pids: list[int]) -> set[tuple[str, int]]:
+    """The TCP addresses these processes listen on."""
+    found = set()
+    for pid in pids:
+        try:
+            connections = psutil.Process(pid).net_connections(kind="tcp")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        found |= {(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
+    return found
+
+
+def test_demo_started_in_the_background_stays_on_loopback_and_stops_on_sigint(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARK_")}
+    env.update(HARK_DEMO_DIR=str(tmp_path / "demo"), HARK_HTTP_PORT=str(port))
+    log = tmp_path / "demo.log"
+
+    def as_a_background_job() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a non-interactive shell does for `hark-hub demo &`
+
+    with open(log, "wb") as out:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "hub", "demo"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=as_a_background_job,
+        )
+    try:
+        wait_for(lambda: "Stop with Ctrl-C" in log.read_text(), 60, "the demo banner")
+        wait_for(lambda: len(started_by_demo(tmp_path)) == 4, 30, "the hub and three nodes")
+        children = started_by_demo(tmp_path)
+        for pid in children:
+            assert psutil.Process(pid).environ().get("HARK_MDNS_INTERFACES") == "127.0.0.1"
+        wait_for(lambda: len(listening_addresses(children)) >= 5, 30, "the hub, its broker and three node endpoints listening")
+        listening = listening_addresses(children)
+        assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
+        os.kill(demo.pid, signal.SIGINT)
+        assert demo.wait(30) == 0
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+    assert started_by_demo(tmp_path) == [], "the demo left processes behind"
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_port_left_in_time_wait_by_a_stopped_demo_counts_as_free() -> None:
+    from hub.demo import _port_free
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server side closes first: its end of the connection stays in TIME_WAIT
+    listener.close()
+    client.close()
+    assert _port_free("127.0.0.1", port)
