@@ -38,7 +38,7 @@ def open_database(url: str | None, data_dir: Path) -> peewee.Database:
     if not url:
         data_dir.mkdir(parents=True, exist_ok=True)
         return peewee.SqliteDatabase(str(data_dir / const.SQLITE_FILE), pragmas=SQLITE_PRAGMAS, check_same_thread=False)
-    params = parse_db_url(url)
+    params = parse_db_url(url, unquote_password=True, unquote_user=True)  # `p%40ss` in the URL is the password `p@ss`
     scheme = url.split(":", 1)[0]
     if scheme == "sqlite":
         path = params.pop("database")
