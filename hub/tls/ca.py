@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from hub.atomic_file import write_atomic
 from hub.tls.errors import CaMissing, CertificateNotFound, TlsError
 
 CA_DIR = "ca"
@@ -58,11 +58,7 @@ def _now() -> dt.datetime:
 
 def _write_private(path: Path, data: bytes) -> None:
     """Write `data` readable only by the owner, atomically."""
-    temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(temp, path)
+    write_atomic(path, data, mode=0o600)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -120,7 +116,7 @@ class CertificateAuthority:
             .sign(key, hashes.SHA256())
         )
         _write_private(key_path, _key_pem(key))
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         ca = cls(directory, key, cert)
         ca._save_index([])
         from hub.tls.revocation import write_crl  # the CRL module builds on this one

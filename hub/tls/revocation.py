@@ -7,7 +7,8 @@ import datetime as dt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from hub.tls.ca import CertificateAuthority, IssuedRecord, _write_private
+from hub.atomic_file import write_atomic
+from hub.tls.ca import CertificateAuthority, IssuedRecord
 
 CRL_DAYS = 30
 _BACKDATE = dt.timedelta(minutes=10)
@@ -49,8 +50,7 @@ def build_crl(ca: CertificateAuthority) -> x509.CertificateRevocationList:
 def write_crl(ca: CertificateAuthority) -> str:
     """Rewrite `ca/crl.pem`; return it."""
     pem = build_crl(ca).public_bytes(serialization.Encoding.PEM)
-    _write_private(ca.crl_path, pem)
-    ca.crl_path.chmod(0o644)  # Mosquitto reads it, possibly as another user
+    write_atomic(ca.crl_path, pem, mode=0o644)  # Mosquitto reads it, possibly as another user
     return pem.decode()
 
 
