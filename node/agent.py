@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from collections import deque
@@ -23,7 +24,7 @@ from node.config import NodeConfig
 from node.diagnostics import RecentLog
 from node.errors import HubProtocolError, HubRejected, NodeError, StateError
 from node.hardware import Hardware
-from node.health import health_payload, outbox_level_payload
+from node.health import health_payload, outbox_damaged_payload, outbox_level_payload
 from node.heartbeat import ClockStatus, HeartbeatWorker
 from node.hub_client import FetchedConfig, HubClient, pinned_context
 from node.identify import Identify
@@ -166,6 +167,9 @@ class Agent:
         logging.getLogger().addHandler(self.recent_log)
         try:
             await self.sender.open()
+            if self.sender.damaged_moved_to is not None:
+                moved = str(self.sender.damaged_moved_to)
+                await self.sender.enqueue("health", self.topics.health, functools.partial(outbox_damaged_payload, moved_to=moved))
             await self.lifecycle.finish_restart(state.boot_count)
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self.audio.load_interfaces)

@@ -10,6 +10,7 @@ from hub.mqtt.messages import HealthReport, Severity
 from node.clock import utc_iso
 
 OUTBOX_HIGH = "outbox.high"
+OUTBOX_DAMAGED = "outbox.damaged"
 
 
 def health_payload(
@@ -27,3 +28,13 @@ def health_payload(
 def outbox_level_payload(msg_id: str, high: bool, depth: int, capacity: int) -> bytes:
     """`outbox.high` opened (past 80 % of capacity) or resolved (back under 50 %)."""
     return health_payload(msg_id, OUTBOX_HIGH, "open" if high else "resolved", "warning", {"depth": depth, "capacity": capacity})
+
+
+def outbox_damaged_payload(msg_id: str, moved_to: str) -> bytes:
+    """`outbox.damaged`: the outbox file was unreadable; what it held that the hub had not stored is lost."""
+    details: dict[str, object] = {
+        "message": "The outbox file was damaged: it was moved aside and a new one started. "
+        "Telemetry and reports it held that the hub had not stored yet are lost; recordings are not affected.",
+        "moved_to": moved_to,
+    }
+    return health_payload(msg_id, OUTBOX_DAMAGED, "open", "warning", details)

@@ -7,7 +7,9 @@ are sent and removed only when the hub acknowledges their `msg_id`.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -65,24 +67,55 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[start : start + _CHUNK]
 
 
+def _damaged(err: sqlite3.Error) -> bool:
+    """Whether SQLite says the file itself is damaged (not a database, corrupt), not that it cannot reach it."""
+    return getattr(err, "sqlite_errorcode", None) in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
+
+
+def move_aside(path: Path, now: float) -> Path:
+    """Rename a damaged database (and its WAL and shared-memory files) out of the way; the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            os.replace(source, Path(f"{target}{suffix}"))
+    return target
+
+
 class Outbox:
-    """A bounded, durable, ordered queue of outgoing messages."""
+    """A bounded, durable, ordered queue of outgoing messages.
+
+    A file SQLite finds damaged is moved aside (kept for whoever investigates) and a new
+    outbox started in its place, so a bad block never stops the node from recording;
+    `damaged_moved_to` tells the agent to report it.
+    """
 
     def __init__(self, path: Path, capacity: int) -> None:
         self.path = path
         self.capacity = capacity
+        self.damaged_moved_to: Path | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # a row written is a row kept, power cut or not
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._migrate()
-            self._counts: Counter[str] = Counter(
-                dict(self._db.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind").fetchall())
-            )
-        except sqlite3.Error as err:
+            try:
+                self._open()
+            except sqlite3.DatabaseError as err:
+                if not _damaged(err):
+                    raise
+                self._db.close()
+                self.damaged_moved_to = move_aside(path, time.time())
+                log.error("outbox %s is damaged (%s): moved to %s, starting a new one", path, err, self.damaged_moved_to)
+                self._open()
+        except (sqlite3.Error, OSError) as err:
             raise OutboxError(f"{path}: cannot open the outbox: {err}") from err
+
+    def _open(self) -> None:
+        self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a row written is a row kept, power cut or not
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+        self._counts: Counter[str] = Counter(dict(self._db.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind").fetchall()))
 
     def _migrate(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()

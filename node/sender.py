@@ -73,6 +73,11 @@ class OutboxSender:
         log.info("outbox %s: %d rows waiting, capacity %d", self.path, self._depth, self.capacity)
         await self._call(self._check_level_sync)
 
+    @property
+    def damaged_moved_to(self) -> Path | None:
+        """Where a damaged outbox file was moved when it was opened (None: it was sound)."""
+        return self._outbox.damaged_moved_to if self._outbox is not None else None
+
     async def close(self) -> None:
         if self._outbox is not None:
             await self._call(self._outbox.close)
