@@ -1,37 +1,45 @@
-"""The audit log: list, facets, export and detail (`audit:read`)."""
+"""The audit log: list, facets, export and detail (`audit:read`, scoped like the objects the events are about)."""
 
 from __future__ import annotations
 
 from hub.api.base import BaseHandler
 from hub.api.listing import ExportHandler, FacetsHandler, ListHandler
-from hub.auth.principal import ALL_SITES
-from hub.db.models import AuditEvent
-from hub.services.audit import AUDIT_LIST, audit_to_api
+from hub.services.audit import AUDIT_LIST, audit_to_api, reader_scope
 from hub.services.listing import get_scoped
 
 
-class AuditEventsHandler(ListHandler):
+class AuditReader(BaseHandler):
+    """A site-limited reader sees its sites' events and its own actions; hub-wide ones need audit:read everywhere."""
+
+    async def authorize(self, permission: str) -> None:
+        await super().authorize(permission)
+        assert self.principal is not None
+        self.scope = reader_scope(self.principal, self.scope)
+
+
+class AuditEventsHandler(AuditReader, ListHandler):
     """`GET /api/v1/audit-events`: newest first."""
 
     spec = AUDIT_LIST
     permissions = {"get": "audit:read"}
 
 
-class AuditFacetsHandler(FacetsHandler):
+class AuditFacetsHandler(AuditReader, FacetsHandler):
     spec = AUDIT_LIST
     permissions = {"get": "audit:read"}
 
 
-class AuditExportHandler(ExportHandler):
+class AuditExportHandler(AuditReader, ExportHandler):
     spec = AUDIT_LIST
     permissions = {"get": "audit:read", "post": "audit:read"}
 
 
-class AuditEventHandler(BaseHandler):
+class AuditEventHandler(AuditReader):
     """`GET /api/v1/audit-events/{id}`: one event with before and after."""
 
     permissions = {"get": "audit:read"}
 
     async def get(self, id: str) -> None:
-        event = await self.hub.db.run(get_scoped, AuditEvent, id, None, ALL_SITES)
+        spec = AUDIT_LIST
+        event = await self.hub.db.run(get_scoped, spec.model, id, spec.site_field, self.scope, spec.owner_field)
         self.write_data(audit_to_api(event))

@@ -29,9 +29,13 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class SiteScope:
-    """The sites a caller may see for one permission; objects elsewhere answer 404."""
+    """The sites a caller may see for one permission; objects elsewhere answer 404.
+
+    `owner` is the caller's id where a family also shows the caller's own rows whatever their site.
+    """
 
     sites: Sites
+    owner: str | None = None
 
     def allows(self, site: str | None) -> bool:
         return self.sites is None or (site is not None and site in self.sites)

@@ -132,6 +132,7 @@ class AuditEvent(BaseModel):
     action = peewee.CharField(max_length=100, index=True)
     target_type = peewee.CharField(max_length=40, null=True)
     target_id = peewee.CharField(max_length=200, null=True, index=True)
+    site = peewee.CharField(max_length=100, null=True, index=True)  # the target's site; None: hub-wide or unknown
     before = JSONField(null=True)
     after = JSONField(null=True)
     outcome = peewee.CharField(max_length=16, index=True)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hub.auth.principal import Principal
+import peewee
+
+from hub.auth.principal import Principal, SiteScope
 from hub.clock import iso, utcnow
-from hub.db.models import AuditEvent
+from hub.db.models import AuditEvent, HealthEvent, LifecycleJob, Node, Recording, RecordingJob
 from hub.ids import new_id
 from hub.services.listing import Filter, ListSpec, one_of
 
@@ -16,6 +18,14 @@ OUTCOMES = ("success", "failure")
 SECRET_KEYS = frozenset(
     {"password", "password_hash", "secret", "secret_hash", "token", "token_hash", "credential", "credential_hash"}
 )
+# Targets that belong to a site (an event about anything else is hub-wide).
+SITED_TARGETS: dict[str, type[peewee.Model]] = {
+    "node": Node,
+    "recording": Recording,
+    "recording_job": RecordingJob,
+    "health_event": HealthEvent,
+    "lifecycle_job": LifecycleJob,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +55,22 @@ def _without_secrets(value: Any) -> Any:
     return value
 
 
+def _recorded_site(value: Any) -> str | None:
+    site = value.get("site") if isinstance(value, dict) else None
+    return site if isinstance(site, str) else None
+
+
+def target_site(target: tuple[str, str | None] | None, before: Any = None, after: Any = None) -> str | None:
+    """The site of an event's target: the target's own if it still exists, else the one its contents recorded."""
+    if target is None or target[1] is None or target[0] not in SITED_TARGETS:
+        return None
+    model: Any = SITED_TARGETS[target[0]]
+    row = model.select(model.site).where(model.id == target[1]).first()
+    if row is not None:
+        return row.site
+    return _recorded_site(after) or _recorded_site(before)
+
+
 def record(
     actor: Actor,
     action: str,
@@ -56,7 +82,7 @@ def record(
     outcome: Literal["success", "failure"] = "success",
     reason: str | None = None,
 ) -> AuditEvent:
-    """Write one audit event (call it inside the mutation's transaction)."""
+    """Write one audit event, with its target's site (call it inside the mutation's transaction)."""
     return AuditEvent.create(
         id=new_id("aud"),
         at=utcnow(),
@@ -67,6 +93,7 @@ def record(
         action=action,
         target_type=target[0] if target else None,
         target_id=target[1] if target else None,
+        site=target_site(target, before, after),
         before=_without_secrets(before),
         after=_without_secrets(after),
         outcome=outcome,
@@ -83,6 +110,7 @@ def audit_to_api(event: AuditEvent) -> dict[str, Any]:
         "permission": event.permission,
         "action": event.action,
         "target": {"type": event.target_type, "id": event.target_id} if event.target_type else None,
+        "site": event.site,
         "before": event.before,
         "after": event.after,
         "outcome": event.outcome,
@@ -102,9 +130,12 @@ AUDIT_LIST = ListSpec(
         Filter("target_type", AuditEvent.target_type),
         Filter("outcome", AuditEvent.outcome, one_of(OUTCOMES)),
         Filter("permission", AuditEvent.permission),
+        Filter("site", AuditEvent.site),
     ),
     search=(AuditEvent.action, AuditEvent.actor_name, AuditEvent.target_id),
     time_field=AuditEvent.at,
+    site_field=AuditEvent.site,
+    owner_field=AuditEvent.actor_id,
     descending=True,
     export_columns=(
         "id",
@@ -113,6 +144,7 @@ AUDIT_LIST = ListSpec(
         "permission",
         "action",
         "target",
+        "site",
         "outcome",
         "reason",
         "source_ip",
@@ -120,3 +152,10 @@ AUDIT_LIST = ListSpec(
         "after",
     ),
 )
+
+
+def reader_scope(principal: Principal, scope: SiteScope) -> SiteScope:
+    """Where an audit reader looks: its sites' events and its own actions; an unlimited reader sees all."""
+    if scope.sites is None:
+        return scope
+    return SiteScope(scope.sites, owner=principal.id)

@@ -48,6 +48,7 @@ class ListSpec:
     search: tuple[peewee.Field, ...] = ()
     time_field: peewee.Field | None = None
     site_field: peewee.Field | None = None
+    owner_field: peewee.Field | None = None  # who made a row: a site-limited caller still sees its own
     export_columns: tuple[str, ...] = ()
     descending: bool = False  # newest first (ids are time-ordered)
 
@@ -151,17 +152,28 @@ def _contains(expr: Any, text: str) -> peewee.Node:
     return peewee.NodeList((expr, peewee.SQL("LIKE"), f"%{escaped}%", peewee.SQL("ESCAPE '\\'")))
 
 
-def scoped(query: peewee.ModelSelect, site_field: peewee.Field | None, scope: SiteScope) -> peewee.ModelSelect:
-    """Limit `query` to the caller's sites: the one place every family's queries pass through."""
+def scoped(
+    query: peewee.ModelSelect, site_field: peewee.Field | None, scope: SiteScope, owner_field: peewee.Field | None = None
+) -> peewee.ModelSelect:
+    """Limit `query` to the caller's sites (and its own rows): the one place every family's queries pass through."""
     if scope.sites is None or site_field is None:
         return query
-    return query.where(site_field.in_(sorted(scope.sites)))
+    clause = site_field.in_(sorted(scope.sites))
+    if owner_field is not None and scope.owner is not None:
+        clause = clause | (owner_field == scope.owner)
+    return query.where(clause)
 
 
-def get_scoped(model: type[peewee.Model], object_id: str, site_field: peewee.Field | None, scope: SiteScope) -> Any:
+def get_scoped(
+    model: type[peewee.Model],
+    object_id: str,
+    site_field: peewee.Field | None,
+    scope: SiteScope,
+    owner_field: peewee.Field | None = None,
+) -> Any:
     """One object by id if it is inside `scope`; otherwise NotFound (as if it did not exist)."""
     pk: Any = model._meta.primary_key
-    row = scoped(model.select().where(pk == object_id), site_field, scope).first()
+    row = scoped(model.select().where(pk == object_id), site_field, scope, owner_field).first()
     if row is None:
         raise NotFound(f"No {model._meta.name.replace('_', ' ')} {object_id}.")
     return row
@@ -177,7 +189,7 @@ def _after(spec: ListSpec, query: peewee.ModelSelect, after: str | None) -> peew
 def build_query(spec: ListSpec, request: ListRequest, scope: SiteScope = ALL_SITES) -> peewee.ModelSelect:
     """The filtered, scoped query of `spec`'s model (not yet ordered or paged)."""
     model = spec.model
-    query = scoped(model.select(), spec.site_field, scope)
+    query = scoped(model.select(), spec.site_field, scope, spec.owner_field)
     for name, values in request.filters.items():
         flt = spec.filter(name)
         assert flt is not None

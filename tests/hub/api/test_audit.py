@@ -17,7 +17,20 @@ from tests.harness import HubProcess
 EVENTS = "/api/v1/audit-events"
 USERS = "/api/v1/auth/users"
 PASSWORD = "amber-Meadow-switch-61"
-EVENT_FIELDS = {"id", "at", "actor", "permission", "action", "target", "before", "after", "outcome", "reason", "source_ip"}
+EVENT_FIELDS = {
+    "id",
+    "at",
+    "actor",
+    "permission",
+    "action",
+    "target",
+    "site",
+    "before",
+    "after",
+    "outcome",
+    "reason",
+    "source_ip",
+}
 
 
 def unique(prefix: str = "aud") -> str:
@@ -322,6 +335,7 @@ def test_csv_export_streams_the_filtered_events(hub: HubProcess, history: dict[s
         "permission",
         "action",
         "target",
+        "site",
         "outcome",
         "reason",
         "source_ip",
@@ -412,3 +426,80 @@ def test_the_audit_log_cannot_be_changed_through_the_api(hub: HubProcess, histor
         assert client.patch(f"{EVENTS}/{event_id}", json={"outcome": "failure"}).status_code == 405
         assert client.post(EVENTS, json={"action": "user.create"}).status_code == 405
         assert client.get(f"{EVENTS}/{event_id}").json()["data"] == history["events"][0]
+
+
+# -- site scope --------------------------------------------------------------------------------
+
+
+def site_limited_reader(hub: HubProcess, sites: list[str] | None) -> tuple[dict[str, Any], str]:
+    """An operator (who holds audit:read) limited to `sites`, and their login token."""
+    with hub.admin() as client:
+        response = client.post(USERS, json={"username": unique(), "password": PASSWORD, "roles": ["operator"], "sites": sites})
+    assert response.status_code == 201, response.text
+    user = response.json()["data"]
+    return user, hub.login(user["username"], PASSWORD)
+
+
+@pytest.fixture
+def two_sites(hub: HubProcess) -> dict[str, Any]:
+    """A node enrolled on north and one on south, and the node.enroll event about each."""
+    enrolled = {}
+    with hub.admin() as client:
+        for site in ("north", "south"):
+            response = client.post("/api/v1/nodes/enroll", json={"name": unique("box"), "site": site})
+            assert response.status_code == 201, response.text
+            enrolled[site] = response.json()["data"]["node"]
+    return {site: only_event(hub, target_id=node["id"], action="node.enroll") for site, node in enrolled.items()}
+
+
+def test_an_event_records_the_site_of_its_target(hub: HubProcess, two_sites: dict[str, Any]) -> None:
+    assert two_sites["north"]["site"] == "north" and two_sites["south"]["site"] == "south"
+    user = create_user(hub, ["viewer"])
+    assert only_event(hub, target_id=user["id"])["site"] is None  # a user is hub-wide
+
+
+def test_a_site_limited_reader_sees_only_its_sites_and_its_own_actions(hub: HubProcess, two_sites: dict[str, Any]) -> None:
+    reader, token = site_limited_reader(hub, ["north"])
+    hub_wide = only_event(hub, target_id=reader["id"], action="user.create")
+    with hub.client(token) as client:
+        listed = client.get(EVENTS, params={"limit": 200}).json()["data"]
+        facets = client.get(f"{EVENTS}/facets", params={"fields": "action,target_type"}).json()["data"]
+        export = client.get(f"{EVENTS}/export", params={"format": "ndjson"}).text
+        selected = client.post(f"{EVENTS}/export", params={"format": "ndjson"}, json={"ids": [two_sites["south"]["id"]]}).text
+        north = client.get(f"{EVENTS}/{two_sites['north']['id']}")
+        south = client.get(f"{EVENTS}/{two_sites['south']['id']}")
+        user_event = client.get(f"{EVENTS}/{hub_wide['id']}")
+    ids = {e["id"] for e in listed}
+    assert two_sites["north"]["id"] in ids
+    assert two_sites["south"]["id"] not in ids and hub_wide["id"] not in ids
+    assert two_sites["south"]["id"] not in export and hub_wide["id"] not in export
+    assert selected == ""
+    assert south.status_code == 404 and user_event.status_code == 404
+    assert all(e["site"] == "north" or e["actor"]["id"] == reader["id"] for e in listed)
+    assert any(e["action"] == "auth.login" and e["actor"]["id"] == reader["id"] for e in listed)  # its own action
+    # Facets count only what the list shows: the reader's own login, and node events on north.
+    assert {f["value"] for f in facets["target_type"]} == {e["target"]["type"] for e in listed if e["target"]}
+    assert sum(f["count"] for f in facets["action"]) == len(listed)
+    assert two_sites["north"]["id"] in export
+    assert north.status_code == 200 and north.json()["data"] == two_sites["north"]
+
+
+def test_a_site_limited_key_reads_the_audit_log_of_its_sites_only(hub: HubProcess, two_sites: dict[str, Any]) -> None:
+    with hub.admin() as client:
+        created = client.post("/api/v1/auth/keys", json={"name": "audit-north", "scopes": ["audit:read"], "sites": ["north"]})
+    assert created.status_code == 201, created.text
+    with hub.client(created.json()["data"]["secret"]) as client:
+        listed = client.get(EVENTS, params={"limit": 200}).json()["data"]
+        south = client.get(f"{EVENTS}/{two_sites['south']['id']}")
+    assert two_sites["north"]["id"] in {e["id"] for e in listed}
+    assert south.status_code == 404
+    assert all(e["site"] == "north" for e in listed)
+
+
+def test_an_unlimited_reader_sees_every_site_and_hub_wide_events(hub: HubProcess, two_sites: dict[str, Any]) -> None:
+    _, token = site_limited_reader(hub, None)
+    with hub.client(token) as client:
+        ids = {e["id"] for e in client.get(EVENTS, params={"limit": 200}).json()["data"]}
+        by_site = client.get(EVENTS, params={"site": "south", "limit": 200}).json()["data"]
+    assert {two_sites["north"]["id"], two_sites["south"]["id"]} <= ids
+    assert two_sites["south"] in by_site and all(e["site"] == "south" for e in by_site)

@@ -57,3 +57,35 @@ def test_an_old_database_is_upgraded_by_the_hub_keeping_its_data(tmp_path: Path,
             ]
             assert client.get("/api/v1/nodes").json() == {"data": [], "meta": {"next_cursor": None}}
     assert schema_status(db) == [(name, True) for name in ALL]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_audit_events_get_the_site_of_their_target_backfilled(tmp_path: Path, database_url: str | None) -> None:
+    """From a target that still exists, else from the site the event's own contents recorded; hub-wide stays empty."""
+    db = open_database(database_url, tmp_path / "data")
+    migrate(db, "0002_nodes")
+    mark = "?" if isinstance(db, peewee.SqliteDatabase) else "%s"
+    rows = (
+        ("aud_1", "node", "nod_here", None),  # the node still exists, on north
+        ("aud_2", "recording", "rec_gone", '{"site": "south", "name": "take"}'),  # deleted: its site from `after`
+        ("aud_3", "user", "usr_x", '{"sites": ["north"]}'),  # a user is hub-wide, whatever it holds
+        ("aud_4", "node", "nod_gone", None),  # deleted, nothing recorded: unknown
+    )
+    with db.connection_context():
+        db.execute_sql(
+            'INSERT INTO "node" (id, name, site, tags, status, hardware, interfaces, capacity, metrics, created_at, updated_at) '
+            f"VALUES ({mark}, 'here', 'north', '[]', 'online', '{{}}', '[]', '{{}}', '{{}}', {mark}, {mark})",
+            ("nod_here", "2025-01-01 00:00:00", "2025-01-01 00:00:00"),
+        )
+    migrate(db, "0008_technician")
+    with db.connection_context():
+        for event_id, target_type, target_id, after in rows:
+            db.execute_sql(
+                'INSERT INTO "audit_event" (id, at, actor_type, action, target_type, target_id, after, outcome) '
+                f"VALUES ({mark}, {mark}, 'system', 'x.y', {mark}, {mark}, {mark}, 'success')",
+                (event_id, "2025-01-01 00:00:00", target_type, target_id, after),
+            )
+    migrate(db)
+    with db.connection_context():
+        found = dict(db.execute_sql('SELECT id, site FROM "audit_event" ORDER BY id').fetchall())
+    assert found == {"aud_1": "north", "aud_2": "south", "aud_3": None, "aud_4": None}
