@@ -25,6 +25,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from hub.const import HUB_SUBSCRIPTION
 from hub.metrics import HubMetrics
 from hub.mqtt.backoff import backoff_delay
+from hub.mqtt.decoding import MAX_BYTES, PayloadError, decode
+from hub.mqtt.drops import DropLog
 from hub.mqtt.topics import NodeTopic, parse_node_topic
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ class MqttBridge:
         self._fd: int | None = None
         self._loop_thread = 0
         self._received: dict[str, Any] = {}  # kind -> prometheus child, cached off the hot path
+        self._drops = DropLog(log)
         self._tasks: set[asyncio.Task[Any]] = set()
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=mqtt.MQTTv311)
         if address.username:
@@ -261,11 +264,17 @@ class MqttBridge:
         self.metrics.mqtt_connected.set(1 if value else 0)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self.handle(message.topic, bytes(message.payload))
+        # Nothing may escape into paho's read loop: the message would go unacknowledged and
+        # come back again and again, and every other node's messages would wait behind it.
+        try:
+            self.handle(message.topic, bytes(message.payload))
+        except Exception as err:  # noqa: BLE001 - logged with its traceback (rate-limited) and counted
+            self._drop("internal_error", message.topic, detail=repr(err), exc_info=True)
 
-    def _drop(self, reason: str, topic: str) -> None:
+    def _drop(self, reason: str, topic: str, node_id: str = "?", detail: str = "", exc_info: bool = False) -> None:
+        """Count a dropped message and log it (once per node and reason a minute)."""
         self.metrics.mqtt_dropped.labels(reason).inc()
-        log.debug("mqtt message on %s dropped: %s", topic, reason)
+        self._drops.dropped(node_id, reason, topic, detail, exc_info)
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Validate and dispatch one message; a bad one is counted and dropped, never raised."""
@@ -277,41 +286,41 @@ class MqttBridge:
             return  # the hub's own commands to nodes, matched by its subscription
         route = self.routes.get(parsed.kind)
         if route is None:
-            self._drop("unknown_kind", topic)
+            self._drop("unknown_kind", topic, parsed.node_id)
             return
         counter = self._received.get(parsed.kind)
         if counter is None:
             counter = self._received[parsed.kind] = self.metrics.mqtt_received.labels(parsed.kind)
         counter.inc()
         try:
-            message = payload if route.schema is None else msgspec.json.decode(payload, type=route.schema)
-        except msgspec.ValidationError:
-            self._drop("invalid_payload", topic)
-            return
-        except msgspec.DecodeError:
-            self._drop("invalid_json", topic)
+            if route.schema is None:
+                if len(payload) > MAX_BYTES:
+                    raise PayloadError("too_large", f"larger than {MAX_BYTES} bytes")
+                message = payload
+            else:
+                message = decode(payload, route.schema)
+        except PayloadError as err:
+            self._drop(err.reason, topic, parsed.node_id, str(err))
             return
         try:
             result = route.handler(parsed, message)
-        except InvalidMessage:
-            self._drop("invalid_payload", topic)
+        except InvalidMessage as err:
+            self._drop("invalid_payload", topic, parsed.node_id, str(err))
             return
-        except Exception:
-            log.exception("mqtt handler for %s failed", topic)
-            self._drop("handler_error", topic)
+        except Exception as err:  # noqa: BLE001 - logged with its traceback (rate-limited) and counted
+            self._drop("handler_error", topic, parsed.node_id, repr(err), exc_info=True)
             return
         if inspect.isawaitable(result):
             task = asyncio.ensure_future(result)
             self._tasks.add(task)
-            task.add_done_callback(functools.partial(self._task_done, topic=topic))
+            task.add_done_callback(functools.partial(self._task_done, topic=topic, node_id=parsed.node_id))
 
-    def _task_done(self, task: asyncio.Task[Any], topic: str) -> None:
+    def _task_done(self, task: asyncio.Task[Any], topic: str, node_id: str) -> None:
         self._tasks.discard(task)
         if task.cancelled():
             return
         err = task.exception()
         if isinstance(err, InvalidMessage):
-            self._drop("invalid_payload", topic)
+            self._drop("invalid_payload", topic, node_id, str(err))
         elif err is not None:
-            log.error("mqtt handler for %s failed: %r", topic, err)
-            self._drop("handler_error", topic)
+            self._drop("handler_error", topic, node_id, repr(err))

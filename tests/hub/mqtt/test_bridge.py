@@ -179,3 +179,58 @@ def test_the_bridge_reconnects_and_resubscribes_after_a_broker_restart(own_mosqu
             await bridge.stop()
 
     asyncio.run(scenario())
+
+
+class Report(msgspec.Struct):
+    seq: int
+    details: dict[str, object] = {}
+
+
+DEEP = b'{"a":' * 1000 + b"1" + b"}" * 1000  # the 6 KB message that stalled the fleet
+
+
+def nested_report(levels: int) -> bytes:
+    return b'{"seq": 1, "details": ' + b'{"a":' * levels + b"1" + b"}" * levels + b"}"
+
+
+@pytest.mark.parametrize("kind", ["embedded", "mosquitto"])
+def test_one_nodes_hostile_messages_are_dropped_once_and_never_stall_the_others(
+    kind: str, mosquitto: Mosquitto, no_thread_leak: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        async with broker_address(kind, mosquitto) as address:
+            metrics = HubMetrics()
+            bridge = MqttBridge(address, client_id=f"hub-hostile-{kind}", metrics=metrics)
+            received: list[tuple[str, int]] = []
+            bridge.route("heartbeat", lambda topic, message: received.append((topic.node_id, message.seq)), Report)
+            bridge.route("meters", lambda topic, message: received.append((topic.node_id, message.seq)), Report)
+            bridge.start()
+            assert await bridge.wait_connected(5)
+            bad = await asyncio.to_thread(client, address, f"bad-node-{kind}")
+            good = await asyncio.to_thread(client, address, f"good-node-{kind}")
+            prefix = "hark/v1/nodes"
+            try:
+                hostile = [DEEP] * 20 + [nested_report(40), b"{" + b" " * 300_000 + b"}"]
+                for payload in hostile:
+                    bad.publish(f"{prefix}/bad/heartbeat", payload, qos=1)
+                bad.publish(f"{prefix}/bad/meters", DEEP, qos=0)
+                for seq in range(1, 4):
+                    sent = good.publish(f"{prefix}/good/heartbeat", b'{"seq": %d}' % seq, qos=1)
+                    await asyncio.to_thread(sent.wait_for_publish, 5)
+                    good.publish(f"{prefix}/good/meters", b'{"seq": %d}' % seq, qos=0)
+                await eventually(lambda: len([r for r in received if r[0] == "good"]) == 6)
+                await eventually(lambda: counter(metrics, "hark_mqtt_messages_dropped_total", reason="too_deep") == 22)
+                await eventually(lambda: counter(metrics, "hark_mqtt_messages_dropped_total", reason="too_large") == 1)
+                await asyncio.sleep(1.0)  # acknowledged: nothing comes back
+                assert counter(metrics, "hark_mqtt_messages_dropped_total", reason="too_deep") == 22
+            finally:
+                await asyncio.to_thread(close, bad)
+                await asyncio.to_thread(close, good)
+                await bridge.stop()
+            assert sorted(received) == [("good", 1), ("good", 1), ("good", 2), ("good", 2), ("good", 3), ("good", 3)]
+
+    with caplog.at_level("INFO", logger="hub.mqtt"):
+        asyncio.run(scenario())
+    about_bad = [r for r in caplog.records if "bad" in r.getMessage() and r.levelname != "DEBUG"]
+    assert 1 <= len(about_bad) <= 2, [r.getMessage() for r in about_bad]  # once per reason (too_deep, too_large)
+    assert not [r for r in caplog.records if r.exc_info and "RecursionError" in str(r.exc_info[0])]
