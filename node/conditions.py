@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hub.atomic_file import write_atomic
 from hub.mqtt.messages import Severity
 from node.metrics import SystemSnapshot
 
@@ -100,8 +100,6 @@ class ConditionWatch:
     def _save(self) -> None:
         assert self.path is not None
         try:
-            temp = self.path.with_suffix(".tmp")
-            temp.write_text(json.dumps({k: v for k, v in self.reported.items() if v is not None}))
-            os.replace(temp, self.path)
+            write_atomic(self.path, json.dumps({k: v for k, v in self.reported.items() if v is not None}))
         except OSError as err:
             log.warning("conditions not saved: %s", err)

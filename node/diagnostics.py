@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from hub import __version__
+from hub.atomic_file import write_atomic
 from node.metrics import read_system
 
 RECENT_LOG_LINES = 300
@@ -64,9 +65,7 @@ def save_bundle(directory: Path, name: str, bundle: dict[str, Any]) -> Path:
     """Write the bundle (owner-only) and keep the newest KEEP_BUNDLES."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(bundle, handle, indent=1, default=str)
+    write_atomic(path, json.dumps(bundle, indent=1, default=str), mode=0o600)
     old = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime)[:-KEEP_BUNDLES]
     for stale in old:
         stale.unlink(missing_ok=True)

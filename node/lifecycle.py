@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import msgspec
 
+from hub.atomic_file import write_atomic
 from hub.mqtt.messages import LifecycleCommand, LifecycleReport
 from node.clock import utc_iso
 from node.errors import NodeError
@@ -69,12 +69,7 @@ class LifecycleLedger:
         self.jobs[job_id] = state
         while len(self.jobs) > LEDGER_KEEP:
             self.jobs.pop(next(iter(self.jobs)))
-        temp = self.path.with_suffix(".tmp")
-        with open(temp, "w") as handle:
-            json.dump(self.jobs, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, self.path)
+        write_atomic(self.path, json.dumps(self.jobs))
 
     def restarting(self) -> list[str]:
         return [job_id for job_id, state in self.jobs.items() if state == RESTARTING]

@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +18,14 @@ from typing import Any
 
 import msgspec
 
+from hub.atomic_file import remove_stale_temps, write_atomic
 from node.errors import StateError
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-_TEMP_PREFIX = ".state-"
-_TEMP_SUFFIX = ".tmp"
+_OLD_TEMP_PREFIX = ".state-"
+_OLD_TEMP_SUFFIX = ".tmp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +96,7 @@ def resolve_state(stored: NodeState | None, node_id: str | None, credential: str
 
 def load_state(path: Path) -> NodeState | None:
     """The state in `path`, or None when there is none yet; StateError when it is unreadable."""
-    _remove_stale_temp_files(path.parent)
+    _remove_stale_temp_files(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -116,43 +115,18 @@ def load_state(path: Path) -> NodeState | None:
 def save_state(path: Path, state: NodeState) -> None:
     """Write `state` atomically with mode 0600."""
     data = msgspec.json.format(msgspec.json.encode(state), indent=2) + b"\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(err, OSError):
-            raise StateError(f"{path}: cannot write: {err}") from err
-        raise
-    _fsync_directory(path.parent)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, data, mode=0o600)
+    except OSError as err:
+        raise StateError(f"{path}: cannot write: {err}") from err
 
 
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _remove_stale_temp_files(directory: Path) -> None:
+def _remove_stale_temp_files(path: Path) -> None:
     """Temp files left by a crash mid-write are garbage: the rename never happened."""
+    remove_stale_temps(path)
     try:
-        for leftover in directory.glob(f"{_TEMP_PREFIX}*{_TEMP_SUFFIX}"):
+        for leftover in path.parent.glob(f"{_OLD_TEMP_PREFIX}*{_OLD_TEMP_SUFFIX}"):  # an older agent's
             leftover.unlink(missing_ok=True)
     except OSError:
         pass

@@ -15,7 +15,6 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 from collections import deque
@@ -28,6 +27,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from hub.atomic_file import write_atomic
 from node.local.errors import ClaimRefused, LocalError
 from node.local.provision import Provisioning, WrongCodeLimit
 from node.state import credential_digest
@@ -147,11 +147,7 @@ class TechnicianAccess:
         if new == self.secrets:
             return False
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"pin_hash": pin_hash, "public_key": public_key}, handle)
-        temporary.replace(self.path)
+        write_atomic(self.path, json.dumps({"pin_hash": pin_hash, "public_key": public_key}), mode=0o600)
         self.secrets = new
         log.info("technician access from the hub: PIN %s, token key %s", _set(pin_hash), _set(public_key))
         return True

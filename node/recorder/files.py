@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hub.atomic_file import write_atomic
 from node.recorder.errors import CorruptRecording
 
 READ_BLOCK = 1024 * 1024
@@ -24,21 +25,7 @@ def fsync_dir(directory: Path) -> None:
 
 def write_json_atomic(path: Path, body: dict[str, Any]) -> None:
     """Replace `path` with `body` so a crash leaves either the old or the new file, never a torn one."""
-    temp = path.with_name(f".{path.name}.tmp")
-    data = json.dumps(body, indent=1, sort_keys=True).encode()
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except OSError:
-        os.close(fd)
-        temp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(temp, path)
-    fsync_dir(path.parent)
+    write_atomic(path, json.dumps(body, indent=1, sort_keys=True).encode())
 
 
 def read_json(path: Path) -> dict[str, Any]:
