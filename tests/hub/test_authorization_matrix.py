@@ -107,3 +107,43 @@ def test_allowed_exactly_when_the_caller_holds_the_permission(
                     "message": f"This needs the permission {permission}.",
                     "required": permission,
                 }
+
+
+AUDIT_READS = [path for path, handler in ROUTES if handler.permissions.get("get") == "audit:read"]
+
+
+def test_a_site_limited_audit_reader_sees_only_its_sites_on_every_audit_route(
+    hub: HubProcess, callers: dict[str, tuple[str, frozenset[str]]]
+) -> None:
+    """Audit reads follow site scope (API.md): the north key and a north operator see north's events and their own."""
+    with hub.admin() as admin:
+        ids = {}
+        for site in ("north", "south"):
+            node = admin.post("/api/v1/nodes/enroll", json={"name": f"matrix-{site}-{uuid.uuid4().hex[:6]}", "site": site})
+            node_id = node.json()["data"]["node"]["id"]
+            ids[site] = admin.get("/api/v1/audit-events", params={"target_id": node_id}).json()["data"][0]["id"]
+        username = f"matrix-north-{uuid.uuid4().hex[:6]}"
+        body = {"username": username, "password": PASSWORD, "roles": ["operator"], "sites": ["north"]}
+        operator = admin.post("/api/v1/auth/users", json=body).json()["data"]
+    readers = {"scoped-key": (callers["scoped-key"][0], "key"), "north operator": (hub.login(username, PASSWORD), operator["id"])}
+    assert AUDIT_READS, "no route reads the audit log"
+    for name, (token, own) in readers.items():
+
+        def visible(event: dict, own: str = own) -> bool:
+            return event["site"] == "north" or own in (event["actor"]["id"], event["actor"]["type"])
+
+        for path in AUDIT_READS:
+            url = hub.url + path
+            with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=15) as client:
+                if "{id}" in path:
+                    assert client.get(url.replace("{id}", ids["north"])).status_code == 200, (name, path)
+                    assert client.get(url.replace("{id}", ids["south"])).status_code == 404, (name, path)
+                    continue
+                response = client.get(url, params={"format": "ndjson", "limit": 200, "fields": "site"})
+            assert response.status_code == 200, (name, path, response.text)
+            if path.endswith("/facets"):
+                assert {f["value"] for f in response.json()["data"]["site"]} <= {"north", None}, (name, path)
+                continue
+            found = response.json()["data"] if path.endswith("-events") else [json.loads(x) for x in response.text.splitlines()]
+            assert ids["north"] in {e["id"] for e in found}, (name, path)
+            assert all(visible(e) for e in found), (name, path)
