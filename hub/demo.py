@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hub import const
+from hub.atomic_file import write_atomic
 from hub.processes import free_port, stop_process
 
 READY_TIMEOUT_S = 60.0
@@ -88,9 +89,7 @@ def demo_nodes(
         enrolled = _api(base_url, "POST", "/api/v1/nodes/enroll", {"name": name, "site": site, "tags": tags}, token)["data"]
         registry[name] = {"id": enrolled["node"]["id"], "credential": enrolled["credential"]}
         nodes_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(registry_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(registry, fh)
+        write_atomic(registry_path, json.dumps(registry), mode=0o600)
     result = []
     for index, (name, _, _, source) in enumerate(DEMO_NODES):
         entry = registry[name]

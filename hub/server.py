@@ -19,6 +19,7 @@ from tornado.netutil import bind_sockets
 
 from hub import const
 from hub.app import make_app
+from hub.atomic_file import write_atomic
 from hub.auth.authenticator import Authenticator
 from hub.auth.oidc import OidcClient, OidcSettings
 from hub.auth.tokens import new_password
@@ -334,9 +335,7 @@ class Hub:
 
     def _announce_admin_password(self, password: str) -> None:
         path = self.config.data_dir / const.ADMIN_PASSWORD_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(password + "\n")
+        write_atomic(path, password + "\n", mode=0o600)
         print(
             f"\nFirst start: created user 'admin' with password {password}\n"
             f"(also saved, readable only by you, in {path.resolve()})\n",

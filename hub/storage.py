@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from hub.atomic_file import write_atomic
 from hub.errors import HubError
 
 log = logging.getLogger(__name__)
@@ -144,9 +145,7 @@ class LocalStorage:
     def put_bytes(self, key: str, data: bytes) -> None:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        write_atomic(target, data)
 
     def get_bytes(self, key: str) -> bytes | None:
         try:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hub import const
+from hub.atomic_file import write_atomic
 from hub.tls.ca import CLIENT, SERVER, CertificateAuthority
 from hub.tls.revocation import revoke
 
@@ -35,10 +36,8 @@ async def ca_issue(args: argparse.Namespace) -> int:
     out = Path(args.out or ".")
     out.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = out / f"{args.subject}.pem", out / f"{args.subject}.key"
-    cert_path.write_text(issued.cert_pem, encoding="utf-8")
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(issued.key_pem)
+    write_atomic(cert_path, issued.cert_pem)
+    write_atomic(key_path, issued.key_pem, mode=0o600)
     console.print(f"issued {args.kind} certificate {issued.record.serial} for {args.subject}: {cert_path}, {key_path}")
     return 0
 

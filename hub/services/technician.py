@@ -19,6 +19,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from hub.atomic_file import write_atomic
 from hub.auth.passwords import hash_password
 from hub.auth.principal import SiteScope
 from hub.clock import iso, utcnow
@@ -71,10 +72,7 @@ class TechnicianSigner:
             key = Ed25519PrivateKey.generate()
             path.parent.mkdir(parents=True, exist_ok=True)
             pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-            temporary = path.with_suffix(".tmp")
-            temporary.write_bytes(pem)
-            temporary.chmod(0o600)
-            temporary.replace(path)
+            write_atomic(path, pem, mode=0o600)
         self._key = key
         self.public_pem = (
             key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()

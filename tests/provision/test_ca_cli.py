@@ -9,6 +9,7 @@ import pytest
 
 from hub.tls.ca import CertificateAuthority
 from provision.cli import main
+from tests.file_events import DirectoryWatch
 
 
 def test_ca_commands_work_on_a_data_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -26,3 +27,17 @@ def test_ca_commands_work_on_a_data_directory(tmp_path: Path, capsys: pytest.Cap
 def test_ca_commands_without_a_ca_say_how_to_make_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ca", "--data-dir", str(tmp_path), "list"]) == 1
     assert "hark-provision ca init" in capsys.readouterr().err
+
+
+def test_issued_files_arrive_whole_by_a_rename(tmp_path: Path) -> None:
+    data, out = tmp_path / "hub", tmp_path / "out"
+    assert main(["ca", "--data-dir", str(data), "init"]) == 0
+    out.mkdir()
+    watch = DirectoryWatch(out)
+    try:
+        assert main(["ca", "--data-dir", str(data), "issue", "n-8", "--out", str(out)]) == 0
+        assert watch.written_in_place({"n-8.pem", "n-8.key"}) == []
+    finally:
+        watch.close()
+    assert sorted(p.name for p in out.iterdir()) == ["n-8.key", "n-8.pem"]
+    assert stat.S_IMODE((out / "n-8.key").stat().st_mode) == 0o600
