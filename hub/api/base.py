@@ -19,6 +19,7 @@ from tornado.httputil import responses
 from hub.auth.principal import ALL_SITES, Principal, SiteScope
 from hub.clock import parse_iso
 from hub.errors import ApiError, Forbidden, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthenticated
+from hub.mqtt.decoding import PayloadError, decode
 from hub.services import audit as audit_service
 from hub.services.audit import Actor
 from hub.services.auth import csrf_token
@@ -70,6 +71,17 @@ def validation_fields(err: msgspec.ValidationError) -> dict[str, str]:
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
+
+
+def body_error(err: PayloadError) -> ApiError:
+    """The API's answer to a body the shared decoder refused: 413 when too large, else 400 naming the problem."""
+    if err.reason == "too_large":
+        return PayloadTooLarge(f"The body is {err}.")
+    if err.reason == "too_deep":
+        return InvalidRequest("The body is nested too deeply.", fields={"body": f"is {err}"})
+    if err.validation is not None:
+        return InvalidRequest("The body does not match what this route expects.", fields=validation_fields(err.validation))
+    return InvalidRequest("The body is not valid JSON.", fields={"body": "is not valid JSON"})
 
 
 @tornado.web.stream_request_body
@@ -246,11 +258,9 @@ class BaseHandler(tornado.web.RequestHandler):
         if not raw.strip():
             raise InvalidRequest("The request needs a JSON body.", fields={"body": "is required"})
         try:
-            return msgspec.json.decode(raw, type=schema)
-        except msgspec.ValidationError as err:
-            raise InvalidRequest("The body does not match what this route expects.", fields=validation_fields(err)) from err
-        except msgspec.DecodeError as err:
-            raise InvalidRequest("The body is not valid JSON.", fields={"body": "is not valid JSON"}) from err
+            return decode(raw, schema, max_bytes=self.max_body_bytes)
+        except PayloadError as err:
+            raise body_error(err) from err
 
     def parse_changes(self, schema: type[msgspec.Struct]) -> dict[str, Any]:
         """A PATCH body as the fields it sets (fields left out are `msgspec.UNSET` in `schema`)."""

@@ -14,16 +14,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import msgspec
 import peewee
 
 from hub.auth.principal import ALL_SITES, SiteScope
 from hub.clock import iso, parse_iso
 from hub.errors import InvalidRequest, NotFound
+from hub.mqtt.decoding import decode
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 EXPORT_BATCH = 500
 RESERVED_PARAMS = frozenset({"limit", "cursor", "q", "from", "to", "format", "fields", "token"})
+MAX_CURSOR_BYTES = 1024
 ExportFormat = Literal["csv", "ndjson"]
 
 
@@ -131,15 +134,17 @@ def encode_cursor(last_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+class _Cursor(msgspec.Struct, forbid_unknown_fields=True):
+    after: str
+
+
 def decode_cursor(cursor: str) -> str:
+    """The id a cursor points after; ValueError for anything this hub did not write."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError) as err:
+        return decode(raw, _Cursor, max_bytes=MAX_CURSOR_BYTES).after
+    except (binascii.Error, ValueError) as err:  # PayloadError is a ValueError
         raise ValueError("bad cursor") from err
-    if not isinstance(value, dict) or not isinstance(value.get("after"), str):
-        raise ValueError("bad cursor")
-    return value["after"]
 
 
 def _any(clauses: Sequence[Any]) -> Any:
