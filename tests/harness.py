@@ -417,12 +417,17 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def mqtt_login(port: int, username: str | None, password: str | None, host: str = "127.0.0.1") -> bool:
-    """Whether a broker accepts a CONNECT with these credentials (the probe disconnects at once)."""
+def mqtt_login(
+    port: int, username: str | None, password: str | None, host: str = "127.0.0.1", client_id: str | None = None
+) -> bool:
+    """Whether a broker accepts a CONNECT with these credentials (the probe disconnects at once).
+
+    The client id is the username unless given: a node's broker login is bound to its id as client id.
+    """
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{username}-{secrets.token_hex(3)}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or username or f"probe-{secrets.token_hex(3)}")
     if username is not None:
         client.username_pw_set(username, password)
     outcome: list[bool] = []

@@ -19,9 +19,10 @@ class BrokerAccess:
     """The embedded broker's policy.
 
     The hub logs in as `hark-hub` with a secret made at start and may use every topic.
-    A node logs in with its id and credential, publishes only under
-    `hark/v1/nodes/{its id}/` and subscribes only to its own `cmd/` topics.
-    Everyone else is refused.
+    A node logs in with its id and credential, and with its id as client id (sessions are
+    keyed by client id: any other would let it resume or take over someone else's), publishes
+    only under `hark/v1/nodes/{its id}/` and subscribes only to its own `cmd/` topics.
+    A node's id is a client id no one else may use, the hub included. Everyone else is refused.
     """
 
     def __init__(self, hub_password: str) -> None:
@@ -31,6 +32,14 @@ class BrokerAccess:
     def set_node_credentials(self, table: dict[str, CredentialRow]) -> None:
         """Replace the known node credentials (called after every enrollment, rotation or deletion)."""
         self._nodes = dict(table)
+
+    def check_connect(self, client_id: str | None, username: str | None, password: str | None) -> bool:
+        """Whether a CONNECT may go ahead: a known login, and a client id bound to it."""
+        if not self.check_login(username, password):
+            return False
+        if username in self._nodes:
+            return client_id == username
+        return client_id not in self._nodes
 
     def check_login(self, username: str | None, password: str | None) -> bool:
         if username is None or password is None:

@@ -9,11 +9,15 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
-from amqtt.errors import BrokerError
+from amqtt.errors import AMQTTError, BrokerError, MQTTError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
+from amqtt.utils import gen_client_id
 
 from hub.errors import StartupError
 from hub.mqtt.access import BrokerAccess
@@ -35,7 +39,7 @@ class HarkAuthPlugin(BaseAuthPlugin):
     async def authenticate(self, *, session: Session) -> bool | None:
         if self.access is None:
             return False
-        return self.access.check_login(session.username, session.password)
+        return self.access.check_connect(session.client_id, session.username, session.password)
 
 
 class HarkTopicPlugin(BaseTopicPlugin):
@@ -56,12 +60,17 @@ class HarkTopicPlugin(BaseTopicPlugin):
 
 
 class HarkBroker(Broker):
-    """amqtt's broker, with retained messages checked against the receiver's access.
+    """amqtt's broker, authenticating before sessions are touched and checking every delivery's access.
 
-    amqtt sends a newly connected client the retained messages of every subscription
-    in the broker, not only its own, and does not ask the topic plugins first: one node
-    would receive another's retained status. Each retained message is filtered here.
-    With TLS, its listeners use the hub's context (client certificates checked against the CRL).
+    amqtt (0.12) reads a CONNECT, then deletes, resumes or takes over the session of its
+    client id, and only then authenticates: a refused CONNECT could drop a live node or
+    wipe its session. Here the CONNECT is authenticated first and a refused one is answered
+    and closed without touching any session. amqtt also delivers what a session queued
+    while away, and sends a newly connected client the retained messages of every
+    subscription in the broker, without asking the topic plugins, and flags queued
+    messages as retained: both go through the receiver's access here, queued ones as
+    ordinary messages. With TLS, its listeners use the hub's context (client certificates
+    checked against the CRL).
     """
 
     tls_context: ssl.SSLContext | None = None
@@ -70,6 +79,59 @@ class HarkBroker(Broker):
         if self.tls_context is None:
             return Broker._create_ssl_context(listener)
         return self.tls_context
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        try:
+            handler, incoming = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+        except MQTTError:
+            await writer.close()
+            raise
+        if not await self._authenticate(incoming, None):  # amqtt ignores the listener
+            await refuse_connect(writer)
+            raise AMQTTError(f"CONNECT from {remote_address}:{remote_port} (client id {incoming.client_id!r}) refused")
+        # From here on as amqtt does it: the CONNECT is the session owner's.
+        if incoming.clean_session:
+            if incoming.client_id:
+                await self._delete_session(incoming.client_id)
+            else:
+                incoming.client_id = gen_client_id()
+            incoming.parent = 0
+            session = incoming
+        elif incoming.client_id in self._sessions:
+            session, _ = self._sessions[incoming.client_id]
+            for name in ("will_flag", "will_message", "will_topic", "will_qos", "keep_alive", "username", "password"):
+                setattr(session, name, getattr(incoming, name))
+            session.parent = 1
+            await self._drop_unreceivable_in_flight(session)
+        else:
+            session = incoming
+            session.parent = 0
+        delay = self.config.get("timeout-disconnect-delay", 0)
+        if session.keep_alive > 0 and isinstance(delay, int):
+            session.keep_alive += delay
+        return handler, session
+
+    async def _drop_unreceivable_in_flight(self, session: Session) -> None:
+        """Unacknowledged deliveries are sent again on resume: only those its owner may receive."""
+        for packet_id, message in list(session.inflight_out.items()):
+            if not message.topic or not await self._topic_filtering(session, message.topic, Action.RECEIVE):
+                del session.inflight_out[packet_id]
+
+    async def _publish_session_retained_messages(self, session: Session) -> None:
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        tasks = []
+        while not session.retained_messages.empty():
+            queued = session.retained_messages.get_nowait()
+            if not queued.topic or not await self._topic_filtering(session, queued.topic, Action.RECEIVE):
+                log.warning("mqtt: message queued for %s on %s not theirs to receive: dropped", session.client_id, queued.topic)
+                continue
+            tasks.append(asyncio.ensure_future(handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False)))
+        if tasks:
+            await asyncio.wait(tasks)
 
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Session) -> None:
         topic_filter, qos = subscription
@@ -84,6 +146,14 @@ class HarkBroker(Broker):
                 )
         if tasks:
             await asyncio.wait(tasks)
+
+
+async def refuse_connect(writer: WriterAdapter) -> None:
+    """Answer a CONNECT with "not authorized" and close the connection."""
+    try:
+        await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+    finally:
+        await writer.close()
 
 
 def _broker_config(host: str, port: int, tls: bool) -> dict[str, Any]:
