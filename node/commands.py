@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import msgspec
-
+from hub.mqtt.decoding import PayloadError, decode
 from hub.mqtt.messages import Ack, ConfigChanged, JobReady, LifecycleCommand, NewCredential
 from node import const
 from node.errors import NodeError
@@ -31,9 +30,9 @@ def decode_command(kind: str, payload: bytes) -> Command | None:
     if schema in (ConfigChanged, JobReady) and not payload.strip():
         return schema()
     try:
-        command = msgspec.json.decode(payload, type=schema)
-    except msgspec.DecodeError as err:  # ValidationError is a DecodeError
-        raise MalformedCommand(f"cmd/{kind}: {err}") from err
+        command = decode(payload, schema)
+    except PayloadError as err:
+        raise MalformedCommand(f"cmd/{kind}: {err.reason}: {err}") from err
     if isinstance(command, LifecycleCommand) and not 1 <= len(command.job_id) <= 40:
         raise MalformedCommand(f"cmd/{kind}: job_id must be 1-40 characters")
     if isinstance(command, LifecycleCommand) and not 0 < command.timeout_s <= 86_400:

@@ -28,6 +28,11 @@ class InvalidRequest(LocalError):
     code = "invalid_request"
 
 
+class PayloadTooLarge(LocalError):
+    status = 413
+    code = "payload_too_large"
+
+
 class ClaimRefused(LocalError):
     """A wrong claim code or credential."""
 

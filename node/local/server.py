@@ -20,8 +20,9 @@ import tornado.web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from hub.mqtt.decoding import PayloadError, decode
 from node.errors import NodeError
-from node.local.errors import InvalidRequest, LocalError, MethodNotAllowed, NotFound
+from node.local.errors import InvalidRequest, LocalError, MethodNotAllowed, NotFound, PayloadTooLarge
 from node.local.provision import Handover, Provisioning
 from node.state import StateStore
 
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCAL_PREFIX = "/local/v1"
-MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_BYTES = 64 * 1024  # a route's JSON body; larger ones are answered 413
+MAX_REQUEST_BYTES = 1024 * 1024  # what the server reads at all (past it Tornado drops the connection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +63,19 @@ class LocalHandler(tornado.web.RequestHandler):
             raise MethodNotAllowed(
                 f"{self.request.method} is not allowed here.", headers={"Allow": ", ".join(sorted(self.methods))}
             )
+        if len(self.request.body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"The body is larger than {MAX_BODY_BYTES} bytes.")
 
     def parse_body(self, type_: type[Any]) -> Any:
-        if len(self.request.body) > MAX_BODY_BYTES:
-            raise InvalidRequest("The body is too large.")
+        """The JSON body as `type_` (bounded in size and depth); every problem is a 400, or 413 when too large."""
         try:
-            return msgspec.json.decode(self.request.body or b"{}", type=type_)
-        except msgspec.ValidationError as err:
+            return decode(self.request.body or b"{}", type_, max_bytes=MAX_BODY_BYTES)
+        except PayloadError as err:
+            if err.reason == "too_large":
+                raise PayloadTooLarge(f"The body is larger than {MAX_BODY_BYTES} bytes.") from err
+            if err.reason == "invalid_json":
+                raise InvalidRequest("The body is not JSON.") from err
             raise InvalidRequest(f"Invalid body: {err}") from err
-        except msgspec.DecodeError as err:
-            raise InvalidRequest("The body is not JSON.") from err
 
     def bearer(self) -> str | None:
         header = self.request.headers.get("Authorization", "")
@@ -207,7 +212,7 @@ class LocalServer:
             sockets = bind_sockets(port, host)
         except OSError as err:
             raise NodeError(f"cannot listen on {host}:{port} for the local endpoint: {err.strerror}") from err
-        self._server = HTTPServer(make_local_app(self.ctx), max_body_size=MAX_BODY_BYTES, idle_connection_timeout=30)
+        self._server = HTTPServer(make_local_app(self.ctx), max_body_size=MAX_REQUEST_BYTES, idle_connection_timeout=30)
         self._server.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         log.info("local endpoint on http://%s:%d%s", host, self.port, LOCAL_PREFIX)

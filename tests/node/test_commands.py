@@ -35,3 +35,18 @@ def test_unknown_kinds_are_none() -> None:
 def test_malformed_commands_raise_one_error_type(kind: str, payload: bytes) -> None:
     with pytest.raises(MalformedCommand, match=f"cmd/{kind}"):
         decode_command(kind, payload)
+
+
+@pytest.mark.parametrize("kind", ["ack", "credentials", "config", "lifecycle", "job"])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"a":' * 1000 + b"1" + b"}" * 1000,
+        b"[" * 1000 + b"]" * 1000,
+        b'{"ids": [' + b'"x",' * 100_000 + b'"x"]}',
+    ],
+    ids=["deep-object", "deep-list", "oversized"],
+)
+def test_deep_or_oversized_commands_are_malformed_not_a_crash(kind: str, payload: bytes) -> None:
+    with pytest.raises(MalformedCommand, match=f"cmd/{kind}"):
+        decode_command(kind, payload)

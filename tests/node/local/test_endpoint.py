@@ -97,3 +97,23 @@ def test_unknown_routes_and_methods_answer_in_the_error_shape(node: NodeProcess)
     assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
     bad = httpx.post(f"{node.local_url}/local/v1/provision", content=b"not json")
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
+
+
+def test_hostile_bodies_are_400_or_413_in_the_error_shape_and_change_nothing(node: NodeProcess) -> None:
+    deep = b'{"a":' * 1000 + b"1" + b"}" * 1000
+    bodies = {
+        b'{"claim_code": ' + deep + b"}": 400,
+        deep: 400,
+        b"[" * 1000 + b"]" * 1000: 400,
+        b"\xff\xfe{": 400,
+        b'{"claim_code": "' + b"x" * 70_000 + b'"}': 413,
+    }
+    for route in ("provision", "reset", "login"):
+        for body, status in bodies.items():
+            response = httpx.post(f"{node.local_url}/local/v1/{route}", content=body)
+            if route == "login" and response.status_code == 404:
+                continue  # the technician's routes are served once a technician access is set up
+            assert response.status_code == status, (route, body[:20], response.text)
+            assert response.json()["error"]["code"] == {400: "invalid_request", 413: "payload_too_large"}[status]
+    assert info(node)["state"] == "unprovisioned"
+    assert "Traceback" not in node.log()
