@@ -1,10 +1,12 @@
-"""API keys: a user's own keys, and service keys for admins."""
+"""API keys: a user's own keys, and service keys for admins; managed from a login session, or by a key holding auth:keys."""
 
 from __future__ import annotations
 
 import msgspec
 
 from hub.api.base import AUTHENTICATED, BaseHandler
+from hub.auth.permissions import KEY_MANAGEMENT
+from hub.errors import Forbidden
 from hub.services import api_keys
 from hub.services.listing import fetch_page, parse_list_request
 
@@ -17,18 +19,40 @@ class KeyCreateBody(msgspec.Struct, forbid_unknown_fields=True):
     expires_at: str | None = None
 
 
-class KeysHandler(BaseHandler):
-    """`GET|POST /api/v1/auth/keys`: list keys (own, or all with auth:manage) and create one."""
+class KeyManagement(BaseHandler):
+    """Any login session may manage its keys; an API key only with the auth:keys scope; a node credential never."""
+
+    async def authorize(self, permission: str) -> None:
+        await super().authorize(permission)
+        principal = self.principal
+        assert principal is not None
+        if api_keys.may_manage_keys(principal):
+            return
+        await self.audit(
+            "access.denied", permission=KEY_MANAGEMENT, outcome="failure", reason=f"{self.request.method} {self.route}"
+        )
+        message = f"Managing API keys with an API key needs the scope {KEY_MANAGEMENT}."
+        if principal.kind == "key":
+            current = list(principal.key_scopes or ())
+            raise Forbidden(message, code="insufficient_scope", required=[KEY_MANAGEMENT], current=current)
+        raise Forbidden(message, required=[KEY_MANAGEMENT])
+
+
+class KeysHandler(KeyManagement):
+    """`GET|POST /api/v1/auth/keys`: list keys (own, a key's own tree, or all with auth:manage) and create one."""
 
     permissions = {"get": AUTHENTICATED, "post": AUTHENTICATED}
 
     async def get(self) -> None:
         assert self.principal is not None
         args = self.query_args()
-        if not self.principal.unrestricted_admin:
+        ids = None
+        if self.principal.kind == "key" and not self.principal.unrestricted_admin:
+            ids = await self.hub.db.run(api_keys.key_tree, self.principal.id)
+        elif not self.principal.unrestricted_admin:
             args["user_id"] = [self.principal.user_id or ""]
             args["kind"] = ["user"]
-        request = parse_list_request(api_keys.KEY_LIST, args)
+        request = parse_list_request(api_keys.KEY_LIST, args, ids)
         items, next_cursor = await self.hub.db.run(fetch_page, api_keys.KEY_LIST, request)
         self.write_page(items, next_cursor)
 
@@ -48,7 +72,7 @@ class KeysHandler(BaseHandler):
         self.write_data({"key": key, "secret": secret}, 201)
 
 
-class KeyHandler(BaseHandler):
+class KeyHandler(KeyManagement):
     """`DELETE /api/v1/auth/keys/{id}`: revoke (the key answers `api_key_revoked` from then on)."""
 
     permissions = {"delete": AUTHENTICATED}
@@ -59,7 +83,7 @@ class KeyHandler(BaseHandler):
         self.write_no_content()
 
 
-class KeyRotateHandler(BaseHandler):
+class KeyRotateHandler(KeyManagement):
     """`POST /api/v1/auth/keys/{id}/rotate`: a new secret, shown once; the old one stops working."""
 
     permissions = {"post": AUTHENTICATED}

@@ -25,10 +25,14 @@ ALL_PERMISSIONS: tuple[str, ...] = (
     "settings:read",
     "settings:manage",
     "metrics:read",
+    "auth:keys",
 )
 
+KEY_MANAGEMENT = "auth:keys"  # an API key's scope to create, rotate and revoke keys (a login session always may)
 NODE_ONLY = frozenset({"node:control"})
-USER_PERMISSIONS = tuple(p for p in ALL_PERMISSIONS if p not in NODE_ONLY)
+KEY_ONLY = frozenset({KEY_MANAGEMENT})
+USER_PERMISSIONS = tuple(p for p in ALL_PERMISSIONS if p not in NODE_ONLY | KEY_ONLY)
+KEY_SCOPES = tuple(p for p in ALL_PERMISSIONS if p not in NODE_ONLY)  # what a key's `scopes` may name
 _READS = tuple(p for p in USER_PERMISSIONS if p.endswith(":read"))
 
 BUILTIN_ROLES: dict[str, frozenset[str]] = {

@@ -82,7 +82,8 @@ class ApiKey(BaseModel):
     key_prefix = peewee.CharField(max_length=24)
     secret_hash = peewee.CharField(unique=True, max_length=64)
     previous_hash = peewee.CharField(max_length=64, null=True, index=True)
-    created_by = peewee.CharField(max_length=40, null=True)
+    created_by = peewee.CharField(max_length=40, null=True)  # the user at the root of the chain of creators
+    parent_key_id = peewee.CharField(max_length=40, null=True, index=True)  # the key that made this one
     created_at = peewee.DateTimeField(default=utcnow)
     expires_at = peewee.DateTimeField(null=True)
     revoked_at = peewee.DateTimeField(null=True)

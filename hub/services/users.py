@@ -217,8 +217,13 @@ def delete_user(actor: Actor, user_id: str) -> None:
 
     def change() -> None:
         UserGroup.delete().where(UserGroup.user_id == user.id).execute()
-        ApiKey.update(revoked_at=utcnow()).where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_null()).execute()
+        # Its keys, and every key it made (created_by is the user at the root of a chain of keys).
+        made = (ApiKey.user_id == user.id) | (ApiKey.created_by == user.id)
+        keys = [k.id for k in ApiKey.select(ApiKey.id).where(made, ApiKey.revoked_at.is_null())]
+        ApiKey.update(revoked_at=utcnow()).where(ApiKey.id.in_(keys)).execute()
         user.delete_instance()
         record(actor, "user.delete", permission="auth:manage", target=("user", user.id), before=before)
+        for key_id in keys:
+            record(actor, "api_key.revoke", permission="auth:manage", target=("api_key", key_id), reason="its user was deleted")
 
     keeping_an_admin(change)

@@ -181,3 +181,123 @@ def test_users_manage_only_their_own_keys(hub: HubProcess) -> None:
         assert client.post(f"/api/v1/auth/keys/{key['id']}/rotate").status_code == 404
     with hub.admin() as admin:
         assert key["id"] in [k["id"] for k in admin.get("/api/v1/auth/keys", params={"limit": 200}).json()["data"]]
+
+
+# -- keys that make keys, and what a key may hold ----------------------------------------------
+
+
+def new_user(hub: HubProcess, roles: list[str], sites: list[str] | None = None) -> tuple[dict, str]:
+    """A new user and their login token."""
+    username = f"k-{uuid.uuid4().hex[:8]}"
+    with hub.admin() as admin:
+        response = admin.post(
+            "/api/v1/auth/users", json={"username": username, "password": PASSWORD, "roles": roles, "sites": sites}
+        )
+    assert response.status_code == 201, response.text
+    return response.json()["data"], hub.login(username, PASSWORD)
+
+
+def key_events(hub: HubProcess, key_id: str) -> list[dict]:
+    with hub.admin() as admin:
+        return admin.get("/api/v1/audit-events", params={"target_id": key_id}).json()["data"]
+
+
+def test_a_key_without_the_key_management_scope_cannot_manage_keys(hub: HubProcess) -> None:
+    with hub.admin() as admin:
+        sibling, _ = create_key(admin, scopes=["node:read", "audit:read"])
+        _, secret = create_key(admin, scopes=["node:read"])
+    with hub.client(secret) as client:
+        made = client.post("/api/v1/auth/keys", json={"name": "child", "scopes": ["node:read"]})
+        answers = [
+            made,
+            client.get("/api/v1/auth/keys"),
+            client.post(f"/api/v1/auth/keys/{sibling['id']}/rotate"),
+            client.delete(f"/api/v1/auth/keys/{sibling['id']}"),
+        ]
+    for response in answers:
+        assert response.status_code == 403, (response.request.method, response.request.url, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "insufficient_scope" and error["required"] == ["auth:keys"]
+        assert error["current"] == ["node:read"]
+    assert [e["action"] for e in key_events(hub, sibling["id"])] == ["api_key.create"]
+
+
+def test_a_key_with_the_key_management_scope_makes_keys_within_its_own_scopes_and_sites(hub: HubProcess, nodes: None) -> None:
+    with hub.admin() as admin:
+        parent, secret = create_key(admin, scopes=["node:read", "auth:keys"], sites=["north"])
+    assert parent["scopes"] == ["node:read", "auth:keys"] and parent["parent_key_id"] is None
+    with hub.client(secret) as client:
+        child, child_secret = create_key(client, scopes=["node:read"])
+        more = client.post("/api/v1/auth/keys", json={"name": "k", "scopes": ["node:read", "audit:read"]})
+        elsewhere = client.post("/api/v1/auth/keys", json={"name": "k", "scopes": ["node:read"], "sites": ["north", "south"]})
+        service = client.post("/api/v1/auth/keys", json={"name": "k", "kind": "service", "scopes": ["node:read"]})
+        listed = [k["id"] for k in client.get("/api/v1/auth/keys").json()["data"]]
+    assert child["parent_key_id"] == parent["id"] and child["sites"] == ["north"]
+    assert more.status_code == 403 and more.json()["error"]["required"] == ["audit:read"]
+    assert elsewhere.status_code == 403 and elsewhere.json()["error"]["sites"] == ["south"]
+    assert "south" in elsewhere.json()["error"]["message"]
+    assert service.status_code == 403
+    assert sorted(listed) == sorted([parent["id"], child["id"]])  # itself and what it made, not the admin's other keys
+    with hub.client(child_secret) as client:
+        assert [n["name"] for n in client.get("/api/v1/nodes").json()["data"]] == ["n-north"]
+    created = key_events(hub, child["id"])[-1]
+    assert created["action"] == "api_key.create" and created["actor"]["id"] == parent["id"]
+    assert created["after"]["parent_key_id"] == parent["id"]
+
+
+def test_a_user_cannot_make_a_key_for_sites_they_do_not_have(hub: HubProcess, nodes: None) -> None:
+    user, token = new_user(hub, ["viewer"], ["north"])
+    with hub.client(token) as client:
+        refused = client.post("/api/v1/auth/keys", json={"name": "k", "scopes": ["node:read"], "sites": ["north", "south"]})
+        defaulted, secret = create_key(client, scopes=["node:read"])
+    assert refused.status_code == 403
+    assert refused.json()["error"]["sites"] == ["south"] and refused.json()["error"]["required"] == ["node:read"]
+    assert defaulted["sites"] == ["north"]
+    with hub.client(secret) as client:
+        assert [n["name"] for n in client.get("/api/v1/nodes").json()["data"]] == ["n-north"]
+    with hub.admin() as admin:
+        denied = admin.get("/api/v1/audit-events", params={"actor_id": user["id"], "action": "api_key.create"}).json()["data"]
+    assert [e["outcome"] for e in denied] == ["success", "failure"]
+
+
+def test_revoking_a_key_revokes_the_keys_it_made(hub: HubProcess) -> None:
+    _, token = new_user(hub, ["viewer"])
+    with hub.client(token) as session:
+        parent, secret = create_key(session, scopes=["node:read", "auth:keys"])
+        with hub.client(secret) as client:
+            child, child_secret = create_key(client, scopes=["node:read", "auth:keys"])
+        with hub.client(child_secret) as client:
+            grandchild, grandchild_secret = create_key(client, scopes=["node:read"])
+        assert session.delete(f"/api/v1/auth/keys/{parent['id']}").status_code == 204
+        listed = {k["id"]: k["status"] for k in session.get("/api/v1/auth/keys").json()["data"]}
+    assert listed[child["id"]] == "revoked" and listed[grandchild["id"]] == "revoked"
+    for made in (child_secret, grandchild_secret):
+        with hub.client(made) as client:
+            assert client.get("/api/v1/nodes").json()["error"]["code"] == "api_key_revoked"
+    revoked = key_events(hub, grandchild["id"])[0]
+    assert revoked["action"] == "api_key.revoke" and revoked["after"]["status"] == "revoked"
+    assert parent["id"] in revoked["reason"]
+
+
+def test_a_key_holds_no_more_than_its_creator_holds_now(hub: HubProcess, nodes: None) -> None:
+    """Effective permissions are the intersection with the creator's, worked out at each authentication."""
+    creator, token = new_user(hub, ["admin"])
+    with hub.client(token) as session:
+        service, service_secret = create_key(session, kind="service", scopes=["node:read", "audit:read"])
+        user_key, user_secret = create_key(session, scopes=["node:read", "auth:keys"])
+    with hub.client(user_secret) as client:
+        _, grandchild_secret = create_key(client, scopes=["node:read"])
+    with hub.admin() as admin:
+        admin.patch(f"/api/v1/auth/users/{creator['id']}/access", json={"roles": ["viewer"], "sites": ["north"]})
+    with hub.client(service_secret) as client:
+        assert client.get("/api/v1/audit-events").status_code == 403
+        assert [n["name"] for n in client.get("/api/v1/nodes").json()["data"]] == ["n-north"]
+    with hub.client(grandchild_secret) as client:
+        assert [n["name"] for n in client.get("/api/v1/nodes").json()["data"]] == ["n-north"]
+    with hub.admin() as admin:
+        assert admin.delete(f"/api/v1/auth/users/{creator['id']}").status_code == 204
+        listed = {k["id"]: k["status"] for k in admin.get("/api/v1/auth/keys", params={"limit": 200}).json()["data"]}
+    assert listed[service["id"]] == "revoked" and listed[user_key["id"]] == "revoked"
+    for secret in (service_secret, grandchild_secret):
+        with hub.client(secret) as client:
+            assert client.get("/api/v1/nodes").json()["error"]["code"] == "api_key_revoked"
