@@ -33,6 +33,7 @@ from hub.mqtt.access import BrokerAccess
 from hub.mqtt.bridge import BrokerAddress, MqttBridge
 from hub.mqtt.dynsec import DynsecClient, DynsecError
 from hub.mqtt.embedded import EmbeddedBroker
+from hub.mqtt.topics import command_topic
 from hub.services.auth import ensure_first_admin
 from hub.services.discovery import NodeDiscovery
 from hub.services.nodes import credential_table
@@ -129,6 +130,17 @@ class Hub:
             await self.dynsec.upsert_node(node_id, credential)  # Mosquitto drops a session whose password changes
             if kick:
                 await self.dynsec.kick(node_id)
+
+    def drop_credential_deliveries(self, node_id: str) -> None:
+        """A rotation makes earlier deliveries stale: drop those still waiting for the node (embedded broker only).
+
+        Mosquitto has no way to do this; there the node ignores a delivery that does not name the
+        credential it holds, and falls back to its previous credential when a new one is refused.
+        """
+        if self.broker is not None:
+            dropped = self.broker.drop_queued(node_id, command_topic(node_id, "credentials"))
+            if dropped:
+                log.info("dropped %d stale credential deliveries waiting for node %s", dropped, node_id)
 
     async def node_removed(self, node_id: str) -> None:
         if self.ca is not None:

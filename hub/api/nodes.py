@@ -146,10 +146,17 @@ class RotateHandler(BaseHandler):
 
     async def post(self, id: str) -> None:
         body = self.parse_body(RotateBody) if self.body_bytes().strip() else RotateBody()
-        enrollment, old_valid_until = await self.hub.db.run(nodes.rotate_credential, self.actor, self.scope, id, body.grace_s)
+        rotation = await self.hub.db.run(nodes.rotate_credential, self.actor, self.scope, id, body.grace_s)
+        enrollment = rotation.enrollment
+        self.hub.drop_credential_deliveries(id)  # still waiting for the node: stale from now on
         if body.deliver and self.hub.bridge is not None:
             bundle = await self.hub.node_bundle(id)  # TLS on: a renewed client certificate travels with the credential
-            payload = {"credential": enrollment.credential, "valid_until_old": iso(old_valid_until), "ca_pem": bundle}
+            payload = {
+                "credential": enrollment.credential,
+                "valid_until_old": iso(rotation.old_valid_until),
+                "replaces_sha256": rotation.replaced_sha256,  # the node takes it only in place of that one
+                "ca_pem": bundle,
+            }
             self.hub.bridge.publish(command_topic(id, "credentials"), payload)
         if body.grace_s and body.deliver and self.hub.dynsec is not None:
             # Mosquitto keeps one password per client and drops the session when it changes:

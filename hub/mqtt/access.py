@@ -21,7 +21,7 @@ class BrokerAccess:
     The hub logs in as `hark-hub` with a secret made at start and may use every topic.
     A node logs in with its id and credential, and with its id as client id (sessions are
     keyed by client id: any other would let it resume or take over someone else's), publishes
-    only under `hark/v1/nodes/{its id}/` and subscribes only to its own `cmd/` topics.
+    only under `hark/v1/nodes/{its id}/` outside `cmd/`, and subscribes only to its own `cmd/` topics.
     A node's id is a client id no one else may use, the hub included. Everyone else is refused.
     """
 
@@ -61,7 +61,7 @@ class BrokerAccess:
         if username is None or username not in self._nodes:
             return False
         prefix = node_prefix(username)
-        if action == "publish":
-            return topic.startswith(prefix) and "+" not in topic and "#" not in topic
+        if action == "publish":  # its own topics, but not its `cmd/`: commands come from the hub only
+            return topic.startswith(prefix) and not topic.startswith(prefix + "cmd/") and "+" not in topic and "#" not in topic
         # subscribe and receive: only the node's own commands (wildcards stay inside that subtree)
         return topic.startswith(prefix + "cmd/")

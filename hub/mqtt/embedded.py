@@ -245,6 +245,26 @@ class EmbeddedBroker:
         await handler.stop()
         return True
 
+    def drop_queued(self, client_id: str, topic: str) -> int:
+        """Forget what waits on `topic` for the session of `client_id` while it is away; how many were dropped."""
+        entry = self._broker._sessions.get(client_id) if self._broker is not None else None
+        if entry is None:
+            return 0
+        session = entry[0]
+        waiting = []
+        while not session.retained_messages.empty():
+            waiting.append(session.retained_messages.get_nowait())
+        kept = [message for message in waiting if message.topic != topic]
+        for message in kept:
+            session.retained_messages.put_nowait(message)
+        dropped = len(waiting) - len(kept)
+        if not session.transitions.is_connected():  # a live session's unacknowledged ones are being delivered now
+            for packet_id, message in list(session.inflight_out.items()):
+                if message.topic == topic:
+                    del session.inflight_out[packet_id]
+                    dropped += 1
+        return dropped
+
     async def stop(self) -> None:
         if self._broker is not None and self.running:
             await self._broker.shutdown()

@@ -10,7 +10,8 @@ node -> hub
   lifecycle/{job_id}  QoS 1, through the outbox: a lifecycle job started, succeeded or failed
 hub -> node (`cmd/{kind}`, QoS 1)
   cmd/ack          the outbox messages the hub has stored; the node drops them from its outbox
-  cmd/credentials  a new credential (rotation with delivery); the old one works until `valid_until`
+  cmd/credentials  a new credential (rotation with delivery) for the holder of `replaces_sha256`;
+                   the old one works until `valid_until_old`
   cmd/config       the node's settings changed: fetch `GET /api/v1/nodes/{id}/config` again
   cmd/lifecycle    run one allowlisted lifecycle action (sent again on reconnect until it reports)
   cmd/job          a recording job is ready to claim, or (`stop`) the running one must stop
@@ -162,8 +163,11 @@ class Ack(msgspec.Struct, frozen=True):
 
 
 class NewCredential(msgspec.Struct, frozen=True):
+    """`cmd/credentials`: the node takes it only when `replaces_sha256` is the digest of the credential it holds."""
+
     credential: str
     valid_until_old: str | None = None  # when the credential it replaces stops working
+    replaces_sha256: str | None = None  # hex SHA-256 of the credential it replaces (None: no identity, ignored)
     ca_pem: str | None = None  # with TLS on: the CA, a renewed client certificate and its key (as handed over at claim)
 
 

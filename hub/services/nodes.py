@@ -106,6 +106,15 @@ class Enrollment:
     credential: str
 
 
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """A new credential, when the one it replaces stops working, and that one's hash (a delivery names it)."""
+
+    enrollment: Enrollment
+    old_valid_until: datetime | None
+    replaced_sha256: str | None
+
+
 def enroll(actor: Actor, scope: SiteScope, name: str, site: str | None, tags: list[str], hardware_id: str | None) -> Enrollment:
     """A new node and its credential (shown once; only its hash is kept)."""
     name, site, tags = _check_name(name), _check_site(site, scope), _check_tags(tags)
@@ -135,11 +144,12 @@ def enroll(actor: Actor, scope: SiteScope, name: str, site: str | None, tags: li
     return Enrollment(after, credential)
 
 
-def rotate_credential(actor: Actor, scope: SiteScope, node_id: str, grace_s: int) -> tuple[Enrollment, datetime | None]:
+def rotate_credential(actor: Actor, scope: SiteScope, node_id: str, grace_s: int) -> Rotation:
     """A new credential; the old one stops at once, or after `grace_s` seconds."""
     if not 0 <= grace_s <= 7 * 86400:
         raise InvalidRequest("Invalid grace period.", fields={"grace_s": "0 to 604800 seconds"})
     node = get_node(node_id, scope)
+    replaced = node.credential_hash
     credential = new_secret(CREDENTIAL_PREFIX)
     valid_until = utcnow() + timedelta(seconds=grace_s) if grace_s else None
     with database_proxy.atomic():
@@ -158,7 +168,7 @@ def rotate_credential(actor: Actor, scope: SiteScope, node_id: str, grace_s: int
             target=("node", node.id),
             after={"grace_s": grace_s, "old_valid_until": iso(valid_until)},
         )
-    return Enrollment(after, credential), valid_until
+    return Rotation(Enrollment(after, credential), valid_until, replaced)
 
 
 def authenticate_node(credential: str) -> TokenCheck:

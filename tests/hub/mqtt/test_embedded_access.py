@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import queue
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from hub.const import HUB_MQTT_USERNAME
 from hub.mqtt.access import BrokerAccess
 from hub.mqtt.embedded import EmbeddedBroker
 from tests.harness import mqtt_login
+from tests.hub.mqtt.peer import Peer
 
 
 @pytest.mark.parametrize(
@@ -53,61 +49,6 @@ def test_policy_denies_topics_to_anyone_but_the_hub() -> None:
 HUB_SECRET = "the-secret"
 NODE_A, NODE_B = "nod_a", "nod_b"
 CREDENTIALS = {NODE_A: "cred-a", NODE_B: "cred-b"}
-
-
-class Peer:
-    """A paho client on the embedded broker, recording its CONNACK, messages (with the retain flag) and drops."""
-
-    def __init__(self, port: int, client_id: str, username: str | None, password: str | None, clean: bool = False) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        self.port = port
-        self.connacks: queue.Queue[bool] = queue.Queue()
-        self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
-        self.dropped = threading.Event()
-        self.subscribed = threading.Event()
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *args: self.dropped.set()
-        self.client.on_subscribe = lambda *args: self.subscribed.set()
-        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, bytes(m.payload), bool(m.retain)))
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        self.connacks.put(not reason.is_failure)
-        if reason.is_failure:
-            client.disconnect()
-
-    def connect(self) -> bool:
-        """Connect; whether the broker accepted (paho does not retry: a refusal ends the loop)."""
-        self.client.connect("127.0.0.1", self.port, keepalive=30)
-        self.client.loop_start()
-        try:
-            return self.connacks.get(timeout=5)
-        except queue.Empty:
-            return False
-
-    def subscribe(self, topic: str) -> None:
-        self.subscribed.clear()
-        self.client.subscribe(topic, qos=1)
-        assert self.subscribed.wait(5), f"no SUBACK for {topic}"
-
-    def publish(self, topic: str, payload: bytes) -> None:
-        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
-
-    def received(self, seconds: float = 0.5) -> list[tuple[str, bytes, bool]]:
-        """What arrives within `seconds`."""
-        got: list[tuple[str, bytes, bool]] = []
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                got.append(self.messages.get(timeout=left))
-            except queue.Empty:
-                break
-        return got
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def node_access(access: BrokerAccess | None = None) -> BrokerAccess:
@@ -271,3 +212,19 @@ def test_the_node_itself_still_takes_over_its_own_live_session(no_thread_leak: N
             first.close()
 
     with_broker(scenario)
+
+
+def test_a_node_publishes_under_its_own_prefix_but_never_into_its_commands() -> None:
+    access = node_access()
+    assert access.may(NODE_A, f"hark/v1/nodes/{NODE_A}/heartbeat", "publish")
+    assert not access.may(NODE_A, f"hark/v1/nodes/{NODE_A}/cmd/credentials", "publish")
+    assert not access.may(NODE_A, f"hark/v1/nodes/{NODE_B}/heartbeat", "publish")
+    assert access.may(NODE_A, f"hark/v1/nodes/{NODE_A}/cmd/#", "subscribe")
+    assert not access.may(NODE_A, "hark/v1/nodes/+/cmd/#", "subscribe")
+
+
+@pytest.mark.parametrize("username", ["+", "#", "$SYS", "hark/v1/nodes/#", f"{NODE_A}/#", ""])
+def test_wildcards_and_dollar_names_are_no_login(username: str) -> None:
+    access = node_access()
+    assert not access.check_connect(username, username, CREDENTIALS[NODE_A])
+    assert not access.may(username, f"hark/v1/nodes/{NODE_A}/cmd/credentials", "receive")
