@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import secrets
 import time
 from collections.abc import Iterable
@@ -16,15 +15,26 @@ import jwt
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from hub.errors import ApiError, Forbidden, Unauthenticated
+from hub.mqtt.decoding import PayloadError, decode
 
 ALLOWED_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
 DISCOVERY_TTL_S = 3600.0
 LEEWAY_S = 60
+MAX_DOCUMENT_BYTES = 1024 * 1024  # discovery, keys, token answers
+DISCOVERY_ENDPOINTS = ("authorization_endpoint", "token_endpoint", "jwks_uri")
 
 
 class OidcUnavailable(ApiError):
     status = 502
     code = "oidc_unavailable"
+
+
+def _document(body: bytes, url: str) -> dict[str, Any]:
+    """A JSON object the provider sent (bounded in size and depth); anything else means it is not usable now."""
+    try:
+        return decode(body, dict[str, Any], max_bytes=MAX_DOCUMENT_BYTES)
+    except PayloadError as err:
+        raise OidcUnavailable(f"The identity provider's answer from {url} is not usable: {err.reason}") from err
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +155,7 @@ class OidcClient:
             response = await AsyncHTTPClient().fetch(url, request_timeout=10)
         except (HTTPClientError, OSError) as err:
             raise OidcUnavailable(f"The identity provider did not answer {url}: {err}") from err
-        return json.loads(response.body)
+        return _document(response.body, url)
 
     async def discovery(self, refresh: bool = False) -> dict[str, Any]:
         now = time.monotonic()
@@ -153,6 +163,9 @@ class OidcClient:
             document = await self._get_json(f"{self.settings.issuer}/.well-known/openid-configuration")
             if document.get("issuer") != self.settings.issuer:
                 raise OidcUnavailable("The identity provider's discovery document names another issuer.")
+            missing = [key for key in DISCOVERY_ENDPOINTS if not isinstance(document.get(key), str)]
+            if missing:
+                raise OidcUnavailable(f"The identity provider's discovery document has no {', '.join(missing)}.")
             self._discovery = (now, document)
         return self._discovery[1]
 
@@ -190,7 +203,7 @@ class OidcClient:
             raise Unauthenticated(f"The identity provider refused the code: {detail}", code="oidc_code_refused") from err
         except OSError as err:
             raise OidcUnavailable(f"The identity provider's token endpoint did not answer: {err}") from err
-        return json.loads(response.body)
+        return _document(response.body, endpoint)
 
     async def verified_claims(self, id_token: str, nonce: str) -> dict[str, Any]:
         """Verify an ID token, fetching the provider's keys again once if the key is new."""

@@ -7,6 +7,8 @@ provider is started with that redirect URI, then the hub is started on that port
 from __future__ import annotations
 
 import http.client
+import http.server
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -486,3 +488,46 @@ def test_client_secret_with_reserved_characters(tmp_path: Path) -> None:
     finally:
         code = provider.stop()
     assert code == 0, f"oidc provider exited with {code}:\n{provider.log()}"
+
+
+class _BrokenProvider(http.server.BaseHTTPRequestHandler):
+    """An identity provider whose discovery document is whatever the test put in `answers`, in turn."""
+
+    answers: list[bytes] = []
+
+    def do_GET(self) -> None:
+        body = self.answers.pop(0) if self.answers else b"{}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_broken_provider_answers_502_never_500(tmp_path: Path) -> None:
+    answers = [
+        b'{"a":' * 1000 + b"1" + b"}" * 1000,  # deeper than any decoder recurses
+        b"{not json",
+        b'["a", "list"]',
+        b"\xff\xfe",
+        b'{"issuer": "ISSUER"}',  # no endpoints
+    ]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BrokenProvider)
+    issuer = f"http://127.0.0.1:{server.server_address[1]}"
+    _BrokenProvider.answers = [a.replace(b"ISSUER", issuer.encode()) for a in answers]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    env = {"HARK_OIDC_ISSUER": issuer, "HARK_OIDC_CLIENT_ID": "hark", "HARK_OIDC_CLIENT_SECRET": "secret"}
+    try:
+        with running_hub(tmp_path / "hub", env_extra=env) as hub:
+            for _ in answers:
+                login = httpx.get(f"{hub.url}/api/v1/auth/oidc/login", params={"return_to": "/"}, follow_redirects=False)
+                assert_error(login, 502, "oidc_unavailable")
+            assert "Traceback" not in hub.log()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
