@@ -147,3 +147,21 @@ def test_a_site_limited_audit_reader_sees_only_its_sites_on_every_audit_route(
             found = response.json()["data"] if path.endswith("-events") else [json.loads(x) for x in response.text.splitlines()]
             assert ids["north"] in {e["id"] for e in found}, (name, path)
             assert all(visible(e) for e in found), (name, path)
+
+
+KEY_ROUTES = [(p, m) for p, handler in ROUTES if p.startswith("/api/v1/auth/keys") for m in handler.permissions]
+
+
+@pytest.mark.parametrize(("path", "method"), KEY_ROUTES, ids=[f"{m.upper()} {p}" for p, m in KEY_ROUTES])
+def test_only_sessions_and_keys_holding_auth_keys_manage_keys(
+    hub: HubProcess, callers: dict[str, tuple[str, frozenset[str]]], path: str, method: str
+) -> None:
+    """Key management is for login sessions (every role may) and for keys whose scopes name auth:keys."""
+    refused = request(hub, method, path, callers["scoped-key"][0])
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "insufficient_scope"
+    assert refused.json()["error"]["required"] == ["auth:keys"]
+    with hub.admin() as admin:
+        managing = admin.post("/api/v1/auth/keys", json={"name": "matrix-keys", "scopes": ["auth:keys"]}).json()["data"]
+    allowed = request(hub, method, path, managing["secret"], managing["key"]["id"])
+    assert allowed.status_code not in (401, 403), allowed.text
