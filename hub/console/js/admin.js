@@ -127,7 +127,8 @@ export function renderKeys(view) {
       error.textContent = "";
     } catch (err) { error.textContent = `Could not load the keys: ${err.message}`; }
   };
-  const mine = PERMISSIONS.filter((p) => session.permissions.has(p));
+  // A key may hold what you hold, and auth:keys (managing keys with that key, as you may from here).
+  const mine = [...PERMISSIONS.filter((p) => session.permissions.has(p)), "auth:keys"];
   const form = h("form", { class: "grid-form", "aria-label": "New API key", onsubmit: async (event) => {
     event.preventDefault();
     const data = new FormData(form);
@@ -143,7 +144,7 @@ export function renderKeys(view) {
   } },
   field("Name", h("input", { name: "name", required: true, maxLength: 150 })),
   admin ? field("Kind", select([["user", "user (acts as you)"], ["service", "service"]], "user", { name: "kind" })) : null,
-  field("Sites", h("input", { name: "sites", placeholder: "empty: every site" }), "Comma-separated."),
+  field("Sites", h("input", { name: "sites", placeholder: "empty: every site you have" }), "Comma-separated."),
   field("Expires", h("input", { name: "expires_at", type: "datetime-local" }), "Empty: never."),
   checkboxes("scopes", mine, [], "Scopes"),
   h("button", { type: "submit", class: "primary" }, "Create key"));
