@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -17,7 +18,7 @@ from hub.meters import MeterStore
 from hub.mqtt.bridge import InvalidMessage
 from hub.mqtt.messages import HealthReport, Heartbeat, LifecycleReport, MeterFrame, Status
 from hub.mqtt.topics import NodeTopic, command_topic
-from hub.services import lifecycle, recording_jobs, telemetry
+from hub.services import lifecycle, listening, recording_jobs, telemetry
 from hub.services.telemetry import FleetEvent, OutboxMessage
 
 if TYPE_CHECKING:
@@ -40,17 +41,19 @@ class FleetIngest:
         self._flushing: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._site_lookups: set[asyncio.Task[None]] = set()
+        self.started_at = utcnow()  # set again by start(): from then on the hub hears nodes
 
     def register(self) -> None:
         bridge = self.hub.bridge
         assert bridge is not None
-        bridge.route("status", self.on_status, Status)
+        bridge.route("status", self.on_status, Status, with_retain=True)
         bridge.route("heartbeat", self.on_outbox, Heartbeat)
         bridge.route("health", self.on_outbox, HealthReport)
         bridge.route("lifecycle", self.on_outbox, LifecycleReport)
         bridge.route("meters", self.on_meters, MeterFrame)
 
     async def start(self) -> None:
+        self.started_at = utcnow()
         self.meters.sites.update(await self.hub.db.run(telemetry.node_sites))
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
@@ -65,7 +68,12 @@ class FleetIngest:
 
     # -- MQTT handlers (on the event loop) ------------------------------------------
 
-    async def on_status(self, topic: NodeTopic, status: Status) -> None:
+    async def on_status(self, topic: NodeTopic, status: Status, retained: bool = False) -> None:
+        if retained and status.state == "online":
+            # A retained `online` is what the node said when it last connected, handed to the hub as it
+            # subscribes: the node may be gone since, or unable to log in. Its live messages decide.
+            log.debug("node %s: retained online status ignored; waiting for a live message", topic.node_id)
+            return
         events = await self.hub.db.run(telemetry.apply_status, topic.node_id, status, utcnow())
         self.publish_events(events)
         if status.state == "online":
@@ -122,6 +130,16 @@ class FleetIngest:
                 if bridge is not None:
                     bridge.publish(command_topic(node_id, "ack"), {"ids": ids})
             self.publish_events(events)
+            await self._deliver_to_returning(events)
+
+    async def _deliver_to_returning(self, events: list[FleetEvent]) -> None:
+        """Nodes a heartbeat brought back (their live `online` went unheard, e.g. across a hub restart) get their jobs."""
+        for event in events:
+            if event.type in ("node.online", "node.degraded") and event.data.get("reason") == "heartbeat":
+                try:
+                    await self.deliver_lifecycle(event.data["node_id"])
+                except Exception:
+                    log.exception("could not deliver lifecycle jobs to node %s", event.data["node_id"])
 
     async def deliver_lifecycle(self, node_id: str) -> None:
         """Publish the node's waiting lifecycle jobs on `cmd/lifecycle` (again, until the node reports on them)."""
@@ -139,14 +157,21 @@ class FleetIngest:
         acks, events = await self.hub.db.run(telemetry.ingest_outbox, [OutboxMessage(node_id, message.msg_id, message)])
         self.publish_events(events)
 
+    def listening_since(self) -> datetime | None:
+        """Since when the hub hears nodes over MQTT: its start or its broker reconnect (None while disconnected)."""
+        bridge = self.hub.bridge
+        return listening.listening_since(self.started_at, bridge.connected_since if bridge is not None else self.started_at)
+
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             try:
-                self.publish_events(await self.hub.db.run(telemetry.sweep_missed_heartbeats))
-                self.publish_events(await self.hub.db.run(lifecycle.expire_jobs))
+                since = self.listening_since()
+                self.publish_events(await self.hub.db.run(telemetry.sweep_missed_heartbeats, since))
+                self.publish_events(await self.hub.db.run(lifecycle.expire_jobs, since))
                 lease, grace = self.hub.config.job_lease_timeout_s, self.hub.config.job_recovery_grace_s
-                self.publish_events(await self.hub.db.run(recording_jobs.reap, lease, grace))
+                # recording jobs report over HTTP: heard from the hub's start, whatever the broker does
+                self.publish_events(await self.hub.db.run(recording_jobs.reap, lease, grace, self.started_at))
             except Exception:
                 log.exception("sweep of missed heartbeats and expired jobs failed; retrying")
 

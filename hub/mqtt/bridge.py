@@ -15,6 +15,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -22,12 +23,13 @@ import msgspec
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from hub.clock import utcnow
 from hub.const import HUB_SUBSCRIPTION
 from hub.metrics import HubMetrics
 from hub.mqtt.backoff import backoff_delay
 from hub.mqtt.decoding import MAX_BYTES, PayloadError, decode
 from hub.mqtt.drops import DropLog
-from hub.mqtt.topics import NodeTopic, parse_node_topic
+from hub.mqtt.topics import parse_node_topic
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,8 @@ class TopicRoute:
     """What to do with messages of one kind: decode into `schema` (None: raw bytes), then call."""
 
     schema: Any
-    handler: Callable[[NodeTopic, Any], Any]
+    handler: Callable[..., Any]
+    with_retain: bool = False  # the handler also gets whether the broker sent a retained message
 
 
 class MqttBridge:
@@ -86,6 +89,7 @@ class MqttBridge:
         self.routes: dict[str, TopicRoute] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
+        self._connected_since: datetime | None = None
         self._fd: int | None = None
         self._loop_thread = 0
         self._received: dict[str, Any] = {}  # kind -> prometheus child, cached off the hot path
@@ -116,9 +120,14 @@ class MqttBridge:
     def connected(self) -> bool:
         return self._connected
 
-    def route(self, kind: str, handler: Callable[[NodeTopic, Any], Any], schema: Any = Any) -> None:
-        """Send messages whose topic kind is `kind` to `handler` after decoding into `schema`."""
-        self.routes[kind] = TopicRoute(schema, handler)
+    @property
+    def connected_since(self) -> datetime | None:
+        """When the current connection to the broker was made (UTC), None while disconnected."""
+        return self._connected_since
+
+    def route(self, kind: str, handler: Callable[..., Any], schema: Any = Any, with_retain: bool = False) -> None:
+        """Send messages whose topic kind is `kind` to `handler` after decoding into `schema` (and the retain flag)."""
+        self.routes[kind] = TopicRoute(schema, handler, with_retain)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -261,13 +270,14 @@ class MqttBridge:
 
     def _set_connected(self, value: bool) -> None:
         self._connected = value
+        self._connected_since = utcnow() if value else None
         self.metrics.mqtt_connected.set(1 if value else 0)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         # Nothing may escape into paho's read loop: the message would go unacknowledged and
         # come back again and again, and every other node's messages would wait behind it.
         try:
-            self.handle(message.topic, bytes(message.payload))
+            self.handle(message.topic, bytes(message.payload), message.retain)
         except Exception as err:  # noqa: BLE001 - logged with its traceback (rate-limited) and counted
             self._drop("internal_error", message.topic, detail=repr(err), exc_info=True)
 
@@ -276,7 +286,7 @@ class MqttBridge:
         self.metrics.mqtt_dropped.labels(reason).inc()
         self._drops.dropped(node_id, reason, topic, detail, exc_info)
 
-    def handle(self, topic: str, payload: bytes) -> None:
+    def handle(self, topic: str, payload: bytes, retained: bool = False) -> None:
         """Validate and dispatch one message; a bad one is counted and dropped, never raised."""
         parsed = parse_node_topic(topic)
         if parsed is None:
@@ -303,7 +313,7 @@ class MqttBridge:
             self._drop(err.reason, topic, parsed.node_id, str(err))
             return
         try:
-            result = route.handler(parsed, message)
+            result = route.handler(parsed, message, retained) if route.with_retain else route.handler(parsed, message)
         except InvalidMessage as err:
             self._drop("invalid_payload", topic, parsed.node_id, str(err))
             return

@@ -19,6 +19,7 @@ from hub.events import FleetEvent
 from hub.ids import new_id
 from hub.mqtt.messages import LIFECYCLE_ACTIONS, LifecycleCommand, LifecycleReport
 from hub.services.audit import SYSTEM, Actor, record
+from hub.services.listening import silent_for
 from hub.services.listing import Filter, ListSpec, get_scoped, one_of
 
 STATES = ("queued", "sent", "running", "succeeded", "failed", "expired")
@@ -28,6 +29,8 @@ DEFAULT_EXPIRES_S = 3600
 MAX_EXPIRES_S = 7 * 86400
 MAX_OUTPUT_CHARS = 64 * 1024
 RESULT_GRACE = timedelta(minutes=5)  # after a running job's timeout, before the hub gives up on its report
+# After the hub starts listening again: a node reconnects (its backoff stops at 30 s) and replays its outbox.
+REPLAY_WINDOW = timedelta(seconds=60)
 # How long each action may run on the node unless the request says otherwise.
 DEFAULT_TIMEOUT_S: dict[str, float] = {
     "restart-agent": 60,
@@ -204,13 +207,36 @@ def apply_report(node: Node, report: LifecycleReport, at: datetime, events: list
     events.append(FleetEvent(f"lifecycle.{job.state}", job.site, after))
 
 
-def expire_jobs(at: datetime | None = None) -> list[FleetEvent]:
-    """Waiting jobs past `expires_at` expire; running jobs with no result long after their timeout fail."""
+def expired(job: LifecycleJob, listening_since: datetime | None, at: datetime) -> bool:
+    """Whether a waiting job is past its deadline, and no report that the node took it can still be on its way.
+
+    A queued job never reached the node. A sent one may have: if the hub was not listening at its
+    deadline (restarted, or its broker away) the node gets REPLAY_WINDOW to replay its `running` report.
+    """
+    if job.expires_at > at:
+        return False
+    if job.state == "queued":
+        return True
+    return listening_since is not None and (listening_since <= job.expires_at or at - listening_since > REPLAY_WINDOW)
+
+
+def result_overdue(job: LifecycleJob, listening_since: datetime | None, at: datetime) -> bool:
+    """Whether a running job's result is later than its timeout and RESULT_GRACE, counted while the hub could hear it."""
+    started = job.started_at or job.created_at
+    return silent_for(started, listening_since, at) > timedelta(seconds=job.timeout_s) + RESULT_GRACE
+
+
+def expire_jobs(listening_since: datetime | None, at: datetime | None = None) -> list[FleetEvent]:
+    """Waiting jobs past `expires_at` expire; running jobs with no result long after their timeout fail.
+
+    `listening_since` is when the hub last started hearing its nodes (None while it cannot): a
+    report cannot have arrived while it was not listening, so that time does not count.
+    """
     at = at or utcnow()
     events: list[FleetEvent] = []
     with database_proxy.atomic():
-        stale = LifecycleJob.select().where(LifecycleJob.state.in_(WAITING), LifecycleJob.expires_at <= at)
-        for job in stale:
+        past = LifecycleJob.select().where(LifecycleJob.state.in_(WAITING), LifecycleJob.expires_at <= at)
+        for job in (job for job in past if expired(job, listening_since, at)):
             before = job_to_api(job)
             job.state, job.finished_at = "expired", at
             job.error = "the node did not take the job before it expired"
@@ -219,8 +245,7 @@ def expire_jobs(at: datetime | None = None) -> list[FleetEvent]:
             record(SYSTEM, "node.lifecycle.expired", target=("node", job.node_id), before=before, after=after, outcome="failure")
             events.append(FleetEvent("lifecycle.expired", job.site, after))
         for job in LifecycleJob.select().where(LifecycleJob.state == "running"):
-            started = job.started_at or job.created_at
-            if at - started <= timedelta(seconds=job.timeout_s) + RESULT_GRACE:
+            if not result_overdue(job, listening_since, at):
                 continue
             before = job_to_api(job)
             job.state, job.finished_at = "failed", at

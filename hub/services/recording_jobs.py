@@ -12,8 +12,10 @@ what it captured instead of recording again. A job that started capturing is nev
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import operator
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -462,25 +464,34 @@ def _finished(job: RecordingJob) -> dict[str, Any]:
 # -- the reaper -----------------------------------------------------------------------------------------------
 
 
-def reap(lease_timeout_s: float, recovery_grace_s: float, now: datetime | None = None) -> list[FleetEvent]:
+def reap(
+    lease_timeout_s: float, recovery_grace_s: float, listening_since: datetime, now: datetime | None = None
+) -> list[FleetEvent]:
     """Fail jobs whose node went quiet, and cancel queued jobs whose node was deleted.
 
     A job that never started capturing is failed once it has had no heartbeat for the lease
     timeout; one that did gets the recovery grace on top, for its node to come back and re-claim it.
+    Only silence since `listening_since` (the hub's start) counts: a node cannot reach a hub that is away.
     """
     now = now or utcnow()
     lease_cutoff = now - timedelta(seconds=lease_timeout_s)
     grace_cutoff = lease_cutoff - timedelta(seconds=recovery_grace_s)
-    quiet = RecordingJob.select().where(
-        RecordingJob.state.in_(JOB_ACTIVE),
-        (
-            ((RecordingJob.capture_started == False) & (RecordingJob.last_heartbeat_at < lease_cutoff))  # noqa: E712
-            | (RecordingJob.capture_started & (RecordingJob.last_heartbeat_at < grace_cutoff))
-            | RecordingJob.last_heartbeat_at.is_null()
-        ),
-    )
+    quiet_if: list[Any] = []
+    if listening_since < lease_cutoff:  # else every job is within its lease counted from the hub's start
+        quiet_if += [
+            (RecordingJob.capture_started == False) & (RecordingJob.last_heartbeat_at < lease_cutoff),  # noqa: E712
+            RecordingJob.last_heartbeat_at.is_null(),
+        ]
+    if listening_since < grace_cutoff:
+        quiet_if.append(RecordingJob.capture_started & (RecordingJob.last_heartbeat_at < grace_cutoff))
     events: list[FleetEvent] = []
-    for job in quiet.order_by(RecordingJob.id).limit(REAP_BATCH):
+    quiet: list[RecordingJob] = []
+    if quiet_if:
+        where = functools.reduce(operator.or_, quiet_if)
+        quiet = list(
+            RecordingJob.select().where(RecordingJob.state.in_(JOB_ACTIVE), where).order_by(RecordingJob.id).limit(REAP_BATCH)
+        )
+    for job in quiet:
         if job.capture_started:
             error = "the node did not come back for its recording within the recovery grace"
         else:

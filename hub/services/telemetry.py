@@ -21,6 +21,7 @@ from hub.mqtt.messages import HealthReport, Heartbeat, LifecycleReport, Status
 from hub.services import lifecycle, technician
 from hub.services.audit import SYSTEM, Actor, record
 from hub.services.health import UNRESOLVED, event_to_api, has_open_critical, report_condition
+from hub.services.listening import silent_for
 
 MISSED_HEARTBEATS = 3  # offline after this many intervals without a heartbeat
 FRESH_SLACK = timedelta(seconds=5)
@@ -255,15 +256,20 @@ def ingest_outbox(batch: list[OutboxMessage], at: datetime | None = None) -> tup
     return acks, events
 
 
-def sweep_missed_heartbeats(at: datetime | None = None) -> list[FleetEvent]:
-    """Nodes that stopped heartbeating for MISSED_HEARTBEATS intervals go offline."""
+def missed_heartbeats(last_seen: datetime | None, interval_s: float, listening_since: datetime | None, at: datetime) -> bool:
+    """Whether a node stayed silent for MISSED_HEARTBEATS of its intervals while the hub could hear it."""
+    return silent_for(last_seen, listening_since, at) > timedelta(seconds=interval_s * MISSED_HEARTBEATS)
+
+
+def sweep_missed_heartbeats(listening_since: datetime | None, at: datetime | None = None) -> list[FleetEvent]:
+    """Nodes that stopped heartbeating for MISSED_HEARTBEATS intervals (counted since `listening_since`) go offline."""
     at = at or utcnow()
     events: list[FleetEvent] = []
     with database_proxy.atomic():
         live = Node.select(Node.id, Node.site, Node.status, Node.last_seen_at, Node.connected_at, Node.heartbeat_interval_s)
         for node in live.where(Node.status.in_(("online", "degraded"))):
             last = node.last_seen_at or node.connected_at
-            if last is not None and at - last > timedelta(seconds=node.heartbeat_interval_s * MISSED_HEARTBEATS):
+            if missed_heartbeats(last, node.heartbeat_interval_s, listening_since, at):
                 _transition(node, "offline", "heartbeat.missed", at, events)
                 event, what = report_condition(
                     node,

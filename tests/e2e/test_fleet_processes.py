@@ -94,6 +94,50 @@ def test_a_broker_restart_loses_nothing_and_the_node_comes_back_by_itself(tmp_pa
         fleet.stop()
 
 
+def status_messages_received(fleet: Fleet) -> float:
+    """How many `status` messages the hub's bridge has taken in (from its /metrics)."""
+    with fleet.hub.admin() as admin:
+        text = admin.get("/metrics").text
+    prefix = 'hark_mqtt_messages_received_total{kind="status"} '
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_a_retained_online_status_does_not_bring_back_a_node_whose_credential_is_refused(tmp_path: Path) -> None:
+    broker = MosquittoDynsec(tmp_path / "mosquitto")
+    broker.start()
+    fleet = Fleet(tmp_path, broker)
+    fleet.hub.start()
+    try:
+        node = fleet.enroll()
+        with fleet.hub.admin() as admin:
+            assert admin.patch(f"/api/v1/nodes/{node.node_id}", json={"heartbeat_interval_s": 1}).status_code == 200
+        # The node connects and says `online` (retained), then leaves without its last will being sent.
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=node.node_id)
+        client.username_pw_set(node.node_id, node.credential)
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        online = {"state": "online", "ts": "2026-01-01T00:00:00Z", "agent_version": "0.1.0"}
+        status_topic = f"hark/v1/nodes/{node.node_id}/status"
+        client.publish(status_topic, json.dumps(online), qos=1, retain=True).wait_for_publish(5)
+        fleet.wait_status(node, "online", timeout=10)
+        client.disconnect()
+        client.loop_stop()
+        with fleet.hub.admin() as admin:
+            assert admin.post(f"/api/v1/nodes/{node.node_id}/credentials/rotate").status_code == 201
+        assert not mqtt_login(broker.port, node.node_id, node.credential)
+        fleet.wait_status(node, "offline", timeout=10)  # no heartbeats
+        before = len(fleet.detail(node)["status_changes"])
+        assert fleet.hub.stop() == 0
+        fleet.hub.start()  # the broker hands the new hub the node's retained `online`
+        wait_for(lambda: status_messages_received(fleet) >= 1, 10, "the retained status at the hub")
+        time.sleep(1)
+        changes = fleet.detail(node)["status_changes"]
+        assert [(c["to"], c["reason"]) for c in changes[: len(changes) - before]] == []
+        assert fleet.status(node) == "offline"
+    finally:
+        fleet.stop()
+
+
 def test_with_the_hub_away_the_outbox_passes_80_percent_and_everything_arrives_after(tmp_path: Path) -> None:
     fleet = Fleet(tmp_path, None)
     fleet.hub.start()

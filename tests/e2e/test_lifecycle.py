@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 import stat
 import sys
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
+from hub.clock import utcnow
+from hub.db.models import LifecycleJob
 from node.privileged import PRIVILEGED_COMMANDS
+from tests.conftest import hub_database
 from tests.e2e.conftest import Fleet
 from tests.harness import NodeProcess, wait_for
 
@@ -179,3 +186,41 @@ def test_a_failing_command_reports_its_exit_code_and_output(fleet: Fleet, tmp_pa
     failed = finished(fleet, node, request(fleet, node, "reboot")["id"])
     assert failed["state"] == "failed" and failed["exit_code"] == 3, failed
     assert "would run: systemctl reboot" in failed["output"]
+
+
+def report_as_node(fleet: Fleet, node: NodeProcess, job_id: str, state: str) -> None:
+    """Publish a lifecycle report as the node would from its outbox (the test logs in with the node's credential)."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=node.node_id)
+    client.username_pw_set(node.node_id, node.credential)
+    client.connect("127.0.0.1", fleet.hub.mqtt_port)
+    client.loop_start()
+    ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    body = {"msg_id": f"{job_id}-{state}", "ts": ts, "job_id": job_id, "state": state, "exit_code": 0, "output": "done"}
+    try:
+        client.publish(f"hark/v1/nodes/{node.node_id}/lifecycle/{job_id}", json.dumps(body), qos=1).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+@pytest.mark.parametrize("fleet", ["embedded"], indirect=True)
+def test_a_result_the_node_replays_after_a_hub_restart_is_not_overtaken_by_the_timeout(fleet: Fleet) -> None:
+    node = fleet.enroll()
+    started = request(fleet, node, "identify", timeout_s=1)
+    taken = request(fleet, node, "sync-time")
+    report_as_node(fleet, node, started["id"], "running")
+    wait_for(lambda: job(fleet, node, started["id"])["state"] == "running", 10, "the job running")
+    assert fleet.hub.stop() == 0
+    with hub_database(fleet.hub):  # the hub stayed away past the job's timeout and result grace, and the other's expiry
+        LifecycleJob.update(started_at=utcnow() - timedelta(minutes=10)).where(LifecycleJob.id == started["id"]).execute()
+        LifecycleJob.update(state="sent", sent_at=utcnow() - timedelta(minutes=10), expires_at=utcnow()).where(
+            LifecycleJob.id == taken["id"]
+        ).execute()
+    fleet.hub.start()
+    time.sleep(3)  # the node reconnects and replays its outbox a little after the hub's start
+    report_as_node(fleet, node, started["id"], "succeeded")
+    report_as_node(fleet, node, taken["id"], "running")  # it took the job before the deadline
+    done = finished(fleet, node, started["id"], timeout=10)
+    assert done["state"] == "succeeded" and done["output"] == "done", done
+    wait_for(lambda: job(fleet, node, taken["id"])["state"] == "running", 10, "the other job running")
+    assert "node.lifecycle.expired" not in audit_actions(fleet, node)

@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from hub.auth.tokens import secret_hash
 from hub.db.models import Node
 from tests.conftest import hub_database
-from tests.harness import HubProcess, running_hub, wait_for
+from tests.harness import HubProcess, Mosquitto, running_hub, wait_for
 
 
 def now_iso() -> str:
@@ -330,6 +330,77 @@ def test_missed_heartbeats_turn_a_node_offline(hub: HubProcess) -> None:
     assert node_detail(hub, node["id"])["status"] == "online"
     wait_for(lambda: node_detail(hub, node["id"])["status"] == "offline", 10, "offline after 3 missed heartbeats")
     assert node_detail(hub, node["id"])["status_changes"][0]["reason"] == "heartbeat.missed"
+
+
+def heartbeat_missed(hub: HubProcess, node_id: str) -> list[dict]:
+    with hub.admin() as admin:
+        events = admin.get("/api/v1/health-events", params={"node_id": node_id, "limit": 200}).json()["data"]
+    return [e for e in events if e["kind"] == "heartbeat.missed"]
+
+
+def changes_since(hub: HubProcess, node_id: str, count_before: int) -> list[tuple[str, str]]:
+    """The node's status changes after the first `count_before`, oldest first, as (to, reason)."""
+    changes = node_detail(hub, node_id)["status_changes"]
+    return [(c["to"], c["reason"]) for c in reversed(changes[: len(changes) - count_before])]
+
+
+def test_after_a_hub_restart_a_node_gets_a_full_heartbeat_window_before_being_judged(tmp_path: Path) -> None:
+    quick = HubProcess(tmp_path / "hub")
+    quick.start()
+    try:
+        node, credential = enroll(quick)
+        with quick.admin() as admin:
+            assert admin.patch(f"/api/v1/nodes/{node['id']}", json={"heartbeat_interval_s": 2}).status_code == 200
+        with quick.client(credential) as client:
+            assert client.post(f"/api/v1/nodes/{node['id']}/heartbeat", json=heartbeat("r-1")).status_code == 200
+        assert node_detail(quick, node["id"])["status"] == "online"
+        before = len(node_detail(quick, node["id"])["status_changes"])
+        assert quick.stop() == 0
+        time.sleep(7)  # longer than 3 intervals: the node's last heartbeat is old when the hub comes back
+        quick.start()
+        time.sleep(3)  # the node takes a while to find the hub again (reconnect backoff), within its window of 6 s
+        with quick.client(credential) as client:
+            for n in range(3):
+                assert client.post(f"/api/v1/nodes/{node['id']}/heartbeat", json=heartbeat(f"r-{n + 2}")).status_code == 200
+                time.sleep(1)
+        assert changes_since(quick, node["id"], before) == []
+        assert node_detail(quick, node["id"])["status"] == "online"
+        assert heartbeat_missed(quick, node["id"]) == []
+    finally:
+        assert quick.stop() == 0, quick.log()
+
+
+def test_after_a_broker_outage_the_hub_gives_nodes_a_full_heartbeat_window(tmp_path: Path, own_mosquitto: Mosquitto) -> None:
+    quick = HubProcess(tmp_path / "hub", mqtt_url=own_mosquitto.url)
+    quick.start()
+    try:
+        node, _ = enroll(quick)
+        with quick.admin() as admin:
+            assert admin.patch(f"/api/v1/nodes/{node['id']}", json={"heartbeat_interval_s": 2}).status_code == 200
+
+        def beat(msg_id: str) -> None:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=node["id"])
+            client.connect(own_mosquitto.host, own_mosquitto.port)
+            client.loop_start()
+            topic = f"hark/v1/nodes/{node['id']}/heartbeat"
+            client.publish(topic, json.dumps(heartbeat(msg_id)), qos=1).wait_for_publish(5)
+            close(client)
+
+        beat("o-1")
+        wait_for(lambda: node_detail(quick, node["id"])["status"] == "online", 10, "online from a heartbeat")
+        before = len(node_detail(quick, node["id"])["status_changes"])
+        own_mosquitto.stop()
+        time.sleep(7)  # longer than 3 intervals, with the hub deaf to every node
+        own_mosquitto.start()
+        wait_for(lambda: quick.client().get("/readyz").status_code == 200, 40, "the hub to reconnect")
+        time.sleep(3)  # the node reconnects too, within its window of 6 s after the hub did
+        for n in range(3):
+            beat(f"o-{n + 2}")
+            time.sleep(1)
+        assert changes_since(quick, node["id"], before) == []
+        assert heartbeat_missed(quick, node["id"]) == []
+    finally:
+        assert quick.stop() == 0, quick.log()
 
 
 # -- inventory edits and deletion ------------------------------------------------------------------------

@@ -532,6 +532,24 @@ def test_a_restarted_node_recovers_the_job_it_was_capturing(quick_hub: HubProces
     ]
 
 
+def test_after_a_hub_restart_a_claimed_job_keeps_its_lease_for_a_full_timeout(tmp_path: Path) -> None:
+    hub = HubProcess(tmp_path / "hub", env_extra={"HARK_JOB_LEASE_TIMEOUT_S": "5"})
+    hub.start()
+    try:
+        node_id, credential = enroll(hub)
+        start(hub, node_id)
+        job = claim(hub, node_id, credential).json()["data"]["job"]
+        assert hub.stop() == 0
+        time.sleep(7)  # past the lease while the hub is away: the node could not have reached it
+        hub.start()
+        time.sleep(3)  # the node finds the hub again, well within a lease timeout of the hub's start
+        answer = beat(hub, credential, job)
+        assert answer.status_code == 200, answer.text
+        assert get_job(hub, job["id"])["state"] == "recording"
+    finally:
+        assert hub.stop() == 0, hub.log()
+
+
 def test_queued_jobs_of_a_deleted_node_are_cancelled(quick_hub: HubProcess) -> None:
     hub = quick_hub
     node_id, _ = enroll(hub)
