@@ -8,10 +8,14 @@ import logging
 import signal
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 from hub import __version__
 from hub.config import HubConfig
+from hub.data_dir_lock import DataDirLock
+from hub.db import maintenance
+from hub.db.integrity import check_database, record_database
 from hub.errors import ConfigError, StartupError
 from hub.logs import setup_logging
 
@@ -33,6 +37,7 @@ async def serve(config: HubConfig) -> None:
     except BaseException:
         await hub.stop()
         raise
+    record_database(config.database_url, config.data_dir)
     await stop.wait()
     log.info("stopping (signal received)")
     await hub.stop()
@@ -54,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run the hub (the default)")
     sub.add_parser("demo", help="run a hub on embedded defaults in the foreground, Ctrl-C stops it")
+    sub.add_parser("backup", help="copy the database to FILE (safe while the hub runs)").add_argument("file", type=Path)
+    sub.add_parser("restore", help="put a backup in place of the database (the hub stopped)").add_argument("file", type=Path)
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
+    reset = db.add_parser("reset", help="move a damaged database aside and start with an empty one (the hub stopped)")
+    reset.add_argument("--move-aside", action="store_true", help="keep the old database beside the new one (required)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from hub.demo import run_demo
@@ -64,10 +74,22 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"hark-hub: configuration error: {err}", file=sys.stderr)
         return 2
+    if args.command == "backup":
+        return maintenance.backup(config, args.file)
+    if args.command == "restore":
+        return maintenance.restore(config, args.file)
+    if args.command == "db":
+        return maintenance.reset(config, args.move_aside)
     setup_logging(config.log_level)
+    lock = DataDirLock(config.data_dir)
     try:
+        if not lock.take(exclusive=False):
+            raise StartupError(f"a restore or reset is running on {config.data_dir}; start the hub once it is done")
+        check_database(config.database_url, config.data_dir)
         asyncio.run(serve(config))
     except StartupError as err:
         log.error("cannot start: %s", err)
         return 1
+    finally:
+        lock.release()
     return 0

@@ -17,6 +17,10 @@ class StartupError(HubError):
     """The hub cannot start (address taken, database unreachable...)."""
 
 
+class DatabaseUnusable(StartupError):
+    """The database is missing, empty or damaged while the data directory holds an earlier hub's state."""
+
+
 class ApiError(HubError):
     """An error that answers an API request: HTTP status, code, message and extra fields."""
 

@@ -88,7 +88,7 @@ class HubDatabase:
         """Connect, upgrade the schema and bind the models; return the migrations applied."""
         try:
             applied = migrate(self.db)
-        except peewee.OperationalError as err:
+        except peewee.DatabaseError as err:  # unreachable, refused, or not a database at all
             raise StartupError(f"cannot open the database ({describe(self.db)}): {err}") from err
         self.bind()
         return applied
