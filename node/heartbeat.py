@@ -89,8 +89,8 @@ class HeartbeatWorker:
         self.health_topic = health_topic
         self.conditions = ConditionWatch(data_dir / CONDITIONS_FILE)
 
-    async def beat(self) -> str | None:
-        """Read the sensors and enqueue one heartbeat; its msg_id, or None when the outbox refused it."""
+    async def beat(self, interval_s: float | None = None) -> str | None:
+        """Read the sensors and enqueue one heartbeat saying the interval until the next; its msg_id, or None if refused."""
         window = FIRST_CPU_WINDOW_S if self._first else None
         self._first = False
         reading = await asyncio.get_running_loop().run_in_executor(None, _read, self.data_dir, window)
@@ -117,6 +117,7 @@ class HeartbeatWorker:
                     power=_power(power),
                     clock=self.clock.message(),
                     outbox=self.sender.level,  # built on the outbox thread: the depth right now
+                    interval_s=interval_s,
                 )
             )
 
@@ -143,11 +144,13 @@ class HeartbeatWorker:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while not stop.is_set():
+            # Read once: the heartbeat tells the hub the very interval the node then waits (the hub judges by it).
+            interval = self.interval_s()
             try:
-                await self.beat()
+                await self.beat(interval)
             except Exception:
                 log.exception("heartbeat failed")
-            next_at += self.interval_s()
+            next_at += interval
             now = loop.time()
             if next_at < now:
                 next_at = now

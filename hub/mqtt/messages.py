@@ -82,6 +82,8 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     audio: dict[str, object] | None = None  # capture state and counters (overflows, lost frames, opens)
     load: list[float] | None = None  # 1, 5 and 15 minute load averages
     power: dict[str, object] | None = None  # a Pi's throttling flags: `now` and `since_boot`
+    # Seconds until the node's next heartbeat: the interval it really uses (the hub judges missed heartbeats by it).
+    interval_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
 class HealthReport(msgspec.Struct, frozen=True, forbid_unknown_fields=False):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
 
 import msgspec
@@ -59,3 +60,30 @@ def test_heartbeats_carry_the_contract_fields_in_order(tmp_path: Path, no_thread
     assert [(i.id, i.name, i.channels, i.rates, i.default) for i in first.interfaces] == [
         ("synthetic", "synthetic sine 440 Hz -12 dBFS", 1, [44100], True)
     ]
+
+
+def test_each_heartbeat_says_the_interval_until_the_next_one(tmp_path: Path, no_thread_leak: None) -> None:
+    intervals = iter([0.05, 0.6, 0.05, 0.05, 0.05, 0.05])
+
+    async def scenario() -> None:
+        sender = OutboxSender(tmp_path / "outbox.sqlite3", 100, "boot", lambda t, p: False)
+        await sender.open()
+        worker = HeartbeatWorker(
+            "hark/v1/nodes/n1/heartbeat", sender, lambda: [], tmp_path, ClockStatus(), "1.2.3", lambda: next(intervals)
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        while sender.level.depth < 4:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+        await sender.close()
+
+    asyncio.run(scenario())
+    outbox = Outbox(tmp_path / "outbox.sqlite3", 100)
+    beats = [msgspec.json.decode(r.payload, type=Heartbeat) for r in outbox.after(0, 100)]
+    outbox.close()
+    assert [b.interval_s for b in beats[:4]] == [0.05, 0.6, 0.05, 0.05]
+    sent = [datetime.fromisoformat(b.ts.replace("Z", "+00:00")) for b in beats[:3]]
+    assert (sent[1] - sent[0]).total_seconds() < 0.5  # the first said 0.05 s and kept to it
+    assert (sent[2] - sent[1]).total_seconds() >= 0.55  # the second said 0.6 s: the hub waits that long for the third
