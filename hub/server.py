@@ -324,6 +324,10 @@ class Hub:
                 # Mosquitto drops every session of a user whose roles change, this one included:
                 # the answer was lost with it. Once reconnected the role is there and this is a no-op.
                 await self.dynsec.ensure_hub_role(username)
+            # Nodes an earlier hub made: today's ACLs, and their node id bound as client id.
+            node_ids = sorted(await self.db.run(credential_table))
+            await self.dynsec.ensure_node_roles(node_ids)
+            await self.dynsec.bind_client_ids(node_ids)
         except DynsecError as err:
             raise StartupError(f"cannot manage node identities on {address.url()}: {err}") from err
         log.info("node identities managed on %s (dynamic security)", address.url())

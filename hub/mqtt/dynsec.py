@@ -43,6 +43,7 @@ HUB_ROLE = "hark-hub"
 HUB_SHARE_GROUP = "hark-hub"  # `$share/hark-hub/...`: several hubs splitting ingest (DESIGN "Scale")
 NODE_ROLE_PREFIX = "hark-node-"
 DEFAULT_TIMEOUT_S = 5.0
+NODE_BATCH = 100  # nodes per command batch when the hub brings every node up to date at start
 KEEPALIVE_S = 30
 
 # The plugin's answers that mean "already in the state we want" (Mosquitto 2.0.x wording).
@@ -50,6 +51,8 @@ CLIENT_EXISTS = "Client already exists"
 ROLE_EXISTS = "Role already exists"
 CLIENT_NOT_FOUND = "Client not found"
 ROLE_NOT_FOUND = "Role not found"
+
+DEFAULT_ACL_PRIORITY = -1  # what the plugin gives an ACL without one
 
 # One topic level, usable as a username and inside a role name: no wildcards, no `/`, no `$`.
 _NODE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -69,14 +72,15 @@ class DynsecError(HubError):
 
 @dataclass(frozen=True, slots=True)
 class Acl:
-    """One ACL entry of a role: `acltype` as the plugin names it, a topic filter, allow or deny."""
+    """One ACL entry of a role: `acltype` as the plugin names it, a topic filter, allow or deny; higher priority first."""
 
     acltype: str
     topic: str
     allow: bool = True
+    priority: int = DEFAULT_ACL_PRIORITY
 
     def as_json(self) -> dict[str, Any]:
-        return {"acltype": self.acltype, "topic": self.topic, "allow": self.allow}
+        return {"acltype": self.acltype, "topic": self.topic, "allow": self.allow, "priority": self.priority}
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -110,6 +114,7 @@ class ClientInfo:
     username: str
     roles: tuple[str, ...]
     disabled: bool
+    clientid: str | None = None  # the only client id it may connect with, when bound
 
 
 def validate_node_id(node_id: str) -> str:
@@ -126,9 +131,10 @@ def node_role(node_id: str) -> str:
 
 
 def node_acls(node_id: str) -> tuple[Acl, ...]:
-    """A node publishes under its own prefix and subscribes to (and receives) only its own `cmd/`."""
+    """A node publishes under its own prefix but not into its `cmd/`, and subscribes to (and receives) only its own `cmd/`."""
     prefix = f"{TOPIC_ROOT}/{node_id}"
     return (
+        Acl("publishClientSend", f"{prefix}/cmd/#", allow=False, priority=1),  # commands come from the hub only
         Acl("publishClientSend", f"{prefix}/#"),
         Acl("subscribePattern", f"{prefix}/cmd/#"),
         Acl("publishClientReceive", f"{prefix}/cmd/#"),
@@ -168,19 +174,26 @@ def role_commands(rolename: str, acls: Sequence[Acl]) -> list[Command]:
 
 
 def upsert_node_commands(node_id: str, password: str) -> list[Command]:
-    """The node's role with exactly its ACLs, and its client with this password, only that role, enabled."""
+    """The node's role with exactly its ACLs, and its client with this password, only that role, enabled.
+
+    The client is bound to the node id as client id: Mosquitto keys sessions by client id, and
+    any other would let one node's login resume or take over another's session.
+    """
     validate_node_id(node_id)
     role = node_role(node_id)
-    roles = [{"rolename": role}]
+    client = {"username": node_id, "clientid": node_id, "password": password, "roles": [{"rolename": role}]}
     return [
         *role_commands(role, node_acls(node_id)),
-        Command(
-            {"command": "createClient", "username": node_id, "password": password, "roles": roles}, frozenset({CLIENT_EXISTS})
-        ),
-        # For a client that already existed: the password and role list are set anyway (and it is kicked).
-        Command({"command": "modifyClient", "username": node_id, "password": password, "roles": roles}),
+        Command({"command": "createClient", **client}, frozenset({CLIENT_EXISTS})),
+        # For a client that already existed: the client id, password and role list are set anyway (and it is kicked).
+        Command({"command": "modifyClient", **client}),
         Command({"command": "enableClient", "username": node_id}),
     ]
+
+
+def bind_client_id_commands(node_ids: Sequence[str]) -> list[Command]:
+    """Bind each node's client to its node id as client id (its sessions are dropped)."""
+    return [Command({"command": "modifyClient", "username": validate_node_id(n), "clientid": n}) for n in node_ids]
 
 
 def set_password_commands(node_id: str, password: str, kick: bool) -> list[Command]:
@@ -263,7 +276,13 @@ def client_info(result: CommandResult) -> ClientInfo | None:
         return None
     client = result.data.get("client") or {}
     roles = tuple(str(r.get("rolename")) for r in client.get("roles") or [] if isinstance(r, dict))
-    return ClientInfo(username=str(client.get("username", "")), roles=roles, disabled=bool(client.get("disabled", False)))
+    clientid = client.get("clientid")
+    return ClientInfo(
+        username=str(client.get("username", "")),
+        roles=roles,
+        disabled=bool(client.get("disabled", False)),
+        clientid=str(clientid) if clientid else None,
+    )
 
 
 def role_acls(result: CommandResult) -> tuple[Acl, ...] | None:
@@ -271,7 +290,11 @@ def role_acls(result: CommandResult) -> tuple[Acl, ...] | None:
     if result.error == ROLE_NOT_FOUND or result.data is None:
         return None
     acls = (result.data.get("role") or {}).get("acls") or []
-    return tuple(Acl(str(a["acltype"]), str(a["topic"]), bool(a.get("allow", False))) for a in acls if isinstance(a, dict))
+    return tuple(
+        Acl(str(a["acltype"]), str(a["topic"]), bool(a.get("allow", False)), int(a.get("priority", DEFAULT_ACL_PRIORITY)))
+        for a in acls
+        if isinstance(a, dict)
+    )
 
 
 # -- client (I/O) -------------------------------------------------------------------------
@@ -453,6 +476,28 @@ class DynsecClient:
     async def get_role_acls(self, rolename: str) -> tuple[Acl, ...] | None:
         (result,) = await self.execute([get_role_command(rolename)])
         return role_acls(result)
+
+    async def ensure_node_roles(self, node_ids: Sequence[str]) -> None:
+        """Give the roles of `node_ids` exactly today's ACLs (sessions stay), in batches."""
+        for start in range(0, len(node_ids), NODE_BATCH):
+            batch = node_ids[start : start + NODE_BATCH]
+            await self.execute([c for n in batch for c in role_commands(node_role(validate_node_id(n)), node_acls(n))])
+
+    async def bind_client_ids(self, node_ids: Sequence[str]) -> list[str]:
+        """Bind the clients of `node_ids` made without a client id (by an earlier hub); return those bound now.
+
+        Clients already bound are not touched, so their sessions stay; the others are dropped
+        once and log in again with their node id as client id, as every node does.
+        """
+        (result,) = await self.execute([Command({"command": "listClients", "verbose": True, "count": -1, "offset": 0})])
+        listed = [c for c in (result.data or {}).get("clients") or [] if isinstance(c, dict)]
+        wanted = set(node_ids)
+        unbound = sorted(str(c["username"]) for c in listed if c.get("username") in wanted and c.get("clientid") != c["username"])
+        for start in range(0, len(unbound), NODE_BATCH):
+            await self.execute(bind_client_id_commands(unbound[start : start + NODE_BATCH]))
+        if unbound:
+            log.info("dynsec: %d node clients bound to their node id as client id", len(unbound))
+        return unbound
 
     async def list_clients(self) -> list[str]:
         (result,) = await self.execute([Command({"command": "listClients", "count": -1, "offset": 0})])

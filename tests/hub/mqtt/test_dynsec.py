@@ -32,6 +32,7 @@ from hub.mqtt.dynsec import (
     hub_acls,
     node_acls,
     node_role,
+    role_commands,
     upsert_node_commands,
     validate_node_id,
 )
@@ -54,8 +55,10 @@ SUBACK_FAILURE = 0x80
 class Peer:
     """A plain paho client (MQTT 3.1.1) logged in as someone, recording what happens to it."""
 
-    def __init__(self, broker: MosquittoDynsec, username: str, password: str) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"peer-{username}-{secrets.token_hex(3)}")
+    def __init__(self, broker: MosquittoDynsec, username: str, password: str, client_id: str | None = None) -> None:
+        # A node's client id is its username (the broker binds them); the hub's peers each get their own.
+        client_id = client_id or (username if username != HUB_USER else f"peer-{username}-{secrets.token_hex(3)}")
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.username_pw_set(username, password)
         self.client.reconnect_delay_set(min_delay=1, max_delay=1)
         self.broker = broker
@@ -116,8 +119,8 @@ def login(broker: MosquittoDynsec, username: str, password: str) -> Peer:
     return peer
 
 
-def refused(broker: MosquittoDynsec, username: str, password: str) -> bool:
-    peer = Peer(broker, username, password)
+def refused(broker: MosquittoDynsec, username: str, password: str, client_id: str | None = None) -> bool:
+    peer = Peer(broker, username, password, client_id)
     try:
         return peer.connect().is_failure
     finally:
@@ -167,6 +170,7 @@ def own_broker(tmp_path: Path) -> Iterator[MosquittoDynsec]:
 def test_roles_allow_a_node_its_own_prefix_and_commands_and_the_hub_every_node() -> None:
     assert node_role("nod_1") == "hark-node-nod_1"
     assert node_acls("nod_1") == (
+        Acl("publishClientSend", "hark/v1/nodes/nod_1/cmd/#", allow=False, priority=1),  # commands come from the hub
         Acl("publishClientSend", "hark/v1/nodes/nod_1/#"),
         Acl("subscribePattern", "hark/v1/nodes/nod_1/cmd/#"),
         Acl("publishClientReceive", "hark/v1/nodes/nod_1/cmd/#"),
@@ -284,6 +288,97 @@ def test_a_node_subscribes_to_and_receives_only_its_own_commands(broker: Mosquit
             hub.publish(f"hark/v1/nodes/{me}/cmd/restart", b'{"reason": "test"}')
             got = node.received_until(f"hark/v1/nodes/{me}/cmd/restart")
             assert got == [(f"hark/v1/nodes/{me}/cmd/restart", b'{"reason": "test"}')]
+        finally:
+            node.close()
+            hub.close()
+
+    run(broker, scenario)
+
+
+def test_a_node_logs_in_only_with_its_own_id_as_client_id(broker: MosquittoDynsec, no_thread_leak: None) -> None:
+    me, other = new_node_id(), new_node_id()
+
+    async def scenario(dynsec: DynsecClient) -> None:
+        await dynsec.upsert_node(me, "pw-me")
+        await dynsec.upsert_node(other, "pw-other")
+        assert await asyncio.to_thread(refused, broker, me, "pw-me", other), "a node logged in with another node's client id"
+        assert await asyncio.to_thread(refused, broker, me, "pw-me", f"hark-hub-{secrets.token_hex(3)}")
+        assert not await asyncio.to_thread(refused, broker, me, "pw-me", me)
+        info = await dynsec.get_client(me)
+        assert info is not None and info.clientid == me
+
+    run(broker, scenario)
+
+
+def test_nodes_made_by_an_earlier_hub_get_todays_acls_and_binding_and_others_are_left_alone(
+    broker: MosquittoDynsec, no_thread_leak: None
+) -> None:
+    old, bound = new_node_id(), new_node_id()
+
+    async def scenario(dynsec: DynsecClient) -> None:
+        await dynsec.upsert_node(bound, "pw-bound")
+        # As an earlier hub made it: no client id.
+        roles = [{"rolename": node_role(old)}]
+        await dynsec.execute(role_commands(node_role(old), node_acls(old)))
+        await dynsec.execute([Command({"command": "createClient", "username": old, "password": "pw-old", "roles": roles})])
+        assert not await asyncio.to_thread(refused, broker, old, "pw-old", f"x-{secrets.token_hex(3)}")
+        await dynsec.execute(role_commands(node_role(bound), node_acls(bound)[1:]))  # an earlier hub's ACLs
+        node = await asyncio.to_thread(login, broker, bound, "pw-bound")
+        try:
+            await dynsec.ensure_node_roles([old, bound])
+            assert set(await dynsec.get_role_acls(node_role(bound)) or ()) == set(node_acls(bound))
+            assert await dynsec.bind_client_ids([old, bound, new_node_id()]) == [old]
+            info = await dynsec.get_client(old)
+            assert info is not None and info.clientid == old
+            assert await asyncio.to_thread(refused, broker, old, "pw-old", f"x-{secrets.token_hex(3)}")
+            assert not await asyncio.to_thread(refused, broker, old, "pw-old", old)
+            assert not await asyncio.to_thread(node.disconnected.wait, 0.5), "a node already bound was kicked"
+        finally:
+            await asyncio.to_thread(node.close)
+
+    run(broker, scenario)
+
+
+def test_a_refused_connect_with_a_live_nodes_client_id_leaves_it_connected(broker: MosquittoDynsec, no_thread_leak: None) -> None:
+    me, other = new_node_id(), new_node_id()
+
+    async def scenario(dynsec: DynsecClient) -> None:
+        await dynsec.upsert_node(me, "pw-me")
+        await dynsec.upsert_node(other, "pw-other")
+        await asyncio.to_thread(check)
+
+    def check() -> None:
+        hub = login(broker, HUB_USER, HUB_PASSWORD)
+        node = login(broker, me, "pw-me")
+        try:
+            assert node.subscribe(f"hark/v1/nodes/{me}/cmd/#") == 1
+            assert refused(broker, me, "a-guess", me)
+            assert refused(broker, other, "pw-other", me), "another node's login took over this node's session"
+            hub.publish(f"hark/v1/nodes/{me}/cmd/config", b"{}")
+            assert node.received_until(f"hark/v1/nodes/{me}/cmd/config") == [(f"hark/v1/nodes/{me}/cmd/config", b"{}")]
+            assert not node.disconnected.is_set()
+        finally:
+            node.close()
+            hub.close()
+
+    run(broker, scenario)
+
+
+def test_a_node_may_not_publish_into_its_own_commands(broker: MosquittoDynsec, no_thread_leak: None) -> None:
+    me = new_node_id()
+
+    async def scenario(dynsec: DynsecClient) -> None:
+        await dynsec.upsert_node(me, "pw-me")
+        await asyncio.to_thread(check)
+
+    def check() -> None:
+        hub = login(broker, HUB_USER, HUB_PASSWORD)
+        node = login(broker, me, "pw-me")
+        try:
+            assert hub.subscribe("hark/v1/nodes/+/#") == 1
+            node.publish(f"hark/v1/nodes/{me}/cmd/credentials", b'{"credential": "planted"}')
+            node.publish(f"hark/v1/nodes/{me}/heartbeat", b"mine")
+            assert hub.received_until(f"hark/v1/nodes/{me}/heartbeat") == [(f"hark/v1/nodes/{me}/heartbeat", b"mine")]
         finally:
             node.close()
             hub.close()
