@@ -12,10 +12,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import peewee
+from playhouse.pool import MaxConnectionsExceeded
 
 from hub.clock import utcnow
+from hub.errors import InvalidRequest
 from hub.meters import MeterStore
 from hub.mqtt.bridge import InvalidMessage
+from hub.mqtt.drops import DropLog
 from hub.mqtt.messages import HealthReport, Heartbeat, LifecycleReport, MeterFrame, Status
 from hub.mqtt.topics import NodeTopic, command_topic
 from hub.services import lifecycle, listening, recording_jobs, telemetry
@@ -28,6 +32,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_DELAY_S = 0.1  # outbox messages wait at most this long to share a transaction
 SWEEP_INTERVAL_S = 2.0
+DATABASE_AWAY = (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)  # worth retrying, unlike a refusal
 
 
 class FleetIngest:
@@ -41,6 +46,7 @@ class FleetIngest:
         self._flushing: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._site_lookups: set[asyncio.Task[None]] = set()
+        self._drops = DropLog(log)
         self.started_at = utcnow()  # set again by start(): from then on the hub hears nodes
 
     def register(self) -> None:
@@ -122,15 +128,39 @@ class FleetIngest:
             batch, self._pending = self._pending, []
             try:
                 acks, events = await self.hub.db.run(telemetry.ingest_outbox, batch)
-            except Exception:
+            except DATABASE_AWAY:
                 log.exception("could not store %d node messages; they stay unacknowledged and will be sent again", len(batch))
                 return
+            except Exception:  # noqa: BLE001 - one message the database refuses must not hold back the others
+                acks, events = await self._ingest_each(batch)
             bridge = self.hub.bridge
             for node_id, ids in acks.items():
                 if bridge is not None:
                     bridge.publish(command_topic(node_id, "ack"), {"ids": ids})
             self.publish_events(events)
             await self._deliver_to_returning(events)
+
+    async def _ingest_each(self, batch: list[OutboxMessage]) -> tuple[dict[str, list[str]], list[FleetEvent]]:
+        """Apply a batch that failed as a whole message by message: one the database refuses alone is dropped and acknowledged."""
+        acks: dict[str, list[str]] = {}
+        events: list[FleetEvent] = []
+        for index, item in enumerate(batch):
+            try:
+                one_acks, one_events = await self.hub.db.run(telemetry.ingest_outbox, [item])
+            except DATABASE_AWAY:
+                log.exception(
+                    "could not store %d node messages; they stay unacknowledged and will be sent again", len(batch) - index
+                )
+                break
+            except Exception as err:  # noqa: BLE001 - logged with its traceback (rate-limited) and counted
+                self.hub.metrics.mqtt_dropped.labels("not_stored").inc()
+                what = f"{type(item.message).__name__.lower()} {item.msg_id}"
+                self._drops.dropped(item.node_id, "not_stored", what, repr(err), exc_info=True)
+                one_acks, one_events = {item.node_id: [item.msg_id]}, []  # acknowledged, so the node stops sending it
+            for node_id, ids in one_acks.items():
+                acks.setdefault(node_id, []).extend(ids)
+            events.extend(one_events)
+        return acks, events
 
     async def _deliver_to_returning(self, events: list[FleetEvent]) -> None:
         """Nodes a heartbeat brought back (their live `online` went unheard, e.g. across a hub restart) get their jobs."""
@@ -153,8 +183,16 @@ class FleetIngest:
             self.publish_events(await self.hub.db.run(lifecycle.mark_sent, sent))
 
     async def ingest_http(self, node_id: str, message: Heartbeat | HealthReport | LifecycleReport) -> None:
-        """The same as MQTT, for nodes that post over HTTP: applied before the answer."""
-        acks, events = await self.hub.db.run(telemetry.ingest_outbox, [OutboxMessage(node_id, message.msg_id, message)])
+        """The same as MQTT, for nodes that post over HTTP: applied before the answer (400 if the database refuses it)."""
+        try:
+            acks, events = await self.hub.db.run(telemetry.ingest_outbox, [OutboxMessage(node_id, message.msg_id, message)])
+        except DATABASE_AWAY:
+            raise
+        except Exception as err:  # noqa: BLE001 - logged with its traceback (rate-limited); a 500 would have the node resend it forever
+            self._drops.dropped(
+                node_id, "not_stored", f"http {type(message).__name__.lower()} {message.msg_id}", repr(err), exc_info=True
+            )
+            raise InvalidRequest("The hub cannot store this message.", fields={"body": "was refused by the database"}) from err
         self.publish_events(events)
 
     def listening_since(self) -> datetime | None:

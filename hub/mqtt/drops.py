@@ -1,4 +1,4 @@
-"""Log lines about dropped MQTT messages, rate-limited: at most one per node and reason per window.
+"""Log lines about dropped node messages, rate-limited: at most one per node and reason per window.
 
 A node that sends garbage in a loop must not flood the hub's log: the first drop of a
 kind is logged at once, the rest of the window is only counted, and the count is told
@@ -23,7 +23,7 @@ class _Seen:
 
 
 class DropLog:
-    """Writes `mqtt message ... dropped` lines to `logger`, one per (node, reason) per `window_s`."""
+    """Writes `message from node ... dropped` lines to `logger`, one per (node, reason) per `window_s`."""
 
     def __init__(
         self,
@@ -52,7 +52,7 @@ class DropLog:
         self._seen[key] = _Seen(now)
         more = f"; {suppressed} more like it in the last {self.window_s:.0f}s" if suppressed else ""
         self.logger.warning(
-            "mqtt message from node %s on %s dropped (%s)%s%s",
+            "message from node %s on %s dropped (%s)%s%s",
             _printable(node_id),
             _printable(topic),
             reason,
