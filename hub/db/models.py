@@ -180,7 +180,8 @@ class Node(BaseModel):
     previous_credential_hash = peewee.CharField(max_length=64, null=True, index=True)
     previous_valid_until = peewee.DateTimeField(null=True)
     last_heartbeat_at = peewee.DateTimeField(null=True)
-    heartbeat_interval_s = peewee.FloatField(default=10.0)
+    heartbeat_interval_s = peewee.FloatField(default=10.0)  # what the hub asks the node to use (cmd/config)
+    reported_heartbeat_interval_s = peewee.FloatField(null=True)  # what the node says it uses, in its heartbeats
     clock_offset_ms = peewee.FloatField(null=True)
     connected_at = peewee.DateTimeField(null=True)
     settings = JSONField(default=dict)

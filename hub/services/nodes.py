@@ -44,6 +44,7 @@ def node_to_api(node: Node) -> dict[str, Any]:
         "time_quality": node.time_quality,
         "clock_offset_ms": node.clock_offset_ms,
         "heartbeat_interval_s": node.heartbeat_interval_s,
+        "reported_heartbeat_interval_s": node.reported_heartbeat_interval_s,
         "created_at": iso(node.created_at),
     }
 

@@ -24,6 +24,7 @@ from hub.services.health import UNRESOLVED, event_to_api, has_open_critical, rep
 from hub.services.listening import silent_for
 
 MISSED_HEARTBEATS = 3  # offline after this many intervals without a heartbeat
+MIN_JUDGED_INTERVAL_S = 1.0  # a node may beat faster; the hub's intake and sweep cannot judge finer than this
 FRESH_SLACK = timedelta(seconds=5)
 DEDUP_KEEP = timedelta(days=7)
 
@@ -72,7 +73,16 @@ def apply_status(node_id: str, status: Status, at: datetime) -> list[FleetEvent]
     return events
 
 
-HEARTBEAT_COLUMNS = ("metrics", "version", "interfaces", "last_heartbeat_at", "last_seen_at", "clock_offset_ms", "time_quality")
+HEARTBEAT_COLUMNS = (
+    "metrics",
+    "version",
+    "interfaces",
+    "last_heartbeat_at",
+    "last_seen_at",
+    "clock_offset_ms",
+    "time_quality",
+    "reported_heartbeat_interval_s",
+)
 
 
 def _store_heartbeats(rows: list[tuple[Any, ...]]) -> None:
@@ -109,6 +119,7 @@ def _apply_heartbeat(
     }
     clock_offset = beat.clock.offset_ms if beat.clock is not None else node.clock_offset_ms
     quality = beat.clock.quality if beat.clock is not None else node.time_quality
+    reported = beat.interval_s if beat.interval_s is not None else node.reported_heartbeat_interval_s
     row = (
         Node.metrics.db_value(metrics),
         beat.agent_version,
@@ -117,12 +128,14 @@ def _apply_heartbeat(
         Node.last_seen_at.db_value(at),
         clock_offset,
         quality,
+        reported,
         node.id,
     )
     node.last_seen_at = at
+    interval_s = judged_interval_s(node.heartbeat_interval_s, reported)
     if (
         node.status in ("pending", "offline")
-        and at - sent <= timedelta(seconds=node.heartbeat_interval_s * MISSED_HEARTBEATS) + FRESH_SLACK
+        and at - sent <= timedelta(seconds=interval_s * MISSED_HEARTBEATS) + FRESH_SLACK
         and not _sent_before_going_offline(node, sent)
     ):
         _transition(node, _connected_status(node), "heartbeat", at, events)
@@ -256,6 +269,11 @@ def ingest_outbox(batch: list[OutboxMessage], at: datetime | None = None) -> tup
     return acks, events
 
 
+def judged_interval_s(configured_s: float, reported_s: float | None) -> float:
+    """The interval a node's silence is judged by: what it last said it uses, else what the hub asked (at least 1 s)."""
+    return max(MIN_JUDGED_INTERVAL_S, reported_s if reported_s is not None else configured_s)
+
+
 def missed_heartbeats(last_seen: datetime | None, interval_s: float, listening_since: datetime | None, at: datetime) -> bool:
     """Whether a node stayed silent for MISSED_HEARTBEATS of its intervals while the hub could hear it."""
     return silent_for(last_seen, listening_since, at) > timedelta(seconds=interval_s * MISSED_HEARTBEATS)
@@ -266,17 +284,26 @@ def sweep_missed_heartbeats(listening_since: datetime | None, at: datetime | Non
     at = at or utcnow()
     events: list[FleetEvent] = []
     with database_proxy.atomic():
-        live = Node.select(Node.id, Node.site, Node.status, Node.last_seen_at, Node.connected_at, Node.heartbeat_interval_s)
+        live = Node.select(
+            Node.id,
+            Node.site,
+            Node.status,
+            Node.last_seen_at,
+            Node.connected_at,
+            Node.heartbeat_interval_s,
+            Node.reported_heartbeat_interval_s,
+        )
         for node in live.where(Node.status.in_(("online", "degraded"))):
             last = node.last_seen_at or node.connected_at
-            if missed_heartbeats(last, node.heartbeat_interval_s, listening_since, at):
+            interval_s = judged_interval_s(node.heartbeat_interval_s, node.reported_heartbeat_interval_s)
+            if missed_heartbeats(last, interval_s, listening_since, at):
                 _transition(node, "offline", "heartbeat.missed", at, events)
                 event, what = report_condition(
                     node,
                     "heartbeat.missed",
                     "open",
                     "warning",
-                    {"last_seen_at": iso(last), "interval_s": node.heartbeat_interval_s},
+                    {"last_seen_at": iso(last), "interval_s": interval_s},
                     at,
                 )
                 if what and event is not None:

@@ -94,6 +94,31 @@ def test_a_broker_restart_loses_nothing_and_the_node_comes_back_by_itself(tmp_pa
         fleet.stop()
 
 
+def test_a_node_keeping_its_own_interval_does_not_flap_at_the_hub(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path, None)
+    fleet.hub.start()
+    try:
+        node = fleet.enroll(HARK_HEARTBEAT_INTERVAL_S="6")  # set on the box: the hub's wish does not override it
+        with fleet.hub.admin() as admin:
+            assert admin.patch(f"/api/v1/nodes/{node.node_id}", json={"heartbeat_interval_s": 1}).status_code == 200
+        node.start()
+        fleet.wait_status(node, "online")
+        wait_for(lambda: fleet.detail(node)["metrics"].get("seq") is not None, 10, "a heartbeat")
+        before = len(fleet.detail(node)["status_changes"])
+        deadline = time.monotonic() + 13  # two of the node's intervals; the hub's 3 s would have run out in each
+        while time.monotonic() < deadline:
+            assert fleet.status(node) == "online", fleet.detail(node)["status_changes"][:3]
+            time.sleep(0.5)
+        detail = fleet.detail(node)
+        assert len(detail["status_changes"]) == before
+        assert detail["heartbeat_interval_s"] == 1 and detail["reported_heartbeat_interval_s"] == 6
+        with hub_database(fleet.hub):
+            missed = HealthEvent.select().where(HealthEvent.node_id == node.node_id, HealthEvent.kind == "heartbeat.missed")
+            assert not missed.exists()
+    finally:
+        fleet.stop()
+
+
 def status_messages_received(fleet: Fleet) -> float:
     """How many `status` messages the hub's bridge has taken in (from its /metrics)."""
     with fleet.hub.admin() as admin:

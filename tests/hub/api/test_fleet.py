@@ -332,6 +332,24 @@ def test_missed_heartbeats_turn_a_node_offline(hub: HubProcess) -> None:
     assert node_detail(hub, node["id"])["status_changes"][0]["reason"] == "heartbeat.missed"
 
 
+def test_the_hub_judges_missed_heartbeats_by_the_interval_the_node_reports(hub: HubProcess) -> None:
+    node, credential = enroll(hub)
+    with hub.admin() as admin:  # the hub asks for 1 s; the node (configured locally) keeps 5 s and says so
+        assert admin.patch(f"/api/v1/nodes/{node['id']}", json={"heartbeat_interval_s": 1}).status_code == 200
+    with hub.client(credential) as client:
+        assert client.post(f"/api/v1/nodes/{node['id']}/heartbeat", json=heartbeat("i-1", interval_s=5)).status_code == 200
+    before = len(node_detail(hub, node["id"])["status_changes"])
+    time.sleep(5)  # longer than 3 of the hub's intervals, within the node's next one
+    detail = node_detail(hub, node["id"])
+    assert (detail["status"], len(detail["status_changes"])) == ("online", before)
+    assert detail["heartbeat_interval_s"] == 1 and detail["reported_heartbeat_interval_s"] == 5
+    with hub.client(credential) as client:
+        assert client.post(f"/api/v1/nodes/{node['id']}/heartbeat", json=heartbeat("i-2", seq=2)).status_code == 200
+    assert node_detail(hub, node["id"])["reported_heartbeat_interval_s"] == 5  # a heartbeat without it changes nothing
+    wait_for(lambda: node_detail(hub, node["id"])["status"] == "offline", 25, "offline after 3 of the node's intervals")
+    assert node_detail(hub, node["id"])["status_changes"][0]["reason"] == "heartbeat.missed"
+
+
 def heartbeat_missed(hub: HubProcess, node_id: str) -> list[dict]:
     with hub.admin() as admin:
         events = admin.get("/api/v1/health-events", params={"node_id": node_id, "limit": 200}).json()["data"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from hub.services.listening import silent_for
-from hub.services.telemetry import missed_heartbeats
+from hub.services.telemetry import judged_interval_s, missed_heartbeats
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)
 
@@ -41,3 +41,10 @@ def test_after_a_restart_the_node_gets_a_full_window_from_the_hub_start() -> Non
 
 def test_while_the_broker_is_away_no_node_is_judged() -> None:
     assert not missed_heartbeats(s(0), 1, None, s(3600))
+
+
+def test_the_interval_judged_is_what_the_node_reports_else_what_the_hub_asked() -> None:
+    assert judged_interval_s(1.5, 10.0) == 10.0  # the node keeps its own 10 s: one source of truth
+    assert judged_interval_s(30.0, 5.0) == 5.0
+    assert judged_interval_s(1.5, None) == 1.5  # a node that does not say
+    assert judged_interval_s(10.0, 0.2) == 1.0  # never finer than the hub can tell apart from its own intake delay
