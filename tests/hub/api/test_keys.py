@@ -301,3 +301,17 @@ def test_a_key_holds_no_more_than_its_creator_holds_now(hub: HubProcess, nodes: 
     for secret in (service_secret, grandchild_secret):
         with hub.client(secret) as client:
             assert client.get("/api/v1/nodes").json()["error"]["code"] == "api_key_revoked"
+
+
+def test_disabling_a_user_stops_every_key_it_made(hub: HubProcess) -> None:
+    creator, token = new_user(hub, ["admin"])
+    with hub.client(token) as session:
+        _, service_secret = create_key(session, kind="service", scopes=["node:read"])
+        _, user_secret = create_key(session, scopes=["node:read", "auth:keys"])
+    with hub.client(user_secret) as client:
+        _, child_secret = create_key(client, scopes=["node:read"])
+    with hub.admin() as admin:
+        admin.patch(f"/api/v1/auth/users/{creator['id']}/status", json={"status": "disabled"})
+    for secret in (service_secret, user_secret, child_secret):
+        with hub.client(secret) as client:
+            assert client.get("/api/v1/nodes").json()["error"]["code"] == "api_key_revoked"
