@@ -26,7 +26,7 @@ from node.errors import HubProtocolError, HubRejected, NodeError, StateError
 from node.hardware import Hardware
 from node.health import health_payload, outbox_damaged_payload, outbox_level_payload
 from node.heartbeat import ClockStatus, HeartbeatWorker
-from node.hub_client import FetchedConfig, HubClient, pinned_context
+from node.hub_client import FetchedConfig, HubClient, answer_data, pinned_context
 from node.identify import Identify
 from node.lifecycle import LifecycleRunner
 from node.lifecycle_actions import NodeActions
@@ -284,10 +284,9 @@ class Agent:
             if err.status == 404:  # a hub without technician access
                 return
             raise
-        try:
-            data = msgspec.json.decode(response.body or b"{}").get("data") or {}
-        except (msgspec.DecodeError, AttributeError) as err:
-            raise HubProtocolError(f"hub technician access answer is not understood: {err}") from err
+        data = answer_data(response.body, "hub technician access answer") or {}
+        if not isinstance(data, dict):
+            raise HubProtocolError("hub technician access answer is not understood: its data is not an object")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.technician.update, data.get("pin_hash"), data.get("public_key"))
 

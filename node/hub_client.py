@@ -14,12 +14,15 @@ import msgspec
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 
 from hub import __version__
+from hub.mqtt.decoding import PayloadError, decode
 from hub.tls.contexts import client_context, split_bundle
 from node import const
 from node.clock import clock_offset_ms, parse_utc
 from node.errors import HubProtocolError, HubRejected, HubUnreachable
 
 log = logging.getLogger(__name__)
+
+MAX_ANSWER_BYTES = 1024 * 1024  # a JSON answer from the hub (config, jobs, technician access)
 
 
 class RemoteConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
@@ -101,10 +104,7 @@ class HubClient:
         sent_at = time.time()
         body = await self._get(self.url("config"))
         received_at = time.time()
-        try:
-            config = msgspec.json.decode(body, type=_ConfigEnvelope).data
-        except msgspec.DecodeError as err:
-            raise HubProtocolError(f"hub config answer is not understood: {err}") from err
+        config = hub_answer(body, _ConfigEnvelope, "hub config answer").data
         if config.node_id != self.node_id:
             raise HubProtocolError(f"hub config is for node {config.node_id!r}, not {self.node_id!r}")
         offset: float | None = None
@@ -118,10 +118,7 @@ class HubClient:
     async def fetch_channel_map(self) -> dict[str, Any] | None:
         """The channel map assigned to this node (a template), or None when none is assigned."""
         body = await self._get(self.url("channel-map-assignments"))
-        try:
-            data = msgspec.json.decode(body).get("data")
-        except (msgspec.DecodeError, AttributeError) as err:
-            raise HubProtocolError(f"hub channel map answer is not understood: {err}") from err
+        data = answer_data(body, "hub channel map answer")
         if isinstance(data, dict) and isinstance(data.get("template"), dict):
             data = data["template"]
         if data is not None and not isinstance(data, dict):
@@ -191,7 +188,23 @@ class HubClient:
 def _error_code(body: bytes | None) -> str:
     """The `error.code` of an API error body, for the log (never the body itself)."""
     try:
-        document = msgspec.json.decode(body or b"{}")
+        document = decode(body or b"{}", max_bytes=MAX_ANSWER_BYTES)
         return str(document["error"]["code"])
-    except (msgspec.DecodeError, KeyError, TypeError):
+    except (PayloadError, KeyError, TypeError):
         return ""
+
+
+def hub_answer(body: bytes | None, schema: Any = Any, what: str = "the hub's answer") -> Any:
+    """The hub's JSON answer as `schema`, bounded in size and depth; HubProtocolError when it cannot be used."""
+    try:
+        return decode(body or b"{}", schema, max_bytes=MAX_ANSWER_BYTES)
+    except PayloadError as err:
+        raise HubProtocolError(f"{what} is not understood: {err.reason}: {err}") from err
+
+
+def answer_data(body: bytes | None, what: str = "the hub's answer") -> Any:
+    """The `data` member of the hub's JSON answer (None when absent); HubProtocolError when it cannot be used."""
+    document = hub_answer(body, what=what)
+    if not isinstance(document, dict):
+        raise HubProtocolError(f"{what} is not understood: not a JSON object")
+    return document.get("data")

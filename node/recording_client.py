@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from node.errors import HubProtocolError, HubRejected, NodeError
-from node.hub_client import HubClient
+from node.hub_client import HubClient, answer_data
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,7 @@ def file_sha256(path: Path) -> str:
 
 
 def _data(body: bytes | None) -> Any:
-    try:
-        return msgspec.json.decode(body or b"{}").get("data")
-    except (msgspec.DecodeError, AttributeError) as err:
-        raise HubProtocolError(f"the hub's answer is not understood: {err}") from err
+    return answer_data(body)
 
 
 def _raise_stale(err: HubRejected) -> None:

@@ -21,7 +21,8 @@ import tornado.iostream
 
 from hub.mqtt.messages import MeterFrame
 from node.diagnostics import collect, without_secrets
-from node.errors import NodeError
+from node.errors import HubProtocolError, NodeError
+from node.hub_client import answer_data
 from node.local.errors import InvalidRequest, LocalError, NotFound
 from node.local.server import LOCAL_PREFIX, LocalHandler
 from node.local.technician import SESSION_COOKIE, SESSION_TTL_S, Session, TechnicianAccess
@@ -404,8 +405,12 @@ async def upload_report(agent: Any, report: dict[str, Any]) -> dict[str, Any]:
         )
     except NodeError as err:
         return {"ok": False, "error": str(err)}
-    stored = json.loads(response.body or b"{}").get("data", {})
-    return {"ok": True, "report_id": stored.get("id"), "round_trip_ms": round((time.monotonic() - started) * 1000, 1)}
+    try:
+        stored = answer_data(response.body, "the hub's answer to the report")
+    except HubProtocolError as err:
+        return {"ok": False, "error": str(err)}
+    report_id = stored.get("id") if isinstance(stored, dict) else None
+    return {"ok": True, "report_id": report_id, "round_trip_ms": round((time.monotonic() - started) * 1000, 1)}
 
 
 class PageHandler(LocalHandler):

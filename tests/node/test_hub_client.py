@@ -8,7 +8,7 @@ import pytest
 
 from hub.processes import free_port
 from node.errors import HubProtocolError, HubRejected, HubUnreachable
-from node.hub_client import HubClient
+from node.hub_client import HubClient, answer_data
 from tests.node.fakes import ConfigStub
 
 
@@ -73,3 +73,31 @@ def test_an_answer_the_node_cannot_use_is_a_protocol_error(body: bytes, no_threa
         stub.body_override = body
         with pytest.raises(HubProtocolError):
             fetch(stub.url)
+
+
+DEEP = b'{"a":' * 1000 + b"1" + b"}" * 1000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        DEEP,
+        b'{"data": ' + DEEP + b"}",
+        b'{"data": {"node_id": "n1", "mqtt_url": "mqtt://x", "cache_policy": ' + b'{"a":' * 40 + b"1" + b"}" * 40 + b"}}",
+        b'{"data": {"node_id": "n1", "mqtt_url": "mqtt://x", "tags": "' + b"x" * 2_000_000 + b'"}}',
+    ],
+    ids=["deep", "deep-data", "deep-free-form", "huge"],
+)
+def test_a_deep_or_huge_answer_is_a_protocol_error_not_a_crash(body: bytes, no_thread_leak: None) -> None:
+    with ConfigStub("n1", "mqtt://127.0.0.1:1883", {"cred-1"}) as stub:
+        stub.body_override = body
+        with pytest.raises(HubProtocolError):
+            fetch(stub.url)
+
+
+@pytest.mark.parametrize("body", [DEEP, b"[1, 2]", b"\xff", b'"' + b"x" * 2_000_000 + b'"'])
+def test_every_json_answer_from_the_hub_is_bounded(body: bytes) -> None:
+    with pytest.raises(HubProtocolError):
+        answer_data(body)
+    assert answer_data(b'{"data": {"id": "r1"}}') == {"id": "r1"}
+    assert answer_data(b"") is None
