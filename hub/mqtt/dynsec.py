@@ -34,6 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from hub.const import HUB_MQTT_USERNAME, TOPIC_ROOT
 from hub.errors import HubError
 from hub.mqtt.bridge import BrokerAddress
+from hub.mqtt.decoding import PayloadError, decode
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ NODE_ROLE_PREFIX = "hark-node-"
 DEFAULT_TIMEOUT_S = 5.0
 NODE_BATCH = 100  # nodes per command batch when the hub brings every node up to date at start
 KEEPALIVE_S = 30
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # a listing of every client and role of a large fleet
 
 # The plugin's answers that mean "already in the state we want" (Mosquitto 2.0.x wording).
 CLIENT_EXISTS = "Client already exists"
@@ -243,9 +245,9 @@ def encode_request(commands: Sequence[Command], request_id: str) -> bytes:
 def decode_response(payload: bytes) -> dict[str, CommandResult]:
     """The answers in one response message, keyed by correlation; answers without one are skipped."""
     try:
-        document = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise DynsecError("the broker's dynamic security response is not JSON") from err
+        document = decode(payload, max_bytes=MAX_RESPONSE_BYTES)
+    except PayloadError as err:
+        raise DynsecError(f"the broker's dynamic security response is not usable JSON ({err.reason})") from err
     responses = document.get("responses") if isinstance(document, dict) else None
     if not isinstance(responses, list):
         raise DynsecError("the broker's dynamic security response has no `responses` list")

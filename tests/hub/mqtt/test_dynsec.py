@@ -226,7 +226,9 @@ def test_answers_are_matched_by_correlation_and_tolerated_errors_pass() -> None:
     assert caught.value.reason == "Internal error"
 
 
-@pytest.mark.parametrize("payload", [b"not json", b"[]", b'{"responses": 3}'])
+@pytest.mark.parametrize(
+    "payload", [b"not json", b"[]", b'{"responses": 3}', b"\xff", b'{"responses": ' + b"[" * 1000 + b"]" * 1000 + b"}"]
+)
 def test_malformed_answers_are_a_dynsec_error(payload: bytes) -> None:
     with pytest.raises(DynsecError):
         decode_response(payload)
