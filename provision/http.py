@@ -7,9 +7,11 @@ from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from hub.mqtt.decoding import PayloadError, decode
 from provision.errors import RequestFailed
 
 TIMEOUT_S = 10.0
+MAX_ANSWER_BYTES = 8 * 1024 * 1024  # what a hub or a node may answer (a large fleet's listing fits)
 _trust: dict[str, str | None] = {"ca_certs": None}
 
 
@@ -47,9 +49,10 @@ async def call_json(method: str, url: str, body: Any = None, token: str | None =
     data: Any = None
     if response.body:
         try:
-            data = json.loads(response.body)
-        except ValueError as err:
-            raise RequestFailed(f"{method} {url}: answer is not JSON ({response.code})", response.code) from err
+            data = decode(response.body, max_bytes=MAX_ANSWER_BYTES)
+        except PayloadError as err:
+            problem = f"answer is not usable JSON ({err.reason}, {response.code})"
+            raise RequestFailed(f"{method} {url}: {problem}", response.code) from err
     if response.code >= 400:
         error = data.get("error", {}) if isinstance(data, dict) else {}
         raise RequestFailed(
