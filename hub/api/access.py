@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from hub.api.base import BaseHandler
+from hub.api.hub_wide import HubWide
 from hub.api.listing import ExportHandler, FacetsHandler, ListHandler
-from hub.errors import Forbidden
 from hub.services import access_policies, groups, roles, users
 
 MANAGE = "auth:manage"
@@ -60,24 +59,7 @@ class RolePatchBody(msgspec.Struct, forbid_unknown_fields=True):
     description: str | None = None
 
 
-class FullAdminOnly(BaseHandler):
-    """Access administration needs auth:manage on every site: a site-limited admin could
-    otherwise lift their own limit."""
-
-    async def authorize(self, permission: str) -> None:
-        await super().authorize(permission)
-        assert self.principal is not None
-        if not self.principal.unrestricted_admin:
-            await self.audit(
-                "access.denied",
-                permission=permission,
-                outcome="failure",
-                reason=f"{self.request.method} {self.route}: site-limited",
-            )
-            raise Forbidden(f"This needs the permission {permission} on every site.", required=permission)
-
-
-class UsersHandler(FullAdminOnly, ListHandler):
+class UsersHandler(HubWide, ListHandler):
     """`GET|POST /api/v1/auth/users`."""
 
     spec = users.USER_LIST
@@ -91,17 +73,17 @@ class UsersHandler(FullAdminOnly, ListHandler):
         self.write_data(user, 201)
 
 
-class UserFacetsHandler(FullAdminOnly, FacetsHandler):
+class UserFacetsHandler(HubWide, FacetsHandler):
     spec = users.USER_LIST
     permissions = {"get": MANAGE}
 
 
-class UserExportHandler(FullAdminOnly, ExportHandler):
+class UserExportHandler(HubWide, ExportHandler):
     spec = users.USER_LIST
     permissions = {"get": MANAGE, "post": MANAGE}
 
 
-class UserHandler(FullAdminOnly):
+class UserHandler(HubWide):
     """`GET|DELETE /api/v1/auth/users/{id}`: detail with action states, or delete."""
 
     permissions = {"get": MANAGE, "delete": MANAGE}
@@ -116,7 +98,7 @@ class UserHandler(FullAdminOnly):
         self.write_no_content()
 
 
-class UserAccessHandler(FullAdminOnly):
+class UserAccessHandler(HubWide):
     """`PATCH /api/v1/auth/users/{id}/access`: roles, sites and groups."""
 
     permissions = {"patch": MANAGE}
@@ -130,7 +112,7 @@ class UserAccessHandler(FullAdminOnly):
         self.write_data(user)
 
 
-class UserPasswordHandler(FullAdminOnly):
+class UserPasswordHandler(HubWide):
     """`PATCH /api/v1/auth/users/{id}/password`: set a new password; the user's sessions end."""
 
     permissions = {"patch": MANAGE}
@@ -143,7 +125,7 @@ class UserPasswordHandler(FullAdminOnly):
         self.write_data(user)
 
 
-class UserStatusHandler(FullAdminOnly):
+class UserStatusHandler(HubWide):
     """`PATCH /api/v1/auth/users/{id}/status`: `active` or `disabled` (which ends their sessions)."""
 
     permissions = {"patch": MANAGE}
@@ -155,7 +137,7 @@ class UserStatusHandler(FullAdminOnly):
         self.write_data(user)
 
 
-class GroupsHandler(FullAdminOnly):
+class GroupsHandler(HubWide):
     """`GET|POST /api/v1/auth/groups`."""
 
     permissions = {"get": MANAGE, "post": MANAGE}
@@ -169,7 +151,7 @@ class GroupsHandler(FullAdminOnly):
         self.write_data(group, 201)
 
 
-class GroupHandler(FullAdminOnly):
+class GroupHandler(HubWide):
     """`GET|PATCH|DELETE /api/v1/auth/groups/{id}`."""
 
     permissions = {"get": MANAGE, "patch": MANAGE, "delete": MANAGE}
@@ -189,7 +171,7 @@ class GroupHandler(FullAdminOnly):
         self.write_no_content()
 
 
-class RolesHandler(FullAdminOnly):
+class RolesHandler(HubWide):
     """`GET|POST /api/v1/auth/roles`: the built-in roles and custom ones."""
 
     permissions = {"get": MANAGE, "post": MANAGE}
@@ -203,7 +185,7 @@ class RolesHandler(FullAdminOnly):
         self.write_data(role, 201)
 
 
-class RoleHandler(FullAdminOnly):
+class RoleHandler(HubWide):
     """`PATCH|DELETE /api/v1/auth/roles/{id}` (custom roles only)."""
 
     permissions = {"patch": MANAGE, "delete": MANAGE}
@@ -219,7 +201,7 @@ class RoleHandler(FullAdminOnly):
         self.write_no_content()
 
 
-class AccessPoliciesHandler(FullAdminOnly):
+class AccessPoliciesHandler(HubWide):
     """`GET|PATCH /api/v1/auth/access-policies`."""
 
     permissions = {"get": MANAGE, "patch": MANAGE}

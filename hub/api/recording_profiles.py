@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from hub.api.base import BaseHandler
+from hub.api.hub_wide import HubWideWrites
 from hub.api.listing import ExportHandler, FacetsHandler, ListHandler
 from hub.services import recording_profiles
 from hub.services.recording_profiles import PROFILE_LIST
@@ -40,7 +41,7 @@ class ProfilePatchBody(msgspec.Struct, forbid_unknown_fields=True):
     version: int | msgspec.UnsetType = msgspec.UNSET  # the version last read: 409 if it moved on
 
 
-class ProfilesHandler(ListHandler):
+class ProfilesHandler(HubWideWrites, ListHandler):
     """`GET /api/v1/settings/recording-profiles` and `POST` to create one (201)."""
 
     spec = PROFILE_LIST
@@ -79,7 +80,7 @@ class ProfileExportHandler(ExportHandler):
         await super().post()
 
 
-class ProfileHandler(BaseHandler):
+class ProfileHandler(HubWideWrites):
     """`GET|PATCH|DELETE /api/v1/settings/recording-profiles/{id}` (the built-in `default` cannot be deleted)."""
 
     permissions = {"get": READ, "patch": MANAGE, "delete": MANAGE}

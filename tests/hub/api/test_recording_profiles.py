@@ -178,6 +178,28 @@ def test_a_viewer_reads_profiles_but_cannot_change_them(hub: HubProcess) -> None
         assert viewer.get(PROFILES).status_code == 200
         assert viewer.get(f"{PROFILES}/{profile['id']}").status_code == 200
         denied = viewer.patch(f"{PROFILES}/{profile['id']}", json={"description": "x"})
-        assert denied.status_code == 403 and denied.json()["error"]["required"] == "settings:manage"
+        assert denied.status_code == 403 and denied.json()["error"]["required"] == ["settings:manage"]
         assert viewer.post(PROFILES, json={"name": unique("v")}).status_code == 403
         assert viewer.delete(f"{PROFILES}/{profile['id']}").status_code == 403
+
+
+def test_a_site_limited_admin_reads_profiles_but_cannot_change_what_every_site_records_with(hub: HubProcess) -> None:
+    profile = create(hub)
+    username = unique("north-admin")
+    with hub.admin() as admin:
+        body = {"username": username, "password": PASSWORD, "roles": ["admin"], "sites": ["north"]}
+        assert admin.post("/api/v1/auth/users", json=body).status_code == 201
+        default = next(p for p in admin.get(PROFILES).json()["data"] if p["name"] == "default")
+    with hub.client(hub.login(username, PASSWORD)) as north:
+        assert north.get(PROFILES).status_code == 200
+        assert north.get(f"{PROFILES}/{profile['id']}").status_code == 200
+        for denied in (
+            north.patch(f"{PROFILES}/{default['id']}", json={"sample_rate": 44100}),
+            north.post(PROFILES, json={"name": unique("north")}),
+            north.delete(f"{PROFILES}/{profile['id']}"),
+        ):
+            assert denied.status_code == 403, denied.text
+            assert denied.json()["error"]["required"] == ["settings:manage"]
+    with hub.admin() as admin:
+        assert admin.get(f"{PROFILES}/{default['id']}").json()["data"]["sample_rate"] == default["sample_rate"]
+        assert admin.get(f"{PROFILES}/{profile['id']}").status_code == 200
