@@ -15,7 +15,7 @@ from hub import __version__
 from hub.config import HubConfig
 from hub.data_dir_lock import DataDirLock
 from hub.db import maintenance
-from hub.db.integrity import check_database, record_database
+from hub.db.integrity import check_database
 from hub.errors import ConfigError, StartupError
 from hub.logs import setup_logging
 
@@ -37,7 +37,6 @@ async def serve(config: HubConfig) -> None:
     except BaseException:
         await hub.stop()
         raise
-    record_database(config.database_url, config.data_dir)
     await stop.wait()
     log.info("stopping (signal received)")
     await hub.stop()

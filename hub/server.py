@@ -25,6 +25,7 @@ from hub.auth.oidc import OidcClient, OidcSettings
 from hub.auth.tokens import new_password
 from hub.config import HubConfig
 from hub.db.database import HubDatabase, describe, open_database
+from hub.db.integrity import record_database
 from hub.errors import StartupError
 from hub.events import EventBus
 from hub.ingest import FleetIngest
@@ -254,6 +255,7 @@ class Hub:
         applied = await loop.run_in_executor(None, self.db.start)
         if applied:
             log.info("database migrated: %s", ", ".join(applied))
+        await loop.run_in_executor(None, record_database, config.database_url, config.data_dir)
         generated = await self.db.run(ensure_first_admin, config.admin_password, new_password)
         if generated:
             self._announce_admin_password(generated)

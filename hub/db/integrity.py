@@ -11,6 +11,7 @@ so even a hub with nothing else on disk is recognised.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,8 @@ from hub import const
 from hub.atomic_file import write_atomic
 from hub.errors import DatabaseUnusable
 from hub.tls.ca import CA_DIR, INDEX
+
+log = logging.getLogger(__name__)
 
 MARKER = "database.json"
 RESTORE_OR_RESET = (
@@ -125,4 +128,7 @@ def record_database(database_url: str | None, data_dir: Path) -> None:
     if marker is not None and marker.get("sqlite") == str(path.resolve()):
         return
     body = {"sqlite": str(path.resolve()), "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    write_atomic(data_dir / MARKER, json.dumps(body) + "\n")
+    try:
+        write_atomic(data_dir / MARKER, json.dumps(body) + "\n")
+    except OSError as err:  # a full disk: written on a later start; the other signs of state still count
+        log.warning("cannot write %s: %s", data_dir / MARKER, err.strerror or err)
