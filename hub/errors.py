@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from typing import Any
 
 
@@ -97,3 +99,37 @@ class RateLimited(ApiError):
 class ServiceUnavailable(ApiError):
     status = 503
     code = "unavailable"
+
+
+class InsufficientStorage(ApiError):
+    status = 507
+    code = "insufficient_storage"
+
+    def __init__(self, message: str = "", **kwargs: Any) -> None:
+        super().__init__(
+            message
+            or "The hub's data disk is full: this change was not saved. Reads keep working; "
+            "writes work again by themselves once space is freed (delete recordings or grow the disk).",
+            **kwargs,
+        )
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+POSTGRES_DISK_FULL = "53100"
+
+
+def is_storage_full(err: BaseException | None) -> bool:
+    """Whether `err`, or an error it wraps, says the disk is full: ENOSPC/EDQUOT, SQLite's SQLITE_FULL, PostgreSQL's disk_full."""
+    for _ in range(5):  # the driver's error sits under peewee's (__context__) and ours (__cause__)
+        if err is None:
+            return False
+        if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+            return True
+        if isinstance(err, sqlite3.Error) and (
+            getattr(err, "sqlite_errorname", None) == "SQLITE_FULL" or "database or disk is full" in str(err)
+        ):
+            return True
+        if getattr(err, "pgcode", None) == POSTGRES_DISK_FULL:
+            return True
+        err = err.__cause__ or err.__context__
+    return False

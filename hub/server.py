@@ -26,6 +26,7 @@ from hub.auth.tokens import new_password
 from hub.config import HubConfig
 from hub.db.database import HubDatabase, describe, open_database
 from hub.db.integrity import record_database
+from hub.disk_watch import DiskWatch
 from hub.errors import StartupError
 from hub.events import EventBus
 from hub.ingest import FleetIngest
@@ -38,6 +39,7 @@ from hub.mqtt.topics import command_topic
 from hub.services.auth import ensure_first_admin
 from hub.services.discovery import NodeDiscovery
 from hub.services.nodes import credential_table
+from hub.services.recording_profiles import ensure_default as ensure_default_profile
 from hub.storage import LocalStorage, PartialUploads, RecordingStorage
 from hub.tls.ca import CLIENT, SERVER, CertificateAuthority
 from hub.tls.contexts import make_bundle, reload_crl, server_context
@@ -69,6 +71,7 @@ class Hub:
         self.ingest = FleetIngest(self)
         self.storage: RecordingStorage = LocalStorage(config.data_dir / "recordings")
         self.uploads = PartialUploads(config.data_dir / "uploads")
+        self.disk = DiskWatch(self)
         self.dynsec: DynsecClient | None = None
         self.ca: CertificateAuthority | None = None
         self.tls = config.tls_enabled
@@ -259,8 +262,10 @@ class Hub:
         generated = await self.db.run(ensure_first_admin, config.admin_password, new_password)
         if generated:
             self._announce_admin_password(generated)
+        await self.db.run(ensure_default_profile)  # made here, not by the first read of the profiles
         await self._start_mqtt()
         await self.ingest.start()
+        await self.disk.start()  # before the listener: a full disk refuses writes from the first request
         self._start_http()
         # before anything slow (mDNS probing): requests arrive as soon as the listener is up
         if config.oidc_issuer and config.oidc_client_id and config.oidc_client_secret:
@@ -375,6 +380,7 @@ class Hub:
             )
         connected = self.bridge is not None and self.bridge.connected
         checks["mqtt"] = {"ok": True} if connected else {"ok": False, "reason": f"not connected to {self.public_mqtt_url}"}
+        checks["storage"] = self.disk.readiness()
         return checks
 
     async def stop(self) -> None:
@@ -394,6 +400,7 @@ class Hub:
             await self.http_server.close_all_connections()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.disk.stop()
         await self.ingest.stop()
         if self.bridge is not None:
             await self.bridge.stop()

@@ -89,6 +89,10 @@ class RecordingStorage(Protocol):
         """A local path holding the object for the duration of the `with` block (for decoders)."""
         ...
 
+    def derived_keys(self, key: str) -> list[str]:
+        """Keys of the objects derived from `key` (`<key>.<something>`), oldest first."""
+        ...
+
 
 class LocalStorage:
     """Recording files in a directory tree on the hub's own disk."""
@@ -152,6 +156,17 @@ class LocalStorage:
             return self.path(key).read_bytes()
         except FileNotFoundError:
             return None
+
+    def derived_keys(self, key: str) -> list[str]:
+        target = self.path(key)
+        if not target.parent.is_dir():
+            return []
+        found = []
+        for derived in target.parent.glob(glob_escape(target.name) + ".*"):
+            with contextlib.suppress(FileNotFoundError):
+                found.append((derived.stat().st_mtime_ns, derived.name))
+        prefix = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+        return [prefix + name for _, name in sorted(found)]
 
     @contextlib.contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:

@@ -21,6 +21,7 @@ from node.audio_path import AudioPath, AudioThresholds
 from node.clock import time_quality, utc_iso
 from node.commands import MalformedCommand, decode_command
 from node.config import NodeConfig
+from node.credentials import Credentials
 from node.diagnostics import RecentLog
 from node.errors import HubProtocolError, HubRejected, NodeError, StateError
 from node.hardware import Hardware
@@ -73,7 +74,10 @@ class Agent:
         self.topics = NodeTopics(state.node_id)
         self.clock = ClockStatus()
         tls = pinned_context(state.ca_pem)
-        self.hub = HubClient(state.hub_url, state.node_id, state.credential, tls, config.allow_plain)
+        self.credentials = Credentials(state.credential, state.previous_credential)
+        self.hub = HubClient(
+            state.hub_url, state.node_id, state.credential, tls, config.allow_plain, on_credential=self._on_hub_answer
+        )
         self.transport = MqttTransport(
             self.topics,
             state.credential,
@@ -83,6 +87,7 @@ class Agent:
             self._on_connection,
             tls,
             config.allow_plain,
+            on_login=self._on_broker_login,
         )
         self.sender = OutboxSender(
             config.outbox_path, config.outbox_capacity, self.boot_id, self._publish_reliable, self._outbox_level_report
@@ -383,21 +388,76 @@ class Agent:
         log.debug("hub acknowledged %d messages (%d were waiting)", len(ack.ids), removed)
 
     async def _rotate_credential(self, command: NewCredential) -> None:
-        if command.credential == self.store.state.credential:
-            log.info("credential delivered again, unchanged")
+        """A delivered credential, taken only in place of one the node holds; the replaced one is kept until confirmed."""
+        updated = self.credentials.offer(command.credential, command.replaces_sha256)
+        if updated is None:
+            if command.credential in (self.credentials.current, self.credentials.previous):
+                log.info("credential delivered again, unchanged")
+            else:
+                log.warning("credential delivery ignored: it does not replace a credential this node holds (stale or foreign)")
             return
+        self.credentials = updated
         renewed = command.ca_pem is not None and command.ca_pem != self.store.state.ca_pem
-        changes: dict[str, Any] = {"credential": command.credential}
+        changes: dict[str, Any] = {"credential": updated.current, "previous_credential": updated.previous}
         if renewed:
             changes["ca_pem"] = command.ca_pem
         snapshot, version = self.store.update(**changes)
         await self._write_state(snapshot, version)  # on disk before the old one is retired
-        self.hub.set_credential(command.credential)
-        self.transport.set_credential(command.credential)
+        self.hub.set_credential(self.credentials.active)
+        self.transport.set_credential(self.credentials.active, reconnect=not renewed)  # renewed: the restart reconnects
         log.info("credential rotated (the old one stops working at %s)", command.valid_until_old or "once replaced")
         if renewed:
             log.info("a renewed client certificate came with it: restarting in place to use it")
             self._request_restart()
+
+    def _on_broker_login(self, credential: str, accepted: bool) -> None:
+        """The broker took or refused a login: confirms a new credential, or falls back while the hub is asked."""
+        if not self.credentials.pending:
+            return
+        if accepted:
+            self._use_credentials(self.credentials.accepted(credential), "the broker took the new credential: confirmed")
+            return
+        if credential == self.credentials.current:
+            # A broker not caught up yet (Mosquitto takes the new password a moment later) or a bad
+            # credential: the hub says which; without an answer, fall back to the one that worked.
+            self._spawn(self._ask_hub(credential))
+        else:
+            updated = self.credentials.refused(credential, authoritative=False)
+            self._use_credentials(updated, "the broker refused the previous credential too: trying the new one again", False)
+
+    async def _ask_hub(self, credential: str) -> None:
+        """Whether the hub takes the new `credential` the broker refused; without an answer, use the previous one."""
+        if await self.hub.try_credential(credential):
+            return  # `_on_hub_answer` has it
+        updated = self.credentials.refused(credential, authoritative=False)
+        self._use_credentials(
+            updated, "the broker refused the new credential, the hub is away: falling back to the previous one", False
+        )
+
+    def _on_hub_answer(self, credential: str, accepted: bool) -> None:
+        """The hub took (2xx) or refused (401) a request's credential: final for a new one waiting for confirmation."""
+        if not self.credentials.pending:
+            return
+        if accepted:
+            self._use_credentials(self.credentials.accepted(credential), "the hub took the new credential: confirmed")
+        elif credential == self.credentials.current:
+            updated = self.credentials.refused(credential, authoritative=True)
+            self._use_credentials(updated, "the hub refused the new credential: falling back to the previous one")
+        else:
+            updated = self.credentials.refused(credential, authoritative=True)
+            self._use_credentials(updated, "the hub refused the previous credential: keeping the new one")
+
+    def _use_credentials(self, updated: Credentials | None, why: str, reconnect: bool = True) -> None:
+        """Hold `updated` from now on (None: nothing changes): saved to the state file, logged in with its active one."""
+        if updated is None:
+            return
+        before, self.credentials = self.credentials, updated
+        (log.warning if updated.active != before.active else log.info)("%s", why)
+        if (updated.current, updated.previous) != (before.current, before.previous):
+            self._save_state(credential=updated.current, previous_credential=updated.previous)
+        if updated.active != before.active:
+            self.hub.set_credential(updated.active)
+            self.transport.set_credential(updated.active, reconnect)
 
     # -- lifecycle actions -------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -18,7 +19,7 @@ from hub.mqtt.decoding import PayloadError, decode
 from hub.tls.contexts import client_context, split_bundle
 from node import const
 from node.clock import clock_offset_ms, parse_utc
-from node.errors import HubProtocolError, HubRejected, HubUnreachable
+from node.errors import HubProtocolError, HubRejected, HubUnreachable, NodeError
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,15 @@ def plain_refused(url: str, tls: ssl.SSLContext | None, allow_plain: bool) -> bo
     return tls is not None and parts.scheme in ("http", "mqtt") and not allow_plain and not is_loopback(parts.hostname)
 
 
+CredentialHandler = Callable[[str, bool], None]  # a credential, and whether the hub took it (False: 401)
+
+
 class HubClient:
-    """Requests to the hub as this node; the credential can change at any time (rotation)."""
+    """Requests to the hub as this node; the credential can change at any time (rotation).
+
+    `on_credential` hears the credential a request carried and whether the hub took it (a 2xx
+    answer) or refused it (401); other answers say nothing about the credential.
+    """
 
     def __init__(
         self,
@@ -85,10 +93,12 @@ class HubClient:
         credential: str,
         tls: ssl.SSLContext | None = None,
         allow_plain: bool = False,
+        on_credential: CredentialHandler | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.node_id = node_id
         self._credential = credential
+        self.on_credential = on_credential
         self._tls = tls
         self._allow_plain = allow_plain
         self._http: AsyncHTTPClient | None = None  # made on first use, on the running loop
@@ -98,6 +108,20 @@ class HubClient:
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/api/v1/nodes/{quote(self.node_id, safe='')}/{path}"
+
+    async def try_credential(self, credential: str) -> bool:
+        """Ask the hub whether it takes `credential`: the answer goes to `on_credential`; False when there is none."""
+        try:
+            await self.fetch("GET", self.url("config"), credential=credential)
+        except HubRejected as err:
+            if err.status == 401:
+                return True
+            log.info("the hub could not say whether it takes the new credential: %s", err)
+            return False
+        except NodeError as err:
+            log.info("the hub could not say whether it takes the new credential: %s", err)
+            return False
+        return True
 
     async def fetch_config(self) -> FetchedConfig:
         """GET the node's config; HubUnreachable, HubRejected or HubProtocolError when it fails."""
@@ -140,15 +164,17 @@ class HubClient:
         body_producer: Any = None,
         request_timeout: float = const.HTTP_REQUEST_TIMEOUT_S,
         expected: tuple[int, ...] = (200,),
+        credential: str | None = None,
     ) -> HTTPResponse:
-        """One request as this node; HubUnreachable (network, 5xx), HubRejected (4xx) or HubProtocolError."""
+        """One request as this node (or with `credential`): HubUnreachable (network, 5xx), HubRejected (4xx), HubProtocolError."""
+        credential = credential or self._credential
         if plain_refused(url, self._tls, self._allow_plain):
             raise HubProtocolError(f"{method} {url}: plain HTTP outside loopback refused (TLS expected; HARK_ALLOW_PLAIN)")
         request = HTTPRequest(
             url,
             method=method,
             headers={
-                "Authorization": f"Bearer {self._credential}",
+                "Authorization": f"Bearer {credential}",
                 "Accept": "application/json",
                 "User-Agent": f"hark-node/{__version__}",
                 **(headers or {}),
@@ -170,6 +196,8 @@ class HubClient:
             raise HubUnreachable(f"{method} {url}: {err}") from err
         if response.code >= 500 or response.code == 599:
             raise HubUnreachable(f"{method} {url}: HTTP {response.code}")
+        if self.on_credential is not None and (response.code == 401 or 200 <= response.code < 300):
+            self.on_credential(credential, response.code != 401)
         if response.code >= 400:
             code = _error_code(response.body)
             raise HubRejected(

@@ -42,6 +42,7 @@ class NodeState:
     hardware_id: str | None = None  # generated once, kept across factory resets
     claim_code: str | None = field(default=None, repr=False)  # 8 Crockford base32 characters, proves physical access
     ca_pem: str | None = field(default=None, repr=False)  # the hub's CA, as handed over at claim time
+    previous_credential: str | None = field(default=None, repr=False)  # what a delivered one replaced, until confirmed
 
     def replace(self, **changes: Any) -> NodeState:
         return dataclasses.replace(self, **changes)
@@ -88,7 +89,9 @@ def resolve_state(stored: NodeState | None, node_id: str | None, credential: str
         )
     elif credential and credential_digest(credential) != stored.credential_seed_sha256:
         # A seed the state has not seen: the installer provisioned a new credential.
-        state = stored.replace(credential=credential, credential_seed_sha256=credential_digest(credential))
+        state = stored.replace(
+            credential=credential, credential_seed_sha256=credential_digest(credential), previous_credential=None
+        )
     if hub_url:
         state = state.replace(hub_url=hub_url)
     return state

@@ -58,6 +58,10 @@ class BrokerAddress:
 
 MessageHandler = Callable[[str, bytes], None]
 ConnectionHandler = Callable[[bool], None]
+LoginHandler = Callable[[str, bool], None]  # the credential a CONNECT carried, and whether the broker took it
+
+# CONNACK answers that refuse the login itself (MQTT 3.1.1 codes 4 and 5, as paho names them).
+LOGIN_REFUSED = frozenset({"Bad user name or password", "Not authorized"})
 
 
 class MqttTransport:
@@ -73,6 +77,7 @@ class MqttTransport:
         on_connection: ConnectionHandler,
         tls: ssl.SSLContext | None = None,
         allow_plain: bool = False,
+        on_login: LoginHandler | None = None,
     ) -> None:
         self.topics = topics
         self._tls = tls  # the hub's CA pinned, and the node's certificate
@@ -80,6 +85,8 @@ class MqttTransport:
         self.boot_id = boot_id
         self.agent_version = agent_version
         self._credential = credential
+        self._login_credential = credential  # what the CONNECT in progress carries
+        self._on_login_cb = on_login
         self._on_message_cb = on_message
         self._on_connection_cb = on_connection
         self._address: BrokerAddress | None = None
@@ -124,10 +131,11 @@ class MqttTransport:
         self._address = address
         self._request_reconnect()
 
-    def set_credential(self, credential: str) -> None:
-        """Log in with `credential` from now on: reconnect within a second so the old one can be retired."""
+    def set_credential(self, credential: str, reconnect: bool = True) -> None:
+        """Log in with `credential` from now on: reconnect within a second (or at the next attempt, without `reconnect`)."""
         self._credential = credential
-        self._request_reconnect()
+        if reconnect:
+            self._request_reconnect()
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> bool:
         """Hand one message to paho; False when it could not be queued for sending now."""
@@ -145,10 +153,10 @@ class MqttTransport:
             info = client.publish(self.topics.status, self._status("offline"), qos=1, retain=True)
             try:
                 await loop.run_in_executor(None, info.wait_for_publish, const.OFFLINE_PUBLISH_TIMEOUT_S)
+                if info.is_published():  # raises too when the connection went meanwhile
+                    log.info("published offline status")
             except (RuntimeError, ValueError) as err:
                 log.warning("offline status not confirmed by the broker: %s", err)
-            if info.is_published():
-                log.info("published offline status")
         else:
             log.info("not connected to the broker: the offline status is left to the last will")
         self._stop.set()
@@ -198,7 +206,8 @@ class MqttTransport:
             client = self._client
             self._reconnect_requested.clear()
             self._wake.clear()
-            client.username_pw_set(self.topics.node_id, self._credential)
+            self._login_credential = self._credential
+            client.username_pw_set(self.topics.node_id, self._login_credential)
             client.will_set(self.topics.status, self._status("offline"), qos=1, retain=True)
             try:
                 if plain_refused(address.url(), self._tls, self._allow_plain):
@@ -253,7 +262,11 @@ class MqttTransport:
         if reason.is_failure:
             log.error("mqtt broker %s refused node %s: %s", self._where(), self.topics.node_id, reason)
             client.disconnect()
+            if self._on_login_cb is not None and str(reason) in LOGIN_REFUSED:
+                self._call_on_loop(self._on_login_cb, self._login_credential, False)
             return
+        if self._on_login_cb is not None:
+            self._call_on_loop(self._on_login_cb, self._login_credential, True)
         client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
         client.subscribe(self.topics.commands_filter, qos=1)
         log.info(

@@ -35,6 +35,7 @@ class LoginHandler(BaseHandler):
 
     permissions = {"post": PUBLIC}
     max_body_bytes = 8 * 1024
+    runs_on_full_disk = frozenset({"post"})  # an operator logs in to make room
 
     async def post(self) -> None:
         body = self.parse_body(LoginBody)
@@ -54,6 +55,7 @@ class LogoutHandler(UserSessionHandler):
     """`POST /api/v1/auth/logout`: end the calling session."""
 
     permissions = {"post": AUTHENTICATED}
+    runs_on_full_disk = frozenset({"post"})
 
     async def post(self) -> None:
         assert self.principal is not None

@@ -18,7 +18,17 @@ from tornado.httputil import responses
 
 from hub.auth.principal import ALL_SITES, Principal, SiteScope
 from hub.clock import parse_iso
-from hub.errors import ApiError, Forbidden, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthenticated
+from hub.errors import (
+    ApiError,
+    Forbidden,
+    InsufficientStorage,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unauthenticated,
+    is_storage_full,
+)
 from hub.mqtt.decoding import PayloadError, decode
 from hub.services import audit as audit_service
 from hub.services.audit import Actor
@@ -94,6 +104,8 @@ class BaseHandler(tornado.web.RequestHandler):
     permissions: ClassVar[Mapping[str, str | None]] = {}
     max_body_bytes: ClassVar[int] = 1024 * 1024
     accepts_query_token: ClassVar[bool] = False  # streams may take `?token=` (browsers cannot set headers there)
+    # Writes that still run on a full disk (on the hub's reserve): those that let an operator make room.
+    runs_on_full_disk: ClassVar[frozenset[str]] = frozenset()
 
     hub: Hub
     route: str
@@ -134,7 +146,15 @@ class BaseHandler(tornado.web.RequestHandler):
         if self.permission is not PUBLIC and not self.open_to_caller():
             self.principal = await self.authenticate()
             await self.authorize(self.permission)
+        if self.hub.disk.full and self.writes(method):
+            raise InsufficientStorage()
         self._body_unread = False
+
+    def writes(self, method: str) -> bool:
+        """Whether `method` here may write (a `*:read` permission never does, whatever the verb)."""
+        if method.upper() in SAFE_METHODS or method in self.runs_on_full_disk:
+            return False
+        return not (isinstance(self.permission, str) and self.permission.endswith(":read"))
 
     def data_received(self, chunk: bytes) -> None:
         if self._body_too_large:
@@ -243,7 +263,13 @@ class BaseHandler(tornado.web.RequestHandler):
 
     async def audit(self, action: str, *, actor: Actor | None = None, **fields: Any) -> None:
         """Write an audit event from the handler (mutations audit inside their service instead)."""
-        await self.hub.db.run(functools.partial(audit_service.record, actor or self.actor, action, **fields))
+        try:
+            await self.hub.db.run(functools.partial(audit_service.record, actor or self.actor, action, **fields))
+        except Exception as err:
+            if fields.get("outcome") != "failure" or not is_storage_full(err):
+                raise
+            # A refusal stays a refusal (401, 403) on a full disk; only its audit line is lost.
+            log.warning("disk full: audit event %s (failure) not written", action)
 
     # -- bodies ----------------------------------------------------------------
 
@@ -325,6 +351,10 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        if not isinstance(exc, ApiError) and is_storage_full(exc):
+            self.hub.disk.write_failed()
+            exc = InsufficientStorage()
+            kwargs["exc_info"] = (type(exc), exc, None)
         if isinstance(exc, ApiError):
             status_code = exc.status
             kwargs["reason"] = responses.get(status_code, "Error")
@@ -333,6 +363,9 @@ class BaseHandler(tornado.web.RequestHandler):
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ApiError):
             log.debug("%s %s -> %s %s", self.request.method, self.request.path, value.status, value.code)
+            return
+        if is_storage_full(value):
+            log.warning("%s %s -> 507: the disk is full (%s)", self.request.method, self.request.path, value)
             return
         super().log_exception(typ, value, tb)
 

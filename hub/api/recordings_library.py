@@ -129,6 +129,7 @@ class BulkDeleteHandler(BaseHandler):
     """`POST /api/v1/recordings/bulk-delete` `{"ids"}`: finished recordings only, a result per id."""
 
     permissions = {"post": DELETE}
+    runs_on_full_disk = frozenset({"post"})  # deleting makes room
 
     async def post(self) -> None:
         body = self.parse_body(IdsBody)
@@ -157,6 +158,7 @@ class RecordingHandler(BaseHandler):
     """`GET /api/v1/recordings/{id}` with the actions it allows; `DELETE` a finished one and its file."""
 
     permissions = {"get": READ, "delete": DELETE}
+    runs_on_full_disk = frozenset({"delete"})  # deleting makes room
 
     async def get(self, id: str) -> None:
         assert self.principal is not None
@@ -211,6 +213,7 @@ class DownloadHandler(BaseHandler):
     """`POST /api/v1/recordings/{id}/download`: where to fetch the file (audited as a download)."""
 
     permissions = {"post": DOWNLOAD}
+    runs_on_full_disk = frozenset({"post"})  # a read, audited
 
     async def post(self, id: str) -> None:
         file = await self.hub.db.run(library.stored_file, self.scope, id)
@@ -222,6 +225,7 @@ class PlaybackHandler(BaseHandler):
     """`POST /api/v1/recordings/{id}/playback`: where to stream the recording from."""
 
     permissions = {"post": PLAYBACK}
+    runs_on_full_disk = frozenset({"post"})  # a read, audited
 
     async def post(self, id: str) -> None:
         file = await self.hub.db.run(library.stored_file, self.scope, id)

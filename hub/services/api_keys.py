@@ -18,6 +18,7 @@ from hub.auth.principal import Grant, Principal, Sites, intersect_sites
 from hub.auth.tokens import new_secret, secret_hash
 from hub.clock import iso, utcnow
 from hub.db.models import ApiKey, User, database_proxy
+from hub.db.optional_writes import write_if_room
 from hub.errors import Forbidden, InvalidRequest, NotFound
 from hub.ids import new_id
 from hub.services.audit import Actor, record
@@ -284,7 +285,7 @@ def authenticate_key(secret: str) -> TokenCheck:
     if isinstance(grants, str):
         return TokenCheck(None, grants)
     if key.last_used_at is None or now - key.last_used_at >= TOUCH_AFTER:
-        ApiKey.update(last_used_at=now).where(ApiKey.id == key.id).execute()
+        write_if_room(ApiKey.update(last_used_at=now).where(ApiKey.id == key.id))
     principal = Principal(
         "key",
         key.id,

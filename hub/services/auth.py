@@ -19,6 +19,7 @@ from hub.auth.principal import Principal
 from hub.auth.tokens import new_secret, secret_hash
 from hub.clock import iso, utcnow
 from hub.db.models import AuthSession, User, database_proxy
+from hub.db.optional_writes import write_if_room
 from hub.errors import InvalidRequest, NotFound, RateLimited, Unauthenticated
 from hub.ids import new_id
 from hub.services import access_policies, login_throttle
@@ -199,7 +200,7 @@ def authenticate_session_token(token: str) -> TokenCheck:
         return TokenCheck(None, "expired")
     if now - session.last_used_at >= RENEW_AFTER:
         ttl = timedelta(seconds=access_policies.load().session_ttl_s)
-        AuthSession.update(last_used_at=now, expires_at=now + ttl).where(AuthSession.id == session.id).execute()
+        write_if_room(AuthSession.update(last_used_at=now, expires_at=now + ttl).where(AuthSession.id == session.id))
     return TokenCheck(principal_for_user(session.user, session.id, via=session.via))
 
 

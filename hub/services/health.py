@@ -55,10 +55,24 @@ HEALTH_LIST = ListSpec(
 def report_condition(
     node: Node, kind: str, state: str, severity: str, details: dict[str, Any], at: datetime
 ) -> tuple[HealthEvent | None, str | None]:
-    """Apply a condition report; return the event and what happened (opened, repeated, resolved) or None."""
+    """Apply a node's condition report; return the event and what happened (opened, repeated, resolved) or None."""
+    return _report(node.id, node.site, kind, state, severity, details, at)
+
+
+def report_hub_condition(
+    kind: str, state: str, severity: str, details: dict[str, Any], at: datetime
+) -> tuple[HealthEvent | None, str | None]:
+    """The hub's own condition (a full data disk...): an event with no node and no site, kept the same way."""
+    return _report(None, None, kind, state, severity, details, at)
+
+
+def _report(
+    node_id: str | None, site: str | None, kind: str, state: str, severity: str, details: dict[str, Any], at: datetime
+) -> tuple[HealthEvent | None, str | None]:
+    owner = HealthEvent.node_id.is_null() if node_id is None else HealthEvent.node_id == node_id
     current = (
         HealthEvent.select()
-        .where(HealthEvent.node_id == node.id, HealthEvent.kind == kind, HealthEvent.state.in_(UNRESOLVED))
+        .where(owner, HealthEvent.kind == kind, HealthEvent.state.in_(UNRESOLVED))
         .order_by(HealthEvent.first_seen.desc())
         .first()
     )
@@ -73,8 +87,8 @@ def report_condition(
             return HealthEvent.get_by_id(current.id), "repeated"
         event = HealthEvent.create(
             id=new_id("hev"),
-            node_id=node.id,
-            site=node.site,
+            node_id=node_id,
+            site=site,
             kind=kind[:100],
             severity=severity if severity in SEVERITIES else "warning",
             state="open",

@@ -10,8 +10,8 @@ from hub.clock import utcnow
 from hub.db.models import HealthEvent, Node, database_proxy
 from hub.errors import Conflict, InvalidRequest
 from hub.ids import new_id
-from hub.services.audit import Actor, record
-from hub.services.health import ACTIONS, SEVERITIES, apply_action, event_actions, event_to_api
+from hub.services.audit import SYSTEM, Actor, record
+from hub.services.health import ACTIONS, SEVERITIES, apply_action, event_actions, event_to_api, report_hub_condition
 from hub.services.listing import get_scoped
 from hub.services.telemetry import FleetEvent, refresh_node_status
 
@@ -72,6 +72,18 @@ def create_event(
         events.append(FleetEvent("health.opened", site, after))
         _after_change(node_id, at, events)
     return after, events
+
+
+def hub_condition(kind: str, state: str, severity: str, details: dict[str, Any]) -> list[FleetEvent]:
+    """Open or resolve one of the hub's own conditions (no node, no site), audited as the hub like a node's."""
+    with database_proxy.atomic():
+        event, what = report_hub_condition(kind, state, severity, details, utcnow())
+        if what is None or event is None:
+            return []
+        after = event_to_api(event)
+        if what != "repeated":
+            record(SYSTEM, f"health.{what}", target=("health_event", event.id), after=after)
+    return [FleetEvent(f"health.{what}", None, after)]
 
 
 def act(

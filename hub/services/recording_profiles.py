@@ -17,6 +17,7 @@ import peewee
 
 from hub.clock import iso, utcnow
 from hub.db.models import ChannelMapTemplate, RecordingProfile, database_proxy
+from hub.db.optional_writes import write_if_room
 from hub.errors import Conflict, InvalidRequest, NotFound
 from hub.ids import new_id
 from hub.services.audit import Actor, record
@@ -127,7 +128,7 @@ PROFILE_LIST = ListSpec(
 
 
 def ensure_default() -> None:
-    """Make the built-in `default` profile if it is not there yet (safe when two callers race)."""
+    """Make the built-in `default` profile if it is not there yet (safe when two callers race; skipped on a full disk)."""
     if RecordingProfile.get_or_none(RecordingProfile.id == DEFAULT_ID) is not None:
         return
     now = utcnow()
@@ -141,7 +142,7 @@ def ensure_default() -> None:
         "updated_at": now,
         "version": 1,
     }
-    RecordingProfile.insert(row).on_conflict_ignore().execute()
+    write_if_room(RecordingProfile.insert(row).on_conflict_ignore())
 
 
 def get_profile(profile_id: str) -> RecordingProfile:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,7 +40,10 @@ MAX_METADATA_KEYS = 100
 MAX_KEY_CHARS = 100
 MAX_METADATA_DEPTH = 8
 MAX_CONTEXT_EVENTS = 200
+log = logging.getLogger(__name__)
+
 MAX_BUCKETS = 10_000
+WAVEFORM_CACHE_KEEP = 4  # bucket counts cached per recording: any reader may ask for 10 000 different ones
 WAVEFORM_BLOCK_FRAMES = 256 * 1024
 
 
@@ -413,7 +417,13 @@ def waveform_peaks(storage: RecordingStorage, key: str, buckets: int) -> dict[st
             {"index": c, "min": [_round(v) for v in low[:, c]], "max": [_round(v) for v in high[:, c]]} for c in range(channels)
         ],
     }
-    storage.put_bytes(cache_key, json.dumps(result, separators=(",", ":")).encode())
+    try:
+        storage.put_bytes(cache_key, json.dumps(result, separators=(",", ":")).encode())
+        others = [k for k in storage.derived_keys(key) if k.startswith(f"{key}.waveform-") and k != cache_key]
+        for stale in others[: max(0, len(others) - (WAVEFORM_CACHE_KEEP - 1))]:
+            storage.delete(stale)
+    except OSError as err:  # a cache: a full disk must not fail the read
+        log.warning("waveform of %s not cached: %s", key, err.strerror or err)
     return result
 
 

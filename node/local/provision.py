@@ -130,6 +130,7 @@ class Provisioning:
             node_id=handover.node_id,
             credential=handover.credential,
             credential_seed_sha256=None,
+            previous_credential=None,
             hub_url=handover.hub_url,
             mqtt_url=handover.mqtt_url,
             ca_pem=handover.ca_pem,
@@ -149,7 +150,13 @@ class Provisioning:
             raise ClaimRefused("Wrong claim code or credential.")
         previous = self.store.state.node_id
         snapshot, version = self.store.update(
-            node_id=None, credential=None, credential_seed_sha256=None, hub_url=None, mqtt_url=None, ca_pem=None
+            node_id=None,
+            credential=None,
+            credential_seed_sha256=None,
+            previous_credential=None,
+            hub_url=None,
+            mqtt_url=None,
+            ca_pem=None,
         )
         self.store.save(snapshot, version)
         log.warning("factory reset from %s (was node %s): unprovisioned, waiting to be claimed", source, previous)

@@ -194,7 +194,7 @@ def test_credential_rotation_reconnects_and_survives_a_restart(tmp_path: Path, n
             node.start()
             try:
                 hub.wait_status("online", timeout=20)
-                hub.send("credentials", {"credential": new, "valid_until_old": None})
+                hub.send("credentials", {"credential": new, "valid_until_old": None, "replaces_sha256": credential_digest(old)})
                 wait_for(lambda: node.state()["credential"] == new, 5, "the state file to hold the new credential")
                 # the hub retires the old credential at the broker, which drops clients still using it
                 write_password_file(broker.workdir / "passwords", {"hub": "hub-pass", node_id: new})

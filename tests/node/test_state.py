@@ -150,6 +150,28 @@ def test_a_new_seed_from_the_environment_wins() -> None:
     assert resolve_state(state, "n1", "reprovisioned-3", None) == state
 
 
+def test_a_credential_waiting_for_confirmation_keeps_the_previous_one_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    stored = seeded(credential="rotated-2", previous_credential="seed-1")
+    save_state(path, stored)
+    assert load_state(path) == stored
+    assert resolve_state(stored, "n1", "seed-1", None) == stored
+    assert "seed-1" not in repr(stored) and "rotated-2" not in repr(stored)
+
+
+def test_a_new_seed_from_the_environment_forgets_a_previous_credential() -> None:
+    stored = seeded(credential="rotated-2", previous_credential="seed-1")
+    assert resolve_state(stored, "n1", "reprovisioned-3", None).previous_credential is None
+    assert resolve_state(stored, "n2", "seed-n2", None).previous_credential is None
+
+
+def test_a_state_file_from_before_the_previous_credential_loads(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"node_id": "n1", "credential": "c1", "boot_count": 2}))
+    state = load_state(path)
+    assert state is not None and (state.credential, state.previous_credential) == ("c1", None)
+
+
 def test_a_new_node_id_needs_its_credential() -> None:
     stored = seeded(credential="rotated-2", mqtt_url="mqtt://broker:1883", boot_count=7)
     with pytest.raises(StateError, match="HARK_NODE_CREDENTIAL"):

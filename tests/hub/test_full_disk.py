@@ -1,0 +1,195 @@
+"""A really full data disk (the hub's data dir on a small tmpfs, filled, then freed): reads go on, writes answer 507,
+readiness and a hub health event say why, and everything recovers by itself once space returns."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hub.app import ROUTES
+from hub.clock import utcnow
+from hub.db.models import ApiKey, AuthSession
+from tests.conftest import hub_database
+from tests.harness import ADMIN_PASSWORD, HubProcess, wait_for
+from tests.hub.api.test_recording_upload import (
+    completed_recording,
+    enroll,
+    put_chunk,
+    sine_wav,
+    stored_path,
+    uploading_recording,
+)
+
+STORAGE_EVENT = "hub.storage_full"
+
+
+@pytest.fixture
+def hub_on_small_disk(tmp_path: Path) -> Iterator[HubProcess]:
+    """A hub whose data dir is a 48 MB tmpfs (needs root); stopped, then unmounted, at the end."""
+    hub = HubProcess(tmp_path / "hub")
+    hub.data_dir.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(hub.data_dir)], check=True)
+    code = 0
+    try:
+        hub.start()
+        try:
+            yield hub
+        finally:
+            code = hub.stop()
+    finally:
+        subprocess.run(["umount", str(hub.data_dir)], check=True)
+    assert code == 0, f"hark-hub exited with {code}:\n{hub.log()}"
+
+
+def fill(directory: Path) -> Path:
+    """Write a new file until the disk has no byte left; return it."""
+    filler = directory / f"filler-{len(list(directory.glob('filler-*')))}.bin"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for block in (1024 * 1024, 4096, 1):
+            data = b"\0" * block
+            while True:
+                try:
+                    os.write(fd, data)
+                except OSError as err:
+                    assert err.errno == errno.ENOSPC
+                    break
+    finally:
+        os.close(fd)
+    return filler
+
+
+def storage_check(hub: HubProcess) -> dict[str, Any]:
+    return dict(httpx.get(f"{hub.url}/readyz").json()["checks"].get("storage", {}))
+
+
+def storage_events(api: httpx.Client) -> list[dict[str, Any]]:
+    answer = api.get("/api/v1/health-events", params={"kind": STORAGE_EVENT})
+    assert answer.status_code == 200, answer.text
+    return list(answer.json()["data"])
+
+
+def test_a_full_data_disk_keeps_reads_refuses_writes_with_507_and_recovers_by_itself(hub_on_small_disk: HubProcess) -> None:
+    hub = hub_on_small_disk
+    node_id, credential = enroll(hub)
+    stored, _ = completed_recording(hub, node=(node_id, credential))
+    kept, kept_wav = completed_recording(hub, node=(node_id, credential))
+    stored_file = stored_path(hub, stored)
+    pending = uploading_recording(hub, node=(node_id, credential))
+    wav = sine_wav(1.0)
+    with hub.admin() as admin:
+        answer = admin.post("/api/v1/auth/keys", json={"name": "reader", "scopes": ["node:read", "recording:read"]})
+        assert answer.status_code == 201, answer.text
+        key = answer.json()["data"]["secret"]
+    session = hub.login()
+    with hub_database(hub):  # long unused: the next request would stamp them (a write) on every path
+        AuthSession.update(last_used_at=utcnow() - timedelta(hours=1)).execute()
+        ApiKey.update(last_used_at=utcnow() - timedelta(hours=1)).execute()
+    assert storage_check(hub) == {"ok": True}
+
+    filler = fill(hub.data_dir)
+    body = wait_for(lambda: (c := storage_check(hub)) and not c["ok"] and c, 15, "readyz to report the full disk")
+    assert "full" in body["reason"] and str(hub.data_dir) in body["reason"]
+    assert httpx.get(f"{hub.url}/readyz").status_code == 503
+
+    # on the hub's reserve: the event is recorded, and an operator can log in and delete recordings to make room
+    operator = httpx.post(f"{hub.url}/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    assert operator.status_code == 200, operator.text
+    with hub.client(operator.json()["data"]["token"]) as api:
+        [event] = storage_events(api)
+        assert api.delete(f"/api/v1/recordings/{stored.recording_id}").status_code == 204
+    assert (event["severity"], event["state"], event["node_id"]) == ("critical", "open", None)
+    assert event["details"]["path"] == str(hub.data_dir)
+    assert not stored_file.exists()
+
+    # then not one byte left, not even the reserve: reads go on for sessions, API keys and nodes
+    second = fill(hub.data_dir)
+    with hub.client(session) as api:
+        for path in ("/api/v1/auth/me", "/api/v1/nodes", f"/api/v1/nodes/{node_id}", "/api/v1/recordings"):
+            assert api.get(path).status_code == 200, (path, api.get(path).text)
+        waveform = api.get(f"/api/v1/recordings/{kept.recording_id}/waveform", params={"buckets": 77})
+        assert waveform.status_code == 200 and waveform.json()["data"]["buckets"] == 77  # computed, not cached
+        assert api.get(f"/api/v1/recordings/{kept.recording_id}/file").content == kept_wav
+        for template, handler in ROUTES:  # every read without a path parameter: never a 500
+            if "{" in template or "get" not in handler.permissions or template == "/readyz":
+                continue
+            with api.stream("GET", template) as answer:  # streams (SSE) answer their status at once
+                assert answer.status_code < 500, (template, answer.status_code, answer.read())
+        assert storage_events(api)[0]["state"] == "open"
+    with hub.client(key) as api:
+        assert api.get("/api/v1/nodes").status_code == 200
+    with hub.client(credential) as node:
+        assert node.get(f"/api/v1/nodes/{node_id}/config").status_code == 200
+    assert "optional write to auth_session" in hub.log() and "optional write to api_key" in hub.log()
+    # a wrong token is still a 401, though its audit line cannot be written
+    assert httpx.get(f"{hub.url}/api/v1/nodes", headers={"Authorization": "Bearer ses_wrong"}).status_code == 401
+
+    # writes answer 507 with the reason, uploads and logins included
+    with hub.client(session) as api:
+        for answer in (
+            api.patch(f"/api/v1/nodes/{node_id}", json={"name": "renamed"}),
+            api.post("/api/v1/auth/keys", json={"name": "another", "scopes": ["node:read"]}),
+            httpx.post(f"{hub.url}/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}),
+        ):
+            assert answer.status_code == 507, answer.text
+            error = answer.json()["error"]
+            assert error["code"] == "insufficient_storage" and "disk" in error["message"]
+    refused = put_chunk(hub, pending, wav, 0, len(wav) - 1)
+    assert refused.status_code == 507 and refused.json()["error"]["code"] == "insufficient_storage", refused.text
+
+    # space returns: ready again, the event resolved, writes work
+    filler.unlink()
+    second.unlink()
+    wait_for(lambda: storage_check(hub) == {"ok": True}, 15, "readyz to see the space back")
+    assert httpx.get(f"{hub.url}/readyz").status_code == 200
+    with hub.client(session) as api:
+        [event] = storage_events(api)
+        assert event["state"] == "resolved"
+        assert api.patch(f"/api/v1/nodes/{node_id}", json={"name": "renamed"}).status_code == 200
+    done = put_chunk(hub, pending, wav, 0, len(wav) - 1)
+    assert done.status_code == 200 and done.headers["Upload-Complete"] == "true", done.text
+    fresh = httpx.post(f"{hub.url}/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    assert fresh.status_code == 200, fresh.text
+    assert "Traceback" not in hub.log()
+
+
+def leave_free(directory: Path, free_bytes: int) -> Path:
+    """A file that leaves about `free_bytes` free on the disk of `directory`; return it."""
+    stats = os.statvfs(directory)
+    filler = directory / "filler-leave.bin"
+    with filler.open("wb") as handle:
+        handle.write(b"\0" * max(0, stats.f_bavail * stats.f_frsize - free_bytes))
+    return filler
+
+
+def test_an_upload_that_runs_out_of_space_midway_answers_507_and_resumes_once_space_returns(
+    hub_on_small_disk: HubProcess,
+) -> None:
+    hub = hub_on_small_disk
+    take = uploading_recording(hub)
+    data = sine_wav(90.0)  # 26 MB: more than is left, while the disk does not count as full yet
+    filler = leave_free(hub.data_dir, 20 * 1024 * 1024)
+    assert storage_check(hub) == {"ok": True}
+
+    answer = put_chunk(hub, take, data, 0, len(data) - 1)
+    assert answer.status_code == 507, answer.text
+    assert answer.json()["error"]["code"] == "insufficient_storage"
+    wait_for(lambda: not storage_check(hub)["ok"], 10, "the failed write to count as a full disk")
+
+    filler.unlink()
+    wait_for(lambda: storage_check(hub) == {"ok": True}, 15, "readyz to see the space back")
+    with hub.client(take.credential) as node:
+        offset = int(node.head(f"/api/v1/recordings/{take.recording_id}/cache-file").headers["Upload-Offset"])
+    assert 0 < offset < len(data)  # what reached the disk stays; the node resumes from there
+    done = put_chunk(hub, take, data, offset, len(data) - 1)
+    assert done.status_code == 200 and done.headers["Upload-Complete"] == "true", done.text
+    assert stored_path(hub, take).read_bytes() == data
+    assert "Traceback" not in hub.log()
