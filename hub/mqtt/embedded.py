@@ -64,8 +64,9 @@ class HarkBroker(Broker):
 
     amqtt (0.12) reads a CONNECT, then deletes, resumes or takes over the session of its
     client id, and only then authenticates: a refused CONNECT could drop a live node or
-    wipe its session. Here the CONNECT is authenticated first and a refused one is answered
-    and closed without touching any session. amqtt also delivers what a session queued
+    wipe its session. Here the CONNECT is authenticated first (its last will included: amqtt
+    publishes a will unchecked, so one the login may not publish is refused, as Mosquitto
+    does) and a refused one is answered and closed without touching any session. amqtt also delivers what a session queued
     while away, and sends a newly connected client the retained messages of every
     subscription in the broker, without asking the topic plugins, and flags queued
     messages as retained: both go through the receiver's access here, queued ones as
@@ -88,7 +89,7 @@ class HarkBroker(Broker):
         except MQTTError:
             await writer.close()
             raise
-        if not await self._authenticate(incoming, None):  # amqtt ignores the listener
+        if not await self._authenticate(incoming, None) or not await self._will_allowed(incoming):  # amqtt ignores the listener
             await refuse_connect(writer)
             raise AMQTTError(f"CONNECT from {remote_address}:{remote_port} (client id {incoming.client_id!r}) refused")
         # From here on as amqtt does it: the CONNECT is the session owner's.
@@ -112,6 +113,12 @@ class HarkBroker(Broker):
         if session.keep_alive > 0 and isinstance(delay, int):
             session.keep_alive += delay
         return handler, session
+
+    async def _will_allowed(self, session: Session) -> bool:
+        """amqtt publishes a last will without asking the topic plugins: one the login may not publish is refused here."""
+        if not session.will_flag:
+            return True
+        return bool(session.will_topic) and await self._topic_filtering(session, session.will_topic, Action.PUBLISH)
 
     async def _drop_unreceivable_in_flight(self, session: Session) -> None:
         """Unacknowledged deliveries are sent again on resume: only those its owner may receive."""

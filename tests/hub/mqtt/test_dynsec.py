@@ -388,6 +388,32 @@ def test_a_node_may_not_publish_into_its_own_commands(broker: MosquittoDynsec, n
     run(broker, scenario)
 
 
+def test_a_last_will_on_another_nodes_topic_is_never_published(broker: MosquittoDynsec, no_thread_leak: None) -> None:
+    me, other = new_node_id(), new_node_id()
+
+    async def scenario(dynsec: DynsecClient) -> None:
+        await dynsec.upsert_node(me, "pw-me")
+        await dynsec.upsert_node(other, "pw-other")
+        await asyncio.to_thread(check)
+
+    def check() -> None:
+        hub = login(broker, HUB_USER, HUB_PASSWORD)
+        try:
+            assert hub.subscribe("hark/v1/nodes/+/#") == 1
+            for topic, payload in ((f"hark/v1/nodes/{other}/cmd/credentials", b"forged"), (f"hark/v1/nodes/{me}/status", b"own")):
+                node = Peer(broker, me, "pw-me")
+                node.client.will_set(topic, payload, qos=1, retain=True)
+                if not node.connect().is_failure:
+                    node.client.loop_stop()
+                    node.client.socket().close()  # an abrupt loss: the broker publishes the will
+                node.client.loop_stop()
+            assert hub.received_until(f"hark/v1/nodes/{me}/status") == [(f"hark/v1/nodes/{me}/status", b"own")]
+        finally:
+            hub.close()
+
+    run(broker, scenario)
+
+
 def test_wrong_passwords_and_unknown_users_are_refused(broker: MosquittoDynsec, no_thread_leak: None) -> None:
     me = new_node_id()
 

@@ -228,3 +228,47 @@ def test_wildcards_and_dollar_names_are_no_login(username: str) -> None:
     access = node_access()
     assert not access.check_connect(username, username, CREDENTIALS[NODE_A])
     assert not access.may(username, f"hark/v1/nodes/{NODE_A}/cmd/credentials", "receive")
+
+
+@pytest.mark.parametrize("kind", ["cmd/credentials", "status"])
+def test_a_last_will_on_another_nodes_topic_is_refused_at_connect(kind: str, no_thread_leak: None) -> None:
+    topic = f"hark/v1/nodes/{NODE_B}/{kind}"
+
+    def scenario(broker: EmbeddedBroker, port: int) -> None:
+        hub = Peer(port, "hark-hub-test", HUB_MQTT_USERNAME, HUB_SECRET, clean=True)
+        assert hub.connect()
+        hub.subscribe("hark/v1/nodes/+/#")
+        forger = Peer(port, NODE_A, NODE_A, CREDENTIALS[NODE_A], clean=True)
+        forger.client.will_set(topic, b'{"credential": "hkn_forged"}', qos=1, retain=True)
+        try:
+            accepted = forger.connect()
+            forger.client.loop_stop()
+            if accepted:
+                forger.client.socket().close()  # an abrupt loss: the broker publishes the will
+            assert hub.received(1) == []
+            assert not accepted, "a will on another node's topic was accepted"
+        finally:
+            forger.client.loop_stop()
+            hub.close()
+
+    with_broker(scenario)
+
+
+def test_a_last_will_on_the_nodes_own_status_is_published(no_thread_leak: None) -> None:
+    topic = f"hark/v1/nodes/{NODE_A}/status"
+
+    def scenario(broker: EmbeddedBroker, port: int) -> None:
+        hub = Peer(port, "hark-hub-test", HUB_MQTT_USERNAME, HUB_SECRET, clean=True)
+        assert hub.connect()
+        hub.subscribe("hark/v1/nodes/+/#")
+        node = Peer(port, NODE_A, NODE_A, CREDENTIALS[NODE_A], clean=True)
+        node.client.will_set(topic, b'{"state": "offline"}', qos=1, retain=True)
+        try:
+            assert node.connect()
+            node.client.loop_stop()
+            node.client.socket().close()
+            assert [m[:2] for m in hub.received(2)] == [(topic, b'{"state": "offline"}')]
+        finally:
+            hub.close()
+
+    with_broker(scenario)
