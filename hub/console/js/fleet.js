@@ -1,5 +1,5 @@
 // Fleet overview: every node the user may see, filters, and live meter bars for each.
-import { api, follow, listAll } from "./api.js";
+import { api, can, follow, listAll } from "./api.js";
 import { ago, field, fill, h, select } from "./dom.js";
 import { MeterView } from "./meters.js";
 
@@ -23,6 +23,18 @@ export function clockText(node) {
   return offset === null || offset === undefined ? node.time_quality : `${node.time_quality}, ${offset >= 0 ? "+" : ""}${offset.toFixed(0)} ms`;
 }
 
+/** One of the hub's own health events (no node) in words. */
+export function hubEventText(event) {
+  const d = event.details ?? {};
+  if (event.kind === "hub.storage_full") {
+    const free = typeof d.free_bytes === "number" ? `${Math.floor(d.free_bytes / 1048576)} MiB free` : "no room";
+    const needed = typeof d.recover_above_bytes === "number" ? ` until ${Math.floor(d.recover_above_bytes / 1048576)} MiB are free` : "";
+    return `The hub's data disk is full: ${d.path ?? "its data directory"} has ${free}. Changes and uploads are refused${needed}; `
+      + "reads go on. Delete recordings or grow the disk: the hub recovers by itself.";
+  }
+  return `${event.kind} (${event.severity})`;
+}
+
 export function statusBadge(status) {
   return h("span", { class: `status status-${status}` }, status);
 }
@@ -33,6 +45,7 @@ export function renderFleet(view) {
   const meters = new MeterView(null, (state) => { streamState.textContent = state === "live" ? "live" : `meters ${state}`; });
   const streamState = h("span", { class: "badge small", role: "status" }, "connecting");
   const error = h("p", { class: "error", role: "alert" });
+  const hubHealth = h("section", { class: "hub-health", "aria-label": "Hub health", hidden: true });
   const caption = h("caption", {}, "Loading nodes…");
   const tbody = h("tbody");
   const siteSelect = select([["", "All sites"]], "", { name: "site" });
@@ -56,6 +69,7 @@ export function renderFleet(view) {
 
   fill(view, h("section", { class: "fleet" },
     h("div", { class: "title-row" }, h("h2", {}, "Fleet"), streamState),
+    hubHealth,
     h("form", { class: "filters", role: "search", "aria-label": "Filter nodes", onsubmit: (e) => e.preventDefault() },
       field("Site", siteSelect), field("Status", statusSelect), field("Tag", tagSelect), field("Search", text)),
     error,
@@ -109,14 +123,29 @@ export function renderFleet(view) {
       error.textContent = `Could not load the fleet: ${err.message}`;
     }
   };
+  // The hub's own conditions: health events with no node (their kinds start with "hub.").
+  const loadHubHealth = async () => {
+    if (!can("health:read")) return;
+    try {
+      const { data } = await api("/api/v1/health-events", { params: { q: "hub.", state: ["open", "acknowledged"], limit: 20 } });
+      const open = data.filter((e) => e.node_id === null);
+      fill(hubHealth, open.length ? h("ul", { class: "health-list" },
+        open.map((e) => h("li", { class: `sev-${e.severity}`, role: e.severity === "critical" ? "alert" : null },
+          h("strong", {}, e.severity), " ", hubEventText(e)))) : null);
+      hubHealth.hidden = !open.length;
+    } catch { /* the fleet table says when the hub cannot be reached */ }
+  };
   load();
+  loadHubHealth();
   let pending = null;
   const soon = () => { clearTimeout(pending); pending = setTimeout(load, 300); };
-  const refresh = setInterval(load, 10000);
+  const refresh = setInterval(() => { load(); loadHubHealth(); }, 10000);
   // Status changes arrive at once on the events stream; the periodic reload fills in the rest.
-  const events = follow("/api/v1/events/stream", Object.fromEntries(
-    ["node.online", "node.offline", "node.degraded", "node.pending", "node.updated", "node.enrolled", "node.deleted"].map((type) => [type, soon]),
-  ));
+  const hubChanged = (data) => { if (data?.node_id === null) loadHubHealth(); };
+  const events = follow("/api/v1/events/stream", Object.fromEntries([
+    ...["node.online", "node.offline", "node.degraded", "node.pending", "node.updated", "node.enrolled", "node.deleted"].map((type) => [type, soon]),
+    ...["health.opened", "health.acknowledged", "health.suppressed", "health.resolved", "health.reopened"].map((type) => [type, hubChanged]),
+  ]));
   return () => { clearInterval(refresh); clearTimeout(pending); events.close(); meters.close(); };
 }
 
