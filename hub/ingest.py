@@ -18,7 +18,6 @@ from playhouse.pool import MaxConnectionsExceeded
 from hub.clock import utcnow
 from hub.errors import InvalidRequest
 from hub.meters import MeterStore
-from hub.mqtt.bridge import InvalidMessage
 from hub.mqtt.drops import DropLog
 from hub.mqtt.messages import HealthReport, Heartbeat, LifecycleReport, MeterFrame, Status
 from hub.mqtt.topics import NodeTopic, command_topic
@@ -86,8 +85,6 @@ class FleetIngest:
             await self.deliver_lifecycle(topic.node_id)
 
     def on_outbox(self, topic: NodeTopic, message: Heartbeat | HealthReport | LifecycleReport) -> None:
-        if not message.msg_id or len(message.msg_id) > 100:
-            raise InvalidMessage("msg_id must be 1-100 characters")
         self._pending.append(OutboxMessage(topic.node_id, message.msg_id, message))
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY_S, self._start_flush)

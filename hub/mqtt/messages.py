@@ -27,6 +27,7 @@ from typing import Annotated, Literal
 import msgspec
 
 TimeQuality = Literal["ntp", "gps", "rtc", "unsynced"]
+MsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]  # unique per node; the hub applies each once
 Severity = Literal["info", "warning", "critical"]
 
 
@@ -67,7 +68,7 @@ class OutboxLevel(msgspec.Struct, frozen=True):
 
 
 class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
-    msg_id: str
+    msg_id: MsgId
     ts: str
     seq: int
     agent_version: str
@@ -87,7 +88,7 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
 
 
 class HealthReport(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
-    msg_id: str
+    msg_id: MsgId
     ts: str
     kind: str  # e.g. outbox.high, audio.no_device, disk.low
     state: Literal["open", "resolved"]
@@ -151,7 +152,7 @@ LIFECYCLE_ACTIONS: tuple[str, ...] = ("restart-agent", "restart-audio", "reboot"
 class LifecycleReport(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     """A lifecycle job's progress on the node: `running`, then `succeeded` or `failed` with its output."""
 
-    msg_id: str
+    msg_id: MsgId
     ts: str
     job_id: str
     state: Literal["running", "succeeded", "failed"]

@@ -81,6 +81,15 @@ def test_deeply_nested_agent_bodies_are_400_and_change_nothing(hub: HubProcess) 
     assert reports == [] and events == []
 
 
+def test_an_outbox_message_id_outside_1_to_100_characters_is_refused_on_http_as_on_mqtt(hub: HubProcess) -> None:
+    node, credential = enroll(hub)
+    with hub.client(credential) as agent:
+        for msg_id in ("", "m" * 101):
+            error = assert_refused(agent.post(f"/api/v1/nodes/{node['id']}/heartbeat", json=heartbeat(msg_id)))
+            assert "msg_id" in error["fields"], error
+        assert agent.post(f"/api/v1/nodes/{node['id']}/heartbeat", json=heartbeat("m" * 100)).status_code == 200
+
+
 def test_a_deeply_nested_cursor_is_400(hub: HubProcess) -> None:
     cursor = base64.urlsafe_b64encode(DEEP_OBJECT).decode().rstrip("=")
     with hub.admin() as admin:
