@@ -16,6 +16,7 @@ from hub.config import HubConfig
 from hub.data_dir_lock import DataDirLock
 from hub.db import maintenance
 from hub.db.integrity import check_database
+from hub.disk_watch import make_room_to_start
 from hub.errors import ConfigError, StartupError
 from hub.logs import setup_logging
 
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not lock.take(exclusive=False):
             raise StartupError(f"a restore or reset is running on {config.data_dir}; start the hub once it is done")
+        make_room_to_start(config.database_url, config.data_dir)
         check_database(config.database_url, config.data_dir)
         asyncio.run(serve(config))
     except StartupError as err:

@@ -93,6 +93,18 @@ def release_reserve(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+def make_room_to_start(database_url: str | None, data_dir: Path) -> None:
+    """On a full disk, give the reserve to SQLite before the hub opens it (it needs room for its -shm and -wal)."""
+    database = sqlite_path(database_url, data_dir)
+    if database is None:
+        return
+    reserve = database.with_name(RESERVE_FILE)
+    spaces = measure([database.parent])
+    if reserve.exists() and spaces and spaces[0].free_bytes < FULL_BELOW_BYTES:
+        log.warning("data disk full (%d MiB free): the reserve goes to the database", spaces[0].free_bytes // MIB)
+        release_reserve(reserve)
+
+
 class DiskWatch:
     """Whether the hub's disk is full, for handlers (`full`), readiness and the hub's health event."""
 
@@ -112,9 +124,9 @@ class DiskWatch:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if self.reserve is not None:
-            await self._io(ensure_reserve, self.reserve)
         await self.check()
+        if self.reserve is not None and self.space is not None and self.space.free_bytes >= RECOVER_ABOVE_BYTES:
+            await self._io(ensure_reserve, self.reserve)  # otherwise made once the disk has room again
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:

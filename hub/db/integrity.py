@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,12 +21,13 @@ from playhouse.db_url import parse as parse_db_url
 
 from hub import const
 from hub.atomic_file import write_atomic
-from hub.errors import DatabaseUnusable
+from hub.errors import DatabaseUnusable, StartupError
 from hub.tls.ca import CA_DIR, INDEX
 
 log = logging.getLogger(__name__)
 
 MARKER = "database.json"
+CORRUPTION = ("SQLITE_NOTADB", "SQLITE_CORRUPT")  # damage; other errors (I/O, a full disk, locks) are not
 RESTORE_OR_RESET = (
     "restore a backup with `hark-hub restore <file>`, or move the database aside and start fresh "
     "(users, nodes and node credentials are not recovered) with `hark-hub db reset --move-aside`"
@@ -50,10 +52,22 @@ def sqlite_problem(path: Path) -> str | None:
         finally:
             connection.close()
     except sqlite3.DatabaseError as err:
-        return f"damaged ({err})"
+        if str(getattr(err, "sqlite_errorname", "")).startswith(CORRUPTION) or "malformed" in str(err):
+            return f"damaged ({err})"
+        raise StartupError(f"cannot open the database {path}: {err}{_space_hint(path)}") from err
     if rows != [("ok",)]:
         return "damaged (integrity check: " + "; ".join(str(r[0]) for r in rows[:3]) + ")"
     return None
+
+
+def _space_hint(path: Path) -> str:
+    """A word on the disk when it is full (SQLite cannot make its -shm and -wal files: "disk I/O error")."""
+    try:
+        stats = os.statvfs(path.parent)
+    except OSError:
+        return ""
+    free = stats.f_bavail * stats.f_frsize
+    return f" (its disk is full: {free // 1024} KiB free; free some space and start again)" if free < 1024 * 1024 else ""
 
 
 def earlier_state(data_dir: Path) -> list[str]:

@@ -193,3 +193,32 @@ def test_an_upload_that_runs_out_of_space_midway_answers_507_and_resumes_once_sp
     assert done.status_code == 200 and done.headers["Upload-Complete"] == "true", done.text
     assert stored_path(hub, take).read_bytes() == data
     assert "Traceback" not in hub.log()
+
+
+def test_a_hub_restarted_on_a_full_disk_starts_serves_reads_and_says_why(hub_on_small_disk: HubProcess) -> None:
+    hub = hub_on_small_disk
+    node_id, _ = enroll(hub)
+    session = hub.login()
+    assert hub.stop() == 0, hub.log()
+    filler = fill(hub.data_dir)  # as systemd restarts a hub whose disk filled up
+
+    hub.start(wait_ready=False)
+    body = wait_for(lambda: _readiness(hub), 30, "the hub to answer /readyz\n" + hub.log())
+    assert not body["checks"]["storage"]["ok"] and body["checks"]["database"] == {"ok": True}
+    with hub.client(session) as api:
+        assert api.get(f"/api/v1/nodes/{node_id}").status_code == 200
+        [event] = storage_events(api)
+        assert event["state"] == "open"
+        assert api.patch(f"/api/v1/nodes/{node_id}", json={"name": "x"}).status_code == 507
+    assert "damaged" not in hub.log() and "Traceback" not in hub.log()
+
+    filler.unlink()
+    wait_for(lambda: storage_check(hub) == {"ok": True}, 15, "readyz to see the space back")
+
+
+def _readiness(hub: HubProcess) -> dict[str, Any] | None:
+    assert hub.proc is not None and hub.proc.poll() is None, f"the hub exited:\n{hub.log()}"
+    try:
+        return dict(httpx.get(f"{hub.url}/readyz", timeout=2).json())
+    except httpx.HTTPError:
+        return None
