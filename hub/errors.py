@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -61,8 +62,19 @@ class Unauthenticated(ApiError):
 
 
 class Forbidden(ApiError):
+    """403; `required` and `current` are always answered as lists of permissions (API.md), whatever was passed."""
+
     status = 403
     code = "forbidden"
+
+    def __init__(
+        self, message: str, *, required: str | Iterable[str] | None = None, current: Iterable[str] | None = None, **kwargs: Any
+    ) -> None:
+        if required is not None:
+            kwargs["required"] = [required] if isinstance(required, str) else list(required)
+        if current is not None:
+            kwargs["current"] = list(current)
+        super().__init__(message, **kwargs)
 
 
 class NotFound(ApiError):

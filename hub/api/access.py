@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from hub.api.hub_wide import HubWide
@@ -9,6 +11,9 @@ from hub.api.listing import ExportHandler, FacetsHandler, ListHandler
 from hub.services import access_policies, groups, roles, users
 
 MANAGE = "auth:manage"
+# Lengths as the OpenAPI document's maxLength says: longer is a 400, never silently cut.
+Description = Annotated[str, msgspec.Meta(max_length=500)]
+DisplayName = Annotated[str, msgspec.Meta(max_length=200)]
 
 
 class UserCreateBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -17,7 +22,7 @@ class UserCreateBody(msgspec.Struct, forbid_unknown_fields=True):
     roles: list[str] = []
     sites: list[str] | None = None
     groups: list[str] = []
-    display_name: str | None = None
+    display_name: DisplayName | None = None
 
 
 class AccessBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -38,25 +43,25 @@ class GroupBody(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     roles: list[str] = []
     sites: list[str] | None = None
-    description: str = ""
+    description: Description = ""
 
 
 class GroupPatchBody(msgspec.Struct, forbid_unknown_fields=True):
     name: str | msgspec.UnsetType = msgspec.UNSET
     roles: list[str] | msgspec.UnsetType = msgspec.UNSET
     sites: list[str] | None | msgspec.UnsetType = msgspec.UNSET
-    description: str | msgspec.UnsetType = msgspec.UNSET
+    description: Description | msgspec.UnsetType = msgspec.UNSET
 
 
 class RoleBody(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     permissions: list[str]
-    description: str = ""
+    description: Description = ""
 
 
 class RolePatchBody(msgspec.Struct, forbid_unknown_fields=True):
     permissions: list[str] | None = None
-    description: str | None = None
+    description: Description | None = None
 
 
 class UsersHandler(HubWide, ListHandler):

@@ -223,12 +223,15 @@ class BaseHandler(tornado.web.RequestHandler):
         try:
             principal = await self.hub.authenticator.authenticate(token)
         except Unauthenticated as err:
-            await self.audit(
-                "auth.token",
-                outcome="failure",
-                reason=f"{err.code} on {self.request.method} {self.request.path}",
-                actor=Actor.of(None, self.request.remote_ip),
-            )
+            unwritten = self.hub.authenticator.refusals.admit(self.request.remote_ip)
+            if unwritten is not None:  # repeats from one address: one row a minute, with their count
+                more = f"; {unwritten} more from this address before this one, not written one by one" if unwritten else ""
+                await self.audit(
+                    "auth.token",
+                    outcome="failure",
+                    reason=f"{err.code} on {self.request.method} {self.request.path}{more}",
+                    actor=Actor.of(None, self.request.remote_ip),
+                )
             raise
         if via_cookie and self.request.method not in SAFE_METHODS:
             sent = self.request.headers.get(CSRF_HEADER, "")

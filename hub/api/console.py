@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import tornado.web
+from tornado.httputil import responses
+
+from hub.api.base import EveryMethod
 
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 SECURITY_HEADERS = {
@@ -15,7 +20,20 @@ SECURITY_HEADERS = {
 
 
 class ConsoleFileHandler(tornado.web.StaticFileHandler):
-    """Console assets with a strict content security policy."""
+    """Console assets with a strict content security policy; GET and HEAD only, errors in the API's shape."""
+
+    SUPPORTED_METHODS = EveryMethod()
+
+    def prepare(self) -> None:
+        if self.request.method not in ("GET", "HEAD"):
+            raise tornado.web.HTTPError(405)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:
+            self.set_header("Allow", "GET, HEAD")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(status_code, "error" if status_code < 500 else "internal_error")
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"error": {"code": code, "message": responses.get(status_code, "Error") + "."}}))
 
     def set_extra_headers(self, path: str) -> None:
         for name, value in SECURITY_HEADERS.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hub.api.streaming import StreamHandler
 from hub.errors import InvalidRequest
 from hub.events import Event
+from hub.services import query
 
 
 class EventStreamHandler(StreamHandler):
@@ -13,11 +14,13 @@ class EventStreamHandler(StreamHandler):
     permissions = {"get": "node:read"}
 
     async def get(self) -> None:
-        raw_last = self.request.headers.get("Last-Event-ID") or self.get_query_argument("last_event_id", None)
-        try:
-            after = int(raw_last) if raw_last else None
-        except ValueError as err:
-            raise InvalidRequest("Last-Event-ID must be an event id.", fields={"Last-Event-ID": "not a number"}) from err
+        after = self.query_integer("last_event_id", None, 0)
+        header = self.request.headers.get("Last-Event-ID", "").strip()
+        if header:  # the browser's own resume wins over the query
+            try:
+                after = query.integer(header, 0)
+            except ValueError as err:
+                raise InvalidRequest("Last-Event-ID must be an event id.", fields={"Last-Event-ID": str(err)}) from err
         types_arg = self.get_query_arguments("type")
         types = frozenset(types_arg) if types_arg else None
         subscription, backlog, complete = self.hub.events.subscribe(self.scope, types, after)

@@ -101,7 +101,7 @@ class NodeHandler(BaseHandler):
         self.write_data(node)
 
     async def delete(self, id: str) -> None:
-        force = self.get_query_argument("force", "false").lower() in ("1", "true", "yes")
+        force = self.query_flag("force")
         detail = await self.hub.db.run(nodes.delete_preview, self.scope, id)
         await self.hub.db.run(nodes.delete_node, self.actor, self.scope, id, force)
         await self.hub.node_removed(id)

@@ -304,6 +304,10 @@ class FileSender(BaseHandler):
             self.set_status(206)
             self.set_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.set_header("Content-Length", str(max(0, end - start + 1)))
+        if self.request.method == "HEAD":
+            await loop.run_in_executor(None, handle.close)
+            self.finish()  # the headers only: reading the file would be wasted
+            return
         left = end - start + 1
         try:
             while left > 0:
@@ -346,13 +350,11 @@ class WaveformHandler(BaseHandler):
     permissions = {"get": READ}
 
     async def get(self, id: str) -> None:
-        raw = self.get_query_argument("buckets", str(DEFAULT_BUCKETS))
-        if not raw.isdigit() or not 1 <= int(raw) <= library.MAX_BUCKETS:
-            raise InvalidRequest("Invalid buckets.", fields={"buckets": f"an integer from 1 to {library.MAX_BUCKETS}"})
+        buckets = self.query_integer("buckets", DEFAULT_BUCKETS, 1, library.MAX_BUCKETS)
         file = await self.hub.db.run(library.stored_file, self.scope, id)
         try:
             peaks = await self.hub.run_cpu(
-                functools.partial(library.waveform_peaks, self.hub.storage, file.storage_key, int(raw))
+                functools.partial(library.waveform_peaks, self.hub.storage, file.storage_key, buckets)
             )
         except StorageError as err:
             raise Conflict("The recording's file is missing from storage.", code="file_missing") from err

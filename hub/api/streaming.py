@@ -29,6 +29,9 @@ class StreamHandler(BaseHandler):
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Accel-Buffering", "no")
+        if self.request.method == "HEAD":
+            self.finish()  # the headers say what GET would stream; a HEAD has no body to wait for
+            return
         self._closed = asyncio.Event()
         self.hub.streams_opened(self)
         closed = asyncio.ensure_future(self._closed.wait())

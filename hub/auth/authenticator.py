@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from hub.auth.principal import Principal
+from hub.auth.refusals import RepeatedRefusals
 from hub.auth.tokens import secret_hash
 from hub.db.database import HubDatabase
 from hub.errors import Unauthenticated
@@ -27,6 +28,7 @@ class Authenticator:
     def __init__(self, db: HubDatabase) -> None:
         self.db = db
         self._cache: dict[str, tuple[Principal, float]] = {}
+        self.refusals = RepeatedRefusals()  # which refusals get an audit row (see hub.auth.refusals)
 
     def forget_all(self) -> None:
         self._cache.clear()

@@ -14,6 +14,7 @@ here. Only free-form values are walked in Python, and never deeper than the limi
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Literal, TypeVar, overload
 
 import msgspec
@@ -45,7 +46,7 @@ def decode(payload: bytes | str, schema: Any = Any, *, max_bytes: int = MAX_BYTE
     if len(payload) > max_bytes:
         raise PayloadError("too_large", f"larger than {max_bytes} bytes")
     try:
-        value = msgspec.json.decode(payload, type=schema)
+        value = _decode_typed(payload, schema)
     except RecursionError:
         raise PayloadError("too_deep", f"nested deeper than {max_depth} levels") from None
     except msgspec.ValidationError as err:
@@ -55,6 +56,28 @@ def decode(payload: bytes | str, schema: Any = Any, *, max_bytes: int = MAX_BYTE
     if _plan(schema) is not None:
         check_depth(value, schema, max_depth)
     return value
+
+
+def _decode_typed(payload: bytes | str, schema: Any) -> Any:
+    """msgspec's strict decoding, except that an integer field takes a JSON number with no fractional part (`5.0`)."""
+    try:
+        return msgspec.json.decode(payload, type=schema)
+    except msgspec.ValidationError as err:
+        if not _INT_GOT_FLOAT.match(str(err)):
+            raise
+    # msgspec's lax mode would take `5.0`, but also strings for numbers and booleans; so only this
+    # rare case pays a second pass: whole floats become integers, then the value is checked strictly.
+    # (Inside free-form values such a body then keeps `5` for `5.0`: the same JSON number.)
+    return msgspec.convert(_WHOLE_FLOATS_AS_INTEGERS.decode(payload), type=schema, strict=True)
+
+
+def _whole_float(text: str) -> float | int:
+    number = float(text)
+    return int(number) if number.is_integer() and abs(number) < 2**63 else number
+
+
+_INT_GOT_FLOAT = re.compile(r"Expected `[^`]*\bint\b[^`]*`, got `float`")
+_WHOLE_FLOATS_AS_INTEGERS = msgspec.json.Decoder(float_hook=_whole_float)
 
 
 def check_depth(value: Any, schema: Any, max_depth: int = MAX_DEPTH) -> None:

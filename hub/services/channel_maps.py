@@ -20,6 +20,7 @@ from hub.db.models import ChannelMapAssignment, ChannelMapTemplate, Node, databa
 from hub.errors import ApiError, Conflict, Forbidden, InvalidRequest, NotFound
 from hub.events import FleetEvent
 from hub.ids import new_id
+from hub.services import query
 from hub.services.audit import Actor, record
 from hub.services.listing import Filter, ListRequest, ListSpec, build_query, encode_cursor, get_scoped
 
@@ -52,18 +53,12 @@ def template_to_api(template: ChannelMapTemplate) -> dict[str, Any]:
     }
 
 
-def _channel_count(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= MAX_CHANNELS:
-        raise ValueError(f"must be an integer from 1 to {MAX_CHANNELS}")
-    return int(value)
-
-
 TEMPLATE_LIST = ListSpec(
     model=ChannelMapTemplate,
     serialize=template_to_api,
     filters=(
         Filter("name", ChannelMapTemplate.name, facet=False),
-        Filter("channel_count", ChannelMapTemplate.channel_count, _channel_count),
+        Filter("channel_count", ChannelMapTemplate.channel_count, query.integer_between(1, MAX_CHANNELS)),
     ),
     search=(ChannelMapTemplate.name, ChannelMapTemplate.description),
     time_field=ChannelMapTemplate.updated_at,

@@ -121,6 +121,8 @@ def bulk(
     """The same action on many events; each answers on its own (`ok` or `error`)."""
     if not 1 <= len(ids) <= MAX_BULK:
         raise InvalidRequest("Too many or no ids.", fields={"ids": f"1 to {MAX_BULK} event ids"})
+    if action not in ACTIONS:  # the request is wrong, not each event: one 400
+        raise InvalidRequest("Unknown action.", fields={"action": f"must be one of {', '.join(ACTIONS)}"})
     results: list[dict[str, Any]] = []
     events: list[FleetEvent] = []
     for event_id in dict.fromkeys(ids):

@@ -21,12 +21,14 @@ from hub.auth.principal import ALL_SITES, SiteScope
 from hub.clock import iso, parse_iso
 from hub.errors import InvalidRequest, NotFound
 from hub.mqtt.decoding import decode
+from hub.services import query
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 EXPORT_BATCH = 500
 RESERVED_PARAMS = frozenset({"limit", "cursor", "q", "from", "to", "format", "fields", "token"})
 MAX_CURSOR_BYTES = 1024
+MAX_QUERY_TEXT = 200  # `q`, as the OpenAPI document's maxLength says
 ExportFormat = Literal["csv", "ndjson"]
 
 
@@ -85,6 +87,7 @@ def one_of(options: tuple[str, ...]) -> Callable[[str], str]:
 
 def parse_list_request(spec: ListSpec, args: Mapping[str, Sequence[str]], ids: Sequence[str] | None = None) -> ListRequest:
     """Validate query parameters against `spec`; every problem is named in one 400."""
+    args = {name: values for name, values in args.items() if values}  # a name given no value (`[]` in a body) is absent
     problems: dict[str, str] = {}
     filters: dict[str, tuple[Any, ...]] = {}
     for name, values in args.items():
@@ -100,11 +103,10 @@ def parse_list_request(spec: ListSpec, args: Mapping[str, Sequence[str]], ids: S
             problems[name] = str(err) or "invalid value"
     limit = DEFAULT_LIMIT
     if "limit" in args:
-        raw = args["limit"][-1]
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-            problems["limit"] = f"must be an integer from 1 to {MAX_LIMIT}"
-        else:
-            limit = int(raw)
+        try:
+            limit = query.integer(args["limit"][-1], 1, MAX_LIMIT)
+        except ValueError as err:
+            problems["limit"] = str(err)
     after = None
     if "cursor" in args and args["cursor"][-1]:
         try:
@@ -121,9 +123,10 @@ def parse_list_request(spec: ListSpec, args: Mapping[str, Sequence[str]], ids: S
                 times[key] = parse_iso(args[key][-1])
             except ValueError:
                 problems[key] = "must be an ISO 8601 time with a zone, e.g. 2026-01-31T12:00:00Z"
-    q = args["q"][-1].strip() if "q" in args and args["q"][-1].strip() else None
-    if q is not None and len(q) > 200:
-        problems["q"] = "must be at most 200 characters"
+    raw_q = args["q"][-1] if "q" in args else ""
+    if len(raw_q) > MAX_QUERY_TEXT:
+        problems["q"] = f"must be at most {MAX_QUERY_TEXT} characters"
+    q = raw_q.strip() or None
     if problems:
         raise InvalidRequest("Some query parameters are invalid.", fields=problems)
     return ListRequest(filters, q, times["from"], times["to"], limit, after, tuple(ids) if ids is not None else None)
@@ -310,7 +313,7 @@ def _json_default(value: Any) -> Any:
 
 
 def parse_export_format(args: Mapping[str, Sequence[str]]) -> ExportFormat:
-    fmt = args.get("format", ["csv"])[-1]
+    fmt = (args.get("format") or ["csv"])[-1]
     if fmt not in ("csv", "ndjson"):
         raise InvalidRequest("Unknown export format.", fields={"format": "must be csv or ndjson"})
     return fmt  # type: ignore[return-value]

@@ -20,6 +20,7 @@ from hub.db.models import ChannelMapTemplate, RecordingProfile, database_proxy
 from hub.db.optional_writes import write_if_room
 from hub.errors import Conflict, InvalidRequest, NotFound
 from hub.ids import new_id
+from hub.services import query
 from hub.services.audit import Actor, record
 from hub.services.listing import Filter, ListSpec, one_of
 
@@ -81,17 +82,15 @@ def snapshot(profile: RecordingProfile) -> dict[str, Any]:
 
 def _int_of(options: tuple[int, ...]) -> Any:
     def parse(value: str) -> int:
-        if not value.isdigit() or int(value) not in options:
+        try:
+            number = query.integer(value)
+        except ValueError:
+            number = None
+        if number not in options:
             raise ValueError(f"must be one of {', '.join(map(str, options))}")
-        return int(value)
+        return number
 
     return parse
-
-
-def _bool(value: str) -> bool:
-    if value not in ("true", "false"):
-        raise ValueError("must be true or false")
-    return value == "true"
 
 
 PROFILE_LIST = ListSpec(
@@ -103,7 +102,7 @@ PROFILE_LIST = ListSpec(
         Filter("audio_format", RecordingProfile.format, one_of(FORMATS)),
         Filter("sample_rate", RecordingProfile.sample_rate, _int_of(SAMPLE_RATES)),
         Filter("bit_depth", RecordingProfile.bit_depth, _int_of(BIT_DEPTHS)),
-        Filter("builtin", RecordingProfile.builtin, _bool),
+        Filter("builtin", RecordingProfile.builtin, query.boolean),
     ),
     search=(RecordingProfile.name, RecordingProfile.description),
     time_field=RecordingProfile.updated_at,

@@ -13,6 +13,7 @@ from hub.clock import utcnow
 from hub.db.models import Recording, RecordingJob, database_proxy
 from hub.errors import Conflict, InvalidRequest, NotFound
 from hub.events import FleetEvent
+from hub.services import query
 from hub.services.audit import Actor, record
 from hub.services.recordings import JOB_ACTIVE, recording_to_api
 
@@ -88,11 +89,10 @@ def parse_chunk_headers(
     digest = (sha256 or "").strip()
     if not _SHA256.match(digest):
         problems["X-Content-SHA256"] = "is required: the hex sha256 of the whole file (64 characters)"
-    raw_epoch = (lease_epoch or "").strip()
-    if not raw_epoch.isdigit() or len(raw_epoch) > 18:
+    try:
+        epoch = query.integer((lease_epoch or "").strip(), 0)
+    except ValueError:
         problems["X-Lease-Epoch"] = "is required: the job's lease epoch (an integer)"
-    else:
-        epoch = int(raw_epoch)
     if content_length is None:
         problems["Content-Length"] = "is required"
     elif match is not None and "Content-Range" not in problems and int(content_length) != end - start + 1:

@@ -24,6 +24,7 @@ from hub.clock import iso, utcnow
 from hub.db.models import HealthEvent, Node, Recording, RecordingJob, database_proxy
 from hub.errors import Conflict, InvalidRequest, NotFound
 from hub.events import FleetEvent
+from hub.services import query
 from hub.services.audit import Actor, record
 from hub.services.health import UNRESOLVED, event_to_api
 from hub.services.listing import Filter, ListRequest, ListSpec, export_batches, fetch_page, get_scoped, one_of, parse_list_request
@@ -47,12 +48,6 @@ WAVEFORM_CACHE_KEEP = 4  # bucket counts cached per recording: any reader may as
 WAVEFORM_BLOCK_FRAMES = 256 * 1024
 
 
-def _flag(value: str) -> bool:
-    if value not in ("true", "false"):
-        raise ValueError("must be true or false")
-    return value == "true"
-
-
 RECORDING_LIST = ListSpec(
     model=Recording,
     serialize=lambda r: recording_to_api(r, None),
@@ -61,7 +56,7 @@ RECORDING_LIST = ListSpec(
         Filter("site", Recording.site),
         Filter("status", Recording.status, one_of(STATUSES)),
         Filter("format", Recording.format, one_of(FORMATS)),  # not a query name on exports: see parse_library_request
-        Filter("interrupted", Recording.interrupted, _flag),
+        Filter("interrupted", Recording.interrupted, query.boolean),
     ),
     search=(Recording.name, Recording.metadata),
     # A recording's time is when it started, or when it was asked for if it never started.

@@ -11,6 +11,7 @@ from hub.clock import utcnow
 from hub.db.models import ApiKey, Group, User, UserGroup, database_proxy
 from hub.errors import Conflict, InvalidRequest, NotFound
 from hub.ids import new_id
+from hub.services import query
 from hub.services.audit import Actor, record
 from hub.services.auth import revoke_user_sessions, user_to_api
 from hub.services.grants import full_admin_ids, keeping_an_admin, principal_for_user
@@ -21,19 +22,13 @@ USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,149}")
 SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
-def _disabled(value: str) -> bool:
-    if value not in ("true", "false"):
-        raise ValueError("must be true or false")
-    return value == "true"
-
-
 USER_LIST = ListSpec(
     model=User,
     serialize=user_to_api,
     filters=(
         Filter("role", User.roles, contains=True),
         Filter("site", User.sites, contains=True),
-        Filter("disabled", User.disabled, _disabled),
+        Filter("disabled", User.disabled, query.boolean),
     ),
     search=(User.username, User.display_name),
     time_field=User.created_at,

@@ -98,14 +98,14 @@ def test_allowed_exactly_when_the_caller_holds_the_permission(
                 continue  # a HEAD answer has no body to read the error from
             error = response.json()["error"]
             if name == "node":
-                assert error["code"] == "forbidden" and error["required"] == permission
+                assert error["code"] == "forbidden" and error["required"] == [permission]
             elif name == "scoped-key":
                 assert error["code"] == "insufficient_scope" and error["required"] == [permission]
             else:
                 assert error == {
                     "code": "forbidden",
                     "message": f"This needs the permission {permission}.",
-                    "required": permission,
+                    "required": [permission],
                 }
 
 

@@ -412,7 +412,7 @@ def test_a_viewer_cannot_read_the_audit_log(hub: HubProcess, history: dict[str, 
         assert response.json()["error"] == {
             "code": "forbidden",
             "message": "This needs the permission audit:read.",
-            "required": "audit:read",
+            "required": ["audit:read"],
         }
     denied = events(hub, actor_id=viewer["id"], action="access.denied")
     assert len(denied) == 5

@@ -312,7 +312,7 @@ def test_a_viewer_reads_settings_but_cannot_change_them(hub: HubProcess) -> None
         assert viewer.get(TEMPLATES).status_code == 200
         assert viewer.get(f"{ASSIGNMENTS}/{node_id}").status_code == 200
         denied = viewer.put(f"{ASSIGNMENTS}/{node_id}", json={"template_id": template["id"]})
-        assert denied.status_code == 403 and denied.json()["error"]["required"] == "settings:manage"
+        assert denied.status_code == 403 and denied.json()["error"]["required"] == ["settings:manage"]
         assert viewer.post(TEMPLATES, json=stereo()).status_code == 403
     with hub.admin() as admin:
         denials = admin.get("/api/v1/audit-events", params={"action": "access.denied", "permission": "settings:manage"})

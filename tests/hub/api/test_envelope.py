@@ -36,7 +36,7 @@ def test_wrong_method_is_405_with_allow_header(hub: HubProcess) -> None:
         response = client.delete("/api/v1/nodes")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == "GET, HEAD"
 
 
 def test_missing_token_is_401(hub: HubProcess) -> None:

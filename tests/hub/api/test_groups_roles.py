@@ -289,7 +289,7 @@ def test_custom_role_grants_exactly_its_permissions(hub: HubProcess) -> None:
         assert client.get("/api/v1/audit-events", params={"limit": 1}).status_code == 200
         denied = client.get("/api/v1/nodes")
     assert denied.status_code == 403
-    assert denied.json()["error"]["required"] == "node:read"
+    assert denied.json()["error"]["required"] == ["node:read"]
     with hub.admin() as client:
         assert role in client.get(ROLES).json()["data"]
 
@@ -473,4 +473,4 @@ def test_groups_roles_and_policies_need_auth_manage(hub: HubProcess) -> None:
         ]
     for response in responses:
         assert response.status_code == 403, response.request.url
-        assert response.json()["error"]["required"] == "auth:manage"
+        assert response.json()["error"]["required"] == ["auth:manage"]

@@ -137,4 +137,4 @@ def test_a_viewer_reads_but_cannot_acknowledge(hub: HubProcess) -> None:
     with hub.client(hub.login(username, "health-test-password")) as viewer:
         assert viewer.get(f"/api/v1/health-events/{event_id}").status_code == 200
         denied = viewer.post(f"/api/v1/health-events/{event_id}/acknowledge")
-    assert denied.status_code == 403 and denied.json()["error"]["required"] == "health:acknowledge"
+    assert denied.status_code == 403 and denied.json()["error"]["required"] == ["health:acknowledge"]

@@ -428,7 +428,7 @@ def test_discovery_needs_auth_manage(sso_hub: HubProcess, oidc_provider: OidcPro
     with sso_hub.client(viewer_token) as viewer:
         denied = viewer.get("/api/v1/auth/oidc/discovery")
     error = assert_error(denied, 403, "forbidden")
-    assert error["required"] == "auth:manage"
+    assert error["required"] == ["auth:manage"]
 
     with sso_hub.admin() as admin:
         response = admin.get("/api/v1/auth/oidc/discovery")

@@ -412,8 +412,8 @@ def test_jobs_list_filter_facet_export_and_site_scope(hub: HubProcess) -> None:
     with hub.client(user_token(hub, ["viewer"])) as viewer:
         assert viewer.get(f"{JOBS}/{south_job['id']}").status_code == 200
         denied = viewer.post(RECORDINGS, json={"node_id": north})
-        assert denied.status_code == 403 and denied.json()["error"]["required"] == "recording:create"
-        assert viewer.post(f"{JOBS}/{south_job['id']}/retry").json()["error"]["required"] == "recording:control"
+        assert denied.status_code == 403 and denied.json()["error"]["required"] == ["recording:create"]
+        assert viewer.post(f"{JOBS}/{south_job['id']}/retry").json()["error"]["required"] == ["recording:control"]
 
 
 # -- concurrency ------------------------------------------------------------------------------------
