@@ -8,9 +8,9 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 import msgspec
 import tornado.web
@@ -31,6 +31,7 @@ from hub.errors import (
 )
 from hub.mqtt.decoding import PayloadError, decode
 from hub.services import audit as audit_service
+from hub.services import query
 from hub.services.audit import Actor
 from hub.services.auth import csrf_token
 
@@ -94,13 +95,22 @@ def body_error(err: PayloadError) -> ApiError:
     return InvalidRequest("The body is not valid JSON.", fields={"body": "is not valid JSON"})
 
 
+class EveryMethod(tuple[str, ...]):
+    """Contains every method name, so Tornado hands each request to `prepare` (which answers 405 with `Allow`)."""
+
+    def __contains__(self, method: object) -> bool:
+        return True
+
+
 @tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
     """Thin handlers subclass this and declare `permissions`: method -> permission (or PUBLIC).
 
-    A method missing from `permissions` is not allowed (405), so no route is open by accident.
+    A method missing from `permissions` is not allowed (405 with `Allow`), so no route is open by
+    accident; HEAD is answered wherever GET is, with GET's permission and GET's answer minus its body.
     """
 
+    SUPPORTED_METHODS = EveryMethod()
     permissions: ClassVar[Mapping[str, str | None]] = {}
     max_body_bytes: ClassVar[int] = 1024 * 1024
     accepts_query_token: ClassVar[bool] = False  # streams may take `?token=` (browsers cannot set headers there)
@@ -133,8 +143,10 @@ class BaseHandler(tornado.web.RequestHandler):
         self._counted = True
         self._body_unread = True
         method = self.request.method.lower()
+        if method == "head" and method not in self.permissions:
+            method = "get"  # HEAD is GET without the body
         if method not in self.permissions:
-            allowed = ", ".join(m.upper() for m in self.permissions)
+            allowed = ", ".join(self.allowed_methods())
             raise MethodNotAllowed(f"{self.request.method} is not allowed here.", headers={"Allow": allowed} if allowed else {})
         declared = self.request.headers.get("Content-Length")
         if declared is not None:
@@ -155,6 +167,21 @@ class BaseHandler(tornado.web.RequestHandler):
         if method.upper() in SAFE_METHODS or method in self.runs_on_full_disk:
             return False
         return not (isinstance(self.permission, str) and self.permission.endswith(":read"))
+
+    def allowed_methods(self) -> list[str]:
+        """The methods this route answers (its `Allow` header): those declared, and HEAD wherever GET is."""
+        methods = [m.upper() for m in self.permissions]
+        if "GET" in methods and "HEAD" not in methods:
+            methods.insert(methods.index("GET") + 1, "HEAD")
+        return methods
+
+    async def _head_as_get(self, *args: str, **kwargs: str) -> None:
+        """GET's answer; Tornado sends its headers and drops its body."""
+        result = self.get(*args, **kwargs)
+        if result is not None:
+            await result
+
+    head: Callable[..., Awaitable[None] | None] = _head_as_get  # typed as Tornado types its verbs
 
     def data_received(self, chunk: bytes) -> None:
         if self._body_too_large:
@@ -256,7 +283,7 @@ class BaseHandler(tornado.web.RequestHandler):
                 current=list(principal.key_scopes or ()),
             )
         else:
-            error = Forbidden(f"This needs the permission {permission}.", required=permission)
+            error = Forbidden(f"This needs the permission {permission}.", required=[permission])
         await self.audit("access.denied", permission=permission, outcome="failure", reason=f"{self.request.method} {self.route}")
         raise error
 
@@ -312,6 +339,26 @@ class BaseHandler(tornado.web.RequestHandler):
             return {k: [v.decode("utf-8") for v in vs] for k, vs in self.request.query_arguments.items()}
         except UnicodeDecodeError as err:
             raise InvalidRequest("Query parameters must be UTF-8.") from err
+
+    def query_flag(self, name: str, default: bool = False) -> bool:
+        """A `true|false` query parameter (the last one sent); anything else is a 400 naming it."""
+        raw = self.query_args().get(name)
+        try:
+            return query.boolean(raw[-1]) if raw else default
+        except ValueError as err:
+            raise InvalidRequest("Some query parameters are invalid.", fields={name: str(err)}) from err
+
+    @overload
+    def query_integer(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int: ...
+    @overload
+    def query_integer(self, name: str, default: None, minimum: int | None = None, maximum: int | None = None) -> int | None: ...
+    def query_integer(self, name: str, default: int | None, minimum: int | None = None, maximum: int | None = None) -> int | None:
+        """A whole-number query parameter (`5` or `5.0`) within bounds; anything else is a 400 naming it."""
+        raw = self.query_args().get(name)
+        try:
+            return query.integer(raw[-1], minimum, maximum) if raw else default
+        except ValueError as err:
+            raise InvalidRequest("Some query parameters are invalid.", fields={name: str(err)}) from err
 
     # -- responses ---------------------------------------------------------------
 
