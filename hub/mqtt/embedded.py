@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -64,14 +65,14 @@ class HarkBroker(Broker):
 
     amqtt (0.12) reads a CONNECT, then deletes, resumes or takes over the session of its
     client id, and only then authenticates: a refused CONNECT could drop a live node or
-    wipe its session. Here the CONNECT is authenticated first (its last will included: amqtt
-    publishes a will unchecked, so one the login may not publish is refused, as Mosquitto
-    does) and a refused one is answered and closed without touching any session. amqtt also delivers what a session queued
-    while away, and sends a newly connected client the retained messages of every
-    subscription in the broker, without asking the topic plugins, and flags queued
-    messages as retained: both go through the receiver's access here, queued ones as
-    ordinary messages. With TLS, its listeners use the hub's context (client certificates
-    checked against the CRL).
+    wipe its session. Here the CONNECT is authenticated first (its last will included:
+    amqtt publishes a will unchecked, so one the login may not publish is refused, as
+    Mosquitto does) and a refused one is answered and closed without touching any session.
+    amqtt also delivers what a session queued while away, and sends a newly connected
+    client the retained messages of every subscription in the broker, without asking the
+    topic plugins, and flags queued messages as retained: both go through the receiver's
+    access here, queued ones as ordinary messages. With TLS, its listeners use the hub's
+    context (client certificates checked against the CRL).
     """
 
     tls_context: ssl.SSLContext | None = None
@@ -89,7 +90,8 @@ class HarkBroker(Broker):
         except MQTTError:
             await writer.close()
             raise
-        if not await self._authenticate(incoming, None) or not await self._will_allowed(incoming):  # amqtt ignores the listener
+        allowed = await self._authenticate(incoming, None)  # amqtt ignores the listener argument
+        if not allowed or not await self._will_allowed(incoming):
             await refuse_connect(writer)
             raise AMQTTError(f"CONNECT from {remote_address}:{remote_port} (client id {incoming.client_id!r}) refused")
         # From here on as amqtt does it: the CONNECT is the session owner's.
@@ -156,11 +158,12 @@ class HarkBroker(Broker):
 
 
 async def refuse_connect(writer: WriterAdapter) -> None:
-    """Answer a CONNECT with "not authorized" and close the connection."""
-    try:
-        await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
-    finally:
-        await writer.close()
+    """Answer a CONNECT with "not authorized" and close the connection (a client gone already is fine)."""
+    with contextlib.suppress(OSError):
+        try:
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+        finally:
+            await writer.close()
 
 
 def _broker_config(host: str, port: int, tls: bool) -> dict[str, Any]:
