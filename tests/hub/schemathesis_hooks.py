@@ -1,0 +1,65 @@
+"""Schemathesis hooks for tests/hub/test_schemathesis.py: who the run is, and how it cannot lock itself out.
+
+Every request is the first admin's, with one login session (`HARK_ST_TOKEN`), except:
+
+- `POST /auth/logout` and `POST /auth/logout-all`, which end the caller's own sessions: they are
+  sent as a second principal, a user made for this and logged in afresh before each one;
+- a write addressed to a protected id (the admin, that second user, the admin's session: disable,
+  delete, change access or password, revoke) is sent to `protected-id` instead, a 404.
+
+Nothing else the API offers ends the admin's session. Settings come from the environment the
+test gives the schemathesis process.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+import schemathesis
+
+LOGOUT_PATHS = ["/api/v1/auth/logout", "/api/v1/auth/logout-all"]
+PROTECTED = frozenset(filter(None, os.environ.get("HARK_ST_PROTECTED_IDS", "").split(",")))
+
+
+def _bearer(case: Any, token: str) -> None:
+    case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
+
+
+@schemathesis.auth(refresh_interval=None).skip_for(path=LOGOUT_PATHS)
+class Admin:
+    """The first admin's login session."""
+
+    def get(self, case: Any, context: Any) -> str:
+        return os.environ["HARK_ST_TOKEN"]
+
+    def set(self, case: Any, data: str, context: Any) -> None:
+        _bearer(case, data)
+
+
+@schemathesis.auth(refresh_interval=None).apply_to(path=LOGOUT_PATHS)
+class LogoutPrincipal:
+    """A fresh session of the second principal for each logout."""
+
+    def get(self, case: Any, context: Any) -> str:
+        response = httpx.post(
+            f"{os.environ['HARK_ST_URL']}/api/v1/auth/login",
+            json={"username": os.environ["HARK_ST_LOGOUT_USER"], "password": os.environ["HARK_ST_LOGOUT_PASSWORD"]},
+            timeout=30,
+        )
+        response.raise_for_status()
+        return str(response.json()["data"]["token"])
+
+    def set(self, case: Any, data: str, context: Any) -> None:
+        _bearer(case, data)
+
+
+@schemathesis.hook
+def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    """Keep writes off the protected user and session ids."""
+    if case.method.upper() in ("GET", "HEAD") or not case.path_parameters:
+        return
+    for name, value in list(case.path_parameters.items()):
+        if str(value) in PROTECTED:
+            case.path_parameters[name] = "protected-id"
