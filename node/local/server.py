@@ -49,9 +49,17 @@ class LocalContext:
     agent: Callable[[], Any] = field(default=lambda: None)  # the running Agent, or None
 
 
+class _EveryMethod(tuple[str, ...]):
+    """Contains every method name, so Tornado hands each request to `prepare` (405 with `Allow` there)."""
+
+    def __contains__(self, method: object) -> bool:
+        return True
+
+
 class LocalHandler(tornado.web.RequestHandler):
     """Base of every local route: JSON in and out, errors as `{"error": {"code", "message", ...}}`."""
 
+    SUPPORTED_METHODS = _EveryMethod()  # Tornado answered TRACE and the like itself, without `Allow`
     methods: ClassVar[frozenset[str]] = frozenset()
     ctx: LocalContext
 

@@ -99,6 +99,14 @@ def test_unknown_routes_and_methods_answer_in_the_error_shape(node: NodeProcess)
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
 
 
+def test_any_method_a_route_does_not_take_is_405_with_allow(node: NodeProcess) -> None:
+    for method in ("GET", "TRACE", "PROPFIND"):
+        response = httpx.request(method, f"{node.local_url}/local/v1/provision")
+        assert response.status_code == 405, (method, response.text)
+        assert response.headers["allow"] == "POST", method
+        assert response.json()["error"]["code"] == "method_not_allowed", method
+
+
 def test_hostile_bodies_are_400_or_413_in_the_error_shape_and_change_nothing(node: NodeProcess) -> None:
     deep = b'{"a":' * 1000 + b"1" + b"}" * 1000
     bodies = {
