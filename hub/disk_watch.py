@@ -120,6 +120,7 @@ class DiskWatch:
         self.space: DiskSpace | None = None
         self._write_failed = False
         self._recorded: bool | None = None  # the state the health event last recorded (None: not yet this run)
+        self._record_failed = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -170,8 +171,9 @@ class DiskWatch:
             return
         space = min(spaces, key=lambda s: s.free_bytes)
         write_failed, self._write_failed = self._write_failed, False
-        full = is_full(self.full, space.free_bytes, write_failed)
-        if full and not self.full:
+        full, was_full = is_full(self.full, space.free_bytes, write_failed), self.full
+        self.full, self.space = full, space  # handlers refuse writes from now on, before the reserve goes
+        if full and not was_full:
             log.error(
                 "data disk full: %s has %d MiB free; writes are refused until %d MiB are free",
                 space.path,
@@ -180,11 +182,10 @@ class DiskWatch:
             )
             if self.reserve is not None:
                 await self._io(release_reserve, self.reserve)
-        elif self.full and not full:
+        elif was_full and not full:
             log.info("data disk has room again: %s has %d MiB free; writes are accepted", space.path, space.free_bytes // MIB)
             if self.reserve is not None:
                 await self._io(ensure_reserve, self.reserve)
-        self.full, self.space = full, space
         if self._recorded != full:
             await self._record(full, space)
 
@@ -198,7 +199,9 @@ class DiskWatch:
         try:
             events = await self.hub.db.run(health_events.hub_condition, KIND, "open" if full else "resolved", "critical", details)
         except Exception as err:  # noqa: BLE001 - no room even for the event: readiness says it; tried again next time
-            log.warning("could not record the %s health event (%s); trying again", KIND, err)
+            if not self._record_failed:
+                log.warning("could not record the %s health event (%s); trying again at every check", KIND, err)
+            self._record_failed = True
             return
-        self._recorded = full
+        self._recorded, self._record_failed = full, False
         self.hub.ingest.publish_events(events)
