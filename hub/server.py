@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import ssl
 import sys
@@ -32,7 +31,7 @@ from hub.events import EventBus
 from hub.ingest import FleetIngest
 from hub.metrics import HubMetrics
 from hub.mqtt.access import BrokerAccess
-from hub.mqtt.bridge import BrokerAddress, MqttBridge
+from hub.mqtt.bridge import BrokerAddress, MqttBridge, bridge_client_id
 from hub.mqtt.dynsec import DynsecClient, DynsecError
 from hub.mqtt.embedded import EmbeddedBroker
 from hub.mqtt.topics import command_topic
@@ -152,7 +151,7 @@ class Hub:
         self.authenticator.forget_all()
         await self.refresh_broker_identities()
         if self.broker is not None:
-            await self.broker.kick(node_id)
+            await self.broker.forget(node_id)
         if self.dynsec is not None:
             await self.dynsec.delete_node(node_id)
 
@@ -312,7 +311,7 @@ class Hub:
                 self._public_mqtt = public.url()
                 address = BrokerAddress("127.0.0.1", self.broker.local_port, username=address.username, password=secret)
         self.broker_address = address
-        self.bridge = MqttBridge(address, client_id=f"hark-hub-{socket.gethostname()}-{os.getpid()}", metrics=self.metrics)
+        self.bridge = MqttBridge(address, client_id=bridge_client_id(self.config.data_dir), metrics=self.metrics)
         self.ingest.register()
         self.bridge.start()
         if not await self.bridge.wait_connected(5.0):

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import inspect
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -69,6 +72,17 @@ class BrokerAddress:
             auth = self.username + (f":{self.password}" if self.password else "") + "@"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{'mqtts' if self.tls else 'mqtt'}://{auth}{host}:{self.port}"
+
+
+def bridge_client_id(data_dir: Path) -> str:
+    """The hub's client id: the same across restarts of this hub, different for another hub.
+
+    The bridge keeps a persistent session, so what nodes send while the hub restarts waits
+    for it at the broker; a new id per start would leave the old session behind, queueing
+    messages no one collects.
+    """
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
+    return f"hark-hub-{socket.gethostname()[:40]}-{digest}"
 
 
 @dataclass(frozen=True, slots=True)
