@@ -255,6 +255,18 @@ class EmbeddedBroker:
         await handler.stop()
         return True
 
+    async def forget(self, client_id: str) -> bool:
+        """Drop the client if connected and delete its session with what it queued (a deleted node's); whether one existed."""
+        if self._broker is None or client_id not in self._broker._sessions:
+            return False
+        await self.kick(client_id)
+        await self._broker._delete_session(client_id)
+        return True
+
+    def has_session(self, client_id: str) -> bool:
+        """Whether the broker keeps a session for `client_id` (connected or not)."""
+        return self._broker is not None and client_id in self._broker._sessions
+
     def drop_queued(self, client_id: str, topic: str) -> int:
         """Forget what waits on `topic` for the session of `client_id` while it is away; how many were dropped."""
         entry = self._broker._sessions.get(client_id) if self._broker is not None else None

@@ -139,7 +139,13 @@ class TechnicianAccess:
         except (OSError, ValueError) as err:
             log.error("cannot read %s (%s): only the claim code works until the hub sends them again", self.path, err)
             return TechnicianSecrets()
-        return TechnicianSecrets(raw.get("pin_hash"), raw.get("public_key"))
+        if not isinstance(raw, dict):
+            log.error("%s is not what this node wrote: only the claim code works until the hub sends them again", self.path)
+            return TechnicianSecrets()
+        pin_hash, public_key = raw.get("pin_hash"), raw.get("public_key")
+        return TechnicianSecrets(
+            pin_hash if isinstance(pin_hash, str) else None, public_key if isinstance(public_key, str) else None
+        )
 
     def update(self, pin_hash: str | None, public_key: str | None) -> bool:
         """Keep what the hub sent (blocking: writes the file); whether it changed."""

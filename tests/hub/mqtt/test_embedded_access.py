@@ -272,3 +272,24 @@ def test_a_last_will_on_the_nodes_own_status_is_published(no_thread_leak: None) 
             hub.close()
 
     with_broker(scenario)
+
+
+def test_a_forgotten_node_leaves_no_session_or_queued_commands_behind(no_thread_leak: None) -> None:
+    async def main() -> tuple[bool, bool, bool, bool]:
+        broker = EmbeddedBroker(node_access())
+        _, port = await broker.start("127.0.0.1", 0, fallback_to_free_port=False)
+        try:
+            await asyncio.to_thread(leave_offline_session, port, NODE_B)
+            await asyncio.to_thread(hub_publishes, port, (f"hark/v1/nodes/{NODE_B}/cmd/config", b'{"changed": []}'))
+            kept = broker.has_session(NODE_B)
+            live = Peer(port, NODE_A, NODE_A, CREDENTIALS[NODE_A])
+            assert await asyncio.to_thread(live.connect)
+            try:
+                forgotten = await broker.forget(NODE_B) and await broker.forget(NODE_A)
+                return kept, forgotten, broker.has_session(NODE_B), broker.has_session(NODE_A)
+            finally:
+                await asyncio.to_thread(live.close)
+        finally:
+            await broker.stop()
+
+    assert asyncio.run(main()) == (True, True, False, False)
