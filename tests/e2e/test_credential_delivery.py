@@ -33,3 +33,21 @@ def test_a_stale_delivery_does_not_lock_out_a_node_started_with_a_newer_credenti
     assert fleet.status(node) == "online"
     with fleet.hub.client(newest) as client:
         assert client.get(f"/api/v1/nodes/{node.node_id}/config").status_code == 200
+
+
+def test_a_delivery_without_grace_still_reaches_a_connected_node_before_the_old_credential_stops(fleet: Fleet) -> None:
+    node = fleet.enroll()
+    node.start()
+    fleet.wait_status(node, "online")
+    old = node.credential
+    new = rotate(fleet, node.node_id, grace_s=0, deliver=True)
+    deadline = time.monotonic() + 15
+    while json.loads(node.state_path.read_text())["credential"] != new:
+        assert time.monotonic() < deadline, f"the node never took the delivered credential:\n{node.log()[-2000:]}"
+        time.sleep(0.2)
+    with fleet.hub.client(new) as client:
+        assert client.get(f"/api/v1/nodes/{node.node_id}/config").status_code == 200
+    with fleet.hub.client(old) as client:  # kept for the switch-over: at least 30 s with a delivery
+        assert client.get(f"/api/v1/nodes/{node.node_id}/config").status_code == 200
+    time.sleep(3)  # the node reconnects with what it took
+    assert fleet.status(node) == "online"
