@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLUSH_DELAY_S = 0.1  # outbox messages wait at most this long to share a transaction
+AWAY_LOG_INTERVAL_S = 60.0  # at most one line this often while the database cannot store telemetry
 SWEEP_INTERVAL_S = 2.0
 DATABASE_AWAY = (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)  # worth retrying, unlike a refusal
 
@@ -46,6 +48,8 @@ class FleetIngest:
         self._sweeper: asyncio.Task[None] | None = None
         self._site_lookups: set[asyncio.Task[None]] = set()
         self._drops = DropLog(log)
+        self._unstored = 0  # messages the database could not take since the last line about it
+        self._away_logged_at = -AWAY_LOG_INTERVAL_S
         self.started_at = utcnow()  # set again by start(): from then on the hub hears nodes
 
     def register(self) -> None:
@@ -125,8 +129,8 @@ class FleetIngest:
             batch, self._pending = self._pending, []
             try:
                 acks, events = await self.hub.db.run(telemetry.ingest_outbox, batch)
-            except DATABASE_AWAY:
-                log.exception("could not store %d node messages; they stay unacknowledged and will be sent again", len(batch))
+            except DATABASE_AWAY as err:
+                self._not_stored_yet(len(batch), err)
                 return
             except Exception:  # noqa: BLE001 - one message the database refuses must not hold back the others
                 acks, events = await self._ingest_each(batch)
@@ -137,6 +141,24 @@ class FleetIngest:
             self.publish_events(events)
             await self._deliver_to_returning(events)
 
+    def _not_stored_yet(self, count: int, err: BaseException) -> None:
+        """The database is away (down, full): say so once per interval, not at every flush (ten a second)."""
+        self._unstored += count
+        now = time.monotonic()
+        if now - self._away_logged_at < AWAY_LOG_INTERVAL_S:
+            return
+        first = self._away_logged_at == -AWAY_LOG_INTERVAL_S
+        self._away_logged_at = now
+        log.error(
+            "could not store %d node messages (%d since the last line like this): %s; they stay unacknowledged "
+            "and nodes send them again",
+            count,
+            self._unstored,
+            err,
+            exc_info=first,
+        )
+        self._unstored = 0
+
     async def _ingest_each(self, batch: list[OutboxMessage]) -> tuple[dict[str, list[str]], list[FleetEvent]]:
         """Apply a batch that failed as a whole message by message: one the database refuses alone is dropped and acknowledged."""
         acks: dict[str, list[str]] = {}
@@ -144,10 +166,8 @@ class FleetIngest:
         for index, item in enumerate(batch):
             try:
                 one_acks, one_events = await self.hub.db.run(telemetry.ingest_outbox, [item])
-            except DATABASE_AWAY:
-                log.exception(
-                    "could not store %d node messages; they stay unacknowledged and will be sent again", len(batch) - index
-                )
+            except DATABASE_AWAY as err:
+                self._not_stored_yet(len(batch) - index, err)
                 break
             except Exception as err:  # noqa: BLE001 - logged with its traceback (rate-limited) and counted
                 self.hub.metrics.mqtt_dropped.labels("not_stored").inc()

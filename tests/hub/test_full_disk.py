@@ -4,8 +4,10 @@ readiness and a hub health event say why, and everything recovers by itself once
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +21,7 @@ from hub.clock import utcnow
 from hub.db.models import ApiKey, AuthSession
 from tests.conftest import hub_database
 from tests.harness import ADMIN_PASSWORD, HubProcess, create_database, drop_database, wait_for
+from tests.hub.api.test_fleet import now_iso
 from tests.hub.api.test_recording_upload import (
     completed_recording,
     enroll,
@@ -27,6 +30,7 @@ from tests.hub.api.test_recording_upload import (
     stored_path,
     uploading_recording,
 )
+from tests.node.fakes import close, mqtt_client
 
 STORAGE_EVENT = "hub.storage_full"
 
@@ -228,3 +232,41 @@ def _readiness(hub: HubProcess) -> dict[str, Any] | None:
         return dict(httpx.get(f"{hub.url}/readyz", timeout=2).json())
     except httpx.HTTPError:
         return None
+
+
+def test_telemetry_the_full_disk_cannot_take_is_logged_once_and_stored_once_space_returns(tmp_path: Path) -> None:
+    hub = HubProcess(tmp_path / "hub")
+    hub.data_dir.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(hub.data_dir)], check=True)
+    try:
+        hub.start()
+        try:
+            node_id, credential = enroll(hub)
+            box = mqtt_client("127.0.0.1", hub.mqtt_port, node_id, credential, client_id=node_id)
+            try:
+                filler = fill(hub.data_dir)
+                second = None
+                wait_for(lambda: not storage_check(hub)["ok"], 15, "readyz to report the full disk")
+                second = fill(hub.data_dir)  # the reserve given up for the event is taken too
+                for seq in range(1, 60):  # 6 s of heartbeats at 10 a second, none of which can be stored
+                    beat = {"msg_id": f"full-{seq}", "ts": now_iso(), "seq": seq, "agent_version": "0.1.0", "uptime_s": seq}
+                    box.publish(f"hark/v1/nodes/{node_id}/heartbeat", json.dumps(beat), qos=1)
+                    time.sleep(0.1)
+                lines = [line for line in hub.log().splitlines() if "could not store" in line]
+                assert 1 <= len(lines) <= 2, lines
+                filler.unlink()
+                second.unlink()
+                wait_for(lambda: storage_check(hub)["ok"], 15, "readyz to see the space back")
+                beat = {"msg_id": "after", "ts": now_iso(), "seq": 99, "agent_version": "0.1.0", "uptime_s": 99.0}
+                box.publish(f"hark/v1/nodes/{node_id}/heartbeat", json.dumps(beat), qos=1)
+                with hub.admin() as admin:
+                    wait_for(
+                        lambda: admin.get(f"/api/v1/nodes/{node_id}").json()["data"]["status"] == "online", 15, "the node online"
+                    )
+            finally:
+                close(box)
+        finally:
+            code = hub.stop()
+    finally:
+        subprocess.run(["umount", str(hub.data_dir)], check=True)
+    assert code == 0, hub.log()
