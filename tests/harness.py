@@ -64,6 +64,17 @@ def spawn(args: list[str], env: dict[str, str] | None = None, log_path: Path | N
     return proc
 
 
+@contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A real small disk at `mount` (a tmpfs of `size`, e.g. `8m`; needs root), unmounted at the end."""
+    mount.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
 def enable_loopback_multicast() -> None:
     """mDNS tests run on loopback: give `lo` the MULTICAST flag (root; harmless and idempotent)."""
     subprocess.run(["ip", "link", "set", "lo", "multicast", "on"], check=True, timeout=10)

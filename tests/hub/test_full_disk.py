@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -20,7 +19,7 @@ from hub.app import ROUTES
 from hub.clock import utcnow
 from hub.db.models import ApiKey, AuthSession
 from tests.conftest import hub_database
-from tests.harness import ADMIN_PASSWORD, HubProcess, create_database, drop_database, wait_for
+from tests.harness import ADMIN_PASSWORD, HubProcess, create_database, drop_database, tmpfs, wait_for
 from tests.hub.api.test_fleet import now_iso
 from tests.hub.api.test_recording_upload import (
     completed_recording,
@@ -40,17 +39,15 @@ def hub_on_small_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
     """A hub whose data dir is a 48 MB tmpfs (needs root), its database in it or on PostgreSQL; stopped, then unmounted."""
     url = create_database() if request.param == "postgres" else None
     hub = HubProcess(tmp_path / "hub", database_url=url)
-    hub.data_dir.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(hub.data_dir)], check=True)
     code = 0
     try:
-        hub.start()
-        try:
-            yield hub
-        finally:
-            code = hub.stop()
+        with tmpfs(hub.data_dir, "48m"):
+            hub.start()
+            try:
+                yield hub
+            finally:
+                code = hub.stop()
     finally:
-        subprocess.run(["umount", str(hub.data_dir)], check=True)
         if url:
             drop_database(url)
     assert code == 0, f"hark-hub exited with {code}:\n{hub.log()}"
@@ -236,9 +233,7 @@ def _readiness(hub: HubProcess) -> dict[str, Any] | None:
 
 def test_telemetry_the_full_disk_cannot_take_is_logged_once_and_stored_once_space_returns(tmp_path: Path) -> None:
     hub = HubProcess(tmp_path / "hub")
-    hub.data_dir.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(hub.data_dir)], check=True)
-    try:
+    with tmpfs(hub.data_dir, "48m"):
         hub.start()
         try:
             node_id, credential = enroll(hub)
@@ -267,6 +262,4 @@ def test_telemetry_the_full_disk_cannot_take_is_logged_once_and_stored_once_spac
                 close(box)
         finally:
             code = hub.stop()
-    finally:
-        subprocess.run(["umount", str(hub.data_dir)], check=True)
     assert code == 0, hub.log()

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import struct
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,19 +15,15 @@ import pytest
 from audio.capture import RingBuffer
 from node.recorder import Recorder
 from node.recorder.wav import header_size
+from tests.harness import tmpfs
 from tests.node.recorder.conftest import RATE, Feeder, pcm16_bytes, profile, ramp, read_back
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """An 8 MB tmpfs (needs root), unmounted at the end."""
-    mount = tmp_path / "cache"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "cache", "8m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 @pytest.mark.parametrize("fmt", ["wav", "flac"])
