@@ -28,12 +28,15 @@ import msgspec
 
 TimeQuality = Literal["ntp", "gps", "rtc", "unsynced"]
 MsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]  # unique per node; the hub applies each once
+# When the node says a message was made: an ISO 8601 time with a zone (the OpenAPI's date-time). Anything else
+# is refused, not stored: the hub orders a node's heartbeats by it, so a stored "9999" outranked every later one.
+Timestamp = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")]
 Severity = Literal["info", "warning", "critical"]
 
 
 class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     state: Literal["online", "offline"]
-    ts: str
+    ts: Timestamp
     agent_version: str | None = None
     boot_id: str | None = None
 
@@ -69,7 +72,7 @@ class OutboxLevel(msgspec.Struct, frozen=True):
 
 class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     msg_id: MsgId
-    ts: str
+    ts: Timestamp
     seq: int
     agent_version: str
     uptime_s: float
@@ -89,7 +92,7 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
 
 class HealthReport(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     msg_id: MsgId
-    ts: str
+    ts: Timestamp
     kind: str  # e.g. outbox.high, audio.no_device, disk.low
     state: Literal["open", "resolved"]
     severity: Severity = "warning"
@@ -137,7 +140,7 @@ class Programme(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
 class MeterFrame(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     """Levels without ballistics over `interval_ms`: absent or silent values are null, never -inf."""
 
-    ts: str
+    ts: Timestamp
     seq: int
     interval_ms: int
     channels: Annotated[list[MeterChannel], msgspec.Meta(max_length=64)]
@@ -153,7 +156,7 @@ class LifecycleReport(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     """A lifecycle job's progress on the node: `running`, then `succeeded` or `failed` with its output."""
 
     msg_id: MsgId
-    ts: str
+    ts: Timestamp
     job_id: str
     state: Literal["running", "succeeded", "failed"]
     exit_code: int | None = None

@@ -2,10 +2,14 @@
 
 Every request is the first admin's, with one login session (`HARK_ST_TOKEN`), except:
 
+- the agent routes (those needing `node:control`): they go with the credential of a node enrolled
+  for the run, to that node's own `{id}`, as a node would call them;
+
 - `POST /auth/logout` and `POST /auth/logout-all`, which end the caller's own sessions: they are
   sent as a second principal, a user made for this and logged in afresh before each one;
-- a write addressed to a protected id (the admin, that second user, the admin's session: disable,
-  delete, change access or password, revoke) is sent to `protected-id` instead, a 404.
+- a write addressed to a protected id (the admin, that second user, the admin's session, the run's
+  node: disable, delete, change access or password, revoke, rotate) is sent to `protected-id`
+  instead, a 404.
 
 Nothing else the API offers ends the admin's session. Settings come from the environment the
 test gives the schemathesis process.
@@ -20,14 +24,23 @@ import httpx
 import schemathesis
 
 LOGOUT_PATHS = ["/api/v1/auth/logout", "/api/v1/auth/logout-all"]
+AGENT_OPERATIONS = frozenset(filter(None, os.environ.get("HARK_ST_AGENT_OPERATIONS", "").split(",")))  # "POST /api/..."
 PROTECTED = frozenset(filter(None, os.environ.get("HARK_ST_PROTECTED_IDS", "").split(",")))
+
+
+def _is_agent(ctx: Any) -> bool:
+    return f"{ctx.operation.method.upper()} {ctx.operation.path}" in AGENT_OPERATIONS
+
+
+def _is_admin(ctx: Any) -> bool:
+    return not _is_agent(ctx) and ctx.operation.path not in LOGOUT_PATHS
 
 
 def _bearer(case: Any, token: str) -> None:
     case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
 
 
-@schemathesis.auth(refresh_interval=None).skip_for(path=LOGOUT_PATHS)
+@schemathesis.auth(refresh_interval=None).apply_to(_is_admin)
 class Admin:
     """The first admin's login session."""
 
@@ -55,9 +68,23 @@ class LogoutPrincipal:
         _bearer(case, data)
 
 
+@schemathesis.auth(refresh_interval=None).apply_to(_is_agent)
+class Node:
+    """The run's node, with its credential."""
+
+    def get(self, case: Any, context: Any) -> str:
+        return os.environ["HARK_ST_NODE_CREDENTIAL"]
+
+    def set(self, case: Any, data: str, context: Any) -> None:
+        _bearer(case, data)
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
-    """Keep writes off the protected user and session ids."""
+    """Agent routes address the run's node; writes stay off the protected user and session ids."""
+    if _is_agent(case) and case.operation.path.startswith("/api/v1/nodes/{id}/"):
+        case.path_parameters["id"] = os.environ["HARK_ST_NODE_ID"]
+        return
     if case.method.upper() in ("GET", "HEAD") or not case.path_parameters:
         return
     for name, value in list(case.path_parameters.items()):

@@ -1,7 +1,8 @@
 """Schemathesis against the OpenAPI document a real hub serves: no 5xx, and every answer as documented.
 
-Bounded and repeatable: a fixed seed in deterministic mode, a few examples per operation, one
-worker, no example database (deterministic mode), against one `hark-hub` (SQLite) made for this module. The checks:
+Bounded and repeatable: schemathesis's deterministic mode (no randomness, no example database; the
+seed is fixed too), a few examples per operation, one worker, against one `hark-hub` (SQLite) made
+for this module; agent routes go with an enrolled node's credential. The checks:
 no server error; status codes, content types, headers and bodies as the document says; undeclared
 methods answer 405 with `Allow`; requests the document calls invalid are refused. Not checked:
 `positive_data_acceptance`, since a request the schema allows may still name things that do not
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from hub.app import ROUTES
 from tests.harness import ROOT, HubProcess, running_hub
 
 SEED = 20261206
@@ -63,7 +65,16 @@ def test_the_hub_answers_as_its_openapi_document_says(hub: HubProcess, tmp_path:
             "/api/v1/auth/users", json={"username": logout_user, "password": LOGOUT_PASSWORD, "roles": ["viewer"]}
         )
         assert created.status_code == 201, created.text
-    protected = {me["user"]["id"], created.json()["data"]["id"], *(s["id"] for s in sessions)}
+        enrolled = admin.post("/api/v1/nodes/enroll", json={"name": "schemathesis-node"})
+        assert enrolled.status_code == 201, enrolled.text
+    node = enrolled.json()["data"]
+    protected = {me["user"]["id"], created.json()["data"]["id"], node["node"]["id"], *(s["id"] for s in sessions)}
+    agent_operations = sorted(
+        f"{method.upper()} {path}"
+        for path, handler in ROUTES
+        for method, needs in handler.permissions.items()
+        if needs == "node:control"
+    )
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG, encoding="utf-8")
     env = {
@@ -75,6 +86,9 @@ def test_the_hub_answers_as_its_openapi_document_says(hub: HubProcess, tmp_path:
         "HARK_ST_LOGOUT_USER": logout_user,
         "HARK_ST_LOGOUT_PASSWORD": LOGOUT_PASSWORD,
         "HARK_ST_PROTECTED_IDS": ",".join(sorted(protected)),
+        "HARK_ST_AGENT_OPERATIONS": ",".join(agent_operations),
+        "HARK_ST_NODE_ID": node["node"]["id"],
+        "HARK_ST_NODE_CREDENTIAL": node["credential"],
     }
     command = [
         str(Path(sys.executable).with_name("schemathesis")),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -323,3 +324,28 @@ def test_export_filters_are_documented_per_family(doc: dict[str, Any], admin: ht
         for name in filters["properties"]:
             response = admin.post(path, params={"format": "ndjson"}, json={"filters": {name: []}})
             assert response.status_code == 200, (path, name, response.text)
+
+
+# -- agent messages ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ts", ["", "9999", "yesterday", "2026-01-31T12:00:00"])
+def test_an_agent_message_time_that_is_not_an_iso_8601_time_with_a_zone_is_400(
+    hub: HubProcess, admin: httpx.Client, ts: str
+) -> None:
+    enrolled = admin.post("/api/v1/nodes/enroll", json={"name": f"ts-{uuid.uuid4().hex[:6]}"}).json()["data"]
+    node_id = enrolled["node"]["id"]
+    good = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    bodies = {
+        "heartbeat": {"msg_id": "hb-1", "seq": 1, "agent_version": "0.1.0", "uptime_s": 5.0},
+        "health-events": {"msg_id": "he-1", "kind": "disk.low", "state": "open", "severity": "warning", "details": {}},
+        "meter-frame": {"seq": 1, "interval_ms": 100, "sample_rate": 48000, "channels": []},
+    }
+    with hub.client(enrolled["credential"]) as node:
+        for route, body in bodies.items():
+            refused = node.post(f"/api/v1/nodes/{node_id}/{route}", json={**body, "ts": ts})
+            assert refused.status_code == 400 and "ts" in refused.json()["error"]["fields"], (route, refused.text)
+        # A heartbeat with a proper time still counts (a bad one stored would have outranked it).
+        accepted = node.post(f"/api/v1/nodes/{node_id}/heartbeat", json={**bodies["heartbeat"], "ts": good})
+        assert accepted.status_code == 200, accepted.text
+    assert admin.get(f"/api/v1/nodes/{node_id}").json()["data"]["metrics"]["ts"] == good
