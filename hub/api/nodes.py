@@ -15,7 +15,7 @@ from hub.services.nodes import NODE_LIST
 
 CONTROL = "node:control"
 DYNSEC_SWITCH_DELAY_S = 1.0
-DELIVERY_MIN_GRACE_S = 30  # with `deliver`, the old credential works at least this long so the node can switch
+DELIVERY_DEFAULT_GRACE_S = 30  # with `deliver` and no grace asked for, the old credential works this long so the node can switch
 # How a node treats its local recording cache unless the hub says otherwise.
 DEFAULT_CACHE_POLICY = {"min_free_pct": 10, "keep_after_upload_s": 7 * 86400, "max_bytes": None}
 
@@ -147,10 +147,10 @@ class RotateHandler(BaseHandler):
 
     async def post(self, id: str) -> None:
         body = self.parse_body(RotateBody) if self.body_bytes().strip() else RotateBody()
-        if body.deliver and body.grace_s < DELIVERY_MIN_GRACE_S:
+        if body.deliver and body.grace_s == 0:
             # Cut off at once, a connected node would be dropped before the delivery reached it and
             # come back with the old credential only to be refused: it gets the time to switch over.
-            body = RotateBody(grace_s=DELIVERY_MIN_GRACE_S, deliver=True)
+            body = RotateBody(grace_s=DELIVERY_DEFAULT_GRACE_S, deliver=True)
         rotation = await self.hub.db.run(nodes.rotate_credential, self.actor, self.scope, id, body.grace_s)
         enrollment = rotation.enrollment
         self.hub.drop_credential_deliveries(id)  # still waiting for the node: stale from now on
