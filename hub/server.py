@@ -82,6 +82,7 @@ class Hub:
         self.discovery = NodeDiscovery(None if interfaces is None or isinstance(interfaces, bool) else interfaces)
         self._streams: set[Any] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self._pending_switches: dict[str, asyncio.Task[None]] = {}  # node id -> its delayed broker password change
         self.http_port = 0
         self.started_at = time.time()
         self._cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hark-cpu")
@@ -93,11 +94,15 @@ class Hub:
         """Run CPU-heavy work (password hashing) on a small pool, off the loop and the database thread."""
         return await asyncio.get_running_loop().run_in_executor(self._cpu, fn, *args)
 
-    def after(self, delay_s: float, work: Coroutine[Any, Any, Any]) -> None:
-        """Run `work` after `delay_s`, tracked so the hub waits for it when stopping."""
+    def after(self, delay_s: float, work: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
+        """Run `work` after `delay_s`, tracked so the hub waits for it when stopping; cancelling the task drops it."""
 
         async def delayed() -> None:
-            await asyncio.sleep(delay_s)
+            try:
+                await asyncio.sleep(delay_s)
+            except asyncio.CancelledError:
+                work.close()
+                raise
             try:
                 await work
             except Exception:
@@ -106,6 +111,18 @@ class Hub:
         task = asyncio.create_task(delayed())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
+
+    def node_credentials_changed_later(self, node_id: str, credential: str, delay_s: float) -> None:
+        """`node_credentials_changed` without a kick after `delay_s`, unless another change for the node comes first."""
+        self._cancel_pending_switch(node_id)
+        self._pending_switches[node_id] = self.after(delay_s, self.node_credentials_changed(node_id, credential, kick=False))
+
+    def _cancel_pending_switch(self, node_id: str) -> None:
+        """A newer credential supersedes one still waiting to reach the broker (it would overwrite the newer one)."""
+        pending = self._pending_switches.pop(node_id, None)
+        if pending is not None and pending is not asyncio.current_task() and not pending.done():
+            pending.cancel()
 
     # -- streams -----------------------------------------------------------------------
 
@@ -125,6 +142,7 @@ class Hub:
 
     async def node_credentials_changed(self, node_id: str, credential: str, kick: bool) -> None:
         """A node was enrolled or its credential rotated: update the broker; with `kick`, drop its session."""
+        self._cancel_pending_switch(node_id)
         self.authenticator.forget_all()
         await self.refresh_broker_identities()
         if self.broker is not None and kick:
@@ -146,6 +164,7 @@ class Hub:
                 log.info("dropped %d stale credential deliveries waiting for node %s", dropped, node_id)
 
     async def node_removed(self, node_id: str) -> None:
+        self._cancel_pending_switch(node_id)
         if self.ca is not None:
             await self.revoke_certificates(node_id)
         self.authenticator.forget_all()

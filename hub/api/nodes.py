@@ -166,7 +166,7 @@ class RotateHandler(BaseHandler):
         if body.grace_s and body.deliver and self.hub.dynsec is not None:
             # Mosquitto keeps one password per client and drops the session when it changes:
             # give the node a moment to take the new credential and leave cleanly first.
-            self.hub.after(DYNSEC_SWITCH_DELAY_S, self.hub.node_credentials_changed(id, enrollment.credential, kick=False))
+            self.hub.node_credentials_changed_later(id, enrollment.credential, DYNSEC_SWITCH_DELAY_S)
         else:
             await self.hub.node_credentials_changed(id, enrollment.credential, kick=body.grace_s == 0)
         self.write_data({"node": enrollment.node, "credential": enrollment.credential}, 201)
