@@ -70,15 +70,14 @@ from pathlib import Path
 from typing import Any
 
 import tornado
-
-from hub.auth.authenticator import CACHE_TTL_S, Authenticator
-from hub.auth.passwords import _hasher, hash_password, verify_password
-from hub.auth.tokens import new_password
-from hub.db.database import HubDatabase, open_database
-from hub.services.api_keys import authenticate_key, create_key
-from hub.services.audit import Actor
-from hub.services.auth import authenticate_session_token, ensure_first_admin, login
-from hub.services.grants import principal_for_user
+from hark_fleet.hub.auth.authenticator import CACHE_TTL_S, Authenticator
+from hark_fleet.hub.auth.passwords import _hasher, hash_password, verify_password
+from hark_fleet.hub.auth.tokens import new_password
+from hark_fleet.hub.db.database import HubDatabase, open_database
+from hark_fleet.hub.services.api_keys import authenticate_key, create_key
+from hark_fleet.hub.services.audit import Actor
+from hark_fleet.hub.services.auth import authenticate_session_token, ensure_first_admin, login
+from hark_fleet.hub.services.grants import principal_for_user
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hub_http  # noqa: E402
@@ -378,7 +377,7 @@ def run(duration_s: float, connections: int, lookups: int) -> int:
             HARK_METRICS_OPEN_ON_LOOPBACK="true",
             HARK_LOG_LEVEL="WARNING",
         )
-        hub = start_process([sys.executable, "-m", "hub", "run"], hub_env, hub_log)
+        hub = start_process([sys.executable, "-m", "hark_fleet.hub", "run"], hub_env, hub_log)
         print(f"starting the hub on :{hub_port} ...", flush=True)
         try:
             wait_for_200(hub_port, "/readyz", hub, READY_TIMEOUT_S)

@@ -130,6 +130,17 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):
         sys.path.insert(0, _path)
 
 import hub_http  # noqa: E402
+from hark_fleet.protocol.messages import (  # noqa: E402
+    AudioInterface,
+    Clock,
+    Disk,
+    Heartbeat,
+    Memory,
+    MeterChannel,
+    MeterFrame,
+    OutboxLevel,
+)
+from hark_fleet.protocol.topics import HUB_SUBSCRIPTION, TOPIC_ROOT  # noqa: E402
 from hub_http import (  # noqa: E402
     HOST,
     READY_TIMEOUT_S,
@@ -140,18 +151,6 @@ from hub_http import (  # noqa: E402
     start_process,
     stop_process,
     wait_for_200,
-)
-
-from hub.const import HUB_SUBSCRIPTION, TOPIC_ROOT  # noqa: E402
-from hub.mqtt.messages import (  # noqa: E402
-    AudioInterface,
-    Clock,
-    Disk,
-    Heartbeat,
-    Memory,
-    MeterChannel,
-    MeterFrame,
-    OutboxLevel,
 )
 
 METER_HZ = 10.0
@@ -836,7 +835,7 @@ class Fleet:
             HARK_ADMIN_PASSWORD=password,
             HARK_LOG_LEVEL="WARNING",
         )
-        self.hub = start_process([sys.executable, "-m", "hub", "run"], env, self.hub_log)
+        self.hub = start_process([sys.executable, "-m", "hark_fleet.hub", "run"], env, self.hub_log)
         try:
             wait_for_200(self.hub_port, "/readyz", self.hub, READY_TIMEOUT_S)
         except RuntimeError as err:

@@ -77,8 +77,7 @@ from types import FrameType
 from typing import Any
 
 import tornado
-
-from hub.processes import free_port, stop_process
+from hark_fleet.hub.processes import free_port, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -510,7 +509,7 @@ def run(duration_s: float, connections: int) -> int:
             HARK_ADMIN_PASSWORD=password,
             HARK_LOG_LEVEL="WARNING",
         )
-        hub = start_process([sys.executable, "-m", "hub", "run"], hub_env, hub_log)
+        hub = start_process([sys.executable, "-m", "hark_fleet.hub", "run"], hub_env, hub_log)
         processes.append(hub)
         bare = start_process([sys.executable, "-c", BARE_SERVER_SOURCE, str(bare_port), HOST], dict(os.environ), bare_log)
         processes.append(bare)

@@ -99,9 +99,8 @@ if str(BENCH_DIR) not in sys.path:
 import fleet  # noqa: E402  (puts the repository root on sys.path too)
 import hub_http  # noqa: E402
 from fleet import CpuUse, _f, _p, _pct, _stat_cpu_s, cpu_use, enroll_nodes  # noqa: E402
+from hark_fleet.hub.meters import SUBSCRIBER_QUEUE  # noqa: E402
 from hub_http import HOST  # noqa: E402
-
-from hub.meters import SUBSCRIBER_QUEUE  # noqa: E402
 
 TITLE = "hark hub meter fan-out benchmark (SSE)"
 STREAM_PATH = "/api/v1/meter-events"

@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from audio.meters import LoudnessMeter, MeterEngine, Programme  # noqa: E402
+from hark_fleet.audio.meters import LoudnessMeter, MeterEngine, Programme  # noqa: E402
 
 RATE = 48000
 BLOCK = RATE // 10

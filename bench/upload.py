@@ -86,6 +86,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hub_http  # noqa: E402
 from fleet import machine_busy_s, print_report, thread_cpu_s  # noqa: E402
+from hark_fleet.node.recording_client import READ_BYTES, UPLOAD_CHUNK_BYTES, file_sha256  # noqa: E402
 from hub_http import (  # noqa: E402
     HOST,
     READY_TIMEOUT_S,
@@ -96,8 +97,6 @@ from hub_http import (  # noqa: E402
     stop_process,
     wait_for_200,
 )
-
-from node.recording_client import READ_BYTES, UPLOAD_CHUNK_BYTES, file_sha256  # noqa: E402
 
 TITLE = "hark recording upload benchmark (node -> hub)"
 MB = 1_000_000
@@ -115,10 +114,10 @@ NODE_CHILD_SOURCE = textwrap.dedent(
     import asyncio, json, sys, time
     from pathlib import Path
 
-    from node.hub_client import HubClient
-    import node.recording_client
-    from node.errors import HubRejected, HubUnreachable
-    from node.recording_client import ClaimedJob, RecordingClient, StaleLease, file_sha256
+    from hark_fleet.node.hub_client import HubClient
+    import hark_fleet.node.recording_client
+    from hark_fleet.node.errors import HubRejected, HubUnreachable
+    from hark_fleet.node.recording_client import ClaimedJob, RecordingClient, StaleLease, file_sha256
 
 
     def memory():
@@ -392,7 +391,7 @@ class Bench:
             HARK_LOG_LEVEL="WARNING",
             HARK_JOB_LEASE_TIMEOUT_S="3600",
         )
-        self.hub = start_process([sys.executable, "-m", "hub", "run"], env, self.hub_log)
+        self.hub = start_process([sys.executable, "-m", "hark_fleet.hub", "run"], env, self.hub_log)
         self.processes.append(self.hub)
         try:
             wait_for_200(self.port, "/readyz", self.hub, READY_TIMEOUT_S)

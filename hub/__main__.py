@@ -1,3 +1,3 @@
-from hub.cli import main
+from hark_fleet.hub.cli import main
 
 raise SystemExit(main())

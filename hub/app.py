@@ -6,8 +6,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
-
-from hub.api import (
+from hark_fleet.hub.api import (
     access,
     audit,
     auth,
@@ -28,12 +27,12 @@ from hub.api import (
     system,
     technician,
 )
-from hub.api.base import BaseHandler, NotFoundHandler
-from hub.api.console import CONSOLE_DIR, ConsoleFileHandler
-from hub.const import API_PREFIX as V1
+from hark_fleet.hub.api.base import BaseHandler, NotFoundHandler
+from hark_fleet.hub.api.console import CONSOLE_DIR, ConsoleFileHandler
+from hark_fleet.hub.const import API_PREFIX as V1
 
 if TYPE_CHECKING:
-    from hub.server import Hub
+    from hark_fleet.hub.server import Hub
 
 # (path template, handler). `{name}` is one path segment, passed to the handler as `name`.
 ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (

@@ -11,21 +11,22 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from hub import __version__
-from hub.config import HubConfig
-from hub.data_dir_lock import DataDirLock
-from hub.db import maintenance
-from hub.db.integrity import check_database
-from hub.disk_watch import make_room_to_start
-from hub.errors import ConfigError, StartupError
-from hub.logs import setup_logging
+from hark_fleet.hub.config import HubConfig
+from hark_fleet.hub.data_dir_lock import DataDirLock
+from hark_fleet.hub.db import maintenance
+from hark_fleet.hub.db.integrity import check_database
+from hark_fleet.hub.disk_watch import make_room_to_start
+from hark_fleet.hub.errors import StartupError
+from hark_fleet.protocol.errors import ConfigError
+from hark_fleet.protocol.logs import setup_logging
+from hark_fleet.protocol.version import __version__
 
-log = logging.getLogger("hub")
+log = logging.getLogger("hark_fleet.hub")
 
 
 async def serve(config: HubConfig) -> None:
     """Run one hub until SIGTERM or SIGINT, then stop it gracefully."""
-    from hub.server import Hub
+    from hark_fleet.hub.server import Hub
 
     hub = Hub(config)
     stop = asyncio.Event()
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     reset.add_argument("--move-aside", action="store_true", help="keep the old database beside the new one (required)")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from hub.demo import run_demo
+        from hark_fleet.hub.demo import run_demo
 
         return run_demo()
     try:

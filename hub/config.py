@@ -3,47 +3,23 @@
 from __future__ import annotations
 
 import os
-import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-from hub import const
-from hub.errors import ConfigError
-from provision.mdns import Interfaces, parse_interfaces
-
-
-def _parse_bool(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
-def _parse_port(raw: str) -> int:
-    port = int(raw)
-    if not 0 <= port <= 65535:
-        raise ValueError("expected a port number 0..65535")
-    return port
-
-
-def parse_host_port(raw: str, default_port: int) -> tuple[str, int]:
-    """Split `host:port` (IPv6 in brackets); a bare host gets `default_port`."""
-    text = raw.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.lstrip(":") or str(default_port)
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    else:
-        host, port = text, str(default_port)
-    if not host:
-        raise ValueError("expected host:port")
-    return host, _parse_port(port)
+from hark_fleet.hub import const
+from hark_fleet.protocol.config import (
+    Setting,
+    load_settings,
+    parse_bool,
+    parse_host_port,
+    parse_http_url,
+    parse_log_level,
+    parse_port,
+)
+from hark_fleet.protocol.errors import ConfigError
+from hark_fleet.provision.mdns import Interfaces, parse_interfaces
 
 
 def _parse_mqtt_url(raw: str) -> str:
@@ -78,13 +54,6 @@ def _parse_database_url(raw: str) -> str:
     return raw
 
 
-def _parse_http_url(raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected an http:// or https:// URL")
-    return raw.rstrip("/")
-
-
 def _parse_positive_seconds(raw: str) -> float:
     value = float(raw)
     if not 0 < value <= 7 * 86400:
@@ -92,87 +61,27 @@ def _parse_positive_seconds(raw: str) -> float:
     return value
 
 
-def _parse_log_level(raw: str) -> str:
-    level = raw.strip().upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
-    return level
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    """One option: its key in the TOML file, its environment variable and its parser."""
-
-    key: str
-    parse: Callable[[str], Any]
-    default: Any = None
-
-    @property
-    def env(self) -> str:
-        return "HARK_" + self.key.upper()
-
-
-def load_settings(
-    spec: tuple[Setting, ...],
-    env: Mapping[str, str],
-    config_file: Path | None,
-    file_required: bool = False,
-) -> tuple[dict[str, Any], set[str]]:
-    """Merge file and environment values for `spec`; return values and the keys set explicitly."""
-    by_key = {s.key: s for s in spec}
-    values: dict[str, Any] = {s.key: s.default for s in spec}
-    explicit: set[str] = set()
-    if config_file is not None and config_file.exists():
-        try:
-            document = tomllib.loads(config_file.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as err:
-            raise ConfigError(f"{config_file}: cannot read: {err}") from err
-        for key, raw in document.items():
-            setting = by_key.get(key)
-            if setting is None:
-                raise ConfigError(f"{config_file}: unknown key '{key}'")
-            values[key] = _parse_value(
-                setting, str(raw) if not isinstance(raw, bool) else str(raw).lower(), f"{config_file}: key '{key}'"
-            )
-            explicit.add(key)
-    elif config_file is not None and file_required:
-        raise ConfigError(f"config file {config_file} does not exist")
-    for setting in spec:
-        raw_env = env.get(setting.env)
-        if raw_env is not None and raw_env != "":
-            values[setting.key] = _parse_value(setting, raw_env, setting.env)
-            explicit.add(setting.key)
-    return values, explicit
-
-
-def _parse_value(setting: Setting, raw: str, where: str) -> Any:
-    try:
-        return setting.parse(raw)
-    except ValueError as err:
-        raise ConfigError(f"{where}: invalid value {raw!r}: {err}") from err
-
-
 HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", Path, Path(const.DEFAULT_DATA_DIR)),
     Setting("http_host", str, const.DEFAULT_HTTP_HOST),
-    Setting("http_port", _parse_port, const.DEFAULT_HTTP_PORT),
-    Setting("public_url", _parse_http_url),
+    Setting("http_port", parse_port, const.DEFAULT_HTTP_PORT),
+    Setting("public_url", parse_http_url),
     Setting("public_mqtt_url", _parse_mqtt_url),
     Setting("database_url", _parse_database_url),
     Setting("mqtt_url", _parse_mqtt_url),
     Setting("embedded_mqtt_bind", str, const.DEFAULT_EMBEDDED_MQTT_BIND),
     Setting("admin_password", str),
-    Setting("metrics_open_on_loopback", _parse_bool, False),
-    Setting("log_level", _parse_log_level, "INFO"),
-    Setting("mqtt_dynsec", _parse_bool, False),
+    Setting("metrics_open_on_loopback", parse_bool, False),
+    Setting("log_level", parse_log_level, "INFO"),
+    Setting("mqtt_dynsec", parse_bool, False),
     Setting("sse_keepalive_s", float, 30.0),
     Setting("job_lease_timeout_s", _parse_positive_seconds, 60.0),
     Setting("job_recovery_grace_s", _parse_positive_seconds, 3600.0),
-    Setting("oidc_issuer", _parse_http_url),
+    Setting("oidc_issuer", parse_http_url),
     Setting("oidc_client_id", str),
     Setting("oidc_client_secret", str),
     Setting("oidc_scopes", str, "openid profile email"),
-    Setting("oidc_redirect_url", _parse_http_url),
+    Setting("oidc_redirect_url", parse_http_url),
     Setting("mdns_interfaces", parse_interfaces, None),
     Setting("tls", _parse_tls, "auto"),
 )

@@ -1,8 +1,6 @@
 """Names and defaults shared across the hub."""
 
 API_PREFIX = "/api/v1"
-TOPIC_ROOT = "hark/v1/nodes"
-HUB_SUBSCRIPTION = f"{TOPIC_ROOT}/+/#"
 HUB_MQTT_USERNAME = "hark-hub"
 
 DEFAULT_HTTP_HOST = "127.0.0.1"

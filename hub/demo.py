@@ -18,9 +18,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from hub import const
-from hub.atomic_file import write_atomic
-from hub.processes import free_port, stop_process
+from hark_fleet.hub import const
+from hark_fleet.hub.processes import free_port, stop_process
+from hark_fleet.protocol.atomic_file import write_atomic
 
 READY_TIMEOUT_S = 60.0
 DEMO_MDNS_INTERFACES = "127.0.0.1"
@@ -127,7 +127,7 @@ def run_demo() -> int:
     print(f"hark demo: starting the hub on {base_url} with its data in {hub_dir.resolve()}", flush=True)
     # Children get sessions of their own: Ctrl-C reaches only the demo, which then stops
     # the nodes before the hub (whose embedded broker they are connected to).
-    children = [subprocess.Popen([sys.executable, "-m", "hub", "run"], env=env, start_new_session=True)]
+    children = [subprocess.Popen([sys.executable, "-m", "hark_fleet.hub", "run"], env=env, start_new_session=True)]
     hub = children[0]
     interrupted = False
 
@@ -153,7 +153,7 @@ def run_demo() -> int:
         nodes: list[str] = []
         if password:
             for name, node_env in demo_nodes(base_url, password, data_dir / "nodes", local_host, mdns_interfaces):
-                children.append(subprocess.Popen([sys.executable, "-m", "node"], env=node_env, start_new_session=True))
+                children.append(subprocess.Popen([sys.executable, "-m", "hark_fleet.node"], env=node_env, start_new_session=True))
                 nodes.append(name)
         else:
             print(

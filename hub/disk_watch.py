@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hub.db.integrity import sqlite_path
-from hub.services import health_events
+from hark_fleet.hub.db.integrity import sqlite_path
+from hark_fleet.hub.services import health_events
 
 if TYPE_CHECKING:
-    from hub.server import Hub
+    from hark_fleet.hub.server import Hub
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,11 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
+from hark_fleet.protocol.errors import HarkError, HttpError
 
-class HubError(Exception):
+
+class HubError(HarkError):
     """Base of every error the hub raises on purpose."""
-
-
-class ConfigError(HubError):
-    """The process configuration is invalid; the message names the key."""
 
 
 class StartupError(HubError):
@@ -24,22 +22,8 @@ class DatabaseUnusable(StartupError):
     """The database is missing, empty or damaged while the data directory holds an earlier hub's state."""
 
 
-class ApiError(HubError):
+class ApiError(HubError, HttpError):
     """An error that answers an API request: HTTP status, code, message and extra fields."""
-
-    status = 500
-    code = "internal_error"
-
-    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None, **extra: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        self.extra = extra
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.extra}}
 
 
 class InvalidRequest(ApiError):

@@ -8,8 +8,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from hub.auth.principal import SiteScope
-from hub.clock import iso, utcnow
+from hark_fleet.hub.auth.principal import SiteScope
+from hark_fleet.hub.clock import iso, utcnow
 
 REPLAY = 5000  # events kept for `Last-Event-ID` resume
 QUEUE = 1000  # events a slow subscriber may lag before it is dropped

@@ -14,19 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import peewee
+from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.errors import InvalidRequest
+from hark_fleet.hub.meters import MeterStore
+from hark_fleet.hub.mqtt.drops import DropLog
+from hark_fleet.hub.services import lifecycle, listening, recording_jobs, telemetry
+from hark_fleet.hub.services.telemetry import FleetEvent, OutboxMessage
+from hark_fleet.protocol.messages import HealthReport, Heartbeat, LifecycleReport, MeterFrame, Status
+from hark_fleet.protocol.topics import NodeTopic, command_topic
 from playhouse.pool import MaxConnectionsExceeded
 
-from hub.clock import utcnow
-from hub.errors import InvalidRequest
-from hub.meters import MeterStore
-from hub.mqtt.drops import DropLog
-from hub.mqtt.messages import HealthReport, Heartbeat, LifecycleReport, MeterFrame, Status
-from hub.mqtt.topics import NodeTopic, command_topic
-from hub.services import lifecycle, listening, recording_jobs, telemetry
-from hub.services.telemetry import FleetEvent, OutboxMessage
-
 if TYPE_CHECKING:
-    from hub.server import Hub
+    from hark_fleet.hub.server import Hub
 
 log = logging.getLogger(__name__)
 

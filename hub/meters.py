@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-
-from hub.auth.principal import SiteScope
-from hub.mqtt.messages import MeterFrame
+from hark_fleet.hub.auth.principal import SiteScope
+from hark_fleet.protocol.messages import MeterFrame
 
 HISTORY_S = 3600
 RANGES_S = {"5m": 300, "15m": 900, "1h": 3600}

@@ -13,38 +13,36 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from hark_fleet.hub import const
+from hark_fleet.hub.app import make_app
+from hark_fleet.hub.auth.authenticator import Authenticator
+from hark_fleet.hub.auth.oidc import OidcClient, OidcSettings
+from hark_fleet.hub.auth.tokens import new_password
+from hark_fleet.hub.config import HubConfig
+from hark_fleet.hub.db.database import HubDatabase, describe, open_database
+from hark_fleet.hub.db.integrity import record_database
+from hark_fleet.hub.disk_watch import DiskWatch
+from hark_fleet.hub.errors import StartupError
+from hark_fleet.hub.events import EventBus
+from hark_fleet.hub.ingest import FleetIngest
+from hark_fleet.hub.metrics import HubMetrics
+from hark_fleet.hub.mqtt.access import BrokerAccess
+from hark_fleet.hub.mqtt.bridge import BrokerAddress, MqttBridge, bridge_client_id
+from hark_fleet.hub.mqtt.dynsec import DynsecClient, DynsecError
+from hark_fleet.hub.mqtt.embedded import EmbeddedBroker
+from hark_fleet.hub.services.auth import ensure_first_admin
+from hark_fleet.hub.services.discovery import NodeDiscovery
+from hark_fleet.hub.services.nodes import credential_table
+from hark_fleet.hub.services.recording_profiles import ensure_default as ensure_default_profile
+from hark_fleet.hub.storage import LocalStorage, PartialUploads, RecordingStorage
+from hark_fleet.protocol.atomic_file import write_atomic
+from hark_fleet.protocol.tls import make_bundle, reload_crl, server_context
+from hark_fleet.protocol.topics import command_topic
+from hark_fleet.provision.ca import CLIENT, SERVER, CertificateAuthority, CertificateNotFound
+from hark_fleet.provision.mdns import HubAdvert
+from hark_fleet.provision.revocation import revoke
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
-
-from hub import const
-from hub.app import make_app
-from hub.atomic_file import write_atomic
-from hub.auth.authenticator import Authenticator
-from hub.auth.oidc import OidcClient, OidcSettings
-from hub.auth.tokens import new_password
-from hub.config import HubConfig
-from hub.db.database import HubDatabase, describe, open_database
-from hub.db.integrity import record_database
-from hub.disk_watch import DiskWatch
-from hub.errors import StartupError
-from hub.events import EventBus
-from hub.ingest import FleetIngest
-from hub.metrics import HubMetrics
-from hub.mqtt.access import BrokerAccess
-from hub.mqtt.bridge import BrokerAddress, MqttBridge, bridge_client_id
-from hub.mqtt.dynsec import DynsecClient, DynsecError
-from hub.mqtt.embedded import EmbeddedBroker
-from hub.mqtt.topics import command_topic
-from hub.services.auth import ensure_first_admin
-from hub.services.discovery import NodeDiscovery
-from hub.services.nodes import credential_table
-from hub.services.recording_profiles import ensure_default as ensure_default_profile
-from hub.storage import LocalStorage, PartialUploads, RecordingStorage
-from hub.tls.ca import CLIENT, SERVER, CertificateAuthority
-from hub.tls.contexts import make_bundle, reload_crl, server_context
-from hub.tls.errors import CertificateNotFound
-from hub.tls.revocation import revoke
-from provision.mdns import HubAdvert
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -205,7 +203,7 @@ class Hub:
             return
         self._crl_mtime = mtime
         for context in self.tls_contexts:
-            reload_crl(context, self.ca)
+            reload_crl(context, self.ca.crl_path)
         log.info("certificate revocation list reloaded")
 
     async def _watch_crl(self) -> None:
@@ -230,7 +228,7 @@ class Hub:
         if not self.tls:
             return
         issued = self.ca.issue(self.config.public_url or socket.gethostname(), SERVER, self._server_hosts())
-        self.tls_contexts = [server_context(self.ca, issued.cert_pem, issued.key_pem)]
+        self.tls_contexts = [server_context(self.ca.ca_pem, self.ca.crl_path, issued.cert_pem, issued.key_pem)]
 
     # -- request accounting (for a graceful stop) ------------------------------
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from hub.atomic_file import write_atomic
-from hub.errors import HubError
+from hark_fleet.hub.errors import HubError
+from hark_fleet.protocol.atomic_file import write_atomic
 
 log = logging.getLogger(__name__)
 

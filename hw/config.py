@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hw import front_panel, gps, ups
-from hw.errors import HardwareConfigError
-from hw.ups import ShutdownPolicy
+from hark_fleet.hw import front_panel, gps, ups
+from hark_fleet.hw.errors import HardwareConfigError
+from hark_fleet.hw.ups import ShutdownPolicy
 
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 DEVICE_KEYS = ("front_panel", "ups", "gps", "hardware_watchdog")

@@ -12,12 +12,12 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from hw.config import HardwareConfig
-from hw.errors import WatchdogError
-from hw.front_panel import FrontPanel
-from hw.gps import Gps, GpsTime
-from hw.ups import PowerState, Ups
-from hw.watchdog import Watchdog
+from hark_fleet.hw.config import HardwareConfig
+from hark_fleet.hw.errors import WatchdogError
+from hark_fleet.hw.front_panel import FrontPanel
+from hark_fleet.hw.gps import Gps, GpsTime
+from hark_fleet.hw.ups import PowerState, Ups
+from hark_fleet.hw.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 

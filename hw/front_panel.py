@@ -26,8 +26,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from hw.errors import ProtocolError
-from hw.serial_line import LineChannel, call_safely
+from hark_fleet.hw.errors import ProtocolError
+from hark_fleet.hw.serial_line import LineChannel, call_safely
 
 log = logging.getLogger(__name__)
 

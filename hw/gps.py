@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import reduce
 
-from hw.errors import ProtocolError
-from hw.serial_line import LineChannel, call_safely
+from hark_fleet.hw.errors import ProtocolError
+from hark_fleet.hw.serial_line import LineChannel, call_safely
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from hw.errors import ProtocolError
-from hw.serial_line import LineChannel, call_safely
+from hark_fleet.hw.errors import ProtocolError
+from hark_fleet.hw.serial_line import LineChannel, call_safely
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from hw.errors import WatchdogError
+from hark_fleet.hw.errors import WatchdogError
 
 log = logging.getLogger(__name__)
 

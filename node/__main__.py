@@ -1,3 +1,3 @@
-from node.cli import main
+from hark_fleet.node.cli import main
 
 raise SystemExit(main())

@@ -12,38 +12,37 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-
-from hub import __version__
-from hub.mqtt.backoff import backoff_delay
-from hub.mqtt.messages import Ack, ConfigChanged, JobReady, LifecycleCommand, MeterFrame, NewCredential
-from node import const
-from node.audio_path import AudioPath, AudioThresholds
-from node.clock import time_quality, utc_iso
-from node.commands import MalformedCommand, decode_command
-from node.config import NodeConfig
-from node.credentials import Credentials
-from node.diagnostics import RecentLog
-from node.errors import HubProtocolError, HubRejected, NodeError, StateError
-from node.hardware import Hardware
-from node.health import health_payload, outbox_damaged_payload, outbox_level_payload
-from node.heartbeat import ClockStatus, HeartbeatWorker
-from node.hub_client import FetchedConfig, HubClient, answer_data, pinned_context
-from node.identify import Identify
-from node.lifecycle import LifecycleRunner
-from node.lifecycle_actions import NodeActions
-from node.local.provision import Provisioning, format_claim_code, with_local_identity
-from node.local.server import LocalContext, LocalServer
-from node.local.technician import ACTION_KIND, TechnicianAccess
-from node.privileged import PrivilegedCommands
-from node.recording_client import RecordingClient
-from node.recording_jobs import RecordingWorker
-from node.sender import OutboxSender
-from node.state import StateStore, load_state, resolve_state, save_state
-from node.topics import NodeTopics
-from node.transport_mqtt import BrokerAddress, MqttTransport
-from node.worker import wait_any
-from provision.errors import ProvisionError
-from provision.mdns import Advertisement, NodeAdvert, advertise_node, browse_hubs
+from hark_fleet.node import const
+from hark_fleet.node.audio_path import AudioPath, AudioThresholds
+from hark_fleet.node.clock import time_quality, utc_iso
+from hark_fleet.node.commands import MalformedCommand, decode_command
+from hark_fleet.node.config import NodeConfig
+from hark_fleet.node.credentials import Credentials
+from hark_fleet.node.diagnostics import RecentLog
+from hark_fleet.node.errors import HubProtocolError, HubRejected, NodeError, StateError
+from hark_fleet.node.hardware import Hardware
+from hark_fleet.node.health import health_payload, outbox_damaged_payload, outbox_level_payload
+from hark_fleet.node.heartbeat import ClockStatus, HeartbeatWorker
+from hark_fleet.node.hub_client import FetchedConfig, HubClient, answer_data, pinned_context
+from hark_fleet.node.identify import Identify
+from hark_fleet.node.lifecycle import LifecycleRunner
+from hark_fleet.node.lifecycle_actions import NodeActions
+from hark_fleet.node.local.provision import Provisioning, format_claim_code, with_local_identity
+from hark_fleet.node.local.server import LocalContext, LocalServer
+from hark_fleet.node.local.technician import ACTION_KIND, TechnicianAccess
+from hark_fleet.node.privileged import PrivilegedCommands
+from hark_fleet.node.recording_client import RecordingClient
+from hark_fleet.node.recording_jobs import RecordingWorker
+from hark_fleet.node.sender import OutboxSender
+from hark_fleet.node.state import StateStore, load_state, resolve_state, save_state
+from hark_fleet.node.topics import NodeTopics
+from hark_fleet.node.transport_mqtt import BrokerAddress, MqttTransport
+from hark_fleet.node.worker import wait_any
+from hark_fleet.protocol.backoff import backoff_delay
+from hark_fleet.protocol.messages import Ack, ConfigChanged, JobReady, LifecycleCommand, MeterFrame, NewCredential
+from hark_fleet.protocol.version import __version__
+from hark_fleet.provision.errors import ProvisionError
+from hark_fleet.provision.mdns import Advertisement, NodeAdvert, advertise_node, browse_hubs
 
 log = logging.getLogger(__name__)
 

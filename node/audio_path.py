@@ -18,15 +18,21 @@ from typing import Any
 
 import msgspec
 import numpy as np
-
-from audio.capture import CaptureCondition, CaptureSupervisor, RingBuffer, RingReader, list_input_devices, ring_for_source
-from audio.capture.backends import capture_format
-from audio.capture.errors import CaptureError
-from audio.meters import InvalidSetup, MeterEngine
-from hub.mqtt.messages import AudioInterface, MeterFrame
-from node.audio_source import AudioSource
-from node.channel_map import ChannelMap, default_map
-from node.clock import utc_iso
+from hark_fleet.audio.capture import (
+    CaptureCondition,
+    CaptureSupervisor,
+    RingBuffer,
+    RingReader,
+    list_input_devices,
+    ring_for_source,
+)
+from hark_fleet.audio.capture.backends import capture_format
+from hark_fleet.audio.capture.errors import CaptureError
+from hark_fleet.audio.meters import InvalidSetup, MeterEngine
+from hark_fleet.node.audio_source import AudioSource
+from hark_fleet.node.channel_map import ChannelMap, default_map
+from hark_fleet.node.clock import utc_iso
+from hark_fleet.protocol.messages import AudioInterface, MeterFrame
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Audio source strings: the parser lives in audio/source.py; re-exported so existing imports keep working."""
 
-from audio.source import AudioSource, parse_audio_source
+from hark_fleet.audio.source import AudioSource, parse_audio_source
 
 __all__ = ["AudioSource", "parse_audio_source"]

@@ -9,13 +9,14 @@ import os
 import signal
 import sys
 
-from hub import __version__
-from hub.logs import setup_logging
-from node.agent import NodeRunner, prepare_state
-from node.config import NodeConfig
-from node.errors import ConfigError, NodeError
+from hark_fleet.node.agent import NodeRunner, prepare_state
+from hark_fleet.node.config import NodeConfig
+from hark_fleet.node.errors import NodeError
+from hark_fleet.protocol.errors import ConfigError
+from hark_fleet.protocol.logs import setup_logging
+from hark_fleet.protocol.version import __version__
 
-log = logging.getLogger("node")
+log = logging.getLogger("hark_fleet.node")
 
 EXIT_CONFIG = 2
 
@@ -66,4 +67,4 @@ def restart_in_place() -> None:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "node", *sys.argv[1:]])
+    os.execv(sys.executable, [sys.executable, "-m", "hark_fleet.node", *sys.argv[1:]])

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from datetime import UTC, datetime
 
-from hub.mqtt.messages import TimeQuality
+from hark_fleet.protocol.messages import TimeQuality
 
 log = logging.getLogger(__name__)
 

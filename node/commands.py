@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from hub.mqtt.decoding import PayloadError, decode
-from hub.mqtt.messages import Ack, ConfigChanged, JobReady, LifecycleCommand, NewCredential
-from node import const
-from node.errors import NodeError
+from hark_fleet.node import const
+from hark_fleet.node.errors import NodeError
+from hark_fleet.protocol.decoding import PayloadError, decode
+from hark_fleet.protocol.messages import Ack, ConfigChanged, JobReady, LifecycleCommand, NewCredential
 
 Command = Ack | NewCredential | ConfigChanged | LifecycleCommand | JobReady
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hub.atomic_file import write_atomic
-from hub.mqtt.messages import Severity
-from node.metrics import SystemSnapshot
+from hark_fleet.node.metrics import SystemSnapshot
+from hark_fleet.protocol.atomic_file import write_atomic
+from hark_fleet.protocol.messages import Severity
 
 log = logging.getLogger(__name__)
 

@@ -7,24 +7,14 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from hub.config import Setting, _parse_bool, load_settings
-from hw.config import HardwareConfig, HardwareConfigError, parse_hardware_config_json
-from node import const
-from node.audio_source import AudioSource, parse_audio_source
-from provision.mdns import Interfaces, parse_interfaces
+from hark_fleet.hw.config import HardwareConfig, HardwareConfigError, parse_hardware_config_json
+from hark_fleet.node import const
+from hark_fleet.node.audio_source import AudioSource, parse_audio_source
+from hark_fleet.protocol.config import Setting, load_settings, parse_bool, parse_http_url, parse_log_level, parse_port
+from hark_fleet.provision.mdns import Interfaces, parse_interfaces
 
 FORBIDDEN_ID_CHARACTERS = set("/+#\x00 ")
-
-
-def parse_http_url(raw: str) -> str:
-    """An http(s) base URL without a trailing slash."""
-    parts = urlsplit(raw.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected an http:// or https:// URL")
-    parts.port  # noqa: B018 - raises ValueError on a bad port
-    return raw.strip().rstrip("/")
 
 
 def parse_node_id(raw: str) -> str:
@@ -63,13 +53,6 @@ def _parse_capacity(raw: str) -> int:
     return value
 
 
-def _parse_port(raw: str) -> int:
-    port = int(raw)
-    if not 0 <= port <= 65535:
-        raise ValueError("expected a port number 0..65535")
-    return port
-
-
 def _parse_runner(raw: str) -> tuple[str, ...]:
     """A command prefix for privileged commands, e.g. `sudo -n` (empty: run them directly)."""
     try:
@@ -86,12 +69,6 @@ def _parse_hardware(raw: str) -> HardwareConfig:
         raise ValueError(str(err)) from err
 
 
-def _parse_log_level(raw: str) -> str:
-    level = raw.strip().upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
-    return level
-
 
 NODE_SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", Path, Path(const.DEFAULT_DATA_DIR)),
@@ -99,7 +76,7 @@ NODE_SETTINGS: tuple[Setting, ...] = (
     Setting("node_id", parse_node_id),
     Setting("node_credential", _parse_secret),
     Setting("node_audio_source", parse_audio_source, parse_audio_source(const.DEFAULT_AUDIO_SOURCE)),
-    Setting("node_local_port", _parse_port, const.DEFAULT_LOCAL_PORT),
+    Setting("node_local_port", parse_port, const.DEFAULT_LOCAL_PORT),
     Setting("node_local_host", str, const.DEFAULT_LOCAL_HOST),
     Setting("mdns_interfaces", parse_interfaces, None),
     Setting("heartbeat_interval_s", _parse_positive_float, const.DEFAULT_HEARTBEAT_INTERVAL_S),
@@ -109,8 +86,8 @@ NODE_SETTINGS: tuple[Setting, ...] = (
     Setting("node_silence_threshold_dbfs", _parse_dbfs, -60.0),
     Setting("node_silence_hold_s", _parse_positive_float, 10.0),
     Setting("node_clip_clear_s", _parse_positive_float, 10.0),
-    Setting("log_level", _parse_log_level, "INFO"),
-    Setting("allow_plain", _parse_bool, False),
+    Setting("log_level", parse_log_level, "INFO"),
+    Setting("allow_plain", parse_bool, False),
 )
 
 

@@ -15,7 +15,7 @@ import dataclasses
 import hmac
 from dataclasses import dataclass, field
 
-from node.state import credential_digest
+from hark_fleet.node.state import credential_digest
 
 
 @dataclass(frozen=True, slots=True)

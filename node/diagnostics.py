@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-
-from hub import __version__
-from hub.atomic_file import write_atomic
-from node.metrics import read_system
+from hark_fleet.node.metrics import read_system
+from hark_fleet.protocol.atomic_file import write_atomic
+from hark_fleet.protocol.version import __version__
 
 RECENT_LOG_LINES = 300
 KEEP_BUNDLES = 10

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from hub.errors import ConfigError
-
-__all__ = [
-    "ConfigError",
-    "HubProtocolError",
-    "HubRejected",
-    "HubUnreachable",
-    "NodeError",
-    "OutboxError",
-    "StateError",
-]
+from hark_fleet.protocol.errors import HarkError
 
 
-class NodeError(Exception):
+class NodeError(HarkError):
     """Base of every error the node agent raises on purpose."""
 
 

@@ -14,14 +14,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hw.config import HardwareConfig
-from hw.devices import DeviceCallbacks, Devices, start_devices
-from hw.gps import GpsTime
-from hw.ups import PowerState
-from node.audio_path import AudioPath
-from node.heartbeat import ClockStatus
-from node.identify import Identify
-from node.worker import wait_any
+from hark_fleet.hw.config import HardwareConfig
+from hark_fleet.hw.devices import DeviceCallbacks, Devices, start_devices
+from hark_fleet.hw.gps import GpsTime
+from hark_fleet.hw.ups import PowerState
+from hark_fleet.node.audio_path import AudioPath
+from hark_fleet.node.heartbeat import ClockStatus
+from hark_fleet.node.identify import Identify
+from hark_fleet.node.worker import wait_any
 
 log = logging.getLogger(__name__)
 

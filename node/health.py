@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
-
-from hub.mqtt.messages import HealthReport, Severity
-from node.clock import utc_iso
+from hark_fleet.node.clock import utc_iso
+from hark_fleet.protocol.messages import HealthReport, Severity
 
 OUTBOX_HIGH = "outbox.high"
 OUTBOX_DAMAGED = "outbox.damaged"

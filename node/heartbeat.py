@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-
-from hub.mqtt.messages import AudioInterface, Clock, Heartbeat, TimeQuality
-from hw.sensors import LoadReading, PowerFlags, read_load, read_power_flags
-from node.clock import time_quality, utc_iso
-from node.conditions import Change, ConditionWatch
-from node.health import health_payload
-from node.metrics import SystemSnapshot, read_system
-from node.sender import OutboxSender
-from node.worker import stopped
+from hark_fleet.hw.sensors import LoadReading, PowerFlags, read_load, read_power_flags
+from hark_fleet.node.clock import time_quality, utc_iso
+from hark_fleet.node.conditions import Change, ConditionWatch
+from hark_fleet.node.health import health_payload
+from hark_fleet.node.metrics import SystemSnapshot, read_system
+from hark_fleet.node.sender import OutboxSender
+from hark_fleet.node.worker import stopped
+from hark_fleet.protocol.messages import AudioInterface, Clock, Heartbeat, TimeQuality
 
 log = logging.getLogger(__name__)
 

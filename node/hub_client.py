@@ -12,14 +12,13 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import msgspec
+from hark_fleet.node import const
+from hark_fleet.node.clock import clock_offset_ms, parse_utc
+from hark_fleet.node.errors import HubProtocolError, HubRejected, HubUnreachable, NodeError
+from hark_fleet.protocol.decoding import PayloadError, decode
+from hark_fleet.protocol.tls import client_context, split_bundle
+from hark_fleet.protocol.version import __version__
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
-
-from hub import __version__
-from hub.mqtt.decoding import PayloadError, decode
-from hub.tls.contexts import client_context, split_bundle
-from node import const
-from node.clock import clock_offset_ms, parse_utc
-from node.errors import HubProtocolError, HubRejected, HubUnreachable, NodeError
 
 log = logging.getLogger(__name__)
 

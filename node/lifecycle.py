@@ -18,11 +18,10 @@ from datetime import datetime
 from pathlib import Path
 
 import msgspec
-
-from hub.atomic_file import write_atomic
-from hub.mqtt.messages import LifecycleCommand, LifecycleReport
-from node.clock import utc_iso
-from node.errors import NodeError
+from hark_fleet.node.clock import utc_iso
+from hark_fleet.node.errors import NodeError
+from hark_fleet.protocol.atomic_file import write_atomic
+from hark_fleet.protocol.messages import LifecycleCommand, LifecycleReport
 
 log = logging.getLogger(__name__)
 

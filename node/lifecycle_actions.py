@@ -7,11 +7,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from hub.mqtt.messages import LifecycleCommand
-from node import diagnostics
-from node.identify import Identify
-from node.lifecycle import Action, ActionResult
-from node.privileged import PrivilegedCommands
+from hark_fleet.node import diagnostics
+from hark_fleet.node.identify import Identify
+from hark_fleet.node.lifecycle import Action, ActionResult
+from hark_fleet.node.privileged import PrivilegedCommands
+from hark_fleet.protocol.messages import LifecycleCommand
 
 MAX_OUTPUT_CHARS = 60_000
 

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-
-from hub.mqtt.messages import Disk, Memory
+from hark_fleet.protocol.messages import Disk, Memory
 
 log = logging.getLogger(__name__)
 

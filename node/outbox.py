@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.errors import OutboxError
-from node.outbox_policy import KINDS, plan_admission
+from hark_fleet.node.errors import OutboxError
+from hark_fleet.node.outbox_policy import KINDS, plan_admission
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from node import const
+from hark_fleet.node import const
 
 Kind = Literal["telemetry", "local", "health", "lifecycle", "job"]
 # Lowest value first: a new row may push out older rows of its own rank or below, never a job.

@@ -11,7 +11,7 @@ import asyncio
 import shutil
 from dataclasses import dataclass
 
-from node.errors import NodeError
+from hark_fleet.node.errors import NodeError
 
 # action -> the commands that do it, in order of preference (the first whose program exists runs)
 PRIVILEGED_COMMANDS: dict[str, tuple[tuple[str, ...], ...]] = {

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-
-from node.errors import HubProtocolError, HubRejected, NodeError
-from node.hub_client import HubClient, answer_data
+from hark_fleet.node.errors import HubProtocolError, HubRejected, NodeError
+from hark_fleet.node.hub_client import HubClient, answer_data
 
 log = logging.getLogger(__name__)
 

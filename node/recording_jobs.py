@@ -16,14 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hub.mqtt.backoff import backoff_delay
-from node.audio_path import AudioPath
-from node.errors import HubRejected, HubUnreachable, NodeError
-from node.heartbeat import ClockStatus
-from node.recorder import CacheDirectory, CachePolicy, Recorder, RecordingProfile, RecordingResult, recover_cache
-from node.recorder.errors import RecorderError
-from node.recording_client import ClaimedJob, RecordingClient, StaleLease, UploadRejected
-from node.worker import wait_any
+from hark_fleet.node.audio_path import AudioPath
+from hark_fleet.node.errors import HubRejected, HubUnreachable, NodeError
+from hark_fleet.node.heartbeat import ClockStatus
+from hark_fleet.node.recorder import CacheDirectory, CachePolicy, Recorder, RecordingProfile, RecordingResult, recover_cache
+from hark_fleet.node.recorder.errors import RecorderError
+from hark_fleet.node.recording_client import ClaimedJob, RecordingClient, StaleLease, UploadRejected
+from hark_fleet.node.worker import wait_any
+from hark_fleet.protocol.backoff import backoff_delay
 
 log = logging.getLogger(__name__)
 

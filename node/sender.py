@@ -18,11 +18,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hub.mqtt.messages import OutboxLevel
-from node import const
-from node.outbox import Outbox, OutboxRow
-from node.outbox_policy import level_transition
-from node.worker import wait_any
+from hark_fleet.node import const
+from hark_fleet.node.outbox import Outbox, OutboxRow
+from hark_fleet.node.outbox_policy import level_transition
+from hark_fleet.node.worker import wait_any
+from hark_fleet.protocol.messages import OutboxLevel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

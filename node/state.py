@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-
-from hub.atomic_file import remove_stale_temps, write_atomic
-from node.errors import StateError
+from hark_fleet.node.errors import StateError
+from hark_fleet.protocol.atomic_file import remove_stale_temps, write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hub.mqtt.topics import command_topic, node_prefix, parse_node_topic
-from node import const
+from hark_fleet.node import const
+from hark_fleet.protocol.topics import command_topic, node_prefix, parse_node_topic
 
 
 @dataclass(frozen=True, slots=True)

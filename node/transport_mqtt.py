@@ -22,14 +22,13 @@ from urllib.parse import urlsplit
 
 import msgspec
 import paho.mqtt.client as mqtt
+from hark_fleet.node import const
+from hark_fleet.node.clock import utc_iso
+from hark_fleet.node.hub_client import plain_refused
+from hark_fleet.node.topics import NodeTopics
+from hark_fleet.protocol.backoff import backoff_delay
+from hark_fleet.protocol.messages import Status
 from paho.mqtt.enums import CallbackAPIVersion
-
-from hub.mqtt.backoff import backoff_delay
-from hub.mqtt.messages import Status
-from node import const
-from node.clock import utc_iso
-from node.hub_client import plain_refused
-from node.topics import NodeTopics
 
 log = logging.getLogger(__name__)
 

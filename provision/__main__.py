@@ -1,3 +1,3 @@
-from provision.cli import main
+from hark_fleet.provision.cli import main
 
 raise SystemExit(main())

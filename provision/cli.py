@@ -13,19 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hark_fleet.protocol.tls import TlsError
+from hark_fleet.protocol.version import __version__
+from hark_fleet.provision.ca_commands import add_ca_commands
+from hark_fleet.provision.errors import CsvError, NodeNotFound, ProvisionError, RequestFailed
+from hark_fleet.provision.http import trust_ca
+from hark_fleet.provision.hub_api import HubApi
+from hark_fleet.provision.local_client import reset_node
+from hark_fleet.provision.mdns import DiscoveredNode, Interfaces, browse_nodes, find_hub, parse_interfaces
 from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
-
-from hub import __version__
-from hub.tls.errors import TlsError
-from provision.ca import add_ca_commands
-from provision.errors import CsvError, NodeNotFound, ProvisionError, RequestFailed
-from provision.http import trust_ca
-from provision.hub_api import HubApi
-from provision.local_client import reset_node
-from provision.mdns import DiscoveredNode, Interfaces, browse_nodes, find_hub, parse_interfaces
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

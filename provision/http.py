@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from hark_fleet.protocol.decoding import PayloadError, decode
+from hark_fleet.provision.errors import RequestFailed
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-
-from hub.mqtt.decoding import PayloadError, decode
-from provision.errors import RequestFailed
 
 TIMEOUT_S = 10.0
 MAX_ANSWER_BYTES = 8 * 1024 * 1024  # what a hub or a node may answer (a large fleet's listing fits)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from provision.http import call_json
+from hark_fleet.provision.http import call_json
 
 
 class HubApi:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from provision.http import call_json
+from hark_fleet.provision.http import call_json
 
 
 async def node_info(local_url: str) -> dict[str, Any]:

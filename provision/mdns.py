@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import ifaddr
+from hark_fleet.provision.errors import MdnsError
 from zeroconf import BadTypeInNameException, InterfaceChoice, IPVersion, NonUniqueNameException, ServiceInfo, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
-
-from provision.errors import MdnsError
 
 log = logging.getLogger(__name__)
 

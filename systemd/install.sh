@@ -134,7 +134,10 @@ step "venv: $VENV with hark from $checkout"
 if [ ! -x "$VENV/bin/python" ]; then
   run python3 -m venv "$VENV"
 fi
-run "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade "$checkout"
+extras=()  # a recording box gets the node's dependencies only, never the hub's stack
+[ "$hub" = 1 ] && extras+=(hub)
+[ "$node" = 1 ] && extras+=(node)
+run "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade "$checkout[$(IFS=,; echo "${extras[*]}")]"
 run install -m 0644 "$checkout/README.md" "$PREFIX/README.md"
 
 # --- 6. units, the privileged runner and the polkit rule ----------------------------------

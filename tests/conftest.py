@@ -11,9 +11,9 @@ from pathlib import Path
 
 import peewee
 import pytest
+from hark_fleet.hub.db.database import open_database
+from hark_fleet.hub.db.models import database_proxy
 
-from hub.db.database import open_database
-from hub.db.models import database_proxy
 from tests.harness import HubProcess, Mosquitto, NotifySocket, create_database, drop_database, leftover_children, terminate
 
 BACKENDS = ("sqlite", "postgres")

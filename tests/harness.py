@@ -20,11 +20,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg2
+from hark_fleet.hub.processes import free_port
+from hark_fleet.hub.processes import stop_process as terminate
+from hark_fleet.hw.watchdog import notify_address
 from psycopg2 import sql
-
-from hub.processes import free_port
-from hub.processes import stop_process as terminate
-from hw.watchdog import notify_address
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get("HARK_TEST_POSTGRES_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres")
@@ -210,7 +209,7 @@ class HubProcess:
 
     def start(self, wait_ready: bool = True) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = spawn([sys.executable, "-m", "hub", "run"], env=self.env(), log_path=self.log_path)
+        self.proc = spawn([sys.executable, "-m", "hark_fleet.hub", "run"], env=self.env(), log_path=self.log_path)
         if wait_ready:
             self.wait_ready()
 
@@ -380,6 +379,7 @@ class NodeProcess:
     env_extra: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     local_port: int = field(default_factory=free_port)
+    python: str = sys.executable  # another environment's interpreter runs the node as installed there
 
     @property
     def local_url(self) -> str:
@@ -410,7 +410,7 @@ class NodeProcess:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = spawn([sys.executable, "-m", "node"], env=self.env(), log_path=self.log_path)
+        self.proc = spawn([self.python, "-m", "hark_fleet.node"], env=self.env(), log_path=self.log_path)
 
     def stop(self) -> int:
         code = terminate(self.proc) if self.proc is not None else 0

@@ -22,12 +22,12 @@ the `{id, name, channels, rates, default}` dicts of the node's status report. Ba
 (frames each reader lost by falling behind).
 """
 
-from audio.capture.backends import BACKENDS, capture_format, open_capture, ring_for_source
-from audio.capture.base import Capture, CaptureStats
-from audio.capture.devices import list_input_devices, rescan_devices
-from audio.capture.errors import BackendUnavailable, CaptureError, DeviceOpenError, NoInputDevice, SourceFileError
-from audio.capture.ring import ReaderStats, RingBuffer, RingReader
-from audio.capture.supervisor import DEVICE_LOST, NO_DEVICE, CaptureCondition, CaptureSupervisor
+from hark_fleet.audio.capture.backends import BACKENDS, capture_format, open_capture, ring_for_source
+from hark_fleet.audio.capture.base import Capture, CaptureStats
+from hark_fleet.audio.capture.devices import list_input_devices, rescan_devices
+from hark_fleet.audio.capture.errors import BackendUnavailable, CaptureError, DeviceOpenError, NoInputDevice, SourceFileError
+from hark_fleet.audio.capture.ring import ReaderStats, RingBuffer, RingReader
+from hark_fleet.audio.capture.supervisor import DEVICE_LOST, NO_DEVICE, CaptureCondition, CaptureSupervisor
 
 __all__ = [
     "BACKENDS",

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from audio.capture.base import Capture, CaptureStats
-from audio.capture.errors import CaptureError
-from audio.capture.file_backend import FileCapture, file_format
-from audio.capture.pyaudio_backend import PyaudioCapture
-from audio.capture.ring import RingBuffer
-from audio.capture.sounddevice_backend import SounddeviceCapture
-from audio.capture.synthetic import SyntheticCapture
-from audio.source import AudioSource
+from hark_fleet.audio.capture.base import Capture, CaptureStats
+from hark_fleet.audio.capture.errors import CaptureError
+from hark_fleet.audio.capture.file_backend import FileCapture, file_format
+from hark_fleet.audio.capture.pyaudio_backend import PyaudioCapture
+from hark_fleet.audio.capture.ring import RingBuffer
+from hark_fleet.audio.capture.sounddevice_backend import SounddeviceCapture
+from hark_fleet.audio.capture.synthetic import SyntheticCapture
+from hark_fleet.audio.source import AudioSource
 
 BACKENDS: dict[str, type[Capture]] = {
     "sounddevice": SounddeviceCapture,

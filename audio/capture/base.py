@@ -9,10 +9,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from audio.capture.errors import CaptureError
-from audio.capture.ring import RingBuffer
-from audio.source import AudioSource
+from hark_fleet.audio.capture.errors import CaptureError
+from hark_fleet.audio.capture.ring import RingBuffer
+from hark_fleet.audio.source import AudioSource
 
 log = logging.getLogger(__name__)
 

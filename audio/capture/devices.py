@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from audio.capture.errors import BackendUnavailable, NoInputDevice
+from hark_fleet.audio.capture.errors import BackendUnavailable, NoInputDevice
 
 # Rates worth probing: those a source string may ask for (audio/source.py: 16 kHz to 96 kHz).
 PROBE_RATES = (16_000, 22_050, 32_000, 44_100, 48_000, 88_200, 96_000)

@@ -7,9 +7,8 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-
-from audio.capture.base import PacedCapture
-from audio.capture.errors import BackendUnavailable, SourceFileError
+from hark_fleet.audio.capture.base import PacedCapture
+from hark_fleet.audio.capture.errors import BackendUnavailable, SourceFileError
 
 
 def load_soundfile() -> ModuleType:

@@ -6,10 +6,9 @@ import logging
 from typing import Any
 
 import numpy as np
-
-from audio.capture.base import SCALES, Capture
-from audio.capture.devices import find_input, load_pyaudio, pyaudio_inputs
-from audio.capture.errors import DeviceOpenError
+from hark_fleet.audio.capture.base import SCALES, Capture
+from hark_fleet.audio.capture.devices import find_input, load_pyaudio, pyaudio_inputs
+from hark_fleet.audio.capture.errors import DeviceOpenError
 
 log = logging.getLogger(__name__)
 

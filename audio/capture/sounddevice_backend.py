@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from audio.capture.base import SCALES, Capture
-from audio.capture.devices import find_input, load_sounddevice, sounddevice_inputs
-from audio.capture.errors import DeviceOpenError
+from hark_fleet.audio.capture.base import SCALES, Capture
+from hark_fleet.audio.capture.devices import find_input, load_sounddevice, sounddevice_inputs
+from hark_fleet.audio.capture.errors import DeviceOpenError
 
 log = logging.getLogger(__name__)
 

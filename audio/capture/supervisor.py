@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from audio.capture.backends import open_capture
-from audio.capture.base import Capture, CaptureStats
-from audio.capture.devices import rescan_devices
-from audio.capture.errors import CaptureError
-from audio.capture.ring import RingBuffer
-from audio.source import AudioSource
-from hub.mqtt.backoff import backoff_delay
+from hark_fleet.audio.capture.backends import open_capture
+from hark_fleet.audio.capture.base import Capture, CaptureStats
+from hark_fleet.audio.capture.devices import rescan_devices
+from hark_fleet.audio.capture.errors import CaptureError
+from hark_fleet.audio.capture.ring import RingBuffer
+from hark_fleet.audio.source import AudioSource
+from hark_fleet.protocol.backoff import backoff_delay
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from audio.capture.base import CaptureStats, PacedCapture
-from audio.capture.ring import RingBuffer
-from audio.source import AudioSource
+from hark_fleet.audio.capture.base import CaptureStats, PacedCapture
+from hark_fleet.audio.capture.ring import RingBuffer
+from hark_fleet.audio.source import AudioSource
 
 SWEEP_LOW_HZ = 20.0
 SWEEP_HIGH_HZ = 20_000.0

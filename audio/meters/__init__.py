@@ -15,11 +15,11 @@ frame body for the interval the block covers. Choices the standards leave open, 
 
 from __future__ import annotations
 
-from audio.meters.engine import MeterEngine
-from audio.meters.errors import InvalidBlock, InvalidSetup, MeterError
-from audio.meters.loudness import LoudnessMeter, LoudnessReading, Programme, channel_weight
-from audio.meters.spl import calibration_offset
-from audio.meters.true_peak import TruePeakMeter
+from hark_fleet.audio.meters.engine import MeterEngine
+from hark_fleet.audio.meters.errors import InvalidBlock, InvalidSetup, MeterError
+from hark_fleet.audio.meters.loudness import LoudnessMeter, LoudnessReading, Programme, channel_weight
+from hark_fleet.audio.meters.spl import calibration_offset
+from hark_fleet.audio.meters.true_peak import TruePeakMeter
 
 __all__ = [
     "InvalidBlock",

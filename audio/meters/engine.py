@@ -6,14 +6,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-
-from audio.meters.const import CLIP_THRESHOLD, SILENCE_HOLD_S, SILENCE_THRESHOLD_DBFS
-from audio.meters.errors import InvalidBlock, InvalidSetup
-from audio.meters.levels import LevelMeter
-from audio.meters.loudness import LoudnessMeter, LoudnessReading, Programme
-from audio.meters.spl import SplMeter
-from audio.meters.true_peak import TruePeakMeter
-from audio.meters.units import amplitude_db, power_db
+from hark_fleet.audio.meters.const import CLIP_THRESHOLD, SILENCE_HOLD_S, SILENCE_THRESHOLD_DBFS
+from hark_fleet.audio.meters.errors import InvalidBlock, InvalidSetup
+from hark_fleet.audio.meters.levels import LevelMeter
+from hark_fleet.audio.meters.loudness import LoudnessMeter, LoudnessReading, Programme
+from hark_fleet.audio.meters.spl import SplMeter
+from hark_fleet.audio.meters.true_peak import TruePeakMeter
+from hark_fleet.audio.meters.units import amplitude_db, power_db
 
 DEFAULT_NAMES: dict[int, tuple[str, ...]] = {
     1: ("M",),

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from audio.meters.const import CLIP_THRESHOLD, SILENCE_HOLD_S, SILENCE_THRESHOLD_DBFS
+from hark_fleet.audio.meters.const import CLIP_THRESHOLD, SILENCE_HOLD_S, SILENCE_THRESHOLD_DBFS
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from audio.meters.const import (
+from hark_fleet.audio.meters.const import (
     ABSOLUTE_GATE_LUFS,
     HISTOGRAM_BIN_LU,
     HISTOGRAM_TOP_LUFS,
@@ -33,9 +32,9 @@ from audio.meters.const import (
     SURROUND_NAMES,
     SURROUND_WEIGHT,
 )
-from audio.meters.errors import InvalidSetup
-from audio.meters.kweighting import KWeightingFilter
-from audio.meters.units import energy_lufs, lufs_energy
+from hark_fleet.audio.meters.errors import InvalidSetup
+from hark_fleet.audio.meters.kweighting import KWeightingFilter
+from hark_fleet.audio.meters.units import energy_lufs, lufs_energy
 
 HISTOGRAM_BINS = round((HISTOGRAM_TOP_LUFS - ABSOLUTE_GATE_LUFS) / HISTOGRAM_BIN_LU)
 ABSOLUTE_GATE_ENERGY = lufs_energy(ABSOLUTE_GATE_LUFS)

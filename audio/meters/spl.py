@@ -14,10 +14,9 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
+from hark_fleet.audio.meters.const import FAST_TIME_CONSTANT_S, LA90_STEP_S, REFERENCE_SPL_DB
+from hark_fleet.audio.meters.units import power_db
 from scipy.signal import bilinear_zpk, lfilter, sosfilt, sosfreqz, zpk2sos
-
-from audio.meters.const import FAST_TIME_CONSTANT_S, LA90_STEP_S, REFERENCE_SPL_DB
-from audio.meters.units import power_db
 
 # IEC 61672-1 A-weighting poles (Hz): 20.6 (double), 107.7, 737.9, 12194 (double); four zeros at 0 Hz.
 A_WEIGHTING_POLES_HZ = (20.598997, 20.598997, 107.65265, 737.86223, 12194.217, 12194.217)

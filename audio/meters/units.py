@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from audio.meters.const import FLOOR_DB, LUFS_OFFSET
+from hark_fleet.audio.meters.const import FLOOR_DB, LUFS_OFFSET
 
 
 def power_db(power: float, offset: float = 0.0) -> float | None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-
-from hub.api.hub_wide import HubWide
-from hub.api.listing import ExportHandler, FacetsHandler, ListHandler
-from hub.services import access_policies, groups, roles, users
+from hark_fleet.hub.api.hub_wide import HubWide
+from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
+from hark_fleet.hub.services import access_policies, groups, roles, users
 
 MANAGE = "auth:manage"
 # Lengths as the OpenAPI document's maxLength says: longer is a 400, never silently cut.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from hub.api.base import BaseHandler
-from hub.api.listing import ExportHandler, FacetsHandler, ListHandler
-from hub.services.audit import AUDIT_LIST, audit_to_api, reader_scope
-from hub.services.listing import get_scoped
+from hark_fleet.hub.api.base import BaseHandler
+from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
+from hark_fleet.hub.services.audit import AUDIT_LIST, audit_to_api, reader_scope
+from hark_fleet.hub.services.listing import get_scoped
 
 
 class AuditReader(BaseHandler):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import msgspec
-
-from hub.api.base import AUTHENTICATED, PUBLIC, SESSION_COOKIE, BaseHandler
-from hub.clock import iso
-from hub.errors import Unauthenticated
-from hub.services import auth as auth_service
+from hark_fleet.hub.api.base import AUTHENTICATED, PUBLIC, SESSION_COOKIE, BaseHandler
+from hark_fleet.hub.clock import iso
+from hark_fleet.hub.errors import Unauthenticated
+from hark_fleet.hub.services import auth as auth_service
 
 
 class LoginBody(msgspec.Struct, forbid_unknown_fields=True):

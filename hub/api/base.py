@@ -14,11 +14,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 import msgspec
 import tornado.web
-from tornado.httputil import responses
-
-from hub.auth.principal import ALL_SITES, Principal, SiteScope
-from hub.clock import parse_iso
-from hub.errors import (
+from hark_fleet.hub.auth.principal import ALL_SITES, Principal, SiteScope
+from hark_fleet.hub.clock import parse_iso
+from hark_fleet.hub.errors import (
     ApiError,
     Forbidden,
     InsufficientStorage,
@@ -29,14 +27,15 @@ from hub.errors import (
     Unauthenticated,
     is_storage_full,
 )
-from hub.mqtt.decoding import PayloadError, decode
-from hub.services import audit as audit_service
-from hub.services import query
-from hub.services.audit import Actor
-from hub.services.auth import csrf_token
+from hark_fleet.hub.services import audit as audit_service
+from hark_fleet.hub.services import query
+from hark_fleet.hub.services.audit import Actor
+from hark_fleet.hub.services.auth import csrf_token
+from hark_fleet.protocol.decoding import PayloadError, decode
+from tornado.httputil import responses
 
 if TYPE_CHECKING:
-    from hub.server import Hub
+    from hark_fleet.hub.server import Hub
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

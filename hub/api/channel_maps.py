@@ -6,14 +6,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-
-from hub.api.base import BaseHandler
-from hub.api.listing import ExportHandler, FacetsHandler, ListHandler
-from hub.api.nodes import CONTROL, AgentHandler
-from hub.mqtt.topics import command_topic
-from hub.services import channel_maps
-from hub.services.channel_maps import ASSIGNMENT_LIST, TEMPLATE_LIST
-from hub.services.listing import parse_list_request
+from hark_fleet.hub.api.base import BaseHandler
+from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
+from hark_fleet.hub.api.nodes import CONTROL, AgentHandler
+from hark_fleet.hub.services import channel_maps
+from hark_fleet.hub.services.channel_maps import ASSIGNMENT_LIST, TEMPLATE_LIST
+from hark_fleet.hub.services.listing import parse_list_request
+from hark_fleet.protocol.topics import command_topic
 
 READ = "settings:read"
 MANAGE = "settings:manage"

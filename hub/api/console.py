@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import tornado.web
+from hark_fleet.hub.api.base import EveryMethod
 from tornado.httputil import responses
-
-from hub.api.base import EveryMethod
 
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 SECURITY_HEADERS = {

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 
 import msgspec
-
-from hub.api.base import BaseHandler
-from hub.errors import ApiError, Conflict, Forbidden, NotFound, RateLimited, ServiceUnavailable
-from hub.services import nodes
-from hub.services.discovery import UNPROVISIONED
-from provision.errors import RequestFailed
-from provision.local_client import provision_node
+from hark_fleet.hub.api.base import BaseHandler
+from hark_fleet.hub.errors import ApiError, Conflict, Forbidden, NotFound, RateLimited, ServiceUnavailable
+from hark_fleet.hub.services import nodes
+from hark_fleet.hub.services.discovery import UNPROVISIONED
+from hark_fleet.provision.errors import RequestFailed
+from hark_fleet.provision.local_client import provision_node
 
 log = logging.getLogger(__name__)
 

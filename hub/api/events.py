@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from hub.api.streaming import StreamHandler
-from hub.errors import InvalidRequest
-from hub.events import Event
-from hub.services import query
+from hark_fleet.hub.api.streaming import StreamHandler
+from hark_fleet.hub.errors import InvalidRequest
+from hark_fleet.hub.events import Event
+from hark_fleet.hub.services import query
 
 
 class EventStreamHandler(StreamHandler):

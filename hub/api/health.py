@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-
-from hub.api.base import BaseHandler
-from hub.api.listing import ExportHandler, FacetsHandler, ListHandler
-from hub.services import health_events
-from hub.services.health import HEALTH_LIST
+from hark_fleet.hub.api.base import BaseHandler
+from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
+from hark_fleet.hub.services import health_events
+from hark_fleet.hub.services.health import HEALTH_LIST
 
 READ = "health:read"
 ACT = "health:acknowledge"

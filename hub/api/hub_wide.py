@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from hub.api.base import HTTP_METHODS, BaseHandler
-from hub.errors import Forbidden
+from hark_fleet.hub.api.base import HTTP_METHODS, BaseHandler
+from hark_fleet.hub.errors import Forbidden
 
 
 class HubWide(BaseHandler):

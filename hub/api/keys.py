@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import msgspec
-
-from hub.api.base import AUTHENTICATED, BaseHandler
-from hub.auth.permissions import KEY_MANAGEMENT
-from hub.errors import Forbidden
-from hub.services import api_keys
-from hub.services.listing import fetch_page, parse_list_request
+from hark_fleet.hub.api.base import AUTHENTICATED, BaseHandler
+from hark_fleet.hub.auth.permissions import KEY_MANAGEMENT
+from hark_fleet.hub.errors import Forbidden
+from hark_fleet.hub.services import api_keys
+from hark_fleet.hub.services.listing import fetch_page, parse_list_request
 
 
 class KeyCreateBody(msgspec.Struct, forbid_unknown_fields=True):

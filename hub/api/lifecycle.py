@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import msgspec
-
-from hub.api.base import BaseHandler
-from hub.mqtt.messages import LifecycleCommand
-from hub.mqtt.topics import command_topic
-from hub.services import lifecycle, nodes
-from hub.services.lifecycle import LIFECYCLE_LIST
-from hub.services.listing import fetch_page, parse_list_request
+from hark_fleet.hub.api.base import BaseHandler
+from hark_fleet.hub.services import lifecycle, nodes
+from hark_fleet.hub.services.lifecycle import LIFECYCLE_LIST
+from hark_fleet.hub.services.listing import fetch_page, parse_list_request
+from hark_fleet.protocol.messages import LifecycleCommand
+from hark_fleet.protocol.topics import command_topic
 
 
 class LifecycleBody(msgspec.Struct, forbid_unknown_fields=True):

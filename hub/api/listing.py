@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import msgspec
-
-from hub.api.base import BaseHandler
-from hub.errors import InvalidRequest
-from hub.services.listing import (
+from hark_fleet.hub.api.base import BaseHandler
+from hark_fleet.hub.errors import InvalidRequest
+from hark_fleet.hub.services.listing import (
     ExportEncoder,
     ListSpec,
     export_batches,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from hub.api.base import BaseHandler
-from hub.api.streaming import StreamHandler
-from hub.errors import InvalidRequest
-from hub.meters import RANGES_S
-from hub.services import nodes
+from hark_fleet.hub.api.base import BaseHandler
+from hark_fleet.hub.api.streaming import StreamHandler
+from hark_fleet.hub.errors import InvalidRequest
+from hark_fleet.hub.meters import RANGES_S
+from hark_fleet.hub.services import nodes
 
 MAX_STREAM_NODES = 200
 

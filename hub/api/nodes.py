@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import msgspec
-
-from hub.api.base import BaseHandler
-from hub.api.listing import ExportHandler, FacetsHandler, ListHandler
-from hub.clock import iso, utcnow
-from hub.errors import Forbidden, NotFound
-from hub.mqtt.messages import HealthReport, Heartbeat, MeterFrame
-from hub.mqtt.topics import command_topic
-from hub.services import nodes, technician
-from hub.services.nodes import NODE_LIST
+from hark_fleet.hub.api.base import BaseHandler
+from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
+from hark_fleet.hub.clock import iso, utcnow
+from hark_fleet.hub.errors import Forbidden, NotFound
+from hark_fleet.hub.services import nodes, technician
+from hark_fleet.hub.services.nodes import NODE_LIST
+from hark_fleet.protocol.messages import HealthReport, Heartbeat, MeterFrame
+from hark_fleet.protocol.topics import command_topic
 
 CONTROL = "node:control"
 DYNSEC_SWITCH_DELAY_S = 1.0

@@ -6,10 +6,10 @@ import re
 import secrets
 from urllib.parse import quote
 
-from hub.api.base import PUBLIC, BaseHandler
-from hub.auth.oidc import OidcClient, authorization_url, pkce_pair
-from hub.errors import NotFound, Unauthenticated
-from hub.services import oidc_logins
+from hark_fleet.hub.api.base import PUBLIC, BaseHandler
+from hark_fleet.hub.auth.oidc import OidcClient, authorization_url, pkce_pair
+from hark_fleet.hub.errors import NotFound, Unauthenticated
+from hark_fleet.hub.services import oidc_logins
 
 
 class OidcHandler(BaseHandler):

@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
-
-from hub.api.base import BaseHandler
-from hub.api.listing import ExportHandler, FacetsHandler, ListHandler
-from hub.api.nodes import CONTROL as NODE_CONTROL
-from hub.api.nodes import AgentHandler
-from hub.api.recordings import RecordingCommands
-from hub.services import recording_jobs
-from hub.services.recording_jobs import JOB_LIST
+from hark_fleet.hub.api.base import BaseHandler
+from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
+from hark_fleet.hub.api.nodes import CONTROL as NODE_CONTROL
+from hark_fleet.hub.api.nodes import AgentHandler
+from hark_fleet.hub.api.recordings import RecordingCommands
+from hark_fleet.hub.services import recording_jobs
+from hark_fleet.hub.services.recording_jobs import JOB_LIST
 
 READ = "recording:read"
 CONTROL = "recording:control"

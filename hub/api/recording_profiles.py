@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import msgspec
-
-from hub.api.base import BaseHandler
-from hub.api.hub_wide import HubWideWrites
-from hub.api.listing import ExportHandler, FacetsHandler, ListHandler
-from hub.services import recording_profiles
-from hub.services.recording_profiles import PROFILE_LIST
+from hark_fleet.hub.api.base import BaseHandler
+from hark_fleet.hub.api.hub_wide import HubWideWrites
+from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
+from hark_fleet.hub.services import recording_profiles
+from hark_fleet.hub.services.recording_profiles import PROFILE_LIST
 
 READ = "settings:read"
 MANAGE = "settings:manage"

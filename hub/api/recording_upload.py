@@ -13,13 +13,12 @@ import functools
 import logging
 from typing import Any
 
+from hark_fleet.hub.api.base import BaseHandler
+from hark_fleet.hub.errors import Conflict, Forbidden, InvalidRequest
+from hark_fleet.hub.services import recording_upload
+from hark_fleet.hub.services.recording_upload import ChunkHeaders, UploadTarget
+from hark_fleet.hub.storage import recording_key
 from tornado.http1connection import HTTP1Connection
-
-from hub.api.base import BaseHandler
-from hub.errors import Conflict, Forbidden, InvalidRequest
-from hub.services import recording_upload
-from hub.services.recording_upload import ChunkHeaders, UploadTarget
-from hub.storage import recording_key
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import msgspec
-
-from hub.api.base import BaseHandler
-from hub.mqtt.topics import command_topic
-from hub.services import recordings
+from hark_fleet.hub.api.base import BaseHandler
+from hark_fleet.hub.services import recordings
+from hark_fleet.protocol.topics import command_topic
 
 CREATE = "recording:create"
 CONTROL = "recording:control"

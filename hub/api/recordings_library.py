@@ -10,16 +10,15 @@ from typing import Any
 from urllib.parse import quote
 
 import msgspec
+from hark_fleet.hub.api.base import BaseHandler
+from hark_fleet.hub.api.listing import MAX_EXPORT_IDS, ExportSelection
+from hark_fleet.hub.api.recordings import CreateRecordingHandler
+from hark_fleet.hub.errors import ApiError, Conflict, InvalidRequest
+from hark_fleet.hub.services import recordings_library as library
+from hark_fleet.hub.services.listing import ExportEncoder, facet_counts, parse_export_format
+from hark_fleet.hub.services.recordings_library import RECORDING_LIST, Deleted, StoredFile
+from hark_fleet.hub.storage import StorageError
 from tornado.iostream import StreamClosedError
-
-from hub.api.base import BaseHandler
-from hub.api.listing import MAX_EXPORT_IDS, ExportSelection
-from hub.api.recordings import CreateRecordingHandler
-from hub.errors import ApiError, Conflict, InvalidRequest
-from hub.services import recordings_library as library
-from hub.services.listing import ExportEncoder, facet_counts, parse_export_format
-from hub.services.recordings_library import RECORDING_LIST, Deleted, StoredFile
-from hub.storage import StorageError
 
 log = logging.getLogger(__name__)
 

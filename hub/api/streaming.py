@@ -6,9 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from hark_fleet.hub.api.base import BaseHandler
 from tornado.iostream import StreamClosedError
-
-from hub.api.base import BaseHandler
 
 FELL_BEHIND = b'event: reset\ndata: {"reason": "this client fell behind"}\n\n'
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from importlib import resources
 
-from hub.api.base import PUBLIC, BaseHandler
+from hark_fleet.hub.api.base import PUBLIC, BaseHandler
 
 
 class HealthzHandler(BaseHandler):

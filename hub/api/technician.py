@@ -6,11 +6,10 @@ import asyncio
 from typing import Any
 
 import msgspec
-
-from hub.api.nodes import CONTROL, AgentHandler
-from hub.errors import InvalidRequest
-from hub.services import technician
-from hub.services.nodes import get_node
+from hark_fleet.hub.api.nodes import CONTROL, AgentHandler
+from hark_fleet.hub.errors import InvalidRequest
+from hark_fleet.hub.services import technician
+from hark_fleet.hub.services.nodes import get_node
 
 
 class TokenBody(msgspec.Struct, forbid_unknown_fields=True):

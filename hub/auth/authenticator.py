@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 
-from hub.auth.principal import Principal
-from hub.auth.refusals import RepeatedRefusals
-from hub.auth.tokens import secret_hash
-from hub.db.database import HubDatabase
-from hub.errors import Unauthenticated
-from hub.services import api_keys, nodes
-from hub.services import auth as auth_service
+from hark_fleet.hub.auth.principal import Principal
+from hark_fleet.hub.auth.refusals import RepeatedRefusals
+from hark_fleet.hub.auth.tokens import secret_hash
+from hark_fleet.hub.db.database import HubDatabase
+from hark_fleet.hub.errors import Unauthenticated
+from hark_fleet.hub.services import api_keys, nodes
+from hark_fleet.hub.services import auth as auth_service
 
 CACHE_TTL_S = 2.0  # how long a looked-up secret is trusted without asking the database again
 CACHE_MAX = 10_000

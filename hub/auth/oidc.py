@@ -12,10 +12,9 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import jwt
+from hark_fleet.hub.errors import ApiError, Forbidden, Unauthenticated
+from hark_fleet.protocol.decoding import PayloadError, decode
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-
-from hub.errors import ApiError, Forbidden, Unauthenticated
-from hub.mqtt.decoding import PayloadError, decode
 
 ALLOWED_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
 DISCOVERY_TTL_S = 3600.0

@@ -34,7 +34,7 @@ def needs_rehash(password_hash: str) -> bool:
 
 @lru_cache(maxsize=1)
 def common_passwords() -> frozenset[str]:
-    text = resources.files("hub.auth").joinpath("common_passwords.txt").read_text(encoding="utf-8")
+    text = resources.files("hark_fleet.hub.auth").joinpath("common_passwords.txt").read_text(encoding="utf-8")
     return frozenset(line.strip().lower() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 

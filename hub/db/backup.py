@@ -17,10 +17,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import peewee
-
-from hub.atomic_file import fsync_directory
-from hub.db.database import migrate, open_database
-from hub.errors import HubError
+from hark_fleet.hub.db.database import migrate, open_database
+from hark_fleet.hub.errors import HubError
+from hark_fleet.protocol.atomic_file import fsync_directory
 
 SIDE_FILES = ("", "-wal", "-shm")
 

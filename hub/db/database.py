@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import peewee
+from hark_fleet.hub import const
+from hark_fleet.hub.db.models import database_proxy
+from hark_fleet.hub.errors import StartupError
 from playhouse.db_url import parse as parse_db_url
 from playhouse.migrations import Runner
 from playhouse.pool import PooledPostgresqlDatabase
-
-from hub import const
-from hub.db.models import database_proxy
-from hub.errors import StartupError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

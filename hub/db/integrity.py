@@ -17,12 +17,11 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+from hark_fleet.hub import const
+from hark_fleet.hub.errors import DatabaseUnusable, StartupError
+from hark_fleet.protocol.atomic_file import write_atomic
+from hark_fleet.provision.ca import CA_DIR, INDEX
 from playhouse.db_url import parse as parse_db_url
-
-from hub import const
-from hub.atomic_file import write_atomic
-from hub.errors import DatabaseUnusable, StartupError
-from hub.tls.ca import CA_DIR, INDEX
 
 log = logging.getLogger(__name__)
 

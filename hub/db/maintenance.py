@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hub.config import HubConfig
-from hub.data_dir_lock import DataDirLock
-from hub.db.backup import BackupError, backup_sqlite, postgres_guidance, reset_sqlite, restore_sqlite
-from hub.db.integrity import record_database, sqlite_path
+from hark_fleet.hub.config import HubConfig
+from hark_fleet.hub.data_dir_lock import DataDirLock
+from hark_fleet.hub.db.backup import BackupError, backup_sqlite, postgres_guidance, reset_sqlite, restore_sqlite
+from hark_fleet.hub.db.integrity import record_database, sqlite_path
 
 
 def _fail(command: str, message: str, code: int = 1) -> int:

@@ -6,8 +6,7 @@ import json
 from typing import Any
 
 import peewee
-
-from hub.clock import utcnow
+from hark_fleet.hub.clock import utcnow
 
 database_proxy = peewee.DatabaseProxy()
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 
 import peewee
-
-from hub.errors import is_storage_full
+from hark_fleet.hub.errors import is_storage_full
 
 log = logging.getLogger(__name__)
 

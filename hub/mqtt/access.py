@@ -7,9 +7,9 @@ import hmac
 from datetime import datetime
 from typing import Literal
 
-from hub.clock import utcnow
-from hub.const import HUB_MQTT_USERNAME
-from hub.mqtt.topics import node_prefix
+from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.const import HUB_MQTT_USERNAME
+from hark_fleet.protocol.topics import node_prefix
 
 Action = Literal["subscribe", "publish", "receive"]
 CredentialRow = tuple[str | None, str | None, datetime | None]  # hash, previous hash, previous valid until

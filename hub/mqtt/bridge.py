@@ -24,15 +24,13 @@ from urllib.parse import unquote, urlsplit
 
 import msgspec
 import paho.mqtt.client as mqtt
+from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.metrics import HubMetrics
+from hark_fleet.hub.mqtt.drops import DropLog
+from hark_fleet.protocol.backoff import backoff_delay
+from hark_fleet.protocol.decoding import MAX_BYTES, PayloadError, decode
+from hark_fleet.protocol.topics import HUB_SUBSCRIPTION, parse_node_topic
 from paho.mqtt.enums import CallbackAPIVersion
-
-from hub.clock import utcnow
-from hub.const import HUB_SUBSCRIPTION
-from hub.metrics import HubMetrics
-from hub.mqtt.backoff import backoff_delay
-from hub.mqtt.decoding import MAX_BYTES, PayloadError, decode
-from hub.mqtt.drops import DropLog
-from hub.mqtt.topics import parse_node_topic
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from hark_fleet.hub.const import HUB_MQTT_USERNAME
+from hark_fleet.hub.errors import HubError
+from hark_fleet.hub.mqtt.bridge import BrokerAddress
+from hark_fleet.protocol.decoding import PayloadError, decode
+from hark_fleet.protocol.topics import TOPIC_ROOT
 from paho.mqtt.enums import CallbackAPIVersion
-
-from hub.const import HUB_MQTT_USERNAME, TOPIC_ROOT
-from hub.errors import HubError
-from hub.mqtt.bridge import BrokerAddress
-from hub.mqtt.decoding import PayloadError, decode
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,8 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
-
-from hub.errors import StartupError
-from hub.mqtt.access import BrokerAccess
+from hark_fleet.hub.errors import StartupError
+from hark_fleet.hub.mqtt.access import BrokerAccess
 
 log = logging.getLogger(__name__)
 

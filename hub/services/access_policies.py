@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-
-from hub import const
-from hub.clock import utcnow
-from hub.db.models import Setting
-from hub.errors import InvalidRequest
-from hub.services.audit import Actor, record
-from hub.services.roles import unknown_roles
+from hark_fleet.hub import const
+from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.db.models import Setting
+from hark_fleet.hub.errors import InvalidRequest
+from hark_fleet.hub.services.audit import Actor, record
+from hark_fleet.hub.services.roles import unknown_roles
 
 KEY = "access_policies"
 

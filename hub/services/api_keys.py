@@ -12,20 +12,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import peewee
-
-from hub.auth.permissions import KEY_MANAGEMENT, KEY_ONLY, KEY_SCOPES, sorted_permissions
-from hub.auth.principal import Grant, Principal, Sites, intersect_sites
-from hub.auth.tokens import new_secret, secret_hash
-from hub.clock import iso, utcnow
-from hub.db.models import ApiKey, User, database_proxy
-from hub.db.optional_writes import write_if_room
-from hub.errors import Forbidden, InvalidRequest, NotFound
-from hub.ids import new_id
-from hub.services.audit import Actor, record
-from hub.services.auth import TokenCheck
-from hub.services.grants import user_grants
-from hub.services.listing import Filter, ListSpec, one_of
-from hub.services.users import check_sites
+from hark_fleet.hub.auth.permissions import KEY_MANAGEMENT, KEY_ONLY, KEY_SCOPES, sorted_permissions
+from hark_fleet.hub.auth.principal import Grant, Principal, Sites, intersect_sites
+from hark_fleet.hub.auth.tokens import new_secret, secret_hash
+from hark_fleet.hub.clock import iso, utcnow
+from hark_fleet.hub.db.models import ApiKey, User, database_proxy
+from hark_fleet.hub.db.optional_writes import write_if_room
+from hark_fleet.hub.errors import Forbidden, InvalidRequest, NotFound
+from hark_fleet.hub.ids import new_id
+from hark_fleet.hub.services.audit import Actor, record
+from hark_fleet.hub.services.auth import TokenCheck
+from hark_fleet.hub.services.grants import user_grants
+from hark_fleet.hub.services.listing import Filter, ListSpec, one_of
+from hark_fleet.hub.services.users import check_sites
 
 KEY_PREFIX = "hkk"
 KINDS = ("user", "service")

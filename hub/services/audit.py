@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import peewee
-
-from hub.auth.principal import Principal, SiteScope
-from hub.clock import iso, utcnow
-from hub.db.models import AuditEvent, HealthEvent, LifecycleJob, Node, Recording, RecordingJob
-from hub.ids import new_id
-from hub.services.listing import Filter, ListSpec, one_of
+from hark_fleet.hub.auth.principal import Principal, SiteScope
+from hark_fleet.hub.clock import iso, utcnow
+from hark_fleet.hub.db.models import AuditEvent, HealthEvent, LifecycleJob, Node, Recording, RecordingJob
+from hark_fleet.hub.ids import new_id
+from hark_fleet.hub.services.listing import Filter, ListSpec, one_of
 
 ActorType = Literal["user", "key", "node", "system", "anonymous"]
 OUTCOMES = ("success", "failure")

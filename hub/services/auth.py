@@ -12,19 +12,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import peewee
-
-from hub.auth.passwords import hash_password, needs_rehash, password_problem, verify_password
-from hub.auth.permissions import sorted_permissions
-from hub.auth.principal import Principal
-from hub.auth.tokens import new_secret, secret_hash
-from hub.clock import iso, utcnow
-from hub.db.models import AuthSession, User, database_proxy
-from hub.db.optional_writes import write_if_room
-from hub.errors import InvalidRequest, NotFound, RateLimited, Unauthenticated
-from hub.ids import new_id
-from hub.services import access_policies, login_throttle
-from hub.services.audit import Actor, record
-from hub.services.grants import principal_for_user, user_groups
+from hark_fleet.hub.auth.passwords import hash_password, needs_rehash, password_problem, verify_password
+from hark_fleet.hub.auth.permissions import sorted_permissions
+from hark_fleet.hub.auth.principal import Principal
+from hark_fleet.hub.auth.tokens import new_secret, secret_hash
+from hark_fleet.hub.clock import iso, utcnow
+from hark_fleet.hub.db.models import AuthSession, User, database_proxy
+from hark_fleet.hub.db.optional_writes import write_if_room
+from hark_fleet.hub.errors import InvalidRequest, NotFound, RateLimited, Unauthenticated
+from hark_fleet.hub.ids import new_id
+from hark_fleet.hub.services import access_policies, login_throttle
+from hark_fleet.hub.services.audit import Actor, record
+from hark_fleet.hub.services.grants import principal_for_user, user_groups
 
 SESSION_TOKEN_PREFIX = "hks"
 RENEW_AFTER = timedelta(seconds=60)  # sliding expiry is written at most this often per session

@@ -13,16 +13,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import peewee
-
-from hub.auth.principal import SiteScope
-from hub.clock import iso, utcnow
-from hub.db.models import ChannelMapAssignment, ChannelMapTemplate, Node, database_proxy
-from hub.errors import ApiError, Conflict, Forbidden, InvalidRequest, NotFound
-from hub.events import FleetEvent
-from hub.ids import new_id
-from hub.services import query
-from hub.services.audit import Actor, record
-from hub.services.listing import Filter, ListRequest, ListSpec, build_query, encode_cursor, get_scoped
+from hark_fleet.hub.auth.principal import SiteScope
+from hark_fleet.hub.clock import iso, utcnow
+from hark_fleet.hub.db.models import ChannelMapAssignment, ChannelMapTemplate, Node, database_proxy
+from hark_fleet.hub.errors import ApiError, Conflict, Forbidden, InvalidRequest, NotFound
+from hark_fleet.hub.events import FleetEvent
+from hark_fleet.hub.ids import new_id
+from hark_fleet.hub.services import query
+from hark_fleet.hub.services.audit import Actor, record
+from hark_fleet.hub.services.listing import Filter, ListRequest, ListSpec, build_query, encode_cursor, get_scoped
 
 MANAGE = "settings:manage"
 MAX_CHANNELS = 64

@@ -5,8 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from provision.errors import ProvisionError
-from provision.mdns import Advertisement, DiscoveredNode, HubAdvert, Interfaces, NodeBrowser, advertise_hub, browse_nodes
+from hark_fleet.provision.errors import ProvisionError
+from hark_fleet.provision.mdns import (
+    Advertisement,
+    DiscoveredNode,
+    HubAdvert,
+    Interfaces,
+    NodeBrowser,
+    advertise_hub,
+    browse_nodes,
+)
 
 log = logging.getLogger(__name__)
 

@@ -6,11 +6,10 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import peewee
-
-from hub.auth.permissions import BUILTIN_ROLES
-from hub.auth.principal import Grant, Principal, user_principal
-from hub.db.models import Group, Role, User, UserGroup, database_proxy
-from hub.errors import Conflict
+from hark_fleet.hub.auth.permissions import BUILTIN_ROLES
+from hark_fleet.hub.auth.principal import Grant, Principal, user_principal
+from hark_fleet.hub.db.models import Group, Role, User, UserGroup, database_proxy
+from hark_fleet.hub.errors import Conflict
 
 T = TypeVar("T")
 ADMIN_LOCK = 0x6861726B  # PostgreSQL advisory lock taken by every change that could remove the last admin

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hub.clock import iso, utcnow
-from hub.db.models import Group, UserGroup, database_proxy
-from hub.errors import Conflict, InvalidRequest, NotFound
-from hub.ids import new_id
-from hub.services.audit import Actor, record
-from hub.services.grants import keeping_an_admin
-from hub.services.users import check_roles, check_sites
+from hark_fleet.hub.clock import iso, utcnow
+from hark_fleet.hub.db.models import Group, UserGroup, database_proxy
+from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
+from hark_fleet.hub.ids import new_id
+from hark_fleet.hub.services.audit import Actor, record
+from hark_fleet.hub.services.grants import keeping_an_admin
+from hark_fleet.hub.services.users import check_roles, check_sites
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,149}")
 

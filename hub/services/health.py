@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from hub.clock import iso
-from hub.db.models import HealthEvent, Node
-from hub.ids import new_id
-from hub.services.listing import Filter, ListSpec, one_of
+from hark_fleet.hub.clock import iso
+from hark_fleet.hub.db.models import HealthEvent, Node
+from hark_fleet.hub.ids import new_id
+from hark_fleet.hub.services.listing import Filter, ListSpec, one_of
 
 SEVERITIES = ("info", "warning", "critical")
 STATES = ("open", "acknowledged", "suppressed", "resolved")

@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from hub.auth.principal import SiteScope
-from hub.clock import utcnow
-from hub.db.models import HealthEvent, Node, database_proxy
-from hub.errors import Conflict, InvalidRequest
-from hub.ids import new_id
-from hub.services.audit import SYSTEM, Actor, record
-from hub.services.health import ACTIONS, SEVERITIES, apply_action, event_actions, event_to_api, report_hub_condition
-from hub.services.listing import get_scoped
-from hub.services.telemetry import FleetEvent, refresh_node_status
+from hark_fleet.hub.auth.principal import SiteScope
+from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.db.models import HealthEvent, Node, database_proxy
+from hark_fleet.hub.errors import Conflict, InvalidRequest
+from hark_fleet.hub.ids import new_id
+from hark_fleet.hub.services.audit import SYSTEM, Actor, record
+from hark_fleet.hub.services.health import ACTIONS, SEVERITIES, apply_action, event_actions, event_to_api, report_hub_condition
+from hark_fleet.hub.services.listing import get_scoped
+from hark_fleet.hub.services.telemetry import FleetEvent, refresh_node_status
 
 MAX_BULK = 500
 

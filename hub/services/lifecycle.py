@@ -11,16 +11,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from hub.auth.principal import SiteScope
-from hub.clock import iso, parse_iso, utcnow
-from hub.db.models import LifecycleJob, Node, database_proxy
-from hub.errors import InvalidRequest, NotFound
-from hub.events import FleetEvent
-from hub.ids import new_id
-from hub.mqtt.messages import LIFECYCLE_ACTIONS, LifecycleCommand, LifecycleReport
-from hub.services.audit import SYSTEM, Actor, record
-from hub.services.listening import silent_for
-from hub.services.listing import Filter, ListSpec, get_scoped, one_of
+from hark_fleet.hub.auth.principal import SiteScope
+from hark_fleet.hub.clock import iso, parse_iso, utcnow
+from hark_fleet.hub.db.models import LifecycleJob, Node, database_proxy
+from hark_fleet.hub.errors import InvalidRequest, NotFound
+from hark_fleet.hub.events import FleetEvent
+from hark_fleet.hub.ids import new_id
+from hark_fleet.hub.services.audit import SYSTEM, Actor, record
+from hark_fleet.hub.services.listening import silent_for
+from hark_fleet.hub.services.listing import Filter, ListSpec, get_scoped, one_of
+from hark_fleet.protocol.messages import LIFECYCLE_ACTIONS, LifecycleCommand, LifecycleReport
 
 STATES = ("queued", "sent", "running", "succeeded", "failed", "expired")
 WAITING = ("queued", "sent")

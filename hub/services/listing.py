@@ -16,12 +16,11 @@ from typing import Any, Literal
 
 import msgspec
 import peewee
-
-from hub.auth.principal import ALL_SITES, SiteScope
-from hub.clock import iso, parse_iso
-from hub.errors import InvalidRequest, NotFound
-from hub.mqtt.decoding import decode
-from hub.services import query
+from hark_fleet.hub.auth.principal import ALL_SITES, SiteScope
+from hark_fleet.hub.clock import iso, parse_iso
+from hark_fleet.hub.errors import InvalidRequest, NotFound
+from hark_fleet.hub.services import query
+from hark_fleet.protocol.decoding import decode
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from hub.db.models import LoginThrottle
+from hark_fleet.hub.db.models import LoginThrottle
 
 WINDOW = timedelta(minutes=15)
 USER_THRESHOLD = 10

@@ -7,17 +7,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from hub.auth.principal import Grant, Principal, SiteScope
-from hub.auth.tokens import new_secret, secret_hash
-from hub.clock import iso, utcnow
-from hub.db.models import ChannelMapAssignment, HealthEvent, LifecycleJob, Node, NodeStatusChange, ReceivedMessage, database_proxy
-from hub.errors import Conflict, InvalidRequest, NotFound
-from hub.ids import new_id
-from hub.services import technician
-from hub.services.audit import Actor, record
-from hub.services.auth import TokenCheck
-from hub.services.listing import Filter, ListSpec, get_scoped, one_of
-from hub.services.users import check_sites
+from hark_fleet.hub.auth.principal import Grant, Principal, SiteScope
+from hark_fleet.hub.auth.tokens import new_secret, secret_hash
+from hark_fleet.hub.clock import iso, utcnow
+from hark_fleet.hub.db.models import (
+    ChannelMapAssignment,
+    HealthEvent,
+    LifecycleJob,
+    Node,
+    NodeStatusChange,
+    ReceivedMessage,
+    database_proxy,
+)
+from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
+from hark_fleet.hub.ids import new_id
+from hark_fleet.hub.services import technician
+from hark_fleet.hub.services.audit import Actor, record
+from hark_fleet.hub.services.auth import TokenCheck
+from hark_fleet.hub.services.listing import Filter, ListSpec, get_scoped, one_of
+from hark_fleet.hub.services.users import check_sites
 
 NODE_STATUSES = ("pending", "online", "degraded", "offline")
 CREDENTIAL_PREFIX = "hkn"

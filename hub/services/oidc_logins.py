@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from hub.auth.oidc import claim_summary, map_claims, username_from_claims
-from hub.clock import utcnow
-from hub.db.models import OidcLogin, User, database_proxy
-from hub.errors import Forbidden, InvalidRequest
-from hub.ids import new_id
-from hub.services import access_policies
-from hub.services.audit import Actor, record
-from hub.services.auth import LoginResult, open_session
+from hark_fleet.hub.auth.oidc import claim_summary, map_claims, username_from_claims
+from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.db.models import OidcLogin, User, database_proxy
+from hark_fleet.hub.errors import Forbidden, InvalidRequest
+from hark_fleet.hub.ids import new_id
+from hark_fleet.hub.services import access_policies
+from hark_fleet.hub.services.audit import Actor, record
+from hark_fleet.hub.services.auth import LoginResult, open_session
 
 PENDING_TTL = timedelta(minutes=10)
 

@@ -21,16 +21,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import peewee
-
-from hub.auth.principal import SiteScope
-from hub.clock import parse_iso, utcnow
-from hub.db.models import Node, Recording, RecordingJob, database_proxy
-from hub.errors import ApiError, Conflict, Forbidden, InvalidRequest, NotFound
-from hub.events import FleetEvent
-from hub.services.audit import SYSTEM, Actor, record
-from hub.services.listing import Filter, ListSpec, get_scoped, one_of
-from hub.services.recording_profiles import BIT_DEPTHS, FORMATS, RECORDING_FIELDS
-from hub.services.recordings import (
+from hark_fleet.hub.auth.principal import SiteScope
+from hark_fleet.hub.clock import parse_iso, utcnow
+from hark_fleet.hub.db.models import Node, Recording, RecordingJob, database_proxy
+from hark_fleet.hub.errors import ApiError, Conflict, Forbidden, InvalidRequest, NotFound
+from hark_fleet.hub.events import FleetEvent
+from hark_fleet.hub.services.audit import SYSTEM, Actor, record
+from hark_fleet.hub.services.listing import Filter, ListSpec, get_scoped, one_of
+from hark_fleet.hub.services.recording_profiles import BIT_DEPTHS, FORMATS, RECORDING_FIELDS
+from hark_fleet.hub.services.recordings import (
     JOB_ACTIVE,
     JOB_STATES,
     end_job,

@@ -14,15 +14,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import peewee
-
-from hub.clock import iso, utcnow
-from hub.db.models import ChannelMapTemplate, RecordingProfile, database_proxy
-from hub.db.optional_writes import write_if_room
-from hub.errors import Conflict, InvalidRequest, NotFound
-from hub.ids import new_id
-from hub.services import query
-from hub.services.audit import Actor, record
-from hub.services.listing import Filter, ListSpec, one_of
+from hark_fleet.hub.clock import iso, utcnow
+from hark_fleet.hub.db.models import ChannelMapTemplate, RecordingProfile, database_proxy
+from hark_fleet.hub.db.optional_writes import write_if_room
+from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
+from hark_fleet.hub.ids import new_id
+from hark_fleet.hub.services import query
+from hark_fleet.hub.services.audit import Actor, record
+from hark_fleet.hub.services.listing import Filter, ListSpec, one_of
 
 MANAGE = "settings:manage"
 DEFAULT_ID = "default"

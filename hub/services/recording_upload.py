@@ -9,13 +9,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from hub.clock import utcnow
-from hub.db.models import Recording, RecordingJob, database_proxy
-from hub.errors import Conflict, InvalidRequest, NotFound
-from hub.events import FleetEvent
-from hub.services import query
-from hub.services.audit import Actor, record
-from hub.services.recordings import JOB_ACTIVE, recording_to_api
+from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.db.models import Recording, RecordingJob, database_proxy
+from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
+from hark_fleet.hub.events import FleetEvent
+from hark_fleet.hub.services import query
+from hark_fleet.hub.services.audit import Actor, record
+from hark_fleet.hub.services.recordings import JOB_ACTIVE, recording_to_api
 
 PERMISSION = "node:control"
 STORED = ("completed", "interrupted")  # statuses whose file is in storage

@@ -6,15 +6,15 @@ import math
 from datetime import datetime
 from typing import Any
 
-from hub.auth.principal import SiteScope
-from hub.clock import iso, utcnow
-from hub.db.models import ChannelMapTemplate, Node, Recording, RecordingJob, database_proxy
-from hub.errors import Conflict, InvalidRequest, NotFound
-from hub.events import FleetEvent
-from hub.ids import new_id
-from hub.services import recording_profiles
-from hub.services.audit import Actor, record
-from hub.services.listing import get_scoped
+from hark_fleet.hub.auth.principal import SiteScope
+from hark_fleet.hub.clock import iso, utcnow
+from hark_fleet.hub.db.models import ChannelMapTemplate, Node, Recording, RecordingJob, database_proxy
+from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
+from hark_fleet.hub.events import FleetEvent
+from hark_fleet.hub.ids import new_id
+from hark_fleet.hub.services import recording_profiles
+from hark_fleet.hub.services.audit import Actor, record
+from hark_fleet.hub.services.listing import get_scoped
 
 STATUSES = ("queued", "recording", "uploading", "completed", "interrupted", "failed", "cancelled")
 TERMINAL_STATUSES = ("completed", "interrupted", "failed", "cancelled")

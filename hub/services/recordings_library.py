@@ -18,19 +18,27 @@ from typing import Any, cast
 import numpy as np
 import peewee
 import soundfile
-
-from hub.auth.principal import Principal, SiteScope
-from hub.clock import iso, utcnow
-from hub.db.models import HealthEvent, Node, Recording, RecordingJob, database_proxy
-from hub.errors import Conflict, InvalidRequest, NotFound
-from hub.events import FleetEvent
-from hub.services import query
-from hub.services.audit import Actor, record
-from hub.services.health import UNRESOLVED, event_to_api
-from hub.services.listing import Filter, ListRequest, ListSpec, export_batches, fetch_page, get_scoped, one_of, parse_list_request
-from hub.services.nodes import node_to_api
-from hub.services.recordings import STATUSES, TERMINAL_STATUSES, job_to_api, recording_to_api
-from hub.storage import RecordingStorage
+from hark_fleet.hub.auth.principal import Principal, SiteScope
+from hark_fleet.hub.clock import iso, utcnow
+from hark_fleet.hub.db.models import HealthEvent, Node, Recording, RecordingJob, database_proxy
+from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
+from hark_fleet.hub.events import FleetEvent
+from hark_fleet.hub.services import query
+from hark_fleet.hub.services.audit import Actor, record
+from hark_fleet.hub.services.health import UNRESOLVED, event_to_api
+from hark_fleet.hub.services.listing import (
+    Filter,
+    ListRequest,
+    ListSpec,
+    export_batches,
+    fetch_page,
+    get_scoped,
+    one_of,
+    parse_list_request,
+)
+from hark_fleet.hub.services.nodes import node_to_api
+from hark_fleet.hub.services.recordings import STATUSES, TERMINAL_STATUSES, job_to_api, recording_to_api
+from hark_fleet.hub.storage import RecordingStorage
 
 FORMATS = ("wav", "flac")
 STORED = ("completed", "interrupted")

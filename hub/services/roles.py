@@ -6,13 +6,13 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from hub.auth.permissions import BUILTIN_ROLES, USER_PERMISSIONS, sorted_permissions
-from hub.clock import iso, utcnow
-from hub.db.models import Group, Role, User
-from hub.errors import Conflict, InvalidRequest, NotFound
-from hub.ids import new_id
-from hub.services.audit import Actor, record
-from hub.services.grants import keeping_an_admin
+from hark_fleet.hub.auth.permissions import BUILTIN_ROLES, USER_PERMISSIONS, sorted_permissions
+from hark_fleet.hub.clock import iso, utcnow
+from hark_fleet.hub.db.models import Group, Role, User
+from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
+from hark_fleet.hub.ids import new_id
+from hark_fleet.hub.services.audit import Actor, record
+from hark_fleet.hub.services.grants import keeping_an_admin
 
 NAME = re.compile(r"[a-z][a-z0-9_-]{1,63}")
 

@@ -18,16 +18,15 @@ from typing import Any, Literal
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from hub.atomic_file import write_atomic
-from hub.auth.passwords import hash_password
-from hub.auth.principal import SiteScope
-from hub.clock import iso, utcnow
-from hub.db.models import CommissioningReport, Node, database_proxy
-from hub.errors import InvalidRequest
-from hub.ids import new_id
-from hub.services.audit import Actor, record
-from hub.services.listing import get_scoped
+from hark_fleet.hub.auth.passwords import hash_password
+from hark_fleet.hub.auth.principal import SiteScope
+from hark_fleet.hub.clock import iso, utcnow
+from hark_fleet.hub.db.models import CommissioningReport, Node, database_proxy
+from hark_fleet.hub.errors import InvalidRequest
+from hark_fleet.hub.ids import new_id
+from hark_fleet.hub.services.audit import Actor, record
+from hark_fleet.hub.services.listing import get_scoped
+from hark_fleet.protocol.atomic_file import write_atomic
 
 PIN_PATTERN = re.compile(r"^[0-9]{4,12}$")
 PIN_SETTING = "technician_pin_hash"

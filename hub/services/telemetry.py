@@ -12,16 +12,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-
-from hub.clock import iso, parse_iso, utcnow
-from hub.db.models import HealthEvent, Node, NodeStatusChange, ReceivedMessage, database_proxy
-from hub.events import FleetEvent
-from hub.ids import new_id
-from hub.mqtt.messages import HealthReport, Heartbeat, LifecycleReport, Status
-from hub.services import lifecycle, technician
-from hub.services.audit import SYSTEM, Actor, record
-from hub.services.health import UNRESOLVED, event_to_api, has_open_critical, report_condition
-from hub.services.listening import silent_for
+from hark_fleet.hub.clock import iso, parse_iso, utcnow
+from hark_fleet.hub.db.models import HealthEvent, Node, NodeStatusChange, ReceivedMessage, database_proxy
+from hark_fleet.hub.events import FleetEvent
+from hark_fleet.hub.ids import new_id
+from hark_fleet.hub.services import lifecycle, technician
+from hark_fleet.hub.services.audit import SYSTEM, Actor, record
+from hark_fleet.hub.services.health import UNRESOLVED, event_to_api, has_open_critical, report_condition
+from hark_fleet.hub.services.listening import silent_for
+from hark_fleet.protocol.messages import HealthReport, Heartbeat, LifecycleReport, Status
 
 MISSED_HEARTBEATS = 3  # offline after this many intervals without a heartbeat
 MIN_JUDGED_INTERVAL_S = 1.0  # a node may beat faster; the hub's intake and sweep cannot judge finer than this

@@ -5,18 +5,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hub.auth.passwords import hash_password, password_problem
-from hub.auth.principal import Principal
-from hub.clock import utcnow
-from hub.db.models import ApiKey, Group, User, UserGroup, database_proxy
-from hub.errors import Conflict, InvalidRequest, NotFound
-from hub.ids import new_id
-from hub.services import query
-from hub.services.audit import Actor, record
-from hub.services.auth import revoke_user_sessions, user_to_api
-from hub.services.grants import full_admin_ids, keeping_an_admin, principal_for_user
-from hub.services.listing import Filter, ListSpec
-from hub.services.roles import unknown_roles
+from hark_fleet.hub.auth.passwords import hash_password, password_problem
+from hark_fleet.hub.auth.principal import Principal
+from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.db.models import ApiKey, Group, User, UserGroup, database_proxy
+from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
+from hark_fleet.hub.ids import new_id
+from hark_fleet.hub.services import query
+from hark_fleet.hub.services.audit import Actor, record
+from hark_fleet.hub.services.auth import revoke_user_sessions, user_to_api
+from hark_fleet.hub.services.grants import full_admin_ids, keeping_an_admin, principal_for_user
+from hark_fleet.hub.services.listing import Filter, ListSpec
+from hark_fleet.hub.services.roles import unknown_roles
 
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,149}")
 SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")

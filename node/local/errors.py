@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from hark_fleet.node.errors import NodeError
+from hark_fleet.protocol.errors import HttpError
 
-from node.errors import NodeError
 
-
-class LocalError(NodeError):
+class LocalError(NodeError, HttpError):
     """An error that answers a local request: HTTP status, code, message and extra members."""
-
-    status = 500
-    code = "internal_error"
-
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.headers = headers or {}
-        self.extra = extra
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.extra}}
 
 
 class InvalidRequest(LocalError):

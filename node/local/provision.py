@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from node.local.errors import AlreadyEnrolled, ClaimRefused, InvalidRequest, TooManyAttempts
-from node.state import NodeState, StateStore, credential_digest
+from hark_fleet.node.local.errors import AlreadyEnrolled, ClaimRefused, InvalidRequest, TooManyAttempts
+from hark_fleet.node.state import NodeState, StateStore, credential_digest
 
 log = logging.getLogger(__name__)
 

@@ -17,17 +17,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 import tornado.web
+from hark_fleet.node.errors import NodeError
+from hark_fleet.node.local.errors import InvalidRequest, LocalError, MethodNotAllowed, NotFound, PayloadTooLarge
+from hark_fleet.node.local.provision import Handover, Provisioning
+from hark_fleet.node.state import StateStore
+from hark_fleet.protocol.decoding import PayloadError, decode
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from hub.mqtt.decoding import PayloadError, decode
-from node.errors import NodeError
-from node.local.errors import InvalidRequest, LocalError, MethodNotAllowed, NotFound, PayloadTooLarge
-from node.local.provision import Handover, Provisioning
-from node.state import StateStore
-
 if TYPE_CHECKING:
-    from node.local.technician import TechnicianAccess
+    from hark_fleet.node.local.technician import TechnicianAccess
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +197,7 @@ ROUTES: tuple[tuple[str, type[LocalHandler]], ...] = (
 
 def make_local_app(ctx: LocalContext) -> tornado.web.Application:
     """The local endpoint's application: every route bound to `ctx`."""
-    from node.local.technician_api import TECHNICIAN_ROUTES, PageHandler  # noqa: PLC0415 - they subclass LocalHandler
+    from hark_fleet.node.local.technician_api import TECHNICIAN_ROUTES, PageHandler  # noqa: PLC0415 - they subclass LocalHandler
 
     routes = ROUTES + (TECHNICIAN_ROUTES if ctx.technician is not None else ())
     handlers: list[Any] = [(re.escape(path) + "$", handler, {"ctx": ctx}) for path, handler in routes]

@@ -26,11 +26,10 @@ from typing import Any
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-
-from hub.atomic_file import write_atomic
-from node.local.errors import ClaimRefused, LocalError
-from node.local.provision import Provisioning, WrongCodeLimit
-from node.state import credential_digest
+from hark_fleet.node.local.errors import ClaimRefused, LocalError
+from hark_fleet.node.local.provision import Provisioning, WrongCodeLimit
+from hark_fleet.node.state import credential_digest
+from hark_fleet.protocol.atomic_file import write_atomic
 
 log = logging.getLogger(__name__)
 

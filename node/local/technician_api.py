@@ -18,16 +18,15 @@ from typing import Any
 import msgspec
 import psutil
 import tornado.iostream
-
-from hub.mqtt.messages import MeterFrame
-from node.diagnostics import collect, without_secrets
-from node.errors import HubProtocolError, NodeError
-from node.hub_client import answer_data
-from node.local.errors import InvalidRequest, LocalError, NotFound
-from node.local.server import LOCAL_PREFIX, LocalHandler
-from node.local.technician import SESSION_COOKIE, SESSION_TTL_S, Session, TechnicianAccess
-from node.metrics import read_system
-from node.recorder import Recorder, RecorderError, RecordingProfile
+from hark_fleet.node.diagnostics import collect, without_secrets
+from hark_fleet.node.errors import HubProtocolError, NodeError
+from hark_fleet.node.hub_client import answer_data
+from hark_fleet.node.local.errors import InvalidRequest, LocalError, NotFound
+from hark_fleet.node.local.server import LOCAL_PREFIX, LocalHandler
+from hark_fleet.node.local.technician import SESSION_COOKIE, SESSION_TTL_S, Session, TechnicianAccess
+from hark_fleet.node.metrics import read_system
+from hark_fleet.node.recorder import Recorder, RecorderError, RecordingProfile
+from hark_fleet.protocol.messages import MeterFrame
 
 log = logging.getLogger(__name__)
 

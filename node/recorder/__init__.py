@@ -21,8 +21,8 @@ Threads: `start` runs the recording in its own thread; `stop`, `progress` and `d
 any thread; recovery, finalizing and the cache touch the disk and block (run them in an executor).
 """
 
-from node.recorder.cache import CacheDecision, CacheDirectory, CachedRecording, CachePolicy, DiskSpace, plan_cache
-from node.recorder.errors import (
+from hark_fleet.node.recorder.cache import CacheDecision, CacheDirectory, CachedRecording, CachePolicy, DiskSpace, plan_cache
+from hark_fleet.node.recorder.errors import (
     CachePolicyError,
     CorruptRecording,
     DiskFull,
@@ -31,12 +31,12 @@ from node.recorder.errors import (
     UnsupportedProfile,
     WriteFailed,
 )
-from node.recorder.finalize import RecordingResult
-from node.recorder.ledger import Gap, Ledger
-from node.recorder.manifest import Manifest
-from node.recorder.profile import RecordingProfile
-from node.recorder.recorder import Progress, Recorder
-from node.recorder.recovery import recover_cache, recover_recording
+from hark_fleet.node.recorder.finalize import RecordingResult
+from hark_fleet.node.recorder.ledger import Gap, Ledger
+from hark_fleet.node.recorder.manifest import Manifest
+from hark_fleet.node.recorder.profile import RecordingProfile
+from hark_fleet.node.recorder.recorder import Progress, Recorder
+from hark_fleet.node.recorder.recovery import recover_cache, recover_recording
 
 __all__ = [
     "CacheDecision",

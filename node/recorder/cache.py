@@ -19,8 +19,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from node.clock import parse_utc, utc_iso
-from node.recorder.const import (
+from hark_fleet.node.clock import parse_utc, utc_iso
+from hark_fleet.node.recorder.const import (
     DEFAULT_KEEP_AFTER_UPLOAD_S,
     DEFAULT_MIN_FREE_PCT,
     HARD_FLOOR_BYTES,
@@ -28,9 +28,9 @@ from node.recorder.const import (
     MANIFEST_FILE,
     UPLOADED,
 )
-from node.recorder.errors import CachePolicyError, CorruptRecording, RecorderError
-from node.recorder.files import fsync_dir
-from node.recorder.manifest import Manifest
+from hark_fleet.node.recorder.errors import CachePolicyError, CorruptRecording, RecorderError
+from hark_fleet.node.recorder.files import fsync_dir
+from hark_fleet.node.recorder.manifest import Manifest
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node.errors import NodeError
+from hark_fleet.node.errors import NodeError
 
 
 class RecorderError(NodeError):

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hub.atomic_file import write_atomic
-from node.recorder.errors import CorruptRecording
+from hark_fleet.node.recorder.errors import CorruptRecording
+from hark_fleet.protocol.atomic_file import write_atomic
 
 READ_BLOCK = 1024 * 1024
 

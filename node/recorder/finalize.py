@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.clock import utc_iso
-from node.recorder.const import FAILED, FINALIZED, RESERVE_FILE, STOP_ERROR, WORKING_SUFFIX
-from node.recorder.errors import TranscodeFailed
-from node.recorder.files import fsync_dir, sha256_file
-from node.recorder.ledger import Ledger
-from node.recorder.manifest import Manifest
-from node.recorder.transcode import transcode_to_flac
+from hark_fleet.node.clock import utc_iso
+from hark_fleet.node.recorder.const import FAILED, FINALIZED, RESERVE_FILE, STOP_ERROR, WORKING_SUFFIX
+from hark_fleet.node.recorder.errors import TranscodeFailed
+from hark_fleet.node.recorder.files import fsync_dir, sha256_file
+from hark_fleet.node.recorder.ledger import Ledger
+from hark_fleet.node.recorder.manifest import Manifest
+from hark_fleet.node.recorder.transcode import transcode_to_flac
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.clock import utc_iso
-from node.recorder.const import LEDGER_FILE
-from node.recorder.files import read_json, write_json_atomic
+from hark_fleet.node.clock import utc_iso
+from hark_fleet.node.recorder.const import LEDGER_FILE
+from hark_fleet.node.recorder.files import read_json, write_json_atomic
 
 LEDGER_VERSION = 1
 

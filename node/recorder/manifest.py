@@ -6,10 +6,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.clock import utc_iso
-from node.recorder.const import MANIFEST_FILE, STATES
-from node.recorder.errors import CorruptRecording
-from node.recorder.files import read_json, write_json_atomic
+from hark_fleet.node.clock import utc_iso
+from hark_fleet.node.recorder.const import MANIFEST_FILE, STATES
+from hark_fleet.node.recorder.errors import CorruptRecording
+from hark_fleet.node.recorder.files import read_json, write_json_atomic
 
 
 @dataclass(slots=True)

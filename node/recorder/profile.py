@@ -6,8 +6,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from node.recorder.const import BIT_DEPTHS, FLAC_BIT_DEPTHS, FLAC_MAX_CHANNELS, FORMATS
-from node.recorder.errors import UnsupportedProfile
+from hark_fleet.node.recorder.const import BIT_DEPTHS, FLAC_BIT_DEPTHS, FLAC_MAX_CHANNELS, FORMATS
+from hark_fleet.node.recorder.errors import UnsupportedProfile
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from audio.capture import RingBuffer, RingReader
-from node.clock import utc_iso
-from node.recorder.const import (
+from hark_fleet.audio.capture import RingBuffer, RingReader
+from hark_fleet.node.clock import utc_iso
+from hark_fleet.node.recorder.const import (
     CLIP_LEVEL,
     FLUSH_INTERVAL_S,
     GAP_OVERRUN,
@@ -37,12 +36,20 @@ from node.recorder.const import (
     STOP_ERROR,
     STOP_REQUESTED,
 )
-from node.recorder.errors import DiskFull, RecorderError
-from node.recorder.finalize import RecordingResult, final_name, finalize, mark_failed, release_reserve, result_of, working_name
-from node.recorder.ledger import Gap, Ledger
-from node.recorder.manifest import Manifest
-from node.recorder.profile import RecordingProfile
-from node.recorder.writer import NO_SPACE, WavWriter
+from hark_fleet.node.recorder.errors import DiskFull, RecorderError
+from hark_fleet.node.recorder.finalize import (
+    RecordingResult,
+    final_name,
+    finalize,
+    mark_failed,
+    release_reserve,
+    result_of,
+    working_name,
+)
+from hark_fleet.node.recorder.ledger import Gap, Ledger
+from hark_fleet.node.recorder.manifest import Manifest
+from hark_fleet.node.recorder.profile import RecordingProfile
+from hark_fleet.node.recorder.writer import NO_SPACE, WavWriter
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
-from node.clock import parse_utc, utc_iso
-from node.recorder.const import (
+from hark_fleet.node.clock import parse_utc, utc_iso
+from hark_fleet.node.recorder.const import (
     FINALIZED,
     GAP_INTERRUPTION,
     MANIFEST_FILE,
@@ -25,11 +25,11 @@ from node.recorder.const import (
     STOP_INTERRUPTED,
     UPLOADED,
 )
-from node.recorder.errors import CorruptRecording
-from node.recorder.finalize import RecordingResult, finalize, mark_failed, release_reserve, result_of
-from node.recorder.ledger import Gap, Ledger
-from node.recorder.manifest import Manifest
-from node.recorder.wav import WavLayout, repair
+from hark_fleet.node.recorder.errors import CorruptRecording
+from hark_fleet.node.recorder.finalize import RecordingResult, finalize, mark_failed, release_reserve, result_of
+from hark_fleet.node.recorder.ledger import Gap, Ledger
+from hark_fleet.node.recorder.manifest import Manifest
+from hark_fleet.node.recorder.wav import WavLayout, repair
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 
 import soundfile as sf
-
-from node.recorder.const import TRANSCODE_BLOCK_FRAMES
-from node.recorder.errors import TranscodeFailed
-from node.recorder.files import fsync_dir
+from hark_fleet.node.recorder.const import TRANSCODE_BLOCK_FRAMES
+from hark_fleet.node.recorder.errors import TranscodeFailed
+from hark_fleet.node.recorder.files import fsync_dir
 
 SUBTYPES = {16: "PCM_16", 24: "PCM_24"}
 

@@ -11,7 +11,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from node.recorder.errors import CorruptRecording
+from hark_fleet.node.recorder.errors import CorruptRecording
 
 MAX_32 = 0xFFFFFFFF
 WAVE_FORMAT_PCM = 0x0001

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from node.recorder.errors import DiskFull, WriteFailed
-from node.recorder.files import fsync_dir
-from node.recorder.wav import build_header, close_data, header_size, needs_rf64
+from hark_fleet.node.recorder.errors import DiskFull, WriteFailed
+from hark_fleet.node.recorder.files import fsync_dir
+from hark_fleet.node.recorder.wav import build_header, close_data, header_size, needs_rf64
 
 log = logging.getLogger(__name__)
 

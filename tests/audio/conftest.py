@@ -107,7 +107,7 @@ def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseServer]:
 
 def rescan_portaudio() -> None:
     """Make PortAudio list the devices that exist now (it lists them once, at sounddevice's import)."""
-    from audio.capture import BackendUnavailable, rescan_devices
+    from hark_fleet.audio.capture import BackendUnavailable, rescan_devices
 
     try:
         rescan_devices()

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from audio.capture import RingBuffer, SourceFileError, open_capture, ring_for_source
-from audio.capture.synthetic import SignalGenerator
-from audio.source import parse_audio_source
+from hark_fleet.audio.capture import RingBuffer, SourceFileError, open_capture, ring_for_source
+from hark_fleet.audio.capture.synthetic import SignalGenerator
+from hark_fleet.audio.source import parse_audio_source
 
 pytestmark = pytest.mark.usefixtures("capture_threads_stopped")
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pytest
+from hark_fleet.audio.capture import NoInputDevice, RingBuffer, list_input_devices, open_capture
+from hark_fleet.audio.capture.devices import PROBE_RATES
+from hark_fleet.audio.source import parse_audio_source
+from hark_fleet.protocol.messages import AudioInterface
 
-from audio.capture import NoInputDevice, RingBuffer, list_input_devices, open_capture
-from audio.capture.devices import PROBE_RATES
-from audio.source import parse_audio_source
-from hub.mqtt.messages import AudioInterface
 from tests.audio.conftest import ALSA_PCM, PulseServer
 from tests.harness import terminate, wait_for
 

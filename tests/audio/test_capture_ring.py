@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-
-from audio.capture import RingBuffer
+from hark_fleet.audio.capture import RingBuffer
 
 
 def ramp(start: int, frames: int, channels: int = 2) -> np.ndarray:

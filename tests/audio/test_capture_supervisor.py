@@ -11,11 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hark_fleet.audio.capture import (
+    DEVICE_LOST,
+    NO_DEVICE,
+    CaptureCondition,
+    CaptureStats,
+    CaptureSupervisor,
+    RingBuffer,
+    ring_for_source,
+)
+from hark_fleet.audio.capture.base import Capture
+from hark_fleet.audio.capture.synthetic import SyntheticCapture
+from hark_fleet.audio.source import AudioSource, parse_audio_source
 
-from audio.capture import DEVICE_LOST, NO_DEVICE, CaptureCondition, CaptureStats, CaptureSupervisor, RingBuffer, ring_for_source
-from audio.capture.base import Capture
-from audio.capture.synthetic import SyntheticCapture
-from audio.source import AudioSource, parse_audio_source
 from tests.audio.conftest import PulseServer
 from tests.harness import ROOT, terminate, wait_for
 

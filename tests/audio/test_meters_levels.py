@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hark_fleet.audio.meters import InvalidBlock, InvalidSetup, MeterEngine, Programme
 
-from audio.meters import InvalidBlock, InvalidSetup, MeterEngine, Programme
 from tests.audio.test_meters_signals import meter_frames, sine
 
 FRAME_CHANNEL_KEYS = {"index", "name", "peak_dbfs", "rms_dbfs", "true_peak_dbtp", "clip", "dc", "silent", "spl"}

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hark_fleet.audio.meters import MeterEngine
+from hark_fleet.audio.meters.kweighting import HIGHPASS_48K, SHELF_48K, k_weighting_biquads, k_weighting_prototype
+from hark_fleet.audio.meters.loudness import LoudnessMeter, Programme, channel_weight
 
-from audio.meters import MeterEngine
-from audio.meters.kweighting import HIGHPASS_48K, SHELF_48K, k_weighting_biquads, k_weighting_prototype
-from audio.meters.loudness import LoudnessMeter, Programme, channel_weight
 from tests.audio.test_meters_signals import envelope, meter_frames, meter_last, noise, sine, stereo_tones
 
 TOLERANCE_LU = 0.1  # Tech 3341's tolerance for M, S and I

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pyebur128 as ebur128
 import pytest
+from hark_fleet.audio.meters import MeterEngine
 from scipy.signal import resample_poly
 
-from audio.meters import MeterEngine
 from tests.audio.test_meters_signals import blocks, envelope, noise
 
 INTEGRATED_LU = 0.02  # rounding (0.005) plus one straddling 0.01 LU bin; the brief asks for 0.05

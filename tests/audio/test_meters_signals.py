@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from audio.meters import MeterEngine
+from hark_fleet.audio.meters import MeterEngine
 
 RATE = 48000
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hark_fleet.audio.meters import MeterEngine, calibration_offset
+from hark_fleet.audio.meters.spl import a_weighting_sos
 from scipy.signal import sosfreqz
 
-from audio.meters import MeterEngine, calibration_offset
-from audio.meters.spl import a_weighting_sos
 from tests.audio.test_meters_signals import sine
 
 RMS_TO_PEAK_DB = 3.0103  # a sine's peak sits 3.01 dB over its RMS

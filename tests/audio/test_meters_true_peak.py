@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pyebur128 as ebur128
 import pytest
+from hark_fleet.audio.meters import MeterEngine, TruePeakMeter
+from hark_fleet.audio.meters.true_peak import oversampling_factor
 from scipy.signal import butter, sosfilt
 
-from audio.meters import MeterEngine, TruePeakMeter
-from audio.meters.true_peak import oversampling_factor
 from tests.audio.test_meters_signals import meter_frames
 
 HIGH, LOW = 0.2, 0.4  # Tech 3341: expected +0.2 / -0.4 dB

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from hark_fleet.hub.db.models import HealthEvent, ReceivedMessage
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub.db.models import HealthEvent, ReceivedMessage
 from tests.conftest import hub_database
 from tests.e2e.conftest import Fleet
 from tests.harness import MosquittoDynsec, NodeProcess, mqtt_login, wait_for

@@ -12,11 +12,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.db.models import LifecycleJob
+from hark_fleet.node.privileged import PRIVILEGED_COMMANDS
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub.clock import utcnow
-from hub.db.models import LifecycleJob
-from node.privileged import PRIVILEGED_COMMANDS
 from tests.conftest import hub_database
 from tests.e2e.conftest import Fleet
 from tests.harness import NodeProcess, wait_for
@@ -102,7 +102,7 @@ def test_each_action_runs_on_the_node_and_reports(fleet: Fleet, tmp_path: Path) 
 
 
 def _chosen(action: str) -> tuple[str, ...]:
-    from node.privileged import choose_command
+    from hark_fleet.node.privileged import choose_command
 
     command = choose_command(action)
     assert command in PRIVILEGED_COMMANDS[action]

@@ -36,7 +36,7 @@ class Site:
         if token:
             env["HARK_HUB_TOKEN"] = token
         return subprocess.run(
-            [sys.executable, "-m", "provision", "--hub", self.hub.url, *args],
+            [sys.executable, "-m", "hark_fleet.provision", "--hub", self.hub.url, *args],
             env=env,
             cwd=ROOT,
             capture_output=True,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hark_fleet.protocol.tls import client_context, make_bundle
+from hark_fleet.provision.ca import CLIENT, CertificateAuthority, IssuedCertificate
+from hark_fleet.provision.local_client import provision_node
 
-from hub.tls.ca import CLIENT, CertificateAuthority, IssuedCertificate
-from hub.tls.contexts import client_context, make_bundle
-from provision.local_client import provision_node
 from tests.harness import ROOT, HubProcess, NodeProcess, wait_for
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def test_a_claimed_node_goes_online_over_tls_and_is_refused_once_its_certificate
             httpx.get(f"http://127.0.0.1:{hub.port}/readyz", timeout=2)
 
         revoked = subprocess.run(
-            [sys.executable, "-m", "provision", "ca", "--data-dir", str(hub.data_dir), "revoke", node_id],
+            [sys.executable, "-m", "hark_fleet.provision", "ca", "--data-dir", str(hub.data_dir), "revoke", node_id],
             cwd=ROOT,
             capture_output=True,
             text=True,

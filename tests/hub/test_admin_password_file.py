@@ -5,7 +5,8 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from hub.const import ADMIN_PASSWORD_FILE
+from hark_fleet.hub.const import ADMIN_PASSWORD_FILE
+
 from tests.file_events import DirectoryWatch
 from tests.harness import HubProcess
 

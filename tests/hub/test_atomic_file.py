@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hark_fleet.protocol.atomic_file import remove_stale_temps, write_atomic
 
-from hub.atomic_file import remove_stale_temps, write_atomic
 from tests.file_events import DirectoryWatch
 from tests.harness import tmpfs
 

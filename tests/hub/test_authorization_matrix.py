@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hark_fleet.hub.api.base import AUTHENTICATED, PUBLIC
+from hark_fleet.hub.app import ROUTES
+from hark_fleet.hub.auth.permissions import ALL_PERMISSIONS, BUILTIN_ROLES
 
-from hub.api.base import AUTHENTICATED, PUBLIC
-from hub.app import ROUTES
-from hub.auth.permissions import ALL_PERMISSIONS, BUILTIN_ROLES
 from tests.harness import HubProcess
 
 PASSWORD = "matrix-test-password-1"

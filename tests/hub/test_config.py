@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from hub.config import HubConfig, parse_host_port
-from hub.errors import ConfigError
+from hark_fleet.hub.config import HubConfig
+from hark_fleet.protocol.config import parse_host_port
+from hark_fleet.protocol.errors import ConfigError
 
 
 def test_defaults_are_safe(tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ def test_the_hub_refuses_to_start_on_a_bad_configuration(tmp_path: Path) -> None
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "hub", "run"],
+        [sys.executable, "-m", "hark_fleet.hub", "run"],
         env={"HARK_DATA_DIR": str(tmp_path), "HARK_HTTP_PORT": "eighty", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,

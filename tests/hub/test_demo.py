@@ -35,7 +35,12 @@ def test_demo_runs_three_nodes_prints_the_login_and_stops_on_ctrl_c(tmp_path: Pa
     log = tmp_path / "demo.log"
     with open(log, "wb") as out:
         demo = subprocess.Popen(
-            [sys.executable, "-m", "hub", "demo"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [sys.executable, "-m", "hark_fleet.hub", "demo"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         wait_for(lambda: "Stop with Ctrl-C" in log.read_text(), 60, "the demo banner")
@@ -89,7 +94,7 @@ def test_demo_started_in_the_background_stays_on_loopback_and_stops_on_sigint(tm
 
     with open(log, "wb") as out:
         demo = subprocess.Popen(
-            [sys.executable, "-m", "hub", "demo"],
+            [sys.executable, "-m", "hark_fleet.hub", "demo"],
             env=env,
             cwd=ROOT,
             stdout=out,
@@ -117,7 +122,7 @@ def test_demo_started_in_the_background_stays_on_loopback_and_stops_on_sigint(tm
 
 
 def test_a_port_left_in_time_wait_by_a_stopped_demo_counts_as_free() -> None:
-    from hub.demo import _port_free
+    from hark_fleet.hub.demo import _port_free
 
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]

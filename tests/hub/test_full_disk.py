@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+from hark_fleet.hub.app import ROUTES
+from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.db.models import ApiKey, AuthSession
 
-from hub.app import ROUTES
-from hub.clock import utcnow
-from hub.db.models import ApiKey, AuthSession
 from tests.conftest import hub_database
 from tests.harness import ADMIN_PASSWORD, HubProcess, create_database, drop_database, tmpfs, wait_for
 from tests.hub.api.test_fleet import now_iso

@@ -16,8 +16,8 @@ import uuid
 from typing import Any
 
 import httpx
+from hark_fleet.hub.app import ROUTES
 
-from hub.app import ROUTES
 from tests.harness import HubProcess, wait_for
 from tests.hub.api.test_fleet import close, enroll, heartbeat, mqtt_client, node_detail, now_iso
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from hub.auth.principal import ALL_SITES, SiteScope
-from hub.meters import HISTORY_S, MeterStore, sse_frame
-from hub.mqtt.messages import MeterChannel, MeterFrame
+from hark_fleet.hub.auth.principal import ALL_SITES, SiteScope
+from hark_fleet.hub.meters import HISTORY_S, MeterStore, sse_frame
+from hark_fleet.protocol.messages import MeterChannel, MeterFrame
 
 
 def frame(seq: int, peak: float | None = -6.0, rms: float | None = -9.0) -> MeterFrame:

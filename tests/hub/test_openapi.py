@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx
 import yaml
+from hark_fleet.hub.app import ROUTES
 from openapi_spec_validator import validate
 
-from hub.app import ROUTES
 from tests.harness import HubProcess
 
 METHODS = {"get", "head", "post", "put", "patch", "delete", "options"}

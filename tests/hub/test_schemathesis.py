@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hark_fleet.hub.app import ROUTES
 
-from hub.app import ROUTES
 from tests.harness import ROOT, HubProcess, running_hub
 
 SEED = 20261206

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import peewee
 import pytest
+from hark_fleet.hub.errors import is_storage_full
 
-from hub.errors import is_storage_full
 from tests.harness import tmpfs
 
 

@@ -6,11 +6,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from hark_fleet.hw.config import HardwareConfig, SerialPortConfig, parse_hardware_config, parse_hardware_config_json
+from hark_fleet.hw.devices import DeviceCallbacks, start_devices
+from hark_fleet.hw.errors import HardwareConfigError
+from hark_fleet.hw.ups import PowerState, ShutdownPolicy
 
-from hw.config import HardwareConfig, SerialPortConfig, parse_hardware_config, parse_hardware_config_json
-from hw.devices import DeviceCallbacks, start_devices
-from hw.errors import HardwareConfigError
-from hw.ups import PowerState, ShutdownPolicy
 from tests.harness import wait_for
 from tests.hw.conftest import PtyDevice
 

@@ -6,9 +6,9 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from hark_fleet.hw.errors import ProtocolError
+from hark_fleet.hw.front_panel import FrontPanel, identify_command, led_command
 
-from hw.errors import ProtocolError
-from hw.front_panel import FrontPanel, identify_command, led_command
 from tests.harness import wait_for
 from tests.hw.conftest import PtyDevice
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hark_fleet.hw.errors import ProtocolError
+from hark_fleet.hw.gps import BadChecksum, Gps, GpsTime, nmea_checksum, parse_sentence, rmc_time, zda_time
 
-from hw.errors import ProtocolError
-from hw.gps import BadChecksum, Gps, GpsTime, nmea_checksum, parse_sentence, rmc_time, zda_time
 from tests.harness import wait_for
 from tests.hw.conftest import PtyDevice
 

@@ -7,8 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-
-from hw.sensors import (
+from hark_fleet.hw.sensors import (
     decode_throttled,
     parse_throttled,
     read_all,

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hark_fleet.hw.serial_line import MAX_LINE_BYTES, LineChannel
 
-from hw.serial_line import MAX_LINE_BYTES, LineChannel
 from tests.harness import wait_for
 from tests.hw.conftest import PtyDevice
 

@@ -6,9 +6,9 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from hark_fleet.hw.errors import ProtocolError
+from hark_fleet.hw.ups import PowerState, ShutdownPolicy, Ups, parse_power_line, should_shut_down
 
-from hw.errors import ProtocolError
-from hw.ups import PowerState, ShutdownPolicy, Ups, parse_power_line, should_shut_down
 from tests.harness import wait_for
 from tests.hw.conftest import PtyDevice
 

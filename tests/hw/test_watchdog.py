@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hark_fleet.hw.errors import WatchdogError
+from hark_fleet.hw.watchdog import Watchdog, notify_address, systemd_ping_interval
 
-from hw.errors import WatchdogError
-from hw.watchdog import Watchdog, notify_address, systemd_ping_interval
 from tests.harness import NotifySocket
 
 

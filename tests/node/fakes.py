@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from hark_fleet.protocol.topics import HUB_SUBSCRIPTION, command_topic, parse_node_topic
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub.const import HUB_SUBSCRIPTION
-from hub.mqtt.topics import command_topic, parse_node_topic
 from tests.harness import Mosquitto, wait_for
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hark_fleet.hub.processes import free_port
+from hark_fleet.node.state import NodeState, credential_digest, save_state
 
-from hub.processes import free_port
-from node.state import NodeState, credential_digest, save_state
 from tests.harness import Mosquitto, spawn, terminate, wait_for
 from tests.node.fakes import ConfigStub, FakeHub, authenticated_mosquitto, reload, retained, write_password_file
 
@@ -53,7 +53,7 @@ class NodeProcess:
         )
         env.update(self.env_extra)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = spawn([sys.executable, "-m", "node"], env=env, log_path=self.log_path)
+        self.proc = spawn([sys.executable, "-m", "hark_fleet.node"], env=env, log_path=self.log_path)
 
     def stop(self) -> int:
         """SIGTERM and wait; the exit code."""

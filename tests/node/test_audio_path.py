@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile
-
-from hub.mqtt.messages import MeterFrame
-from node.audio_path import AudioPath, AudioThresholds
-from node.audio_source import parse_audio_source
+from hark_fleet.node.audio_path import AudioPath, AudioThresholds
+from hark_fleet.node.audio_source import parse_audio_source
+from hark_fleet.protocol.messages import MeterFrame
 
 
 def run_path(

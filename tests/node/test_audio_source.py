@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from node.audio_source import parse_audio_source
+from hark_fleet.node.audio_source import parse_audio_source
 
 
 def test_synthetic_options_are_read() -> None:

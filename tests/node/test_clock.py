@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from node.clock import clock_offset_ms, parse_utc, time_quality, utc_iso
+from hark_fleet.node.clock import clock_offset_ms, parse_utc, time_quality, utc_iso
 
 
 def test_times_are_iso_8601_utc_with_z() -> None:

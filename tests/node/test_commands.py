@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from hub.mqtt.messages import Ack, ConfigChanged, NewCredential
-from node.commands import MalformedCommand, decode_command
+from hark_fleet.node.commands import MalformedCommand, decode_command
+from hark_fleet.protocol.messages import Ack, ConfigChanged, NewCredential
 
 
 def test_known_commands_decode() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hub.mqtt.messages import Disk
-from node.conditions import ConditionWatch
-from node.metrics import SystemSnapshot
+from hark_fleet.node.conditions import ConditionWatch
+from hark_fleet.node.metrics import SystemSnapshot
+from hark_fleet.protocol.messages import Disk
 
 
 def reading(used_pct: float = 50.0, temperature_c: float | None = 50.0) -> SystemSnapshot:

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from hark_fleet.node.config import NodeConfig
+from hark_fleet.protocol.errors import ConfigError
 
-from node.config import NodeConfig
-from node.errors import ConfigError
 from tests.harness import ROOT, spawn, terminate
 
 
@@ -96,7 +96,7 @@ def _run_cli(tmp_path: Path, env_extra: dict[str, str]) -> tuple[int, str]:
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("HARK_")}
     env.update(HARK_DATA_DIR=str(tmp_path / "data"), **env_extra)
     log = tmp_path / "node.log"
-    proc = spawn([sys.executable, "-m", "node"], env=env, log_path=log)
+    proc = spawn([sys.executable, "-m", "hark_fleet.node"], env=env, log_path=log)
     try:
         code = proc.wait(20)
     finally:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hark_fleet.node.state import credential_digest
 
-from node.state import credential_digest
 from tests.harness import Mosquitto, NodeProcess, wait_for
 from tests.node.fakes import ConfigStub, FakeHub, authenticated_mosquitto
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from node.credentials import Credentials
-from node.state import credential_digest
+from hark_fleet.node.credentials import Credentials
+from hark_fleet.node.state import credential_digest
 
 
 def delivery(credential: str, replaces: str | None) -> tuple[str, str | None]:

@@ -32,7 +32,7 @@ def test_a_damaged_outbox_is_moved_aside_and_reported_and_the_node_runs(tmp_path
             HARK_HEARTBEAT_INTERVAL_S="1",
         )
         log_path = tmp_path / "node.log"
-        proc = spawn([sys.executable, "-m", "node"], env=env, log_path=log_path)
+        proc = spawn([sys.executable, "-m", "hark_fleet.node"], env=env, log_path=log_path)
         try:
             hub.wait_status("online", timeout=20)
             hub.wait_documents("heartbeat", 2)

@@ -7,14 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hark_fleet.node.conditions import ConditionWatch
+from hark_fleet.node.diagnostics import save_bundle
+from hark_fleet.node.lifecycle import LifecycleLedger
+from hark_fleet.node.local.provision import Provisioning
+from hark_fleet.node.local.technician import TechnicianAccess
+from hark_fleet.node.recorder.files import write_json_atomic
+from hark_fleet.node.state import NodeState, StateStore, save_state
 
-from node.conditions import ConditionWatch
-from node.diagnostics import save_bundle
-from node.lifecycle import LifecycleLedger
-from node.local.provision import Provisioning
-from node.local.technician import TechnicianAccess
-from node.recorder.files import write_json_atomic
-from node.state import NodeState, StateStore, save_state
 from tests.file_events import DirectoryWatch
 
 

@@ -6,16 +6,16 @@ import asyncio
 import threading
 from collections.abc import Iterator
 
+import hark_fleet.node.audio_path as audio_path_module
 import pytest
+from hark_fleet.audio.capture import CaptureSupervisor, open_capture
+from hark_fleet.hw.config import HardwareConfig
+from hark_fleet.node.audio_path import AudioPath
+from hark_fleet.node.audio_source import parse_audio_source
+from hark_fleet.node.hardware import Hardware
+from hark_fleet.node.heartbeat import ClockStatus
+from hark_fleet.node.identify import Identify
 
-import node.audio_path as audio_path_module
-from audio.capture import CaptureSupervisor, open_capture
-from hw.config import HardwareConfig
-from node.audio_path import AudioPath
-from node.audio_source import parse_audio_source
-from node.hardware import Hardware
-from node.heartbeat import ClockStatus
-from node.identify import Identify
 from tests.harness import NotifySocket
 
 

@@ -7,13 +7,12 @@ from datetime import datetime
 from pathlib import Path
 
 import msgspec
-
-from hub.mqtt.messages import Heartbeat
-from node.audio_path import AudioPath
-from node.audio_source import parse_audio_source
-from node.heartbeat import ClockStatus, HeartbeatWorker
-from node.outbox import Outbox
-from node.sender import OutboxSender
+from hark_fleet.node.audio_path import AudioPath
+from hark_fleet.node.audio_source import parse_audio_source
+from hark_fleet.node.heartbeat import ClockStatus, HeartbeatWorker
+from hark_fleet.node.outbox import Outbox
+from hark_fleet.node.sender import OutboxSender
+from hark_fleet.protocol.messages import Heartbeat
 
 SOURCE = "synthetic:sine?freq=440&dbfs=-12&channels=1&rate=44100"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hark_fleet.hub.processes import free_port
+from hark_fleet.node.errors import HubProtocolError, HubRejected, HubUnreachable
+from hark_fleet.node.hub_client import HubClient, answer_data
 
-from hub.processes import free_port
-from node.errors import HubProtocolError, HubRejected, HubUnreachable
-from node.hub_client import HubClient, answer_data
 from tests.node.fakes import ConfigStub
 
 

@@ -9,10 +9,9 @@ from typing import Any
 
 import msgspec
 import pytest
-
-from hub.mqtt.messages import LifecycleCommand, LifecycleReport
-from node.lifecycle import ActionResult, LifecycleRunner
-from node.privileged import PrivilegedCommandError, PrivilegedCommands
+from hark_fleet.node.lifecycle import ActionResult, LifecycleRunner
+from hark_fleet.node.privileged import PrivilegedCommandError, PrivilegedCommands
+from hark_fleet.protocol.messages import LifecycleCommand, LifecycleReport
 
 
 class Reports:

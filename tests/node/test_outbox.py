@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-
-from node.errors import OutboxError
-from node.health import outbox_level_payload
-from node.outbox import Outbox
-from node.outbox_policy import Admission, level_transition, plan_admission
-from node.sender import OutboxSender
+from hark_fleet.node.errors import OutboxError
+from hark_fleet.node.health import outbox_level_payload
+from hark_fleet.node.outbox import Outbox
+from hark_fleet.node.outbox_policy import Admission, level_transition, plan_admission
+from hark_fleet.node.sender import OutboxSender
 
 
 def fill(outbox: Outbox, kind: str, count: int, prefix: str | None = None) -> list[str]:

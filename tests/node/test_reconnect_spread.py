@@ -7,8 +7,9 @@ import collections
 import time
 from pathlib import Path
 
-from node.topics import NodeTopics
-from node.transport_mqtt import BrokerAddress, MqttTransport
+from hark_fleet.node.topics import NodeTopics
+from hark_fleet.node.transport_mqtt import BrokerAddress, MqttTransport
+
 from tests.harness import Mosquitto
 
 NODES = 200

@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from node.commands import decode_command
-from node.sender import OutboxSender
-from node.topics import NodeTopics
-from node.transport_mqtt import BrokerAddress, MqttTransport
+from hark_fleet.node.commands import decode_command
+from hark_fleet.node.sender import OutboxSender
+from hark_fleet.node.topics import NodeTopics
+from hark_fleet.node.transport_mqtt import BrokerAddress, MqttTransport
+
 from tests.harness import Mosquitto
 from tests.node.fakes import FakeHub
 

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from hark_fleet.node.agent import prepare_state
+from hark_fleet.node.config import NodeConfig
+from hark_fleet.node.errors import StateError
+from hark_fleet.node.state import NodeState, StateStore, credential_digest, load_state, resolve_state, save_state
 
-from node.agent import prepare_state
-from node.config import NodeConfig
-from node.errors import StateError
-from node.state import NodeState, StateStore, credential_digest, load_state, resolve_state, save_state
 from tests.harness import spawn, terminate
 
 
@@ -54,7 +54,7 @@ def test_a_failed_write_leaves_the_old_state_and_no_temp_file(tmp_path: Path, mo
 WRITER = """
 import sys
 from pathlib import Path
-from node.state import NodeState, save_state
+from hark_fleet.node.state import NodeState, save_state
 path = Path(sys.argv[1])
 n = 0
 while True:

@@ -8,9 +8,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from hark_fleet.node.topics import NodeTopics
+from hark_fleet.node.transport_mqtt import BrokerAddress, MqttTransport
 
-from node.topics import NodeTopics
-from node.transport_mqtt import BrokerAddress, MqttTransport
 from tests.harness import Mosquitto
 from tests.node.fakes import FakeHub, authenticated_mosquitto, reload, retained, write_password_file
 from tests.node.test_sender import eventually
@@ -90,7 +90,7 @@ def test_a_new_credential_is_used_at_once_on_a_prompt_reconnect(
                 assert transport.connected
                 await transport.stop()
 
-        with caplog.at_level(logging.INFO, logger="node"):
+        with caplog.at_level(logging.INFO, logger="hark_fleet.node"):
             asyncio.run(scenario())
         assert "new-cred" not in caplog.text and "old-cred" not in caplog.text
     finally:
@@ -113,7 +113,7 @@ def test_a_refused_login_is_retried_with_backoff(tmp_path: Path, no_thread_leak:
             await eventually(lambda: transport.connected, timeout=40, what="the retry to succeed")
             await transport.stop()
 
-        with caplog.at_level(logging.INFO, logger="node"):
+        with caplog.at_level(logging.INFO, logger="hark_fleet.node"):
             asyncio.run(scenario())
         assert "not-yet" not in caplog.text
     finally:

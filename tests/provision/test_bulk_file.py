@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from provision.cli import read_bulk_file
-from provision.errors import CsvError
+from hark_fleet.provision.cli import read_bulk_file
+from hark_fleet.provision.errors import CsvError
 
 
 def test_rows_carry_site_and_tags_split_on_semicolons_or_commas(tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ import stat
 from pathlib import Path
 
 import pytest
+from hark_fleet.provision.ca import CertificateAuthority
+from hark_fleet.provision.cli import main
 
-from hub.tls.ca import CertificateAuthority
-from provision.cli import main
 from tests.file_events import DirectoryWatch
 
 

@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from provision.errors import RequestFailed
-from provision.http import call_json
+from hark_fleet.provision.errors import RequestFailed
+from hark_fleet.provision.http import call_json
 
 
 class _Stranger(http.server.BaseHTTPRequestHandler):

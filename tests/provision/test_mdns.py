@@ -6,8 +6,15 @@ import asyncio
 import secrets
 
 import pytest
-
-from provision.mdns import HubAdvert, NodeAdvert, advertise_hub, advertise_node, browse_hubs, browse_nodes, parse_interfaces
+from hark_fleet.provision.mdns import (
+    HubAdvert,
+    NodeAdvert,
+    advertise_hub,
+    advertise_node,
+    browse_hubs,
+    browse_nodes,
+    parse_interfaces,
+)
 
 LOOPBACK = ["127.0.0.1"]
 

@@ -21,8 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from node.privileged import PRIVILEGED_COMMANDS
+from hark_fleet.node.privileged import PRIVILEGED_COMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD = ROOT / "systemd"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hark_fleet.hub.auth.permissions import USER_PERMISSIONS
 
-from hub.auth.permissions import USER_PERMISSIONS
 from tests.harness import ADMIN_PASSWORD, HubProcess, running_hub
 
 

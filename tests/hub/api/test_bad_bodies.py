@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hark_fleet.hub.app import ROUTES
 
-from hub.app import ROUTES
 from tests.harness import HubProcess
 from tests.hub.api.test_fleet import enroll, heartbeat, node_detail, now_iso
 from tests.hub.api.test_recording_upload import uploading_recording

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+from hark_fleet.hub.auth.tokens import secret_hash
+from hark_fleet.hub.db.models import Node
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub.auth.tokens import secret_hash
-from hub.db.models import Node
 from tests.conftest import hub_database
 from tests.harness import HubProcess, Mosquitto, running_hub, wait_for
 
@@ -203,7 +203,7 @@ def test_a_node_publishes_only_under_its_own_prefix_and_subscribes_only_to_its_c
     time.sleep(0.5)
     assert b_got == [f"hark/v1/nodes/{node_b['id']}/cmd/ack"]  # the hub acknowledging B's heartbeat, nothing forged
     with hub_database(hub):
-        from hub.db.models import ReceivedMessage
+        from hark_fleet.hub.db.models import ReceivedMessage
 
         stored = [r.msg_id for r in ReceivedMessage.select().where(ReceivedMessage.node_id == node_b["id"])]
     assert stored == ["real-1"]
@@ -288,7 +288,7 @@ def test_outbox_messages_are_applied_once_and_acknowledged(hub: HubProcess) -> N
         events = admin.get("/api/v1/audit-events").json()  # the admin token still works
         assert events["data"] is not None
     with hub_database(hub):
-        from hub.db.models import HealthEvent
+        from hark_fleet.hub.db.models import HealthEvent
 
         stored = list(HealthEvent.select().where(HealthEvent.node_id == node["id"]))
     assert [(e.kind, e.count, e.state) for e in stored] == [("outbox.high", 1, "open")]

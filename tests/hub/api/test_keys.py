@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.db.models import Node
+from hark_fleet.hub.ids import new_id
 
-from hub.clock import utcnow
-from hub.db.models import Node
-from hub.ids import new_id
 from tests.conftest import hub_database
 from tests.harness import HubProcess
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hark_fleet.hub.services.login_throttle import ThrottleState, after_failure, retry_after
 
-from hub.services.login_throttle import ThrottleState, after_failure, retry_after
 from tests.harness import ADMIN_PASSWORD, HubProcess, running_hub
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)

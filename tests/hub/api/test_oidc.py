@@ -16,8 +16,8 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
+from hark_fleet.hub.auth.permissions import BUILTIN_ROLES, sorted_permissions
 
-from hub.auth.permissions import BUILTIN_ROLES, sorted_permissions
 from tests.harness import HubProcess, free_port, running_hub
 from tests.oidc.harness import DEFAULT_USERS, OidcProvider, browser_login
 

@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import numpy as np
 import soundfile
+from hark_fleet.hub.api.recording_upload import FLUSH_BYTES
+from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.db.models import Recording, RecordingJob
+from hark_fleet.hub.ids import new_id
 
-from hub.api.recording_upload import FLUSH_BYTES
-from hub.clock import utcnow
-from hub.db.models import Recording, RecordingJob
-from hub.ids import new_id
 from tests.conftest import hub_database
 from tests.harness import HubProcess, wait_for
 

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+from hark_fleet.hub.db.models import Recording
+from hark_fleet.hub.services.recordings import recording_to_api
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub.db.models import Recording
-from hub.services.recordings import recording_to_api
 from tests.conftest import hub_database
 from tests.harness import HubProcess, create_database, drop_database, wait_for
 

@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 import pytest
 import soundfile
+from hark_fleet.hub.clock import iso, utcnow
 
-from hub.clock import iso, utcnow
 from tests.harness import HubProcess
 from tests.hub.api.test_recording_upload import (
     LEVEL,

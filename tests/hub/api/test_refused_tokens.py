@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import httpx
+from hark_fleet.hub.auth.refusals import RepeatedRefusals
 
-from hub.auth.refusals import RepeatedRefusals
 from tests.harness import HubProcess
 from tests.hub.api.test_audit import events
 

@@ -6,10 +6,10 @@ import uuid
 from datetime import timedelta
 
 import httpx
+from hark_fleet.hub.auth.tokens import secret_hash
+from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.db.models import AuthSession
 
-from hub.auth.tokens import secret_hash
-from hub.clock import utcnow
-from hub.db.models import AuthSession
 from tests.conftest import hub_database
 from tests.harness import HubProcess
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hark_fleet.hub.db.models import User
 
-from hub.db.models import User
 from tests.conftest import hub_database
 from tests.harness import ADMIN_PASSWORD, HubProcess, wait_for
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hub.services.recordings_library import WAVEFORM_CACHE_KEEP
+from hark_fleet.hub.services.recordings_library import WAVEFORM_CACHE_KEEP
+
 from tests.harness import HubProcess
 from tests.hub.api.test_recording_upload import completed_recording, stored_path
 

@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 
 import httpx
+from hark_fleet.hub.const import SQLITE_FILE
 
-from hub.const import SQLITE_FILE
 from tests.harness import HubProcess, running_hub
 from tests.hub.db.test_damaged_database import hub_cli
 

@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 
 import httpx
+from hark_fleet.hub.const import SQLITE_FILE
 
-from hub.const import SQLITE_FILE
 from tests.harness import ADMIN_PASSWORD, ROOT, HubProcess, running_hub
 
 
 def hub_cli(hub: HubProcess, *args: str) -> subprocess.CompletedProcess[str]:
     """`hark-hub <args>` with the hub's environment (its data dir and database)."""
     return subprocess.run(
-        [sys.executable, "-m", "hub", *args], env=hub.env(), cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "hark_fleet.hub", *args], env=hub.env(), cwd=ROOT, capture_output=True, text=True, timeout=60
     )
 
 
@@ -97,7 +97,9 @@ def test_a_first_start_beside_a_config_file_and_a_ca_made_beforehand_is_not_refu
     hub.data_dir.mkdir(parents=True)
     (hub.data_dir / "hark.toml").write_text("log_level = 'INFO'\n")
     made = subprocess.run(
-        [sys.executable, "-m", "provision", "ca", "--data-dir", str(hub.data_dir), "init"], cwd=ROOT, capture_output=True
+        [sys.executable, "-m", "hark_fleet.provision", "ca", "--data-dir", str(hub.data_dir), "init"],
+        cwd=ROOT,
+        capture_output=True,
     )
     assert made.returncode == 0, made.stderr
     with running_hub(tmp_path) as hub:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hub.db.database import describe, open_database
+from hark_fleet.hub.db.database import describe, open_database
 
 
 def test_a_percent_encoded_password_reaches_postgresql_decoded(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import peewee
 import pytest
+from hark_fleet.hub.db.database import MIGRATIONS_DIR, migrate, open_database, schema_status
 
-from hub.db.database import MIGRATIONS_DIR, migrate, open_database, schema_status
 from tests.harness import running_hub
 
 FIRST = "0001_users_and_sessions"
@@ -35,7 +35,7 @@ def test_an_old_database_is_upgraded_by_the_hub_keeping_its_data(tmp_path: Path,
     assert migrate(db, FIRST) == [FIRST]
     assert "node" not in _table_names(db)
     # A user made by the old schema, with a password the hub can verify.
-    from hub.auth.passwords import hash_password
+    from hark_fleet.hub.auth.passwords import hash_password
 
     with db.connection_context():
         db.execute_sql(

@@ -11,14 +11,14 @@ from typing import Any
 import msgspec
 import paho.mqtt.client as mqtt
 import pytest
+from hark_fleet.hub.const import HUB_MQTT_USERNAME
+from hark_fleet.hub.metrics import HubMetrics
+from hark_fleet.hub.mqtt.access import BrokerAccess
+from hark_fleet.hub.mqtt.bridge import BrokerAddress, InvalidMessage, MqttBridge
+from hark_fleet.hub.mqtt.embedded import EmbeddedBroker
+from hark_fleet.protocol.topics import NodeTopic, command_topic
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub.const import HUB_MQTT_USERNAME
-from hub.metrics import HubMetrics
-from hub.mqtt.access import BrokerAccess
-from hub.mqtt.bridge import BrokerAddress, InvalidMessage, MqttBridge
-from hub.mqtt.embedded import EmbeddedBroker
-from hub.mqtt.topics import NodeTopic, command_topic
 from tests.harness import Mosquitto
 
 SECRET = "bridge-test-secret"
@@ -229,7 +229,7 @@ def test_one_nodes_hostile_messages_are_dropped_once_and_never_stall_the_others(
                 await bridge.stop()
             assert sorted(received) == [("good", 1), ("good", 1), ("good", 2), ("good", 2), ("good", 3), ("good", 3)]
 
-    with caplog.at_level("INFO", logger="hub.mqtt"):
+    with caplog.at_level("INFO", logger="hark_fleet.hub.mqtt"):
         asyncio.run(scenario())
     about_bad = [r for r in caplog.records if "bad" in r.getMessage() and r.levelname != "DEBUG"]
     assert 1 <= len(about_bad) <= 2, [r.getMessage() for r in about_bad]  # once per reason (too_deep, too_large)

@@ -6,9 +6,8 @@ from typing import Any
 
 import msgspec
 import pytest
-
-from hub.mqtt.decoding import MAX_DEPTH, PayloadError, bounded, decode
-from hub.mqtt.messages import Heartbeat, MeterFrame
+from hark_fleet.protocol.decoding import MAX_DEPTH, PayloadError, bounded, decode
+from hark_fleet.protocol.messages import Heartbeat, MeterFrame
 
 
 class Report(msgspec.Struct):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-
-from hub.mqtt.drops import DropLog
+from hark_fleet.hub.mqtt.drops import DropLog
 
 
 class Clock:

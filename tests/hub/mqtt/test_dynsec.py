@@ -14,11 +14,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
-
-from hub.mqtt.bridge import BrokerAddress
-from hub.mqtt.dynsec import (
+from hark_fleet.hub.mqtt.bridge import BrokerAddress
+from hark_fleet.hub.mqtt.dynsec import (
     HUB_ROLE,
     Acl,
     Command,
@@ -36,6 +33,9 @@ from hub.mqtt.dynsec import (
     upsert_node_commands,
     validate_node_id,
 )
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
 from tests.harness import MosquittoDynsec, dynsec_plugin_path
 
 

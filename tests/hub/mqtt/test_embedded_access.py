@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hark_fleet.hub.const import HUB_MQTT_USERNAME
+from hark_fleet.hub.mqtt.access import BrokerAccess
+from hark_fleet.hub.mqtt.embedded import EmbeddedBroker
 
-from hub.const import HUB_MQTT_USERNAME
-from hub.mqtt.access import BrokerAccess
-from hub.mqtt.embedded import EmbeddedBroker
 from tests.harness import mqtt_login
 from tests.hub.mqtt.peer import Peer
 

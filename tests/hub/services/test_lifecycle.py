@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from hub.db.models import LifecycleJob
-from hub.services.lifecycle import REPLAY_WINDOW, RESULT_GRACE, expired, result_overdue
+from hark_fleet.hub.db.models import LifecycleJob
+from hark_fleet.hub.services.lifecycle import REPLAY_WINDOW, RESULT_GRACE, expired, result_overdue
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)
 

@@ -6,7 +6,8 @@ import os
 import stat
 from pathlib import Path
 
-from hub.services.technician import TechnicianSigner
+from hark_fleet.hub.services.technician import TechnicianSigner
+
 from tests.file_events import DirectoryWatch
 
 

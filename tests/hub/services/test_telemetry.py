@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from hub.services.listening import silent_for
-from hub.services.telemetry import judged_interval_s, missed_heartbeats
+from hark_fleet.hub.services.listening import silent_for
+from hark_fleet.hub.services.telemetry import judged_interval_s, missed_heartbeats
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)
 

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-
-from hub.tls.ca import CLIENT, SERVER, CertificateAuthority
-from hub.tls.contexts import client_context, make_bundle, reload_crl, server_context, split_bundle
-from hub.tls.errors import CaMissing, CertificateNotFound
-from hub.tls.revocation import is_revoked, revoke
+from hark_fleet.protocol.tls import client_context, make_bundle, reload_crl, server_context, split_bundle
+from hark_fleet.provision.ca import CLIENT, SERVER, CaMissing, CertificateAuthority, CertificateNotFound
+from hark_fleet.provision.revocation import is_revoked, revoke
 
 
 def test_ca_is_created_once_with_its_key_readable_only_by_the_owner(tmp_path: Path) -> None:
@@ -71,7 +69,7 @@ def test_a_listener_refuses_a_client_certificate_once_it_is_revoked(tmp_path: Pa
     ca = CertificateAuthority.open(tmp_path)
     server = ca.issue("hub", SERVER, ("localhost", "127.0.0.1"))
     node = ca.issue("n-1", CLIENT)
-    listener_context = server_context(ca, server.cert_pem, server.key_pem)
+    listener_context = server_context(ca.ca_pem, ca.crl_path, server.cert_pem, server.key_pem)
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.1)
     port = listener.getsockname()[1]
@@ -98,7 +96,7 @@ def test_a_listener_refuses_a_client_certificate_once_it_is_revoked(tmp_path: Pa
         node_context = client_context(ca.ca_pem, node.cert_pem, node.key_pem)
         _handshake(port, node_context)
         revoke(ca, "n-1")
-        reload_crl(listener_context, ca)
+        reload_crl(listener_context, ca.crl_path)
         with pytest.raises((ssl.SSLError, ConnectionError)):
             _handshake(port, client_context(ca.ca_pem, node.cert_pem, node.key_pem))
         _handshake(port, client_context(ca.ca_pem))  # without a certificate (a browser) still served

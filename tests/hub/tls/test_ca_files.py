@@ -5,8 +5,9 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from hub.tls.ca import CertificateAuthority
-from hub.tls.revocation import revoke
+from hark_fleet.provision.ca import CertificateAuthority
+from hark_fleet.provision.revocation import revoke
+
 from tests.file_events import DirectoryWatch
 from tests.harness import HubProcess
 

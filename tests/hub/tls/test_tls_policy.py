@@ -6,11 +6,10 @@ import ssl
 from pathlib import Path
 
 import pytest
-
-from hub.config import HubConfig
-from hub.errors import ConfigError
-from hub.tls.ca import CertificateAuthority
-from node.hub_client import pinned_context, plain_refused
+from hark_fleet.hub.config import HubConfig
+from hark_fleet.node.hub_client import pinned_context, plain_refused
+from hark_fleet.protocol.errors import ConfigError
+from hark_fleet.provision.ca import CertificateAuthority
 
 
 def _config(tmp_path: Path, **env: str) -> HubConfig:

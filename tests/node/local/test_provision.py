@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from node.local.errors import TooManyAttempts
-from node.local.provision import (
+from hark_fleet.node.local.errors import TooManyAttempts
+from hark_fleet.node.local.provision import (
     CROCKFORD,
     WrongCodeLimit,
     format_claim_code,
@@ -13,7 +12,7 @@ from node.local.provision import (
     normalize_claim_code,
     with_local_identity,
 )
-from node.state import NodeState
+from hark_fleet.node.state import NodeState
 
 
 def test_claim_codes_are_8_crockford_characters_shown_in_two_groups() -> None:

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-
-from audio.capture import RingBuffer
-from node.recorder import RecordingProfile
+from hark_fleet.audio.capture import RingBuffer
+from hark_fleet.node.recorder import RecordingProfile
 
 RATE = 48_000
 Signal = Callable[[int, int], np.ndarray]  # (first frame, count) -> float32 (count, channels)

@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from audio.capture import CaptureSupervisor, ring_for_source
-from audio.source import parse_audio_source
-from node.recorder import Recorder, RecordingProfile
+from hark_fleet.audio.capture import CaptureSupervisor, ring_for_source
+from hark_fleet.audio.source import parse_audio_source
+from hark_fleet.node.recorder import Recorder, RecordingProfile
 
 SOURCE = "synthetic:sine?freq=440&dbfs=-6&channels=2&rate=48000"
 PREROLL_S = 0.25

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from audio.capture import RingBuffer
-from node.recorder import (
+from hark_fleet.audio.capture import RingBuffer
+from hark_fleet.node.recorder import (
     CacheDirectory,
     CachedRecording,
     CachePolicy,
@@ -17,6 +16,7 @@ from node.recorder import (
     RecorderError,
     plan_cache,
 )
+
 from tests.node.recorder.conftest import RATE, Feeder, profile, ramp
 
 GB = 1_000_000_000

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hark_fleet.audio.capture import RingBuffer
+from hark_fleet.node.recorder import Recorder
+from hark_fleet.node.recorder.wav import header_size
 
-from audio.capture import RingBuffer
-from node.recorder import Recorder
-from node.recorder.wav import header_size
 from tests.harness import tmpfs
 from tests.node.recorder.conftest import RATE, Feeder, pcm16_bytes, profile, ramp, read_back
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from hark_fleet.audio.capture import RingBuffer
+from hark_fleet.node.clock import parse_utc
+from hark_fleet.node.recorder import Recorder, RecorderError, RecordingProfile, UnsupportedProfile
 
-from audio.capture import RingBuffer
-from node.clock import parse_utc
-from node.recorder import Recorder, RecorderError, RecordingProfile, UnsupportedProfile
 from tests.node.recorder.conftest import RATE, Feeder, pcm16_bytes, profile, ramp, read_back, sine
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
+from hark_fleet.audio.capture import RingBuffer
+from hark_fleet.audio.capture.synthetic import SignalGenerator
+from hark_fleet.audio.source import parse_audio_source
+from hark_fleet.node.clock import parse_utc
+from hark_fleet.node.recorder import CacheDirectory, Ledger, Manifest, Recorder, recover_cache
+from hark_fleet.node.recorder.writer import WavWriter
 
-from audio.capture import RingBuffer
-from audio.capture.synthetic import SignalGenerator
-from audio.source import parse_audio_source
-from node.clock import parse_utc
-from node.recorder import CacheDirectory, Ledger, Manifest, Recorder, recover_cache
-from node.recorder.writer import WavWriter
 from tests.harness import ROOT
 from tests.node.recorder import driver
 from tests.node.recorder.conftest import RATE, Feeder, profile, ramp, read_back

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from hark_fleet.node.recorder.transcode import transcode_to_flac
+from hark_fleet.node.recorder.wav import header_size, repair
+from hark_fleet.node.recorder.writer import WavWriter, to_pcm
 
-from node.recorder.transcode import transcode_to_flac
-from node.recorder.wav import header_size, repair
-from node.recorder.writer import WavWriter, to_pcm
 from tests.node.recorder.conftest import RATE, pcm16_bytes, ramp, read_back, sine
 
 

@@ -6,9 +6,8 @@ import datetime as dt
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-
-from hub.atomic_file import write_atomic
-from hub.tls.ca import CertificateAuthority, IssuedRecord
+from hark_fleet.protocol.atomic_file import write_atomic
+from hark_fleet.provision.ca import CertificateAuthority, IssuedRecord
 
 CRL_DAYS = 30
 _BACKDATE = dt.timedelta(minutes=10)

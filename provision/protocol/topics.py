@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hub.const import TOPIC_ROOT
+TOPIC_ROOT = "hark/v1/nodes"
+HUB_SUBSCRIPTION = f"{TOPIC_ROOT}/+/#"  # what the hub listens to: everything every node sends
 
 _ROOT_PARTS = TOPIC_ROOT.split("/")
 _ROOT_LEN = len(_ROOT_PARTS)

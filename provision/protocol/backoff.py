@@ -1,4 +1,4 @@
-"""Jittered exponential backoff, shared by the hub's bridge and the node's transports."""
+"""Jittered exponential backoff, shared by the hub's bridge, the node's transports and audio capture."""
 
 from __future__ import annotations
 

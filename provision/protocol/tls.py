@@ -1,12 +1,18 @@
-"""TLS contexts: the hub's listeners (HTTPS, mqtts) and a node's client side, built from PEM text."""
+"""TLS contexts, built from PEM text: the hub's listeners (HTTPS, mqtts) and a node's client side, and the errors of TLS work."""
 
 from __future__ import annotations
 
 import os
 import ssl
 import tempfile
+from pathlib import Path
 
-from hub.tls.ca import CertificateAuthority
+from hark_fleet.protocol.errors import HarkError
+
+
+class TlsError(HarkError):
+    """Base of the errors of certificates and TLS (the CA's included)."""
+
 
 BUNDLE_CERT = "CERTIFICATE"
 BUNDLE_KEY = "PRIVATE KEY"
@@ -23,21 +29,21 @@ def _load_chain(context: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
         os.unlink(path)
 
 
-def server_context(ca: CertificateAuthority, cert_pem: str, key_pem: str) -> ssl.SSLContext:
+def server_context(ca_pem: str, crl_path: Path, cert_pem: str, key_pem: str) -> ssl.SSLContext:
     """A listener's context: its certificate; client certificates optional, checked against the CA and its CRL."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     _load_chain(context, cert_pem, key_pem)
-    context.load_verify_locations(cadata=ca.ca_pem)
+    context.load_verify_locations(cadata=ca_pem)
     context.verify_mode = ssl.CERT_OPTIONAL  # people on the console have none; nodes present theirs
     context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
-    reload_crl(context, ca)
+    reload_crl(context, crl_path)
     return context
 
 
-def reload_crl(context: ssl.SSLContext, ca: CertificateAuthority) -> None:
+def reload_crl(context: ssl.SSLContext, crl_path: Path) -> None:
     """Load the CA's current CRL into a running context (the newest CRL loaded wins)."""
-    context.load_verify_locations(cafile=str(ca.crl_path))
+    context.load_verify_locations(cafile=str(crl_path))
 
 
 def client_context(ca_pem: str, cert_pem: str | None = None, key_pem: str | None = None) -> ssl.SSLContext:

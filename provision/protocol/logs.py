@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
+PACKAGE = "hark_fleet."
+
 
 class LineFormatter(logging.Formatter):
     converter = time.gmtime  # type: ignore[assignment]
@@ -13,7 +15,12 @@ class LineFormatter(logging.Formatter):
         super().__init__("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        name = record.name
+        record.name = name.removeprefix(PACKAGE)  # `hub.ingest`, not `hark_fleet.hub.ingest`
+        try:
+            text = super().format(record)
+        finally:
+            record.name = name
         return text.replace("\n", "\\n ")  # keep one event on one line
 
 

@@ -1,1 +1,0 @@
-"""The hub's certificate authority: node and server certificates, revocation, TLS contexts."""
