@@ -54,8 +54,13 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) 
 
 
 def spawn(args: list[str], env: dict[str, str] | None = None, log_path: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start a child process whose output goes to `log_path`; it is tracked for the leak check."""
+    """Start a child process whose output goes to `log_path`; it is tracked for the leak check.
+
+    Python children run as installed: the checkout's folders (`hub/`, `node/`...) are not on
+    their path (PYTHONSAFEPATH), so a module reached by its old top-level name fails here too.
+    """
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
+    env = {**(os.environ if env is None else env), "PYTHONSAFEPATH": "1"}
     proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
     if log_path:
         out.close()  # the child holds its own descriptor

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -60,3 +61,27 @@ def test_a_node_module_importing_the_hub_breaks_the_contracts_and_names_both_mod
     # the hub's stack follows it onto the box: the database and the embedded broker
     assert "hark_fleet.node is not allowed to import peewee:" in result.stdout
     assert "hark_fleet.node is not allowed to import amqtt:" in result.stdout
+
+
+OUR_FOLDERS = ("hub", "node", "audio", "hw", "provision")
+
+
+def old_top_level_names(path: Path) -> list[str]:
+    """Imports and resource lookups of our folders by their bare names (they are `hark_fleet.*` when installed)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) in ("files", "import_module", "find_spec"):
+            names = [arg.value for arg in node.args[:1] if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
+        found += [f"{path.relative_to(ROOT)}:{node.lineno} {name}" for name in names if name.split(".")[0] in OUR_FOLDERS]
+    return found
+
+
+def test_nothing_reaches_our_code_by_a_bare_folder_name() -> None:
+    files = [f for folder in (*OUR_FOLDERS, "tests", "bench") for f in (ROOT / folder).rglob("*.py") if "node_modules" not in f.parts]
+    assert len(files) > 300
+    assert [hit for f in files for hit in old_top_level_names(f)] == []

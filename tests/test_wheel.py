@@ -110,10 +110,12 @@ def test_a_node_installed_from_the_wheel_goes_online_at_a_running_hub(node_venv:
                 with hub.admin() as admin:
                     return bool(admin.get(f"/api/v1/nodes/{node.node_id}").json()["data"]["status"] == "online")
 
+            def metering() -> bool:
+                with hub.admin() as admin:
+                    return admin.get(f"/api/v1/nodes/{node.node_id}/meters").status_code == 200
+
             wait_for(online, 30, "the node from the wheel online")
-            with hub.admin() as admin:
-                meters = admin.get(f"/api/v1/nodes/{node.node_id}/meters")
-            assert meters.status_code == 200, meters.text
+            wait_for(metering, 10, "its meter frames at the hub")
             page = httpx.get(f"{node.local_url}/", timeout=5)
             assert page.status_code == 200 and "<html" in page.text.lower()  # the technician's page came with it
         finally:

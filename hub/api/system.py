@@ -61,4 +61,4 @@ class OpenApiHandler(BaseHandler):
 
     def get(self) -> None:
         self.set_header("Content-Type", "application/yaml; charset=utf-8")
-        self.finish(resources.files("hub").joinpath("openapi.yaml").read_bytes())
+        self.finish(resources.files("hark_fleet.hub").joinpath("openapi.yaml").read_bytes())

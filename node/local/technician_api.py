@@ -30,7 +30,7 @@ from hark_fleet.protocol.messages import MeterFrame
 
 log = logging.getLogger(__name__)
 
-PAGE_DIR = Path(__file__).parent / "page"
+PAGE_DIR = Path(__file__).resolve().parent / "page"  # resolved: the files it serves are checked against it resolved
 TEST_RECORDING_S = 5.0
 MAX_TEST_RECORDING_S = 30.0
 COMMISSIONING_S = 10.0
@@ -420,7 +420,7 @@ class PageHandler(LocalHandler):
 
     def get(self, name: str = "index.html") -> None:
         path = (PAGE_DIR / name).resolve()
-        if path.parent != PAGE_DIR.resolve() or not path.is_file() or path.suffix not in self.TYPES:
+        if path.parent != PAGE_DIR or not path.is_file() or path.suffix not in self.TYPES:
             raise NotFound("No such file.")
         self.set_header("Content-Type", self.TYPES[path.suffix])
         self.set_header("Cache-Control", "no-store")
