@@ -66,7 +66,7 @@ Mosquitto (``tests.harness.Mosquitto``) on a free loopback port, anonymous, no p
 ``max_queued_messages 100000`` and ``max_inflight_messages 65535`` (for QoS 0 Mosquitto then
 drops only beyond 100000 queued packets per client; 0 would mean an unbounded queue),
 ``sys_interval 1`` so that its ``$SYS/broker/publish/messages/dropped`` is read once a second.
-The hub is a real ``python -m hub run`` with ``HARK_MQTT_URL`` pointing at it, SQLite in a
+The hub is a real ``python -m hark_fleet.hub run`` with ``HARK_MQTT_URL`` pointing at it, SQLite in a
 temporary data directory, ``HARK_LOG_LEVEL=WARNING``. ``max(--nodes)`` nodes are enrolled with
 ``POST /api/v1/nodes/enroll`` from a pool of threads.
 
@@ -1457,7 +1457,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{_mosquitto_version()}, max_queued_messages {MAX_QUEUED}, max_inflight_messages {MAX_INFLIGHT}, "
                 + ("set_tcp_nodelay true" if args.tcp_nodelay else "set_tcp_nodelay false (Mosquitto's default: Nagle on)"),
             ),
-            ("hub", "python -m hub run, SQLite, HARK_MQTT_URL to the broker above, log level WARNING"),
+            ("hub", "python -m hark_fleet.hub run, SQLite, HARK_MQTT_URL to the broker above, log level WARNING"),
             (
                 "load",
                 f"{args.generators} generator process(es), raw MQTT 3.1.1 over one socket each; per node "

@@ -20,7 +20,7 @@ longer its tail latency is.
 
 How
 ---
-The hub is a real ``hark-hub run`` process (``python -m hub run``) on a fresh temporary data
+The hub is a real ``hark-hub run`` process (``python -m hark_fleet.hub run``) on a fresh temporary data
 directory (SQLite, embedded MQTT broker) with free ports, a random admin password and
 ``HARK_LOG_LEVEL=WARNING``; the script waits for ``GET /readyz`` to answer 200 and logs in
 with ``POST /api/v1/auth/login`` to get a bearer token. The bare server is a separate Python

@@ -44,7 +44,7 @@ less than 98 % of the offered frames, is flagged in the notes: it would not keep
 
 How
 ---
-The broker (Mosquitto, anonymous, on a free loopback port), the hub (``python -m hub run``,
+The broker (Mosquitto, anonymous, on a free loopback port), the hub (``python -m hark_fleet.hub run``,
 SQLite in a temporary directory, ``HARK_MQTT_URL`` to that broker, log level WARNING), the
 enrollment through ``POST /api/v1/nodes/enroll`` and the load generator (a separate process
 publishing raw MQTT 3.1.1 as every node on one socket) are ``bench/fleet.py``'s, imported. The
@@ -695,7 +695,11 @@ def _context(args: argparse.Namespace) -> list[tuple[str, str]]:
             f"{fleet._mosquitto_version()}, "
             + ("set_tcp_nodelay true" if args.tcp_nodelay else "set_tcp_nodelay false (Mosquitto's default: Nagle on)"),
         ),
-        ("hub", f"python -m hub run, SQLite, HARK_MQTT_URL to the broker above, log level WARNING; SSE queue {SUBSCRIBER_QUEUE}"),
+        (
+            "hub",
+            f"python -m hark_fleet.hub run, SQLite, HARK_MQTT_URL to the broker above, log level WARNING; "
+            f"SSE queue {SUBSCRIBER_QUEUE}",
+        ),
         (
             "load",
             f"{args.nodes} nodes x {fleet.METER_HZ:g} meter frames/s (QoS 0) + a heartbeat every "

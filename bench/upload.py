@@ -39,7 +39,7 @@ summary gives the best and the median MB/s of each and their ratios node / curl.
 
 How
 ---
-The hub is a real ``python -m hub run`` (SQLite, embedded MQTT broker, temporary data
+The hub is a real ``python -m hark_fleet.hub run`` (SQLite, embedded MQTT broker, temporary data
 directory, free ports, ``HARK_LOG_LEVEL=WARNING``, ``HARK_JOB_LEASE_TIMEOUT_S=3600`` so that the
 lease reaper never interferes), started, awaited and stopped with bench/hub_http.py's helpers;
 the node is enrolled with ``POST /api/v1/nodes/enroll``. The file is a valid WAV header
@@ -661,7 +661,7 @@ def report(bench: Bench, results: list[Result], sha_here_s: float) -> None:
             + f", {READ_BYTES // 1024} KiB reads, a job heartbeat per chunk; RSS sampled every {SAMPLE_INTERVAL_S * 1000:.0f} ms",
         ),
         ("curl", "curl --upload-file -X PUT, the whole file in one PUT, time_total"),
-        ("hub", "python -m hub run, SQLite, embedded broker, loopback; CPU in % of one core over each upload"),
+        ("hub", "python -m hark_fleet.hub run, SQLite, embedded broker, loopback; CPU in % of one core over each upload"),
         ("units", "MB = 10^6 bytes, MiB = 2^20 bytes; HB = job heartbeat"),
     ]
     notes = []
