@@ -248,7 +248,7 @@ def test_telemetry_the_full_disk_cannot_take_is_logged_once_and_stored_once_spac
                     box.publish(f"hark/v1/nodes/{node_id}/heartbeat", json.dumps(beat), qos=1)
                     time.sleep(0.1)
                 lines = [line for line in hub.log().splitlines() if "could not store" in line]
-                assert 1 <= len(lines) <= 2, lines
+                assert 0 < len(lines) <= 2, lines
                 filler.unlink()
                 second.unlink()
                 wait_for(lambda: storage_check(hub)["ok"], 15, "readyz to see the space back")

@@ -198,6 +198,6 @@ def test_one_node_fuzzing_its_topics_and_routes_never_stalls_the_others(hub: Hub
     assert telemetry_refusals and set(telemetry_refusals) <= {400, 413}, statuses
     new_lines = hub.log().splitlines()[log_before:]
     about_attacker = [line for line in new_lines if attacker["id"] in line and "dropped" in line]
-    assert 1 <= len(about_attacker) <= 12, about_attacker  # one per reason, not one per message
+    assert 0 < len(about_attacker) <= 12, about_attacker  # one per reason, not one per message
     assert len(new_lines) < 400, f"{len(new_lines)} log lines"
     assert "RecursionError" not in "\n".join(new_lines)

@@ -232,5 +232,5 @@ def test_one_nodes_hostile_messages_are_dropped_once_and_never_stall_the_others(
     with caplog.at_level("INFO", logger="hark_fleet.hub.mqtt"):
         asyncio.run(scenario())
     about_bad = [r for r in caplog.records if "bad" in r.getMessage() and r.levelname != "DEBUG"]
-    assert 1 <= len(about_bad) <= 2, [r.getMessage() for r in about_bad]  # once per reason (too_deep, too_large)
+    assert 0 < len(about_bad) <= 2, [r.getMessage() for r in about_bad]  # once per reason (too_deep, too_large)
     assert not [r for r in caplog.records if r.exc_info and "RecursionError" in str(r.exc_info[0])]
