@@ -12,7 +12,7 @@ from hark_fleet.hub.db.models import AuditEvent, HealthEvent, LifecycleJob, Node
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services.listing import Filter, ListSpec, one_of
 
-ActorType = Literal["user", "key", "node", "system", "anonymous"]
+ActorType = Literal["user", "key", "node", "technician", "system", "anonymous"]
 OUTCOMES = ("success", "failure")
 SECRET_KEYS = frozenset(
     {"password", "password_hash", "secret", "secret_hash", "token", "token_hash", "credential", "credential_hash"}

@@ -113,17 +113,47 @@ def access_for(node_id: str) -> str | None:
     return None if node is None else (node.settings or {}).get(PIN_SETTING)
 
 
+# How a node names a technician who logged in without a token (older nodes send no `method`).
+_WHO_METHODS = {"PIN holder": "pin", "claim-code holder": "claim_code", "node credential": "credential"}
+
+
+def _text(value: Any, limit: int) -> str | None:
+    return str(value)[:limit] if value is not None and value != "" else None
+
+
+def local_actor(node: Node, details: dict[str, Any]) -> Actor:
+    """Who did a technician's action at `node`, from what the node logged.
+
+    A token's subject (the hub's id for the person it was issued to) and name; `pin@<node id>`,
+    "PIN user at <node>" for a PIN; `claim-code@<node id>` for the claim code; no id and
+    "unidentified technician at <node>" for a refused login; the node itself for a script using
+    the node's own credential. From the technician's address at the node.
+    """
+    who, source = _text(details.get("who"), 200), _text(details.get("source"), 64)
+    method = details.get("method") or _WHO_METHODS.get(who or "")
+    if details.get("action") == "login" and details.get("outcome") == "failure":
+        return Actor("technician", None, f"unidentified technician at {node.name}", source)
+    if method == "pin":
+        return Actor("technician", f"pin@{node.id}", f"PIN user at {node.name}", source)
+    if method == "claim_code":
+        return Actor("technician", f"claim-code@{node.id}", f"claim-code holder at {node.name}", source)
+    if method == "credential":
+        return Actor("node", node.id, node.name, source)
+    return Actor("technician", _text(details.get("subject"), 40), who, source)  # a token (an older node sends no subject)
+
+
 def record_local_action(node: Node, details: dict[str, Any]) -> None:
-    """A technician's action at the node (from its outbox), as an audit line by the node for that technician."""
+    """A technician's action at the node (from its outbox): an audit line by that technician, about the node."""
     action = str(details.get("action") or "unknown")[:60]
     outcome: Literal["success", "failure"] = "failure" if details.get("outcome") == "failure" else "success"
     record(
-        Actor("node", node.id, node.name),
+        local_actor(node, details),
         f"technician.{action}",
         target=("node", node.id),
-        after=dict(details),
+        after={**details, "node": {"id": node.id, "name": node.name}},
         outcome=outcome,
-        reason=f"by {details.get('who')} from {details.get('source')} at {details.get('at')}",
+        reason=f"by {details.get('who')} ({details.get('method') or 'unknown method'}) at node {node.name}"
+        f" from {details.get('source')} at {details.get('at')}",
     )
 
 

@@ -5,8 +5,9 @@ node keeps only the hub's argon2 hash) or a token the hub signed (Ed25519, check
 hub's public key, so it works while the hub is away). Both arrive with the node's config and
 are kept in `technician.json`, so they survive a restart with the hub offline. Wrong secrets
 count against the same 5-a-minute limit as claim codes. A login gives a short session (a
-cookie for the page, a bearer for scripts). Every action is logged and handed to `report`
-(the agent's outbox) when there is one.
+cookie for the page, a bearer for scripts). Every action is logged with who did it (their
+name, how they logged in and, for a token, its subject) and handed to `report` (the agent's
+outbox) when there is one; the hub audits it with that technician as the actor.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Session:
     who: str
     method: str  # claim_code | pin | token | credential
     expires_at: float
+    subject: str | None = None  # a token's `sub`: the hub's id for the person
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +74,26 @@ class ActionLog:
     entries: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=ACTION_LOG_SIZE))
     report: Callable[[dict[str, Any]], None] | None = None
 
-    def add(self, action: str, who: str, source: str, outcome: str = "success", **details: Any) -> dict[str, Any]:
+    def add(
+        self,
+        action: str,
+        who: str,
+        source: str,
+        outcome: str = "success",
+        *,
+        method: str | None = None,
+        subject: str | None = None,
+        **details: Any,
+    ) -> dict[str, Any]:
+        """Log one action; `method` is how `who` logged in (for a refused login: what they tried)."""
         entry = {
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "action": action,
             "who": who,
+            "method": method,
             "source": source,
             "outcome": outcome,
+            **({"subject": subject} if subject is not None else {}),
             **details,
         }
         self.entries.append(entry)
@@ -94,6 +109,15 @@ def verify_pin(pin_hash: str, pin: str) -> bool:
         return _verifier.verify(pin_hash, pin)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+
+
+def claimed_subject(token: str) -> str | None:
+    """The `sub` a token says, unverified (for the log of a refused login only), or None."""
+    try:
+        sub = jwt.decode(token, options={"verify_signature": False}).get("sub")
+    except (jwt.PyJWTError, ValueError, AttributeError):
+        return None
+    return sub[:100] if isinstance(sub, str) else None
 
 
 def verify_token(public_key: str, token: str, node_id: str, now: float | None = None) -> dict[str, Any] | None:
@@ -162,30 +186,35 @@ class TechnicianAccess:
         self.limit.check()
         state = self.provisioning.store.state
         who: str | None = None
-        method = ""
+        subject: str | None = None
+        method: str | None = None  # what was tried, for the log of a refused login too
         if not state.enrolled:
+            method = "claim_code" if claim_code else None
             if claim_code and self.provisioning._check_code(claim_code, source):
-                who, method = "claim-code holder", "claim_code"
+                who = "claim-code holder"
             elif not claim_code:
                 self.limit.failed()
         else:
+            method = "pin" if pin and (self.secrets.pin_hash or not token) else "token" if token else None
             if pin and self.secrets.pin_hash:
                 if await asyncio.get_running_loop().run_in_executor(None, verify_pin, self.secrets.pin_hash, pin):
-                    who, method = "PIN holder", "pin"
+                    who = "PIN holder"
             elif token and self.secrets.public_key and state.node_id:
                 claims = verify_token(self.secrets.public_key, token, state.node_id)
                 if claims is not None:
-                    who, method = str(claims.get("name") or claims["sub"]), "token"
+                    who, subject = str(claims.get("name") or claims["sub"]), str(claims["sub"])
             if who is None:
                 self.limit.failed()
         if who is None:
             log.warning("technician login refused from %s", source)
-            self.log.add("login", "unknown", source, "failure")
+            tried = {"claimed_subject": claimed_subject(token)} if token and method == "token" else {}
+            self.log.add("login", "unknown", source, "failure", method=method, **tried)
             raise ClaimRefused("Wrong PIN, token or claim code." if state.enrolled else "Wrong claim code.")
-        session = Session(secrets.token_urlsafe(24), who, method, self._clock() + SESSION_TTL_S)
+        assert method is not None
+        session = Session(secrets.token_urlsafe(24), who, method, self._clock() + SESSION_TTL_S, subject)
         self._forget_expired()
         self._sessions[session.id] = session
-        self.log.add("login", who, source, method=method)
+        self.log.add("login", who, source, method=method, subject=subject)
         return session
 
     def session(self, session_id: str | None, credential: str | None = None) -> Session:

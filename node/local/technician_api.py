@@ -58,7 +58,8 @@ class TechnicianHandler(LocalHandler):
         self.session = self.access.session(bearer or self.get_cookie(SESSION_COOKIE), bearer)
 
     def acted(self, action: str, outcome: str = "success", **details: Any) -> None:
-        self.access.log.add(action, self.session.who, self.source, outcome, **details)
+        session = self.session
+        self.access.log.add(action, session.who, self.source, outcome, method=session.method, subject=session.subject, **details)
 
     def agent(self) -> Any:
         agent = self.ctx.agent()

@@ -37,10 +37,9 @@ class Site:
         return httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
     def audit_actions(self) -> list[dict]:
+        """The hub's audit lines for technicians' actions at this node, newest first."""
         with self.hub.admin() as admin:
-            rows = admin.get(
-                "/api/v1/audit-events", params={"limit": 200, "actor_type": "node", "target_id": self.node_id}
-            ).json()["data"]
+            rows = admin.get("/api/v1/audit-events", params={"limit": 200, "target_id": self.node_id}).json()["data"]
         return [r for r in rows if r["action"].startswith("technician.")]
 
 

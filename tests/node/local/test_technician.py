@@ -91,7 +91,47 @@ def test_with_the_hub_stopped_the_endpoint_works_and_its_log_reaches_the_hub_whe
     wanted = {"technician.login", "technician.test_recording", "technician.identify", "technician.diagnostics"}
     wait_for(lambda: wanted <= {r["action"] for r in site.audit_actions()}, 40, "the local actions in the hub's audit log")
     login = next(r for r in site.audit_actions() if r["action"] == "technician.login")
-    assert login["actor"] == {"type": "node", "id": site.node_id, "name": "Box"} and login["after"]["who"] == "PIN holder"
+    assert login["actor"] == {"type": "technician", "id": f"pin@{site.node_id}", "name": "PIN user at Box"}
+    assert login["target"] == {"type": "node", "id": site.node_id} and login["after"]["who"] == "PIN holder"
+
+
+def test_the_hub_audits_local_actions_with_the_technician_as_actor_and_the_node_as_target(site: Site) -> None:
+    with site.hub.admin() as admin:
+        me = admin.get("/api/v1/auth/me").json()["data"]["user"]
+        token = admin.post(f"/api/v1/nodes/{site.node_id}/technician-token", json={"ttl_s": 600}).json()["data"]["token"]
+    with site.session(token=token) as technician:
+        assert technician.post(site.local("identify"), json={"duration_s": 0.2}).status_code == 200
+    with site.session(pin=PIN) as technician:
+        assert technician.post(site.local("identify"), json={"duration_s": 0.2}).status_code == 200
+    assert site.login(pin="000000").status_code == 403
+    head, body, _ = token.split(".")
+    assert site.login(token=f"{head}.{body}.AAAA").status_code == 403
+
+    def settled() -> bool:
+        rows = site.audit_actions()
+        identified = [r for r in rows if r["action"] == "technician.identify"]
+        refused = [r for r in rows if r["action"] == "technician.login" and r["outcome"] == "failure"]
+        return len(identified) == 2 and len(refused) == 2
+
+    wait_for(settled, 40, "the local actions in the hub's audit log")
+    rows = site.audit_actions()
+    by_pin, by_token = [r for r in rows if r["action"] == "technician.identify"]  # newest first
+    node = {"id": site.node_id, "name": "Box"}
+    assert by_token["actor"] == {"type": "technician", "id": me["id"], "name": "admin"}
+    assert by_pin["actor"] == {"type": "technician", "id": f"pin@{site.node_id}", "name": "PIN user at Box"}
+    for row in (by_token, by_pin):
+        assert row["target"] == {"type": "node", "id": site.node_id} and row["site"] == "hall"
+        assert row["after"]["node"] == node and row["source_ip"] == "127.0.0.1" and row["outcome"] == "success"
+    assert (by_token["after"]["method"], by_token["after"]["subject"], by_pin["after"]["method"]) == ("token", me["id"], "pin")
+    forged, wrong_pin = [r for r in rows if r["action"] == "technician.login" and r["outcome"] == "failure"]
+    for row, method in ((wrong_pin, "pin"), (forged, "token")):
+        assert row["actor"] == {"type": "technician", "id": None, "name": "unidentified technician at Box"}
+        assert row["target"] == {"type": "node", "id": site.node_id} and row["after"]["node"] == node
+        assert row["after"]["method"] == method
+    assert forged["after"]["claimed_subject"] == me["id"]  # what the refused token said, not who it proves
+    with site.hub.admin() as admin:
+        mine = admin.get("/api/v1/audit-events", params={"actor_id": me["id"], "actor_type": "technician"}).json()["data"]
+    assert [r["action"] for r in mine] == ["technician.identify", "technician.login"]
 
 
 def test_a_commissioning_report_is_stored_with_the_node_at_the_hub(site: Site) -> None:
