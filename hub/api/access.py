@@ -71,8 +71,17 @@ class UsersHandler(HubWide, ListHandler):
 
     async def post(self) -> None:
         body = self.parse_body(UserCreateBody)
+        assert self.principal is not None
         user = await self.hub.db.run(
-            users.create_user, self.actor, body.username, body.password, body.roles, body.sites, body.groups, body.display_name
+            users.create_user,
+            self.actor,
+            self.principal,
+            body.username,
+            body.password,
+            body.roles,
+            body.sites,
+            body.groups,
+            body.display_name,
         )
         self.write_data(user, 201)
 
@@ -97,20 +106,29 @@ class UserHandler(HubWide):
         self.write_data(await self.hub.db.run(users.user_detail, id, self.principal))
 
     async def delete(self, id: str) -> None:
-        await self.hub.db.run(users.delete_user, self.actor, id)
+        assert self.principal is not None
+        await self.hub.db.run(users.delete_user, self.actor, self.principal, id)
         self.hub.authenticator.forget_all()
         self.write_no_content()
 
 
 class UserAccessHandler(HubWide):
-    """`PATCH /api/v1/auth/users/{id}/access`: roles, sites and groups."""
+    """`PATCH /api/v1/auth/users/{id}/access`: roles, sites and groups, each replaced when given."""
 
     permissions = {"patch": MANAGE}
 
     async def patch(self, id: str) -> None:
         body = self.parse_changes(AccessBody)
+        assert self.principal is not None
         user = await self.hub.db.run(
-            users.update_access, self.actor, id, body.get("roles"), body.get("sites"), body.get("groups"), "sites" in body
+            users.update_access,
+            self.actor,
+            self.principal,
+            id,
+            body.get("roles"),
+            body.get("sites"),
+            body.get("groups"),
+            "sites" in body,
         )
         self.hub.authenticator.forget_all()
         self.write_data(user)
@@ -136,7 +154,8 @@ class UserStatusHandler(HubWide):
 
     async def patch(self, id: str) -> None:
         body = self.parse_body(StatusBody)
-        user = await self.hub.db.run(users.set_status, self.actor, id, body.status)
+        assert self.principal is not None
+        user = await self.hub.db.run(users.set_status, self.actor, self.principal, id, body.status)
         self.hub.authenticator.forget_all()
         self.write_data(user)
 

@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import peewee
-from hark_fleet.hub.auth.permissions import BUILTIN_ROLES
-from hark_fleet.hub.auth.principal import Grant, Principal, user_principal
+from hark_fleet.hub.auth.permissions import BUILTIN_ROLES, sorted_permissions
+from hark_fleet.hub.auth.principal import Grant, Principal, Sites, user_principal
 from hark_fleet.hub.db.models import Group, Role, User, UserGroup, database_proxy
 from hark_fleet.hub.errors import Conflict
 
@@ -41,11 +41,52 @@ def user_groups(user_id: str) -> list[Group]:
     )
 
 
-def user_grants(user: User) -> tuple[Grant, ...]:
-    grants = [Grant(role_permissions(user.roles or []), _sites(user.sites))]
-    for group in user_groups(user.id):
+def access_grants(roles: list[str], sites: list[str] | None, groups: Iterable[Group]) -> tuple[Grant, ...]:
+    """What roles on sites plus membership of `groups` grant."""
+    grants = [Grant(role_permissions(roles), _sites(sites))]
+    for group in groups:
         grants.append(Grant(role_permissions(group.roles or []), _sites(group.sites)))
     return tuple(g for g in grants if g.permissions)
+
+
+def user_grants(user: User) -> tuple[Grant, ...]:
+    return access_grants(user.roles or [], user.sites, user_groups(user.id))
+
+
+def _reach(grants: Iterable[Grant]) -> dict[str, Sites]:
+    """Each permission granted and where (None: every site)."""
+    reach: dict[str, Sites] = {}
+    for grant in grants:
+        for permission in grant.permissions:
+            held = reach.get(permission, frozenset())
+            reach[permission] = None if held is None or grant.sites is None else held | grant.sites
+    return reach
+
+
+def not_held(caller: Principal, before: Iterable[Grant], after: Iterable[Grant]) -> tuple[list[str], Sites]:
+    """What going from `before` to `after` newly grants that the caller does not hold there.
+
+    The permissions (sorted) and the sites concerned (None: every site); no permissions when the
+    caller holds all it grants. Taking access away, or keeping it, grants nothing.
+    """
+    had = _reach(before)
+    lacking: set[str] = set()
+    where: set[str] | None = set()
+    for permission, sites in _reach(after).items():
+        old = had.get(permission, frozenset())
+        if old is None:
+            continue
+        held = caller.scope(permission).sites if caller.can(permission) else frozenset()
+        if sites is None:
+            if held is not None:
+                lacking.add(permission)
+                where = None
+            continue
+        outside = (sites - old) - (held if held is not None else sites)
+        if outside:
+            lacking.add(permission)
+            where = None if where is None else where | outside
+    return sorted_permissions(lacking), None if where is None else frozenset(where)
 
 
 def principal_for_user(user: User, session_id: str | None = None, via: str = "password") -> Principal:

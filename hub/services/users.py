@@ -1,4 +1,9 @@
-"""User administration: create, grant access, reset, enable/disable, delete; the last admin stays."""
+"""User administration: create, grant access, reset, enable/disable, delete; the last admin stays.
+
+Nobody grants what they do not hold: creating a user or changing their access may only add
+permissions (on sites) the caller holds there, and nobody disables or deletes themselves
+(by session or through one of their keys).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,20 @@ from hark_fleet.hub.auth.passwords import hash_password, password_problem
 from hark_fleet.hub.auth.principal import Principal
 from hark_fleet.hub.clock import utcnow
 from hark_fleet.hub.db.models import ApiKey, Group, User, UserGroup, database_proxy
-from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
+from hark_fleet.hub.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import query
 from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.auth import revoke_user_sessions, user_to_api
-from hark_fleet.hub.services.grants import full_admin_ids, keeping_an_admin, principal_for_user
+from hark_fleet.hub.services.grants import (
+    access_grants,
+    full_admin_ids,
+    keeping_an_admin,
+    not_held,
+    principal_for_user,
+    user_grants,
+    user_groups,
+)
 from hark_fleet.hub.services.listing import Filter, ListSpec
 from hark_fleet.hub.services.roles import unknown_roles
 
@@ -60,6 +73,30 @@ def _check_groups(group_ids: list[str]) -> list[str]:
     return list(dict.fromkeys(group_ids))
 
 
+def _groups(group_ids: list[str]) -> list[Group]:
+    return list(Group.select().where(Group.id.in_(group_ids))) if group_ids else []
+
+
+def _check_within_caller(
+    actor: Actor, caller: Principal, action: str, target: tuple[str, str | None] | None, before: Any, after: Any
+) -> None:
+    """Forbidden (audited) when going from grants `before` to `after` gives what the caller does not hold."""
+    lacking, sites = not_held(caller, before, after)
+    if not lacking:
+        return
+    where = "on every site" if sites is None else f"on {', '.join(sorted(sites))}"
+    message = f"You cannot grant permissions you do not hold: {', '.join(lacking)} ({where})."
+    record(actor, action, permission="auth:manage", target=target, outcome="failure", reason=message)
+    if caller.kind == "key":
+        raise Forbidden(message, code="insufficient_scope", required=lacking, current=list(caller.key_scopes or ()))
+    raise Forbidden(message, required=lacking)
+
+
+def _is_self(caller: Principal, user: User) -> bool:
+    """The caller is this user (a session, or one of the user's keys)."""
+    return (caller.user_id or (caller.id if caller.kind == "user" else None)) == user.id
+
+
 def get_user(user_id: str) -> User:
     user = User.get_or_none(User.id == user_id)
     if user is None:
@@ -69,6 +106,7 @@ def get_user(user_id: str) -> User:
 
 def create_user(
     actor: Actor,
+    caller: Principal,
     username: str,
     password: str,
     roles: list[str],
@@ -87,6 +125,7 @@ def create_user(
     roles, sites, groups = check_roles(roles), check_sites(sites), _check_groups(groups)
     if User.select().where(User.username == username).exists():
         raise Conflict(f"A user named {username} exists.")
+    _check_within_caller(actor, caller, "user.create", None, (), access_grants(roles, sites, _groups(groups)))
     now = utcnow()
     with database_proxy.atomic():
         user = User.create(
@@ -111,7 +150,7 @@ def user_actions(user: User, caller: Principal) -> dict[str, dict[str, Any]]:
     """Which lifecycle actions the caller may take on this user now, and why not."""
     admins = full_admin_ids()
     last_admin = admins == {user.id}
-    is_self = caller.user_id == user.id
+    is_self = _is_self(caller, user)
 
     def state(allowed: bool, reason: str | None = None) -> dict[str, Any]:
         return {"allowed": allowed, "reason": None if allowed else reason}
@@ -139,13 +178,26 @@ def user_detail(user_id: str, caller: Principal) -> dict[str, Any]:
 
 
 def update_access(
-    actor: Actor, user_id: str, roles: list[str] | None, sites: Any, groups: list[str] | None, set_sites: bool
+    actor: Actor,
+    caller: Principal,
+    user_id: str,
+    roles: list[str] | None,
+    sites: Any,
+    groups: list[str] | None,
+    set_sites: bool,
 ) -> dict[str, Any]:
+    """Replace each of roles, sites (None: every site) and groups given; keep those left out (None, not set)."""
     user = get_user(user_id)
     before = user_to_api(user)
     new_roles = check_roles(roles) if roles is not None else None
     new_sites = check_sites(sites) if set_sites else None
     new_groups = _check_groups(groups) if groups is not None else None
+    granted = access_grants(
+        new_roles if new_roles is not None else list(user.roles or []),
+        new_sites if set_sites else user.sites,
+        _groups(new_groups) if new_groups is not None else user_groups(user.id),
+    )
+    _check_within_caller(actor, caller, "user.access.update", ("user", user.id), user_grants(user), granted)
 
     def change() -> dict[str, Any]:
         fields: dict[str, Any] = {"updated_at": utcnow()}
@@ -184,11 +236,11 @@ def reset_password(actor: Actor, user_id: str, password: str) -> dict[str, Any]:
     return user_to_api(get_user(user.id))
 
 
-def set_status(actor: Actor, user_id: str, status: str) -> dict[str, Any]:
+def set_status(actor: Actor, caller: Principal, user_id: str, status: str) -> dict[str, Any]:
     if status not in ("active", "disabled"):
         raise InvalidRequest("Unknown status.", fields={"status": "must be active or disabled"})
     user = get_user(user_id)
-    if actor.id == user.id and status == "disabled":
+    if _is_self(caller, user) and status == "disabled":
         raise Conflict("You cannot disable yourself.")
     before = user_to_api(user)
 
@@ -204,9 +256,9 @@ def set_status(actor: Actor, user_id: str, status: str) -> dict[str, Any]:
     return keeping_an_admin(change)
 
 
-def delete_user(actor: Actor, user_id: str) -> None:
+def delete_user(actor: Actor, caller: Principal, user_id: str) -> None:
     user = get_user(user_id)
-    if actor.id == user.id:
+    if _is_self(caller, user):
         raise Conflict("You cannot delete yourself.")
     before = user_to_api(user)
 

@@ -424,6 +424,141 @@ def test_access_change_of_an_unknown_user_is_404(hub: HubProcess) -> None:
     assert response.status_code == 404
 
 
+def access(client: httpx.Client, user_id: str, **body: Any) -> httpx.Response:
+    return client.patch(f"{USERS}/{user_id}/access", json=body)
+
+
+def test_roles_are_replaced_by_the_full_list_and_kept_when_only_sites_or_groups_change(hub: HubProcess) -> None:
+    user = create_user(hub, ["viewer"])
+    with hub.admin() as client:
+        group = client.post("/api/v1/auth/groups", json={"name": unique("g"), "roles": ["viewer"]}).json()["data"]
+        assert access(client, user["id"], roles=["operator", "technician"]).json()["data"]["roles"] == ["operator", "technician"]
+        after_sites = access(client, user["id"], sites=["south", "north"]).json()["data"]
+        after_groups = access(client, user["id"], groups=[group["id"]]).json()["data"]
+        after_roles = access(client, user["id"], roles=["technician", "viewer", "technician"]).json()["data"]
+        detail = client.get(f"{USERS}/{user['id']}").json()["data"]
+        assert client.delete(f"/api/v1/auth/groups/{group['id']}").status_code == 204
+    assert (after_sites["roles"], after_sites["sites"]) == (["operator", "technician"], ["north", "south"])
+    assert (after_groups["roles"], after_groups["sites"], after_groups["groups"]) == (
+        ["operator", "technician"],
+        ["north", "south"],
+        [group["id"]],
+    )
+    assert (after_roles["roles"], after_roles["sites"], after_roles["groups"]) == (
+        ["technician", "viewer"],  # the list replaces the roles (a repeat counts once)
+        ["north", "south"],
+        [group["id"]],
+    )
+    assert set(detail["permissions"]) == TECHNICIAN | VIEWER
+
+
+def test_sites_can_be_set_cleared_to_every_site_and_emptied(hub: HubProcess) -> None:
+    user = create_user(hub, ["viewer"], ["north"])
+    token = hub.login(user["username"], PASSWORD)
+    with hub.admin() as client:
+        assert access(client, user["id"], sites=["west", "east"]).json()["data"]["sites"] == ["east", "west"]
+        assert access(client, user["id"], roles=["viewer"]).json()["data"]["sites"] == ["east", "west"]  # left out: kept
+        assert access(client, user["id"], sites=None).json()["data"]["sites"] is None
+        assert me(hub, token).json()["data"]["grants"][0]["sites"] is None
+        emptied = access(client, user["id"], sites=[]).json()["data"]
+    assert (emptied["roles"], emptied["sites"]) == (["viewer"], [])  # no site: the roles reach nothing
+    with hub.client(token) as client:
+        assert client.get("/api/v1/nodes").json()["data"] == []
+
+
+def test_a_caller_cannot_grant_permissions_they_do_not_hold(hub: HubProcess) -> None:
+    with hub.admin() as client:
+        manager_role = client.post("/api/v1/auth/roles", json={"name": unique("um"), "permissions": ["auth:manage"]})
+        managers = manager_role.json()["data"]["name"]
+        admins = client.post("/api/v1/auth/groups", json={"name": unique("admins"), "roles": ["admin"]}).json()["data"]
+    manager = create_user(hub, [managers])
+    other = create_user(hub, ["viewer"], ["north"])
+    with hub.client(hub.login(manager["username"], PASSWORD)) as client:
+        refused = [
+            access(client, other["id"], roles=["viewer", "admin"]),
+            access(client, manager["id"], roles=[managers, "admin"]),
+            access(client, other["id"], groups=[admins["id"]]),
+            access(client, other["id"], sites=None),  # the viewer's reads on every site: not held
+            client.post(USERS, json={"username": unique(), "password": PASSWORD, "roles": ["operator"]}),
+        ]
+        allowed = [
+            access(client, other["id"], sites=["north"]),  # nothing new
+            access(client, other["id"], roles=[]),  # taking away is not granting
+            access(client, other["id"], roles=[managers], sites=None),  # what the manager holds everywhere
+        ]
+    for response in refused:
+        assert response.status_code == 403, (response.request.url, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "forbidden" and "auth:manage" not in error["required"], error
+        assert error["message"].startswith("You cannot grant permissions you do not hold"), error
+    assert "audit:read" in refused[0].json()["error"]["required"]
+    assert set(refused[3].json()["error"]["required"]) == VIEWER
+    assert [r.status_code for r in allowed] == [200, 200, 200], [r.text for r in allowed]
+    with hub.admin() as client:
+        detail = client.get(f"{USERS}/{other['id']}").json()["data"]
+        audit = client.get("/api/v1/audit-events", params={"target_id": other["id"], "outcome": "failure"}).json()["data"]
+        assert client.delete(f"/api/v1/auth/groups/{admins['id']}").status_code == 204
+        for user in (manager, other):  # both hold auth:manage everywhere: full admins for the last-admin tests
+            assert client.delete(f"{USERS}/{user['id']}").status_code == 204
+    assert (detail["roles"], detail["sites"], detail["groups"]) == ([managers], None, [])
+    assert [a["action"] for a in audit] == ["user.access.update"] * 3
+    assert all(a["actor"]["id"] == manager["id"] and "do not hold" in a["reason"] for a in audit)
+
+
+def test_a_caller_cannot_widen_a_users_sites_past_their_own(hub: HubProcess) -> None:
+    with hub.admin() as client:
+        managers = client.post("/api/v1/auth/roles", json={"name": unique("um"), "permissions": ["auth:manage"]})
+        north_viewers = client.post("/api/v1/auth/groups", json={"name": unique("nv"), "roles": ["viewer"], "sites": ["north"]})
+    manager = create_user(hub, [managers.json()["data"]["name"]], groups=[north_viewers.json()["data"]["id"]])
+    other = create_user(hub, ["viewer"], ["north"])
+    with hub.client(hub.login(manager["username"], PASSWORD)) as client:
+        to_south = access(client, other["id"], sites=["north", "south"])
+        everywhere = access(client, other["id"], sites=None)
+        narrower = access(client, other["id"], sites=[])
+        back = access(client, other["id"], sites=["north"])
+    for response in (to_south, everywhere):
+        assert response.status_code == 403, response.text
+        assert set(response.json()["error"]["required"]) == VIEWER
+    assert "south" in to_south.json()["error"]["message"] and "every site" in everywhere.json()["error"]["message"]
+    assert (narrower.status_code, back.status_code) == (200, 200)
+    with hub.admin() as client:
+        assert client.delete(f"/api/v1/auth/groups/{north_viewers.json()['data']['id']}").status_code == 204
+        assert client.delete(f"{USERS}/{manager['id']}").status_code == 204
+
+
+def test_a_key_cannot_grant_more_than_its_scopes(hub: HubProcess) -> None:
+    other = create_user(hub, ["viewer"])
+    with hub.admin() as client:
+        key = client.post("/api/v1/auth/keys", json={"name": unique("k"), "kind": "service", "scopes": ["auth:manage"]})
+    with hub.client(key.json()["data"]["secret"]) as client:
+        response = access(client, other["id"], roles=["admin"])
+        kept = access(client, other["id"], roles=[])
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["code"] == "insufficient_scope" and error["current"] == ["auth:manage"] and "audit:read" in error["required"]
+    assert kept.status_code == 200
+
+
+def test_a_users_own_key_cannot_disable_or_delete_them(hub: HubProcess) -> None:
+    second = create_user(hub, ["admin"])
+    try:
+        with hub.client(hub.login(second["username"], PASSWORD)) as client:
+            key = client.post("/api/v1/auth/keys", json={"name": unique("k"), "kind": "user", "scopes": ["auth:manage"]})
+            assert key.status_code == 201, key.text
+        with hub.client(key.json()["data"]["secret"]) as client:
+            actions = client.get(f"{USERS}/{second['id']}").json()["data"]["actions"]
+            disable = client.patch(f"{USERS}/{second['id']}/status", json={"status": "disabled"})
+            delete = client.delete(f"{USERS}/{second['id']}")
+        assert actions["disable"] == {"allowed": False, "reason": "you cannot disable yourself"}
+        assert actions["delete"] == {"allowed": False, "reason": "you cannot delete yourself"}
+        assert (disable.status_code, delete.status_code) == (409, 409), (disable.text, delete.text)
+        with hub.admin() as client:
+            assert client.get(f"{USERS}/{second['id']}").json()["data"]["disabled"] is False
+    finally:
+        with hub.admin() as client:
+            client.delete(f"{USERS}/{second['id']}")
+
+
 # -- password -----------------------------------------------------------------------------
 
 
