@@ -170,7 +170,10 @@ class GroupsHandler(HubWide):
 
     async def post(self) -> None:
         body = self.parse_body(GroupBody)
-        group = await self.hub.db.run(groups.create_group, self.actor, body.name, body.roles, body.sites, body.description)
+        assert self.principal is not None
+        group = await self.hub.db.run(
+            groups.create_group, self.actor, self.principal, body.name, body.roles, body.sites, body.description
+        )
         self.write_data(group, 201)
 
 
@@ -184,7 +187,8 @@ class GroupHandler(HubWide):
 
     async def patch(self, id: str) -> None:
         changes = self.parse_changes(GroupPatchBody)
-        group = await self.hub.db.run(groups.update_group, self.actor, id, changes)
+        assert self.principal is not None
+        group = await self.hub.db.run(groups.update_group, self.actor, self.principal, id, changes)
         self.hub.authenticator.forget_all()
         self.write_data(group)
 
@@ -204,7 +208,8 @@ class RolesHandler(HubWide):
 
     async def post(self) -> None:
         body = self.parse_body(RoleBody)
-        role = await self.hub.db.run(roles.create_role, self.actor, body.name, body.permissions, body.description)
+        assert self.principal is not None
+        role = await self.hub.db.run(roles.create_role, self.actor, self.principal, body.name, body.permissions, body.description)
         self.write_data(role, 201)
 
 
@@ -215,7 +220,8 @@ class RoleHandler(HubWide):
 
     async def patch(self, id: str) -> None:
         body = self.parse_body(RolePatchBody)
-        role = await self.hub.db.run(roles.update_role, self.actor, id, body.permissions, body.description)
+        assert self.principal is not None
+        role = await self.hub.db.run(roles.update_role, self.actor, self.principal, id, body.permissions, body.description)
         self.hub.authenticator.forget_all()
         self.write_data(role)
 
@@ -234,4 +240,5 @@ class AccessPoliciesHandler(HubWide):
 
     async def patch(self) -> None:
         patch = self.parse_body(access_policies.AccessPoliciesPatch)
-        self.write_data(await self.hub.db.run(access_policies.update, self.actor, patch))
+        assert self.principal is not None
+        self.write_data(await self.hub.db.run(access_policies.update, self.actor, self.principal, patch))

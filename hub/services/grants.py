@@ -1,4 +1,9 @@
-"""What a user is granted: their own roles on their sites, plus each group's roles on its sites."""
+"""What a user is granted: their own roles on their sites, plus each group's roles on its sites.
+
+Nobody grants what they do not hold: every change that gives access (a user's roles, sites and
+groups, a group's roles and sites, a custom role's permissions, the identity-provider policies)
+is refused, audited, when it newly grants a permission the caller lacks where it reaches.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ import peewee
 from hark_fleet.hub.auth.permissions import BUILTIN_ROLES, sorted_permissions
 from hark_fleet.hub.auth.principal import Grant, Principal, Sites, user_principal
 from hark_fleet.hub.db.models import Group, Role, User, UserGroup, database_proxy
-from hark_fleet.hub.errors import Conflict
+from hark_fleet.hub.errors import Conflict, Forbidden
+from hark_fleet.hub.services.audit import Actor, record
 
 T = TypeVar("T")
 ADMIN_LOCK = 0x6861726B  # PostgreSQL advisory lock taken by every change that could remove the last admin
@@ -87,6 +93,35 @@ def not_held(caller: Principal, before: Iterable[Grant], after: Iterable[Grant])
             lacking.add(permission)
             where = None if where is None else where | outside
     return sorted_permissions(lacking), None if where is None else frozenset(where)
+
+
+def refuse_not_held(
+    actor: Actor,
+    caller: Principal,
+    action: str,
+    target: tuple[str, str | None] | None,
+    changes: Iterable[tuple[Iterable[Grant], Iterable[Grant]]],
+) -> None:
+    """Forbidden (audited as a failed `action`) when any change of grants (before, after) gives what the caller does not hold.
+
+    A user answers 403 `forbidden` with `required`; an API key `insufficient_scope` with `required` and `current`.
+    """
+    lacking: set[str] = set()
+    where: Sites = frozenset()
+    for before, after in changes:
+        permissions, sites = not_held(caller, before, after)
+        if permissions:
+            lacking.update(permissions)
+            where = None if where is None or sites is None else where | sites
+    if not lacking:
+        return
+    required = sorted_permissions(lacking)
+    place = "on every site" if where is None else f"on {', '.join(sorted(where))}"
+    message = f"You cannot grant permissions you do not hold: {', '.join(required)} ({place})."
+    record(actor, action, permission="auth:manage", target=target, outcome="failure", reason=message)
+    if caller.kind == "key":
+        raise Forbidden(message, code="insufficient_scope", required=required, current=list(caller.key_scopes or ()))
+    raise Forbidden(message, required=required)
 
 
 def principal_for_user(user: User, session_id: str | None = None, via: str = "password") -> Principal:

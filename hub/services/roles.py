@@ -1,4 +1,8 @@
-"""Roles: the four built-in ones and custom roles made of permissions."""
+"""Roles: the four built-in ones and custom roles made of permissions.
+
+A custom role can be given on any site, so its permissions count as granted on every site:
+making one or adding to its permissions needs the caller to hold those everywhere.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from hark_fleet.hub.auth.permissions import BUILTIN_ROLES, USER_PERMISSIONS, sorted_permissions
+from hark_fleet.hub.auth.principal import Grant, Principal
 from hark_fleet.hub.clock import iso, utcnow
 from hark_fleet.hub.db.models import Group, Role, User
 from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services.audit import Actor, record
-from hark_fleet.hub.services.grants import keeping_an_admin
+from hark_fleet.hub.services.grants import keeping_an_admin, refuse_not_held
 
 NAME = re.compile(r"[a-z][a-z0-9_-]{1,63}")
 
@@ -55,17 +60,24 @@ def _check_permissions(permissions: list[str]) -> list[str]:
     return sorted_permissions(permissions)
 
 
-def create_role(actor: Actor, name: str, permissions: list[str], description: str) -> dict[str, Any]:
+def _everywhere(permissions: Iterable[str]) -> tuple[Grant, ...]:
+    """What a role holding `permissions` can grant: each of them on every site."""
+    return (Grant(frozenset(permissions)),)
+
+
+def create_role(actor: Actor, caller: Principal, name: str, permissions: list[str], description: str) -> dict[str, Any]:
     if not NAME.fullmatch(name):
         raise InvalidRequest("Invalid role name.", fields={"name": "2-64 characters: lower-case letters, digits, - and _"})
     if name in BUILTIN_ROLES or Role.select().where(Role.name == name).exists():
         raise Conflict(f"A role named {name} exists.")
+    permissions = _check_permissions(permissions)
+    refuse_not_held(actor, caller, "role.create", None, [((), _everywhere(permissions))])
     now = utcnow()
     role = Role.create(
         id=new_id("rol"),
         name=name,
         description=description[:500],
-        permissions=_check_permissions(permissions),
+        permissions=permissions,
         created_at=now,
         updated_at=now,
     )
@@ -83,11 +95,17 @@ def get_role(role_id: str) -> Role:
     return role
 
 
-def update_role(actor: Actor, role_id: str, permissions: list[str] | None, description: str | None) -> dict[str, Any]:
+def update_role(
+    actor: Actor, caller: Principal, role_id: str, permissions: list[str] | None, description: str | None
+) -> dict[str, Any]:
+    """Replace the permissions and description given; permissions it newly grants must be held by the caller everywhere."""
     role = get_role(role_id)
     before = role_to_api(role)
     if permissions is not None:
-        role.permissions = _check_permissions(permissions)
+        permissions = _check_permissions(permissions)
+        changed = (_everywhere(role.permissions), _everywhere(permissions))
+        refuse_not_held(actor, caller, "role.update", ("role", role.id), [changed])
+        role.permissions = permissions
     if description is not None:
         role.description = description[:500]
     role.updated_at = utcnow()

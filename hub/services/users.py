@@ -14,7 +14,7 @@ from hark_fleet.hub.auth.passwords import hash_password, password_problem
 from hark_fleet.hub.auth.principal import Principal
 from hark_fleet.hub.clock import utcnow
 from hark_fleet.hub.db.models import ApiKey, Group, User, UserGroup, database_proxy
-from hark_fleet.hub.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import query
 from hark_fleet.hub.services.audit import Actor, record
@@ -23,8 +23,8 @@ from hark_fleet.hub.services.grants import (
     access_grants,
     full_admin_ids,
     keeping_an_admin,
-    not_held,
     principal_for_user,
+    refuse_not_held,
     user_grants,
     user_groups,
 )
@@ -77,21 +77,6 @@ def _groups(group_ids: list[str]) -> list[Group]:
     return list(Group.select().where(Group.id.in_(group_ids))) if group_ids else []
 
 
-def _check_within_caller(
-    actor: Actor, caller: Principal, action: str, target: tuple[str, str | None] | None, before: Any, after: Any
-) -> None:
-    """Forbidden (audited) when going from grants `before` to `after` gives what the caller does not hold."""
-    lacking, sites = not_held(caller, before, after)
-    if not lacking:
-        return
-    where = "on every site" if sites is None else f"on {', '.join(sorted(sites))}"
-    message = f"You cannot grant permissions you do not hold: {', '.join(lacking)} ({where})."
-    record(actor, action, permission="auth:manage", target=target, outcome="failure", reason=message)
-    if caller.kind == "key":
-        raise Forbidden(message, code="insufficient_scope", required=lacking, current=list(caller.key_scopes or ()))
-    raise Forbidden(message, required=lacking)
-
-
 def _is_self(caller: Principal, user: User) -> bool:
     """The caller is this user (a session, or one of the user's keys)."""
     return (caller.user_id or (caller.id if caller.kind == "user" else None)) == user.id
@@ -125,7 +110,7 @@ def create_user(
     roles, sites, groups = check_roles(roles), check_sites(sites), _check_groups(groups)
     if User.select().where(User.username == username).exists():
         raise Conflict(f"A user named {username} exists.")
-    _check_within_caller(actor, caller, "user.create", None, (), access_grants(roles, sites, _groups(groups)))
+    refuse_not_held(actor, caller, "user.create", None, [((), access_grants(roles, sites, _groups(groups)))])
     now = utcnow()
     with database_proxy.atomic():
         user = User.create(
@@ -197,7 +182,7 @@ def update_access(
         new_sites if set_sites else user.sites,
         _groups(new_groups) if new_groups is not None else user_groups(user.id),
     )
-    _check_within_caller(actor, caller, "user.access.update", ("user", user.id), user_grants(user), granted)
+    refuse_not_held(actor, caller, "user.access.update", ("user", user.id), [(user_grants(user), granted)])
 
     def change() -> dict[str, Any]:
         fields: dict[str, Any] = {"updated_at": utcnow()}

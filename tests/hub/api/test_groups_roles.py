@@ -474,3 +474,237 @@ def test_groups_roles_and_policies_need_auth_manage(hub: HubProcess) -> None:
     for response in responses:
         assert response.status_code == 403, response.request.url
         assert response.json()["error"]["required"] == ["auth:manage"]
+
+
+# -- nobody grants what they do not hold --------------------------------------------------------
+
+VIEWER = BUILTIN["viewer"]
+NOT_HELD = "You cannot grant permissions you do not hold"
+
+
+def create_manager(hub: HubProcess, **extra: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A user whose only own role is a custom one holding just auth:manage (on every site), and that role."""
+    role = create_role(hub, ["auth:manage"])
+    return create_user(hub, [role["name"]], **extra), role
+
+
+def assert_not_held(response: httpx.Response, required: set[str] | None = None, key: bool = False) -> dict[str, Any]:
+    """403 naming the permissions the caller lacks: `forbidden`, or `insufficient_scope` with `current` for a key."""
+    assert response.status_code == 403, (response.request.method, str(response.request.url), response.text)
+    error = response.json()["error"]
+    assert error["code"] == ("insufficient_scope" if key else "forbidden"), error
+    assert error["message"].startswith(NOT_HELD), error
+    assert error["required"] and "auth:manage" not in error["required"], error
+    if required is not None:
+        assert set(error["required"]) == required, error
+    if key:
+        assert error["current"] == ["auth:manage"], error
+    return error
+
+
+def failures(hub: HubProcess, **params: str) -> list[str]:
+    with hub.admin() as client:
+        response = client.get("/api/v1/audit-events", params={"outcome": "failure", "limit": 200, **params})
+    assert response.status_code == 200, response.text
+    return sorted(event["action"] for event in response.json()["data"] if NOT_HELD in (event["reason"] or ""))
+
+
+def remove(hub: HubProcess, *paths: str) -> None:
+    """Delete what a test made (users before roles); managers hold auth:manage everywhere, so they must go."""
+    with hub.admin() as client:
+        for path in paths:
+            assert client.delete(path).status_code == 204, path
+
+
+def test_a_caller_cannot_grant_through_a_group_what_they_do_not_hold(hub: HubProcess) -> None:
+    north_viewers = create_group(hub, ["viewer"], ["north"])
+    admins = create_group(hub, ["admin"])
+    manager, managers = create_manager(hub, groups=[north_viewers["id"]])
+    made: list[str] = []
+    try:
+        with hub.client(logged_in(hub, manager)) as client:
+            own_group = f"{GROUPS}/{north_viewers['id']}"
+            refused = {
+                "admin group": client.post(GROUPS, json={"name": unique("g"), "roles": ["admin"]}),
+                "south viewers": client.post(GROUPS, json={"name": unique("g"), "roles": ["viewer"], "sites": ["south"]}),
+                "own group made admin": client.patch(own_group, json={"roles": ["viewer", "admin"]}),
+                "own group widened": client.patch(own_group, json={"sites": ["north", "south"]}),
+                "own group everywhere": client.patch(own_group, json={"sites": None}),
+                "joins the admins": client.patch(
+                    f"{USERS}/{manager['id']}/access", json={"groups": [north_viewers["id"], admins["id"]]}
+                ),
+                "new admin member": client.post(
+                    USERS, json={"username": unique("u"), "password": PASSWORD, "groups": [admins["id"]]}
+                ),
+            }
+            allowed = {
+                "north viewers": client.post(GROUPS, json={"name": unique("g"), "roles": ["viewer"], "sites": ["north"]}),
+                "managers": client.post(GROUPS, json={"name": unique("g"), "roles": [managers["name"]]}),
+                "renamed": client.patch(own_group, json={"name": unique("renamed")}),
+            }
+            made = [f"{GROUPS}/{r.json()['data']['id']}" for r in allowed.values() if r.status_code == 201]
+            taken_away = (
+                [client.patch(made[1], json={"roles": []}), client.patch(made[0], json={"sites": []})] if len(made) == 2 else []
+            )
+        for name in ("admin group", "joins the admins", "new admin member"):  # every site: viewer's too, held on north only
+            assert set(assert_not_held(refused[name])["required"]) == USER_PERMISSIONS - {"auth:manage"}, name
+        assert set(assert_not_held(refused["own group made admin"])["required"]) == USER_PERMISSIONS - {"auth:manage"} - VIEWER
+        for name in ("south viewers", "own group widened", "own group everywhere"):
+            assert set(assert_not_held(refused[name])["required"]) == VIEWER, name
+        assert "south" in refused["own group widened"].json()["error"]["message"]
+        assert "every site" in refused["own group everywhere"].json()["error"]["message"]
+        assert [r.status_code for r in allowed.values()] == [201, 201, 200], [r.text for r in allowed.values()]
+        assert [r.status_code for r in taken_away] == [200, 200], [r.text for r in taken_away]
+        with hub.admin() as client:
+            unchanged = client.get(own_group).json()["data"]
+        assert (unchanged["roles"], unchanged["sites"], unchanged["members"]) == (["viewer"], ["north"], [manager["id"]])
+        assert "audit:read" not in me(hub, logged_in(hub, manager))["permissions"]
+        assert failures(hub, target_id=north_viewers["id"]) == ["group.update"] * 3
+        assert failures(hub, actor_id=manager["id"], action="group.create") == ["group.create"] * 2
+    finally:
+        remove(
+            hub,
+            f"{USERS}/{manager['id']}",
+            f"{ROLES}/{managers['id']}",
+            *made,
+            f"{GROUPS}/{north_viewers['id']}",
+            f"{GROUPS}/{admins['id']}",
+        )
+
+
+def test_a_caller_cannot_put_into_a_role_permissions_they_do_not_hold_everywhere(hub: HubProcess) -> None:
+    north_viewers = create_group(hub, ["viewer"], ["north"])
+    manager, managers = create_manager(hub, groups=[north_viewers["id"]])
+    readers = create_role(hub, ["node:read"])
+    made: list[str] = []
+    try:
+        with hub.client(logged_in(hub, manager)) as client:
+            refused = {
+                "auditor": client.post(ROLES, json={"name": unique("r"), "permissions": ["auth:manage", "audit:read"]}),
+                "viewer everywhere": client.post(ROLES, json={"name": unique("r"), "permissions": sorted(VIEWER)}),
+                "own role made admin": client.patch(f"{ROLES}/{managers['id']}", json={"permissions": sorted(USER_PERMISSIONS)}),
+                "readers manage nodes": client.patch(
+                    f"{ROLES}/{readers['id']}", json={"permissions": ["node:read", "node:manage"]}
+                ),
+            }
+            created = client.post(ROLES, json={"name": unique("r"), "permissions": ["auth:manage"]})
+            made = [f"{ROLES}/{created.json()['data']['id']}"] if created.status_code == 201 else []
+            allowed = [
+                created,
+                client.patch(f"{ROLES}/{readers['id']}", json={"permissions": []}),  # taking away is not granting
+                client.patch(f"{ROLES}/{readers['id']}", json={"description": "reads nothing now"}),
+                client.patch(f"{ROLES}/{managers['id']}", json={"permissions": ["auth:manage"]}),  # nothing new
+            ]
+        assert set(assert_not_held(refused["auditor"])["required"]) == {"audit:read"}
+        # Held on north only: a role's permissions count on every site it can be given.
+        assert set(assert_not_held(refused["viewer everywhere"])["required"]) == VIEWER
+        assert "every site" in refused["viewer everywhere"].json()["error"]["message"]
+        assert set(assert_not_held(refused["own role made admin"])["required"]) == USER_PERMISSIONS - {"auth:manage"}
+        assert set(assert_not_held(refused["readers manage nodes"])["required"]) == {"node:manage"}
+        assert [r.status_code for r in allowed] == [201, 200, 200, 200], [r.text for r in allowed]
+        with hub.admin() as client:
+            roles = {r["id"]: r for r in client.get(ROLES).json()["data"]}
+        assert roles[managers["id"]]["permissions"] == ["auth:manage"]
+        assert "audit:read" not in me(hub, logged_in(hub, manager))["permissions"]
+        assert failures(hub, target_id=managers["id"]) == ["role.update"]
+        assert failures(hub, target_id=readers["id"]) == ["role.update"]
+        assert failures(hub, actor_id=manager["id"], action="role.create") == ["role.create"] * 2
+    finally:
+        remove(hub, f"{USERS}/{manager['id']}", f"{ROLES}/{managers['id']}", f"{ROLES}/{readers['id']}", *made)
+        remove(hub, f"{GROUPS}/{north_viewers['id']}")
+
+
+def test_a_caller_cannot_give_identity_provider_users_what_they_do_not_hold(hub: HubProcess) -> None:
+    north_viewers = create_group(hub, ["viewer"], ["north"])
+    manager, managers = create_manager(hub, groups=[north_viewers["id"]])
+    admins_mapping = {"claim": "groups", "value": "hark-admins", "roles": ["admin"], "sites": None}
+    north_mapping = {"claim": "groups", "value": "north", "roles": ["viewer"], "sites": ["north"]}
+    try:
+        with hub.admin() as client:
+            assert client.patch(POLICIES, json={"oidc_mappings": [admins_mapping]}).status_code == 200
+        with hub.client(logged_in(hub, manager)) as client:
+            refused = {
+                "admin by default": client.patch(POLICIES, json={"oidc_default_roles": ["admin"]}),
+                "viewer by default": client.patch(POLICIES, json={"oidc_default_roles": ["viewer"]}),
+                "new operators": client.patch(
+                    POLICIES, json={"oidc_mappings": [admins_mapping, {**north_mapping, "roles": ["operator"]}]}
+                ),
+                "admin for everyone": client.patch(POLICIES, json={"oidc_mappings": [{**admins_mapping, "value": "everyone"}]}),
+                "viewers beyond north": client.patch(
+                    POLICIES, json={"oidc_mappings": [{**north_mapping, "sites": ["north", "south"]}]}
+                ),
+            }
+            allowed = [
+                client.patch(POLICIES, json={"session_ttl_s": 3600}),
+                client.patch(POLICIES, json={"oidc_mappings": [admins_mapping, north_mapping]}),  # held on north
+                client.patch(POLICIES, json={"oidc_mappings": [north_mapping], "oidc_default_roles": [managers["name"]]}),
+                client.patch(POLICIES, json={"oidc_mappings": [], "oidc_default_roles": []}),  # taking away
+            ]
+        assert set(assert_not_held(refused["admin by default"])["required"]) == USER_PERMISSIONS - {"auth:manage"}
+        assert set(assert_not_held(refused["viewer by default"])["required"]) == VIEWER
+        assert set(assert_not_held(refused["new operators"])["required"]) == BUILTIN["operator"] - VIEWER  # on north
+        assert set(assert_not_held(refused["admin for everyone"])["required"]) == USER_PERMISSIONS - {"auth:manage"}
+        assert set(assert_not_held(refused["viewers beyond north"])["required"]) == VIEWER
+        assert "south" in refused["viewers beyond north"].json()["error"]["message"]
+        assert [r.status_code for r in allowed] == [200, 200, 200, 200], [r.text for r in allowed]
+        assert failures(hub, actor_id=manager["id"], action="access_policy.update") == ["access_policy.update"] * 5
+    finally:
+        with hub.admin() as client:
+            assert client.patch(POLICIES, json=DEFAULT_POLICIES).status_code == 200
+        remove(hub, f"{USERS}/{manager['id']}", f"{ROLES}/{managers['id']}", f"{GROUPS}/{north_viewers['id']}")
+
+
+def test_a_key_with_only_auth_manage_cannot_grant_through_groups_roles_or_policies(hub: HubProcess) -> None:
+    viewers = create_group(hub, ["viewer"], ["north"])
+    admins = create_group(hub, ["admin"])
+    readers = create_role(hub, ["node:read"])
+    member = create_user(hub, ["viewer"])
+    with hub.admin() as client:
+        key = client.post("/api/v1/auth/keys", json={"name": unique("k"), "kind": "service", "scopes": ["auth:manage"]})
+    assert key.status_code == 201, key.text
+    key_id, made = key.json()["data"]["key"]["id"], []
+    try:
+        with hub.client(key.json()["data"]["secret"]) as client:
+            refused = [
+                client.post(GROUPS, json={"name": unique("g"), "roles": ["admin"]}),
+                client.patch(f"{GROUPS}/{viewers['id']}", json={"roles": ["admin"]}),
+                client.patch(f"{GROUPS}/{viewers['id']}", json={"sites": None}),
+                client.post(ROLES, json={"name": unique("r"), "permissions": ["auth:manage", "audit:read"]}),
+                client.patch(f"{ROLES}/{readers['id']}", json={"permissions": ["node:read", "node:manage"]}),
+                client.patch(POLICIES, json={"oidc_default_roles": ["admin"]}),
+                client.patch(f"{USERS}/{member['id']}/access", json={"groups": [admins["id"]]}),
+            ]
+            allowed = [
+                client.post(GROUPS, json={"name": unique("g"), "roles": []}),
+                client.post(ROLES, json={"name": unique("r"), "permissions": ["auth:manage"]}),
+                client.patch(f"{GROUPS}/{viewers['id']}", json={"roles": []}),
+                client.patch(f"{ROLES}/{readers['id']}", json={"permissions": []}),
+                client.patch(POLICIES, json={"session_ttl_s": 3600}),
+            ]
+        made = [f"{GROUPS}/{allowed[0].json()['data']['id']}", f"{ROLES}/{allowed[1].json()['data']['id']}"]
+        for response in refused:
+            assert_not_held(response, key=True)
+        assert [r.status_code for r in allowed] == [201, 201, 200, 200, 200], [r.text for r in allowed]
+        assert failures(hub, actor_id=key_id) == sorted(
+            [
+                "group.create",
+                "group.update",
+                "group.update",
+                "role.create",
+                "role.update",
+                "access_policy.update",
+                "user.access.update",
+            ]
+        )
+    finally:
+        with hub.admin() as client:
+            assert client.patch(POLICIES, json=DEFAULT_POLICIES).status_code == 200
+            assert client.delete(f"/api/v1/auth/keys/{key_id}").status_code == 204
+        remove(
+            hub,
+            f"{USERS}/{member['id']}",
+            *made,
+            f"{ROLES}/{readers['id']}",
+            f"{GROUPS}/{viewers['id']}",
+            f"{GROUPS}/{admins['id']}",
+        )
