@@ -375,3 +375,46 @@ class CommissioningReport(BaseModel):
 
     class Meta:
         table_name = "commissioning_report"
+
+
+class MeterMinute(BaseModel):
+    """A node's meter levels over one minute: per channel peak and RMS (max, energy mean), and loudness."""
+
+    node_id = peewee.CharField(max_length=40)
+    minute = peewee.BigIntegerField(index=True)  # Unix time (s, UTC) the minute starts at
+    frames = peewee.IntegerField()  # meter frames folded into the row
+    channels = peewee.TextField()  # JSON [[peak_max, peak_mean, rms_max, rms_mean], ...] in dBFS, null when silent
+    momentary_lufs_max = peewee.FloatField(null=True)
+    short_term_lufs_max = peewee.FloatField(null=True)
+    integrated_lufs = peewee.FloatField(null=True)  # the minute's last reading
+
+    class Meta:
+        table_name = "meter_minute"
+        primary_key = peewee.CompositeKey("node_id", "minute")
+
+
+class MetricMinute(BaseModel):
+    """A node's heartbeat metrics over one minute: means, maxima (and disk free's minimum) of its heartbeats."""
+
+    node_id = peewee.CharField(max_length=40)
+    minute = peewee.BigIntegerField(index=True)  # Unix time (s, UTC) the minute starts at
+    samples = peewee.IntegerField()  # heartbeats folded into the row
+    cpu_pct_mean = peewee.FloatField(null=True)
+    cpu_pct_max = peewee.FloatField(null=True)
+    memory_used_pct_mean = peewee.FloatField(null=True)
+    memory_used_pct_max = peewee.FloatField(null=True)
+    disk_used_pct_mean = peewee.FloatField(null=True)
+    disk_used_pct_max = peewee.FloatField(null=True)
+    disk_free_bytes_min = peewee.FloatField(null=True)
+    temperature_c_mean = peewee.FloatField(null=True)
+    temperature_c_max = peewee.FloatField(null=True)
+    outbox_depth_mean = peewee.FloatField(null=True)
+    outbox_depth_max = peewee.FloatField(null=True)
+    clock_offset_ms_mean = peewee.FloatField(null=True)
+    clock_offset_ms_max_abs = peewee.FloatField(null=True)
+    load_1m_mean = peewee.FloatField(null=True)
+    load_1m_max = peewee.FloatField(null=True)
+
+    class Meta:
+        table_name = "metric_minute"
+        primary_key = peewee.CompositeKey("node_id", "minute")

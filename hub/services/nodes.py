@@ -24,6 +24,7 @@ from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import technician
 from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.auth import TokenCheck
+from hark_fleet.hub.services.history import delete_node_history
 from hark_fleet.hub.services.listing import Filter, ListSpec, get_scoped, one_of
 from hark_fleet.hub.services.users import check_sites
 
@@ -272,6 +273,7 @@ def delete_node(actor: Actor, scope: SiteScope, node_id: str, force: bool) -> No
         ChannelMapAssignment.delete().where(ChannelMapAssignment.node_id == node_id).execute()
         NodeStatusChange.delete().where(NodeStatusChange.node_id == node_id).execute()
         ReceivedMessage.delete().where(ReceivedMessage.node_id == node_id).execute()
+        delete_node_history(node_id)
         Node.delete().where(Node.id == node_id).execute()
         record(
             actor,
