@@ -61,6 +61,13 @@ def _parse_positive_seconds(raw: str) -> float:
     return value
 
 
+def _parse_retention_days(raw: str) -> float:
+    value = float(raw)
+    if not 0 < value <= 3650:
+        raise ValueError("expected a number of days above 0 and at most 3650 (fractions allowed)")
+    return value
+
+
 HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", Path, Path(const.DEFAULT_DATA_DIR)),
     Setting("http_host", str, const.DEFAULT_HTTP_HOST),
@@ -84,6 +91,7 @@ HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("oidc_redirect_url", parse_http_url),
     Setting("mdns_interfaces", parse_interfaces, None),
     Setting("tls", _parse_tls, "auto"),
+    Setting("history_retention_days", _parse_retention_days, 30.0),
 )
 
 
@@ -113,6 +121,7 @@ class HubConfig:
     oidc_redirect_url: str | None = None
     mdns_interfaces: Interfaces | bool = None  # None: every interface; False: no mDNS; else IPv4 addresses
     tls: str = "auto"  # on | off | auto (on unless every listener is on loopback)
+    history_retention_days: float = 30.0  # meter and heartbeat minutes older than this are pruned
     explicit: frozenset[str] = field(default_factory=frozenset)
 
     @property

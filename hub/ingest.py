@@ -1,7 +1,8 @@
 """Node telemetry into the hub: status, outbox messages (batched, deduplicated, acknowledged), meters.
 
-Meter frames stay in memory (the latest per node); everything else goes through
-`hub.services.telemetry` on the database worker, in batches, never one write per frame.
+Meter frames stay in memory (the latest per node, folded per second and per minute); everything else
+goes through `hub.services.telemetry` on the database worker, in batches, never one write per frame.
+`hub.history` stores each node's meter and heartbeat minutes once a minute and prunes them.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import msgspec
 import peewee
 from hark_fleet.hub.clock import utcnow
 from hark_fleet.hub.errors import InvalidRequest
+from hark_fleet.hub.history import HistoryRecorder
 from hark_fleet.hub.meters import MeterStore
 from hark_fleet.hub.mqtt.drops import DropLog
 from hark_fleet.hub.services import lifecycle, listening, recording_jobs, telemetry
-from hark_fleet.hub.services.telemetry import FleetEvent, OutboxMessage
+from hark_fleet.hub.services.telemetry import FleetEvent, Ingested, OutboxMessage
 from hark_fleet.protocol.messages import HealthReport, Heartbeat, LifecycleReport, MeterFrame, Status
 from hark_fleet.protocol.topics import NodeTopic, command_topic
 from playhouse.pool import MaxConnectionsExceeded
@@ -41,6 +43,7 @@ class FleetIngest:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.meters = MeterStore(self._lookup_site)
+        self.history = HistoryRecorder(hub, self.meters)
         self._pending: list[OutboxMessage] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
@@ -63,6 +66,7 @@ class FleetIngest:
     async def start(self) -> None:
         self.started_at = utcnow()
         self.meters.sites.update(await self.hub.db.run(telemetry.node_sites))
+        await self.history.start()
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def stop(self) -> None:
@@ -73,6 +77,7 @@ class FleetIngest:
             self._flush_handle.cancel()
         await asyncio.gather(*self._site_lookups, return_exceptions=True)
         await self.flush()
+        await self.history.stop()  # after the last heartbeats are applied
 
     # -- MQTT handlers (on the event loop) ------------------------------------------
 
@@ -96,7 +101,7 @@ class FleetIngest:
         self.store_meters(topic.node_id, frame)
 
     def store_meters(self, node_id: str, frame: MeterFrame) -> None:
-        """Keep the latest frame and the per-second history, and pass it to live subscribers (memory only)."""
+        """Keep the latest frame, fold it into the second's and minute's history, pass it to live subscribers (memory only)."""
         self.meters.add(node_id, frame)
 
     def _lookup_site(self, node_id: str) -> None:
@@ -127,12 +132,13 @@ class FleetIngest:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                acks, events = await self.hub.db.run(telemetry.ingest_outbox, batch)
+                acks, events, heartbeats = await self.hub.db.run(telemetry.ingest_outbox, batch)
             except DATABASE_AWAY as err:
                 self._not_stored_yet(len(batch), err)
                 return
             except Exception:  # noqa: BLE001 - one message the database refuses must not hold back the others
-                acks, events = await self._ingest_each(batch)
+                acks, events, heartbeats = await self._ingest_each(batch)
+            self.history.add_heartbeats(heartbeats)
             bridge = self.hub.bridge
             for node_id, ids in acks.items():
                 if bridge is not None:
@@ -158,13 +164,14 @@ class FleetIngest:
         )
         self._unstored = 0
 
-    async def _ingest_each(self, batch: list[OutboxMessage]) -> tuple[dict[str, list[str]], list[FleetEvent]]:
+    async def _ingest_each(self, batch: list[OutboxMessage]) -> Ingested:
         """Apply a batch that failed as a whole message by message: one the database refuses alone is dropped and acknowledged."""
         acks: dict[str, list[str]] = {}
         events: list[FleetEvent] = []
+        heartbeats: list[tuple[str, Heartbeat]] = []
         for index, item in enumerate(batch):
             try:
-                one_acks, one_events = await self.hub.db.run(telemetry.ingest_outbox, [item])
+                one_acks, one_events, one_heartbeats = await self.hub.db.run(telemetry.ingest_outbox, [item])
             except DATABASE_AWAY as err:
                 self._not_stored_yet(len(batch) - index, err)
                 break
@@ -172,11 +179,13 @@ class FleetIngest:
                 self.hub.metrics.mqtt_dropped.labels("not_stored").inc()
                 what = f"{type(item.message).__name__.lower()} {item.msg_id}"
                 self._drops.dropped(item.node_id, "not_stored", what, repr(err), exc_info=True)
-                one_acks, one_events = {item.node_id: [item.msg_id]}, []  # acknowledged, so the node stops sending it
+                # acknowledged, so the node stops sending it
+                one_acks, one_events, one_heartbeats = {item.node_id: [item.msg_id]}, [], []
             for node_id, ids in one_acks.items():
                 acks.setdefault(node_id, []).extend(ids)
             events.extend(one_events)
-        return acks, events
+            heartbeats.extend(one_heartbeats)
+        return Ingested(acks, events, heartbeats)
 
     async def _deliver_to_returning(self, events: list[FleetEvent]) -> None:
         """Nodes a heartbeat brought back (their live `online` went unheard, e.g. across a hub restart) get their jobs."""
@@ -201,7 +210,8 @@ class FleetIngest:
     async def ingest_http(self, node_id: str, message: Heartbeat | HealthReport | LifecycleReport) -> None:
         """The same as MQTT, for nodes that post over HTTP: applied before the answer (400 if the database refuses it)."""
         try:
-            acks, events = await self.hub.db.run(telemetry.ingest_outbox, [OutboxMessage(node_id, message.msg_id, message)])
+            item = OutboxMessage(node_id, message.msg_id, message)
+            _, events, heartbeats = await self.hub.db.run(telemetry.ingest_outbox, [item])
         except DATABASE_AWAY:
             raise
         except Exception as err:  # noqa: BLE001 - logged with its traceback (rate-limited); a 500 would have the node resend it forever
@@ -209,6 +219,7 @@ class FleetIngest:
                 node_id, "not_stored", f"http {type(message).__name__.lower()} {message.msg_id}", repr(err), exc_info=True
             )
             raise InvalidRequest("The hub cannot store this message.", fields={"body": "was refused by the database"}) from err
+        self.history.add_heartbeats(heartbeats)
         self.publish_events(events)
 
     def listening_since(self) -> datetime | None:
@@ -228,6 +239,10 @@ class FleetIngest:
                 self.publish_events(await self.hub.db.run(recording_jobs.reap, lease, grace, self.started_at))
             except Exception:
                 log.exception("sweep of missed heartbeats and expired jobs failed; retrying")
+            try:
+                await self.history.prune_if_due()
+            except Exception:
+                log.exception("pruning the history failed; retrying at the next sweep")
 
     def publish_events(self, events: list[FleetEvent]) -> None:
         for event in events:

@@ -1,8 +1,11 @@
 """Live meters at the hub, in memory only: the latest frame per node, one point per second for the
-last hour, and the fan-out to SSE subscribers (bounded queues; a client that falls behind is dropped).
+last hour, each node's minute in progress (its summary is what `hub.history` stores once the minute
+ends), and the fan-out to SSE subscribers (bounded queues; a client that falls behind is dropped).
 
 Frames arrive at 10 Hz from every node: nothing here touches the database, and each frame is
-encoded for the stream once, whatever the number of subscribers.
+encoded for the stream once, whatever the number of subscribers. A frame costs O(channels)
+updates of running sums and maxima in place; a second is folded into its minute when it ends,
+and a minute becomes a summary when it ends.
 """
 
 from __future__ import annotations
@@ -17,54 +20,118 @@ from typing import Any
 
 import msgspec
 from hark_fleet.hub.auth.principal import SiteScope
+from hark_fleet.hub.services.history import MINUTE_S, MeterSummary
 from hark_fleet.protocol.messages import MeterFrame
 
 HISTORY_S = 3600
 RANGES_S = {"5m": 300, "15m": 900, "1h": 3600}
 SUBSCRIBER_QUEUE = 256  # frames a slow client may lag (about 2.5 s of 10 nodes) before it is dropped
 UNKNOWN_SITE = object()
-
-
-def _power(dbfs: float | None) -> float:
-    return 0.0 if dbfs is None else 10 ** (dbfs / 10.0)
+NEG_INF = float("-inf")  # "none yet" for a maximum: compared without a None check on the hot path
 
 
 def _db(power: float) -> float | None:
     return None if power <= 0.0 else round(10.0 * math.log10(power), 2)
 
 
+def _level(value: float) -> float | None:
+    return None if value == NEG_INF else value
+
+
 @dataclass(slots=True)
-class _Second:
+class _Levels:
+    """Running per-channel maxima and energy sums (peak and RMS), and loudness maxima, of some frames."""
+
+    peaks: list[float] = field(default_factory=list)  # highest peak dBFS
+    peak_energy: list[float] = field(default_factory=list)  # sum over frames of 10^(peak/10)
+    rms_highs: list[float] = field(default_factory=list)  # highest RMS dBFS
+    powers: list[float] = field(default_factory=list)  # sum over frames of 10^(rms/10)
+    frames: int = 0
+    momentary_max: float = NEG_INF
+    short_term_max: float = NEG_INF
+    integrated: float | None = None
+
+    def widen(self, channels: int) -> None:
+        missing = channels - len(self.peaks)
+        self.peaks += [NEG_INF] * missing
+        self.peak_energy += [0.0] * missing
+        self.rms_highs += [NEG_INF] * missing
+        self.powers += [0.0] * missing
+
+    def copy(self) -> _Levels:
+        return _Levels(
+            list(self.peaks),
+            list(self.peak_energy),
+            list(self.rms_highs),
+            list(self.powers),
+            self.frames,
+            self.momentary_max,
+            self.short_term_max,
+            self.integrated,
+        )
+
+    def fold(self, other: _Levels) -> None:
+        """Add another's frames (a second into its minute): O(channels), once per second."""
+        if len(self.peaks) < len(other.peaks):
+            self.widen(len(other.peaks))
+        for i in range(len(other.peaks)):
+            if other.peaks[i] > self.peaks[i]:
+                self.peaks[i] = other.peaks[i]
+            if other.rms_highs[i] > self.rms_highs[i]:
+                self.rms_highs[i] = other.rms_highs[i]
+            self.peak_energy[i] += other.peak_energy[i]
+            self.powers[i] += other.powers[i]
+        self.frames += other.frames
+        if other.momentary_max > self.momentary_max:
+            self.momentary_max = other.momentary_max
+        if other.short_term_max > self.short_term_max:
+            self.short_term_max = other.short_term_max
+        if other.integrated is not None:
+            self.integrated = other.integrated
+
+
+@dataclass(slots=True)
+class _Second(_Levels):
     """The frames of one wall-clock second, folded into one history point as they arrive."""
 
-    second: int
-    peaks: list[float | None] = field(default_factory=list)
-    powers: list[float] = field(default_factory=list)
-    frames: int = 0
+    second: int = 0
     momentary: float | None = None
     short_term: float | None = None
 
     def add(self, frame: MeterFrame) -> None:
         channels = frame.channels
         if len(self.peaks) < len(channels):
-            self.peaks += [None] * (len(channels) - len(self.peaks))
-            self.powers += [0.0] * (len(channels) - len(self.powers))
+            self.widen(len(channels))
+        peaks, peak_energy, rms_highs, powers = self.peaks, self.peak_energy, self.rms_highs, self.powers
         for i, channel in enumerate(channels):
             peak = channel.peak_dbfs
-            if peak is not None and (self.peaks[i] is None or peak > self.peaks[i]):  # type: ignore[operator]
-                self.peaks[i] = peak
-            self.powers[i] += _power(channel.rms_dbfs)
+            if peak is not None:
+                if peak > peaks[i]:
+                    peaks[i] = peak
+                peak_energy[i] += 10.0 ** (peak / 10.0)
+            rms = channel.rms_dbfs
+            if rms is not None:
+                if rms > rms_highs[i]:
+                    rms_highs[i] = rms
+                powers[i] += 10.0 ** (rms / 10.0)
         self.frames += 1
-        if frame.loudness is not None:
-            self.momentary = frame.loudness.momentary_lufs
-            self.short_term = frame.loudness.short_term_lufs
+        loudness = frame.loudness
+        if loudness is not None:
+            momentary = self.momentary = loudness.momentary_lufs
+            short_term = self.short_term = loudness.short_term_lufs
+            if momentary is not None and momentary > self.momentary_max:
+                self.momentary_max = momentary
+            if short_term is not None and short_term > self.short_term_max:
+                self.short_term_max = short_term
+            if loudness.integrated_lufs is not None:
+                self.integrated = loudness.integrated_lufs
 
     def point(self) -> dict[str, Any]:
         """Peak: the loudest frame's; RMS: the power mean over the second; loudness: the last reading."""
         return {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.second)),
             "channels": [
-                {"index": i, "peak_dbfs": peak, "rms_dbfs": _db(power / self.frames)}
+                {"index": i, "peak_dbfs": _level(peak), "rms_dbfs": _db(power / self.frames)}
                 for i, (peak, power) in enumerate(zip(self.peaks, self.powers, strict=True))
             ],
             "momentary_lufs": self.momentary,
@@ -73,21 +140,91 @@ class _Second:
 
 
 @dataclass(slots=True)
+class _Minute(_Levels):
+    """The seconds of one minute, folded as each ends."""
+
+    minute: int = 0
+
+    def summary(self, node_id: str, extra: _Levels | None = None) -> MeterSummary:
+        """What is stored for the minute (with `extra`, the second in progress too, without changing this one)."""
+        levels: _Levels = self
+        if extra is not None:
+            levels = self.copy()
+            levels.fold(extra)
+        frames = levels.frames or 1
+        channels = tuple(
+            (
+                _round(levels.peaks[i]),
+                _db(levels.peak_energy[i] / frames),
+                _round(levels.rms_highs[i]),
+                _db(levels.powers[i] / frames),
+            )
+            for i in range(len(levels.peaks))
+        )
+        return MeterSummary(
+            node_id,
+            self.minute,
+            levels.frames,
+            channels,
+            _round(levels.momentary_max),
+            _round(levels.short_term_max),
+            levels.integrated,
+        )
+
+
+def _round(value: float) -> float | None:
+    return None if value == NEG_INF else round(value, 2)
+
+
+@dataclass(slots=True)
 class NodeMeters:
     latest: MeterFrame
     received_at: float
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY_S))
     current: _Second | None = None
+    minute: _Minute | None = None  # the minute in progress (its seconds that ended)
 
-    def add(self, frame: MeterFrame, now: float) -> None:
+    def add(self, frame: MeterFrame, now: float) -> _Minute | None:
+        """Fold a frame in; the minute that ended with it, if one did."""
         second = int(now)
-        if self.current is not None and self.current.second != second:
-            self.history.append(self.current.point())
-            self.current = None
-        if self.current is None:
-            self.current = _Second(second)
-        self.current.add(frame)
+        current = self.current
+        closed = None
+        if current is None or current.second != second:
+            closed = self._roll(second)
+            current = self.current = _Second(second=second)
+        current.add(frame)
         self.latest, self.received_at = frame, now
+        return closed
+
+    def close(self, now: float | None) -> _Minute | None:
+        """End what `now` has left behind (None: everything, the minute in progress too); the minute that ended."""
+        if now is not None and self.current is not None and self.current.second == int(now):
+            return None
+        return self._roll(None if now is None else int(now))
+
+    def _roll(self, second: int | None) -> _Minute | None:
+        """The second in progress ends: into the per-second history and its minute; the minute if `second` is past it."""
+        current = self.current
+        if current is not None:
+            self.history.append(current.point())
+            if self.minute is None:
+                self.minute = _Minute(minute=current.second - current.second % MINUTE_S)
+            self.minute.fold(current)
+            self.current = None
+        minute = self.minute
+        if minute is not None and (second is None or second - second % MINUTE_S != minute.minute):
+            self.minute = None
+            return minute
+        return None
+
+    def in_progress(self, node_id: str) -> MeterSummary | None:
+        """The minute in progress so far, the second in progress included (for reads; nothing changes)."""
+        current = self.current
+        if self.minute is not None:
+            return self.minute.summary(node_id, current)
+        if current is not None:
+            return _Minute(minute=current.second - current.second % MINUTE_S).summary(node_id, current)
+        return None
 
 
 class MeterSubscriber:
@@ -104,10 +241,11 @@ class MeterSubscriber:
 
 
 class MeterStore:
-    """The latest frames, per-second history and live subscribers; `site_of` finds a node's site (cached)."""
+    """The latest frames, per-second history, minutes that ended and live subscribers; `site_of` finds a node's site (cached)."""
 
     def __init__(self, lookup_site: Callable[[str], None] | None = None) -> None:
         self.nodes: dict[str, NodeMeters] = {}
+        self.ended: list[MeterSummary] = []  # minutes that ended, until `take_minutes`
         self.sites: dict[str, str | None] = {}
         self.subscribers: set[MeterSubscriber] = set()
         self._lookup_site = lookup_site
@@ -121,7 +259,9 @@ class MeterStore:
         entry = self.nodes.get(node_id)
         if entry is None:
             entry = self.nodes[node_id] = NodeMeters(frame, now)
-        entry.add(frame, now)
+        ended = entry.add(frame, now)
+        if ended is not None:
+            self.ended.append(ended.summary(node_id))
         self.frames_in += 1
         if self.subscribers:
             self._fan_out(node_id, frame)
@@ -158,6 +298,24 @@ class MeterStore:
     def forget(self, node_id: str) -> None:
         self.nodes.pop(node_id, None)
         self.sites.pop(node_id, None)
+        if any(s.node_id == node_id for s in self.ended):
+            self.ended = [s for s in self.ended if s.node_id != node_id]
+
+    def take_minutes(self, now: float | None) -> list[MeterSummary]:
+        """The minutes that ended by `now` (None: the minutes in progress too), of every node, taken out."""
+        for node_id, entry in self.nodes.items():
+            ended = entry.close(now)
+            if ended is not None:
+                self.ended.append(ended.summary(node_id))
+        taken, self.ended = self.ended, []
+        return taken
+
+    def pending(self, node_id: str) -> list[MeterSummary]:
+        """A node's minutes not taken yet: those that ended and the one in progress (for reads)."""
+        found = [s for s in self.ended if s.node_id == node_id]
+        entry = self.nodes.get(node_id)
+        in_progress = entry.in_progress(node_id) if entry is not None else None
+        return found if in_progress is None else [*found, in_progress]
 
     def forget_site(self, node_id: str) -> None:
         """The node moved to another site: look it up again before the next frame goes out."""

@@ -106,6 +106,7 @@ class NodeHandler(BaseHandler):
         await self.hub.db.run(nodes.delete_node, self.actor, self.scope, id, force)
         await self.hub.node_removed(id)
         self.hub.ingest.meters.forget(id)
+        self.hub.ingest.history.forget(id)
         self.hub.events.publish("node.deleted", detail["node"]["site"], {"node_id": id})
         self.write_no_content()
 

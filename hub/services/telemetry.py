@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from hark_fleet.hub.clock import iso, parse_iso, utcnow
@@ -217,8 +217,16 @@ def _already_applied(pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
     return found
 
 
-def ingest_outbox(batch: list[OutboxMessage], at: datetime | None = None) -> tuple[dict[str, list[str]], list[FleetEvent]]:
-    """Apply each outbox message once; return the ids to acknowledge per node, and the events.
+class Ingested(NamedTuple):
+    """What a batch did: the ids to acknowledge per node, the events, and the heartbeats applied (for the history)."""
+
+    acks: dict[str, list[str]]
+    events: list[FleetEvent]
+    heartbeats: list[tuple[str, Heartbeat]]
+
+
+def ingest_outbox(batch: list[OutboxMessage], at: datetime | None = None) -> Ingested:
+    """Apply each outbox message once; return the ids to acknowledge per node, the events and the heartbeats applied.
 
     One batch is one transaction with a handful of queries whatever its size: the nodes
     and the already-applied ids are read once, new ids are written in one insert, health
@@ -243,8 +251,10 @@ def ingest_outbox(batch: list[OutboxMessage], at: datetime | None = None) -> tup
         for chunk in _chunks(fresh):
             ReceivedMessage.insert_many([{"node_id": i.node_id, "msg_id": i.msg_id, "received_at": at} for i in chunk]).execute()
         newest: dict[str, Heartbeat] = {}
+        heartbeats: list[tuple[str, Heartbeat]] = []
         for item in fresh:
             if isinstance(item.message, Heartbeat):
+                heartbeats.append((item.node_id, item.message))
                 current = newest.get(item.node_id)
                 if current is None or item.message.ts >= current.ts:
                     newest[item.node_id] = item.message
@@ -265,7 +275,7 @@ def ingest_outbox(batch: list[OutboxMessage], at: datetime | None = None) -> tup
             missed = {row[0] for row in open_missed}
             rows = [_apply_heartbeat(nodes[node_id], beat, at, events, node_id in missed) for node_id, beat in newest.items()]
             _store_heartbeats([row for row in rows if row is not None])
-    return acks, events
+    return Ingested(acks, events, heartbeats)
 
 
 def judged_interval_s(configured_s: float, reported_s: float | None) -> float:

@@ -46,11 +46,22 @@ def test_unknown_key_in_the_file_is_named(tmp_path: Path) -> None:
         ("HARK_EMBEDDED_MQTT_BIND", "127.0.0.1:99999"),
         ("HARK_METRICS_OPEN_ON_LOOPBACK", "perhaps"),
         ("HARK_LOG_LEVEL", "LOUD"),
+        ("HARK_HISTORY_RETENTION_DAYS", "0"),
+        ("HARK_HISTORY_RETENTION_DAYS", "nan"),
+        ("HARK_HISTORY_RETENTION_DAYS", "3651"),
     ],
 )
 def test_invalid_values_name_the_variable(tmp_path: Path, variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         HubConfig.from_env({"HARK_DATA_DIR": str(tmp_path), variable: value})
+
+
+def test_history_is_kept_30_days_unless_configured(tmp_path: Path) -> None:
+    assert HubConfig.from_env({"HARK_DATA_DIR": str(tmp_path)}).history_retention_days == 30.0
+    (tmp_path / "hark.toml").write_text("history_retention_days = 7\n")
+    assert HubConfig.from_env({"HARK_DATA_DIR": str(tmp_path)}).history_retention_days == 7.0
+    half_a_day = HubConfig.from_env({"HARK_DATA_DIR": str(tmp_path), "HARK_HISTORY_RETENTION_DAYS": "0.5"})
+    assert half_a_day.history_retention_days == 0.5  # the environment over the file; fractions allowed
 
 
 def test_an_explicit_config_file_must_exist(tmp_path: Path) -> None:

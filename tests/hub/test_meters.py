@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from hark_fleet.hub.auth.principal import ALL_SITES, SiteScope
 from hark_fleet.hub.meters import HISTORY_S, MeterStore, sse_frame
-from hark_fleet.protocol.messages import MeterChannel, MeterFrame
+from hark_fleet.protocol.messages import Loudness, MeterChannel, MeterFrame
 
 
 def frame(seq: int, peak: float | None = -6.0, rms: float | None = -9.0) -> MeterFrame:
@@ -60,3 +61,59 @@ def test_the_sse_payload_is_the_frame_with_its_node_id() -> None:
     assert payload.startswith(b"event: meter\ndata: ") and payload.endswith(b"\n\n")
     body = json.loads(payload.split(b"data: ", 1)[1])
     assert body["node_id"] == "n1" and body["seq"] == 7 and body["channels"][0]["peak_dbfs"] == -6.0
+
+
+def loud_frame(seq: int, peak: float | None, rms: float | None, momentary: float, integrated: float) -> MeterFrame:
+    return MeterFrame(
+        ts="2026-12-01T12:00:00Z",
+        seq=seq,
+        interval_ms=100,
+        channels=[MeterChannel(0, peak, rms), MeterChannel(1, None, None)],
+        loudness=Loudness(momentary_lufs=momentary, short_term_lufs=momentary - 1, integrated_lufs=integrated),
+    )
+
+
+def test_each_node_gets_one_summary_per_minute_when_the_minute_ends() -> None:
+    store = MeterStore()
+    start = 1_800_000_000.0  # a minute boundary
+    for tick in range(1200):  # two minutes at 10 Hz
+        now = start + tick / 10
+        store.add("n1", loud_frame(tick, peak=-6.0 if tick == 7 else -20.0, rms=-30.0, momentary=-23.0, integrated=-24.0), now)
+        if tick < 600:
+            store.add("n2", loud_frame(tick, peak=None, rms=None, momentary=-40.0, integrated=-41.0), now)
+    assert [(s.node_id, s.minute) for s in store.ended] == [("n1", 1_800_000_000)]  # n2 is silent: not known yet
+    taken = store.take_minutes(start + 120.5)  # both minutes of n1 ended, and n2's
+    assert sorted((s.node_id, s.minute, s.frames) for s in taken) == [
+        ("n1", 1_800_000_000, 600),
+        ("n1", 1_800_000_060, 600),
+        ("n2", 1_800_000_000, 600),
+    ]
+    first = next(s for s in taken if s.node_id == "n1" and s.minute == 1_800_000_000)
+    peak_mean = 10 * math.log10((599 * 10 ** (-20 / 10) + 10 ** (-6 / 10)) / 600)  # energy mean of the peaks
+    assert first.channels[0] == (-6.0, pytest.approx(peak_mean, abs=0.01), -30.0, -30.0)
+    assert first.channels[1] == (None, None, None, None)
+    assert (first.momentary_lufs_max, first.short_term_lufs_max, first.integrated_lufs) == (-23.0, -24.0, -24.0)
+    assert store.take_minutes(start + 121.0) == [] and store.ended == []
+
+
+def test_the_minute_in_progress_shows_in_reads_and_is_taken_on_a_clean_stop() -> None:
+    store = MeterStore()
+    start = 1_800_000_000.0
+    for tick in range(25):
+        store.add("n1", loud_frame(tick, -10.0, -12.0, -20.0, -21.0), start + tick / 10)
+    pending = store.pending("n1")
+    assert [(s.minute, s.frames) for s in pending] == [(1_800_000_000, 25)]  # the second in progress included
+    assert store.take_minutes(start + 2.55) == []  # the minute has not ended
+    assert [(s.minute, s.frames) for s in store.take_minutes(None)] == [(1_800_000_000, 25)]
+    assert store.pending("n1") == []
+    store.add("n1", loud_frame(99, -10.0, -12.0, -20.0, -21.0), start + 3.0)
+    assert [(s.minute, s.frames) for s in store.take_minutes(None)] == [(1_800_000_000, 1)]  # the rest, merged when stored
+
+
+def test_a_forgotten_node_leaves_no_minute_behind() -> None:
+    store = MeterStore()
+    store.add("n1", frame(1), now=1_800_000_000.0)
+    store.add("n1", frame(2), now=1_800_000_061.0)
+    assert len(store.ended) == 1
+    store.forget("n1")
+    assert store.ended == [] and store.take_minutes(None) == []
