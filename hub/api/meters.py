@@ -1,28 +1,40 @@
-"""Live meters: a node's per-second history and the SSE stream of every frame the caller may see."""
+"""Meters: a node's level history (per second from memory, per minute and coarser from the database) and the
+SSE stream of every frame the caller may see."""
 
 from __future__ import annotations
 
 from hark_fleet.hub.api.base import BaseHandler
+from hark_fleet.hub.api.history import query_window
 from hark_fleet.hub.api.streaming import StreamHandler
 from hark_fleet.hub.errors import InvalidRequest
 from hark_fleet.hub.meters import RANGES_S
 from hark_fleet.hub.services import nodes
+from hark_fleet.hub.services.history import METRIC_RANGES_S
 
 MAX_STREAM_NODES = 200
+# Ranges served from memory at one point per second; the longer ones come from the stored minutes.
+STORED_RANGES_S = {name: span for name, span in METRIC_RANGES_S.items() if name not in RANGES_S}
+ALL_RANGES_S = {**RANGES_S, **STORED_RANGES_S}
 
 
 class NodeMeterHistoryHandler(BaseHandler):
-    """`GET /api/v1/nodes/{id}/meters/history?range=5m|15m|1h`: one point per second, oldest first."""
+    """`GET /api/v1/nodes/{id}/meters/history?range=5m|15m|1h|24h|7d|30d` (or `from`/`to`), oldest first.
+
+    Up to an hour: one point per second, from memory. Longer, or `from`/`to`: the stored minutes
+    rolled up into buckets sized by the span (1 min up to a day, 10 min up to a week, 1 h beyond).
+    """
 
     permissions = {"get": "node:read"}
 
     async def get(self, id: str) -> None:
-        name = self.get_query_argument("range", "5m")
-        if name not in RANGES_S:
-            raise InvalidRequest("Unknown range.", fields={"range": f"must be one of {', '.join(RANGES_S)}"})
+        win = query_window(self, ALL_RANGES_S, "5m")
         await self.hub.db.run(nodes.get_node, id, self.scope)
-        points = self.hub.ingest.meters.history(id, RANGES_S[name])
-        self.write_data({"node_id": id, "range": name, "interval_s": 1, "points": points})
+        if win.range in RANGES_S:
+            points = self.hub.ingest.meters.history(id, RANGES_S[win.range], win.end)
+            self.write_data({"node_id": id, **win.to_api(), "interval_s": 1, "points": points})
+            return
+        points = await self.hub.ingest.history.meter_points(id, win)
+        self.write_data({"node_id": id, **win.to_api(), "points": points})
 
 
 class MeterEventsHandler(StreamHandler):
