@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hark_fleet.hub.meters import MeterStore
 from hark_fleet.hub.services import history
-from hark_fleet.hub.services.history import HeartbeatMinutes, MeterSummary, MetricFold, MetricSummary, Window
+from hark_fleet.hub.services.history import HeartbeatMinutes, MeterSummary, MetricSummary, Window
 from hark_fleet.protocol.messages import Heartbeat
 
 if TYPE_CHECKING:
@@ -119,20 +119,13 @@ class HistoryRecorder:
     # -- reads -------------------------------------------------------------------------
 
     async def meter_points(self, node_id: str, win: Window) -> list[dict[str, Any]]:
-        stored = await self.hub.db.run(history.meter_summaries, node_id, win)
+        """Stored minutes and those not stored yet, rolled up on the database worker."""
         unstored = [s for s in self._meters if s.node_id == node_id] + self.meters.pending(node_id)
-        return history.meter_points(stored + unstored, win)
+        return await self.hub.db.run(history.meter_history, node_id, win, unstored)
 
     async def metric_points(self, node_id: str, win: Window) -> list[dict[str, Any]]:
-        folds = await self.hub.db.run(history.metric_folds, node_id, win)
-        for summary in [s for s in self._metrics if s.node_id == node_id] + self.heartbeats.pending(node_id):
-            if win.holds(summary.minute):
-                bucket = win.bucket(summary.minute)
-                fold = folds.get(bucket)
-                if fold is None:
-                    fold = folds[bucket] = MetricFold()
-                fold.add_summary(summary)
-        return history.metric_points(folds)
+        unstored = [s for s in self._metrics if s.node_id == node_id] + self.heartbeats.pending(node_id)
+        return await self.hub.db.run(history.metric_history, node_id, win, unstored)
 
 
 def seconds_to_next_minute(now: float) -> float:

@@ -34,6 +34,10 @@ def _db(power: float) -> float | None:
     return None if power <= 0.0 else round(10.0 * math.log10(power), 2)
 
 
+def _db_unrounded(power: float) -> float | None:
+    return None if power <= 0.0 else 10.0 * math.log10(power)
+
+
 def _level(value: float) -> float | None:
     return None if value == NEG_INF else value
 
@@ -146,7 +150,11 @@ class _Minute(_Levels):
     minute: int = 0
 
     def summary(self, node_id: str, extra: _Levels | None = None) -> MeterSummary:
-        """What is stored for the minute (with `extra`, the second in progress too, without changing this one)."""
+        """What is stored for the minute (with `extra`, the second in progress too, without changing this one).
+
+        Unrounded: at a minute's end every node's summary is made at once, on the loop; rounding waits
+        for the database worker.
+        """
         levels: _Levels = self
         if extra is not None:
             levels = self.copy()
@@ -154,10 +162,10 @@ class _Minute(_Levels):
         frames = levels.frames or 1
         channels = tuple(
             (
-                _round(levels.peaks[i]),
-                _db(levels.peak_energy[i] / frames),
-                _round(levels.rms_highs[i]),
-                _db(levels.powers[i] / frames),
+                _level(levels.peaks[i]),
+                _db_unrounded(levels.peak_energy[i] / frames),
+                _level(levels.rms_highs[i]),
+                _db_unrounded(levels.powers[i] / frames),
             )
             for i in range(len(levels.peaks))
         )
@@ -166,14 +174,10 @@ class _Minute(_Levels):
             self.minute,
             levels.frames,
             channels,
-            _round(levels.momentary_max),
-            _round(levels.short_term_max),
+            _level(levels.momentary_max),
+            _level(levels.short_term_max),
             levels.integrated,
         )
-
-
-def _round(value: float) -> float | None:
-    return None if value == NEG_INF else round(value, 2)
 
 
 @dataclass(slots=True)

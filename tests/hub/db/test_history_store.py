@@ -58,6 +58,14 @@ def test_a_minute_of_every_node_is_one_row_each(db: peewee.Database) -> None:
     assert stored == [meters("nod_7", T0)]
 
 
+def test_levels_are_stored_rounded_to_a_hundredth_of_a_db(db: peewee.Database) -> None:
+    summary = MeterSummary("n1", T0, 10, ((-6.004, -9.3333, None, -29.999999999999996),), -20.016, None, -23.0049)
+    history.store_minutes([summary], [])
+    (row,) = history.meter_summaries("n1", Window(T0, T0 + 60, 60, None))
+    assert row.channels == ((-6.0, -9.33, None, -30.0),)
+    assert (row.momentary_lufs_max, row.short_term_lufs_max, row.integrated_lufs) == (-20.02, None, -23.0)
+
+
 def test_a_minute_stored_twice_is_merged_into_its_row(db: peewee.Database) -> None:
     history.store_minutes([meters("n1", T0, frames=300, peak=-6.0)], [metrics("n1", T0, 10.0, 20.0)])
     # after a restart within the same minute; and two summaries of one minute in one batch (a clock stepping back)
