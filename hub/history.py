@@ -14,6 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from hark_fleet.hub.errors import is_storage_full
 from hark_fleet.hub.meters import MeterStore
 from hark_fleet.hub.services import history
 from hark_fleet.hub.services.history import HeartbeatMinutes, MeterSummary, MetricSummary, Window
@@ -84,25 +85,35 @@ class HistoryRecorder:
             self._metrics += self.heartbeats.take(now)
             if not self._meters and not self._metrics:
                 return
+            if self.hub.disk.full:  # like every write while the data disk is full: what room is left is for recovering
+                self._keep([], [])
+                self._not_stored("the data disk is full", everything)
+                return
             meters, metrics = self._meters, self._metrics
             self._meters, self._metrics = [], []
             try:
                 await self.hub.db.run(history.store_minutes, meters, metrics)
             except Exception as err:  # noqa: BLE001 - kept and tried again next minute; said once a minute
-                self._meters = (meters + self._meters)[-MAX_UNSTORED:]
-                self._metrics = (metrics + self._metrics)[-MAX_UNSTORED:]
-                self._not_stored(err, everything)
+                if is_storage_full(err):
+                    self.hub.disk.write_failed()
+                self._keep(meters, metrics)
+                self._not_stored(str(err), everything)
 
-    def _not_stored(self, err: BaseException, final: bool) -> None:
+    def _keep(self, meters: list[MeterSummary], metrics: list[MetricSummary]) -> None:
+        """Minutes not stored wait for the next minute, the newest MAX_UNSTORED of each kind."""
+        self._meters = (meters + self._meters)[-MAX_UNSTORED:]
+        self._metrics = (metrics + self._metrics)[-MAX_UNSTORED:]
+
+    def _not_stored(self, reason: str, final: bool) -> None:
         now = time.monotonic()
         if not final and now - self._away_logged_at < AWAY_LOG_INTERVAL_S:
             return
         self._away_logged_at = now
         what = f"{len(self._meters)} meter and {len(self._metrics)} heartbeat minutes"
         if final:
-            log.error("could not store %s of history before stopping: %s; they are lost", what, err)
+            log.error("could not store %s of history before stopping: %s; they are lost", what, reason)
         else:
-            log.error("could not store %s of history: %s; kept in memory and tried again each minute", what, err)
+            log.error("could not store %s of history: %s; kept in memory and tried again each minute", what, reason)
 
     async def prune_if_due(self) -> None:
         """From the ingest sweep: delete one bounded batch past the retention; again at the next sweep while more is left."""

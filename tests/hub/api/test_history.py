@@ -17,13 +17,15 @@ import paho.mqtt.client as mqtt
 import peewee
 import pytest
 from hark_fleet.hub.db.models import MeterMinute, MetricMinute
+from hark_fleet.hub.history import FLUSH_LAG_S
 from hark_fleet.hub.services import history
 from hark_fleet.hub.services.history import COLUMNS, MeterSummary, MetricSummary
 
 from tests.conftest import hub_database
-from tests.harness import HubProcess, wait_for
+from tests.harness import HubProcess, tmpfs, wait_for
 from tests.hub.api.test_fleet import close, enroll, heartbeat, mqtt_client
 from tests.hub.api.test_meters import frame, post_frame, user_token
+from tests.hub.test_full_disk import fill, storage_check
 
 HOUR = 3600
 DAY = 86400
@@ -278,3 +280,41 @@ def test_a_bad_range_is_a_400_naming_the_parameter(hub: HubProcess, params: dict
             response = admin.get(f"/api/v1/nodes/{node['id']}/{path}", params=params)
             assert response.status_code == 400, response.text
             assert field in response.json()["error"]["fields"]
+
+
+# -- a full data disk ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(240)
+def test_while_the_data_disk_is_full_the_history_waits_in_memory_and_is_stored_once_there_is_room(tmp_path: Path) -> None:
+    hub = HubProcess(tmp_path / "hub")
+    with tmpfs(hub.data_dir, "48m"):
+        hub.start()
+        try:
+            node, credential = enroll(hub, site="north")
+            client, _ = mqtt_client(hub, node["id"], credential)
+            filler = fill(hub.data_dir)
+            wait_for(lambda: not storage_check(hub).get("ok", True), 15, "readyz to report the full disk")
+            try:
+                for seq in range(5):
+                    client.publish(f"hark/v1/nodes/{node['id']}/meters", json.dumps(frame(seq)), qos=0)
+
+                def frames_read() -> int:
+                    points = get(hub, f"/api/v1/nodes/{node['id']}/meters/history", range="24h")["points"]
+                    return sum(p["frames"] for p in points)
+
+                wait_for(lambda: frames_read() == 5, 10, "the frames in the history read")
+                now = time.time()
+                time.sleep(60 - now % 60 + FLUSH_LAG_S + 2)  # the minute ended and the hub tried to store it
+                assert "history: the data disk is full; kept in memory" in hub.log()
+                assert frames_read() == 5  # still served, from memory
+            finally:
+                close(client)
+                filler.unlink()
+            wait_for(lambda: storage_check(hub) == {"ok": True}, 15, "the disk to have room again")
+            assert hub.stop() == 0  # a clean stop stores what waited
+            with hub_database(hub):
+                rows = list(MeterMinute.select().where(MeterMinute.node_id == node["id"]))
+            assert sum(r.frames for r in rows) == 5
+        finally:
+            assert hub.stop() == 0, hub.log()
