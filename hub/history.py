@@ -41,6 +41,7 @@ class HistoryRecorder:
         self.retention_s = hub.config.history_retention_days * 86400.0
         self._meters: list[MeterSummary] = []  # taken, not stored yet (the database was away)
         self._metrics: list[MetricSummary] = []
+        self._writing: tuple[list[MeterSummary], list[MetricSummary]] = ([], [])  # being stored right now
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._prune_at = 0.0  # monotonic: the first sweep prunes
@@ -91,6 +92,7 @@ class HistoryRecorder:
                 return
             meters, metrics = self._meters, self._metrics
             self._meters, self._metrics = [], []
+            self._writing = (meters, metrics)
             try:
                 await self.hub.db.run(history.store_minutes, meters, metrics)
             except Exception as err:  # noqa: BLE001 - kept and tried again next minute; said once a minute
@@ -98,6 +100,8 @@ class HistoryRecorder:
                     self.hub.disk.write_failed()
                 self._keep(meters, metrics)
                 self._not_stored(str(err), everything)
+            finally:
+                self._writing = ([], [])
 
     def _keep(self, meters: list[MeterSummary], metrics: list[MetricSummary]) -> None:
         """Minutes not stored wait for the next minute, the newest MAX_UNSTORED of each kind."""
@@ -130,13 +134,15 @@ class HistoryRecorder:
     # -- reads -------------------------------------------------------------------------
 
     async def meter_points(self, node_id: str, win: Window) -> list[dict[str, Any]]:
-        """Stored minutes and those not stored yet, rolled up on the database worker."""
-        unstored = [s for s in self._meters if s.node_id == node_id] + self.meters.pending(node_id)
-        return await self.hub.db.run(history.meter_history, node_id, win, unstored)
+        """Stored minutes and those not stored yet (a write in progress included), rolled up on the database worker."""
+        writing = [s for s in self._writing[0] if s.node_id == node_id]
+        unstored = writing + [s for s in self._meters if s.node_id == node_id] + self.meters.pending(node_id)
+        return await self.hub.db.run(history.meter_history, node_id, win, unstored, [s.minute for s in writing])
 
     async def metric_points(self, node_id: str, win: Window) -> list[dict[str, Any]]:
-        unstored = [s for s in self._metrics if s.node_id == node_id] + self.heartbeats.pending(node_id)
-        return await self.hub.db.run(history.metric_history, node_id, win, unstored)
+        writing = [s for s in self._writing[1] if s.node_id == node_id]
+        unstored = writing + [s for s in self._metrics if s.node_id == node_id] + self.heartbeats.pending(node_id)
+        return await self.hub.db.run(history.metric_history, node_id, win, unstored, [s.minute for s in writing])
 
 
 def seconds_to_next_minute(now: float) -> float:

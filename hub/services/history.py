@@ -558,15 +558,25 @@ def meter_summaries(node_id: str, win: Window) -> list[MeterSummary]:
 _ALL_CHANNELS = msgspec.json.Decoder(list[list[list[float | None]]])
 
 
-def meter_history(node_id: str, win: Window, unstored: list[MeterSummary]) -> list[dict[str, Any]]:
+def _node_minutes(model: Any, node_id: str, win: Window, writing: Iterable[int]) -> list[Any]:
+    """A node's rows inside the window, without the minutes being written as this reads (counted from memory)."""
+    conditions = [model.node_id == node_id, model.minute >= win.first_minute, model.minute < win.end]
+    skipped = sorted(set(writing))
+    if skipped:
+        conditions.append(model.minute.not_in(skipped))
+    return conditions
+
+
+def meter_history(node_id: str, win: Window, unstored: list[MeterSummary], writing: Iterable[int] = ()) -> list[dict[str, Any]]:
     """The API's meter points: the stored minutes and those not stored yet, rolled up (on a database worker, off the loop).
 
-    Stored rows are folded as they are read, their channel lists decoded in one call: a month of
-    minutes is 43,200 rows.
+    `writing`: minutes of `unstored` that a write in progress may or may not have committed; their
+    stored rows are left out whichever it is. Stored rows are folded as they are read, their
+    channel lists decoded in one call: a month of minutes is 43,200 rows.
     """
     query = (
         MeterMinute.select(*METER_FIELDS[1:])
-        .where(MeterMinute.node_id == node_id, MeterMinute.minute >= win.first_minute, MeterMinute.minute < win.end)
+        .where(*_node_minutes(MeterMinute, node_id, win, writing))
         .order_by(MeterMinute.minute)
     )
     rows = database_proxy.execute(query).fetchall()
@@ -590,9 +600,9 @@ def meter_history(node_id: str, win: Window, unstored: list[MeterSummary]) -> li
     return [folds[bucket].point(bucket) for bucket in sorted(folds)]
 
 
-def metric_history(node_id: str, win: Window, unstored: list[MetricSummary]) -> list[dict[str, Any]]:
-    """The API's heartbeat metric points: the database's bucket sums and the minutes not stored yet."""
-    folds = metric_folds(node_id, win)
+def metric_history(node_id: str, win: Window, unstored: list[MetricSummary], writing: Iterable[int] = ()) -> list[dict[str, Any]]:
+    """The API's heartbeat metric points: the database's bucket sums and the minutes not stored yet (as `meter_history`)."""
+    folds = metric_folds(node_id, win, writing)
     for summary in unstored:
         if win.holds(summary.minute):
             bucket = win.bucket(summary.minute)
@@ -603,7 +613,7 @@ def metric_history(node_id: str, win: Window, unstored: list[MetricSummary]) -> 
     return metric_points(folds)
 
 
-def metric_folds(node_id: str, win: Window) -> dict[int, MetricFold]:
+def metric_folds(node_id: str, win: Window, writing: Iterable[int] = ()) -> dict[int, MetricFold]:
     """A node's stored heartbeat minutes inside the window, summed per bucket by the database."""
     bucket = MetricMinute.minute / win.interval_s * win.interval_s  # integer division on both backends (peewee's % is LIKE)
     parts: list[Any] = []
@@ -619,7 +629,7 @@ def metric_folds(node_id: str, win: Window) -> dict[int, MetricFold]:
             parts.append(peewee.fn.MAX(column))
     query: Any = (
         MetricMinute.select(bucket, peewee.fn.SUM(MetricMinute.samples), *parts, *weights)
-        .where(MetricMinute.node_id == node_id, MetricMinute.minute >= win.first_minute, MetricMinute.minute < win.end)
+        .where(*_node_minutes(MetricMinute, node_id, win, writing))
         .group_by(peewee.SQL("1"))
         .tuples()
     )

@@ -100,6 +100,17 @@ def test_the_database_rolls_minutes_up_into_buckets_weighted_by_heartbeats(db: p
     assert points[0]["temperature_c"] == {"mean": None, "max": None}
 
 
+def test_a_minute_being_written_as_a_read_runs_counts_once_whether_committed_or_not(db: peewee.Database) -> None:
+    win = Window(T0, T0 + 120, 60, None)
+    in_memory_meters, in_memory_metrics = [meters("n1", T0, frames=600)], [metrics("n1", T0, 10.0)]
+    before = history.meter_history("n1", win, in_memory_meters, [T0]), history.metric_history("n1", win, in_memory_metrics, [T0])
+    history.store_minutes(in_memory_meters, in_memory_metrics)  # the write commits
+    after = history.meter_history("n1", win, in_memory_meters, [T0]), history.metric_history("n1", win, in_memory_metrics, [T0])
+    assert before == after
+    assert [p["frames"] for p in after[0]] == [600] and [p["samples"] for p in after[1]] == [1]
+    assert [p["frames"] for p in history.meter_history("n1", win, [])] == [600]  # once written: from the database alone
+
+
 def test_prune_removes_only_expired_minutes_a_bounded_batch_at_a_time(db: peewee.Database) -> None:
     old = [meters("n1", T0 - 60 * i) for i in range(1, 26)]  # 25 minutes before T0
     history.store_minutes(old + [meters("n1", T0)], [metrics("n1", T0 - 60, 1.0), metrics("n1", T0, 1.0)])
