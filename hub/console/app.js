@@ -6,6 +6,8 @@ import { renderFleet } from "./js/fleet.js";
 import { renderNode } from "./js/node.js";
 import { renderRecording, renderRecordings } from "./js/recordings.js";
 import { renderAudit } from "./js/audit.js";
+import { renderHealth } from "./js/health.js";
+import { renderDiscovered } from "./js/discovered.js";
 import { renderKeys, renderMe, renderUsers } from "./js/admin.js";
 
 const $ = (id) => document.getElementById(id);
@@ -14,6 +16,8 @@ const $ = (id) => document.getElementById(id);
 const ROUTES = [
   [/^\/fleet$/, "node:read", renderFleet, "Fleet"],
   [/^\/nodes\/([^/]+)$/, "node:read", renderNode, "Node"],
+  [/^\/health$/, "health:read", renderHealth, "Health"],
+  [/^\/discovered$/, "node:manage", renderDiscovered, "New boxes"],
   [/^\/recordings$/, "recording:read", renderRecordings, "Recordings"],
   [/^\/recordings\/([^/]+)$/, "recording:read", renderRecording, "Recording"],
   [/^\/audit$/, "audit:read", renderAudit, "Audit"],

@@ -50,10 +50,47 @@ export function uid(prefix = "id") {
 
 // -- formatting --------------------------------------------------------------------------
 
-export function when(iso) {
+// Every time shown says its zone: the browser's (or UTC when the user chose so on "Me"), or a
+// site's own zone where one is given; the UTC time is in the title.
+const ZONE_SETTING = "hark.timeZone";
+
+/** "local" (the browser's zone) or "UTC", as chosen on the "Me" page. */
+export function zonePreference() {
+  try { return localStorage.getItem(ZONE_SETTING) === "UTC" ? "UTC" : "local"; } catch { return "local"; }
+}
+
+export function setZonePreference(value) {
+  try { localStorage.setItem(ZONE_SETTING, value === "UTC" ? "UTC" : "local"); } catch { /* private mode */ }
+}
+
+function validZone(zone) {
+  if (!zone) return null;
+  try { new Intl.DateTimeFormat(undefined, { timeZone: zone }); return zone; } catch { return null; }
+}
+
+/** A date and time with its zone ("6 Dec 2026, 14:03:07 CET"); `zone`: an IANA zone such as a site's. */
+export function when(iso, { zone = null, seconds: withSeconds = true } = {}) {
   if (!iso) return "—";
   const date = new Date(iso);
-  return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+  if (Number.isNaN(date.getTime())) return String(iso);
+  const timeZone = validZone(zone) ?? (zonePreference() === "UTC" ? "UTC" : undefined);
+  return date.toLocaleString(undefined, {
+    year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+    second: withSeconds ? "2-digit" : undefined, timeZone, timeZoneName: "short",
+  });
+}
+
+/** The UTC form of a time, for titles ("2026-12-06 13:03:07 UTC"). */
+export function utcText(iso) {
+  if (!iso) return "";
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? String(iso) : `${date.toISOString().slice(0, 19).replace("T", " ")} UTC`;
+}
+
+/** A <time> element: the time with its zone, UTC on hover. */
+export function timeEl(iso, options = {}) {
+  if (!iso) return document.createTextNode("—");
+  return h("time", { datetime: iso, title: utcText(iso) }, when(iso, options));
 }
 
 export function ago(iso, now = Date.now()) {
@@ -143,4 +180,24 @@ export function notify(message, kind = "info") {
     h("button", { type: "button", class: "link", "aria-label": "Dismiss", onclick: () => item.remove() }, "×"));
   region.append(item);
   setTimeout(() => item.remove(), kind === "error" ? 12000 : 5000);
+}
+
+// -- the view's state in the address (filters, sort), so a view can be bookmarked and shared ----
+
+/** The parameters after "?" in the hash ("#/fleet?status=offline" -> URLSearchParams). */
+export function hashParams() {
+  const hash = location.hash.replace(/^#/, "");
+  const at = hash.indexOf("?");
+  return new URLSearchParams(at < 0 ? "" : hash.slice(at + 1));
+}
+
+/** Replace the hash's parameters without a new history entry or a re-render; empty values are left out. */
+export function setHashParams(params) {
+  const path = location.hash.replace(/^#/, "").split("?")[0];
+  const search = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) {
+    for (const item of [].concat(value)) if (item !== null && item !== undefined && item !== "") search.append(name, String(item));
+  }
+  const text = search.toString();
+  history.replaceState(null, "", `${location.pathname}${location.search}#${path}${text ? `?${text}` : ""}`);
 }
