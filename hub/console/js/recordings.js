@@ -2,7 +2,8 @@
 // recording (player with a seekable waveform, integrity ledger, metadata editor, download, delete).
 import { api, can, follow, listAll, query } from "./api.js";
 import { waveform } from "./charts.js";
-import { bytes, confirmAction, field, fill, h, notify, seconds, select, show, when } from "./dom.js";
+import { bytes, confirmAction, field, fill, h, notify, seconds, select, show, timeEl } from "./dom.js";
+import { plural } from "./words.js";
 
 const STATUSES = ["queued", "recording", "uploading", "completed", "interrupted", "failed", "cancelled"];
 const TERMINAL = new Set(["completed", "interrupted", "failed", "cancelled"]);
@@ -67,7 +68,7 @@ export function renderRecordings(view) {
     return h("tr", { dataset: { recordingId: r.id, status: r.status } },
       h("td", {}, box),
       h("td", {}, h("a", { href: `#/recordings/${encodeURIComponent(r.id)}` }, r.name || r.id)),
-      h("td", {}, nodeName(r.node_id)), h("td", { class: "col-site" }, r.site ?? "—"), h("td", {}, when(r.started_at ?? r.created_at)),
+      h("td", {}, nodeName(r.node_id)), h("td", { class: "col-site" }, r.site ?? "—"), h("td", {}, timeEl(r.started_at ?? r.created_at)),
       h("td", {}, seconds(r.duration_s)), h("td", {}, h("span", { class: `state state-${r.status}` }, r.status), r.interrupted ? " (interrupted)" : ""),
       h("td", { class: "col-size" }, bytes(r.size_bytes)), h("td", { class: "col-meta" }, Object.keys(r.metadata ?? {}).length ? show(r.metadata) : "—"));
   };
@@ -80,7 +81,7 @@ export function renderRecordings(view) {
       cursor = body.meta.next_cursor;
       more.hidden = !cursor;
       fill(tbody, rows.map(rowFor));
-      caption.textContent = rows.length ? `${rows.length}${cursor ? "+" : ""} recordings` : "No recording matches.";
+      caption.textContent = rows.length ? (cursor ? `${rows.length}+ recordings` : plural(rows.length, "recording")) : "No recording matches.";
       error.textContent = "";
       updateBulk();
       loadFacets();
@@ -108,7 +109,7 @@ export function renderRecordings(view) {
     const value = bulkValue.value === "" ? null : parseValue(bulkValue.value);
     const ids = [...selected];
     const what = value === null ? `remove “${key}” from` : `set “${key}” to ${show(value)} on`;
-    if (!(await confirmAction("Change metadata?", `This will ${what} ${ids.length} recording(s).`, "Apply"))) return;
+    if (!(await confirmAction("Change metadata?", `This will ${what} ${plural(ids.length, "recording")}.`, "Apply"))) return;
     try {
       const { data } = await api("/api/v1/recordings/bulk-metadata", { method: "POST", body: { ids, metadata: { [key]: value } } });
       reportBulk(data, "updated");
@@ -117,7 +118,7 @@ export function renderRecordings(view) {
   } }, "Apply to selected");
   const bulkDelete = h("button", { type: "button", class: "danger", disabled: true, onclick: async () => {
     const ids = [...selected];
-    if (!(await confirmAction("Delete recordings?", `Delete ${ids.length} recording(s) and their audio files? This cannot be undone.`, "Delete", true))) return;
+    if (!(await confirmAction("Delete recordings?", `Delete ${plural(ids.length, "recording")} and their audio files? This cannot be undone.`, "Delete", true))) return;
     try {
       const { data } = await api("/api/v1/recordings/bulk-delete", { method: "POST", body: { ids } });
       for (const r of data) if (r.ok) selected.delete(r.id);
@@ -170,7 +171,7 @@ function setFacetOptions(selectEl, anyLabel, values = [], label = (v) => v) {
 function reportBulk(results, verb) {
   const failed = results.filter((r) => !r.ok);
   const done = results.length - failed.length;
-  if (!failed.length) return notify(`${done} recording(s) ${verb}.`);
+  if (!failed.length) return notify(`${plural(done, "recording")} ${verb}.`);
   notify(`${done} ${verb}; ${failed.length} not: ${failed.slice(0, 3).map((r) => r.error?.message ?? r.id).join(" ")}`, "error");
 }
 
@@ -220,7 +221,7 @@ export function renderRecording(view, recordingId) {
     fill(facts, ...[
       ["Status", h("span", { class: `state state-${recording.status}`, dataset: { status: recording.status } }, recording.status)],
       ["Node", h("a", { href: `#/nodes/${encodeURIComponent(recording.node_id)}` }, nodeName(recording.node_id))], ["Site", recording.site ?? "—"],
-      ["Started", when(recording.started_at)], ["Ended", when(recording.ended_at)], ["Length", seconds(recording.duration_s)],
+      ["Started", timeEl(recording.started_at)], ["Ended", timeEl(recording.ended_at)], ["Length", seconds(recording.duration_s)],
       ["Format", `${recording.format.toUpperCase()}, ${recording.sample_rate / 1000} kHz, ${recording.channels ?? "?"} ch, ${recording.bit_depth} bit`],
       ["Size", bytes(recording.size_bytes)], ["Clock", recording.time_quality ?? "—"], ["SHA-256", h("code", { class: "wrap" }, recording.sha256 ?? "—")],
       ["Asked by", recording.created_by?.name ?? "—"], ["Error", recording.error ?? "none"],
@@ -356,14 +357,23 @@ export function renderRecording(view, recordingId) {
   return () => { clearInterval(poll); stopPlayhead?.(); };
 }
 
+// Ledger times are ISO strings (shown with their zone); a gap without one is placed by its frame.
+const isTime = (v) => typeof v === "string" && /^\d{4}-\d\d-\d\dT\d\d:\d\d/.test(v);
+const gapAt = (g) => {
+  const at = g.started_at ?? g.at ?? g.start;
+  if (isTime(at)) return timeEl(at);
+  const frame = g.at_frame ?? g.frame;
+  return at ?? (frame !== undefined ? `frame ${frame.toLocaleString()}` : "—");
+};
+
 function renderLedger(box, integrity) {
   const entries = Object.entries(integrity).filter(([k]) => k !== "gaps" && k !== "segments");
   const gaps = integrity.gaps ?? [];
   fill(box,
-    entries.length ? h("dl", { class: "facts" }, entries.map(([k, v]) => [h("dt", {}, k.replaceAll("_", " ")), h("dd", {}, show(v))])) : h("p", { class: "hint" }, "No ledger yet."),
-    h("h4", {}, gaps.length ? `${gaps.length} gap(s)` : "No gaps"),
+    entries.length ? h("dl", { class: "facts" }, entries.map(([k, v]) => [h("dt", {}, k.replaceAll("_", " ")), h("dd", {}, isTime(v) ? timeEl(v) : show(v))])) : h("p", { class: "hint" }, "No ledger yet."),
+    h("h4", {}, gaps.length ? plural(gaps.length, "gap") : "No gaps"),
     gaps.length ? h("table", {}, h("thead", {}, h("tr", {}, ["Kind", "At", "Length", "Details"].map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, gaps.map((g) => h("tr", {}, h("td", {}, g.kind ?? "—"), h("td", {}, g.at ?? g.start ?? g.frame ?? "—"),
-        h("td", {}, g.duration_s !== undefined ? seconds(g.duration_s) : g.frames !== undefined ? `${g.frames} frames` : "—"), h("td", {}, show(g)))))) : null,
-    integrity.segments ? h("p", { class: "hint" }, `${integrity.segments.length ?? 0} segment(s) in the ledger.`) : null);
+      h("tbody", {}, gaps.map((g) => h("tr", {}, h("td", {}, g.kind ?? "—"), h("td", {}, gapAt(g)),
+        h("td", {}, g.duration_s !== undefined ? seconds(g.duration_s) : g.frames !== undefined ? plural(g.frames, "frame") : "—"), h("td", {}, show(g)))))) : null,
+    integrity.segments ? h("p", { class: "hint" }, `${plural(integrity.segments.length ?? 0, "segment")} in the ledger.`) : null);
 }
