@@ -1,4 +1,5 @@
 // Words for what the hub reports: plurals, health event kinds as titles, their details as a sentence.
+import { when } from "./dom.js";
 
 /** "1 node", "3 nodes"; `many` when the plural is not the word plus "s". */
 export function plural(n, one, many = `${one}s`) {
@@ -16,23 +17,37 @@ const channelsOf = (d) => {
   return Array.isArray(chans) && chans.length ? ` on channel${chans.length === 1 ? "" : "s"} ${chans.map((c) => (typeof c === "number" ? c + 1 : c)).join(", ")}` : "";
 };
 
+const batteryLeft = (d) => [num(d.percent) && `${num(d.percent)} % left`, num(d.minutes_left) && `about ${num(d.minutes_left)} min`]
+  .filter(Boolean).join(", ") || null;
+// audio.clipping: {clipped_samples: {channel name: clipped samples in the frame}}
+const clipped = (d) => {
+  const counts = d.clipped_samples && typeof d.clipped_samples === "object" ? Object.entries(d.clipped_samples) : [];
+  if (!counts.length) return "the input is clipping";
+  const total = counts.reduce((sum, [, n]) => sum + (Number(n) || 0), 0);
+  return `the input is clipping on channel${counts.length === 1 ? "" : "s"} ${counts.map(([name]) => name).join(", ")} (${plural(total, "clipped sample")} in one frame)`;
+};
+
 // kind -> [title, detail(details) -> sentence or null]
 const KINDS = {
-  "disk.low": ["Disk almost full", (d) => [num(d.free_pct, 1) && `${num(d.free_pct, 1)} % free`, gb(d.free_bytes) && `(${gb(d.free_bytes)})`].filter(Boolean).join(" ")],
-  "temperature.high": ["Running hot", (d) => num(d.temperature_c, 1) && `${num(d.temperature_c, 1)} °C`],
+  "disk.low": ["Disk almost full", (d) => [num(d.free_pct, 1) && `${num(d.free_pct, 1)} % of the disk is free`, gb(d.free_bytes) && `(${gb(d.free_bytes)})`].filter(Boolean).join(" ")],
+  "temperature.high": ["Running hot", (d) => num(d.temperature_c, 1) && `the board is at ${num(d.temperature_c, 1)} °C`],
   "clock.unsynced": ["Clock not synchronised", (d) => [d.quality && `time source: ${d.quality}`, num(d.offset_ms) && `offset ${d.offset_ms >= 0 ? "+" : ""}${num(d.offset_ms)} ms`].filter(Boolean).join(", ")],
   "power.under_voltage": ["Power supply too weak", (d) => (Array.isArray(d.flags) && d.flags.length ? d.flags.join(", ").replaceAll("_", " ") : null)],
-  "power.on_battery": ["Running on battery", (d) => num(d.battery_pct) && `${num(d.battery_pct)} % left`],
-  "power.battery_low": ["Battery low", (d) => num(d.battery_pct) && `${num(d.battery_pct)} % left`],
-  "outbox.high": ["Telemetry backlog growing", (d) => num(d.pending) && `${Number(d.pending).toLocaleString()} messages waiting to be sent`],
+  "power.on_battery": ["Running on battery", (d) => batteryLeft(d)],
+  "power.battery_low": ["Battery low", (d) => { const left = batteryLeft(d); return left && `${left}: recordings are being closed`; }],
+  "outbox.high": ["Telemetry backlog growing", (d) => num(d.depth) && `${Number(d.depth).toLocaleString()}${num(d.capacity) ? ` of ${Number(d.capacity).toLocaleString()}` : ""} messages waiting to be sent to the hub`],
   "outbox.damaged": ["Telemetry outbox was damaged", (d) => d.moved_to && `set aside as ${d.moved_to}; a fresh one is in use`],
   "audio.silence": ["Silence", (d) => `no signal${channelsOf(d)}${num(d.threshold_dbfs) ? ` below ${num(d.threshold_dbfs)} dBFS` : ""}${num(d.hold_s) ? ` for over ${num(d.hold_s)} s` : ""}`],
-  "audio.clipping": ["Clipping", (d) => `the input is clipping${channelsOf(d)}${num(d.count) ? ` (${Number(d.count).toLocaleString()} clipped samples)` : ""}`],
-  "audio.device_lost": ["Audio interface lost", (d) => d.device && `${d.device} went away; capture retries`],
-  "audio.no_device": ["No audio interface", (d) => d.device && `${d.device} is not connected`],
+  "audio.clipping": ["Clipping", (d) => clipped(d)],
+  "audio.device_lost": ["Audio interface lost", (d) => (d.source || d.message) && `${d.source ?? "the input"} stopped delivering audio${d.message ? ` (${d.message})` : ""}; the node keeps retrying`],
+  "audio.no_device": ["No audio interface", (d) => (d.source || d.message) && `${d.source ?? "the input"} could not be opened${d.message ? ` (${d.message})` : ""}; the node keeps retrying`],
   "audio.channel_map": ["Channel map refused", (d) => d.message ?? null],
-  "recording.cache_full": ["Recording cache full", (d) => mib(d.free_bytes) && `${mib(d.free_bytes)} free on the node`],
-  "hub.storage_full": ["Hub data disk full", (d) => [d.path, mib(d.free_bytes) && `${mib(d.free_bytes)} free`].filter(Boolean).join(": ")],
+  "recording.cache_full": ["Recording cache full", (d) => `no new recording starts${mib(d.free_bytes) ? ` (${mib(d.free_bytes)} free on the node)` : ""}`
+    + (Array.isArray(d.reasons) && d.reasons.length ? `: ${d.reasons.join("; ")}` : "")],
+  "hub.storage_full": ["Hub data disk full", (d) => `${d.path ?? "the hub's data directory"} has ${mib(d.free_bytes) ?? "no room"} free; `
+    + `changes and uploads are refused${mib(d.recover_above_bytes) ? ` until ${mib(d.recover_above_bytes)} are free` : ""}`],
+  "heartbeat.missed": ["Not heard from", (d) => d.last_seen_at && `last heartbeat ${when(d.last_seen_at)}${num(d.interval_s) ? ` (expected every ${num(d.interval_s)} s)` : ""}`],
+  "panel.button": ["Front panel button pressed", (d) => d.button && `the ${d.button} button`],
 };
 
 /** A readable title for a health event kind ("disk.low" -> "Disk almost full"). */
