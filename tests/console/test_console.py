@@ -39,7 +39,7 @@ def test_a_wrong_password_is_answered_in_words(console_fleet: ConsoleFleet, page
 
 def test_the_fleet_overview_shows_every_node_with_meters_that_move(console_fleet: ConsoleFleet, page: Page) -> None:
     sign_in(page, console_fleet.hub.url)
-    rows = page.locator(".fleet-table tbody tr")
+    rows = page.locator(".fleet-table tbody tr.node-row")
     expect(rows).to_have_count(2)
     expect(page.locator(".fleet-table")).to_contain_text("Stage left")
     expect(page.locator(".fleet-table")).to_contain_text("online")
@@ -56,9 +56,9 @@ def test_the_fleet_overview_shows_every_node_with_meters_that_move(console_fleet
     assert all(right < 80 for right in lit), lit  # -12 and -24 dBFS light well over a fifth of a -60..0 scale
     expect(page.locator(".loudness").first).to_contain_text("LUFS")
 
-    page.get_by_label("Site").select_option("foyer")
+    page.get_by_label("Site", exact=True).select_option("foyer")
     expect(rows.locator("visible=true")).to_have_count(1)
-    page.get_by_label("Site").select_option("")
+    page.get_by_label("Site", exact=True).select_option("")
     page.get_by_label("Search").fill("stage")
     expect(page.locator(".fleet-table caption")).to_have_text("1 of 2 nodes")
     page.get_by_label("Search").fill("")
@@ -160,7 +160,7 @@ def test_a_viewer_sees_no_admin_controls_and_is_told_why_in_words(
 def test_the_console_works_at_tablet_width(console_fleet: ConsoleFleet, page: Page) -> None:
     page.set_viewport_size({"width": 800, "height": 1100})
     sign_in(page, console_fleet.hub.url)
-    expect(page.locator(".fleet-table tbody tr")).to_have_count(2)
+    expect(page.locator(".fleet-table tbody tr.node-row")).to_have_count(2)
     overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px at tablet width"
     # Keyboard only: from the first section link, Tab to the next and open it with Enter.
