@@ -1,6 +1,8 @@
-// Who am I; users (auth:manage) and API keys (everyone's own; every key with auth:manage).
+// Who am I (and where times are shown); users (auth:manage) with their roles, sites and groups; API keys
+// (everyone's own; every key with auth:manage).
 import { api, can, listAll, session } from "./api.js";
-import { confirmAction, field, fill, h, notify, secretBox, select, when } from "./dom.js";
+import { confirmAction, field, fill, h, notify, secretBox, select, setZonePreference, timeEl, when, zonePreference } from "./dom.js";
+import { plural } from "./words.js";
 
 const PERMISSIONS = ["auth:manage", "audit:read", "node:read", "node:manage", "listen:monitor", "health:read", "health:acknowledge", "recording:read",
   "recording:create", "recording:control", "recording:playback", "recording:download", "recording:edit", "recording:delete", "schedule:read",
@@ -24,44 +26,84 @@ export function renderMe(view) {
     h("dl", { class: "facts" }, [["User", me.user.username], ["Name", me.user.display_name ?? "—"], ["Roles", me.user.roles.join(", ") || "none"],
       ["Sites", sitesText(me.user.sites)], ["Signed in with", me.via], ["Permissions", me.permissions.join(", ") || "none"]]
       .map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    h("h3", {}, "Settings"), zoneSetting(() => { renderMe(view); view.querySelector("input[name=time-zone]:checked")?.focus(); }),
     h("h3", {}, "Your sessions"), sessions));
   const load = async () => {
     try {
       const { data } = await api("/api/v1/auth/sessions");
-      fill(sessions, h("table", {}, h("thead", {}, h("tr", {}, ["Started", "Last used", "From", "Browser", ""].map((t) => h("th", { scope: "col" }, t)))),
-        h("tbody", {}, data.map((s) => h("tr", {}, h("td", {}, when(s.created_at)), h("td", {}, when(s.last_seen_at ?? s.last_used_at)), h("td", {}, s.source_ip ?? "—"),
-          h("td", {}, s.user_agent ?? "—"), h("td", {}, s.current ? "this session" : h("button", { type: "button", class: "small", onclick: async () => {
-            try { await api(`/api/v1/auth/sessions/${s.id}`, { method: "DELETE" }); load(); } catch (err) { notify(err.message, "error"); }
-          } }, "End")))))));
-    } catch (err) { fill(sessions, h("p", { class: "error" }, err.message)); }
+      fill(sessions, h("div", { class: "table-wrap" }, h("table", {}, h("caption", {}, plural(data.length, "session")),
+        h("thead", {}, h("tr", {}, ["Started", "Last used", "From", "Browser", ""].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, data.map((s) => h("tr", {}, h("td", {}, timeEl(s.created_at)), h("td", {}, timeEl(s.last_seen_at ?? s.last_used_at)), h("td", {}, s.source_ip ?? "—"),
+          h("td", { class: "col-agent" }, s.user_agent ?? "—"), h("td", {}, s.current ? "this session" : h("button", { type: "button", class: "small", onclick: async () => {
+            try { await api(`/api/v1/auth/sessions/${s.id}`, { method: "DELETE" }); load(); } catch (err) { notify(`Could not end the session: ${err.message}`, "error"); }
+          } }, "End"))))))));
+    } catch (err) { fill(sessions, h("p", { class: "error" }, `Could not load your sessions: ${err.message}`)); }
   };
   load();
 }
 
+/** "Show times in": the browser's zone or UTC, kept in this browser; `changed` re-renders. */
+function zoneSetting(changed) {
+  const browserZone = Intl.DateTimeFormat().resolvedOptions().timeZone || "unknown";
+  const current = zonePreference();
+  const choice = (value, label) => {
+    const id = `time-zone-${value}`;
+    return h("span", { class: "check" }, h("input", { type: "radio", name: "time-zone", id, value, checked: current === value, onchange: () => {
+      setZonePreference(value);
+      changed();
+    } }), h("label", { for: id }, label));
+  };
+  return h("fieldset", { class: "checks zone-setting" }, h("legend", {}, "Show times in"),
+    choice("local", `my browser's zone (${browserZone})`), choice("UTC", "UTC"),
+    h("small", { class: "hint" }, `Now: ${when(new Date().toISOString())}. Kept in this browser.`));
+}
+
+const isoish = (v) => typeof v === "string" && v.trim() !== "";
+const siteList = (text) => text.split(",").map((s) => s.trim()).filter(Boolean);
+
 export function renderUsers(view) {
   const list = h("div");
   const error = h("p", { class: "error", role: "alert" });
+  const myId = session.me?.user?.id;
   let roles = ["admin", "operator", "technician", "viewer"];
+  let groups = null; // null: the groups could not be read, so an edit leaves memberships alone
+  let knownSites = [];
   const load = async () => {
     try {
-      const [users, roleList] = await Promise.all([listAll("/api/v1/auth/users"), api("/api/v1/auth/roles", { params: { limit: 200 } }).catch(() => null)]);
+      const [users, roleList, groupList, facets] = await Promise.all([
+        listAll("/api/v1/auth/users"),
+        api("/api/v1/auth/roles", { params: { limit: 200 } }).catch(() => null),
+        api("/api/v1/auth/groups", { params: { limit: 200 } }).catch(() => null),
+        can("node:read") ? api("/api/v1/nodes/facets", { params: { fields: "site" } }).catch(() => null) : null,
+      ]);
       if (roleList) roles = roleList.data.map((r) => r.name);
-      fill(list, h("div", { class: "table-wrap" }, h("table", {}, h("caption", {}, `${users.length} users`),
+      if (groupList) groups = groupList.data;
+      const sites = new Set((facets?.data?.site ?? []).map((v) => v.value).filter(isoish));
+      for (const u of users) for (const site of u.sites ?? []) sites.add(site);
+      for (const g of groups ?? []) for (const site of g.sites ?? []) sites.add(site);
+      knownSites = [...sites].sort((a, b) => a.localeCompare(b));
+      fill(list, h("div", { class: "table-wrap" }, h("table", { class: "users-table" }, h("caption", {}, plural(users.length, "user")),
         h("thead", {}, h("tr", {}, ["User", "Roles", "Sites", "State", "Created", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
         h("tbody", {}, users.map(userRow)))));
+      fill(newRoles, checkboxes("roles", roles, ["viewer"], "Roles"));
       error.textContent = "";
     } catch (err) { error.textContent = `Could not load the users: ${err.message}`; }
   };
+  const groupNames = (ids) => ids.map((id) => groups?.find((g) => g.id === id)?.name ?? id);
   const userRow = (u) => {
-    const roleSel = select(roles.map((r) => [r, r]), u.roles[0] ?? "", { "aria-label": `Role of ${u.username}` });
+    const mine = u.id === myId;
     const act = async (what, call) => {
       try { await call(); notify(`${u.username}: ${what}.`); load(); } catch (err) { notify(`${u.username}: ${err.message}`, "error"); }
     };
-    return h("tr", {}, h("td", {}, u.username, u.display_name ? ` (${u.display_name})` : ""), h("td", {}, u.roles.join(", ") || "—"), h("td", {}, sitesText(u.sites)),
-      h("td", {}, u.disabled ? "disabled" : "active", u.sso ? ", single sign-on" : ""), h("td", {}, when(u.created_at)),
+    return h("tr", { dataset: { userId: u.id, username: u.username } },
+      h("td", {}, u.username, u.display_name ? ` (${u.display_name})` : "", mine ? h("span", { class: "hint" }, " — you") : null),
+      h("td", { class: "col-roles" }, [...u.roles].sort().join(", ") || "none",
+        u.groups?.length ? h("div", { class: "hint" }, `groups: ${groupNames(u.groups).join(", ")}`) : null),
+      h("td", {}, sitesText(u.sites)),
+      h("td", {}, u.disabled ? "disabled" : "active", u.sso ? ", single sign-on" : ""), h("td", {}, timeEl(u.created_at)),
       h("td", { class: "actions" },
-        roleSel, h("button", { type: "button", class: "small", onclick: () => act("role changed", () => api(`/api/v1/auth/users/${u.id}/access`, { method: "PATCH", body: { roles: [roleSel.value] } })) }, "Set role"),
-        h("button", { type: "button", class: "small", onclick: async () => {
+        h("button", { type: "button", class: "small", "aria-label": `Edit access of ${u.username}`, onclick: (event) => editAccess(u, event.currentTarget) }, "Edit access"),
+        mine ? null : h("button", { type: "button", class: "small", onclick: async () => {
           if (!(await confirmAction(`${u.disabled ? "Enable" : "Disable"} ${u.username}?`, u.disabled ? "They can sign in again." : "Their sessions end and their API keys stop working.", u.disabled ? "Enable" : "Disable", !u.disabled))) return;
           act(u.disabled ? "enabled" : "disabled", () => api(`/api/v1/auth/users/${u.id}/status`, { method: "PATCH", body: { status: u.disabled ? "active" : "disabled" } }));
         } }, u.disabled ? "Enable" : "Disable"),
@@ -71,14 +113,75 @@ export function renderUsers(view) {
           try {
             await api(`/api/v1/auth/users/${u.id}/password`, { method: "PATCH", body: { password } });
             fill(result, secretBox(`New password for ${u.username}`, password));
-          } catch (err) { notify(err.message, "error"); }
+          } catch (err) { notify(`${u.username}: ${err.message}`, "error"); }
         } }, "Reset password"),
-        h("button", { type: "button", class: "small danger", onclick: async () => {
+        mine ? null : h("button", { type: "button", class: "small danger", onclick: async () => {
           if (!(await confirmAction(`Delete ${u.username}?`, "The user is removed and their API keys revoked.", "Delete", true))) return;
           act("deleted", () => api(`/api/v1/auth/users/${u.id}`, { method: "DELETE" }));
         } }, "Delete")));
   };
+
+  // Roles, sites and groups in one dialog, saved together: the API replaces each list, so the
+  // dialog always sends the whole of what is ticked (roles the user already has start ticked).
+  const editAccess = (u, opener) => {
+    const dialog = h("dialog", { class: "access-editor", "aria-labelledby": "access-title" });
+    const status = h("p", { class: "error", role: "alert" });
+    const everySite = h("input", { type: "radio", name: "site-scope", id: "site-scope-all", value: "all", checked: u.sites === null || u.sites === undefined });
+    const someSites = h("input", { type: "radio", name: "site-scope", id: "site-scope-some", value: "some", checked: Array.isArray(u.sites) });
+    const siteOptions = [...new Set([...knownSites, ...(u.sites ?? [])])].sort((a, b) => a.localeCompare(b));
+    const chosen = h("fieldset", { class: "checks site-choice" }, h("legend", {}, "Chosen sites"),
+      siteOptions.length ? siteOptions.map((site, i) => h("span", { class: "check" },
+        h("input", { type: "checkbox", name: "access-site", id: `access-site-${i}`, value: site, checked: (u.sites ?? []).includes(site) }),
+        h("label", { for: `access-site-${i}` }, site))) : h("span", { class: "hint" }, "No site known yet."),
+      field("Other sites", h("input", { name: "other-sites", placeholder: "e.g. north, south" }), "Comma-separated."));
+    const syncScope = () => { chosen.disabled = !someSites.checked; };
+    everySite.addEventListener("change", syncScope);
+    someSites.addEventListener("change", syncScope);
+    syncScope();
+    const roleBoxes = h("fieldset", { class: "checks" }, h("legend", {}, "Roles"), [...new Set([...roles, ...u.roles])].map((role, i) => h("span", { class: "check" },
+      h("input", { type: "checkbox", name: "access-role", id: `access-role-${i}`, value: role, checked: u.roles.includes(role) }),
+      h("label", { for: `access-role-${i}` }, role))));
+    const groupBoxes = groups?.length ? h("fieldset", { class: "checks" }, h("legend", {}, "Groups"), groups.map((g, i) => h("span", { class: "check" },
+      h("input", { type: "checkbox", name: "access-group", id: `access-group-${i}`, value: g.id, checked: (u.groups ?? []).includes(g.id) }),
+      h("label", { for: `access-group-${i}` }, g.name)))) : null;
+    const close = () => { dialog.close(); dialog.remove(); if (opener?.isConnected) opener.focus(); };
+    const form = h("form", { class: "access-form", onsubmit: async (event) => {
+      event.preventDefault();
+      const body = { roles: checkedValues(form, "access-role") };
+      if (everySite.checked) body.sites = null;
+      else body.sites = [...new Set([...checkedValues(form, "access-site"), ...siteList(form.elements["other-sites"].value)])];
+      if (groups) body.groups = checkedValues(form, "access-group");
+      const save = event.submitter;
+      if (save) save.disabled = true;
+      try {
+        await api(`/api/v1/auth/users/${u.id}/access`, { method: "PATCH", body });
+        close();
+        notify(`${u.username}: access saved (${plural(body.roles.length, "role")}, ${sitesText(body.sites)}).`);
+        load();
+      } catch (err) {
+        status.textContent = `Not saved: ${err.message}`;
+      } finally {
+        if (save) save.disabled = false;
+      }
+    } },
+    roleBoxes,
+    h("fieldset", { class: "checks" }, h("legend", {}, "Sites"),
+      h("span", { class: "check" }, everySite, h("label", { for: "site-scope-all" }, "Every site")),
+      h("span", { class: "check" }, someSites, h("label", { for: "site-scope-some" }, "Only the chosen sites")),
+      chosen,
+      h("small", { class: "hint" }, "With no site chosen, the roles reach nothing.")),
+    groupBoxes,
+    status,
+    h("div", { class: "buttons" }, h("button", { type: "button", onclick: close }, "Cancel"), h("button", { type: "submit", class: "primary" }, "Save access")));
+    fill(dialog, h("h2", { id: "access-title" }, `Access of ${u.username}`), form);
+    dialog.addEventListener("cancel", (event) => { event.preventDefault(); close(); });
+    document.body.append(dialog);
+    dialog.showModal();
+    roleBoxes.querySelector("input")?.focus();
+  };
+
   const result = h("div");
+  const newRoles = h("div", { class: "full-row" }, checkboxes("roles", roles, ["viewer"], "Roles"));
   const form = h("form", { class: "grid-form", "aria-label": "New user", onsubmit: async (event) => {
     event.preventDefault();
     const data = new FormData(form);
@@ -97,7 +200,7 @@ export function renderUsers(view) {
   field("Display name", h("input", { name: "display_name" })),
   field("Password", h("input", { name: "password", type: "password", autocomplete: "new-password", minLength: 10 }), "At least 10 characters; leave empty to generate one."),
   field("Sites", h("input", { name: "sites", placeholder: "empty: every site" }), "Comma-separated."),
-  checkboxes("roles", ["viewer", "technician", "operator", "admin"], ["viewer"], "Roles"),
+  newRoles,
   h("button", { type: "submit", class: "primary" }, "Create user"));
   fill(view, h("section", {}, h("h2", {}, "Users"), error, list, h("h3", {}, "New user"), form, result));
   load();
@@ -114,7 +217,7 @@ export function renderKeys(view) {
       fill(list, keys.length ? h("div", { class: "table-wrap" }, h("table", {}, h("caption", {}, admin ? "Every API key" : "Your API keys"),
         h("thead", {}, h("tr", {}, ["Name", "Kind", "Prefix", "Scopes", "Sites", "Status", "Expires", "Last used", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
         h("tbody", {}, keys.map((k) => h("tr", {}, h("td", {}, k.name), h("td", {}, k.kind), h("td", {}, h("code", {}, k.key_prefix)), h("td", { class: "col-scopes" }, k.scopes.join(", ")),
-          h("td", {}, sitesText(k.sites)), h("td", {}, k.status), h("td", {}, when(k.expires_at)), h("td", {}, when(k.last_used_at)),
+          h("td", {}, sitesText(k.sites)), h("td", {}, k.status), h("td", {}, k.expires_at ? timeEl(k.expires_at) : "never"), h("td", {}, k.last_used_at ? timeEl(k.last_used_at) : "never"),
           h("td", { class: "actions" }, k.status === "active" ? [
             h("button", { type: "button", class: "small", onclick: async () => {
               if (!(await confirmAction(`Rotate “${k.name}”?`, "A new secret is issued and the old one stops at once.", "Rotate", true))) return;

@@ -1,8 +1,43 @@
 // Audit viewer: filters (with counts), the events newest first, details, and export.
 import { api, query } from "./api.js";
-import { field, fill, h, select, show, when } from "./dom.js";
+import { field, fill, h, select, show, timeEl, when } from "./dom.js";
+import { plural } from "./words.js";
 
 const FACETS = ["action", "outcome", "actor_type", "target_type", "permission"];
+
+const ACTOR_KINDS = { key: "API key", node: "Node", system: "The hub", anonymous: "Someone not signed in" };
+
+/**
+ * Who did it, in words. A technician's action at a node is the technician's ("Technician PIN user
+ * (at Stage left)", their id on hover), not the node's, though the node reported it.
+ */
+export function actorCell(e) {
+  const actor = e.actor ?? {};
+  const node = e.after && typeof e.after === "object" && e.after.node && typeof e.after.node === "object" ? e.after.node : null;
+  if (actor.type === "technician") {
+    const at = node?.name ?? node?.id;
+    let who = actor.name ?? actor.id ?? "unidentified";
+    if (at && who.endsWith(` at ${at}`)) who = who.slice(0, -` at ${at}`.length);
+    const text = actor.id ? `Technician ${who}` : who.charAt(0).toUpperCase() + who.slice(1);
+    return h("span", { class: "actor actor-technician", title: actor.id ? `technician ${actor.id}` : "a technician who was not identified" },
+      text, at ? ` (at ${at})` : "");
+  }
+  const name = actor.name ?? actor.id ?? "—";
+  if (actor.type === "user" || !actor.type) return h("span", { class: "actor", title: actor.id ? `user ${actor.id}` : null }, name);
+  if (actor.type === "system") return h("span", { class: "actor" }, actor.name && actor.name !== "system" ? `The hub (${actor.name})` : "The hub");
+  return h("span", { class: "actor", title: actor.id ? `${actor.type} ${actor.id}` : null }, `${ACTOR_KINDS[actor.type] ?? actor.type} ${name}`);
+}
+
+/** A reason written by the hub, its ISO times shown like every other time (with their zone). */
+const zonedText = (text) => String(text).replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)/g, (iso) => when(iso));
+
+/** What it was done to: the node's name when the event carries it, the id otherwise. */
+function targetCell(e) {
+  if (!e.target) return "—";
+  const node = e.target.type === "node" && e.after?.node?.id === e.target.id ? e.after.node : null;
+  if (node?.name) return h("span", { title: `node ${node.id}` }, "node ", node.name);
+  return [`${e.target.type} `, e.target.id ? h("code", { class: "id" }, e.target.id) : ""];
+}
 
 export function renderAudit(view) {
   let rows = [];
@@ -36,10 +71,10 @@ export function renderAudit(view) {
       rows = append ? rows.concat(body.data) : body.data;
       cursor = body.meta.next_cursor;
       more.hidden = !cursor;
-      caption.textContent = rows.length ? `${rows.length}${cursor ? "+" : ""} events, newest first` : "No event matches.";
+      caption.textContent = rows.length ? `${cursor ? `${rows.length}+ events` : plural(rows.length, "event")}, newest first` : "No event matches.";
       fill(tbody, rows.map((e) => h("tr", { class: e.outcome === "failure" ? "failure" : "" },
-        h("td", {}, when(e.at)), h("td", {}, `${e.actor?.name ?? e.actor?.id ?? "—"} (${e.actor?.type ?? "?"})`), h("td", {}, e.action),
-        h("td", {}, e.target ? `${e.target.type} ${e.target.id ?? ""}` : "—"), h("td", {}, e.outcome, e.reason ? ` — ${e.reason}` : ""),
+        h("td", {}, timeEl(e.at)), h("td", { class: "col-actor" }, actorCell(e)), h("td", {}, e.action),
+        h("td", { class: "col-target" }, targetCell(e)), h("td", {}, e.outcome, e.reason ? ` — ${zonedText(e.reason)}` : ""),
         h("td", { class: "col-ip" }, e.source_ip ?? "—"),
         h("td", {}, e.before || e.after ? h("details", {}, h("summary", {}, "changes"),
           h("dl", { class: "facts" }, h("dt", {}, "permission"), h("dd", {}, e.permission ?? "—"), h("dt", {}, "before"), h("dd", {}, h("code", { class: "wrap" }, show(e.before))),
