@@ -77,8 +77,9 @@ def test_a_recording_from_the_node_page_completes_plays_to_the_end_and_takes_met
     expect(page.get_by_role("button", name="Reboot")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "node.png"), full_page=True)
 
-    page.get_by_label("Name", exact=True).fill("console take")
-    page.get_by_label("Length (seconds)").fill("3")
+    record = page.get_by_role("form", name="Start a recording")
+    record.get_by_label("Name", exact=True).fill("console take")
+    record.get_by_label("Length (seconds)").fill("3")
     page.get_by_role("button", name="Start recording").click()
     expect(page.get_by_text("Recording queued")).to_be_visible()
 

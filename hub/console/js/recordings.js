@@ -4,6 +4,7 @@ import { api, can, follow, listAll, query } from "./api.js";
 import { waveform } from "./charts.js";
 import { bytes, confirmAction, field, fill, h, notify, seconds, select, show, timeEl } from "./dom.js";
 import { plural } from "./words.js";
+import { RecordingProgress } from "./recording_progress.js";
 
 const STATUSES = ["queued", "recording", "uploading", "completed", "interrupted", "failed", "cancelled"];
 const TERMINAL = new Set(["completed", "interrupted", "failed", "cancelled"]);
@@ -148,7 +149,7 @@ export function renderRecordings(view) {
       h("div", {},
         bulkBar.length ? h("div", { class: "bulk", role: "group", "aria-label": "Selected recordings" }, bulkCount, bulkBar) : null,
         h("div", { class: "table-wrap" }, h("table", { class: "recordings-table" }, caption,
-          h("thead", {}, h("tr", {}, h("th", { scope: "col" }, selectAll), ["Name", "Node", "Site", "Started", "Length", "Status", "Size", "Metadata"].map((t) => h("th", { scope: "col" }, t)))),
+          h("thead", {}, h("tr", {}, h("th", { scope: "col" }, selectAll), [["Name"], ["Node"], ["Site", "col-site"], ["Started"], ["Length"], ["Status"], ["Size", "col-size"], ["Metadata", "col-meta"]].map(([t, c]) => h("th", { scope: "col", class: c }, t)))),
           tbody)),
         more),
       h("aside", { "aria-label": "Facets" }, h("h3", {}, "Counts"), facetsBox))));
@@ -201,10 +202,12 @@ export function renderRecording(view, recordingId) {
   let peaks = null;
   let stopPlayhead = null;
   let poll = null;
+  let live = null; // elapsed time, format and the ledger growing while it records
+  const liveSlot = h("div");
 
   fill(view, h("article", { class: "recording-page" },
     h("p", {}, h("a", { href: "#/recordings" }, "← Recordings")),
-    title, error, actions, facts,
+    title, error, actions, liveSlot, facts,
     h("section", { "aria-labelledby": "play-h" }, h("h3", { id: "play-h" }, "Listen"), player),
     h("div", { class: "columns" },
       h("section", { "aria-labelledby": "meta-h" }, h("h3", { id: "meta-h" }, "Metadata"), metadata),
@@ -232,10 +235,12 @@ export function renderRecording(view, recordingId) {
     if (!TERMINAL.has(recording.status)) {
       fill(player, h("p", { class: "hint", role: "status" }, `The recording is ${recording.status}; it can be played once it is uploaded.`));
       poll ??= setInterval(load, 2000);
+      if (!live) fill(liveSlot, (live = new RecordingProgress(recordingId)).el);
       return;
     }
     clearInterval(poll);
     poll = null;
+    live?.close();
     if (!player.querySelector("audio")) renderPlayer();
   };
 
@@ -354,7 +359,7 @@ export function renderRecording(view, recordingId) {
   };
 
   loadNodeNames().then(load);
-  return () => { clearInterval(poll); stopPlayhead?.(); };
+  return () => { clearInterval(poll); live?.close(); stopPlayhead?.(); };
 }
 
 // Ledger times are ISO strings (shown with their zone); a gap without one is placed by its frame.
