@@ -41,7 +41,7 @@ export class MeterBoard {
       const clip = h("span", { class: "clip", title: "Clipped samples" }, "CLIP");
       const value = h("span", { class: "value" }, "—");
       const name = channel.name ?? String(channel.index + 1);
-      const track = h("div", { class: "track", role: "meter", "aria-label": `Channel ${name} peak`, "aria-valuemin": FLOOR_DB, "aria-valuemax": 0 }, peak, rms, hold);
+      const track = h("div", { class: "track", role: "meter", "aria-label": `Channel ${name} peak`, "aria-valuemin": FLOOR_DB, "aria-valuemax": 0, "aria-valuenow": FLOOR_DB }, peak, rms, hold);
       this.rows.append(h("div", { class: "meter-row" }, h("span", { class: "ch" }, name), track, clip, value));
       return { rms, peak, hold, clip, value, track, shownPeak: FLOOR_DB, shownRms: FLOOR_DB, holdDb: FLOOR_DB, holdAt: 0, clipAt: -Infinity };
     });

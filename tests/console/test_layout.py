@@ -1,0 +1,271 @@
+"""Every console page, and the node's technician page, at desktop, tablet and phone widths, light and dark:
+the document never scrolls sideways, table headers stay over their cells, no script or console errors,
+and axe-core finds nothing serious or critical. Screenshots go to var/test-artifacts/console/layout/.
+
+One browser, one signed-in context per colour scheme and one tab per context: a page is loaded
+fresh for each check and the viewport resized in place.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from tests.axe import describe, run_axe
+from tests.console.conftest import ARTIFACTS, ConsoleFleet
+from tests.harness import ADMIN_PASSWORD, ROOT, wait_for
+
+LAYOUT = ARTIFACTS / "layout"
+SCREENSHOTS = ROOT / "hub" / "console" / "screenshots"
+TECHNICIAN_PIN = "482913"
+WIDTHS = (1440, 768, 390)
+DARK_WIDTHS = (1440, 390)
+HEIGHT = 900
+
+# name: (address after the hub's URL, or None for the technician page; signed in?)
+PAGES: dict[str, tuple[str | None, bool]] = {
+    "login": ("/", False),
+    "fleet": ("/#/fleet", True),
+    "health": ("/#/health", True),
+    "discovered": ("/#/discovered", True),
+    "node": ("/#/nodes/{node}", True),
+    "node-unknown": ("/#/nodes/unknown", True),
+    "recordings": ("/#/recordings", True),
+    "recording": ("/#/recordings/{recording}", True),
+    "audit": ("/#/audit", True),
+    "users": ("/#/users", True),
+    "keys": ("/#/keys", True),
+    "me": ("/#/me", True),
+    "technician": (None, False),
+}
+CASES = [(name, width, "light") for name in PAGES for width in WIDTHS] + [
+    (name, width, "dark") for name in PAGES for width in DARK_WIDTHS
+]
+
+# Answers of 400 or more that a page asks for on purpose: who is signed in (the login page), and
+# anything about the node "unknown" (its page says there is no such node).
+EXPECTED_FAILURES = (r"^401 GET .*/api/v1/auth/me$", r"^404 GET .*[/=]unknown([/?&]|$)")
+
+# What README.md shows, from this run: screenshot name -> (page, width, scheme).
+README_SHOTS = {
+    "fleet.png": ("fleet", 1440, "light"),
+    "fleet-phone.png": ("fleet", 390, "light"),
+    "node.png": ("node", 1440, "light"),
+    "health.png": ("health", 1440, "light"),
+    "fleet-dark.png": ("fleet", 1440, "dark"),
+}
+
+# For every table shown: each visible header cell of the first header row against the visible body
+# cell that starts at the same column of the first body row (a lone cell spanning the whole row, such
+# as "no recordings", is not a column); left edges differing by more than 2 px are reported.
+MISALIGNED_HEADERS = """() => {
+  const shown = (el) => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== "hidden";
+  const columns = (row) => {
+    let at = 0;
+    const cells = [];
+    for (const cell of row.cells) {
+      if (!shown(cell)) continue;
+      cells.push({ at, cell });
+      at += cell.colSpan || 1;
+    }
+    return cells;
+  };
+  const problems = [];
+  document.querySelectorAll("table").forEach((table, index) => {
+    if (!shown(table)) return;
+    const head = table.tHead?.rows[0] ?? [...table.rows].find((r) => [...r.cells].every((c) => c.tagName === "TH"));
+    const body = [...(table.tBodies[0]?.rows ?? [])].find((r) => shown(r) && r !== head);
+    if (!head || !body) return;
+    const heads = columns(head);
+    const cells = columns(body);
+    if (cells.length === 1 && cells[0].cell.colSpan > 1) return;
+    const name = table.className || table.caption?.textContent?.trim() || `table ${index + 1}`;
+    for (const { at, cell: th } of heads) {
+      const td = cells.find((c) => c.at === at);
+      const label = th.textContent.trim() || th.getAttribute("aria-label") || `column ${at + 1}`;
+      if (!td) {
+        problems.push(`${name}: header "${label}" (column ${at + 1}) has no visible cell under it`);
+        continue;
+      }
+      const dx = td.cell.getBoundingClientRect().left - th.getBoundingClientRect().left;
+      if (Math.abs(dx) > 2) problems.push(`${name}: header "${label}" is ${dx.toFixed(1)} px off its cells`);
+    }
+    const headWidth = heads.reduce((n, h) => n + (h.cell.colSpan || 1), 0);
+    const bodyWidth = cells.reduce((n, c) => n + (c.cell.colSpan || 1), 0);
+    if (headWidth !== bodyWidth) problems.push(`${name}: ${headWidth} visible header columns over ${bodyWidth} visible cell columns`);
+  });
+  return problems;
+}"""
+
+OVERFLOW = """() => {
+  const root = document.documentElement;
+  const over = root.scrollWidth - root.clientWidth;
+  if (over <= 0) return null;
+  // The widest elements reaching past the right edge, to say what overflows.
+  const culprits = [...document.querySelectorAll("body *")]
+    .filter((el) => el.getBoundingClientRect().right > root.clientWidth + 1 && !el.closest(".table-wrap") && el.getClientRects().length)
+    .map((el) => ({ el, right: el.getBoundingClientRect().right }))
+    .filter(({ el }) => !el.parentElement || el.parentElement.getBoundingClientRect().right <= root.clientWidth + 1)
+    .slice(0, 5)
+    .map(({ el, right }) => `${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""}${el.classList.length ? "." + [...el.classList].join(".") : ""} (right edge ${Math.round(right)})`);
+  return { over, scrollWidth: root.scrollWidth, clientWidth: root.clientWidth, culprits };
+}"""
+
+
+@dataclass
+class Tab:
+    """One tab in one context, with what its pages logged as errors since the last check."""
+
+    page: Page
+    errors: list[str] = field(default_factory=list)
+
+    def console(self, kind: str, text: str) -> None:
+        # The browser logs every failed load; those are judged by their answers in response().
+        if kind == "error" and not text.startswith("Failed to load resource"):
+            self.errors.append(f"console error: {text}")
+
+    def response(self, status: int, method: str, url: str) -> None:
+        if status >= 400 and not any(re.search(pattern, f"{status} {method} {url}") for pattern in EXPECTED_FAILURES):
+            self.errors.append(f"answered {status}: {method} {url}")
+
+    def take_errors(self) -> list[str]:
+        taken, self.errors[:] = list(self.errors), []
+        return taken
+
+
+@dataclass
+class Layout:
+    fleet: ConsoleFleet
+    browser: Browser
+    recording_id: str
+    technician_url: str
+    contexts: list[BrowserContext] = field(default_factory=list)
+    tabs: dict[tuple[str, bool], Tab] = field(default_factory=dict)
+
+    def tab(self, scheme: str, signed_in: bool) -> Tab:
+        """The tab for a colour scheme, signed in to the console or not (made on first use)."""
+        key = (scheme, signed_in)
+        if key not in self.tabs:
+            # axe's script is injected inline, which the console's CSP (default-src 'self') would refuse.
+            context = self.browser.new_context(
+                viewport={"width": WIDTHS[0], "height": HEIGHT}, color_scheme=scheme, bypass_csp=True
+            )
+            context.set_default_timeout(20_000)
+            self.contexts.append(context)
+            tab = Tab(context.new_page())
+            tab.page.on("pageerror", lambda error: tab.errors.append(f"pageerror: {error}"))
+            tab.page.on("console", lambda message: tab.console(message.type, message.text))
+            tab.page.on("response", lambda response: tab.response(response.status, response.request.method, response.url))
+            if signed_in:
+                sign_in_console(tab.page, self.fleet.hub.url)
+                sign_in_technician(tab.page, self.technician_url)
+            tab.take_errors()
+            self.tabs[key] = tab
+        return self.tabs[key]
+
+
+def sign_in_console(page: Page, hub_url: str) -> None:
+    page.goto(f"{hub_url}/")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#logout")).to_be_visible()
+
+
+def sign_in_technician(page: Page, url: str) -> None:
+    page.goto(url)
+    page.fill("#pin", TECHNICIAN_PIN)
+    page.click("#login button[type=submit]")
+    expect(page.locator("#panel")).to_be_visible()
+
+
+@pytest.fixture(scope="module")
+def layout(console_fleet: ConsoleFleet, browser: Browser) -> Iterator[Layout]:
+    hub = console_fleet.hub
+    stage = console_fleet.nodes["Stage left"]
+    with hub.admin() as admin:
+        take = admin.post(
+            "/api/v1/recordings", json={"node_id": stage.node_id, "duration_s": 2, "name": "layout take"}
+        )
+        assert take.status_code == 201, take.text
+        pin = admin.patch(f"/api/v1/nodes/{stage.node_id}", json={"technician_pin": TECHNICIAN_PIN})
+        assert pin.status_code == 200, pin.text
+    access = stage.workdir / "data" / "technician.json"
+    wait_for(lambda: access.exists() and '"pin_hash": "' in access.read_text(), 20, "the technician PIN at the node")
+    LAYOUT.mkdir(parents=True, exist_ok=True)
+    state = Layout(console_fleet, browser, take.json()["data"]["recording"]["id"], f"{stage.local_url}/")
+    yield state
+    for context in state.contexts:
+        context.close()
+
+
+def recording_completed(layout: Layout) -> None:
+    with layout.fleet.hub.admin() as admin:
+        status = lambda: admin.get(f"/api/v1/recordings/{layout.recording_id}").json()["data"]["status"]  # noqa: E731
+        wait_for(lambda: status() in {"completed", "interrupted", "failed"}, 60, "the layout take to finish")
+
+
+def open_page(layout: Layout, name: str, tab: Tab) -> None:
+    """Load the page afresh and wait until its view has rendered and stopped saying it is loading."""
+    address, _ = PAGES[name]
+    page = tab.page
+    page.goto("about:blank")
+    if address is None:
+        page.goto(layout.technician_url)
+        expect(page.locator("#panel")).to_be_visible()
+        expect(page.locator("#identity")).not_to_be_empty()
+    else:
+        if name == "recording":
+            recording_completed(layout)
+        url = layout.fleet.hub.url + address.format(node=layout.fleet.node_id("Stage left"), recording=layout.recording_id)
+        page.goto(url)
+        if name == "login":
+            expect(page.locator("#login-form")).to_be_visible()
+        else:
+            expect(page.locator("#view h2").first).to_be_visible()
+            page.wait_for_function(
+                "() => !/Loading/.test(document.getElementById('view').innerText)", timeout=10_000
+            )
+    # Two frames, so anything laid out after the data arrived is painted.
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
+def check(tab: Tab, name: str, width: int, scheme: str) -> list[str]:
+    page = tab.page
+    problems: list[str] = []
+    overflow = page.evaluate(OVERFLOW)
+    if overflow:
+        problems.append(
+            f"the document scrolls sideways by {overflow['over']} px (scrollWidth {overflow['scrollWidth']} > "
+            f"clientWidth {overflow['clientWidth']}); reaching past the edge: {', '.join(overflow['culprits']) or '?'}"
+        )
+    problems += [f"misaligned: {p}" for p in page.evaluate(MISALIGNED_HEADERS)]
+    violations = run_axe(page)
+    if violations:
+        problems.append("axe:\n" + describe(violations))
+    suffix = "-dark" if scheme == "dark" else ""
+    shot = LAYOUT / f"{name}-{width}{suffix}.png"
+    page.screenshot(path=str(shot), full_page=True)
+    problems += tab.take_errors()
+    if os.environ.get("HARK_README_SCREENSHOTS") and (name, width, scheme) in README_SHOTS.values():
+        for readme_name, wanted in README_SHOTS.items():
+            if wanted == (name, width, scheme):
+                page.screenshot(path=str(SCREENSHOTS / readme_name))
+    return problems
+
+
+@pytest.mark.parametrize(
+    ("name", "width", "scheme"), CASES, ids=[f"{n}-{w}{'-dark' if s == 'dark' else ''}" for n, w, s in CASES]
+)
+def test_the_page_fits_keeps_headers_over_cells_and_passes_axe(layout: Layout, name: str, width: int, scheme: str) -> None:
+    address, signed_in = PAGES[name]
+    tab = layout.tab(scheme, signed_in or address is None)
+    tab.page.set_viewport_size({"width": width, "height": HEIGHT})
+    open_page(layout, name, tab)
+    problems = check(tab, name, width, scheme)
+    assert not problems, f"{name} at {width} px ({scheme}):\n" + "\n".join(problems)
