@@ -107,7 +107,7 @@ export function bulkBar({ selection, hiddenCount, clear }) {
       });
     } }, "Run");
     buttons.push(go);
-    forms.append(h("div", { class: "bulk-form", role: "group", "aria-label": "Lifecycle action" }, field("Lifecycle action", action), go));
+    forms.append(h("div", { class: "bulk-form", role: "group", "aria-label": "Lifecycle" }, field("Lifecycle action", action), go));
   }
 
   // -- a channel map (settings:manage) --------------------------------------------------------
@@ -139,7 +139,7 @@ export function bulkBar({ selection, hiddenCount, clear }) {
       })());
     } }, "Assign");
     buttons.push(assign);
-    forms.append(h("div", { class: "bulk-form", role: "group", "aria-label": "Channel map" }, field("Channel map", template), assign));
+    forms.append(h("div", { class: "bulk-form", role: "group", "aria-label": "Channels" }, field("Channel map", template), assign));
   }
 
   // -- a recording on each (recording:create) -------------------------------------------------
@@ -166,7 +166,7 @@ export function bulkBar({ selection, hiddenCount, clear }) {
       });
     } }, "Start recording");
     buttons.push(start);
-    forms.append(h("div", { class: "bulk-form", role: "group", "aria-label": "Recording" },
+    forms.append(h("div", { class: "bulk-form", role: "group", "aria-label": "Recordings" },
       field("Recording profile", profile), field("Length (s)", length), field("Recording name", name), start));
   }
 
