@@ -110,6 +110,24 @@ def test_editing_sites_keeps_every_role_and_a_third_role_keeps_all_three(console
     assert stored["sites"] is None and len(stored["roles"]) == 3, stored
 
 
+def test_a_group_is_joined_from_the_same_dialog_and_the_roles_stay(console_fleet: ConsoleFleet, tab: Page) -> None:
+    name = f"Night crew {int(time.time() * 1000)}"
+    with console_fleet.hub.admin() as admin:
+        response = admin.post("/api/v1/auth/groups", json={"name": name, "roles": ["viewer"], "sites": ["foyer"]})
+    assert response.status_code == 201, response.text
+    group_id = response.json()["data"]["id"]
+    user = create_user(console_fleet, ["operator", "technician"], None)
+    open_users(tab, console_fleet)
+    dialog = edit_access(tab, user["username"])
+    dialog.get_by_label(name, exact=True).check()
+    dialog.get_by_role("button", name="Save access").click()
+    row = tab.locator(f"tr[data-username='{user['username']}']")
+    expect(row).to_contain_text(f"groups: {name}")
+    stored = stored_user(console_fleet, user["id"])
+    assert stored["groups"] == [group_id] and sorted(stored["roles"]) == ["operator", "technician"], stored
+    assert stored["sites"] is None, stored
+
+
 def test_a_refused_change_is_explained_in_the_dialog(console_fleet: ConsoleFleet, tab: Page) -> None:
     user = create_user(console_fleet, ["viewer"], None)
     open_users(tab, console_fleet)
