@@ -152,6 +152,12 @@ def test_a_recording_in_progress_ticks_shows_its_format_and_its_ledger_grows(con
     page.screenshot(path=str(ARTIFACTS / "recording-in-progress.png"), full_page=True)
     page.get_by_role("button", name="Stop").click()
     page.get_by_role("dialog").get_by_role("button", name="Stop").click()
+    recording_id = page.url.rsplit("/", 1)[-1]
+    with hub.admin() as admin:
+        def ended() -> bool:
+            return admin.get(f"/api/v1/recordings/{recording_id}").json()["data"]["status"] in ("uploading", "completed")
+
+        wait_for(ended, 30, "the stopped recording to upload")
     expect(panel.locator(".state")).to_have_text(re.compile("uploading|completed"), timeout=30_000)
     expect(page.locator("audio")).to_be_attached(timeout=45_000)
 

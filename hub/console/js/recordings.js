@@ -240,7 +240,7 @@ export function renderRecording(view, recordingId) {
     }
     clearInterval(poll);
     poll = null;
-    live?.close();
+    live?.update(); // it shows the end and stops by itself
     if (!player.querySelector("audio")) renderPlayer();
   };
 
