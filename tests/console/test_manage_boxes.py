@@ -15,7 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from tests.axe import FAILING_IMPACTS, axe_source, describe
 
 from tests.console.conftest import ARTIFACTS, ConsoleFleet
 from tests.console.test_console import sign_in
@@ -78,6 +80,9 @@ def test_a_new_box_on_the_network_is_listed_claimed_from_its_form_and_becomes_a_
     expect(card).to_contain_text("synthetic")
     page.set_viewport_size({"width": 1440, "height": 900})
     page.screenshot(path=str(SHOTS / "discovered-1440.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 860})
+    assert overflow(page) <= 0, "the new boxes page scrolls sideways on a phone"
+    page.screenshot(path=str(SHOTS / "discovered-390.png"), full_page=True)
 
     # A wrong code is refused by the box, said in words, and enrolls nothing.
     card.get_by_label("Claim code").fill("0000-0000")
@@ -145,7 +150,7 @@ def test_rename_retag_and_move_change_the_node(console_fleet: ConsoleFleet, page
     expect(form.get_by_label("Name")).to_have_value("Foyer")
     expect(form.get_by_label("Site")).to_have_value("foyer")
     # The site suggestions are the fleet's sites; a new one may be typed.
-    assert "main-hall" in form.locator("datalist option").evaluate_all("options => options.map((o) => o.value)")
+    expect(form.locator("datalist option[value='main-hall']")).to_have_count(1)
     form.get_by_label("Name").fill("Foyer east")
     form.get_by_label("Tags").fill("ambience, east")
     form.get_by_label("Site").fill("lobby")
@@ -173,7 +178,9 @@ def test_the_delete_preview_names_what_stands_in_the_way_and_a_free_node_is_dele
     expect(preview).to_contain_text("The node is online: it is connected now.")
     expect(preview.get_by_role("button", name="Delete node")).to_have_count(0)
     expect(preview.get_by_role("button", name="Delete anyway (force)")).to_be_visible()
-    page.screenshot(path=str(SHOTS / "node-admin-1440.png"), full_page=True)
+    page.locator(".node-admin").screenshot(path=str(SHOTS / "node-delete-preview-1440.png"))
+    page.set_viewport_size({"width": 390, "height": 860})
+    page.locator(".node-admin").screenshot(path=str(SHOTS / "node-delete-preview-390.png"))
     preview.get_by_role("button", name="Cancel").click()
     expect(preview).to_have_count(0)
 
@@ -228,7 +235,7 @@ def test_a_technician_pin_and_a_token_issued_once_let_a_technician_in_at_the_box
     assert expires and abs(datetime.fromisoformat(expires.replace("Z", "+00:00")).timestamp() - issued_at - 3600) < 120, expires
     login = httpx.post(f"{box.local_url}/local/v1/login", json={"token": token})
     assert login.status_code == 200 and login.json()["data"]["method"] == "token", login.text
-    page.screenshot(path=str(SHOTS / "node-token-1440.png"), full_page=True)
+    page.locator(".node-admin").screenshot(path=str(SHOTS / "node-token-1440.png"))
 
     # The page's own refresh of the node (every 10 s) keeps the token on screen; a reload does not show it again.
     with page.expect_response(lambda r: r.url.endswith(f"/api/v1/nodes/{box.node_id}"), timeout=20_000):
@@ -270,3 +277,49 @@ def test_a_viewer_sees_none_of_it(console_fleet: ConsoleFleet, context: BrowserC
         "Your roles do not allow this page: it needs the permission node:manage. Ask an administrator."
     )
     expect(page.get_by_role("form", name="Enroll a box by hand")).to_have_count(0)
+
+
+def axe_violations(page: Page, selector: str) -> list[dict]:
+    """Serious and critical axe findings inside `selector` only (the rest of the page is other areas' work)."""
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.add_script_tag(content=axe_source())
+    found = page.evaluate(
+        """async (selector) => (await axe.run({ include: [[selector]] }, {
+            runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] },
+            resultTypes: ["violations"],
+        })).violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help,
+            nodes: v.nodes.map((n) => ({ target: n.target.join(" "), summary: n.failureSummary, impact: n.impact })) }))""",
+        selector,
+    )
+    return [v for v in found if v["impact"] in FAILING_IMPACTS]
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_forms_with_their_results_pass_axe_in_light_and_dark(console_fleet: ConsoleFleet, browser: Browser, scheme: str) -> None:
+    context = browser.new_context(viewport={"width": 1440, "height": 900}, color_scheme=scheme, bypass_csp=True)
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        sign_in(page, console_fleet.hub.url)
+        page.goto(f"{console_fleet.hub.url}/#/discovered")
+        form = page.get_by_role("form", name="Enroll a box by hand")
+        form.get_by_label("Name").fill(f"Axe {scheme}")
+        form.get_by_role("button", name="Enroll").click()
+        expect(page.get_by_role("textbox", name=f"Credential of Axe {scheme}")).to_be_visible()
+        found = axe_violations(page, ".discovered")
+        assert not found, describe(found)
+        page.screenshot(path=str(SHOTS / f"discovered-{scheme}-1440.png"), full_page=True)
+
+        open_node(page, console_fleet, console_fleet.node_id("Stage left"), "Stage left")
+        page.get_by_role("button", name="Issue a technician token").click()
+        expect(page.locator(".token-expiry")).to_be_visible()
+        page.get_by_role("button", name="Delete this node…").click()
+        expect(page.get_by_role("group", name="What deleting would do")).to_contain_text("Stands in the way:")
+        found = axe_violations(page, ".node-admin")
+        assert not found, describe(found)
+        page.locator(".node-admin").screenshot(path=str(SHOTS / f"node-admin-{scheme}-1440.png"))
+    finally:
+        context.close()
+    assert not errors, f"errors in the console's scripts: {errors}"
