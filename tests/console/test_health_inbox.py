@@ -246,6 +246,8 @@ def test_bulk_actions_apply_to_the_selected_events_and_say_what_failed(console_f
     page.get_by_label("Severity").select_option("warning")
     page.get_by_label("Node").select_option(fleet.node_id("Foyer"))
     expect(row(page, silence["id"])).to_be_visible()
+    expect(page.locator(".health-table tbody .hi-node", has_text="Stage left")).to_have_count(0)
+    expect(page.locator(".health-table tbody .sev", has_text="critical")).to_have_count(0)
     bulk.get_by_label("Select all shown").check()
     shown = page.locator(".health-table tbody tr").count()
     expect(bulk).to_contain_text(f"{shown} selected.")
@@ -310,3 +312,26 @@ def test_the_inbox_fits_a_phone_as_cards_and_a_tablet_with_aligned_columns(conso
     )
     assert lefts["heads"] == lefts["cells"], lefts
     page.screenshot(path=str(ARTIFACTS / "health-768.png"), full_page=True)
+
+
+def test_more_events_than_a_page_load_on_demand(console_fleet: ConsoleFleet, page: Page) -> None:
+    fleet = console_fleet
+    stage = fleet.node_id("Stage left")
+    with fleet.hub.admin() as admin:
+        for i in range(55):
+            answer = admin.post(
+                "/api/v1/health-events",
+                json={"kind": "site.mains_check", "severity": "info", "node_id": stage, "details": {"round": i}},
+            )
+            assert answer.status_code == 201, answer.text
+    sign_in(page, fleet.hub.url)
+    page.goto(f"{fleet.hub.url}/#/health?kind=site.mains_check")
+    rows = page.locator(".health-table tbody tr")
+    expect(rows).to_have_count(50)
+    expect(rows.first).to_contain_text("Site mains check")  # an unknown kind still reads as words
+    expect(rows.first).to_contain_text("round: 54")
+    expect(page.locator(".health-table caption")).to_have_text("50 events shown (more below), newest first")
+    page.get_by_role("button", name="Load more").click()
+    expect(rows).to_have_count(55)
+    expect(page.get_by_role("button", name="Load more")).to_be_hidden()
+    expect(page.locator(".health-table caption")).to_have_text("55 events, newest first")

@@ -88,7 +88,8 @@ export function renderHealth(view) {
   const text = h("input", { type: "search", name: "q", placeholder: "e.g. disk, clock, silence" });
   const controls = { state: stateSel, site: siteSel, severity: severitySel, kind: kindSel, node: nodeSel, q: text };
   for (const [name, control] of Object.entries(controls)) {
-    const value = start.get(name) ?? "";
+    let value = start.get(name) ?? "";
+    if ((name === "state" || name === "severity") && ![...control.options].some((o) => o.value === value)) value = ""; // a mistyped address
     if (control.tagName === "SELECT" && value && ![...control.options].some((o) => o.value === value)) {
       control.append(h("option", { value }, name === "kind" ? kindTitle(value) : value));
     }
