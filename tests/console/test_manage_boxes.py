@@ -9,16 +9,16 @@ import json
 import re
 import time
 import uuid
-from datetime import datetime
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.axe import FAILING_IMPACTS, axe_source, describe
-
 from tests.console.conftest import ARTIFACTS, ConsoleFleet
 from tests.console.test_console import sign_in
 from tests.harness import NodeProcess, enable_loopback_multicast, wait_for
@@ -102,7 +102,11 @@ def test_a_new_box_on_the_network_is_listed_claimed_from_its_form_and_becomes_a_
     node = node_by_name(console_fleet, "Roof box")
     assert node and node["hardware_id"] == hardware_id and node["site"] == "north" and node["tags"] == ["roof", "west"], node
     with console_fleet.hub.admin() as admin:
-        wait_for(lambda: admin.get(f"/api/v1/nodes/{node['id']}").json()["data"]["status"] == "online", 30, "the claimed box online", interval=0.3)
+
+        def online() -> bool:
+            return admin.get(f"/api/v1/nodes/{node['id']}").json()["data"]["status"] == "online"
+
+        wait_for(online, 30, "the claimed box online", interval=0.3)
     expect(page.locator(".status-online")).to_be_visible()
 
     # Claimed, it no longer waits on the network: the page says no new box is there.
@@ -133,7 +137,10 @@ def test_a_box_enrolled_by_hand_shows_its_credential_once(console_fleet: Console
     credential = secret.input_value()
     node = node_by_name(console_fleet, "Spare")
     assert node and node["status"] == "pending" and node["site"] == "store-room" and node["tags"] == ["spare"], node
-    assert httpx.get(f"{console_fleet.hub.url}/api/v1/nodes/{node['id']}/config", headers={"Authorization": f"Bearer {credential}"}).status_code == 200
+    config = httpx.get(
+        f"{console_fleet.hub.url}/api/v1/nodes/{node['id']}/config", headers={"Authorization": f"Bearer {credential}"}
+    )
+    assert config.status_code == 200, config.text  # the credential shown is the node's
     page.set_viewport_size({"width": 390, "height": 860})
     assert overflow(page) <= 0, "the enrolment form scrolls sideways on a phone"
     page.screenshot(path=str(SHOTS / "enrolled-by-hand-390.png"), full_page=True)
@@ -201,10 +208,9 @@ def test_the_delete_preview_names_what_stands_in_the_way_and_a_free_node_is_dele
         assert admin.get(f"/api/v1/nodes/{free}").status_code == 404
 
 
-def test_a_technician_pin_and_a_token_issued_once_let_a_technician_in_at_the_box(
-    console_fleet: ConsoleFleet, page: Page
-) -> None:
+def test_a_technician_pin_and_a_token_issued_once_let_a_technician_in_at_the_box(console_fleet: ConsoleFleet, page: Page) -> None:
     box = console_fleet.nodes["Stage left"]
+    assert box.node_id is not None
     page.set_viewport_size({"width": 1440, "height": 900})
     sign_in(page, console_fleet.hub.url)
     open_node(page, console_fleet, box.node_id, "Stage left")
@@ -295,7 +301,9 @@ def axe_violations(page: Page, selector: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_the_forms_with_their_results_pass_axe_in_light_and_dark(console_fleet: ConsoleFleet, browser: Browser, scheme: str) -> None:
+def test_the_forms_with_their_results_pass_axe_in_light_and_dark(
+    console_fleet: ConsoleFleet, browser: Browser, scheme: Literal["light", "dark"]
+) -> None:
     context = browser.new_context(viewport={"width": 1440, "height": 900}, color_scheme=scheme, bypass_csp=True)
     context.set_default_timeout(20_000)
     page = context.new_page()
