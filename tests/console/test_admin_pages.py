@@ -210,6 +210,17 @@ def test_a_notice_on_a_phone_leaves_the_clicked_control_free(console_fleet: Cons
     expect(tab.locator("#notices .notice")).to_have_count(0)
 
 
+def test_the_admin_pages_fit_a_phone(console_fleet: ConsoleFleet, tab: Page) -> None:
+    tab.set_viewport_size({"width": 390, "height": 844})
+    sign_in(tab, console_fleet.hub.url)
+    for path, ready in (("/users", ".users-table"), ("/audit", ".audit tbody tr"), ("/me", "section time"), ("/keys", "form[aria-label='New API key']")):
+        tab.goto(f"{console_fleet.hub.url}/#{path}")
+        expect(tab.locator(ready).first).to_be_visible()
+        overflow = tab.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"#{path} scrolls sideways by {overflow}px at 390 px"
+        tab.screenshot(path=str(ARTIFACTS / f"phone{path.replace('/', '-')}.png"), full_page=True)
+
+
 def test_the_audit_log_names_the_technician_not_the_node(console_fleet: ConsoleFleet, tab: Page) -> None:
     node = console_fleet.nodes["Stage left"]
     node_id = console_fleet.node_id("Stage left")

@@ -24,7 +24,7 @@ export function actorCell(e) {
   }
   const name = actor.name ?? actor.id ?? "—";
   if (actor.type === "user" || !actor.type) return h("span", { class: "actor", title: actor.id ? `user ${actor.id}` : null }, name);
-  if (actor.type === "system") return h("span", { class: "actor" }, actor.name && actor.name !== "system" ? `The hub (${actor.name})` : "The hub");
+  if (actor.type === "system") return h("span", { class: "actor" }, actor.name && !["system", "hub"].includes(actor.name.toLowerCase()) ? `The hub (${actor.name})` : "The hub");
   return h("span", { class: "actor", title: actor.id ? `${actor.type} ${actor.id}` : null }, `${ACTOR_KINDS[actor.type] ?? actor.type} ${name}`);
 }
 
