@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
@@ -23,6 +27,7 @@ from tests.harness import ADMIN_PASSWORD, ROOT, wait_for
 LAYOUT = ARTIFACTS / "layout"
 SCREENSHOTS = ROOT / "hub" / "console" / "screenshots"
 TECHNICIAN_PIN = "482913"
+Scheme = Literal["light", "dark"]
 WIDTHS = (1440, 768, 390)
 DARK_WIDTHS = (1440, 390)
 HEIGHT = 900
@@ -50,6 +55,12 @@ CASES = [(name, width, "light") for name in PAGES for width in WIDTHS] + [
 # Answers of 400 or more that a page asks for on purpose: who is signed in (the login page), and
 # anything about the node "unknown" (its page says there is no such node).
 EXPECTED_FAILURES = (r"^401 GET .*/api/v1/auth/me$", r"^404 GET .*[/=]unknown([/?&]|$)")
+
+HEALTH_REPORTS = (
+    ("Foyer", "disk.low", "critical", {"free_pct": 4.2, "free_bytes": 1_300_000_000}),
+    ("Stage left", "audio.clipping", "warning", {"clipped_samples": {"L": 12, "R": 3}}),
+    ("Stage left", "temperature.high", "warning", {"temperature_c": 83.4}),
+)
 
 # What README.md shows, from this run: screenshot name -> (page, width, scheme).
 README_SHOTS = {
@@ -83,6 +94,8 @@ MISALIGNED_HEADERS = """() => {
     if (!head || !body) return;
     const heads = columns(head);
     const cells = columns(body);
+    // A table shown as cards on a phone (no header row, each cell labelled by its own data-label).
+    if (!heads.length && cells.every(({ cell }) => getComputedStyle(cell).display !== "table-cell")) return;
     if (cells.length === 1 && cells[0].cell.colSpan > 1) return;
     const name = table.className || table.caption?.textContent?.trim() || `table ${index + 1}`;
     for (const { at, cell: th } of heads) {
@@ -97,22 +110,26 @@ MISALIGNED_HEADERS = """() => {
     }
     const headWidth = heads.reduce((n, h) => n + (h.cell.colSpan || 1), 0);
     const bodyWidth = cells.reduce((n, c) => n + (c.cell.colSpan || 1), 0);
-    if (headWidth !== bodyWidth) problems.push(`${name}: ${headWidth} visible header columns over ${bodyWidth} visible cell columns`);
+    if (headWidth !== bodyWidth) {
+      problems.push(`${name}: ${headWidth} visible header columns over ${bodyWidth} visible cell columns`);
+    }
   });
   return problems;
 }"""
 
 OVERFLOW = """() => {
   const root = document.documentElement;
+  const edge = root.clientWidth + 1;
   const over = root.scrollWidth - root.clientWidth;
   if (over <= 0) return null;
-  // The widest elements reaching past the right edge, to say what overflows.
+  // The outermost elements reaching past the right edge, to say what overflows.
+  const past = (el) => el.getClientRects().length && el.getBoundingClientRect().right > edge;
+  const name = (el) => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "")
+    + [...el.classList].map((c) => "." + c).join("");
   const culprits = [...document.querySelectorAll("body *")]
-    .filter((el) => el.getBoundingClientRect().right > root.clientWidth + 1 && !el.closest(".table-wrap") && el.getClientRects().length)
-    .map((el) => ({ el, right: el.getBoundingClientRect().right }))
-    .filter(({ el }) => !el.parentElement || el.parentElement.getBoundingClientRect().right <= root.clientWidth + 1)
+    .filter((el) => past(el) && !el.closest(".table-wrap") && !(el.parentElement && past(el.parentElement)))
     .slice(0, 5)
-    .map(({ el, right }) => `${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""}${el.classList.length ? "." + [...el.classList].join(".") : ""} (right edge ${Math.round(right)})`);
+    .map((el) => `${name(el)} (right edge ${Math.round(el.getBoundingClientRect().right)})`);
   return { over, scrollWidth: root.scrollWidth, clientWidth: root.clientWidth, culprits };
 }"""
 
@@ -145,9 +162,9 @@ class Layout:
     recording_id: str
     technician_url: str
     contexts: list[BrowserContext] = field(default_factory=list)
-    tabs: dict[tuple[str, bool], Tab] = field(default_factory=dict)
+    tabs: dict[tuple[Scheme, bool], Tab] = field(default_factory=dict)
 
-    def tab(self, scheme: str, signed_in: bool) -> Tab:
+    def tab(self, scheme: Scheme, signed_in: bool) -> Tab:
         """The tab for a colour scheme, signed in to the console or not (made on first use)."""
         key = (scheme, signed_in)
         if key not in self.tabs:
@@ -189,12 +206,24 @@ def layout(console_fleet: ConsoleFleet, browser: Browser) -> Iterator[Layout]:
     hub = console_fleet.hub
     stage = console_fleet.nodes["Stage left"]
     with hub.admin() as admin:
-        take = admin.post(
-            "/api/v1/recordings", json={"node_id": stage.node_id, "duration_s": 2, "name": "layout take"}
-        )
+        take = admin.post("/api/v1/recordings", json={"node_id": stage.node_id, "duration_s": 2, "name": "layout take"})
         assert take.status_code == 201, take.text
         pin = admin.patch(f"/api/v1/nodes/{stage.node_id}", json={"technician_pin": TECHNICIAN_PIN})
         assert pin.status_code == 200, pin.text
+    # A few problems, so the health inbox and the fleet's warnings have rows to lay out.
+    for name, kind, severity, details in HEALTH_REPORTS:
+        node = console_fleet.nodes[name]
+        body = {
+            "msg_id": uuid.uuid4().hex,
+            "ts": datetime.now(UTC).isoformat(),
+            "kind": kind,
+            "state": "open",
+            "severity": severity,
+            "details": details,
+        }
+        with hub.client(node.credential) as client:
+            sent = client.post(f"/api/v1/nodes/{node.node_id}/health-events", json=body)
+        assert sent.status_code == 200, sent.text
     access = stage.workdir / "data" / "technician.json"
     wait_for(lambda: access.exists() and '"pin_hash": "' in access.read_text(), 20, "the technician PIN at the node")
     LAYOUT.mkdir(parents=True, exist_ok=True)
@@ -228,9 +257,7 @@ def open_page(layout: Layout, name: str, tab: Tab) -> None:
             expect(page.locator("#login-form")).to_be_visible()
         else:
             expect(page.locator("#view h2").first).to_be_visible()
-            page.wait_for_function(
-                "() => !/Loading/.test(document.getElementById('view').innerText)", timeout=10_000
-            )
+            page.wait_for_function("() => !/Loading/.test(document.getElementById('view').innerText)", timeout=10_000)
     # Two frames, so anything laid out after the data arrived is painted.
     page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
 
@@ -252,17 +279,31 @@ def check(tab: Tab, name: str, width: int, scheme: str) -> list[str]:
     shot = LAYOUT / f"{name}-{width}{suffix}.png"
     page.screenshot(path=str(shot), full_page=True)
     problems += tab.take_errors()
-    if os.environ.get("HARK_README_SCREENSHOTS") and (name, width, scheme) in README_SHOTS.values():
+    if os.environ.get("HARK_README_SCREENSHOTS"):
         for readme_name, wanted in README_SHOTS.items():
             if wanted == (name, width, scheme):
-                page.screenshot(path=str(SCREENSHOTS / readme_name))
+                readme_screenshot(page, name, SCREENSHOTS / readme_name)
     return problems
+
+
+def readme_screenshot(page: Page, name: str, path: Path) -> None:
+    """The README's picture of a page: its first screenful once the meters and charts are drawn."""
+    if name == "node":
+        expect(page.locator(".uplot").first).to_be_visible()
+    if name in {"fleet", "node"}:
+        page.wait_for_function("() => document.querySelectorAll('.meter-board.stale').length === 0")
+    page.mouse.move(0, 0)
+    if name == "node":  # down to the first history charts
+        size = page.viewport_size or {"width": WIDTHS[0], "height": HEIGHT}
+        page.screenshot(path=str(path), full_page=True, clip={"x": 0, "y": 0, "width": size["width"], "height": 1500})
+    else:
+        page.screenshot(path=str(path))
 
 
 @pytest.mark.parametrize(
     ("name", "width", "scheme"), CASES, ids=[f"{n}-{w}{'-dark' if s == 'dark' else ''}" for n, w, s in CASES]
 )
-def test_the_page_fits_keeps_headers_over_cells_and_passes_axe(layout: Layout, name: str, width: int, scheme: str) -> None:
+def test_the_page_fits_keeps_headers_over_cells_and_passes_axe(layout: Layout, name: str, width: int, scheme: Scheme) -> None:
     address, signed_in = PAGES[name]
     tab = layout.tab(scheme, signed_in or address is None)
     tab.page.set_viewport_size({"width": width, "height": HEIGHT})
