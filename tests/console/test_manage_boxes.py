@@ -116,6 +116,19 @@ def test_a_new_box_on_the_network_is_listed_claimed_from_its_form_and_becomes_a_
     assert overflow(page) <= 0, "the new boxes page scrolls sideways on a phone"
     page.screenshot(path=str(SHOTS / "discovered-empty-390.png"), full_page=True)
 
+    # Online, it can be deleted only with force, after the preview says why.
+    open_node(page, console_fleet, node["id"], "Roof box")
+    page.get_by_role("button", name="Delete this node…").click()
+    preview = page.get_by_role("group", name="What deleting would do")
+    expect(preview).to_contain_text("The node is online")
+    preview.get_by_role("button", name="Delete anyway (force)").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete anyway").click()
+    expect(page).to_have_url(re.compile(r"#/fleet$"))
+    with console_fleet.hub.admin() as admin:
+        assert admin.get(f"/api/v1/nodes/{node['id']}").status_code == 404
+        forced = admin.get("/api/v1/audit-events", params={"action": "node.delete", "target_id": node["id"]}).json()["data"]
+    assert forced and forced[0]["after"] == {"forced": True}, forced
+
 
 def test_a_box_enrolled_by_hand_shows_its_credential_once(console_fleet: ConsoleFleet, page: Page) -> None:
     sign_in(page, console_fleet.hub.url)

@@ -52,8 +52,10 @@ function boxCard(box) {
     try {
       const { data } = await api(`/api/v1/discovered-nodes/${encodeURIComponent(box.hardware_id)}/enroll`, { method: "POST", body });
       card.claimed = true;
-      fill(form, h("p", { class: "ok", role: "status" }, "Claimed as ", nodeLink(data.node), data.node.site ? ` at ${data.node.site}` : "",
-        ". The box has its identity and connects on its own within seconds."));
+      const done = h("p", { class: "ok", role: "status", tabindex: "-1" }, "Claimed as ", nodeLink(data.node), data.node.site ? ` at ${data.node.site}` : "",
+        ". The box has its identity and connects on its own within seconds.");
+      fill(form, done);
+      done.focus(); // the form that had the focus is gone
     } catch (err) {
       error.textContent = claimError(err);
     } finally {
@@ -122,7 +124,8 @@ export function renderDiscovered(view) {
       "The claim code is on its label. A box on another network can be enrolled by hand below."));
   fill(view, h("div", { class: "discovered" },
     h("section", { "aria-labelledby": "new-boxes-h" },
-      h("div", { class: "title-row" }, h("h2", { id: "new-boxes-h" }, "New boxes"), status),
+      h("div", { class: "title-row" }, h("h2", { id: "new-boxes-h" }, "New boxes"), status,
+        h("button", { type: "button", class: "small", onclick: () => load() }, "Check now")),
       h("p", { class: "hint" }, "Boxes on the hub's network waiting to be claimed. Claiming one enrolls it and hands it its identity; it then connects by itself."),
       error, empty, list),
     manualEnroll()));
