@@ -164,9 +164,9 @@ def test_the_console_works_at_tablet_width(console_fleet: ConsoleFleet, page: Pa
     expect(page.locator(".fleet-table tbody tr.node-row")).to_have_count(2)
     overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px at tablet width"
-    # Keyboard only: from the first section link, Tab to the next and open it with Enter.
+    # Keyboard only: from a section link, Tab to the next (Recordings follows New boxes) and open it with Enter.
     nav = page.get_by_role("navigation", name="Sections")
-    nav.get_by_role("link", name="Fleet").focus()
+    nav.get_by_role("link", name="New boxes").focus()
     page.keyboard.press("Tab")
     expect(nav.get_by_role("link", name="Recordings")).to_be_focused()
     page.keyboard.press("Enter")

@@ -94,7 +94,7 @@ export class HistoryChart {
       },
       axes: [
         { ...axis, label: `Time (${zone})`, labelSize: 24, stroke: text },
-        { ...axis, label: unit, labelSize: unit ? 20 : 0, size: 48, values: (u, splits) => splits.map((v) => (v === null ? "" : Math.abs(v) >= 1000 ? `${Math.round(v / 1000)}k` : String(+v.toFixed(2)))) },
+        { ...axis, label: unit, labelSize: unit ? 20 : 0, size: 48, values: (u, splits) => tickText(splits) },
       ],
       series: [
         { label: "Time", value: (u, ts) => (ts === null ? "—" : when(new Date(ts * 1000).toISOString(), { seconds: false })) },
@@ -141,6 +141,13 @@ export class HistoryChart {
     this.observer.disconnect();
     this.destroyPlot();
   }
+}
+
+/** Tick labels with as many decimals as the step between them needs ("83.665", "83.670"; "10k"). */
+function tickText(splits) {
+  const step = splits.length > 1 ? Math.abs(splits[1] - splits[0]) : 1;
+  const digits = step >= 1 || !step ? 0 : Math.min(4, Math.ceil(-Math.log10(step) - 1e-9));
+  return splits.map((v) => (v === null || v === undefined ? "" : Math.abs(v) >= 10000 && step >= 1000 ? `${+(v / 1000).toFixed(1)}k` : v.toFixed(digits)));
 }
 
 const seconds = (iso) => new Date(iso).getTime() / 1000;
@@ -195,7 +202,7 @@ export class NodeHistory {
     this.metricsBox = h("div", { class: "chart-grid" }, this.metricCharts.map((c) => c.el));
     this.metersBox = h("div", { class: "chart-grid" });
     this.el = h("div", { class: "node-history" }, this.status, this.error,
-      h("h4", {}, "Levels"), this.metersBox, h("h4", {}, "Heartbeat metrics"), this.metricsBox);
+      h("h4", {}, "Levels"), this.metersBox, h("h4", {}, "Heartbeats"), this.metricsBox);
     this.scheme = matchMedia("(prefers-color-scheme: dark)");
     this.onScheme = () => this.all().forEach((c) => c.redraw());
     this.scheme.addEventListener("change", this.onScheme);

@@ -146,6 +146,7 @@ export function renderNode(view, nodeId) {
     renderInterfaces();
     renderActions();
     renderAdmin();
+    boardSlot.hidden = Boolean(isAway()); // its bars would only say "—": the last levels stand in
     if (isAway()) loadLastLevels(); else fill(lastLevels);
   };
 
