@@ -151,6 +151,7 @@ export function renderFleet(view) {
   const totals = h("div", { class: "fleet-totals", role: "group", "aria-label": "Totals" });
   const caption = h("caption", {}, "Loading nodes…");
   const tbody = h("tbody");
+  const table = h("table", { class: "fleet-table" }, caption);
   const siteSelect = select([["", "All sites"]], state.site, { name: "site" });
   const statusSelect = select([["", "Any status"], ...STATUSES.map((s) => [s, s])], state.status, { name: "status" });
   const tagSelect = select([["", "Any tag"]], state.tag, { name: "tag" });
@@ -170,8 +171,8 @@ export function renderFleet(view) {
     clear: () => { selected.clear(); for (const row of rows.values()) row.check.checked = false; selectionChanged(); },
   });
 
-  // Meters tick only on screen: a board scrolled out of view is hidden (MeterView skips hidden
-  // boards), its place kept, so 200 rows cost what the visible dozen do.
+  // Meters tick only on screen: a board out of view is hidden (MeterView skips hidden boards), its
+  // height kept from the observer's own measure (no layout read), so 200 rows cost what a dozen do.
   const onScreen = new IntersectionObserver((entries) => {
     for (const entry of entries) {
       const board = entry.target.firstElementChild;
@@ -180,7 +181,7 @@ export function renderFleet(view) {
         board.hidden = false;
         entry.target.style.minHeight = "";
       } else if (!board.hidden) {
-        entry.target.style.minHeight = `${entry.target.offsetHeight}px`;
+        entry.target.style.minHeight = `${Math.round(entry.boundingClientRect.height)}px`;
         board.hidden = true;
       }
     }
@@ -212,6 +213,7 @@ export function renderFleet(view) {
     }
   };
 
+  table.append(h("thead", {}, headRow), tbody);
   fill(view, h("section", { class: "fleet" },
     h("div", { class: "title-row" }, h("h2", {}, "Fleet"), streamState),
     hubHealth,
@@ -223,7 +225,7 @@ export function renderFleet(view) {
       clearFilters),
     error,
     bulk.el,
-    h("div", { class: "table-wrap" }, h("table", { class: "fleet-table" }, caption, h("thead", {}, headRow), tbody))));
+    h("div", { class: "table-wrap" }, table)));
 
   // -- rows ------------------------------------------------------------------------------------
   const upsert = (node) => {
@@ -234,7 +236,9 @@ export function renderFleet(view) {
         selectionChanged();
       } });
       const link = h("a", { href: `#/nodes/${encodeURIComponent(node.id)}` });
-      const slot = h("div", { class: "meter-slot" }, meters.board(node.id, { label: node.name }).el);
+      const board = meters.board(node.id, { label: node.name }).el;
+      board.hidden = true; // until it is on screen
+      const slot = h("div", { class: "meter-slot" }, board);
       const cells = {
         select: h("td", { class: "fc-select" }, check),
         name: h("td", { class: "fc-name" }, link),
@@ -364,6 +368,7 @@ export function renderFleet(view) {
     }
     const grouped = groupingOn();
     groupBox.checked = grouped;
+    table.classList.toggle("grouped", grouped);
     let sequence = ordered.map((r) => r.tr);
     const used = new Set();
     if (grouped) {
