@@ -248,7 +248,7 @@ export function renderKeys(view) {
   field("Name", h("input", { name: "name", required: true, maxLength: 150 })),
   admin ? field("Kind", select([["user", "user (acts as you)"], ["service", "service"]], "user", { name: "kind" })) : null,
   field("Sites", h("input", { name: "sites", placeholder: "empty: every site you have" }), "Comma-separated."),
-  field("Expires", h("input", { name: "expires_at", type: "datetime-local" }), "Empty: never."),
+  field("Expires", h("input", { name: "expires_at", type: "datetime-local" }), `Empty: never. In your browser's zone (${Intl.DateTimeFormat().resolvedOptions().timeZone || "local time"}).`),
   checkboxes("scopes", mine, [], "Scopes"),
   h("button", { type: "submit", class: "primary" }, "Create key"));
   fill(view, h("section", {}, h("h2", {}, "API keys"), error, list, h("h3", {}, "New key"), form, result));
