@@ -50,7 +50,8 @@ def wait_state(fleet: ConsoleFleet, event_id: str, state: str) -> dict:
 
 
 def row(page: Page, event_id: str) -> Locator:
-    return page.locator(f'.health-table tbody tr[data-event-id="{event_id}"]')
+    """The event's table row, or its card on a phone."""
+    return page.locator(f'.health-inbox [data-event-id="{event_id}"]')
 
 
 def open_inbox(page: Page, fleet: ConsoleFleet) -> None:
@@ -58,6 +59,7 @@ def open_inbox(page: Page, fleet: ConsoleFleet) -> None:
     page.get_by_role("navigation", name="Sections").get_by_role("link", name="Health").click()
     expect(page.get_by_role("heading", name="Health", exact=True)).to_be_visible()
     expect(page.locator(".health-table caption")).not_to_have_text("Loading…")
+    expect(page.locator(".health-count")).not_to_have_text("Loading…")
 
 
 def local_input_time(page: Page, offset_s: float) -> tuple[str, str]:
@@ -287,9 +289,11 @@ def test_the_inbox_fits_a_phone_as_cards_and_a_tablet_with_aligned_columns(conso
     expect(card).to_contain_text("No audio interface")
     expect(card).to_contain_text("sounddevice:USB Audio CODEC could not be opened")
     assert no_sideways_scroll(page) <= 0, f"the page scrolls sideways by {no_sideways_scroll(page)}px on a phone"
-    expect(page.locator(".health-table thead")).to_be_hidden()
-    label = card.locator(".hi-node").evaluate("(td) => getComputedStyle(td, '::before').content")
-    assert label == '"Node"', label  # each card labels its fields
+    expect(page.locator(".health-table")).to_be_hidden()  # a list of cards instead, each labelling its facts
+    expect(page.get_by_role("list", name="Health events").get_by_role("listitem")).not_to_have_count(0)
+    expect(card.get_by_role("heading", name="No audio interface")).to_be_visible()
+    expect(card.locator("dt", has_text="Node")).to_be_visible()
+    expect(card.locator("dt:text-is('Node') + dd")).to_have_text("Foyer")
     box = card.bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
     button = card.get_by_role("button", name="Acknowledge No audio interface on Foyer")
@@ -300,6 +304,8 @@ def test_the_inbox_fits_a_phone_as_cards_and_a_tablet_with_aligned_columns(conso
 
     page.set_viewport_size({"width": 768, "height": 1000})
     expect(page.locator(".health-table thead")).to_be_visible()
+    expect(page.locator(".health-cards")).to_be_hidden()
+    expect(row(page, event["id"])).to_have_js_property("tagName", "TR")
     assert no_sideways_scroll(page) <= 0, f"the page scrolls sideways by {no_sideways_scroll(page)}px at 768 px"
     lefts = page.evaluate(
         """(id) => {

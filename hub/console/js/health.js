@@ -128,6 +128,10 @@ export function renderHealth(view) {
   const error = h("p", { class: "error", role: "alert" });
   const caption = h("caption", { tabindex: "-1" }, "Loading…");
   const tbody = h("tbody");
+  // On a phone the events are a list of cards (a table squeezed into cards loses its header row).
+  const narrow = matchMedia("(max-width: 640px)");
+  const cardsCount = h("p", { class: "health-count", tabindex: "-1" }, "Loading…");
+  const cards = h("ul", { class: "health-cards", "aria-label": "Health events" });
   const empty = h("div", { class: "health-empty", role: "status", hidden: true });
   const more = h("button", { type: "button", hidden: true, onclick: () => load({ append: true }) }, "Load more");
   const selectAll = h("input", { type: "checkbox", name: "select_all" });
@@ -154,10 +158,11 @@ export function renderHealth(view) {
     error,
     mayAct ? h("div", { class: "bulk health-bulk", role: "group", "aria-label": "Selected health events" },
       h("label", { class: "check" }, selectAll, "Select all shown"), selectedCount, bulkButtons, summary) : null,
-    h("div", { class: "health-list" }, h("table", { class: "health-table" }, caption,
+    h("div", { class: "health-list", hidden: narrow.matches }, h("table", { class: "health-table" }, caption,
       h("thead", {}, h("tr", {}, columns.map(([cls, label]) => h("th", { scope: "col", class: cls },
         cls === "hi-select" ? h("span", { class: "visually-hidden" }, label) : label)))),
       tbody)),
+    h("div", { class: "health-card-list", hidden: !narrow.matches }, cardsCount, cards),
     empty,
     more));
 
@@ -176,45 +181,72 @@ export function renderHealth(view) {
     return button;
   });
 
-  // A cell that a phone's card labels (the header row is hidden there).
-  const labelled = (cls, label, ...content) => h("td", { class: cls, "data-label": label }, h("div", { class: "hi-value" }, content));
-
-  const rowFor = (e) => {
-    const title = kindTitle(e.kind);
-    const detail = eventDetail(e);
+  // The parts of one event, laid out as a table row or as a card.
+  const partsOf = (e) => {
     const note = stateNote(e);
-    const cells = [];
+    let box = null;
     if (mayAct) {
-      const box = h("input", { type: "checkbox", checked: selected.has(e.id), "aria-label": `Select ${what(e)}`,
+      box = h("input", { type: "checkbox", checked: selected.has(e.id), "aria-label": `Select ${what(e)}`,
         dataset: { focusKey: `${e.id}:select` } });
       box.addEventListener("change", () => { if (box.checked) selected.add(e.id); else selected.delete(e.id); updateBulk(); });
-      cells.push(h("td", { class: "hi-select" }, box));
     }
-    cells.push(
-      h("td", { class: "hi-sev" }, h("span", { class: `sev sev-${e.severity}` }, e.severity)),
-      h("td", { class: "hi-problem" }, h("strong", { class: "hi-title", title: `Reported as ${e.kind}` }, title),
-        detail ? h("span", { class: "hi-detail" }, detail) : null),
-      labelled("hi-node", "Node", e.node_id === null
+    return {
+      box,
+      severity: h("span", { class: `sev sev-${e.severity}` }, e.severity),
+      title: kindTitle(e.kind),
+      detail: eventDetail(e),
+      node: e.node_id === null
         ? h("span", { class: "hi-hub" }, "Hub")
-        : can("node:read") ? h("a", { href: `#/nodes/${encodeURIComponent(e.node_id)}` }, nodeLabel(e.node_id)) : nodeLabel(e.node_id)),
-      labelled("hi-site", "Site", e.site ?? "—"),
-      labelled("hi-first", "First seen", timeEl(e.first_seen)),
-      labelled("hi-last", "Last seen", timeEl(e.last_seen),
-        h("span", { class: "hi-count" }, e.count === 1 ? "seen once" : `seen ${plural(e.count, "time")}`)),
-      labelled("hi-state", "State", h("span", { class: `state state-${e.state}` }, e.state),
-        note ? h("span", { class: "hi-note" }, note) : null),
-    );
-    if (mayAct) cells.push(h("td", { class: "hi-actions" }, actionButtons(e)));
-    return h("tr", { class: `sev-row-${e.severity}`, dataset: { eventId: e.id, state: e.state, kind: e.kind } }, cells);
+        : can("node:read") ? h("a", { href: `#/nodes/${encodeURIComponent(e.node_id)}` }, nodeLabel(e.node_id)) : nodeLabel(e.node_id),
+      site: e.site ?? "—",
+      first: timeEl(e.first_seen),
+      last: [timeEl(e.last_seen), h("span", { class: "hi-count" }, e.count === 1 ? "seen once" : `seen ${plural(e.count, "time")}`)],
+      state: [h("span", { class: `state state-${e.state}` }, e.state), note ? h("span", { class: "hi-note" }, note) : null],
+      actions: mayAct ? actionButtons(e) : null,
+    };
   };
+  const itemData = (e) => ({ eventId: e.id, state: e.state, kind: e.kind });
+
+  const rowFor = (e) => {
+    const p = partsOf(e);
+    return h("tr", { class: `sev-row-${e.severity}`, dataset: itemData(e) },
+      mayAct ? h("td", { class: "hi-select" }, p.box) : null,
+      h("td", { class: "hi-sev" }, p.severity),
+      h("td", { class: "hi-problem" }, h("strong", { class: "hi-title", title: `Reported as ${e.kind}` }, p.title),
+        p.detail ? h("span", { class: "hi-detail" }, p.detail) : null),
+      h("td", { class: "hi-node" }, p.node),
+      h("td", { class: "hi-site" }, p.site),
+      h("td", { class: "hi-first" }, p.first),
+      h("td", { class: "hi-last" }, p.last),
+      h("td", { class: "hi-state" }, p.state),
+      mayAct ? h("td", { class: "hi-actions" }, p.actions) : null);
+  };
+
+  const cardFor = (e) => {
+    const p = partsOf(e);
+    const fact = (label, ...value) => [h("dt", {}, label), h("dd", {}, value)];
+    return h("li", { class: `health-card sev-row-${e.severity}`, dataset: itemData(e) },
+      h("div", { class: "hc-top" }, p.box, p.severity, h("h3", { class: "hi-title", title: `Reported as ${e.kind}` }, p.title)),
+      p.detail ? h("p", { class: "hi-detail" }, p.detail) : null,
+      h("dl", { class: "hc-facts" }, fact("Node", p.node), fact("Site", p.site), fact("First seen", p.first),
+        fact("Last seen", p.last), fact("State", p.state)),
+      mayAct ? h("div", { class: "hi-actions" }, p.actions) : null);
+  };
+
+  // The events' container now (the table's body or the list of cards) and its count line.
+  const items = () => (narrow.matches ? cards : tbody);
+  const countLine = () => (narrow.matches ? cardsCount : caption);
 
   const show = () => {
     // A live refresh must not lose the keyboard's place: put focus back on the same control.
     const focused = view.contains(document.activeElement) ? document.activeElement?.dataset?.focusKey : null;
     for (const id of [...selected]) if (!rows.some((r) => r.id === id)) selected.delete(id);
-    fill(tbody, rows.map(rowFor));
-    if (focused) tbody.querySelector(`[data-focus-key="${CSS.escape(focused)}"]`)?.focus();
-    caption.textContent = rows.length
+    fill(tbody, narrow.matches ? null : rows.map(rowFor));
+    fill(cards, narrow.matches ? rows.map(cardFor) : null);
+    view.querySelector(".health-list").hidden = narrow.matches;
+    view.querySelector(".health-card-list").hidden = !narrow.matches;
+    if (focused) items().querySelector(`[data-focus-key="${CSS.escape(focused)}"]`)?.focus();
+    caption.textContent = cardsCount.textContent = rows.length
       ? `${plural(rows.length, "event")}${cursor ? " shown (more below)" : ""}, newest first`
       : "No events.";
     empty.hidden = rows.length > 0;
@@ -325,8 +357,9 @@ export function renderHealth(view) {
       await load();
       // The row may have left the list (another state): keep the keyboard near where it was.
       if (!view.contains(document.activeElement) || document.activeElement === document.body) {
-        const next = tbody.rows[Math.min(index, tbody.rows.length - 1)];
-        (next?.querySelector(".hi-actions button") ?? caption).focus();
+        const shown = [...items().children];
+        const next = shown[Math.min(index, shown.length - 1)];
+        (next?.querySelector(".hi-actions button") ?? countLine()).focus();
       }
     } catch (err) {
       button.disabled = false;
@@ -389,6 +422,7 @@ export function renderHealth(view) {
     poll = setInterval(() => load(), 30000);
   }
 
+  narrow.addEventListener("change", show);
   loadNodeNames().then(() => load());
-  return () => { clearTimeout(pending); clearTimeout(typing); clearInterval(poll); events?.close(); };
+  return () => { narrow.removeEventListener("change", show); clearTimeout(pending); clearTimeout(typing); clearInterval(poll); events?.close(); };
 }
