@@ -208,6 +208,14 @@ def layout(console_fleet: ConsoleFleet, browser: Browser) -> Iterator[Layout]:
     with hub.admin() as admin:
         take = admin.post("/api/v1/recordings", json={"node_id": stage.node_id, "duration_s": 2, "name": "layout take"})
         assert take.status_code == 201, take.text
+        # A key and a second user, so the key and user tables have rows of every kind of cell.
+        key = admin.post("/api/v1/auth/keys", json={"name": "layout reader", "scopes": ["node:read", "recording:read"]})
+        assert key.status_code == 201, key.text
+        user = admin.post(
+            "/api/v1/auth/users",
+            json={"username": f"layout{uuid.uuid4().hex[:6]}", "password": "a layout reader 2026", "roles": ["viewer"]},
+        )
+        assert user.status_code == 201, user.text
         pin = admin.patch(f"/api/v1/nodes/{stage.node_id}", json={"technician_pin": TECHNICIAN_PIN})
         assert pin.status_code == 200, pin.text
     # A few problems, so the health inbox and the fleet's warnings have rows to lay out.
