@@ -77,6 +77,7 @@ export function renderHealth(view) {
   let nodeNames = new Map();
   let namesTried = new Set();
   let loading = 0; // the newest load; older answers are dropped
+  let closed = false; // the user has gone to another page
 
   // -- filters, read from and written to the address ---------------------------------------------
   const start = hashParams();
@@ -287,13 +288,14 @@ export function renderHealth(view) {
   };
 
   const load = async ({ append = false } = {}) => {
+    if (closed) return;
     const mine = ++loading;
     const f = filters();
     setHashParams(f);
     try {
       // Every kind under the other filters: the options of "Problem" and what the text search matches.
       const kindFacet = (await api("/api/v1/health-events/facets", { params: { ...apiParams([], "kind"), fields: "kind" } })).data.kind ?? [];
-      if (mine !== loading) return;
+      if (mine !== loading || closed) return;
       const kinds = kindFacet.map((k) => k.value).filter((k) => k !== null);
       const p = apiParams(kinds);
       exportLink.href = `/api/v1/health-events/export${query({ ...p, format: "csv" })}`;
@@ -303,12 +305,12 @@ export function renderHealth(view) {
         ...["site", "severity", "node", "state"].map((name) =>
           api("/api/v1/health-events/facets", { params: { ...apiParams(kinds, name), fields: FILTERS[name] } }).then((b) => b.data[FILTERS[name]] ?? [])),
       ]);
-      if (mine !== loading) return;
+      if (mine !== loading || closed) return;
       const unknown = page.data.filter((e) => e.node_id !== null && !nodeNames.has(e.node_id) && !namesTried.has(e.node_id));
       if (unknown.length) {
         for (const e of unknown) namesTried.add(e.node_id);
         await loadNodeNames();
-        if (mine !== loading) return;
+        if (mine !== loading || closed) return;
       }
       rows = append ? rows.concat(page.data.filter((e) => !rows.some((r) => r.id === e.id))) : page.data;
       cursor = page.meta?.next_cursor ?? null;
@@ -407,8 +409,9 @@ export function renderHealth(view) {
   };
 
   // -- live -------------------------------------------------------------------------------------
+  // A burst of changes (a bulk action, a node repeating a report) makes one reload, at most one a second.
   let pending = null;
-  const soon = () => { clearTimeout(pending); pending = setTimeout(() => load(), 500); };
+  const soon = () => { pending ??= setTimeout(() => { pending = null; load(); }, 1000); };
   let events = null;
   let poll = null;
   if (can("node:read")) {
@@ -424,5 +427,5 @@ export function renderHealth(view) {
 
   narrow.addEventListener("change", show);
   loadNodeNames().then(() => load());
-  return () => { narrow.removeEventListener("change", show); clearTimeout(pending); clearTimeout(typing); clearInterval(poll); events?.close(); };
+  return () => { closed = true; narrow.removeEventListener("change", show); clearTimeout(pending); clearTimeout(typing); clearInterval(poll); events?.close(); };
 }
