@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
 from tests.console.conftest import ARTIFACTS, ConsoleFleet
 from tests.console.test_console import sign_in
@@ -64,7 +64,7 @@ def open_users(page: Page, fleet: ConsoleFleet) -> None:
     expect(page.locator(".users-table tbody tr").first).to_be_visible()
 
 
-def edit_access(page: Page, username: str):
+def edit_access(page: Page, username: str) -> Locator:
     page.get_by_role("button", name=f"Edit access of {username}").click()
     dialog = page.get_by_role("dialog", name=f"Access of {username}")
     expect(dialog).to_be_visible()
@@ -213,7 +213,12 @@ def test_a_notice_on_a_phone_leaves_the_clicked_control_free(console_fleet: Cons
 def test_the_admin_pages_fit_a_phone(console_fleet: ConsoleFleet, tab: Page) -> None:
     tab.set_viewport_size({"width": 390, "height": 844})
     sign_in(tab, console_fleet.hub.url)
-    for path, ready in (("/users", ".users-table"), ("/audit", ".audit tbody tr"), ("/me", "section time"), ("/keys", "form[aria-label='New API key']")):
+    for path, ready in (
+        ("/users", ".users-table"),
+        ("/audit", ".audit tbody tr"),
+        ("/me", "section time"),
+        ("/keys", "form[aria-label='New API key']"),
+    ):
         tab.goto(f"{console_fleet.hub.url}/#{path}")
         expect(tab.locator(ready).first).to_be_visible()
         overflow = tab.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")

@@ -102,8 +102,10 @@ def test_the_markup_is_valid_and_words_break_only_between_words(page: Page, site
         return {
           nested: document.querySelectorAll('a button, button a, a a, button button').length,
           duplicates: ids.filter((id, i) => ids.indexOf(id) !== i),
-          breakAll: [...document.querySelectorAll('*')].filter((el) => getComputedStyle(el).wordBreak === 'break-all').map((el) => el.id || el.tagName),
-          unlabelled: [...document.querySelectorAll('input')].filter((el) => !el.labels?.length && !el.getAttribute('aria-label')).map((el) => el.id),
+          breakAll: [...document.querySelectorAll('*')]
+            .filter((el) => getComputedStyle(el).wordBreak === 'break-all').map((el) => el.id || el.tagName),
+          unlabelled: [...document.querySelectorAll('input')]
+            .filter((el) => !el.labels?.length && !el.getAttribute('aria-label')).map((el) => el.id),
           untyped: [...document.querySelectorAll('button:not([type])')].map((el) => el.id || el.textContent),
         };
         }"""
