@@ -97,7 +97,7 @@ def test_open_events_read_as_words_and_the_filters_live_in_the_address(console_f
     open_inbox(page, fleet)
     disk_row = row(page, disk["id"])
     expect(disk_row).to_contain_text("Disk almost full")
-    expect(disk_row).to_contain_text("4.1 % of the disk is free (1.3 GB)")
+    expect(disk_row).to_contain_text("4.1 % free (1.3 GB)")
     expect(disk_row).to_contain_text("seen 2 times")
     expect(disk_row.get_by_role("link", name="Foyer")).to_have_attribute("href", f"#/nodes/{foyer}")
     expect(disk_row.locator(".sev")).to_have_text("critical")

@@ -29,7 +29,7 @@ const clipped = (d) => {
 
 // kind -> [title, detail(details) -> sentence or null]
 const KINDS = {
-  "disk.low": ["Disk almost full", (d) => [num(d.free_pct, 1) && `${num(d.free_pct, 1)} % of the disk is free`, gb(d.free_bytes) && `(${gb(d.free_bytes)})`].filter(Boolean).join(" ")],
+  "disk.low": ["Disk almost full", (d) => [num(d.free_pct, 1) && `${num(d.free_pct, 1)} % free`, gb(d.free_bytes) && `(${gb(d.free_bytes)})`].filter(Boolean).join(" ")],
   "temperature.high": ["Running hot", (d) => num(d.temperature_c, 1) && `the board is at ${num(d.temperature_c, 1)} °C`],
   "clock.unsynced": ["Clock not synchronised", (d) => [d.quality && `time source: ${d.quality}`, num(d.offset_ms) && `offset ${d.offset_ms >= 0 ? "+" : ""}${num(d.offset_ms)} ms`].filter(Boolean).join(", ")],
   "power.under_voltage": ["Power supply too weak", (d) => (Array.isArray(d.flags) && d.flags.length ? d.flags.join(", ").replaceAll("_", " ") : null)],
