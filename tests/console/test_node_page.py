@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime
 from collections.abc import Iterator
 
 import pytest
@@ -177,6 +178,11 @@ def test_an_offline_node_shows_its_last_values_with_their_age_and_warns_before_q
             node_id = data["node"]["id"]
             wait_for(lambda: admin.get(f"/api/v1/nodes/{node_id}/meters").status_code == 200, 30, "Balcony's levels")
             wait_for(lambda: admin.get(f"/api/v1/nodes/{node_id}").json()["data"]["metrics"].get("ts"), 30, "a heartbeat")
+            body = {"msg_id": uuid.uuid4().hex, "ts": datetime.now(UTC).isoformat(), "kind": "disk.low", "state": "open",
+                    "severity": "critical", "details": {"free_pct": 4.2, "free_bytes": 1_300_000_000}}
+            with hub.client(data["credential"]) as client:
+                sent = client.post(f"/api/v1/nodes/{node_id}/health-events", json=body)
+            assert sent.status_code == 200, sent.text
         finally:
             node.stop()
         wait_for(lambda: admin.get(f"/api/v1/nodes/{node_id}").json()["data"]["status"] == "offline", 30, "Balcony offline")
@@ -196,6 +202,13 @@ def test_an_offline_node_shows_its_last_values_with_their_age_and_warns_before_q
     expect(last).to_contain_text("Last levels received")
     expect(last.locator("tbody tr")).to_have_count(1)
     expect(last.locator("tbody td").nth(1)).to_contain_text(re.compile(r"-2[01]\.\d dBFS"))
+
+    # Its health events in words: a title for the kind, the details as a sentence, counts as words.
+    event = page.locator(".health-list li[data-kind='disk.low']")
+    expect(event).to_contain_text("Disk almost full — critical, open, seen 1 time since")
+    expect(event).to_contain_text(re.compile(r"4\.2 %.*free.*\(1\.3 GB\)"))
+    expect(event.locator("time")).to_have_attribute("title", re.compile(r"UTC$"))
+    assert "disk.low" not in (event.text_content() or "") and "{" not in (event.text_content() or "")
 
     # A lifecycle action for an offline node: the dialog says it waits and when it expires.
     page.get_by_role("button", name="Identify").click()
