@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.console.conftest import ARTIFACTS, ConsoleFleet
-from tests.console.test_console import sign_in
+from tests.console.test_console import VIEWER_PASSWORD, sign_in
 from tests.harness import wait_for
 
 
@@ -292,6 +292,38 @@ def test_a_channel_map_is_assigned_to_the_selected_nodes_with_a_result_each(tria
         for name in ["Loft", "Spare box"]:
             rows = admin.get("/api/v1/settings/channel-map-assignments", params={"node_id": triage.ids[name]}).json()["data"]
             assert len(rows) == 1 and rows[0]["template_id"] == response.json()["data"]["id"], rows
+
+
+def test_a_new_event_reaches_its_row_in_place_without_rebuilding_the_table(triage: Triage, page: Page) -> None:
+    open_fleet(page, triage)
+    info = page.locator('[data-total="severity:info"] .n')
+    before = int(info.inner_text())
+    # Mark the row elements: a reload that rebuilt them would lose the marks.
+    page.eval_on_selector_all(".fleet-table tr.node-row", "rows => rows.forEach((r) => { r.marked = true; })")
+    with triage.fleet.hub.admin() as admin:
+        response = admin.post(
+            "/api/v1/health-events",
+            json={"kind": "panel.button", "severity": "info", "node_id": triage.ids["Foyer"], "details": {"button": "identify"}},
+        )
+        assert response.status_code == 201, response.text
+    foyer = page.locator("tr.node-row", has_text="Foyer")
+    expect(foyer.locator('li[data-kind="panel.button"] .sev')).to_have_text("info")  # through the events stream
+    expect(info).to_have_text(str(before + 1))
+    assert page.eval_on_selector_all(".fleet-table tr.node-row", "rows => rows.every((r) => r.marked)")
+
+
+def test_a_viewer_sees_the_triage_but_no_selection_or_bulk_actions(triage: Triage, page: Page) -> None:
+    hub = triage.fleet.hub
+    username = f"triage-viewer-{datetime.now(UTC).strftime('%H%M%S%f')}"
+    with hub.admin() as admin:
+        response = admin.post("/api/v1/auth/users", json={"username": username, "password": VIEWER_PASSWORD, "roles": ["viewer"]})
+        assert response.status_code == 201, response.text
+    sign_in(page, hub.url, username, VIEWER_PASSWORD)
+    expect(page.locator(".fleet-table tbody tr.node-row")).to_have_count(4)
+    expect(page.locator('[data-total="status:offline"] .n')).to_have_text("1")
+    expect(page.locator(".fleet-table input[type=checkbox]").locator("visible=true")).to_have_count(0)
+    expect(page.get_by_role("region", name="Selected nodes")).to_be_hidden()
+    expect(page.get_by_role("button", name="Run")).to_have_count(0)
 
 
 def test_on_a_phone_each_node_is_a_card_with_its_reason_and_meters_and_nothing_scrolls_sideways(

@@ -151,7 +151,9 @@ export function renderFleet(view) {
   const totals = h("div", { class: "fleet-totals", role: "group", "aria-label": "Totals" });
   const caption = h("caption", {}, "Loading nodes…");
   const tbody = h("tbody");
-  const table = h("table", { class: "fleet-table" }, caption);
+  // Selection only for someone who may act on several nodes at once.
+  const canAct = can("node:manage") || can("settings:manage") || can("recording:create");
+  const table = h("table", { class: `fleet-table${canAct ? "" : " no-select"}` }, caption);
   const siteSelect = select([["", "All sites"]], state.site, { name: "site" });
   const statusSelect = select([["", "Any status"], ...STATUSES.map((s) => [s, s])], state.status, { name: "status" });
   const tagSelect = select([["", "Any tag"]], state.tag, { name: "tag" });
