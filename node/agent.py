@@ -366,7 +366,11 @@ class Agent:
             return
         if command is None:
             log.info("ignored unknown command cmd/%s", kind)
-        elif isinstance(command, Ack):
+            return
+        # Only the hub may publish under cmd/ (the broker's ACL), and it acknowledges every heartbeat:
+        # the technician page's "last contact" stays seconds old while the hub is there.
+        self.hub_state.update(reachable=True, last_contact=utc_iso(), error=None)
+        if isinstance(command, Ack):
             self._spawn(self._ack(command))
         elif isinstance(command, NewCredential):
             self._spawn(self._rotate_credential(command))

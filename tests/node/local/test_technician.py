@@ -7,6 +7,7 @@ import io
 import json
 import wave
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -38,6 +39,17 @@ def test_the_hub_keeps_only_a_hash_of_the_pin_and_the_node_accepts_it(site: Site
     assert status["broker"]["connected"] is True and status["hub"]["reachable"] is True
     assert status["system"]["disk"]["free_bytes"] > 0 and status["network"]
     assert status["audio"]["inputs"] == 2 and status["outbox"]["capacity"] > 0
+
+
+def test_the_hub_last_contact_follows_the_hubs_acknowledgements_not_only_the_config_fetch(site: Site) -> None:
+    with site.session(pin=PIN) as technician:
+        def last_contact() -> datetime:
+            return datetime.fromisoformat(technician.get(site.local("status")).json()["data"]["hub"]["last_contact"])
+
+        first = last_contact()
+        # Heartbeats go every second in the tests and the hub acknowledges each: the contact moves on.
+        later = wait_for(lambda: (t := last_contact()) > first and t, 15, "a later hub contact", interval=0.5)
+    assert (datetime.now(UTC) - later).total_seconds() < 10
 
 
 def test_a_hub_signed_token_is_accepted_and_a_forged_or_other_nodes_token_is_refused(site: Site) -> None:
