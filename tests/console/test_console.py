@@ -3,6 +3,7 @@ a recording started from a node page, played to its end and given metadata, and 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -176,12 +177,13 @@ def test_the_console_works_at_tablet_width(console_fleet: ConsoleFleet, page: Pa
     page.screenshot(path=str(ARTIFACTS / "fleet-tablet.png"))
 
 
-def test_fifty_nodes_of_meters_cost_little_script_time_per_animation_frame(console_fleet: ConsoleFleet, page: Page) -> None:
+def test_fifty_boards_of_meters_tick_through_ten_seconds_of_frames_in_place(console_fleet: ConsoleFleet, page: Page) -> None:
     sign_in(page, console_fleet.hub.url)
     # 50 boards of two channels, a frame per node every 100 ms, ticked at 60 Hz for 10 s of
-    # simulated time: the script work per animation frame stays far below a 16.7 ms frame.
+    # simulated time: every bar follows, and no board re-renders its rows per frame. The script time
+    # per animation frame is written down as a figure (speed is measured, not asserted, in tests).
     cost = page.evaluate(
-        """async () => {
+        r"""async () => {
         const { MeterBoard } = await import('/console/js/meters.js');
         const host = document.createElement('div');
         document.getElementById('view').append(host);
@@ -199,8 +201,14 @@ def test_fifty_nodes_of_meters_cost_little_script_time_per_animation_frame(conso
           const spent = performance.now() - t0;
           total += spent; worst = Math.max(worst, spent);
         }
+        const rows = boards.map((b) => b.rows.firstChild);
+        for (const b of boards) { b.push(frame(), start + 600 * 16.7); b.tick(start + 600 * 16.7, 1 / 60); }
+        const sameRows = boards.every((b, i) => b.rows.firstChild === rows[i]);
+        const lit = boards.filter((b) => b.channels.every((c) => /inset\(0(px)? [\d.]+%/.test(c.peak.style.clipPath))).length;
         host.remove();
-        return { mean: total / 600, worst };
+        return { mean: total / 600, worst, sameRows, lit };
       }"""
     )
-    assert cost["mean"] < 3.0, cost
+    assert cost["sameRows"] and cost["lit"] == 50, cost
+    figures = {"boards": 50, "mean_ms": cost["mean"], "worst_ms": cost["worst"]}
+    (ARTIFACTS / "meter-tick-cost.json").write_text(json.dumps(figures))
