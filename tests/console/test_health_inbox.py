@@ -166,8 +166,17 @@ def test_acknowledge_suppress_resolve_and_reopen_change_the_event(console_fleet:
     expect(line).to_contain_text("acknowledged by admin")
     expect(line.get_by_role("button", name="Acknowledge Running hot on Stage left")).to_have_count(0)
 
+    # Escape leaves the suppress dialog without a change, back on the button that opened it.
+    suppress = line.get_by_role("button", name="Suppress Running hot on Stage left")
+    suppress.click()
+    expect(page.get_by_role("dialog")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    expect(suppress).to_be_focused()
+    assert event_state(fleet, event["id"])["state"] == "acknowledged"
+
     # Suppress until a time: a past one is refused in words, a future one is sent in UTC.
-    line.get_by_role("button", name="Suppress Running hot on Stage left").click()
+    suppress.click()
     dialog = page.get_by_role("dialog", name="Suppress Running hot on Stage left")
     expect(dialog).to_be_visible()
     past, _ = local_input_time(page, -3600)

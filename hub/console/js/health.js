@@ -139,7 +139,7 @@ export function renderHealth(view) {
   const selectedCount = h("span", { class: "hint" }, "None selected.");
   const summary = h("p", { class: "health-summary", role: "status" });
   const bulkButtons = Object.entries(ACTIONS).map(([action, spec]) => h("button", {
-    type: "button", hidden: true, dataset: { action }, onclick: () => bulk(action),
+    type: "button", hidden: true, dataset: { action }, onclick: (event) => bulk(action, event.currentTarget),
   }, `${spec.verb ?? spec.label} selected${action === "suppress" ? "…" : ""}`));
 
   const filterForm = h("form", { class: "filters health-filters", role: "search", "aria-label": "Filter health events",
@@ -369,7 +369,7 @@ export function renderHealth(view) {
     }
   };
 
-  const bulk = async (action) => {
+  const bulk = async (action, button) => {
     const spec = ACTIONS[action];
     const chosen = rows.filter((r) => selected.has(r.id));
     const ids = chosen.filter((e) => allows(e, action)).map((e) => e.id);
@@ -378,7 +378,7 @@ export function renderHealth(view) {
     const body = { ids: [], action };
     if (action === "suppress") {
       const until = await askUntil(`Suppress ${plural(ids.length, "selected event")}`);
-      if (!until) return;
+      if (!until) { button.focus(); return; }
       body.until = until;
     }
     for (const button of bulkButtons) button.disabled = true;
@@ -406,6 +406,7 @@ export function renderHealth(view) {
     summary.textContent = parts.join(" ");
     summary.classList.toggle("has-failures", failed.length > 0);
     await load();
+    if (document.activeElement === document.body || !view.contains(document.activeElement)) selectAll.focus();
   };
 
   // -- live -------------------------------------------------------------------------------------
