@@ -90,13 +90,14 @@ MISALIGNED_HEADERS = """() => {
   document.querySelectorAll("table").forEach((table, index) => {
     if (!shown(table)) return;
     const head = table.tHead?.rows[0] ?? [...table.rows].find((r) => [...r.cells].every((c) => c.tagName === "TH"));
-    const body = [...(table.tBodies[0]?.rows ?? [])].find((r) => shown(r) && r !== head);
+    // The first body row of columns: a lone cell across the row (a group's heading, "no recordings") is not.
+    const body = [...table.tBodies].flatMap((b) => [...b.rows])
+      .find((r) => r !== head && shown(r) && !(columns(r).length === 1 && r.cells.length === 1 && r.cells[0].colSpan > 1));
     if (!head || !body) return;
     const heads = columns(head);
     const cells = columns(body);
-    // A table shown as cards on a phone (no header row, each cell labelled by its own data-label).
-    if (!heads.length && cells.every(({ cell }) => getComputedStyle(cell).display !== "table-cell")) return;
-    if (cells.length === 1 && cells[0].cell.colSpan > 1) return;
+    // A table shown as cards on a phone: its cells are blocks labelled by themselves, not columns.
+    if (cells.some(({ cell }) => getComputedStyle(cell).display !== "table-cell")) return;
     const name = table.className || table.caption?.textContent?.trim() || `table ${index + 1}`;
     for (const { at, cell: th } of heads) {
       const td = cells.find((c) => c.at === at);
