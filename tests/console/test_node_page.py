@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, Request, expect
 
 from tests.console.conftest import ARTIFACTS, ConsoleFleet
 from tests.console.test_console import sign_in
@@ -32,13 +32,33 @@ def berlin_page(browser: Browser) -> Iterator[Page]:
     assert not errors, f"errors in the console's scripts: {errors}"
 
 
-def chart(page: Page, key: str):  # noqa: ANN201 - a Locator
+def chart(page: Page, key: str) -> Locator:
     return page.locator(f".history-chart[data-chart='{key}']")
 
 
 def points(page: Page, key: str) -> int:
     value = chart(page, key).get_attribute("data-points")
     return int(value or 0)
+
+
+def wait_points(page: Page, key: str, at_least: int = 1) -> None:
+    """Wait until the chart `key` plots at least that many points."""
+    selector = f".history-chart[data-chart='{key}']"
+    page.wait_for_function(f'() => Number(document.querySelector("{selector}")?.dataset.points) >= {at_least}')
+
+
+def history_request(path: str, value: str) -> Callable[[Request], bool]:
+    """A request predicate: GET .../<path>/history for the range `value`."""
+    return lambda request: f"/{path}/history" in request.url and f"range={value}" in request.url
+
+
+def canvas_width(page: Page, key: str) -> float:
+    selector = f".history-chart[data-chart='{key}'] .uplot canvas"
+    return float(page.evaluate(f'document.querySelector("{selector}").getBoundingClientRect().width'))
+
+
+CHARTS_INSIDE = """() => [...document.querySelectorAll('.history-chart .uplot')]
+  .every((u) => u.getBoundingClientRect().right <= document.documentElement.clientWidth)"""
 
 
 def no_sideways_scroll(page: Page) -> int:
@@ -59,7 +79,7 @@ def test_the_last_hour_is_charted_with_axes_units_a_legend_and_the_zone(console_
     expect(page.get_by_role("button", name="1 h")).to_have_attribute("aria-pressed", "true")
     # The last hour is the hub's memory: the levels and heartbeats of the last seconds are there at once.
     for key in ("peak", "rms", "loudness", "usage"):
-        page.wait_for_function(f"() => Number(document.querySelector(\".history-chart[data-chart='{key}']\")?.dataset.points) > 0")
+        wait_points(page, key)
         expect(chart(page, key).locator("canvas").first).to_be_visible()
     expect(chart(page, "peak").locator("figcaption")).to_have_text("Peak level per channel (highest) (dBFS)")
     expect(chart(page, "usage").locator("figcaption")).to_have_text("CPU, memory and disk used (%)")
@@ -82,10 +102,12 @@ def test_the_range_picker_changes_the_request_and_the_address(console_fleet: Con
     node_id = console_fleet.node_id("Stage left")
     sign_in(page, hub.url)
     open_node(page, hub.url, node_id)
-    page.wait_for_function("() => Number(document.querySelector(\".history-chart[data-chart='usage']\")?.dataset.points) > 0")
+    wait_points(page, "usage")
     for label, value in (("7 d", "7d"), ("30 d", "30d"), ("24 h", "24h")):
-        with page.expect_request(lambda r, v=value: "/metrics/history" in r.url and f"range={v}" in r.url) as metrics, \
-                page.expect_request(lambda r, v=value: "/meters/history" in r.url and f"range={v}" in r.url):
+        with (
+            page.expect_request(history_request("metrics", value)) as metrics,
+            page.expect_request(history_request("meters", value)),
+        ):
             page.get_by_role("button", name=label, exact=True).click()
         assert metrics.value.url.startswith(f"{hub.url}/api/v1/nodes/{node_id}/metrics/history")
         expect(page.get_by_role("button", name=label, exact=True)).to_have_attribute("aria-pressed", "true")
@@ -155,6 +177,7 @@ def test_a_recording_in_progress_ticks_shows_its_format_and_its_ledger_grows(con
     page.get_by_role("dialog").get_by_role("button", name="Stop").click()
     recording_id = page.url.rsplit("/", 1)[-1]
     with hub.admin() as admin:
+
         def ended() -> bool:
             return admin.get(f"/api/v1/recordings/{recording_id}").json()["data"]["status"] in ("uploading", "completed")
 
@@ -171,15 +194,22 @@ def test_an_offline_node_shows_its_last_values_with_their_age_and_warns_before_q
         response = admin.post("/api/v1/nodes/enroll", json={"name": "Balcony", "site": "main-hall", "tags": ["spare"]})
         assert response.status_code == 201, response.text
         data = response.json()["data"]
-        node = NodeProcess(tmp_path_factory.mktemp("balcony") / uuid.uuid4().hex[:6], hub.url, data["node"]["id"], data["credential"],
-                           env_extra={"HARK_NODE_AUDIO_SOURCE": "synthetic:sine?freq=1000&dbfs=-20&channels=1"})
+        source = "synthetic:sine?freq=1000&dbfs=-20&channels=1"
+        workdir = tmp_path_factory.mktemp("balcony") / uuid.uuid4().hex[:6]
+        node = NodeProcess(workdir, hub.url, data["node"]["id"], data["credential"], env_extra={"HARK_NODE_AUDIO_SOURCE": source})
         node.start()
         try:
             node_id = data["node"]["id"]
             wait_for(lambda: admin.get(f"/api/v1/nodes/{node_id}/meters").status_code == 200, 30, "Balcony's levels")
             wait_for(lambda: admin.get(f"/api/v1/nodes/{node_id}").json()["data"]["metrics"].get("ts"), 30, "a heartbeat")
-            body = {"msg_id": uuid.uuid4().hex, "ts": datetime.now(UTC).isoformat(), "kind": "disk.low", "state": "open",
-                    "severity": "critical", "details": {"free_pct": 4.2, "free_bytes": 1_300_000_000}}
+            body = {
+                "msg_id": uuid.uuid4().hex,
+                "ts": datetime.now(UTC).isoformat(),
+                "kind": "disk.low",
+                "state": "open",
+                "severity": "critical",
+                "details": {"free_pct": 4.2, "free_bytes": 1_300_000_000},
+            }
             with hub.client(data["credential"]) as client:
                 sent = client.post(f"/api/v1/nodes/{node_id}/health-events", json=body)
             assert sent.status_code == 200, sent.text
@@ -251,28 +281,27 @@ def test_a_day_of_history_is_charted_from_the_stored_minutes_at_every_width(cons
     open_node(page, hub.url, node_id, "?range=24h")
     expect(page.get_by_role("button", name="24 h", exact=True)).to_have_attribute("aria-pressed", "true")
     for key in ("usage", "peak", "rms", "loudness"):
-        page.wait_for_function(f"() => Number(document.querySelector(\".history-chart[data-chart='{key}']\")?.dataset.points) >= 2")
+        wait_points(page, key, 2)
     expect(page.locator(".node-history [role=status]")).to_contain_text("levels per 1 min, heartbeats per 1 min")
     expect(chart(page, "peak").locator(".u-legend")).to_contain_text("Ch 1 peak")
-    # The 7 d and 30 d ranges hold the same minutes in larger buckets.
     for width, height in WIDTHS:
         page.set_viewport_size({"width": width, "height": height})
-        page.wait_for_function(
-            "() => [...document.querySelectorAll('.history-chart .uplot')].every((u) => u.getBoundingClientRect().right <= document.documentElement.clientWidth)"
-        )
+        page.wait_for_function(CHARTS_INSIDE)
         assert no_sideways_scroll(page) <= 0, f"the node page scrolls sideways at {width}px"
         page.locator("#history-h").scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / f"node-history-{width}.png"))
         page.screenshot(path=str(ARTIFACTS / f"node-{width}.png"), full_page=True)
     # A chart follows its container: narrower at 390 px than at 1440 px.
     page.set_viewport_size({"width": 1440, "height": 900})
-    wide = page.evaluate("document.querySelector(\".history-chart[data-chart='usage'] .uplot canvas\").getBoundingClientRect().width")
+    wait_for(lambda: canvas_width(page, "usage") > 600, 10, "a wide chart at 1440 px")
+    wide = canvas_width(page, "usage")
     page.set_viewport_size({"width": 390, "height": 844})
-    page.wait_for_function(
-        f"() => document.querySelector(\".history-chart[data-chart='usage'] .uplot canvas\").getBoundingClientRect().width < {wide} - 100"
-    )
-    # An empty range says so: a node with no history yet.
+    wait_for(lambda: canvas_width(page, "usage") < wide - 100, 10, "the chart to follow its container")
+    # A week holds the same minutes in 10-minute buckets.
     page.set_viewport_size({"width": 1280, "height": 860})
+    page.get_by_role("button", name="7 d", exact=True).click()
+    expect(page.locator(".node-history [role=status]")).to_contain_text("levels per 10 min, heartbeats per 10 min")
+    wait_points(page, "usage")
 
 
 def test_an_enrolled_node_without_history_says_so(console_fleet: ConsoleFleet, page: Page) -> None:
