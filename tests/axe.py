@@ -61,17 +61,21 @@ def _fetch_into(script: Path) -> None:
     partial.replace(script)  # whole or absent, also when two test workers fetch at once
 
 
-def run_axe(page: Page, *, exclude: list[str] | None = None) -> list[dict]:
+def run_axe(page: Page, *, include: list[str] | None = None, exclude: list[str] | None = None) -> list[dict]:
     """The serious and critical axe violations on the page as it is now (WCAG 2.1 A/AA and best practice).
 
     Each violation keeps axe's id, impact, help and, per node, its target and failure summary.
+    `include` and `exclude` are CSS selectors narrowing the check (the whole document by default).
     The page's context must bypass the page's CSP (browser.new_context(bypass_csp=True)).
     """
     if not page.evaluate("() => typeof window.axe === 'object'"):
         page.add_script_tag(content=axe_source())
     result = page.evaluate(
-        """async (exclude) => {
-            const context = exclude.length ? { include: [document], exclude: exclude.map((s) => [s]) } : document;
+        """async ([include, exclude]) => {
+            const context = {
+                include: include.length ? include.map((s) => [s]) : [document],
+                exclude: exclude.map((s) => [s]),
+            };
             const report = await axe.run(context, {
                 runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] },
                 resultTypes: ["violations"],
@@ -81,7 +85,7 @@ def run_axe(page: Page, *, exclude: list[str] | None = None) -> list[dict]:
                 nodes: v.nodes.map((n) => ({ target: n.target.join(" "), summary: n.failureSummary, impact: n.impact })),
             }));
         }""",
-        exclude or [],
+        [include or [], exclude or []],
     )
     return [v for v in result if v["impact"] in FAILING_IMPACTS]
 

@@ -319,3 +319,23 @@ def test_the_page_fits_keeps_headers_over_cells_and_passes_axe(layout: Layout, n
     open_page(layout, name, tab)
     problems = check(tab, name, width, scheme)
     assert not problems, f"{name} at {width} px ({scheme}):\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_clip_light_reads_off_and_on_in_both_schemes(layout: Layout, scheme: Scheme) -> None:
+    # The meters switch a live light every frame; these two stand still, on a node page's background
+    # and in a fleet table cell, so axe judges both states.
+    tab = layout.tab(scheme, True)
+    tab.page.set_viewport_size({"width": WIDTHS[0], "height": HEIGHT})
+    open_page(layout, "fleet", tab)
+    tab.page.evaluate(
+        """() => {
+            const lights = () => ["", " on"].map((on) => `<span class="clip${on}">CLIP</span>`).join(" ");
+            document.getElementById("view").insertAdjacentHTML("afterbegin",
+                `<div id="clip-check"><div class="meter-board">${lights()}</div>
+                 <table><tbody><tr><td><div class="meter-board">${lights()}</div></td></tr></tbody></table></div>`);
+        }"""
+    )
+    violations = run_axe(tab.page, include=["#clip-check"])
+    assert not violations, describe(violations)
+    tab.take_errors()
