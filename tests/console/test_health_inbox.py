@@ -110,6 +110,7 @@ def test_open_events_read_as_words_and_the_filters_live_in_the_address(console_f
     expect(row(page, clipping["id"])).to_contain_text("the input is clipping on channels L, R (15 clipped samples in one frame)")
     hub_row = row(page, hub_event["id"])
     expect(hub_row.locator(".hi-node")).to_have_text("Hub")
+    expect(hub_row.get_by_role("button", name="Resolve Hub data disk full on the hub")).to_be_visible()
     expect(hub_row).to_contain_text("Hub data disk full")
     expect(hub_row).to_contain_text("/var/lib/hark-hub has 0 MiB free")
     listed = page.locator(".health-table tbody").inner_text()

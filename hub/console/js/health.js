@@ -75,7 +75,7 @@ export function renderHealth(view) {
   let rows = [];
   let cursor = null;
   let nodeNames = new Map();
-  let namesTried = new Set();
+  const namesTried = new Set();
   let loading = 0; // the newest load; older answers are dropped
   let closed = false; // the user has gone to another page
 
@@ -100,7 +100,7 @@ export function renderHealth(view) {
   const filtersActive = () => Object.entries(filters()).some(([, v]) => v);
 
   const nodeLabel = (id) => (id === null || id === undefined ? "Hub" : nodeNames.get(id) ?? id);
-  const what = (event) => `${kindTitle(event.kind)} on ${nodeLabel(event.node_id)}`;
+  const what = (event) => `${kindTitle(event.kind)} on ${event.node_id === null ? "the hub" : nodeLabel(event.node_id)}`;
 
   // The API's filters; `without` leaves one out (a facet counts the values the other filters leave).
   // The text matches a problem's title or its kind: it becomes the kinds it matches, `kinds` being
