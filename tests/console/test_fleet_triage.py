@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
+from tests.axe import describe, run_axe
 from tests.console.conftest import ARTIFACTS, ConsoleFleet
 from tests.console.test_console import VIEWER_PASSWORD, sign_in
 from tests.harness import wait_for
@@ -243,6 +244,30 @@ def test_identify_on_two_selected_nodes_queues_a_job_for_each(triage: Triage, pa
     with hub.admin() as admin:
         jobs = admin.get(f"/api/v1/nodes/{triage.ids['Loft']}/lifecycle-jobs").json()["data"]
     assert not any(j["action"] == "reboot" for j in jobs), jobs
+
+
+def test_selection_a_pressed_total_and_bulk_results_pass_axe_in_both_schemes(triage: Triage, browser: Browser) -> None:
+    context = browser.new_context(viewport={"width": 1440, "height": 900}, bypass_csp=True)  # axe is injected inline
+    context.set_default_timeout(20_000)
+    try:
+        page = context.new_page()
+        open_fleet(page, triage)
+        page.get_by_label("Select Stage left").check()
+        page.get_by_label("Select Foyer").check()
+        bar = page.get_by_role("region", name="Selected nodes")
+        bar.get_by_label("Lifecycle action").select_option("sync-time")
+        bar.get_by_role("button", name="Run").click()
+        expect(bar.locator(".bulk-result-list li")).to_have_count(2)
+        degraded = page.locator('[data-total="status:degraded"]')
+        degraded.click()
+        expect(degraded).to_have_attribute("aria-pressed", "true")
+        for scheme in ["light", "dark"]:
+            page.emulate_media(color_scheme=scheme)
+            violations = run_axe(page)
+            assert not violations, f"{scheme}:\n{describe(violations)}"
+        page.screenshot(path=str(ARTIFACTS / "fleet-triage-dark.png"))
+    finally:
+        context.close()
 
 
 def test_a_recording_on_the_selected_nodes_uses_the_chosen_profile(triage: Triage, page: Page) -> None:
