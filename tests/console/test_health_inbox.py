@@ -87,8 +87,11 @@ def test_open_events_read_as_words_and_the_filters_live_in_the_address(console_f
     with fleet.hub.admin() as admin:
         answer = admin.post(
             "/api/v1/health-events",
-            json={"kind": "hub.storage_full", "severity": "critical",
-                  "details": {"path": "/var/lib/hark-hub", "free_bytes": 0, "recover_above_bytes": 25165824}},
+            json={
+                "kind": "hub.storage_full",
+                "severity": "critical",
+                "details": {"path": "/var/lib/hark-hub", "free_bytes": 0, "recover_above_bytes": 25165824},
+            },
         )
         assert answer.status_code == 201, answer.text
         hub_event = answer.json()["data"]
@@ -284,15 +287,22 @@ def test_a_reader_without_health_acknowledge_sees_the_events_but_no_actions(cons
     line = row(page, event["id"])
     expect(line).to_contain_text("Clock not synchronised")
     expect(line).to_contain_text("time source: ntp, offset +1500 ms")
-    expect(page.locator(".health-inbox").get_by_role("button", name=re.compile("^(Acknowledge|Suppress|Resolve|Reopen)"))).to_have_count(0)
+    expect(
+        page.locator(".health-inbox").get_by_role("button", name=re.compile("^(Acknowledge|Suppress|Resolve|Reopen)"))
+    ).to_have_count(0)
     expect(page.get_by_role("checkbox")).to_have_count(0)
     expect(page.get_by_role("group", name="Selected health events")).to_have_count(0)
 
 
 def test_the_inbox_fits_a_phone_as_cards_and_a_tablet_with_aligned_columns(console_fleet: ConsoleFleet, page: Page) -> None:
     fleet = console_fleet
-    event = report(fleet, "Foyer", "audio.no_device", "critical",
-                   {"message": "no input device named 'USB Audio CODEC'", "source": "sounddevice:USB Audio CODEC"})
+    event = report(
+        fleet,
+        "Foyer",
+        "audio.no_device",
+        "critical",
+        {"message": "no input device named 'USB Audio CODEC'", "source": "sounddevice:USB Audio CODEC"},
+    )
     page.set_viewport_size({"width": 390, "height": 844})
     open_inbox(page, fleet)
     card = row(page, event["id"])
@@ -322,7 +332,8 @@ def test_the_inbox_fits_a_phone_as_cards_and_a_tablet_with_aligned_columns(conso
         const visible = (el) => getComputedStyle(el).display !== 'none';
         const heads = [...document.querySelectorAll('.health-table thead th')].filter(visible);
         const cells = [...document.querySelector(`.health-table tr[data-event-id="${id}"]`).cells].filter(visible);
-        return { heads: heads.map((e) => Math.round(e.getBoundingClientRect().left)), cells: cells.map((e) => Math.round(e.getBoundingClientRect().left)) };
+        const lefts = (list) => list.map((e) => Math.round(e.getBoundingClientRect().left));
+        return { heads: lefts(heads), cells: lefts(cells) };
         }""",
         event["id"],
     )
