@@ -1,4 +1,5 @@
-// Canvas drawings: sparklines and recording waveforms, sized to the device's pixels.
+// Canvas drawings: recording waveforms, sized to the device's pixels. (A node's history is drawn
+// with uPlot in js/history_charts.js.)
 
 function prepare(canvas) {
   const ratio = window.devicePixelRatio || 1;
@@ -13,33 +14,6 @@ function prepare(canvas) {
 }
 
 const css = (name, fallback) => getComputedStyle(document.documentElement).getPropertyValue(name).trim() || fallback;
-
-/** A line of values (nulls leave gaps) between min and max (defaults: the data's range). */
-export function sparkline(canvas, values, { min = null, max = null } = {}) {
-  const { ctx, width, height } = prepare(canvas);
-  const numbers = values.filter((v) => v !== null && v !== undefined);
-  if (numbers.length < 2) {
-    ctx.fillStyle = css("--muted", "#5a6270");
-    ctx.font = "11px system-ui";
-    ctx.fillText(numbers.length ? "collecting…" : "no data", 4, height / 2 + 4);
-    return;
-  }
-  const lo = min ?? Math.min(...numbers);
-  const hi = max ?? Math.max(...numbers);
-  const span = hi - lo || 1;
-  ctx.strokeStyle = css("--accent", "#2563eb");
-  ctx.lineWidth = 1.5;
-  ctx.beginPath();
-  let drawing = false;
-  values.forEach((v, i) => {
-    if (v === null || v === undefined) { drawing = false; return; }
-    const x = (i / (values.length - 1)) * (width - 2) + 1;
-    const y = height - 2 - ((Math.min(hi, Math.max(lo, v)) - lo) / span) * (height - 4);
-    if (drawing) ctx.lineTo(x, y); else ctx.moveTo(x, y);
-    drawing = true;
-  });
-  ctx.stroke();
-}
 
 /** Min/max peaks per channel stacked vertically, with the played part shaded up to `progress` (0..1). */
 export function waveform(canvas, peaks, progress = 0) {

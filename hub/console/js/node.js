@@ -37,8 +37,9 @@ const LIVE = new Set(["online", "degraded"]);
 const MAX_FEED = 50;
 const EVENT_TYPES = ["node.online", "node.offline", "node.degraded", "node.pending", "node.updated", "health.opened", "health.repeated",
   "health.acknowledged", "health.suppressed", "health.resolved", "health.reopened", "lifecycle.queued", "lifecycle.sent", "lifecycle.running",
-  "lifecycle.succeeded", "lifecycle.failed", "lifecycle.expired", "channel_map.assigned", "recording.created", "recording.started",
-  "recording.stopped", "recording.completed", "recording.failed", "recording.deleted"];
+  "lifecycle.succeeded", "lifecycle.failed", "lifecycle.expired", "channel_map.assigned", "recording.created", "recording.stopped",
+  "recording.completed", "recording.deleted", "recording.job.claimed", "recording.job.recording", "recording.job.uploading",
+  "recording.job.failed", "recording.job.cancelled", "recording.job.recovered"];
 
 const rangeOf = (value) => (RANGES.some(([r]) => r === value) ? value : DEFAULT_RANGE);
 
@@ -412,14 +413,16 @@ export function renderNode(view, nodeId) {
       : data.type.startsWith("node.") ? `${data.from ?? "—"} → ${data.to}${data.reason ? ` (${data.reason})` : ""}`
       : data.type.startsWith("health.") ? `${data.kind ? kindTitle(data.kind) : ""} ${data.severity ?? ""}`.trim()
       : data.type.startsWith("lifecycle.") ? `${data.action ?? ""} ${data.state ?? ""}`.trim()
-      : data.type.startsWith("recording.") ? `${data.name || data.recording_id || data.id || ""}${data.status ? ` (${data.status})` : ""}`
+      : data.type.startsWith("recording.job.") ? `job of recording ${data.recording_id ?? ""}${data.error ? `: ${data.error}` : ""}`
+      : data.type.startsWith("recording.") ? `${data.name || data.id || ""}${data.status ? ` (${data.status})` : ""}`
       : "";
     feed.prepend(h("li", {}, timeEl(data.at ?? data.emitted_at), " ", h("strong", {}, data.type), " ", text));
     while (feed.childElementCount > MAX_FEED) feed.lastChild.remove();
     if (data.type.startsWith("lifecycle.")) loadJobs();
     if (data.type.startsWith("health.")) loadHealth();
     if (data.type.startsWith("node.")) loadNode();
-    if (data.type.startsWith("recording.")) loadActive();
+    // A recording that starts or ends here (from a schedule or another user too) shows at once.
+    if (data.type.startsWith("recording.") && !(data.type.startsWith("recording.job.") && data.recording_id && recordings.has(data.recording_id))) loadActive();
   };
 
   const tickAges = () => {
