@@ -3,7 +3,9 @@ last hour, each node's minute in progress (its summary is what `hub.history` sto
 ends), and the fan-out to SSE subscribers (bounded queues; a client that falls behind is dropped).
 
 Frames arrive at 10 Hz from every node: nothing here touches the database, and each frame is
-encoded for the stream once, whatever the number of subscribers. A frame costs O(channels)
+encoded for the stream once, whatever the number of subscribers. A subscriber may ask for at most
+`max_rate` frames per second of each node (an overview of hundreds of nodes needs no more): the
+frames in between are not queued for it, except those with clipped samples, which always go out. A frame costs O(channels)
 updates of running sums and maxima in place; a second is folded into its minute when it ends,
 and a minute becomes a summary when it ends.
 """
@@ -232,16 +234,35 @@ class NodeMeters:
 
 
 class MeterSubscriber:
-    """One SSE client: the nodes it asked for (None: all it may see), its scope, a bounded queue."""
+    """One SSE client: the nodes it asked for (None: all it may see), its scope, a bounded queue, and
+    with `max_rate` the time each node's next frame is due."""
 
-    def __init__(self, scope: SiteScope, node_ids: frozenset[str] | None, size: int = SUBSCRIBER_QUEUE) -> None:
+    def __init__(
+        self, scope: SiteScope, node_ids: frozenset[str] | None, size: int = SUBSCRIBER_QUEUE, max_rate: int | None = None
+    ) -> None:
         self.scope = scope
         self.node_ids = node_ids
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(size)
         self.dropped = False
+        self.gap = 1.0 / max_rate if max_rate else 0.0  # 0: every frame
+        self.due: dict[str, float] = {}
 
     def wants(self, node_id: str, site: str | None) -> bool:
         return (self.node_ids is None or node_id in self.node_ids) and self.scope.allows(site)
+
+    def takes(self, node_id: str, frame: MeterFrame, now: float) -> bool:
+        """With a max_rate, whether this frame of the node goes out now.
+
+        The next one is due a gap after the last one was due (not after it came), so that frames
+        arriving a little early or late keep the rate; half a gap early still counts. After a
+        pause the count starts again from now. A frame with clipped samples always goes out.
+        """
+        gap = self.gap
+        due = self.due.get(node_id)
+        if due is not None and now < due - gap / 2:
+            return any(channel.clip for channel in frame.channels)
+        self.due[node_id] = due + gap if due is not None and now - due < gap else now + gap
+        return True
 
 
 class MeterStore:
@@ -268,9 +289,9 @@ class MeterStore:
             self.ended.append(ended.summary(node_id))
         self.frames_in += 1
         if self.subscribers:
-            self._fan_out(node_id, frame)
+            self._fan_out(node_id, frame, now)
 
-    def _fan_out(self, node_id: str, frame: MeterFrame) -> None:
+    def _fan_out(self, node_id: str, frame: MeterFrame, now: float) -> None:
         site = self.sites.get(node_id, UNKNOWN_SITE)
         if site is UNKNOWN_SITE:
             if self._lookup_site is not None and node_id not in self._looking_up:
@@ -279,7 +300,7 @@ class MeterStore:
             return  # nobody sees a frame before the hub knows which site it belongs to
         payload: bytes | None = None
         for sub in list(self.subscribers):
-            if not sub.wants(node_id, site):  # type: ignore[arg-type]
+            if not sub.wants(node_id, site) or (sub.gap and not sub.takes(node_id, frame, now)):  # type: ignore[arg-type]
                 continue
             if payload is None:
                 payload = sse_frame(node_id, frame)
@@ -325,8 +346,8 @@ class MeterStore:
         """The node moved to another site: look it up again before the next frame goes out."""
         self.sites.pop(node_id, None)
 
-    def subscribe(self, scope: SiteScope, node_ids: frozenset[str] | None) -> MeterSubscriber:
-        sub = MeterSubscriber(scope, node_ids)
+    def subscribe(self, scope: SiteScope, node_ids: frozenset[str] | None, max_rate: int | None = None) -> MeterSubscriber:
+        sub = MeterSubscriber(scope, node_ids, max_rate=max_rate)
         self.subscribers.add(sub)
         return sub
 

@@ -12,6 +12,7 @@ from hark_fleet.hub.services import nodes
 from hark_fleet.hub.services.history import METRIC_RANGES_S
 
 MAX_STREAM_NODES = 200
+MAX_RATE_HZ = 10  # a node's own meter rate: more would be no limit
 # Ranges served from memory at one point per second; the longer ones come from the stored minutes.
 STORED_RANGES_S = {name: span for name, span in METRIC_RANGES_S.items() if name not in RANGES_S}
 ALL_RANGES_S = {**RANGES_S, **STORED_RANGES_S}
@@ -38,18 +39,20 @@ class NodeMeterHistoryHandler(BaseHandler):
 
 
 class MeterEventsHandler(StreamHandler):
-    """`GET /api/v1/meter-events?node_id=...`: `event: meter` for every frame of the nodes asked for (or all in scope)."""
+    """`GET /api/v1/meter-events?node_id=...&max_rate=...`: `event: meter` for every frame of the nodes asked for (or
+    all in scope), with `max_rate` at most that many per second of each node."""
 
     permissions = {"get": "node:read"}
 
     async def get(self) -> None:
+        max_rate = self.query_integer("max_rate", None, 1, MAX_RATE_HZ)
         requested = self.get_query_arguments("node_id")
         if len(requested) > MAX_STREAM_NODES:
             raise InvalidRequest("Too many nodes.", fields={"node_id": f"at most {MAX_STREAM_NODES}"})
         for node_id in dict.fromkeys(requested):
             await self.hub.db.run(nodes.get_node, node_id, self.scope)  # 404 outside the caller's sites
         store = self.hub.ingest.meters
-        subscription = store.subscribe(self.scope, frozenset(requested) if requested else None)
+        subscription = store.subscribe(self.scope, frozenset(requested) if requested else None, max_rate)
         try:
             await self.pump(subscription.queue, bytes, lambda: subscription.dropped, [])
         finally:

@@ -117,3 +117,28 @@ def test_a_forgotten_node_leaves_no_minute_behind() -> None:
     assert len(store.ended) == 1
     store.forget("n1")
     assert store.ended == [] and store.take_minutes(None) == []
+
+
+def test_a_subscriber_with_a_max_rate_gets_that_many_frames_per_second_of_each_node_and_every_clip() -> None:
+    store = MeterStore()
+    store.set_site("n1", None)
+    store.set_site("n2", None)
+    every = store.subscribe(ALL_SITES, None)
+    thinned = store.subscribe(ALL_SITES, None, max_rate=2)
+    start = 1_800_000_000.0
+    jitter = [0.0, 0.03, -0.02, 0.04, -0.04, 0.01, -0.03, 0.02, 0.0, -0.01]  # frames come a little early or late
+    for tick in range(50):  # 5 s at 10 Hz from two nodes
+        for node_id in ("n1", "n2"):
+            store.add(node_id, frame(tick), start + tick / 10 + jitter[tick % 10])
+    clipped = MeterFrame(ts="2026-12-01T12:00:00Z", seq=50, interval_ms=100, channels=[MeterChannel(0, 0.0, -3.0, clip=12)])
+    store.add("n1", clipped, start + 5.0 + 0.01)  # right after a frame that went out: sent all the same
+
+    assert every.queue.qsize() == 101
+    sent = [json.loads(thinned.queue.get_nowait().split(b"data: ", 1)[1]) for _ in range(thinned.queue.qsize())]
+    by_node = {node_id: [f["seq"] for f in sent if f["node_id"] == node_id] for node_id in ("n1", "n2")}
+    assert 10 <= len(by_node["n2"]) <= 11, by_node  # 2 per second over 5 s, give or take the first
+    assert all(b - a >= 3 for a, b in zip(by_node["n2"], by_node["n2"][1:], strict=False)), by_node  # never 2 within 0.25 s
+    assert by_node["n1"][-1] == 50 and 11 <= len(by_node["n1"]) <= 12, by_node  # the clip went out too
+    # After a pause the next frame goes out at once.
+    store.add("n2", frame(99), start + 60.0)
+    assert json.loads(thinned.queue.get_nowait().split(b"data: ", 1)[1])["seq"] == 99

@@ -157,3 +157,32 @@ def test_a_stream_for_a_node_outside_the_callers_sites_is_404(hub: HubProcess) -
     with hub.client(user_token(hub, ["north"])) as client:
         assert client.get("/api/v1/meter-events", params={"node_id": south}).status_code == 404
         assert client.get(f"/api/v1/nodes/{south}/meters/history").status_code == 404
+
+
+def test_a_stream_with_a_max_rate_carries_at_most_that_many_frames_per_second_of_each_node(hub: HubProcess) -> None:
+    node_id, credential = enroll(hub, "north")
+    with hub.admin() as admin:
+        for bad in ("0", "11", "2.5", "fast"):
+            refused = admin.get("/api/v1/meter-events", params={"max_rate": bad})
+            assert refused.status_code == 400, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "invalid_request" and set(error["fields"]) == {"max_rate"}, error
+    token = hub.login()
+    every = Stream(hub, token, [("node_id", node_id)])
+    thinned = Stream(hub, token, [("node_id", node_id), ("max_rate", "2")])
+    try:
+        wait_for(lambda: None not in (every.status, thinned.status), 10, "the streams to open")
+        time.sleep(0.3)  # the subscriptions are registered once the headers are out
+        with hub.client(credential) as node:
+            started = time.monotonic()
+            for seq in range(1, 31):  # 3 s at 10 Hz
+                time.sleep(max(0.0, started + seq / 10 - time.monotonic()))
+                assert node.post(f"/api/v1/nodes/{node_id}/meter-frame", json=frame(seq)).status_code == 204
+        wait_for(lambda: len(every.frames) >= 30, 10, "every frame on the stream without a limit")
+        time.sleep(0.3)
+    finally:
+        every.close()
+        thinned.close()
+    seqs = [f["seq"] for f in thinned.frames]
+    assert 5 <= len(seqs) <= 8, seqs  # 2 per second over 3 s, give or take the first and the HTTP pace
+    assert seqs[0] == 1 and seqs == sorted(seqs), seqs
