@@ -20,7 +20,7 @@ from hark_fleet.hub.errors import InvalidRequest
 from hark_fleet.hub.history import HistoryRecorder
 from hark_fleet.hub.meters import MeterStore
 from hark_fleet.hub.mqtt.drops import DropLog
-from hark_fleet.hub.services import lifecycle, listening, recording_jobs, telemetry
+from hark_fleet.hub.services import health_events, lifecycle, listening, recording_jobs, telemetry
 from hark_fleet.hub.services.telemetry import FleetEvent, Ingested, OutboxMessage
 from hark_fleet.protocol.messages import HealthReport, Heartbeat, LifecycleReport, MeterFrame, Status
 from hark_fleet.protocol.topics import NodeTopic, command_topic
@@ -234,11 +234,12 @@ class FleetIngest:
                 since = self.listening_since()
                 self.publish_events(await self.hub.db.run(telemetry.sweep_missed_heartbeats, since))
                 self.publish_events(await self.hub.db.run(lifecycle.expire_jobs, since))
+                self.publish_events(await self.hub.db.run(health_events.end_suppressions))
                 lease, grace = self.hub.config.job_lease_timeout_s, self.hub.config.job_recovery_grace_s
                 # recording jobs report over HTTP: heard from the hub's start, whatever the broker does
                 self.publish_events(await self.hub.db.run(recording_jobs.reap, lease, grace, self.started_at))
             except Exception:
-                log.exception("sweep of missed heartbeats and expired jobs failed; retrying")
+                log.exception("sweep of missed heartbeats, expired jobs and ended suppressions failed; retrying")
             try:
                 await self.history.prune_if_due()
             except Exception:

@@ -137,3 +137,23 @@ def bulk(
         results.append({"id": event_id, "ok": True, "event": after})
         events += caused
     return results, events
+
+
+def end_suppressions(at: datetime | None = None) -> list[FleetEvent]:
+    """Suppressed events whose `suppressed_until` has passed come back `open` (the condition was not resolved
+    meanwhile, or they would be resolved): audited as the hub's `health.reopen`, published as `health.reopened`."""
+    at = at or utcnow()
+    events: list[FleetEvent] = []
+    with database_proxy.atomic():
+        due = HealthEvent.select().where(HealthEvent.state == "suppressed", HealthEvent.suppressed_until <= at)
+        for event in list(due.limit(MAX_BULK)):
+            before = event_to_api(event)
+            HealthEvent.update(state="open", suppressed_until=None).where(
+                HealthEvent.id == event.id, HealthEvent.state == "suppressed"
+            ).execute()
+            after = event_to_api(HealthEvent.get_by_id(event.id))
+            reason = "its suppression ended"
+            record(SYSTEM, "health.reopen", target=("health_event", event.id), before=before, after=after, reason=reason)
+            events.append(FleetEvent("health.reopened", event.site, after))
+            _after_change(event.node_id, at, events)
+    return events

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from tests.harness import HubProcess
+from tests.harness import HubProcess, wait_for
 
 
 def now_iso(offset_s: float = 0) -> str:
@@ -82,6 +82,25 @@ def test_lifecycle_rules_and_audit(hub: HubProcess) -> None:
         audit = admin.get("/api/v1/audit-events", params={"target_id": event_id}).json()["data"]
     assert [a["action"] for a in audit] == ["health.reopen", "health.resolve", "health.suppress", "health.opened"]
     assert audit[0]["before"]["state"] == "resolved" and audit[0]["after"]["state"] == "open"
+
+
+def test_a_suppression_ends_by_itself_and_a_critical_event_degrades_the_node_again(hub: HubProcess) -> None:
+    node_id, credential = enroll(hub)
+    heartbeat(hub, node_id, credential)
+    report(hub, node_id, credential, "power.under_voltage", "open", severity="critical")
+    event_id = events_of(hub, node_id)[0]["id"]
+    with hub.admin() as admin:
+        suppressed = admin.post(f"/api/v1/health-events/{event_id}/suppress", json={"until": now_iso(3)})
+        assert suppressed.json()["data"]["state"] == "suppressed"
+        assert node_status(hub, node_id) == "online"
+        state = lambda: admin.get(f"/api/v1/health-events/{event_id}").json()["data"]["state"]  # noqa: E731
+        wait_for(lambda: state() == "open", 15, "the event open again")
+        reopened = admin.get(f"/api/v1/health-events/{event_id}").json()["data"]
+        audit = admin.get("/api/v1/audit-events", params={"target_id": event_id}).json()["data"]
+    assert reopened["suppressed_until"] is None
+    assert audit[0]["action"] == "health.reopen" and audit[0]["actor"]["type"] == "system"
+    assert audit[0]["reason"] == "its suppression ended"
+    wait_for(lambda: node_status(hub, node_id) == "degraded", 10, "the node degraded again")
 
 
 def test_a_critical_event_turns_the_node_degraded_and_its_resolution_back(hub: HubProcess) -> None:
