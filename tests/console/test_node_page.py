@@ -27,6 +27,8 @@ def berlin_page(browser: Browser) -> Iterator[Page]:
     tab = ctx.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda error: errors.append(str(error)))
+    # uPlot styles its elements from script: nothing it does may be refused by the console's CSP.
+    tab.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
     yield tab
     ctx.close()
     assert not errors, f"errors in the console's scripts: {errors}"
@@ -95,6 +97,12 @@ def test_the_last_hour_is_charted_with_axes_units_a_legend_and_the_zone(console_
     # The plotted peak sits near the sine's -12 dBFS: the chart's data is the node's.
     summary = chart(page, "peak").locator(".visually-hidden").text_content() or ""
     assert re.search(r"Ch 1 peak from -1[12]\.\d to -1[12]\.\d dBFS", summary), summary
+    # With UTC chosen on "Me" the axes are in UTC and say so.
+    page.evaluate("localStorage.setItem('hark.timeZone', 'UTC')")
+    page.reload()
+    wait_points(page, "peak")
+    expect(chart(page, "peak")).to_have_attribute("data-x-label", "Time (UTC)")
+    expect(page.locator(".node-history [role=status]")).to_contain_text("Times in UTC")
 
 
 def test_the_range_picker_changes_the_request_and_the_address(console_fleet: ConsoleFleet, page: Page) -> None:
