@@ -17,6 +17,7 @@ from hark_fleet.hub.db.models import (
     Node,
     NodeStatusChange,
     ReceivedMessage,
+    RecordingJob,
     database_proxy,
 )
 from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
@@ -26,6 +27,7 @@ from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.auth import TokenCheck
 from hark_fleet.hub.services.history import delete_node_history
 from hark_fleet.hub.services.listing import Filter, ListSpec, get_scoped, one_of
+from hark_fleet.hub.services.recordings import JOB_ACTIVE
 from hark_fleet.hub.services.users import check_sites
 
 NODE_STATUSES = ("pending", "online", "degraded", "offline")
@@ -255,11 +257,16 @@ def delete_preview(scope: SiteScope, node_id: str) -> dict[str, Any]:
         "open_health_events": open_events,
         "status_changes": NodeStatusChange.select().where(NodeStatusChange.node_id == node.id).count(),
     }
+    unfinished = RecordingJob.select().where(RecordingJob.node_id == node.id, RecordingJob.state.in_(("queued", *JOB_ACTIVE)))
+    dependents["unfinished_recording_jobs"] = unfinished.count()
     reasons = []
     if node.status in ("online", "degraded"):
         reasons.append(f"the node is {node.status}")
     if open_events:
-        reasons.append(f"{open_events} open health events")
+        reasons.append(f"{open_events} open health event{'' if open_events == 1 else 's'}")
+    if dependents["unfinished_recording_jobs"]:
+        jobs = dependents["unfinished_recording_jobs"]
+        reasons.append(f"{jobs} recording{'' if jobs == 1 else 's'} queued, in progress or still uploading")
     return {"node": node_to_api(node), "dependents": dependents, "requires_force": bool(reasons), "reasons": reasons}
 
 

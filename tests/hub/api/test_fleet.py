@@ -442,6 +442,16 @@ def test_edit_and_delete_with_preview_and_force(hub: HubProcess) -> None:
         assert client.get(f"/api/v1/nodes/{node['id']}/config").status_code == 401
 
 
+def test_the_delete_preview_names_unfinished_recordings(hub: HubProcess) -> None:
+    node, _ = enroll(hub, site="north")  # never connected: pending, so only the recording stands in the way
+    with hub.admin() as admin:
+        assert admin.post("/api/v1/recordings", json={"node_id": node["id"], "duration_s": 60}).status_code == 201
+        preview = admin.get(f"/api/v1/nodes/{node['id']}/delete-preview").json()["data"]
+        assert preview["reasons"] == ["1 recording queued, in progress or still uploading"]
+        assert preview["dependents"]["unfinished_recording_jobs"] == 1 and preview["requires_force"] is True
+        assert admin.delete(f"/api/v1/nodes/{node['id']}").status_code == 409
+
+
 def test_other_sites_nodes_answer_404(hub: HubProcess) -> None:
     node, _ = enroll(hub, site="south")
     username = f"north-{uuid.uuid4().hex[:6]}"
