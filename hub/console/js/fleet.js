@@ -221,7 +221,7 @@ export function renderFleet(view) {
     hubHealth,
     totals,
     h("form", { class: "filters", role: "search", "aria-label": "Filter nodes", onsubmit: (e) => e.preventDefault() },
-      field("Site", siteSelect), field("Status", statusSelect), field("Tag", tagSelect), field("Health", severitySelect),
+      field("Site", siteSelect), field("Status", statusSelect), field("Tag", tagSelect), can("health:read") ? field("Health", severitySelect) : null,
       field("Search", text),
       h("div", { class: "field checkbox" }, groupBox, h("label", { for: "fleet-group" }, "Group by site")),
       clearFilters),
@@ -252,7 +252,7 @@ export function renderFleet(view) {
         tags: h("td", { class: "fc-tags" }),
         levels: h("td", { class: "fc-levels" }, slot),
       };
-      row = { tr: h("tr", { class: "node-row", dataset: { nodeId: node.id } }, Object.values(cells)), cells, check, link, node, events: [], signature: "" };
+      row = { tr: h("tr", { class: "node-row", dataset: { nodeId: node.id } }, Object.values(cells)), cells, check, link, slot, node, events: [], signature: "" };
       rows.set(node.id, row);
       onScreen.observe(slot);
     }
@@ -472,6 +472,7 @@ export function renderFleet(view) {
         for (const [id, row] of rows) {
           if (seen.has(id)) continue;
           row.tr.remove();
+          onScreen.unobserve(row.slot);
           rows.delete(id);
           selected.delete(id);
         }
