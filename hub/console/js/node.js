@@ -413,7 +413,7 @@ export function renderNode(view, nodeId) {
       : data.type.startsWith("node.") ? `${data.from ?? "—"} → ${data.to}${data.reason ? ` (${data.reason})` : ""}`
       : data.type.startsWith("health.") ? `${data.kind ? kindTitle(data.kind) : ""} ${data.severity ?? ""}`.trim()
       : data.type.startsWith("lifecycle.") ? `${data.action ?? ""} ${data.state ?? ""}`.trim()
-      : data.type.startsWith("recording.job.") ? `job of recording ${data.recording_id ?? ""}${data.error ? `: ${data.error}` : ""}`
+      : data.type.startsWith("recording.job.") ? `job of ${recordings.get(data.recording_id)?.recording?.name ?? `recording ${data.recording_id ?? ""}`}${data.error ? `: ${data.error}` : ""}`
       : data.type.startsWith("recording.") ? `${data.name || data.id || ""}${data.status ? ` (${data.status})` : ""}`
       : "";
     feed.prepend(h("li", {}, timeEl(data.at ?? data.emitted_at), " ", h("strong", {}, data.type), " ", text));
