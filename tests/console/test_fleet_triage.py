@@ -189,7 +189,8 @@ def test_nodes_are_grouped_by_site_with_totals_per_site(triage: Triage, page: Pa
 def test_each_row_says_why_the_node_needs_attention_worst_first(triage: Triage, page: Page) -> None:
     open_fleet(page, triage)
     titles = page.evaluate(
-        "import('/console/js/words.js').then((w) => [w.kindTitle('disk.low'), w.kindTitle('temperature.high'), w.kindTitle('heartbeat.missed')])"
+        """import('/console/js/words.js').then((w) =>
+        ['disk.low', 'temperature.high', 'heartbeat.missed'].map((kind) => w.kindTitle(kind)))"""
     )
     stage = page.locator("tr.node-row", has_text="Stage left")
     reasons = stage.locator(".fc-problems li.reason")
@@ -237,7 +238,9 @@ def test_identify_on_two_selected_nodes_queues_a_job_for_each(triage: Triage, pa
     bar.get_by_label("Lifecycle action").select_option("reboot")
     bar.get_by_role("button", name="Run").click()
     dialog = page.locator("dialog.confirm")
-    expect(dialog).to_contain_text("1 of them is offline and 1 has never connected: the action waits until they reconnect (expires in 1 h).")
+    expect(dialog).to_contain_text(
+        "1 of them is offline and 1 has never connected: the action waits until they reconnect (expires in 1 h)."
+    )
     page.screenshot(path=str(ARTIFACTS / "fleet-triage-confirm.png"))
     dialog.get_by_role("button", name="Cancel").click()
     expect(dialog).to_have_count(0)
@@ -407,7 +410,9 @@ def test_two_hundred_nodes_load_within_a_second_and_cost_little_script_time_whil
     with hub.admin() as admin:
         have = len(admin.get("/api/v1/nodes", params={"limit": 200}).json()["data"])
         for i in range(200 - have):
-            response = admin.post("/api/v1/nodes/enroll", json={"name": f"box {i:03d}", "site": f"site-{i % 5}", "tags": ["bulk"]})
+            response = admin.post(
+                "/api/v1/nodes/enroll", json={"name": f"box {i:03d}", "site": f"site-{i % 5}", "tags": ["bulk"]}
+            )
             assert response.status_code == 201, response.text
     sign_in(page, hub.url)
     page.goto(f"{hub.url}/#/me")
@@ -418,9 +423,12 @@ def test_two_hundred_nodes_load_within_a_second_and_cost_little_script_time_whil
         const start = performance.now();
         const done = () => {
           const caption = document.querySelector('.fleet-table caption');
-          return caption && caption.textContent === '200 of 200 nodes' && document.querySelectorAll('.fleet-table tr.node-row').length === 200;
+          const rows = document.querySelectorAll('.fleet-table tr.node-row').length;
+          return caption && caption.textContent === '200 of 200 nodes' && rows === 200;
         };
-        const observer = new MutationObserver(() => { if (done()) { observer.disconnect(); resolve(performance.now() - start); } });
+        const observer = new MutationObserver(() => {
+          if (done()) { observer.disconnect(); resolve(performance.now() - start); }
+        });
         observer.observe(document.getElementById('view'), { childList: true, subtree: true, characterData: true });
         location.hash = '#/fleet';
       })"""
