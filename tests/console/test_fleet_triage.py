@@ -165,15 +165,24 @@ def test_nodes_are_grouped_by_site_with_totals_per_site(triage: Triage, page: Pa
     expect(groups).to_have_count(2)  # two sites: grouped by default
     expect(page.get_by_label("Group by site")).to_be_checked()
     # Groups follow the sort: the site with the offline node first.
-    expect(groups.nth(0)).to_have_text("main-hall — 2 nodes: 1 offline, 1 degraded")
-    expect(groups.nth(1)).to_have_text("foyer — 2 nodes: 1 pending, 1 online")
+    expect(groups.nth(0).locator(".group-label")).to_have_text("main-hall — 2 nodes: 1 offline, 1 degraded")
+    expect(groups.nth(1).locator(".group-label")).to_have_text("foyer — 2 nodes: 1 pending, 1 online")
     sequence = page.eval_on_selector_all(
         ".fleet-table tbody tr", "rows => rows.map((r) => r.dataset.site ?? r.querySelector('.fc-name a').textContent)"
     )
     assert sequence == ["main-hall", "Loft", "Stage left", "foyer", "Spare box", "Foyer"], sequence
 
+    # A site's nodes are selected from its header.
+    page.get_by_role("button", name="Select the shown nodes of foyer").click()
+    bar = page.get_by_role("region", name="Selected nodes")
+    expect(bar.locator(".bulk-count")).to_have_text("2 nodes selected")
+    expect(page.get_by_label("Select Foyer")).to_be_checked()
+    expect(page.get_by_label("Select Loft")).not_to_be_checked()
+    page.get_by_role("button", name="Unselect the shown nodes of foyer").click()
+    expect(bar).to_be_hidden()
+
     page.get_by_label("Search").fill("spare")
-    expect(groups.nth(1)).to_have_text("foyer — 2 nodes: 1 pending, 1 online (1 shown)")
+    expect(groups.nth(1).locator(".group-label")).to_have_text("foyer — 2 nodes: 1 pending, 1 online (1 shown)")
     expect(groups.nth(0)).to_be_hidden()
     page.get_by_label("Search").fill("")
 

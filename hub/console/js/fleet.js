@@ -138,7 +138,7 @@ function statusWords(counts) {
 export function renderFleet(view) {
   const state = readState();
   const rows = new Map(); // node id -> {tr, node, events, cells, signature}
-  const groups = new Map(); // site key -> {tr, th}
+  const groups = new Map(); // site key -> {tr, label, pick, list}
   const selected = new Set();
   let eventsByNode = new Map();
   let hubEvents = [];
@@ -360,6 +360,25 @@ export function renderFleet(view) {
   const siteKey = (node) => node.site ?? "";
   const groupingOn = () => (state.group ?? new Set([...rows.values()].map((r) => siteKey(r.node))).size > 1);
 
+  // A site's header row: its totals, and (for someone who may act) a button selecting its shown nodes.
+  const siteGroup = (key) => {
+    const label = h("span", { class: "group-label" });
+    const group = { label, list: [] };
+    const pick = canAct ? h("button", { type: "button", class: "link group-select", onclick: () => {
+      const shown = group.list.filter((r) => !r.tr.hidden);
+      const all = shown.every((r) => selected.has(r.node.id));
+      for (const r of shown) {
+        r.check.checked = !all;
+        if (all) selected.delete(r.node.id); else selected.add(r.node.id);
+      }
+      selectionChanged();
+    } }, `Select the shown nodes of ${key || "no site"}`) : null;
+    group.pick = pick;
+    group.tr = h("tr", { class: "fleet-group", dataset: { site: key } }, h("th", { scope: "rowgroup", colSpan: COLUMNS.length }, label, pick));
+    groups.set(key, group);
+    return group;
+  };
+
   const arrange = () => {
     const compare = COMPARE[state.sort] ?? byTriage;
     const ordered = [...rows.values()].sort(state.desc ? (a, b) => compare(b, a) : compare);
@@ -385,15 +404,12 @@ export function renderFleet(view) {
       for (const [key, list] of members) {
         used.add(key);
         let group = groups.get(key);
-        if (!group) {
-          const th = h("th", { scope: "rowgroup", colSpan: COLUMNS.length });
-          group = { tr: h("tr", { class: "fleet-group", dataset: { site: key } }, th), th };
-          groups.set(key, group);
-        }
+        if (!group) group = siteGroup(key);
+        group.list = list;
         const counts = {};
         for (const r of list) counts[r.node.status] = (counts[r.node.status] ?? 0) + 1;
         const visible = list.filter((r) => !r.tr.hidden).length;
-        setText(group.th, `${key || "No site"} — ${plural(list.length, "node")}: ${statusWords(counts)}`
+        setText(group.label, `${key || "No site"} — ${plural(list.length, "node")}: ${statusWords(counts)}`
           + (visible < list.length ? ` (${visible} shown)` : ""));
         group.tr.hidden = !visible;
         sequence.push(group.tr, ...list.map((r) => r.tr));
@@ -419,6 +435,12 @@ export function renderFleet(view) {
     selectAll.checked = visible.length > 0 && chosen === visible.length;
     selectAll.indeterminate = chosen > 0 && chosen < visible.length;
     for (const row of rows.values()) row.tr.classList.toggle("selected", selected.has(row.node.id));
+    for (const [key, group] of groups) {
+      if (!group.pick) continue;
+      const shown = group.list.filter((r) => !r.tr.hidden);
+      const all = shown.length > 0 && shown.every((r) => selected.has(r.node.id));
+      setText(group.pick, `${all ? "Unselect" : "Select"} the shown nodes of ${key || "no site"}`);
+    }
     bulk.update();
   };
   selectAll.addEventListener("change", () => {
