@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from hark_fleet.node.recorder.profile import RecordingProfile
 from hark_fleet.node.recorder.writer import NO_SPACE, WavWriter
 
 log = logging.getLogger(__name__)
+PROGRESS_RECENT = 3  # segments and gaps of the ledger in each job heartbeat
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,12 @@ class Progress:
     bytes: int
     overruns: int
     lost_frames: int
+    # The integrity ledger as it grows, bounded for any length of take: how many checksummed segments
+    # and gaps so far, and the newest few of each (the whole ledger goes with the upload).
+    segments: int = 0
+    recent_segments: list[dict[str, Any]] = field(default_factory=list)
+    gaps: int = 0
+    recent_gaps: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The job heartbeat's `progress`."""
@@ -175,6 +182,9 @@ class Recorder:
         writer, reader = self._writer, self._reader
         frames = writer.frames if writer is not None else 0
         captured = max(0, frames - self.preroll_frames)
+        # Lists only grow, from the recording thread: a slice of the tail is a consistent enough copy.
+        segments = writer.segments if writer is not None else []
+        gaps = self._ledger.gaps if self._ledger is not None else []
         return Progress(
             frames=frames,
             captured_frames=captured,
@@ -182,6 +192,10 @@ class Recorder:
             bytes=writer.file_bytes if writer is not None else 0,
             overruns=reader.overruns if reader is not None else 0,
             lost_frames=reader.lost_frames if reader is not None else 0,
+            segments=len(segments),
+            recent_segments=[segment.as_dict() for segment in segments[-PROGRESS_RECENT:]],
+            gaps=len(gaps),
+            recent_gaps=[gap.as_dict() for gap in gaps[-PROGRESS_RECENT:]],
         )
 
     # -- the recording thread -----------------------------------------------------------------

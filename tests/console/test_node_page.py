@@ -165,6 +165,15 @@ def test_a_recording_in_progress_ticks_shows_its_format_and_its_ledger_grows(con
     wait_for(lambda: rows.count() >= 2, 15, "two progress reports in the ledger")
     seen = rows.count()
     wait_for(lambda: rows.count() > seen, 15, "the ledger to grow")
+    # The integrity ledger itself grows while it records: a checksummed segment every 10 s of capture.
+    segments = live.locator(".segment-ledger tbody tr")
+    wait_for(lambda: segments.count() >= 1, 30, "the first checksummed segment")
+    expect(segments.first.locator("td").first).to_have_text("1")
+    wait_for(lambda: segments.count() >= 2, 20, "a second segment")
+    expect(segments.first.locator("td").first).to_have_text("2")  # newest first
+    assert re.fullmatch(r"[0-9a-f]{16}…", segments.first.locator("code").inner_text())
+    expect(live.locator(".gap-list")).to_have_text("none")
+    expect(live).to_contain_text(re.compile(r"checksummed [2-9] segments of 10 s so far and lost 0 frames in 0 gaps"))
     page.set_viewport_size({"width": 390, "height": 844})
     page.locator("#active-h").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "node-recording-390.png"))

@@ -1,7 +1,8 @@
 // A recording while it runs: elapsed time ticking, its format and channels, and its ledger growing
 // as the node reports (GET /recordings/{id}/context every 2 s: the recording and its job's progress).
-// While it records the node reports frames, seconds, bytes and losses in each job heartbeat; the
-// segment list with checksums (the integrity ledger) comes with the upload.
+// While it records the node reports frames, seconds, bytes and losses in each job heartbeat, with its
+// integrity ledger as it grows: how many checksummed segments and gaps so far and the newest few of
+// each, which the panel gathers into the segment and gap lists; the whole ledger comes with the upload.
 import { api } from "./api.js";
 import { bytes, fill, h, seconds, timeEl, when } from "./dom.js";
 import { plural } from "./words.js";
@@ -48,6 +49,14 @@ export class RecordingProgress {
     this.format = h("span", { class: "format" });
     this.captured = h("span", { class: "captured" });
     this.note = h("p", { class: "hint" });
+    this.segmentRows = new Map(); // segment index -> row, newest first in the table
+    this.gapKeys = new Set();
+    this.segmentBody = h("tbody");
+    this.gapList = h("ul", { class: "gap-list" });
+    this.segmentsTable = h("table", { class: "segment-ledger" },
+      h("caption", {}, "Checksummed segments, newest first"),
+      h("thead", {}, h("tr", {}, ["Segment", "From", "Length", "SHA-256"].map((t) => h("th", { scope: "col" }, t)))),
+      this.segmentBody);
     this.tbody = h("tbody");
     this.ledger = h("table", { class: "progress-ledger" },
       h("caption", {}, "Ledger so far: what the node reported, newest first"),
@@ -60,6 +69,8 @@ export class RecordingProgress {
         h("dt", {}, "Format"), h("dd", {}, this.format),
         h("dt", {}, "Captured"), h("dd", {}, this.captured)),
       this.note,
+      h("div", { class: "table-wrap" }, this.segmentsTable),
+      h("h4", {}, "Gaps"), this.gapList,
       h("div", { class: "table-wrap" }, this.ledger));
     this.ticker = setInterval(() => this.tick(), 1000);
     this.poller = setInterval(() => this.update(), POLL_MS);
@@ -109,10 +120,12 @@ export class RecordingProgress {
     if (r.status === "queued") {
       this.note.textContent = "Waiting for the node to take the job.";
     } else {
-      const segments = this.segmentS && typeof captured === "number" ? Math.floor(captured / this.segmentS) : null;
+      const segments = typeof progress.segments === "number" ? progress.segments : null;
       fill(this.note, r.started_at ? ["Started ", timeEl(r.started_at), ". "] : "",
-        segments !== null ? `The node has checksummed ${plural(segments, "segment")} of ${seconds(this.segmentS)} so far; the segment list comes with the upload.` : "");
+        segments !== null ? `The node has checksummed ${plural(segments, "segment")}${this.segmentS ? ` of ${seconds(this.segmentS)}` : ""} so far`
+          + ` and lost ${plural(progress.lost_frames ?? 0, "frame")} in ${plural(progress.gaps ?? 0, "gap")}; the whole ledger comes with the upload.` : "");
     }
+    this.addLedger(progress, r.sample_rate);
     const at = this.job?.last_heartbeat_at;
     const key = `${at}|${progress.frames ?? progress.bytes}`;
     if (at && !this.seen.has(key) && (typeof progress.frames === "number" || typeof progress.bytes === "number")) {
@@ -127,6 +140,35 @@ export class RecordingProgress {
       while (this.tbody.childElementCount > MAX_ROWS) this.tbody.lastChild.remove();
     }
     this.tick();
+  }
+
+  /** The newest segments and gaps of a heartbeat, added to the lists (each once). */
+  addLedger(progress, rate) {
+    const seconds1 = (frames) => (rate ? seconds(frames / rate) : `${Number(frames).toLocaleString()} frames`);
+    for (const segment of Array.isArray(progress.recent_segments) ? progress.recent_segments : []) {
+      if (typeof segment?.index !== "number" || this.segmentRows.has(segment.index)) continue;
+      const row = h("tr", { dataset: { index: segment.index } },
+        h("td", {}, String(segment.index + 1)),
+        h("td", {}, seconds1(segment.start_frame)),
+        h("td", {}, seconds1(segment.frames)),
+        h("td", {}, h("code", { class: "wrap", title: segment.sha256 }, String(segment.sha256 ?? "").slice(0, 16), "…")));
+      this.segmentRows.set(segment.index, row);
+      const newer = [...this.segmentBody.children].find((tr) => Number(tr.dataset.index) < segment.index);
+      this.segmentBody.insertBefore(row, newer ?? null);
+      while (this.segmentBody.childElementCount > MAX_ROWS) {
+        const oldest = this.segmentBody.lastChild;
+        this.segmentRows.delete(Number(oldest.dataset.index));
+        oldest.remove();
+      }
+    }
+    for (const gap of Array.isArray(progress.recent_gaps) ? progress.recent_gaps : []) {
+      const key = `${gap?.kind}|${gap?.at_frame}`;
+      if (this.gapKeys.has(key)) continue;
+      this.gapKeys.add(key);
+      this.gapList.prepend(h("li", {}, `${gap.kind ?? "gap"}: ${seconds1(gap.frames ?? 0)} lost at ${seconds1(gap.at_frame ?? 0)}`));
+    }
+    if (!this.gapList.childElementCount) fill(this.gapList, h("li", { class: "none" }, "none"));
+    else this.gapList.querySelector(".none")?.remove();
   }
 
   tick() {

@@ -144,6 +144,31 @@ def test_the_ledger_records_frames_segments_clipping_and_clock(tmp_path: Path, f
     assert fields["duration_s"] == 2.0 and fields["integrity"] is recorder.result.ledger and fields["format"] == "wav"
 
 
+def test_progress_carries_the_ledger_as_it_grows_bounded_to_the_newest_segments(tmp_path: Path, no_thread_leak: None) -> None:
+    ring = RingBuffer(1, RATE, seconds=2)
+    feeder = Feeder(ring, ramp(1))
+    recorder = Recorder("rec-1", tmp_path / "rec-1", RATE, 1, profile(segment_s=0.1))
+    recorder.start(ring)
+    seen = []
+    for _ in range(6):  # 0.25 s at a time: two or three segments close between looks
+        feeder.write(RATE // 4)
+        deadline = time.monotonic() + 5
+        while recorder.progress().frames < ring.frames_written and time.monotonic() < deadline:
+            time.sleep(0.005)
+        seen.append(recorder.progress())
+    recorder.stop()
+    assert recorder.wait(10)
+    recorder.join(5)
+    counts = [p.segments for p in seen]
+    assert counts == sorted(counts) and counts[0] >= 2 and counts[-1] >= 14, counts
+    last = seen[-1]
+    newest = list(range(last.segments - 3, last.segments))
+    assert len(last.recent_segments) == 3 and [s["index"] for s in last.recent_segments] == newest
+    assert recorder.result is not None
+    assert last.recent_segments == recorder.result.ledger["segments"][last.segments - 3 : last.segments]
+    assert last.gaps == 0 and last.recent_gaps == []
+
+
 def test_a_reader_that_falls_behind_a_small_ring_records_the_overrun_where_it_happened(
     tmp_path: Path, no_thread_leak: None
 ) -> None:
@@ -163,13 +188,15 @@ def test_a_reader_that_falls_behind_a_small_ring_records_the_overrun_where_it_ha
     feeder.write(60_000)  # one burst longer than the ring: the recorder cannot keep up with it
     readable = ring.readable_frames
     wait_for(6_000 + readable)
+    lost = 60_000 - readable
+    progress = recorder.progress()  # the job heartbeat's view of the ledger while it records
+    assert progress.gaps == 1 and progress.recent_gaps == [{"kind": "overrun", "at_frame": 6_000, "frames": lost}]
     feeder.write(1_000)
     recorder.stop()
     assert recorder.wait(10)
     recorder.join(5)
     assert recorder.result is not None
     ledger = recorder.result.ledger
-    lost = 60_000 - readable
     assert ledger["gaps"] == [{"kind": "overrun", "at_frame": 6_000, "frames": lost}]
     assert ledger["overruns"] == 1 and ledger["lost_frames"] == lost
     expected = np.concatenate([signal(0, 6_000), signal(6_000 + lost, readable + 1_000)])
