@@ -2,39 +2,52 @@
 // It uses only the public API, with the HttpOnly session cookie and the CSRF token on writes.
 import { api, can, session, setCsrf, setSession } from "./js/api.js";
 import { fill, h } from "./js/dom.js";
-import { renderFleet } from "./js/fleet.js";
-import { renderNode } from "./js/node.js";
-import { renderRecording, renderRecordings } from "./js/recordings.js";
-import { renderAudit } from "./js/audit.js";
-import { renderHealth } from "./js/health.js";
-import { renderDiscovered } from "./js/discovered.js";
-import { renderKeys, renderMe, renderUsers } from "./js/admin.js";
-
 const $ = (id) => document.getElementById(id);
 
-// Each route: a pattern, the permission it needs (null: any signed-in user), and its view.
+// Each route: a pattern, the permission it needs (null: any signed-in user), its view's module and
+// function, and its title. A view's module is loaded when it is first shown (the fleet page does not
+// wait for the node page's charting library), and the first one while the session is checked.
+const VIEWS = {
+  fleet: () => import("./js/fleet.js"),
+  node: () => import("./js/node.js"),
+  health: () => import("./js/health.js"),
+  discovered: () => import("./js/discovered.js"),
+  recordings: () => import("./js/recordings.js"),
+  audit: () => import("./js/audit.js"),
+  admin: () => import("./js/admin.js"),
+};
 const ROUTES = [
-  [/^\/fleet$/, "node:read", renderFleet, "Fleet"],
-  [/^\/nodes\/([^/]+)$/, "node:read", renderNode, "Node"],
-  [/^\/health$/, "health:read", renderHealth, "Health"],
-  [/^\/discovered$/, "node:manage", renderDiscovered, "New boxes"],
-  [/^\/recordings$/, "recording:read", renderRecordings, "Recordings"],
-  [/^\/recordings\/([^/]+)$/, "recording:read", renderRecording, "Recording"],
-  [/^\/audit$/, "audit:read", renderAudit, "Audit"],
-  [/^\/users$/, "auth:manage", renderUsers, "Users"],
-  [/^\/keys$/, null, renderKeys, "API keys"],
-  [/^\/me$/, null, renderMe, "Me"],
+  [/^\/fleet$/, "node:read", "fleet", "renderFleet", "Fleet"],
+  [/^\/nodes\/([^/]+)$/, "node:read", "node", "renderNode", "Node"],
+  [/^\/health$/, "health:read", "health", "renderHealth", "Health"],
+  [/^\/discovered$/, "node:manage", "discovered", "renderDiscovered", "New boxes"],
+  [/^\/recordings$/, "recording:read", "recordings", "renderRecordings", "Recordings"],
+  [/^\/recordings\/([^/]+)$/, "recording:read", "recordings", "renderRecording", "Recording"],
+  [/^\/audit$/, "audit:read", "audit", "renderAudit", "Audit"],
+  [/^\/users$/, "auth:manage", "admin", "renderUsers", "Users"],
+  [/^\/keys$/, null, "admin", "renderKeys", "API keys"],
+  [/^\/me$/, null, "admin", "renderMe", "Me"],
 ];
 
+function matchRoute(path) {
+  for (const [pattern, permission, module, name, title] of ROUTES) {
+    const match = pattern.exec(path.split("?")[0]);
+    if (match) return { permission, module, name, title, args: match.slice(1).map(decodeURIComponent) };
+  }
+  return null;
+}
+
 let cleanup = null;
+let routing = 0; // the latest route() call: a slower module load for an older one is dropped
 
 function home() {
   return can("node:read") ? "/fleet" : can("recording:read") ? "/recordings" : "/me";
 }
 
-function route() {
+async function route() {
   if (!session.me) return;
   const path = location.hash.replace(/^#/, "") || home();
+  const turn = ++routing;
   cleanup?.();
   cleanup = null;
   const view = $("view");
@@ -43,20 +56,27 @@ function route() {
     if (current) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  for (const [pattern, permission, render, title] of ROUTES) {
-    const match = pattern.exec(path.split("?")[0]);
-    if (!match) continue;
-    document.title = `${title} · hark`;
-    if (permission && !can(permission)) {
-      fill(view, h("section", { class: "denied" }, h("h2", {}, title),
-        h("p", { class: "error", role: "alert" }, `Your roles do not allow this page: it needs the permission ${permission}. Ask an administrator.`)));
-      return;
-    }
-    fill(view);
-    cleanup = render(view, ...match.slice(1).map(decodeURIComponent)) ?? null;
+  const found = matchRoute(path);
+  if (!found) {
+    location.hash = `#${home()}`;
     return;
   }
-  location.hash = `#${home()}`;
+  document.title = `${found.title} · hark`;
+  if (found.permission && !can(found.permission)) {
+    fill(view, h("section", { class: "denied" }, h("h2", {}, found.title),
+      h("p", { class: "error", role: "alert" }, `Your roles do not allow this page: it needs the permission ${found.permission}. Ask an administrator.`)));
+    return;
+  }
+  let module;
+  try {
+    module = await VIEWS[found.module]();
+  } catch {
+    if (turn === routing) fill(view, h("p", { class: "error", role: "alert" }, "This page could not be loaded: check the connection to the hub and reload."));
+    return;
+  }
+  if (turn !== routing || !session.me) return;
+  fill(view);
+  cleanup = module[found.name](view, ...found.args) ?? null;
 }
 
 function showLogin(message = "") {
@@ -71,6 +91,9 @@ function showLogin(message = "") {
 }
 
 async function start() {
+  // Fetch the first view's module while the session is checked.
+  const first = matchRoute(location.hash.replace(/^#/, ""));
+  if (first) VIEWS[first.module]().catch(() => {});
   let me;
   try {
     me = (await api("/api/v1/auth/me")).data;
