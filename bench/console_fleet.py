@@ -32,11 +32,11 @@ Variants, run in alternating rounds (each round runs every variant, starting wit
 * ``reference``: the console as it was before issue 17's console work, its files taken from
   ``git show REF:hub/console/...`` (``--reference``, default ``ff96381^``);
 * ``subject``: the console files of the working tree;
-* ``subject (hub)`` with ``--hub-served``: the subject's files served by the hub itself, no
+* ``hub-served`` with ``--hub-served``: the subject's files served by the hub itself, no
   routing: the load without the interception's cost (the browser's cache is still empty);
-* ``subject+max_rate=N`` with ``--max-rate N``: the subject, its meter stream request given
-  ``max_rate=N`` (the hub sends each node's frames at most N times a second), to see what that
-  would give before the page asks for it itself.
+* ``max_rate=N`` for each N of ``--max-rate N[,N...]``: the subject, its meter stream
+  request given ``max_rate=N`` (the hub sends each node's frames at most N times a second), to
+  see what that gives before the page asks for it itself.
 
 It prints every round, then per variant the median and the spread (min-max), against the
 targets of issue 17: the page loads in under 1 s and stays under 10 % of one core of script
@@ -51,7 +51,7 @@ with the admin's session cookie (one login at the start).
 Run it from the repository root::
 
     .venv/bin/python bench/console_fleet.py [--nodes 200] [--rounds 5] [--window 20] [--settle 3]
-                                            [--reference ff96381^] [--hub-served] [--max-rate N]
+                                            [--reference ff96381^] [--hub-served] [--max-rate N[,N...]]
     .venv/bin/python bench/console_fleet.py --quick    # smoke run: 1 round, 5 s windows
 
 It exits 0 when the subject meets both targets, 2 when it misses one, 1 on an error, 130 on
@@ -180,7 +180,7 @@ class CpuWindow:
 
 
 def _pct(value: float | None) -> str:
-    return _f(value, "{:.1f} %")
+    return _f(value, "{:.1f}")
 
 
 def _ms(value: float | None) -> str:
@@ -209,6 +209,8 @@ def _tables(rounds: list[Round], variants: list[str]) -> list[hub_http._TextTabl
                 str(r.number),
                 r.variant,
                 _ms(p.load_ms),
+                _ms(p.parts_ms.get("files")),
+                _ms(p.parts_ms.get("nodes")),
                 _ms(p.painted_ms),
                 _ms(p.visit_ms),
                 f"{p.shown}",
@@ -241,18 +243,21 @@ def _tables(rounds: list[Round], variants: list[str]) -> list[hub_http._TextTabl
         )
     return [
         (
-            "every page (ms from the navigation's start; live window: main thread, % of one core)",
+            "every page (ms from the navigation's start; in the load, when the console's files and the node list were in; "
+            "live window: the page's main thread, % of one core)",
             [
                 "round",
                 "variant",
                 "load ms",
+                "files ms",
+                "nodes API ms",
                 "painted ms",
                 "in-app ms",
                 "shown",
-                "script",
-                "tasks",
-                "layout+style",
-                "main thread",
+                "script %",
+                "tasks %",
+                "layout+style %",
+                "main thread %",
                 "frames/s",
                 "resets",
             ],
@@ -261,13 +266,13 @@ def _tables(rounds: list[Round], variants: list[str]) -> list[hub_http._TextTabl
         ),
         (
             "CPU in each live window (% of one core; machine busy: % of all cores)",
-            ["round", "variant", *ROLES, "machine busy", "load avg"],
+            ["round", "variant", *(f"{role} %" for role in ROLES), "machine busy %", "load avg"],
             cpu,
             2,
         ),
         (
             f"per variant over {max(r.number for r in rounds)} round(s): median (min–max)",
-            ["variant", "load ms", "in-app ms", "script", "main thread", "frames/s", "resets", "browser CPU", "hub CPU"],
+            ["variant", "load ms", "in-app ms", "script %", "main thread %", "frames/s", "resets", "browser CPU %", "hub CPU %"],
             summary,
             1,
         ),
@@ -330,7 +335,8 @@ def _context(args: argparse.Namespace, scale: ScaleFleet, statuses: dict[str, in
             "variants",
             f"reference = console at {args.reference}; subject = working tree at {commit.stdout.strip()}"
             + (" (hub/console modified)" if dirty.stdout.strip() else "")
-            + (f"; subject+max_rate={args.max_rate}" if args.max_rate else ""),
+            + ("; hub-served = the subject served by the hub, no routing" if args.hub_served else "")
+            + "".join(f"; max_rate={rate} = the subject, its meter stream with max_rate={rate}" for rate in args.max_rate),
         ),
         ("parameters", f"{args.rounds} round(s), settle {args.settle:g} s, window {args.window:g} s"),
     ]
@@ -345,9 +351,9 @@ def run(args: argparse.Namespace) -> int:
     scale = ScaleFleet(temp_dir, args.nodes)
     variants = [Variant("reference", console_files_at(args.reference)), Variant("subject", console_files_at(None))]
     if args.hub_served:
-        variants.append(Variant("subject (hub)", None))
-    if args.max_rate:
-        variants.append(Variant(f"subject+max_rate={args.max_rate}", console_files_at(None), f"max_rate={args.max_rate}"))
+        variants.append(Variant("hub-served", None))
+    for rate in args.max_rate:
+        variants.append(Variant(f"max_rate={rate}", console_files_at(None), f"max_rate={rate}"))
     rounds: list[Round] = []
     try:
         if console_files_at(args.reference)("index.html") is None:
@@ -377,9 +383,9 @@ def run(args: argparse.Namespace) -> int:
                     rounds.append(Round(number, variant.name, page, cpu, machine, load))
                     print(
                         f"round {number} {variant.name}: load {_ms(page.load_ms)} ms (in-app {_ms(page.visit_ms)} ms), "
-                        f"script {page.script_pct:.1f} %, main thread {_pct(page.costs_pct.get('ThreadTime'))}, "
-                        f"{page.frames_per_s:,.0f} frames/s, resets {page.resets}, browser CPU {_pct(cpu.get('browser'))}, "
-                        f"hub CPU {_pct(cpu.get('hub'))}, machine {_pct(machine)}",
+                        f"script {page.script_pct:.1f} %, main thread {_pct(page.costs_pct.get('ThreadTime'))} %, "
+                        f"{page.frames_per_s:,.0f} frames/s, resets {page.resets}, browser CPU {_pct(cpu.get('browser'))} %, "
+                        f"hub CPU {_pct(cpu.get('hub'))} %, machine {_pct(machine)} %",
                         flush=True,
                     )
         statuses = scale.statuses()
@@ -406,6 +412,16 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def _rates(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of whole numbers") from err
+    if not values or any(not 1 <= v <= 10 for v in values):
+        raise argparse.ArgumentTypeError("each max_rate must be from 1 to 10")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark the console's fleet page with live nodes in headless Chromium.")
     parser.add_argument("--nodes", type=int, default=200, help="enrolled nodes (default 200)")
@@ -414,7 +430,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=3.0, help="seconds live before the window (default 3)")
     parser.add_argument("--reference", default="ff96381^", help="git revision of the reference console (default ff96381^)")
     parser.add_argument(
-        "--max-rate", type=int, default=None, metavar="N", help="also run the subject with max_rate=N on its meter stream (1-10)"
+        "--max-rate",
+        type=_rates,
+        default=[],
+        metavar="N[,N...]",
+        help="also run the subject with max_rate=N on its meter stream, for each N (1-10)",
     )
     parser.add_argument(
         "--hub-served",
@@ -429,8 +449,6 @@ def main(argv: list[str] | None = None) -> int:
         args.window = QUICK_WINDOW_S if args.quick else 20.0
     if args.nodes < 12 or args.rounds < 1 or args.window <= 0 or args.settle < 0:
         parser.error("--nodes must be at least 12, --rounds at least 1, --window positive, --settle not negative")
-    if args.max_rate is not None and not 1 <= args.max_rate <= 10:
-        parser.error("--max-rate must be from 1 to 10")
     return run(args)
 
 

@@ -356,6 +356,7 @@ class PageFigures:
     painted_ms: float | None  # ... and the animation frame after it
     first_ms: float | None  # navigation start to the first node in the view
     visit_ms: float | None  # an in-app visit (hash change from #/me) to every node in the view
+    parts_ms: dict[str, float | None]  # in the load: when the console's files were in, the API's answers
     shown: int  # distinct nodes in the view after the load
     window_s: float
     costs_pct: dict[str, float]  # CDP metric -> % of one core over the window
@@ -376,6 +377,7 @@ class PageFigures:
             "painted_ms": ms(self.painted_ms),
             "first_node_ms": ms(self.first_ms),
             "in_app_visit_ms": ms(self.visit_ms),
+            "load_parts_ms": {k: ms(v) for k, v in self.parts_ms.items()},
             "nodes_shown": self.shown,
             "window_s": round(self.window_s, 2),
             "main_thread_pct_of_one_core": {k: round(v, 2) for k, v in self.costs_pct.items()},
@@ -383,6 +385,27 @@ class PageFigures:
             "meter_stream_resets": self.resets,
             "meter_stream_url": self.meter_url,
         }
+
+
+# Where a load's time went, from the resource timings (ms from the navigation's start): the last
+# console file in, the session check, the node list (its last page), the last API answer before
+# every node was shown.
+LOAD_PARTS = """
+(() => {
+  const shownAt = window.__fleetScale.all ?? Infinity;
+  const entries = performance.getEntriesByType("resource").filter((e) => e.responseEnd <= shownAt);
+  const last = (test) => {
+    const found = entries.filter((e) => test(new URL(e.name).pathname));
+    return found.length ? Math.max(...found.map((e) => e.responseEnd)) : null;
+  };
+  return {
+    files: last((p) => p.startsWith("/console/")),
+    session: last((p) => p === "/api/v1/auth/me"),
+    nodes: last((p) => p === "/api/v1/nodes"),
+    api: last((p) => p.startsWith("/api/")),
+  };
+})()
+"""
 
 
 def signed_in_state(browser: Browser, hub_url: str) -> StorageState:
@@ -446,6 +469,7 @@ def measure_fleet_page(
         cdp.send("Performance.enable", {"timeDomain": "threadTicks"})
         page.goto(f"{hub_url}/#/fleet")
         loaded = _wait_shown(page, load_timeout_s)
+        parts = page.evaluate(LOAD_PARTS)
         page.evaluate("location.hash = '#/me'")
         page.wait_for_timeout(500)
         page.evaluate("window.__fleetScale.arm(); location.hash = '#/fleet'")
@@ -473,6 +497,7 @@ def measure_fleet_page(
             painted_ms=loaded["painted"],
             first_ms=loaded["first"],
             visit_ms=visited["all"],
+            parts_ms=parts,
             shown=loaded["count"],
             window_s=wall,
             costs_pct=costs,
