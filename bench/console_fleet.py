@@ -14,7 +14,8 @@ sets them up. So the page's meter stream carries about 1,940 frames/s. In headle
   MutationObserver installed before the console's scripts); "painted" is the animation frame
   after that. The console's files are answered by Playwright's routing for both variants (which
   also turns the HTTP cache off), so both pay the same interception cost; the rest is the
-  page's own module loading, its API calls and its rendering;
+  page's own module loading, its API calls and its rendering. "files" and "nodes API" say when,
+  in the load, the last console file and the node list's last page had arrived (resource timing);
 * in-app visit: the same from a hash change ``#/me`` -> ``#/fleet`` once the modules are loaded:
   the fleet view's own cost;
 * live cost: after ``--settle`` seconds, over ``--window`` seconds, the deltas of CDP
@@ -47,6 +48,11 @@ How
 ``tests/console/fleet_scale.py`` (``ScaleFleet``, ``measure_fleet_page``) sets up the fleet and
 measures a page; the browser is ``tests/browser.py``'s. Every page is a new browser context
 with the admin's session cookie (one login at the start).
+
+The hub's content security policy is not sent with routed files, and every context bypasses it
+(the probe's waits evaluate strings). Painting and rasterising run off the main thread in
+Chromium: they are in the browser's CPU, not in the main-thread figures; headless Chromium
+rasterises in software.
 
 Run it from the repository root::
 
