@@ -32,7 +32,7 @@ export function renderMe(view) {
     try {
       const { data } = await api("/api/v1/auth/sessions");
       fill(sessions, h("div", { class: "table-wrap" }, h("table", {}, h("caption", {}, plural(data.length, "session")),
-        h("thead", {}, h("tr", {}, ["Started", "Last used", "From", "Browser", ""].map((t) => h("th", { scope: "col" }, t)))),
+        h("thead", {}, h("tr", {}, ["Started", "Last used", "From", "Browser", ""].map((t) => h("th", { scope: "col", class: t === "Browser" ? "col-agent" : null }, t)))),
         h("tbody", {}, data.map((s) => h("tr", {}, h("td", {}, timeEl(s.created_at)), h("td", {}, timeEl(s.last_seen_at ?? s.last_used_at)), h("td", {}, s.source_ip ?? "—"),
           h("td", { class: "col-agent" }, s.user_agent ?? "—"), h("td", {}, s.current ? "this session" : h("button", { type: "button", class: "small", onclick: async () => {
             try { await api(`/api/v1/auth/sessions/${s.id}`, { method: "DELETE" }); load(); } catch (err) { notify(`Could not end the session: ${err.message}`, "error"); }
@@ -215,7 +215,8 @@ export function renderKeys(view) {
     try {
       const keys = await listAll("/api/v1/auth/keys");
       fill(list, keys.length ? h("div", { class: "table-wrap" }, h("table", {}, h("caption", {}, admin ? "Every API key" : "Your API keys"),
-        h("thead", {}, h("tr", {}, ["Name", "Kind", "Prefix", "Scopes", "Sites", "Status", "Expires", "Last used", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
+        h("thead", {}, h("tr", {}, ["Name", "Kind", "Prefix", "Scopes", "Sites", "Status", "Expires", "Last used", "Actions"]
+          .map((t) => h("th", { scope: "col", class: t === "Scopes" ? "col-scopes" : null }, t)))),
         h("tbody", {}, keys.map((k) => h("tr", {}, h("td", {}, k.name), h("td", {}, k.kind), h("td", {}, h("code", {}, k.key_prefix)), h("td", { class: "col-scopes" }, k.scopes.join(", ")),
           h("td", {}, sitesText(k.sites)), h("td", {}, k.status), h("td", {}, k.expires_at ? timeEl(k.expires_at) : "never"), h("td", {}, k.last_used_at ? timeEl(k.last_used_at) : "never"),
           h("td", { class: "actions" }, k.status === "active" ? [

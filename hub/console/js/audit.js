@@ -99,7 +99,8 @@ export function renderAudit(view) {
       h("small", { class: "hint full-row" }, `From and To are in your browser's zone (${Intl.DateTimeFormat().resolvedOptions().timeZone || "local time"}).`)),
     error,
     h("div", { class: "table-wrap" }, h("table", {}, caption,
-      h("thead", {}, h("tr", {}, ["When", "Who", "Action", "Target", "Outcome", "Address", "Details"].map((t) => h("th", { scope: "col" }, t)))), tbody)),
+      h("thead", {}, h("tr", {}, [["When"], ["Who", "col-actor"], ["Action"], ["Target", "col-target"], ["Outcome"], ["Address", "col-ip"], ["Details"]]
+        .map(([t, cls]) => h("th", { scope: "col", class: cls ?? null }, t)))), tbody)),
     more));
   load();
 }
