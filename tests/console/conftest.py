@@ -27,7 +27,9 @@ class ConsoleFleet:
     nodes: dict[str, NodeProcess] = field(default_factory=dict)
 
     def node_id(self, name: str) -> str:
-        return self.nodes[name].node_id
+        node_id = self.nodes[name].node_id
+        assert node_id is not None, f"{name} was started without a node id"
+        return node_id
 
 
 @pytest.fixture(scope="module")
