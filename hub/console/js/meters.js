@@ -95,10 +95,12 @@ export class MeterBoard {
 
 /**
  * Follows the meter stream for some nodes (or all the caller may see) and animates the boards
- * registered with `board()`. `close()` stops the stream and the animation.
+ * registered with `board()`. `close()` stops the stream and the animation. With `maxRate` the hub
+ * sends at most that many frames per second of each node (1-10; frames with clipped samples
+ * always come): an overview of hundreds of nodes needs no more than a few.
  */
 export class MeterView {
-  constructor(nodeIds = null, onState = null) {
+  constructor(nodeIds = null, onState = null, { maxRate = null } = {}) {
     this.boards = new Map();
     this.last = performance.now();
     this.running = true;
@@ -107,7 +109,7 @@ export class MeterView {
         const board = this.boards.get(frame.node_id);
         if (board) board.push(frame, performance.now());
       },
-    }, { params: { node_id: nodeIds ?? [] }, onState });
+    }, { params: { node_id: nodeIds ?? [], max_rate: maxRate }, onState });
     this.loop = this.loop.bind(this);
     requestAnimationFrame(this.loop);
   }
