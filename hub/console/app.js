@@ -67,6 +67,7 @@ async function route() {
       h("p", { class: "error", role: "alert" }, `Your roles do not allow this page: it needs the permission ${found.permission}. Ask an administrator.`)));
     return;
   }
+  fill(view); // the page left goes at once, not when the next one's module is in
   let module;
   try {
     module = await VIEWS[found.module]();
@@ -75,7 +76,6 @@ async function route() {
     return;
   }
   if (turn !== routing || !session.me) return;
-  fill(view);
   cleanup = module[found.name](view, ...found.args) ?? null;
 }
 
