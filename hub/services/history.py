@@ -234,9 +234,12 @@ class MeterFold:
         }
 
 
-def meter_points(summaries: Iterable[MeterSummary], win: Window) -> list[dict[str, Any]]:
-    """The minutes inside the window rolled up into its buckets, oldest first; buckets without frames are left out."""
-    folds: dict[int, MeterFold] = {}
+def meter_points(
+    summaries: Iterable[MeterSummary], win: Window, folds: dict[int, MeterFold] | None = None
+) -> list[dict[str, Any]]:
+    """The minutes inside the window rolled up into its buckets (added to `folds`, those already folded), oldest
+    first; buckets without frames are left out."""
+    folds = {} if folds is None else folds
     for summary in summaries:
         if win.holds(summary.minute):
             bucket = win.bucket(summary.minute)
@@ -590,14 +593,7 @@ def meter_history(node_id: str, win: Window, unstored: list[MeterSummary], writi
         if fold is None:
             fold = folds[bucket] = MeterFold()
         fold.add_minute(minute, frames, levels, momentary, short_term, integrated)
-    for summary in unstored:
-        if win.holds(summary.minute):
-            bucket = win.bucket(summary.minute)
-            fold = folds.get(bucket)
-            if fold is None:
-                fold = folds[bucket] = MeterFold()
-            fold.add(summary)
-    return [folds[bucket].point(bucket) for bucket in sorted(folds)]
+    return meter_points(unstored, win, folds)
 
 
 def metric_history(node_id: str, win: Window, unstored: list[MetricSummary], writing: Iterable[int] = ()) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import httpx
 from playwright.sync_api import BrowserContext, Page, expect
 
 from tests.console.conftest import ARTIFACTS, ConsoleFleet
-from tests.harness import ADMIN_PASSWORD, wait_for
+from tests.harness import ADMIN_PASSWORD, HubProcess, wait_for
 
 VIEWER_PASSWORD = "a quiet listener 2024"
 
@@ -22,6 +22,19 @@ def sign_in(page: Page, hub_url: str, username: str = "admin", password: str = A
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
     expect(page.locator("#logout")).to_be_visible()
+
+
+def sign_in_as_viewer(page: Page, hub: HubProcess) -> str:
+    """A new user with only the viewer role, signed in on `page`; their username."""
+    with hub.admin() as admin:
+        response = admin.post(
+            "/api/v1/auth/users",
+            json={"username": f"viewer{int(time.time() * 1000)}", "password": VIEWER_PASSWORD, "roles": ["viewer"]},
+        )
+    assert response.status_code == 201, response.text
+    username: str = response.json()["data"]["username"]
+    sign_in(page, hub.url, username, VIEWER_PASSWORD)
+    return username
 
 
 def peak_clips(page: Page) -> list[str]:
@@ -127,13 +140,7 @@ def test_a_viewer_sees_no_admin_controls_and_is_told_why_in_words(
     console_fleet: ConsoleFleet, context: BrowserContext, page: Page
 ) -> None:
     hub = console_fleet.hub
-    with hub.admin() as admin:
-        response = admin.post(
-            "/api/v1/auth/users",
-            json={"username": f"viewer{int(time.time() * 1000)}", "password": VIEWER_PASSWORD, "roles": ["viewer"]},
-        )
-    assert response.status_code == 201, response.text
-    sign_in(page, hub.url, response.json()["data"]["username"], VIEWER_PASSWORD)
+    sign_in_as_viewer(page, hub)
     nav = page.get_by_role("navigation", name="Sections")
     expect(nav.get_by_role("link", name="Fleet")).to_be_visible()
     expect(nav.get_by_role("link", name="Users")).to_be_hidden()

@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.axe import FAILING_IMPACTS, axe_source, describe
 from tests.console.conftest import ARTIFACTS, ConsoleFleet
-from tests.console.test_console import sign_in
+from tests.console.test_console import sign_in, sign_in_as_viewer
 from tests.harness import NodeProcess, enable_loopback_multicast, wait_for
 
 SHOTS = ARTIFACTS / "manage"
@@ -276,13 +276,7 @@ def test_a_technician_pin_and_a_token_issued_once_let_a_technician_in_at_the_box
 
 def test_a_viewer_sees_none_of_it(console_fleet: ConsoleFleet, context: BrowserContext, page: Page) -> None:
     hub = console_fleet.hub
-    with hub.admin() as admin:
-        response = admin.post(
-            "/api/v1/auth/users",
-            json={"username": f"viewer{int(time.time() * 1000)}", "password": VIEWER_PASSWORD, "roles": ["viewer"]},
-        )
-    assert response.status_code == 201, response.text
-    sign_in(page, hub.url, response.json()["data"]["username"], VIEWER_PASSWORD)
+    sign_in_as_viewer(page, hub)
     expect(page.get_by_role("navigation", name="Sections").get_by_role("link", name="New boxes")).to_be_hidden()
     node_id = console_fleet.node_id("Stage left")
     page.goto(f"{hub.url}/#/nodes/{node_id}")

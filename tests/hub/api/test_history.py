@@ -135,7 +135,7 @@ def test_a_minute_of_frames_and_heartbeats_is_one_row_per_node_and_minute_and_ou
         with hub_database(hub) as db:
             for node_id in ids:
                 rows = list(MeterMinute.select().where(MeterMinute.node_id == node_id))
-                assert 1 <= len(rows) <= 2, [(r.minute, r.frames) for r in rows]  # a minute of frames spans one or two
+                assert 0 < len(rows) <= 2, [(r.minute, r.frames) for r in rows]  # a minute of frames spans one or two
                 assert sum(r.frames for r in rows) == len(frames[node_id])
                 stored = history.meter_summaries(node_id, history.Window(0, 4e9, 60, None))
                 assert max(s.channels[0][0] for s in stored) == -6.0
