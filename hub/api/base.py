@@ -324,7 +324,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     @staticmethod
     def optional_time(text: str | None, field: str) -> datetime | None:
-        """An optional ISO 8601 time from a body field; a bad one is a 400 naming the field."""
+        """An optional ISO 8601 time from a body field or the query; a bad one is a 400 naming the field."""
         if text is None:
             return None
         try:

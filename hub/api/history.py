@@ -18,8 +18,8 @@ def query_window(handler: BaseHandler, ranges: dict[str, int], default: str) -> 
     unknown = sorted(set(args) - WINDOW_PARAMS)
     if unknown:
         raise InvalidRequest("Unknown query parameters.", fields={name: "is not a parameter of this route" for name in unknown})
-    start = history.parse_time(args["from"][-1] if "from" in args else None, "from")
-    end = history.parse_time(args["to"][-1] if "to" in args else None, "to")
+    start = handler.optional_time(args["from"][-1] if "from" in args else None, "from")
+    end = handler.optional_time(args["to"][-1] if "to" in args else None, "to")
     name = args["range"][-1] if "range" in args else None
     return history.window(name, start, end, time.time(), ranges, default)
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import peewee
@@ -35,6 +35,15 @@ CHUNK = 400  # rows per INSERT and keys per IN (...): under every backend's limi
 
 NEG_INF = float("-inf")
 ChannelSummary = tuple[float | None, float | None, float | None, float | None]  # peak max, peak mean, RMS max, RMS mean
+
+
+class _OfMinute(Protocol):
+    @property
+    def minute(self) -> int: ...
+
+
+F = TypeVar("F")  # a bucket's fold
+S = TypeVar("S", bound=_OfMinute)  # one node's summary of one minute
 
 
 def _db(energy: float) -> float | None:
@@ -112,16 +121,6 @@ def window(
     if to - since > MAX_SPAN_S:
         raise InvalidRequest("The window is too long.", fields={"from": f"at most {MAX_SPAN_S // DAY_S} days before to"})
     return Window(since, to, interval_for(to - since), None)
-
-
-def parse_time(text: str | None, field: str) -> datetime | None:
-    """An optional ISO 8601 time from the query; a bad one is a 400 naming the parameter."""
-    if text is None:
-        return None
-    try:
-        return parse_iso(text)
-    except ValueError as err:
-        raise InvalidRequest("Invalid time.", fields={field: "must be an ISO 8601 time with a zone"}) from err
 
 
 # -- meters ---------------------------------------------------------------------------------
@@ -239,15 +238,23 @@ def meter_points(
 ) -> list[dict[str, Any]]:
     """The minutes inside the window rolled up into its buckets (added to `folds`, those already folded), oldest
     first; buckets without frames are left out."""
-    folds = {} if folds is None else folds
+    folds = fold_minutes({} if folds is None else folds, summaries, win, MeterFold, MeterFold.add)
+    return [folds[bucket].point(bucket) for bucket in sorted(folds)]
+
+
+def fold_minutes(
+    folds: dict[int, F], summaries: Iterable[S], win: Window, new: Callable[[], F], add: Callable[[F, S], None]
+) -> dict[int, F]:
+    """Each minute summary inside the window added to its bucket's fold (made with `new` when missing); `folds` back."""
     for summary in summaries:
-        if win.holds(summary.minute):
-            bucket = win.bucket(summary.minute)
+        minute = summary.minute
+        if win.holds(minute):
+            bucket = win.bucket(minute)
             fold = folds.get(bucket)
             if fold is None:
-                fold = folds[bucket] = MeterFold()
-            fold.add(summary)
-    return [folds[bucket].point(bucket) for bucket in sorted(folds)]
+                fold = folds[bucket] = new()
+            add(fold, summary)
+    return folds
 
 
 # -- heartbeat metrics ------------------------------------------------------------------------
@@ -598,14 +605,7 @@ def meter_history(node_id: str, win: Window, unstored: list[MeterSummary], writi
 
 def metric_history(node_id: str, win: Window, unstored: list[MetricSummary], writing: Iterable[int] = ()) -> list[dict[str, Any]]:
     """The API's heartbeat metric points: the database's bucket sums and the minutes not stored yet (as `meter_history`)."""
-    folds = metric_folds(node_id, win, writing)
-    for summary in unstored:
-        if win.holds(summary.minute):
-            bucket = win.bucket(summary.minute)
-            fold = folds.get(bucket)
-            if fold is None:
-                fold = folds[bucket] = MetricFold()
-            fold.add_summary(summary)
+    folds = fold_minutes(metric_folds(node_id, win, writing), unstored, win, MetricFold, MetricFold.add_summary)
     return metric_points(folds)
 
 

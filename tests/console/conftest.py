@@ -90,3 +90,19 @@ def page(context: BrowserContext) -> Iterator[Page]:
     tab.on("pageerror", lambda error: errors.append(str(error)))
     yield tab
     assert not errors, f"errors in the console's scripts: {errors}"
+
+
+def report_hub_storage_full(hub: HubProcess) -> dict:
+    """The hub's own critical event for a full data disk, raised through the API as the disk watch would; the event."""
+    with hub.admin() as admin:
+        answer = admin.post(
+            "/api/v1/health-events",
+            json={
+                "kind": "hub.storage_full",
+                "severity": "critical",
+                "details": {"path": "/var/lib/hark-hub", "free_bytes": 0, "recover_above_bytes": 25165824},
+            },
+        )
+    assert answer.status_code == 201, answer.text
+    event: dict = answer.json()["data"]
+    return event

@@ -12,7 +12,7 @@ from typing import Any
 
 from playwright.sync_api import Locator, Page, Route, expect
 
-from tests.console.conftest import ARTIFACTS, ConsoleFleet
+from tests.console.conftest import ARTIFACTS, ConsoleFleet, report_hub_storage_full
 from tests.console.test_console import sign_in
 from tests.harness import wait_for
 
@@ -84,17 +84,7 @@ def test_open_events_read_as_words_and_the_filters_live_in_the_address(console_f
     disk = report(fleet, "Foyer", "disk.low", "critical", {"free_pct": 4.1, "free_bytes": 1_280_000_000})
     assert disk["count"] == 2
     clipping = report(fleet, "Stage left", "audio.clipping", "warning", {"clipped_samples": {"L": 12, "R": 3}})
-    with fleet.hub.admin() as admin:
-        answer = admin.post(
-            "/api/v1/health-events",
-            json={
-                "kind": "hub.storage_full",
-                "severity": "critical",
-                "details": {"path": "/var/lib/hark-hub", "free_bytes": 0, "recover_above_bytes": 25165824},
-            },
-        )
-        assert answer.status_code == 201, answer.text
-        hub_event = answer.json()["data"]
+    hub_event = report_hub_storage_full(fleet.hub)
 
     page.set_viewport_size({"width": 1440, "height": 1000})
     open_inbox(page, fleet)

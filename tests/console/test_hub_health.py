@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.console.conftest import ARTIFACTS
+from tests.console.conftest import ARTIFACTS, report_hub_storage_full
 from tests.console.test_console import sign_in
 from tests.harness import HubProcess, running_hub
 
@@ -24,17 +24,7 @@ def test_an_open_hub_event_shows_on_the_fleet_page_until_it_resolves(bare_hub: H
     expect(page.locator(".fleet-table caption")).to_contain_text("No nodes")
     expect(notice).to_be_hidden()
 
-    with bare_hub.admin() as admin:
-        answer = admin.post(
-            "/api/v1/health-events",
-            json={
-                "kind": "hub.storage_full",
-                "severity": "critical",
-                "details": {"path": "/var/lib/hark-hub", "free_bytes": 0, "recover_above_bytes": 25165824},
-            },
-        )
-        assert answer.status_code == 201, answer.text
-        event_id = answer.json()["data"]["id"]
+    event_id = report_hub_storage_full(bare_hub)["id"]
     expect(notice).to_be_visible()
     expect(notice).to_contain_text("The hub's data disk is full")
     expect(notice).to_contain_text("/var/lib/hark-hub")
@@ -43,4 +33,3 @@ def test_an_open_hub_event_shows_on_the_fleet_page_until_it_resolves(bare_hub: H
     with bare_hub.admin() as admin:
         assert admin.post(f"/api/v1/health-events/{event_id}/resolve", json={}).status_code == 200
     expect(notice).to_be_hidden()
-
