@@ -150,6 +150,10 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/settings/recording-profiles/export", recording_profiles.ProfileExportHandler),
     (f"{V1}/settings/recording-profiles/{{id}}", recording_profiles.ProfileHandler),
     (f"{V1}/settings/recording-profiles/{{id}}/actions", recording_profiles.ProfileActionsHandler),
+    # sites (issue 18, sites)
+    # watchdog policies (issue 18, watchdog)
+    # channel-map plans (issue 18, plans)
+    # fleet status and load (issue 18, status)
     # agent routes (a node's own credential)
     (f"{V1}/nodes/{{id}}/config", nodes.AgentConfigHandler),
     (f"{V1}/nodes/{{id}}/heartbeat", nodes.AgentHeartbeatHandler),

@@ -14,6 +14,7 @@ ALL_PERMISSIONS: tuple[str, ...] = (
     "health:read",
     "health:acknowledge",
     "recording:read",
+    "recording:read_own",
     "recording:create",
     "recording:control",
     "recording:playback",
@@ -24,6 +25,8 @@ ALL_PERMISSIONS: tuple[str, ...] = (
     "schedule:manage",
     "settings:read",
     "settings:manage",
+    "site:read",
+    "site:manage",
     "metrics:read",
     "auth:keys",
 )
@@ -60,9 +63,10 @@ BUILTIN_ROLES: dict[str, frozenset[str]] = {
             "recording:read",
             "recording:playback",
             "settings:read",
+            "site:read",
         )
     ),
-    "viewer": frozenset(("node:read", "health:read", "recording:read", "schedule:read", "settings:read")),
+    "viewer": frozenset(("node:read", "health:read", "recording:read", "schedule:read", "settings:read", "site:read")),
 }
 
 

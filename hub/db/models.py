@@ -418,3 +418,10 @@ class MetricMinute(BaseModel):
     class Meta:
         table_name = "metric_minute"
         primary_key = peewee.CompositeKey("node_id", "minute")
+
+
+# -- sites (issue 18, sites) --
+
+# -- watchdog policies (issue 18, watchdog) --
+
+# -- channel-map plans (issue 18, plans) --

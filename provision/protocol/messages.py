@@ -8,6 +8,7 @@ node -> hub
   health      QoS 1, through the outbox: a health condition opened or cleared
   meters      QoS 0, never stored: the latest meter frame
   lifecycle/{job_id}  QoS 1, through the outbox: a lifecycle job started, succeeded or failed
+  watchdog/...  applied   QoS 1, through the outbox: see `hark_fleet.protocol.watchdog`
 hub -> node (`cmd/{kind}`, QoS 1)
   cmd/ack          the outbox messages the hub has stored; the node drops them from its outbox
   cmd/credentials  a new credential (rotation with delivery) for the holder of `replaces_sha256`;
@@ -15,6 +16,7 @@ hub -> node (`cmd/{kind}`, QoS 1)
   cmd/config       the node's settings changed: fetch `GET /api/v1/nodes/{id}/config` again
   cmd/lifecycle    run one allowlisted lifecycle action (sent again on reconnect until it reports)
   cmd/job          a recording job is ready to claim, or (`stop`) the running one must stop
+  cmd/calibrate    measure the channels' baseline for the watchdog (`hark_fleet.protocol.watchdog`)
 
 Every outbox message has a `msg_id` unique per node; the hub applies each id once and
 acknowledges it, so a message replayed after an outage is never counted twice.
@@ -88,6 +90,11 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     power: dict[str, object] | None = None  # a Pi's throttling flags: `now` and `since_boot`
     # Seconds until the node's next heartbeat: the interval it really uses (the hub judges missed heartbeats by it).
     interval_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    # Hours of recording the data disk still holds at the rate the node is recording now (None: not recording).
+    disk_hours_left: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    recording_bytes_per_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    # What the node runs now: {"watchdog": {"id", "version"}, "channel_map": {"id", "version"}} (ids None: the default).
+    applied: dict[str, object] | None = None
 
 
 class HealthReport(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
