@@ -259,6 +259,12 @@ class HubProcess:
             self._token = self.login()
         return self.client(self._token)
 
+    def ensure_site(self, site_id: str, time_zone: str = "UTC", **fields: Any) -> None:
+        """Make the site `site_id` unless it exists (a node's or grant's site must exist)."""
+        with self.admin() as admin:
+            response = admin.post("/api/v1/sites", json={"id": site_id, "name": site_id, "time_zone": time_zone, **fields})
+        assert response.status_code in (201, 409), response.text
+
 
 @contextmanager
 def running_hub(workdir: Path, **kwargs: Any) -> Iterator[HubProcess]:
