@@ -41,6 +41,7 @@ from hark_fleet.node.worker import wait_any
 from hark_fleet.protocol.backoff import backoff_delay
 from hark_fleet.protocol.messages import Ack, ConfigChanged, JobReady, LifecycleCommand, MeterFrame, NewCredential
 from hark_fleet.protocol.version import __version__
+from hark_fleet.protocol.watchdog import ConfigApplied
 from hark_fleet.provision.errors import ProvisionError
 from hark_fleet.provision.mdns import Advertisement, NodeAdvert, advertise_node, browse_hubs
 
@@ -275,8 +276,29 @@ class Agent:
         except (ValueError, KeyError, TypeError) as err:
             log.error("channel map from the hub refused: %s", err)
             self._report_condition("audio.channel_map", "open", "warning", {"message": f"channel map refused: {err}"})
+            self._report_channel_map_applied(template, str(err))
             return
         log.info("applied %s", described)
+        self._report_channel_map_applied(template, None)
+
+    def _report_channel_map_applied(self, template: dict[str, Any] | None, error: str | None) -> None:
+        """Tell the hub which channel map now runs (or that it was refused): `applied` through the outbox, for plans."""
+        template_id = template.get("id") if template is not None else None
+        version = template.get("version") if template is not None else None
+
+        def build(msg_id: str) -> bytes:
+            applied = ConfigApplied(
+                msg_id=msg_id,
+                ts=utc_iso(),
+                what="channel_map",
+                ok=error is None,
+                id=template_id if isinstance(template_id, str) else None,
+                version=version if isinstance(version, int) and not isinstance(version, bool) else None,
+                error=error,
+            )
+            return msgspec.json.encode(applied)
+
+        self._spawn(self.sender.enqueue("lifecycle", self.topics.applied, build))
 
     async def _fetch_technician_access(self) -> None:
         """The technician PIN's hash and the hub's token key, kept on disk for when the hub is away."""

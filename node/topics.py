@@ -33,6 +33,10 @@ class NodeTopics:
     def meters(self) -> str:
         return self._topic(const.TOPIC_METERS)
 
+    @property
+    def applied(self) -> str:
+        return self._topic("applied")  # ConfigApplied: a channel map or watchdog policy applied (or refused)
+
     def lifecycle(self, job_id: str) -> str:
         return self._topic(f"{const.TOPIC_LIFECYCLE}/{job_id}")
 
