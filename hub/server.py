@@ -25,6 +25,7 @@ from hark_fleet.hub.disk_watch import DiskWatch
 from hark_fleet.hub.errors import StartupError
 from hark_fleet.hub.events import EventBus
 from hark_fleet.hub.ingest import FleetIngest
+from hark_fleet.hub.load import LoadMonitor
 from hark_fleet.hub.metrics import HubMetrics
 from hark_fleet.hub.mqtt.access import BrokerAccess
 from hark_fleet.hub.mqtt.bridge import BrokerAddress, MqttBridge, bridge_client_id
@@ -69,6 +70,7 @@ class Hub:
         self.storage: RecordingStorage = LocalStorage(config.data_dir / "recordings")
         self.uploads = PartialUploads(config.data_dir / "uploads")
         self.disk = DiskWatch(self)
+        self.load = LoadMonitor(self)  # `GET /api/load`
         self.dynsec: DynsecClient | None = None
         self.ca: CertificateAuthority | None = None
         self.tls = config.tls_enabled
@@ -243,6 +245,15 @@ class Hub:
             self._idle.set()
         self.metrics.http_in_flight.set(self._in_flight)
 
+    @property
+    def requests_in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def stream_count(self) -> int:
+        """Open event streams (SSE clients)."""
+        return len(self._streams)
+
     # -- addresses ---------------------------------------------------------------
 
     @property
@@ -282,6 +293,7 @@ class Hub:
         await self._start_mqtt()
         await self.ingest.start()
         await self.disk.start()  # before the listener: a full disk refuses writes from the first request
+        await self.load.start()
         self._start_http()
         # before anything slow (mDNS probing): requests arrive as soon as the listener is up
         if config.oidc_issuer and config.oidc_client_id and config.oidc_client_secret:
@@ -417,6 +429,7 @@ class Hub:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.disk.stop()
+        await self.load.stop()
         await self.ingest.stop()
         if self.bridge is not None:
             await self.bridge.stop()

@@ -109,6 +109,10 @@ class HubDatabase:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._call, fn, args)
 
+    def queue_depth(self) -> int:
+        """Database calls waiting for a worker (for the hub's load figures)."""
+        return self._executor._work_queue.qsize()
+
     async def ping(self) -> None:
         """Raise if the database does not answer a trivial query."""
         await self.run(lambda: self.db.execute_sql("SELECT 1").fetchone())

@@ -17,17 +17,16 @@ from hark_fleet.hub.db.models import (
     Node,
     NodeStatusChange,
     ReceivedMessage,
-    RecordingJob,
     database_proxy,
 )
 from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
+from hark_fleet.hub.events import FleetEvent
 from hark_fleet.hub.ids import new_id
-from hark_fleet.hub.services import technician
+from hark_fleet.hub.services import node_delete, technician
 from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.auth import TokenCheck
 from hark_fleet.hub.services.history import delete_node_history
 from hark_fleet.hub.services.listing import Filter, ListSpec, get_scoped, one_of
-from hark_fleet.hub.services.recordings import JOB_ACTIVE
 from hark_fleet.hub.services.users import check_sites
 
 NODE_STATUSES = ("pending", "online", "degraded", "offline")
@@ -249,32 +248,60 @@ def update_interface(actor: Actor, scope: SiteScope, node_id: str, interface_id:
 
 
 def delete_preview(scope: SiteScope, node_id: str) -> dict[str, Any]:
-    """What deleting a node would remove, and whether it needs `?force`."""
+    """What deleting a node would remove, what stands in its way (named), and whether it needs `?force`."""
     node = get_node(node_id, scope)
-    open_events = HealthEvent.select().where(HealthEvent.node_id == node.id, HealthEvent.state != "resolved").count()
+    blockers, counts = node_delete.find_blockers(node.id)
+    open_events = counts["health_events"]
     dependents = {
         "health_events": HealthEvent.select().where(HealthEvent.node_id == node.id).count(),
         "open_health_events": open_events,
         "status_changes": NodeStatusChange.select().where(NodeStatusChange.node_id == node.id).count(),
+        "unfinished_recording_jobs": counts["recording_jobs"],
+        "unfinished_lifecycle_jobs": counts["lifecycle_jobs"],
+        "active_recordings": counts["active_recordings"],
+        "pending_uploads": counts["pending_uploads"],
     }
-    unfinished = RecordingJob.select().where(RecordingJob.node_id == node.id, RecordingJob.state.in_(("queued", *JOB_ACTIVE)))
-    dependents["unfinished_recording_jobs"] = unfinished.count()
     reasons = []
     if node.status in ("online", "degraded"):
         reasons.append(f"the node is {node.status}")
     if open_events:
         reasons.append(f"{open_events} open health event{'' if open_events == 1 else 's'}")
-    if dependents["unfinished_recording_jobs"]:
-        jobs = dependents["unfinished_recording_jobs"]
+    if counts["recording_jobs"]:
+        jobs = counts["recording_jobs"]
         reasons.append(f"{jobs} recording{'' if jobs == 1 else 's'} queued, in progress or still uploading")
-    return {"node": node_to_api(node), "dependents": dependents, "requires_force": bool(reasons), "reasons": reasons}
+    if counts["lifecycle_jobs"]:
+        jobs = counts["lifecycle_jobs"]
+        reasons.append(f"{jobs} lifecycle job{'' if jobs == 1 else 's'} queued or running")
+    return {
+        "node": node_to_api(node),
+        "dependents": dependents,
+        "blockers": blockers,
+        "requires_force": bool(reasons),
+        "reasons": reasons,
+    }
 
 
-def delete_node(actor: Actor, scope: SiteScope, node_id: str, force: bool) -> None:
-    preview = delete_preview(scope, node_id)
-    if preview["requires_force"] and not force:
-        raise Conflict(f"Deleting this node needs ?force=true: {'; '.join(preview['reasons'])}.", reasons=preview["reasons"])
+def _blocker_counts(dependents: dict[str, int]) -> dict[str, int]:
+    names = ("unfinished_recording_jobs", "unfinished_lifecycle_jobs", "pending_uploads", "open_health_events")
+    return {name: dependents[name] for name in names}
+
+
+def delete_node(actor: Actor, scope: SiteScope, node_id: str, force: bool) -> tuple[dict[str, Any], list[FleetEvent], list[str]]:
+    """Delete a node; with `force`, end what stands in the way first (each audited).
+
+    Returns the node as it was, the events to publish, and the recordings whose partial uploads to drop.
+    """
     with database_proxy.atomic():
+        preview = delete_preview(scope, node_id)
+        if preview["requires_force"] and not force:
+            named = node_delete.named(preview["blockers"])
+            blocking = f" Blocking: {node_delete.message_naming(named)}." if named else ""
+            raise Conflict(
+                f"Deleting this node needs ?force=true: {'; '.join(preview['reasons'])}.{blocking}",
+                reasons=preview["reasons"],
+                blockers=preview["blockers"],
+            )
+        events, uploads = node_delete.end_blockers(actor, node_id, utcnow()) if force else ([], [])
         HealthEvent.delete().where(HealthEvent.node_id == node_id).execute()
         LifecycleJob.delete().where(LifecycleJob.node_id == node_id).execute()
         ChannelMapAssignment.delete().where(ChannelMapAssignment.node_id == node_id).execute()
@@ -288,8 +315,9 @@ def delete_node(actor: Actor, scope: SiteScope, node_id: str, force: bool) -> No
             permission="node:manage",
             target=("node", node_id),
             before=preview["node"],
-            after={"forced": force},
+            after={"forced": force, "blockers_ended": _blocker_counts(preview["dependents"]) if force else None},
         )
+    return preview["node"], events, uploads
 
 
 def node_actions(node: Node, principal: Principal) -> dict[str, dict[str, Any]]:
