@@ -10,6 +10,7 @@ from hark_fleet.hub.api import (
     access,
     audit,
     auth,
+    channel_map_plans,
     channel_maps,
     discovery,
     events,
@@ -153,6 +154,15 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     # sites (issue 18, sites)
     # watchdog policies (issue 18, watchdog)
     # channel-map plans (issue 18, plans)
+    (f"{V1}/settings/channel-map-plans", channel_map_plans.PlansHandler),
+    (f"{V1}/settings/channel-map-plans/facets", channel_map_plans.PlanFacetsHandler),
+    (f"{V1}/settings/channel-map-plans/export", channel_map_plans.PlanExportHandler),
+    (f"{V1}/settings/channel-map-plans/{{id}}", channel_map_plans.PlanHandler),
+    (f"{V1}/settings/channel-map-plans/{{id}}/actions", channel_map_plans.PlanActionsHandler),
+    (f"{V1}/settings/channel-map-plans/{{id}}/diff", channel_map_plans.PlanDiffHandler),
+    (f"{V1}/settings/channel-map-plans/{{id}}/apply", channel_map_plans.PlanApplyHandler),
+    (f"{V1}/settings/channel-map-plans/{{id}}/rollback", channel_map_plans.PlanRollbackHandler),
+    (f"{V1}/settings/channel-map-plans/{{id}}/cancel", channel_map_plans.PlanCancelHandler),
     # fleet status and load (issue 18, status)
     # agent routes (a node's own credential)
     (f"{V1}/nodes/{{id}}/config", nodes.AgentConfigHandler),

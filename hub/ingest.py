@@ -20,7 +20,7 @@ from hark_fleet.hub.errors import InvalidRequest
 from hark_fleet.hub.history import HistoryRecorder
 from hark_fleet.hub.meters import MeterStore
 from hark_fleet.hub.mqtt.drops import DropLog
-from hark_fleet.hub.services import health_events, lifecycle, listening, recording_jobs, telemetry
+from hark_fleet.hub.services import channel_map_plans, health_events, lifecycle, listening, recording_jobs, telemetry
 from hark_fleet.hub.services.telemetry import FleetEvent, Ingested, OutboxMessage
 from hark_fleet.protocol.messages import HealthReport, Heartbeat, LifecycleReport, MeterFrame, Status
 from hark_fleet.protocol.topics import NodeTopic, command_topic
@@ -244,6 +244,19 @@ class FleetIngest:
                 await self.history.prune_if_due()
             except Exception:
                 log.exception("pruning the history failed; retrying at the next sweep")
+            try:
+                await self.sweep_channel_map_plans()
+            except Exception:
+                log.exception("sweep of channel-map plans failed; retrying")
+
+    async def sweep_channel_map_plans(self) -> None:
+        """Plans' nodes that refused or did not confirm in time get their before template back, on `cmd/config`."""
+        told, events = await self.hub.db.run(channel_map_plans.sweep)
+        bridge = self.hub.bridge
+        if bridge is not None:
+            for node_id in told:
+                bridge.publish(command_topic(node_id, "config"), {"changed": ["channel_map"]})
+        self.publish_events(events)
 
     def publish_events(self, events: list[FleetEvent]) -> None:
         for event in events:

@@ -425,3 +425,48 @@ class MetricMinute(BaseModel):
 # -- watchdog policies (issue 18, watchdog) --
 
 # -- channel-map plans (issue 18, plans) --
+
+
+class ChannelMapPlan(BaseModel):
+    """A staged change of channel-map template (None: unassign) across many nodes, applied with each node's confirmation."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    name = peewee.CharField(max_length=100)
+    description = peewee.TextField(default="")
+    template_id = peewee.CharField(max_length=40, null=True, index=True)
+    target = JSONField(default=dict)  # {sites: [], tags: [], node_ids: []}
+    state = peewee.CharField(max_length=20, default="staged", index=True)
+    timeout_s = peewee.FloatField(default=120.0)  # how long each node has to confirm
+    site = peewee.CharField(max_length=100, null=True, index=True)  # the one site all its nodes are in (scope), else None
+    created_by = JSONField(default=dict)  # {type, id, name}
+    created_by_id = peewee.CharField(max_length=40, null=True, index=True)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    updated_at = peewee.DateTimeField(default=utcnow)
+    applied_at = peewee.DateTimeField(null=True)
+    rollback_at = peewee.DateTimeField(null=True)
+    finished_at = peewee.DateTimeField(null=True)
+    version = peewee.IntegerField(default=1)
+
+    class Meta:
+        table_name = "channel_map_plan"
+
+
+class ChannelMapPlanNode(BaseModel):
+    """One node of a plan: the template it ran before and gets after, and whether it confirmed in time."""
+
+    plan_id = peewee.CharField(max_length=40, index=True)
+    node_id = peewee.CharField(max_length=40, index=True)
+    node_name = peewee.CharField(max_length=200, default="")
+    site = peewee.CharField(max_length=100, null=True)
+    before_template_id = peewee.CharField(max_length=40, null=True)
+    after_template_id = peewee.CharField(max_length=40, null=True)
+    state = peewee.CharField(max_length=16, default="pending", index=True)  # pending sent confirmed failed timed_out rolled_back
+    error = peewee.TextField(null=True)
+    sent_at = peewee.DateTimeField(null=True)
+    confirmed_at = peewee.DateTimeField(null=True)
+    rolled_back_at = peewee.DateTimeField(null=True)  # its before template was given back
+    rollback_confirmed_at = peewee.DateTimeField(null=True)  # ... and the node confirmed running it
+
+    class Meta:
+        table_name = "channel_map_plan_node"
+        primary_key = peewee.CompositeKey("plan_id", "node_id")
