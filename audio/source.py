@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 KINDS = ("sounddevice", "pyaudio", "file", "synthetic")
-SYNTHETIC_SIGNALS = ("sine", "noise", "silence", "sweep")
-SYNTHETIC_OPTIONS = ("freq", "dbfs", "channels", "rate")
+SYNTHETIC_SIGNALS = ("sine", "noise", "silence", "sweep", "stuck")
+# step_s/step_db: the level changes by step_db after step_s seconds of capture (a test's failing microphone)
+SYNTHETIC_OPTIONS = ("freq", "dbfs", "channels", "rate", "step_s", "step_db")
 CAPTURE_OPTIONS = ("channels", "rate")
 PORTAUDIO_OPTIONS = ("channels", "rate", "format")
 SAMPLE_FORMATS = ("float32", "int32", "int16")
@@ -17,7 +18,7 @@ MAX_CHANNELS = 64
 
 @dataclass(frozen=True, slots=True)
 class AudioSource:
-    """Where the node's audio comes from; `signal` and the levels matter only for `synthetic`."""
+    """Where the node's audio comes from; `signal`, the levels and the level step matter only for `synthetic`."""
 
     kind: str
     target: str
@@ -26,6 +27,8 @@ class AudioSource:
     freq: float = 1000.0
     dbfs: float = -20.0
     sample_format: str = "float32"
+    step_s: float | None = None  # synthetic: after this many seconds of capture ...
+    step_db: float = 0.0  # ... the level changes by this much (capture opened again: the clock starts again)
     options: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -39,8 +42,10 @@ class AudioSource:
         if self.target == "silence":
             return "synthetic silence"
         level = f"{self.dbfs:g} dBFS" + (" RMS" if self.target == "noise" else "")
-        if self.target == "noise":
-            return f"synthetic noise {level}"
+        if self.step_s is not None and self.step_db:
+            level += f", {self.step_db:+g} dB after {self.step_s:g}s"
+        if self.target in ("noise", "stuck"):
+            return f"synthetic {self.target} {level}"
         return f"synthetic {self.target} {self.freq:g} Hz {level}"
 
 
@@ -78,6 +83,10 @@ def parse_audio_source(text: str) -> AudioSource:
             values["freq"] = _number(options, "freq", float, 1.0, 48_000.0)
         if "dbfs" in options:
             values["dbfs"] = _number(options, "dbfs", float, -200.0, 0.0)
+        if "step_s" in options:
+            values["step_s"] = _number(options, "step_s", float, 0.0, 86_400.0)
+        if "step_db" in options:
+            values["step_db"] = _number(options, "step_db", float, -200.0, 200.0)
     return AudioSource(kind=kind, target=target, options=options, **values)  # type: ignore[arg-type]
 
 

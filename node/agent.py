@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 from hark_fleet.node import const
-from hark_fleet.node.audio_path import AudioPath, AudioThresholds
+from hark_fleet.node.audio_path import AudioPath
 from hark_fleet.node.clock import time_quality, utc_iso
 from hark_fleet.node.commands import MalformedCommand, decode_command
 from hark_fleet.node.config import NodeConfig
@@ -37,11 +37,13 @@ from hark_fleet.node.sender import OutboxSender
 from hark_fleet.node.state import StateStore, load_state, resolve_state, save_state
 from hark_fleet.node.topics import NodeTopics
 from hark_fleet.node.transport_mqtt import BrokerAddress, MqttTransport
+from hark_fleet.node.watchdog.policy import default_watchdog
+from hark_fleet.node.watchdog.runtime import Watchdog
 from hark_fleet.node.worker import wait_any
 from hark_fleet.protocol.backoff import backoff_delay
 from hark_fleet.protocol.messages import Ack, ConfigChanged, JobReady, LifecycleCommand, MeterFrame, NewCredential
 from hark_fleet.protocol.version import __version__
-from hark_fleet.protocol.watchdog import ConfigApplied
+from hark_fleet.protocol.watchdog import CalibrateCommand, ConfigApplied
 from hark_fleet.provision.errors import ProvisionError
 from hark_fleet.provision.mdns import Advertisement, NodeAdvert, advertise_node, browse_hubs
 
@@ -93,12 +95,26 @@ class Agent:
             config.outbox_path, config.outbox_capacity, self.boot_id, self._publish_reliable, self._outbox_level_report
         )
         self.heartbeat_interval_s = config.heartbeat_interval_s
+        # the signal-chain watchdog (issue 18): detectors on the metering thread, ladders and calibration on the loop
+        self.frame_listeners: list[Callable[[MeterFrame], None]] = []
+        self.watchdog = Watchdog(
+            config.data_dir,
+            default_watchdog(config.node_silence_threshold_dbfs, config.node_silence_hold_s, config.node_clip_clear_s),
+            self.topics,
+            self._report_condition,
+            lambda topic, build: self.sender.enqueue("lifecycle", topic, build),
+            lambda action: self.lifecycle.run_remediation(action),
+            lambda: self.recordings.current,
+            self.frame_listeners,
+            lambda: self.audio.supervisor.state if self.audio.supervisor is not None else "stopped",
+        )
         self.audio = AudioPath(
             config.audio_source,
             self._publish_frame,
             self._report_condition,
             const.DEFAULT_METER_INTERVAL_MS,
-            AudioThresholds(config.node_silence_threshold_dbfs, config.node_silence_hold_s, config.node_clip_clear_s),
+            self.watchdog.frames,
+            self.watchdog.on_event,
         )
         self.heartbeats = HeartbeatWorker(
             self.topics.heartbeat,
@@ -111,6 +127,8 @@ class Agent:
             self.topics.health,
         )
         self.heartbeats.audio_stats = self.audio.stats
+        self.heartbeats.applied = self.watchdog.applied  # one dict: each config part sets its own entry
+        self.heartbeats.disk_hours = self.watchdog.disk_reading
         self.cache_policy: dict[str, Any] = {}
         self.recordings = RecordingWorker(
             config.data_dir / "recordings",
@@ -125,7 +143,6 @@ class Agent:
         self.recent_log = RecentLog()
         self.identify = Identify()
         # the technician's endpoint: its own meter listeners, recent health, the hub as last seen
-        self.frame_listeners: list[Callable[[MeterFrame], None]] = []
         self.recent_health: deque[dict[str, Any]] = deque(maxlen=50)
         self.hub_state: dict[str, Any] = {"reachable": None, "last_contact": None, "error": None}
         self.technician: TechnicianAccess | None = None
@@ -176,6 +193,7 @@ class Agent:
                 moved = str(self.sender.damaged_moved_to)
                 await self.sender.enqueue("health", self.topics.health, functools.partial(outbox_damaged_payload, moved_to=moved))
             await self.lifecycle.finish_restart(state.boot_count)
+            await self.watchdog.start(state.boot_count)
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self.audio.load_interfaces)
             self.audio.start(loop)
@@ -189,6 +207,7 @@ class Agent:
                 asyncio.create_task(self.lifecycle.run(workers_stop), name="lifecycle"),
                 asyncio.create_task(self.recordings.run(workers_stop), name="recordings"),
                 asyncio.create_task(self.hardware.run(workers_stop), name="hardware"),
+                asyncio.create_task(self.watchdog.run(workers_stop), name="watchdog"),
             ]
             self.hardware.ready(f"node {state.node_id} running")
             await wait_any(None, stop, self._restart, *[_done_event(t) for t in workers])
@@ -248,6 +267,7 @@ class Agent:
             self.heartbeat_interval_s = max(0.1, float(remote.heartbeat_interval_s))
         if remote.meter_interval_ms:
             self.audio.set_interval(max(10, int(remote.meter_interval_ms)))
+        self._spawn(self.watchdog.apply(remote.watchdog))  # kept on disk and confirmed on `applied`
         log.info(
             "config from hub: name %r, site %r, broker %s, heartbeat every %gs, meters every %dms, "
             "clock offset %s ms (rtt %s ms)",
@@ -400,6 +420,8 @@ class Agent:
             self.recordings.job_command(command.job_id, command.stop)
         elif isinstance(command, LifecycleCommand):
             self.lifecycle.submit(command)
+        elif isinstance(command, CalibrateCommand):
+            self.watchdog.calibrate(command)
         elif isinstance(command, ConfigChanged):
             log.info("hub says the config changed (%s): fetching it again", ", ".join(command.changed) or "unspecified")
             self._refetch_config.set()

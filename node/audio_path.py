@@ -1,9 +1,10 @@
-"""The node's audio path: capture (supervised, through device loss), the channel map, metering, audio health.
+"""The node's audio path: capture (supervised, through device loss), the channel map, metering, the watchdog's detectors.
 
 Three threads and the loop: the capture supervisor's thread (audio.capture) writes the ring; the
 metering thread here reads `interval_ms` blocks from it, maps physical inputs to the channel map's
-logical channels, meters them (audio.meters) and hands each frame to the loop. Nothing here
-blocks the loop; frames and conditions cross over with `call_soon_threadsafe`.
+logical channels, meters them (audio.meters), runs the watchdog's detectors on each frame
+(node.watchdog: no second pass over the audio) and hands frames and events to the loop. Nothing
+here blocks the loop; frames, events and conditions cross over with `call_soon_threadsafe`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -32,53 +32,18 @@ from hark_fleet.audio.meters import InvalidSetup, MeterEngine
 from hark_fleet.node.audio_source import AudioSource
 from hark_fleet.node.channel_map import ChannelMap, default_map
 from hark_fleet.node.clock import utc_iso
+from hark_fleet.node.watchdog.events import WatchEvent
+from hark_fleet.node.watchdog.frame_watch import FrameWatch
+from hark_fleet.node.watchdog.policy import default_watchdog
 from hark_fleet.protocol.messages import AudioInterface, MeterFrame
 
 log = logging.getLogger(__name__)
 
 MAX_BLOCKS_PER_WAKE = 20  # a source faster than real time (a test device) is metered at most this far ahead
-SILENCE = "audio.silence"
-CLIPPING = "audio.clipping"
 
 PublishFrame = Callable[[MeterFrame], None]
 Report = Callable[[str, str, str, dict[str, Any]], None]  # kind, open|resolved, severity, details
-
-
-@dataclass(frozen=True, slots=True)
-class AudioThresholds:
-    silence_dbfs: float = -60.0
-    silence_hold_s: float = 10.0
-    clip_clear_s: float = 10.0  # clipping resolves after this long without a clipped sample
-
-
-class AudioConditions:
-    """Silence and clipping from the meter frames, as open/resolved transitions (pure, for the metering thread)."""
-
-    def __init__(self, clip_clear_s: float) -> None:
-        self.clip_clear_s = clip_clear_s
-        self.silent: tuple[str, ...] = ()
-        self.clipping = False
-        self._last_clip = 0.0
-
-    def update(self, frame: MeterFrame, now: float) -> list[tuple[str, str, str, dict[str, Any]]]:
-        changes: list[tuple[str, str, str, dict[str, Any]]] = []
-        silent = tuple(c.name or str(c.index) for c in frame.channels if c.silent)
-        if silent != self.silent:
-            if silent:
-                changes.append((SILENCE, "open", "warning", {"channels": list(silent)}))
-            else:
-                changes.append((SILENCE, "resolved", "warning", {}))
-            self.silent = silent
-        clipped = {c.name or str(c.index): c.clip for c in frame.channels if c.clip}
-        if clipped:
-            self._last_clip = now
-            if not self.clipping:
-                self.clipping = True
-                changes.append((CLIPPING, "open", "warning", {"clipped_samples": clipped}))
-        elif self.clipping and now - self._last_clip >= self.clip_clear_s:
-            self.clipping = False
-            changes.append((CLIPPING, "resolved", "warning", {}))
-        return changes
+OnWatch = Callable[[WatchEvent], None]
 
 
 class AudioPath:
@@ -90,13 +55,16 @@ class AudioPath:
         publish_frame: PublishFrame,
         report: Report,
         interval_ms: int,
-        thresholds: AudioThresholds | None = None,
+        watch: FrameWatch | None = None,
+        on_watch: OnWatch | None = None,
     ) -> None:
+        """`watch` runs the detectors (default: the built-in policy); its events go to `on_watch` (default: `report`)."""
         self.source = source
         self.interval_ms = interval_ms
-        self.thresholds = thresholds or AudioThresholds()
+        self.watch = watch or FrameWatch(default_watchdog())
         self._publish_frame = publish_frame
         self._report = report
+        self._on_watch = on_watch or self._report_event
         self.rate, self.inputs = capture_format(source)
         self.ring: RingBuffer = ring_for_source(source)
         self.channel_map: ChannelMap = default_map(self.inputs)
@@ -109,6 +77,7 @@ class AudioPath:
         self._thread: threading.Thread | None = None
         self._rebuild = threading.Event()
         self._seq = 0
+        self._watch_failed = False
         self.meter_tick = time.monotonic()  # the metering thread was last seen alive (for a watchdog)
 
     # -- control (on the loop) -----------------------------------------------------------
@@ -149,6 +118,7 @@ class AudioPath:
         """Apply a channel map from the hub (None: every input as its own channel); ValueError if it does not fit."""
         mapped = default_map(self.inputs) if template is None else ChannelMap.from_template(template, self.inputs)
         self.channel_map = mapped
+        self.watch.reset_format()
         self._rebuild.set()
         log.info("channel map: %s", mapped.describe())
         return mapped.describe()
@@ -203,9 +173,14 @@ class AudioPath:
         self.supervisor.start()
 
     def _on_condition(self, condition: CaptureCondition) -> None:
-        """From the supervisor's thread: device lost / no device, opened or resolved."""
+        """From the supervisor's thread: device lost / no device, opened or resolved, with the policy's severity."""
         details = {"message": condition.message, **condition.details}
-        self._to_loop(self._report, condition.kind, condition.state, condition.severity, details)
+        event = self.watch.device(condition.kind, condition.state, details)
+        if event is not None:
+            self._to_loop(self._on_watch, event)
+
+    def _report_event(self, event: WatchEvent) -> None:
+        self._report(event.kind, event.state, event.severity, event.details)
 
     def _to_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         loop = self._loop
@@ -217,6 +192,7 @@ class AudioPath:
 
     def _engine(self) -> MeterEngine:
         mapped = self.channel_map
+        silence = self.watch.watchdog.node.detectors.silence  # the frames' `silent` flag: the node policy's silence
         try:
             return MeterEngine(
                 self.rate,
@@ -224,21 +200,24 @@ class AudioPath:
                 names=mapped.names,
                 programmes=mapped.programmes,
                 calibration=mapped.calibration,
-                silence_threshold_dbfs=self.thresholds.silence_dbfs,
-                silence_hold_s=self.thresholds.silence_hold_s,
+                silence_threshold_dbfs=silence.threshold_dbfs,
+                silence_hold_s=silence.hold_s,
             )
         except InvalidSetup as err:
             log.error("channel map %s cannot be metered (%s): metering every input instead", mapped.name, err)
             self.channel_map = default_map(self.inputs)
-            return MeterEngine(self.rate, self.inputs, silence_threshold_dbfs=self.thresholds.silence_dbfs)
+            return MeterEngine(self.rate, self.inputs, silence_threshold_dbfs=silence.threshold_dbfs)
 
     def _meter_forever(self) -> None:
         reader: RingReader = self.ring.reader(name="meters")
         engine = self._engine()
-        conditions = AudioConditions(self.thresholds.clip_clear_s)
+        silence = self.watch.watchdog.node.detectors.silence
         try:
             while not self._stop.wait(self.interval_ms / 4000.0):
                 self.meter_tick = time.monotonic()
+                if self.watch.watchdog.node.detectors.silence != silence:  # a new policy: the frames' `silent` follows it
+                    silence = self.watch.watchdog.node.detectors.silence
+                    self._rebuild.set()
                 if self._rebuild.is_set():
                     self._rebuild.clear()
                     engine = self._engine()
@@ -249,7 +228,7 @@ class AudioPath:
                     samples = reader.read(block)
                     if len(samples) < block:
                         break
-                    self._meter_block(engine, conditions, samples)
+                    self._meter_block(engine, samples)
                     done += 1
                 if done == MAX_BLOCKS_PER_WAKE and reader.available > block:
                     reader.skip_to_end()  # faster than real time: stay live rather than fall behind
@@ -258,12 +237,19 @@ class AudioPath:
         finally:
             reader.close()
 
-    def _meter_block(self, engine: MeterEngine, conditions: AudioConditions, samples: np.ndarray) -> None:
+    def _meter_block(self, engine: MeterEngine, samples: np.ndarray) -> None:
         body = engine.process(samples[:, self.channel_map.inputs])
         self._seq += 1
         body.update(ts=utc_iso(), seq=self._seq, interval_ms=self.interval_ms, sample_rate=self.rate)
         frame = msgspec.convert(body, MeterFrame)
         self.frames_out += 1
         self._to_loop(self._publish_frame, frame)
-        for change in conditions.update(frame, time.monotonic()):
-            self._to_loop(self._report, *change)
+        try:
+            events = self.watch.update(frame)
+        except Exception:  # a detector's bug must not stop the meters
+            if not self._watch_failed:
+                log.exception("the watchdog's detectors failed on a frame")
+            self._watch_failed = True
+            return
+        for event in events:
+            self._to_loop(self._on_watch, event)

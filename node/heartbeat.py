@@ -19,7 +19,7 @@ from hark_fleet.node.health import health_payload
 from hark_fleet.node.metrics import SystemSnapshot, read_system
 from hark_fleet.node.sender import OutboxSender
 from hark_fleet.node.worker import stopped
-from hark_fleet.protocol.messages import AudioInterface, Clock, Heartbeat, TimeQuality
+from hark_fleet.protocol.messages import AudioInterface, Clock, Disk, Heartbeat, TimeQuality
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,10 @@ class HeartbeatWorker:
         self.interval_s = interval_s
         self._interfaces = interfaces
         self.audio_stats: Callable[[], dict[str, Any]] | None = None
+        # What the node runs now ({"watchdog": {"id", "version"}, "channel_map": ...}): whoever applies a config sets its entry.
+        self.applied: dict[str, object] = {}
+        # (hours of recording left on the data disk, recording bytes per second) for this heartbeat's disk reading
+        self.disk_hours: Callable[[Disk | None], tuple[float | None, float | None]] | None = None
         self._seq = itertools.count(1)
         self._started = time.monotonic()
         self._first = True
@@ -97,6 +101,8 @@ class HeartbeatWorker:
         seq = next(self._seq)
         system = reading.system
         load, power = reading.load, reading.power
+        hours_left, bytes_per_s = self.disk_hours(system.disk) if self.disk_hours is not None else (None, None)
+        applied = {k: v for k, v in self.applied.items()} or None
 
         def build(msg_id: str) -> bytes:
             return msgspec.json.encode(
@@ -117,6 +123,9 @@ class HeartbeatWorker:
                     clock=self.clock.message(),
                     outbox=self.sender.level,  # built on the outbox thread: the depth right now
                     interval_s=interval_s,
+                    disk_hours_left=hours_left,
+                    recording_bytes_per_s=bytes_per_s,
+                    applied=applied,
                 )
             )
 

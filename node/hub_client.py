@@ -37,6 +37,8 @@ class RemoteConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     meter_interval_ms: int | None = None
     cache_policy: dict[str, Any] | None = None
     hub_time: str | None = None
+    # The watchdog policy (a NodeWatchdog), checked by the watchdog itself: one it refuses does not stop the rest.
+    watchdog: dict[str, Any] | None = None
 
 
 class _ConfigEnvelope(msgspec.Struct, forbid_unknown_fields=False):

@@ -22,10 +22,12 @@ from hark_fleet.node.clock import utc_iso
 from hark_fleet.node.errors import NodeError
 from hark_fleet.protocol.atomic_file import write_atomic
 from hark_fleet.protocol.messages import LifecycleCommand, LifecycleReport
+from hark_fleet.protocol.watchdog import REMEDIATION_ACTIONS
 
 log = logging.getLogger(__name__)
 
 LEDGER_FILE = "lifecycle.json"
+REMEDIATION_TIMEOUT_S = 120.0
 LEDGER_KEEP = 500
 RESTARTING = "restarting"
 
@@ -105,6 +107,7 @@ class LifecycleRunner:
         self._report = report
         self._on_restart = on_restart
         self._queue: asyncio.Queue[LifecycleCommand] = asyncio.Queue()
+        self._one_at_a_time = asyncio.Lock()  # jobs from the hub and the watchdog's remediation steps
 
     def submit(self, command: LifecycleCommand) -> None:
         """Called on the loop for every delivery; repeats of a job already taken are dropped here."""
@@ -135,8 +138,30 @@ class LifecycleRunner:
                 return
             await self.run_one(getter.result())
 
+    async def run_remediation(self, action: str, timeout_s: float = REMEDIATION_TIMEOUT_S) -> ActionResult:
+        """A watchdog remediation step: an allowlisted action, one at a time with jobs; the watchdog reports it.
+
+        `restart-agent` restarts the agent once it returns: the watchdog has recorded the step first.
+        """
+        run = self.actions.get(action) if action in REMEDIATION_ACTIONS else None
+        if run is None:
+            return ActionResult(False, "", error=f"{action!r} is not a remediation this node runs")
+        command = LifecycleCommand(job_id=f"watchdog-{action}", action=action, timeout_s=timeout_s)
+        async with self._one_at_a_time:
+            log.warning("watchdog remediation: %s", action)
+            result = await self._run_action(run, command)
+        if result.restart_agent and result.ok:
+            log.warning("watchdog remediation: restarting the agent")
+            self._on_restart()
+        return result
+
     async def run_one(self, command: LifecycleCommand) -> ActionResult:
-        """Run one job: ledger first, then `running`, the action under its timeout, then the result."""
+        """Run one job (never beside another job or a remediation step)."""
+        async with self._one_at_a_time:
+            return await self._run_one(command)
+
+    async def _run_one(self, command: LifecycleCommand) -> ActionResult:
+        """Ledger first, then `running`, the action under its timeout, then the result."""
         if command.job_id in self.ledger:
             return ActionResult(False, "", error="already taken")
         action = self.actions.get(command.action)

@@ -37,6 +37,13 @@ class NodeTopics:
     def applied(self) -> str:
         return self._topic("applied")  # ConfigApplied: a channel map or watchdog policy applied (or refused)
 
+    @property
+    def remediation(self) -> str:
+        return self._topic("watchdog/remediation")  # RemediationReport: one step of a watchdog's remediation ladder
+
+    def calibration(self, calibration_id: str) -> str:
+        return self._topic(f"watchdog/calibration/{calibration_id}")  # CalibrationResult
+
     def lifecycle(self, job_id: str) -> str:
         return self._topic(f"{const.TOPIC_LIFECYCLE}/{job_id}")
 

@@ -9,20 +9,24 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile
-from hark_fleet.node.audio_path import AudioPath, AudioThresholds
+from hark_fleet.node.audio_path import AudioPath
 from hark_fleet.node.audio_source import parse_audio_source
+from hark_fleet.node.watchdog.frame_watch import FrameWatch
+from hark_fleet.node.watchdog.policy import default_watchdog
 from hark_fleet.protocol.messages import MeterFrame
+from hark_fleet.protocol.watchdog import NodeWatchdog
 
 
 def run_path(
-    source: str, seconds: float, thresholds: AudioThresholds | None = None, **setup: Any
+    source: str, seconds: float, policy: NodeWatchdog | None = None, **setup: Any
 ) -> tuple[list[MeterFrame], list[tuple]]:
     """Run an AudioPath on a real loop for `seconds`; the frames and condition reports it produced."""
     frames: list[MeterFrame] = []
     reports: list[tuple] = []
 
     async def scenario() -> None:
-        path = AudioPath(parse_audio_source(source), frames.append, lambda *r: reports.append(r), 100, thresholds)
+        watch = FrameWatch(policy or default_watchdog())
+        path = AudioPath(parse_audio_source(source), frames.append, lambda *r: reports.append(r), 100, watch)
         if "channel_map" in setup:
             path.set_channel_map(setup["channel_map"])
         path.start(asyncio.get_running_loop())
@@ -52,10 +56,14 @@ def test_a_synthetic_sine_is_metered_at_ten_frames_a_second_with_its_levels() ->
 
 
 def test_silence_opens_a_condition_after_the_hold_time() -> None:
-    frames, reports = run_path("synthetic:silence?channels=1", 1.5, AudioThresholds(silence_hold_s=0.5))
+    frames, reports = run_path("synthetic:silence?channels=1", 1.5, default_watchdog(silence_hold_s=0.5))
     assert frames[0].channels[0].peak_dbfs is None and not frames[0].channels[0].silent
     assert frames[-1].channels[0].silent
-    assert [(r[0], r[1]) for r in reports] == [("audio.silence", "open")] and reports[0][3] == {"channels": ["M"]}
+    silence = [r for r in reports if r[0] == "audio.silence"]
+    assert [(r[0], r[1]) for r in silence] == [("audio.silence", "open")]
+    details = silence[0][3]
+    assert details["channels"] == ["M"] and details["detector"] == "silence" and details["policy_id"] is None
+    assert details["thresholds"] == {"threshold_dbfs": -60.0, "hold_s": 0.5} and details["values"] == {"M": {"peak_dbfs": None}}
 
 
 def test_a_clipping_file_opens_clipping_and_it_clears_once_clean(tmp_path: Path) -> None:
@@ -65,7 +73,7 @@ def test_a_clipping_file_opens_clipping_and_it_clears_once_clean(tmp_path: Path)
     clean = 0.1 * np.sin(2 * np.pi * 440 * t)
     path = tmp_path / "clip.wav"
     soundfile.write(path, np.concatenate([clipped[: rate // 2], np.tile(clean, 2)]).astype(np.float32), rate, subtype="FLOAT")
-    frames, reports = run_path(f"file:{path}", 1.6, AudioThresholds(clip_clear_s=0.5))
+    frames, reports = run_path(f"file:{path}", 1.6, default_watchdog(clip_clear_s=0.5))
     assert any(f.channels[0].clip > 0 for f in frames)
     assert [(r[0], r[1]) for r in reports][:2] == [("audio.clipping", "open"), ("audio.clipping", "resolved")]
 
