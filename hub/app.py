@@ -28,6 +28,7 @@ from hark_fleet.hub.api import (
     recordings_library,
     system,
     technician,
+    watchdog_policies,
 )
 from hark_fleet.hub.api.base import BaseHandler, NotFoundHandler
 from hark_fleet.hub.api.console import CONSOLE_DIR, ConsoleFileHandler
@@ -153,6 +154,14 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/settings/recording-profiles/{{id}}/actions", recording_profiles.ProfileActionsHandler),
     # sites (issue 18, sites)
     # watchdog policies (issue 18, watchdog)
+    (f"{V1}/settings/watchdog-policies", watchdog_policies.PoliciesHandler),
+    (f"{V1}/settings/watchdog-policies/facets", watchdog_policies.PolicyFacetsHandler),
+    (f"{V1}/settings/watchdog-policies/export", watchdog_policies.PolicyExportHandler),
+    (f"{V1}/settings/watchdog-policies/{{id}}", watchdog_policies.PolicyHandler),
+    (f"{V1}/settings/watchdog-policies/{{id}}/actions", watchdog_policies.PolicyActionsHandler),
+    (f"{V1}/settings/watchdog-policies/{{id}}/calibrate", watchdog_policies.CalibrateHandler),
+    (f"{V1}/settings/watchdog-policies/{{id}}/calibrations", watchdog_policies.CalibrationsHandler),
+    (f"{V1}/settings/watchdog-policies/{{id}}/calibrations/{{iid}}", watchdog_policies.CalibrationHandler),
     # channel-map plans (issue 18, plans)
     (f"{V1}/settings/channel-map-plans", channel_map_plans.PlansHandler),
     (f"{V1}/settings/channel-map-plans/facets", channel_map_plans.PlanFacetsHandler),

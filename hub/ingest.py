@@ -20,10 +20,21 @@ from hark_fleet.hub.errors import InvalidRequest
 from hark_fleet.hub.history import HistoryRecorder
 from hark_fleet.hub.meters import MeterStore
 from hark_fleet.hub.mqtt.drops import DropLog
-from hark_fleet.hub.services import channel_map_plans, health_events, lifecycle, listening, recording_jobs, telemetry
-from hark_fleet.hub.services.telemetry import FleetEvent, Ingested, OutboxMessage
-from hark_fleet.protocol.messages import HealthReport, Heartbeat, LifecycleReport, MeterFrame, Status
+from hark_fleet.hub.services import (
+    channel_map_plans,
+    health_events,
+    lifecycle,
+    listening,
+    recording_jobs,
+    telemetry,
+    watchdog_calibrations,
+)
+from hark_fleet.hub.services.telemetry import FleetEvent, Ingested, NodeMessage, OutboxMessage
+from hark_fleet.hub.services.watchdog_reports import CONFIG_CHANGED
+from hark_fleet.protocol.decoding import PayloadError, decode
+from hark_fleet.protocol.messages import ConfigChanged, HealthReport, Heartbeat, LifecycleReport, MeterFrame, Status
 from hark_fleet.protocol.topics import NodeTopic, command_topic
+from hark_fleet.protocol.watchdog import CalibrationResult, ConfigApplied, RemediationReport
 from playhouse.pool import MaxConnectionsExceeded
 
 if TYPE_CHECKING:
@@ -62,6 +73,8 @@ class FleetIngest:
         bridge.route("health", self.on_outbox, HealthReport)
         bridge.route("lifecycle", self.on_outbox, LifecycleReport)
         bridge.route("meters", self.on_meters, MeterFrame)
+        bridge.route("watchdog", self.on_watchdog, None)  # watchdog/remediation, watchdog/calibration/{id}: decoded below
+        bridge.route("applied", self.on_outbox, ConfigApplied)
 
     async def start(self) -> None:
         self.started_at = utcnow()
@@ -91,8 +104,28 @@ class FleetIngest:
         self.publish_events(events)
         if status.state == "online":
             await self.deliver_lifecycle(topic.node_id)
+            await self.deliver_calibrations(topic.node_id)
 
-    def on_outbox(self, topic: NodeTopic, message: Heartbeat | HealthReport | LifecycleReport) -> None:
+    def on_watchdog(self, topic: NodeTopic, payload: bytes) -> None:
+        """`watchdog/remediation` (a RemediationReport) or `watchdog/calibration/{id}` (a CalibrationResult): outbox messages."""
+        schema: type[RemediationReport] | type[CalibrationResult]
+        if topic.rest == "remediation":
+            schema = RemediationReport
+        elif topic.rest.startswith("calibration/"):
+            schema = CalibrationResult
+        else:
+            self.hub.metrics.mqtt_dropped.labels("unknown_kind").inc()
+            self._drops.dropped(topic.node_id, "unknown_kind", f"watchdog/{topic.rest}", "")
+            return
+        try:
+            message = decode(payload, schema)
+        except PayloadError as err:
+            self.hub.metrics.mqtt_dropped.labels(err.reason).inc()
+            self._drops.dropped(topic.node_id, err.reason, f"watchdog/{topic.rest}", str(err))
+            return
+        self.on_outbox(topic, message)
+
+    def on_outbox(self, topic: NodeTopic, message: NodeMessage) -> None:
         self._pending.append(OutboxMessage(topic.node_id, message.msg_id, message))
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY_S, self._start_flush)
@@ -144,6 +177,7 @@ class FleetIngest:
                 if bridge is not None:
                     bridge.publish(command_topic(node_id, "ack"), {"ids": ids})
             self.publish_events(events)
+            self.send_config_changes(events)
             await self._deliver_to_returning(events)
 
     def _not_stored_yet(self, count: int, err: BaseException) -> None:
@@ -193,8 +227,9 @@ class FleetIngest:
             if event.type in ("node.online", "node.degraded") and event.data.get("reason") == "heartbeat":
                 try:
                     await self.deliver_lifecycle(event.data["node_id"])
+                    await self.deliver_calibrations(event.data["node_id"])
                 except Exception:
-                    log.exception("could not deliver lifecycle jobs to node %s", event.data["node_id"])
+                    log.exception("could not deliver lifecycle jobs or calibrations to node %s", event.data["node_id"])
 
     async def deliver_lifecycle(self, node_id: str) -> None:
         """Publish the node's waiting lifecycle jobs on `cmd/lifecycle` (again, until the node reports on them)."""
@@ -207,7 +242,27 @@ class FleetIngest:
             log.info("node %s: %d lifecycle jobs delivered", node_id, len(sent))
             self.publish_events(await self.hub.db.run(lifecycle.mark_sent, sent))
 
-    async def ingest_http(self, node_id: str, message: Heartbeat | HealthReport | LifecycleReport) -> None:
+    async def deliver_calibrations(self, node_id: str) -> None:
+        """Publish the node's waiting (or interrupted) calibration on `cmd/calibrate`."""
+        bridge = self.hub.bridge
+        if bridge is None:
+            return
+        for command in await self.hub.db.run(watchdog_calibrations.deliverable, node_id):
+            bridge.publish(command_topic(node_id, "calibrate"), msgspec.json.encode(command))
+            log.info("node %s: calibration %s delivered", node_id, command.calibration_id)
+
+    def send_config_changes(self, events: list[FleetEvent], changed: tuple[str, ...] = ("watchdog",)) -> None:
+        """Nodes whose resolved watchdog policy moved (a `watchdog.config_changed` event) fetch their config again."""
+        bridge = self.hub.bridge
+        if bridge is None:
+            return
+        payload = msgspec.json.encode(ConfigChanged(changed=list(changed)))
+        for event in events:
+            if event.type == CONFIG_CHANGED:
+                for node_id in event.data.get("node_ids", []):
+                    bridge.publish(command_topic(node_id, "config"), payload)
+
+    async def ingest_http(self, node_id: str, message: NodeMessage) -> None:
         """The same as MQTT, for nodes that post over HTTP: applied before the answer (400 if the database refuses it)."""
         try:
             item = OutboxMessage(node_id, message.msg_id, message)
@@ -221,6 +276,7 @@ class FleetIngest:
             raise InvalidRequest("The hub cannot store this message.", fields={"body": "was refused by the database"}) from err
         self.history.add_heartbeats(heartbeats)
         self.publish_events(events)
+        self.send_config_changes(events)
 
     def listening_since(self) -> datetime | None:
         """Since when the hub hears nodes over MQTT: its start or its broker reconnect (None while disconnected)."""
@@ -235,6 +291,7 @@ class FleetIngest:
                 self.publish_events(await self.hub.db.run(telemetry.sweep_missed_heartbeats, since))
                 self.publish_events(await self.hub.db.run(lifecycle.expire_jobs, since))
                 self.publish_events(await self.hub.db.run(health_events.end_suppressions))
+                self.publish_events(await self.hub.db.run(watchdog_calibrations.expire))
                 lease, grace = self.hub.config.job_lease_timeout_s, self.hub.config.job_recovery_grace_s
                 # recording jobs report over HTTP: heard from the hub's start, whatever the broker does
                 self.publish_events(await self.hub.db.run(recording_jobs.reap, lease, grace, self.started_at))

@@ -7,7 +7,7 @@ from hark_fleet.hub.api.base import BaseHandler
 from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
 from hark_fleet.hub.clock import iso, utcnow
 from hark_fleet.hub.errors import Forbidden, NotFound
-from hark_fleet.hub.services import nodes, technician
+from hark_fleet.hub.services import nodes, technician, watchdog_resolve
 from hark_fleet.hub.services.nodes import NODE_LIST
 from hark_fleet.protocol.messages import HealthReport, Heartbeat, MeterFrame
 from hark_fleet.protocol.topics import command_topic
@@ -94,7 +94,9 @@ class NodeHandler(BaseHandler):
         node = await self.hub.db.run(nodes.update_node, self.actor, self.scope, id, changes)
         if "site" in changes:
             self.hub.ingest.meters.forget_site(id)
-        pushed = [name for name in ("heartbeat_interval_s", "technician_pin_hash") if name in changes]
+        pushed: list[str] = [name for name in ("heartbeat_interval_s", "technician_pin_hash") if name in changes]
+        if "site" in changes:  # a site's watchdog policy may reach it now, or no longer
+            pushed.append("watchdog")
         if pushed and self.hub.bridge is not None:
             self.hub.bridge.publish(command_topic(id, "config"), {"changed": pushed})
         self.hub.events.publish("node.updated", node["site"], {"node_id": id, "changed": sorted(changes)})
@@ -207,6 +209,7 @@ class AgentConfigHandler(AgentHandler):
 
     async def get(self, id: str) -> None:
         node = await self.hub.db.run(nodes.get_node, id, self.scope)
+        watchdog = await self.hub.db.run(watchdog_resolve.node_watchdog_builtins, node)
         self.write_data(
             {
                 "node_id": node.id,
@@ -219,6 +222,7 @@ class AgentConfigHandler(AgentHandler):
                 "settings": {k: v for k, v in (node.settings or {}).items() if k != technician.PIN_SETTING},
                 "cache_policy": {**DEFAULT_CACHE_POLICY, **(node.settings or {}).get("cache_policy", {})},
                 "capacity": node.capacity or {},
+                "watchdog": watchdog,  # hark_fleet.protocol.watchdog.NodeWatchdog: the node's resolved policy
                 "hub_time": iso(utcnow()),
             }
         )

@@ -424,6 +424,77 @@ class MetricMinute(BaseModel):
 
 # -- watchdog policies (issue 18, watchdog) --
 
+
+class WatchdogPolicy(BaseModel):
+    """Signal-chain watchdog settings (protocol `Detectors`) assigned to sites, nodes or a node's channels, with baselines."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    name = peewee.CharField(max_length=100, unique=True)
+    description = peewee.TextField(default="")
+    builtin = peewee.BooleanField(default=False)  # the built-in `default`: every node no other policy reaches
+    detectors = JSONField(default=dict)  # hark_fleet.protocol.watchdog.Detectors
+    assignments = JSONField(default=list)  # [{"site"} | {"node_id"} | {"node_id", "channel"}]
+    baselines = JSONField(default=dict)  # {node_id: Baseline}
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow, index=True)
+    version = peewee.IntegerField(default=1)
+
+    class Meta:
+        table_name = "watchdog_policy"
+
+
+class WatchdogCalibration(BaseModel):
+    """One `calibrate` request: the node measures its channels for `duration_s` and the baseline lands in the policy."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    policy_id = peewee.CharField(max_length=40, index=True)
+    node_id = peewee.CharField(max_length=40, index=True)
+    site = peewee.CharField(max_length=100, null=True, index=True)
+    duration_s = peewee.FloatField()
+    state = peewee.CharField(max_length=16, index=True)  # requested | running | completed | failed
+    requested_at = peewee.DateTimeField(index=True)
+    sent_at = peewee.DateTimeField(null=True)
+    completed_at = peewee.DateTimeField(null=True)
+    requested_by = JSONField(default=dict)  # {type, id, name}
+    baseline = JSONField(null=True)
+    error = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "watchdog_calibration"
+
+
+class WatchdogApplied(BaseModel):
+    """The watchdog policy a node last said it runs (its `applied` report or heartbeat)."""
+
+    node_id = peewee.CharField(primary_key=True, max_length=40)
+    policy_id = peewee.CharField(max_length=40, null=True)  # None: the node's own built-in default
+    version = peewee.IntegerField(null=True)
+    ok = peewee.BooleanField(default=True)
+    error = peewee.TextField(null=True)
+    at = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "watchdog_applied"
+
+
+class HealthEventStep(BaseModel):
+    """A step on a health event's timeline that its own row does not hold: a remediation rung, a calibration."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    event_id = peewee.CharField(max_length=40, index=True)
+    node_id = peewee.CharField(max_length=40, null=True, index=True)
+    at = peewee.DateTimeField(index=True)
+    type = peewee.CharField(max_length=32)  # remediation | calibration
+    detector = peewee.CharField(max_length=40, null=True)
+    step = peewee.IntegerField(null=True)
+    action = peewee.CharField(max_length=40, null=True)
+    outcome = peewee.CharField(max_length=16, null=True)  # started | succeeded | failed | skipped
+    reason = peewee.TextField(null=True)
+    output = peewee.TextField(default="")
+
+    class Meta:
+        table_name = "health_event_step"
+
 # -- channel-map plans (issue 18, plans) --
 
 

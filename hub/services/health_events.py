@@ -6,8 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from hark_fleet.hub.auth.principal import SiteScope
-from hark_fleet.hub.clock import utcnow
-from hark_fleet.hub.db.models import HealthEvent, Node, database_proxy
+from hark_fleet.hub.clock import iso, utcnow
+from hark_fleet.hub.db.models import AuditEvent, HealthEvent, HealthEventStep, Node, database_proxy
 from hark_fleet.hub.errors import Conflict, InvalidRequest
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services.audit import SYSTEM, Actor, record
@@ -16,6 +16,17 @@ from hark_fleet.hub.services.listing import get_scoped
 from hark_fleet.hub.services.telemetry import FleetEvent, refresh_node_status
 
 MAX_BULK = 500
+MAX_TIMELINE = 500
+# Audit actions that change an event's state, and the timeline entry each makes.
+TIMELINE_ACTIONS = {
+    "health.opened": "opened",
+    "health.create": "opened",
+    "health.acknowledge": "acknowledged",
+    "health.suppress": "suppressed",
+    "health.resolve": "resolved",
+    "health.resolved": "resolved",
+    "health.reopen": "reopened",
+}
 
 
 def get_event(scope: SiteScope, event_id: str) -> HealthEvent:
@@ -25,7 +36,55 @@ def get_event(scope: SiteScope, event_id: str) -> HealthEvent:
 
 def event_detail(scope: SiteScope, event_id: str) -> dict[str, Any]:
     event = get_event(scope, event_id)
-    return {**event_to_api(event), "actions": event_actions(event)}
+    return {**event_to_api(event), "actions": event_actions(event), "timeline": timeline(event)}
+
+
+def timeline(event: HealthEvent) -> list[dict[str, Any]]:
+    """What happened to an event, oldest first: opened, remediation steps, acknowledged, suppressed, resolved, reopened."""
+    entries: list[dict[str, Any]] = []
+    changes = (
+        AuditEvent.select()
+        .where(
+            AuditEvent.target_type == "health_event",
+            AuditEvent.target_id == event.id,
+            AuditEvent.action.in_(sorted(TIMELINE_ACTIONS)),
+        )
+        .order_by(AuditEvent.at, AuditEvent.id)
+        .limit(MAX_TIMELINE)
+    )
+    for change in changes:
+        entry: dict[str, Any] = {
+            "at": iso(change.at),
+            "type": TIMELINE_ACTIONS[change.action],
+            "actor": {"type": change.actor_type, "id": change.actor_id, "name": change.actor_name},
+        }
+        if change.reason:
+            entry["reason"] = change.reason
+        if entry["type"] == "suppressed" and isinstance(change.after, dict):
+            entry["until"] = change.after.get("suppressed_until")
+        entries.append(entry)
+    opened = next((e for e in entries if e["type"] == "opened"), None)
+    if opened is None:  # opened before its audit line was written (or by the hub itself)
+        entries.insert(0, {"at": iso(event.first_seen), "type": "opened", "actor": None})
+    else:  # when the node saw it (its steps carry the node's times too), not when the hub stored it
+        opened["at"] = iso(event.first_seen)
+    steps = HealthEventStep.select().where(HealthEventStep.event_id == event.id).order_by(HealthEventStep.at, HealthEventStep.id)
+    for step in steps.limit(MAX_TIMELINE):
+        entries.append(
+            {
+                "at": iso(step.at),
+                "type": step.type,
+                "actor": {"type": "node", "id": step.node_id, "name": None} if step.node_id else None,
+                "detector": step.detector,
+                "step": step.step,
+                "action": step.action,
+                "outcome": step.outcome,
+                "reason": step.reason,
+                "output": step.output,
+            }
+        )
+    entries.sort(key=lambda e: (e["at"] or "", e["type"] != "opened"))
+    return entries
 
 
 def _after_change(node_id: str | None, at: datetime, events: list[FleetEvent]) -> None:

@@ -16,11 +16,12 @@ from hark_fleet.hub.clock import iso, parse_iso, utcnow
 from hark_fleet.hub.db.models import HealthEvent, Node, NodeStatusChange, ReceivedMessage, database_proxy
 from hark_fleet.hub.events import FleetEvent
 from hark_fleet.hub.ids import new_id
-from hark_fleet.hub.services import lifecycle, technician
+from hark_fleet.hub.services import lifecycle, technician, watchdog_reports
 from hark_fleet.hub.services.audit import SYSTEM, Actor, record
 from hark_fleet.hub.services.health import UNRESOLVED, event_to_api, has_open_critical, report_condition
 from hark_fleet.hub.services.listening import silent_for
 from hark_fleet.protocol.messages import HealthReport, Heartbeat, LifecycleReport, Status
+from hark_fleet.protocol.watchdog import CalibrationResult, ConfigApplied, RemediationReport
 
 MISSED_HEARTBEATS = 3  # offline after this many intervals without a heartbeat
 MIN_JUDGED_INTERVAL_S = 1.0  # a node may beat faster; the hub's intake and sweep cannot judge finer than this
@@ -115,6 +116,7 @@ def _apply_heartbeat(
         "audio": beat.audio,
         "load": beat.load,
         "power": beat.power,
+        "applied": beat.applied,  # what the node runs: {"watchdog": {"id", "version"}, "channel_map": ...}
     }
     clock_offset = beat.clock.offset_ms if beat.clock is not None else node.clock_offset_ms
     quality = beat.clock.quality if beat.clock is not None else node.time_quality
@@ -192,11 +194,14 @@ def _apply_health(node: Node, report: HealthReport, at: datetime, events: list[F
         _transition(node, _connected_status(node), f"health {report.kind} {report.state}", at, events)
 
 
+NodeMessage = Heartbeat | HealthReport | LifecycleReport | RemediationReport | CalibrationResult | ConfigApplied
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
     node_id: str
     msg_id: str
-    message: Heartbeat | HealthReport | LifecycleReport
+    message: NodeMessage
 
 
 def _chunks(items: list[Any], size: int = 400) -> Iterator[list[Any]]:
@@ -260,6 +265,12 @@ def ingest_outbox(batch: list[OutboxMessage], at: datetime | None = None) -> Ing
                     newest[item.node_id] = item.message
             elif isinstance(item.message, LifecycleReport):
                 lifecycle.apply_report(nodes[item.node_id], item.message, at, events)
+            elif isinstance(item.message, RemediationReport):
+                watchdog_reports.apply_remediation(nodes[item.node_id], item.message, at, events)
+            elif isinstance(item.message, CalibrationResult):
+                watchdog_reports.apply_calibration(nodes[item.node_id], item.message, at, events)
+            elif isinstance(item.message, ConfigApplied):
+                watchdog_reports.apply_applied(nodes[item.node_id], item.message, at, events)
             else:
                 _apply_health(nodes[item.node_id], item.message, at, events)
         if newest:
