@@ -3,8 +3,9 @@
 Per channel: the noise floor (10th percentile of the frames' RMS, the same statistic the
 noise-floor detector compares with it), the median and 90th percentile RMS, the highest peak and
 the mean DC; and the sample rate and channel count. The hub stores it with the policy; the node
-gets it back in its policy. Each calibration id runs once, even when the command comes again
-after a reconnect or a restart (the ids are kept in the data dir like the lifecycle ledger).
+gets it back in its policy. Each calibration id reports once, even when the command comes again
+after a reconnect or a restart (the ids of the results handed to the outbox are kept in the data
+dir, like the lifecycle ledger); one a restart cut short runs again when the hub sends it again.
 """
 
 from __future__ import annotations
@@ -107,13 +108,14 @@ class Calibrator:
         self._send = send
         self._audio_state = audio_state
         self._tasks: set[asyncio.Task[CalibrationResult]] = set()
+        self.running: set[str] = set()
 
     def submit(self, command: CalibrateCommand) -> bool:
-        """Start a calibration (on the loop); False when this id was taken before."""
-        if command.calibration_id in self.ledger:
+        """Start a calibration (on the loop); False when this id is running or was reported before."""
+        if command.calibration_id in self.ledger or command.calibration_id in self.running:
             log.info("calibration %s delivered again: already taken", command.calibration_id)
             return False
-        self.ledger.add(command.calibration_id)
+        self.running.add(command.calibration_id)
         task = asyncio.create_task(self.run(command), name=f"calibration-{command.calibration_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -125,6 +127,9 @@ class Calibrator:
         log.info("calibration %s: measuring for %gs", command.calibration_id, command.duration_s)
         try:
             await asyncio.sleep(command.duration_s)
+        except asyncio.CancelledError:
+            self.running.discard(command.calibration_id)
+            raise
         finally:
             self._listeners.remove(frames.append)
         if frames:
@@ -139,7 +144,11 @@ class Calibrator:
         def build(msg_id: str) -> bytes:
             return msgspec.json.encode(msgspec.structs.replace(result, msg_id=msg_id, ts=utc_iso()))
 
-        await self._send(command.calibration_id, build)
+        try:
+            await self._send(command.calibration_id, build)
+            self.ledger.add(command.calibration_id)
+        finally:
+            self.running.discard(command.calibration_id)
         return result
 
     async def stop(self) -> None:
