@@ -15,6 +15,7 @@ const VIEWS = {
   recordings: () => import("./js/recordings.js"),
   audit: () => import("./js/audit.js"),
   admin: () => import("./js/admin.js"),
+  plans: () => import("./js/plans.js"),
 };
 const ROUTES = [
   [/^\/fleet$/, "node:read", "fleet", "renderFleet", "Fleet"],
@@ -24,6 +25,8 @@ const ROUTES = [
   [/^\/recordings$/, "recording:read", "recordings", "renderRecordings", "Recordings"],
   [/^\/recordings\/([^/]+)$/, "recording:read", "recordings", "renderRecording", "Recording"],
   [/^\/audit$/, "audit:read", "audit", "renderAudit", "Audit"],
+  [/^\/plans$/, "settings:read", "plans", "renderPlans", "Channel-map plans"],
+  [/^\/plans\/([^/]+)$/, "settings:read", "plans", "renderPlan", "Channel-map plan"],
   [/^\/users$/, "auth:manage", "admin", "renderUsers", "Users"],
   [/^\/keys$/, null, "admin", "renderKeys", "API keys"],
   [/^\/me$/, null, "admin", "renderMe", "Me"],

@@ -643,10 +643,10 @@ def _audit_node(actor: Actor, plan: ChannelMapPlan, node_id: str, outcome: str, 
 
 
 def _finish_if_done(plan: ChannelMapPlan, now: datetime) -> ChannelMapPlan:
-    """An applying plan whose nodes all answered is applied or partially applied; a rollback ends when every node confirmed
-    its before template or ran out of time."""
+    """An applying plan whose nodes all answered (the refusing and silent ones given their before template back) is
+    applied or partially applied; a rollback ends when every node confirmed its before template or ran out of time."""
     rows = _rows(plan.id)
-    if plan.state == "applying" and all(r.state not in ("pending", "sent") for r in rows):
+    if plan.state == "applying" and not any(r.state in ("pending", "sent") or _to_roll_back(r) for r in rows):
         done = "applied" if all(r.state == "confirmed" for r in rows) else "partially_applied"
         return _set_state(plan, done, finished_at=now)
     if plan.state == "rolling_back":
@@ -656,6 +656,11 @@ def _finish_if_done(plan: ChannelMapPlan, now: datetime) -> ChannelMapPlan:
                 _update_row(row, error=row.error or f"did not confirm its before template within {plan.timeout_s:g} s")
             return _set_state(plan, "rolled_back", finished_at=now)
     return plan
+
+
+def _to_roll_back(row: ChannelMapPlanNode) -> bool:
+    """A node that refused or did not confirm the plan's template, not given its before template yet (the sweep does)."""
+    return row.state in ("failed", "timed_out") and row.sent_at is not None and row.rolled_back_at is None
 
 
 def _past(since: datetime | None, timeout_s: float, now: datetime) -> bool:
@@ -720,13 +725,11 @@ def sweep(now: datetime | None = None) -> tuple[list[str], list[FleetEvent]]:
     for plan in plans:
         with database_proxy.atomic():
             for row in _rows(plan.id):
-                state = row.state
-                if plan.state == "applying" and state == "sent" and _past(row.sent_at, plan.timeout_s, now):
-                    state = "timed_out"
-                    error = f"did not confirm within {plan.timeout_s:g} s"
-                    _update_row(row, state=state, error=error)
-                    _audit_node(SYSTEM, plan, row.node_id, "timed_out", error)
-                if state in ("failed", "timed_out") and row.sent_at is not None and row.rolled_back_at is None:
+                if plan.state == "applying" and row.state == "sent" and _past(row.sent_at, plan.timeout_s, now):
+                    row.state, row.error = "timed_out", f"did not confirm within {plan.timeout_s:g} s"
+                    _update_row(row, state=row.state, error=row.error)
+                    _audit_node(SYSTEM, plan, row.node_id, "timed_out", row.error)
+                if _to_roll_back(row):
                     told_one, caused = _roll_back_node(plan, row, now)
                     told += told_one
                     events += caused

@@ -43,6 +43,7 @@ PAGES: dict[str, tuple[str | None, bool]] = {
     "recordings": ("/#/recordings", True),
     "recording": ("/#/recordings/{recording}", True),
     "audit": ("/#/audit", True),
+    "plans": ("/#/plans", True),
     "users": ("/#/users", True),
     "keys": ("/#/keys", True),
     "me": ("/#/me", True),

@@ -333,3 +333,23 @@ def test_a_node_already_running_the_template_is_confirmed_at_once(hub: HubProces
     assert applied.status_code == 202
     data = applied.json()["data"]
     assert data["state"] == "applied" and data["nodes"][0]["state"] == "confirmed" and data["nodes"][0]["changes"] is False
+
+
+def test_a_refusing_node_is_rolled_back_even_when_no_node_is_left_to_wait_for(hub: HubProcess) -> None:
+    old, new = create_template(hub), create_template(hub)
+    confirming, refusing = enroll(hub), enroll(hub)
+    for node_id, _ in (confirming, refusing):
+        assign(hub, node_id, old["id"])
+    with hub.admin() as admin:
+        plan = stage(admin, new["id"], node_ids=[confirming[0], refusing[0]]).json()["data"]
+    with as_node(hub, *confirming) as (first, _), as_node(hub, *refusing) as (second, _):
+        with hub.admin() as admin:
+            assert admin.post(f"{PLANS}/{plan['id']}/apply").status_code == 202
+        report_applied(second, refusing[0], new["id"], ok=False, error="no such input")
+        report_applied(first, confirming[0], new["id"])
+        done = wait_for(
+            lambda: (p := plan_state(hub, plan["id"]))["state"] == "partially_applied" and p, 20, "the plan to finish"
+        )
+    rows = {n["node_id"]: n for n in done["nodes"]}
+    assert rows[refusing[0]]["state"] == "failed" and rows[refusing[0]]["rolled_back_at"]
+    assert [assigned(hub, n) for n in (confirming[0], refusing[0])] == [new["id"], old["id"]]
