@@ -26,6 +26,7 @@ from hark_fleet.hub.api import (
     recording_upload,
     recordings,
     recordings_library,
+    status,
     system,
     technician,
     watchdog_policies,
@@ -173,6 +174,8 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/settings/channel-map-plans/{{id}}/rollback", channel_map_plans.PlanRollbackHandler),
     (f"{V1}/settings/channel-map-plans/{{id}}/cancel", channel_map_plans.PlanCancelHandler),
     # fleet status and load (issue 18, status)
+    (f"{V1}/status", status.StatusHandler),
+    ("/api/load", status.LoadHandler),  # public, for a load balancer
     # agent routes (a node's own credential)
     (f"{V1}/nodes/{{id}}/config", nodes.AgentConfigHandler),
     (f"{V1}/nodes/{{id}}/heartbeat", nodes.AgentHeartbeatHandler),

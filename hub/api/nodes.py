@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 from hark_fleet.hub.api.base import BaseHandler
 from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
@@ -104,12 +106,14 @@ class NodeHandler(BaseHandler):
 
     async def delete(self, id: str) -> None:
         force = self.query_flag("force")
-        detail = await self.hub.db.run(nodes.delete_preview, self.scope, id)
-        await self.hub.db.run(nodes.delete_node, self.actor, self.scope, id, force)
+        node, events, uploads = await self.hub.db.run(nodes.delete_node, self.actor, self.scope, id, force)
         await self.hub.node_removed(id)
         self.hub.ingest.meters.forget(id)
         self.hub.ingest.history.forget(id)
-        self.hub.events.publish("node.deleted", detail["node"]["site"], {"node_id": id})
+        self.hub.ingest.publish_events(events)  # what a forced delete ended: jobs cancelled, events resolved
+        for recording_id in uploads:  # their node is gone: nothing will finish these parts
+            await asyncio.get_running_loop().run_in_executor(None, self.hub.uploads.discard, recording_id)
+        self.hub.events.publish("node.deleted", node["site"], {"node_id": id})
         self.write_no_content()
 
 
