@@ -117,6 +117,8 @@ def _apply_heartbeat(
         "load": beat.load,
         "power": beat.power,
         "applied": beat.applied,  # what the node runs: {"watchdog": {"id", "version"}, "channel_map": ...}
+        "disk_hours_left": beat.disk_hours_left,  # status: hours of recording the node's disk holds at its current rate
+        "recording_bytes_per_s": beat.recording_bytes_per_s,
     }
     clock_offset = beat.clock.offset_ms if beat.clock is not None else node.clock_offset_ms
     quality = beat.clock.quality if beat.clock is not None else node.time_quality
