@@ -16,6 +16,7 @@ const VIEWS = {
   audit: () => import("./js/audit.js"),
   admin: () => import("./js/admin.js"),
   plans: () => import("./js/plans.js"),
+  watchdog: () => import("./js/watchdog.js"),
 };
 const ROUTES = [
   [/^\/fleet$/, "node:read", "fleet", "renderFleet", "Fleet"],
@@ -27,6 +28,8 @@ const ROUTES = [
   [/^\/audit$/, "audit:read", "audit", "renderAudit", "Audit"],
   [/^\/plans$/, "settings:read", "plans", "renderPlans", "Channel-map plans"],
   [/^\/plans\/([^/]+)$/, "settings:read", "plans", "renderPlan", "Channel-map plan"],
+  [/^\/watchdog$/, "settings:read", "watchdog", "renderWatchdog", "Watchdog policies"],
+  [/^\/watchdog\/([^/]+)$/, "settings:read", "watchdog", "renderWatchdogPolicy", "Watchdog policy"],
   [/^\/users$/, "auth:manage", "admin", "renderUsers", "Users"],
   [/^\/keys$/, null, "admin", "renderKeys", "API keys"],
   [/^\/me$/, null, "admin", "renderMe", "Me"],

@@ -44,6 +44,8 @@ PAGES: dict[str, tuple[str | None, bool]] = {
     "recording": ("/#/recordings/{recording}", True),
     "audit": ("/#/audit", True),
     "plans": ("/#/plans", True),
+    "watchdog": ("/#/watchdog", True),
+    "watchdog-policy": ("/#/watchdog/default", True),
     "users": ("/#/users", True),
     "keys": ("/#/keys", True),
     "me": ("/#/me", True),

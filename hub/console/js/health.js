@@ -19,7 +19,26 @@ const STATE_CHOICES = [
 const SEVERITIES = ["critical", "warning", "info"];
 // Filter name in the address -> the API's query parameter.
 const FILTERS = { state: "state", site: "site", severity: "severity", kind: "kind", node: "node_id", q: "q" };
-const LIVE_EVENTS = ["health.opened", "health.repeated", "health.acknowledged", "health.suppressed", "health.resolved", "health.reopened"];
+const LIVE_EVENTS = ["health.opened", "health.repeated", "health.acknowledged", "health.suppressed", "health.resolved", "health.reopened",
+  "health.remediation"];
+const ACTION_WORDS = { "restart-audio": "Restart audio", "restart-agent": "Restart the agent", reboot: "Reboot" };
+const ENTRY_WORDS = { opened: "Opened", acknowledged: "Acknowledged", suppressed: "Suppressed", resolved: "Resolved", reopened: "Reopened", calibration: "Calibrated" };
+
+/** One timeline entry in words: who did what, and for a remediation step its rung, action, outcome and why. */
+function timelineEntry(entry) {
+  const who = entry.actor?.type === "node" ? "by the node" : entry.actor?.type === "system" ? "by the hub" : entry.actor?.name ? `by ${entry.actor.name}` : "";
+  if (entry.type === "remediation") {
+    return h("li", { class: "tl-entry tl-remediation", dataset: { outcome: entry.outcome ?? "" } }, timeEl(entry.at), " ",
+      h("span", { class: "tl-what" }, `Step ${(entry.step ?? 0) + 1}: ${ACTION_WORDS[entry.action] ?? entry.action}`), " ",
+      h("span", { class: `state tl-outcome tl-outcome-${entry.outcome}` }, entry.outcome),
+      entry.reason ? h("span", { class: "tl-reason" }, ` ${entry.reason}`) : null,
+      entry.output ? h("pre", { class: "tl-output" }, entry.output) : null);
+  }
+  const until = entry.type === "suppressed" && entry.until ? [" until ", timeEl(entry.until)] : null;
+  return h("li", { class: `tl-entry tl-${entry.type}` }, timeEl(entry.at), " ",
+    h("span", { class: "tl-what" }, ENTRY_WORDS[entry.type] ?? entry.type), until, who ? ` ${who}` : "",
+    entry.reason ? h("span", { class: "tl-reason" }, ` (${entry.reason})`) : null);
+}
 
 // The lifecycle actions, and the states the hub allows each from (hub/services/health.py).
 const ACTIONS = {
@@ -78,6 +97,7 @@ export function renderHealth(view) {
   const namesTried = new Set();
   let loading = 0; // the newest load; older answers are dropped
   let closed = false; // the user has gone to another page
+  const opened = new Set(); // events whose timeline is shown (kept across live refreshes)
 
   // -- filters, read from and written to the address ---------------------------------------------
   const start = hashParams();
@@ -208,13 +228,31 @@ export function renderHealth(view) {
   };
   const itemData = (e) => ({ eventId: e.id, state: e.state, kind: e.kind });
 
+  // The event's timeline (GET /health-events/{id}): opened, remediation steps, acknowledged... in time order.
+  const timelineFor = (e) => {
+    const list = h("ol", { class: "tl-list", "aria-label": `Timeline of ${what(e)}` }, h("li", { class: "hint" }, "Loading…"));
+    const fetchTimeline = async () => {
+      try {
+        const { data } = await api(`/api/v1/health-events/${encodeURIComponent(e.id)}`);
+        fill(list, data.timeline.length ? data.timeline.map(timelineEntry) : h("li", { class: "hint" }, "Nothing yet."));
+      } catch (err) { fill(list, h("li", { class: "error" }, `Could not load the timeline: ${err.message}`)); }
+    };
+    const box = h("details", { class: "hi-timeline", open: opened.has(e.id), dataset: { focusKey: `${e.id}:timeline` } },
+      h("summary", {}, "Timeline"), list);
+    box.addEventListener("toggle", () => {
+      if (box.open) { opened.add(e.id); fetchTimeline(); } else opened.delete(e.id);
+    });
+    if (opened.has(e.id)) fetchTimeline();
+    return box;
+  };
+
   const rowFor = (e) => {
     const p = partsOf(e);
     return h("tr", { class: `sev-row-${e.severity}`, dataset: itemData(e) },
       mayAct ? h("td", { class: "hi-select" }, p.box) : null,
       h("td", { class: "hi-sev" }, p.severity),
       h("td", { class: "hi-problem" }, h("strong", { class: "hi-title", title: `Reported as ${e.kind}` }, p.title),
-        p.detail ? h("span", { class: "hi-detail" }, p.detail) : null),
+        p.detail ? h("span", { class: "hi-detail" }, p.detail) : null, timelineFor(e)),
       h("td", { class: "hi-node" }, p.node),
       h("td", { class: "hi-site" }, p.site),
       h("td", { class: "hi-first" }, p.first),
@@ -231,6 +269,7 @@ export function renderHealth(view) {
       p.detail ? h("p", { class: "hi-detail" }, p.detail) : null,
       h("dl", { class: "hc-facts" }, fact("Node", p.node), fact("Site", p.site), fact("First seen", p.first),
         fact("Last seen", p.last), fact("State", p.state)),
+      timelineFor(e),
       mayAct ? h("div", { class: "hi-actions" }, p.actions) : null);
   };
 
