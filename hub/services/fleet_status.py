@@ -35,6 +35,11 @@ class RecordingRate:
     recordings: int
 
 
+def _scoped(query: Any, site_field: Any, scope: SiteScope) -> Any:
+    """`listing.scoped`, typed loosely: these queries select columns, not model rows."""
+    return scoped(query, site_field, scope)
+
+
 def _counts(query: Any, names: tuple[str, ...]) -> dict[str, int]:
     counts = dict.fromkeys(names, 0)
     for value, count in query.tuples():
@@ -43,7 +48,7 @@ def _counts(query: Any, names: tuple[str, ...]) -> dict[str, int]:
 
 
 def nodes_by_status(scope: SiteScope) -> dict[str, Any]:
-    query = scoped(Node.select(Node.status, peewee.fn.COUNT(Node.id)), Node.site, scope).group_by(Node.status)
+    query = _scoped(Node.select(Node.status, peewee.fn.COUNT(Node.id)), Node.site, scope).group_by(Node.status)
     counts = _counts(query, NODE_STATUSES)
     return {"total": sum(counts.values()), "by_status": counts}
 
@@ -51,8 +56,8 @@ def nodes_by_status(scope: SiteScope) -> dict[str, Any]:
 def open_health_events(scope: SiteScope) -> dict[str, Any]:
     """Open (and acknowledged) events by severity, all of them and those on nodes (with how many nodes)."""
     base = HealthEvent.state.in_(OPEN_STATES)
-    every = scoped(HealthEvent.select(HealthEvent.severity, peewee.fn.COUNT(HealthEvent.id)), HealthEvent.site, scope)
-    on_nodes = scoped(
+    every = _scoped(HealthEvent.select(HealthEvent.severity, peewee.fn.COUNT(HealthEvent.id)), HealthEvent.site, scope)
+    on_nodes = _scoped(
         HealthEvent.select(
             HealthEvent.severity, peewee.fn.COUNT(HealthEvent.id), peewee.fn.COUNT(HealthEvent.node_id.distinct())
         ),
@@ -69,7 +74,7 @@ def open_health_events(scope: SiteScope) -> dict[str, Any]:
 
 
 def recent_recordings(scope: SiteScope, since: Any) -> dict[str, Any]:
-    query = scoped(Recording.select(Recording.status, peewee.fn.COUNT(Recording.id)), Recording.site, scope)
+    query = _scoped(Recording.select(Recording.status, peewee.fn.COUNT(Recording.id)), Recording.site, scope)
     counts = _counts(query.where(Recording.created_at >= since).group_by(Recording.status), RECORDING_STATUSES)
     return {"hours": int(RECENT.total_seconds() // 3600), "total": sum(counts.values()), "by_status": counts}
 
@@ -80,7 +85,7 @@ def _number(value: Any) -> float | None:
 
 def upload_backlog(scope: SiteScope) -> dict[str, Any]:
     """Recordings still uploading: how many, and the bytes left where the node said how far it got."""
-    jobs = scoped(RecordingJob.select(RecordingJob.progress), RecordingJob.site, scope).where(RecordingJob.state == "uploading")
+    jobs = _scoped(RecordingJob.select(RecordingJob.progress), RecordingJob.site, scope).where(RecordingJob.state == "uploading")
     count, known, left = 0, 0, 0
     for job in jobs:
         count += 1
@@ -94,21 +99,21 @@ def upload_backlog(scope: SiteScope) -> dict[str, Any]:
 
 def recording_rate() -> RecordingRate:
     """How fast the recordings being captured now (hub-wide) will fill the hub's storage."""
-    jobs = (
+    jobs: Any = (
         RecordingJob.select(RecordingJob.progress, Recording.sample_rate, Recording.bit_depth, Recording.channels)
         .join(Recording, on=(Recording.id == RecordingJob.recording_id))
         .where(RecordingJob.state == "recording")
-        .objects()
+        .tuples()
     )
     rate, count = 0.0, 0
-    for job in jobs:
+    for progress, sample_rate, bit_depth, channels in jobs:
         count += 1
-        progress = job.progress or {}
+        progress = progress or {}
         written, seconds = _number(progress.get("bytes")), _number(progress.get("seconds"))
         if written is not None and seconds is not None and seconds >= MIN_MEASURED_S:
             rate += written / seconds
         else:
-            rate += float(job.sample_rate * (job.bit_depth // 8) * (job.channels or 1))  # uncompressed: an upper bound
+            rate += float(sample_rate * (bit_depth // 8) * (channels or 1))  # uncompressed: an upper bound
     return RecordingRate(rate, count)
 
 
@@ -121,7 +126,7 @@ def hours_left(free_bytes: int | None, bytes_per_s: float) -> float | None:
 
 def node_storage(scope: SiteScope) -> dict[str, Any]:
     """Each node's disk from its last heartbeat: free bytes, recording rate and hours left; lowest first."""
-    rows = scoped(Node.select(Node.id, Node.name, Node.site, Node.status, Node.metrics), Node.site, scope)
+    rows = _scoped(Node.select(Node.id, Node.name, Node.site, Node.status, Node.metrics), Node.site, scope)
     nodes = []
     for node in rows:
         metrics = node.metrics or {}

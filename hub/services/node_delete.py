@@ -37,15 +37,15 @@ def find_blockers(node_id: str) -> tuple[dict[str, list[dict[str, Any]]], dict[s
     recordings = Recording.select(Recording.id, Recording.name, Recording.status).where(
         Recording.node_id == node_id, Recording.status.in_(ACTIVE_RECORDING)
     )
-    recording_jobs = (
+    recording_jobs: Any = (  # rows as dicts: the job's columns and its recording's name
         RecordingJob.select(RecordingJob.id, RecordingJob.recording_id, RecordingJob.state, RecordingJob.progress, Recording.name)
-        .join(Recording, on=(Recording.id == RecordingJob.recording_id), attr="recording")
+        .join(Recording, on=(Recording.id == RecordingJob.recording_id))
         .where(RecordingJob.node_id == node_id, RecordingJob.state.in_(UNFINISHED_RECORDING_JOB))
     )
     lifecycle_jobs = LifecycleJob.select(LifecycleJob.id, LifecycleJob.action, LifecycleJob.state).where(
         LifecycleJob.node_id == node_id, LifecycleJob.state.in_(UNFINISHED_LIFECYCLE_JOB)
     )
-    uploads = recording_jobs.where(RecordingJob.state == "uploading")
+    uploads: Any = recording_jobs.where(RecordingJob.state == "uploading")
     events = HealthEvent.select(HealthEvent.id, HealthEvent.kind, HealthEvent.severity, HealthEvent.state).where(
         HealthEvent.node_id == node_id, HealthEvent.state != "resolved"
     )
@@ -56,9 +56,10 @@ def find_blockers(node_id: str) -> tuple[dict[str, list[dict[str, Any]]], dict[s
         "pending_uploads": uploads.count(),
         "health_events": events.count(),
     }
+    oldest_first = (RecordingJob.created_at, RecordingJob.id)
     jobs = [
-        {"id": j.id, "kind": "recording", "state": j.state, "label": j.recording.name, "recording_id": j.recording_id}
-        for j in recording_jobs.order_by(RecordingJob.created_at, RecordingJob.id).limit(LISTED)
+        {"id": j["id"], "kind": "recording", "state": j["state"], "label": j["name"], "recording_id": j["recording_id"]}
+        for j in recording_jobs.order_by(*oldest_first).limit(LISTED).dicts()
     ]
     jobs += [
         {"id": j.id, "kind": "lifecycle", "state": j.state, "label": j.action, "recording_id": None}
@@ -72,13 +73,13 @@ def find_blockers(node_id: str) -> tuple[dict[str, list[dict[str, Any]]], dict[s
         "jobs": jobs,
         "pending_uploads": [
             {
-                "recording_id": j.recording_id,
-                "job_id": j.id,
-                "name": j.recording.name,
-                "bytes_sent": _number((j.progress or {}).get("bytes")),
-                "bytes_total": _number((j.progress or {}).get("total")),
+                "recording_id": j["recording_id"],
+                "job_id": j["id"],
+                "name": j["name"],
+                "bytes_sent": _number((j["progress"] or {}).get("bytes")),
+                "bytes_total": _number((j["progress"] or {}).get("total")),
             }
-            for j in uploads.order_by(RecordingJob.created_at, RecordingJob.id).limit(LISTED)
+            for j in uploads.order_by(*oldest_first).limit(LISTED).dicts()
         ],
         "health_events": [
             {"id": e.id, "kind": e.kind, "severity": e.severity, "state": e.state}
