@@ -1,10 +1,11 @@
-// The fleet as a triage view: totals by status and by open health severity, problems first, each
-// node with the reasons it is degraded or offline, grouping by site, filters and sort kept in the
+// The fleet as a triage view: a status header and totals by status and by open health severity (from
+// GET /api/v1/status), problems first, each node with the reasons it is degraded or offline, grouping by site, filters and sort kept in the
 // address, selection with a bulk bar, live meter bars. Rows are built once per node and updated in
 // place; a reload only touches what changed. Below 600 px wide the rows are laid out as cards.
 import { api, can, follow, listAll } from "./api.js";
 import { ago, field, fill, h, hashParams, select, setHashParams, utcText, when } from "./dom.js";
 import { bulkBar } from "./fleet_bulk.js";
+import { statusHeader } from "./fleet_status.js";
 import { MeterView } from "./meters.js";
 import { SEVERITY_RANK, STATUS_RANK, eventDetail, kindTitle, plural, worstFirst } from "./words.js";
 
@@ -143,6 +144,8 @@ export function renderFleet(view) {
   let eventsByNode = new Map();
   let hubEvents = [];
   let loaded = false;
+  let fleetStatus = null; // GET /api/v1/status: the totals and the status header
+  const header = statusHeader();
 
   const streamState = h("span", { class: "badge small", role: "status" }, "connecting");
   // An overview needs no more than 5 frames a second of each node (the bars still fall smoothly and a
@@ -221,6 +224,7 @@ export function renderFleet(view) {
   fill(view, h("section", { class: "fleet" },
     h("div", { class: "title-row" }, h("h2", {}, "Fleet"), streamState),
     hubHealth,
+    header.el,
     totals,
     h("form", { class: "filters", role: "search", "aria-label": "Filter nodes", onsubmit: (e) => e.preventDefault() },
       field("Site", siteSelect), field("Status", statusSelect), field("Tag", tagSelect), can("health:read") ? field("Health", severitySelect) : null,
@@ -321,29 +325,23 @@ export function renderFleet(view) {
     }
     return button;
   };
+  // The counts are the hub's (GET /api/v1/status, in the caller's sites), not counted here from the rows.
   const showTotals = () => {
-    const byStatus = Object.fromEntries(STATUSES.map((s) => [s, 0]));
-    const events = Object.fromEntries(SEVERITIES.map((s) => [s, 0]));
-    const nodesWith = Object.fromEntries(SEVERITIES.map((s) => [s, 0]));
-    for (const row of rows.values()) {
-      byStatus[row.node.status] = (byStatus[row.node.status] ?? 0) + 1;
-      const seen = new Set();
-      for (const e of row.events) {
-        events[e.severity] = (events[e.severity] ?? 0) + 1;
-        seen.add(e.severity);
-      }
-      for (const s of seen) nodesWith[s] = (nodesWith[s] ?? 0) + 1;
-    }
+    const known = (n) => (fleetStatus ? String(n ?? 0) : "–");
+    const byStatus = fleetStatus?.nodes?.by_status ?? {};
+    const onNodes = fleetStatus?.health_events?.on_nodes ?? {};
+    const events = Object.fromEntries(SEVERITIES.map((s) => [s, onNodes[s]?.events ?? 0]));
+    const nodesWith = Object.fromEntries(SEVERITIES.map((s) => [s, onNodes[s]?.nodes ?? 0]));
     const statusButtons = STATUSES.map((s) => {
       const b = totalButton("status", s, () => { state.status = state.status === s ? "" : s; syncControls(); changed(); });
-      setText(b.querySelector(".n"), String(byStatus[s]));
+      setText(b.querySelector(".n"), known(byStatus[s]));
       b.setAttribute("aria-pressed", String(state.status === s));
       b.title = `Show only ${s} nodes`;
       return b;
     });
     const severityButtons = can("health:read") ? SEVERITIES.map((s) => {
       const b = totalButton("severity", s, () => { state.severity = state.severity === s ? "" : s; syncControls(); changed(); });
-      setText(b.querySelector(".n"), String(events[s]));
+      setText(b.querySelector(".n"), known(events[s]));
       setText(b.querySelector(".sub"), ` on ${plural(nodesWith[s], "node")}`);
       b.setAttribute("aria-pressed", String(state.severity === s));
       b.title = `Show only nodes with an open ${s} event`;
@@ -484,14 +482,21 @@ export function renderFleet(view) {
     return byNode;
   };
 
+  const loadStatus = () => api("/api/v1/status").then(({ data }) => {
+    header.show(data);
+    return data;
+  }, (err) => { header.failed(err.message); return null; });
+
   let inFlight = null;
   let again = false;
   const load = async () => {
     if (inFlight) { again = true; return inFlight; }
     inFlight = (async () => {
       try {
-        const [nodes, events] = await Promise.all([listAll("/api/v1/nodes"), loadEvents().catch(() => eventsByNode)]);
+        const [nodes, events, status] = await Promise.all([
+          listAll("/api/v1/nodes"), loadEvents().catch(() => eventsByNode), loadStatus()]);
         eventsByNode = events;
+        fleetStatus = status ?? fleetStatus;
         const seen = new Set(nodes.map((n) => n.id));
         for (const [id, row] of rows) {
           if (seen.has(id)) continue;

@@ -5,6 +5,7 @@
 // so a half-typed form or a token shown once survives the refreshes.
 import { api, can } from "./api.js";
 import { confirmAction, field, fill, h, notify, secretBox, timeEl, uid } from "./dom.js";
+import { blockerLists, forceConsequences, forceWarning } from "./node_delete.js";
 import { plural } from "./words.js";
 
 const TAG = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/;
@@ -210,20 +211,22 @@ function buildPanel(slot, first, firstReload) {
       "its channel map assignment and its level history. Its credential stops working at once. Its recordings stay in the library.");
     const blockers = (p.reasons ?? []).map(blockerText);
     const force = Boolean(p.requires_force);
-    const go = h("button", { type: "button", class: "danger", onclick: () => remove(force, blockers) }, force ? "Delete anyway (force)" : "Delete node");
+    const go = h("button", { type: "button", class: "danger", onclick: () => remove(force, blockers, p.dependents) }, force ? "Delete anyway (force)" : "Delete node");
     fill(deleteArea, h("div", { class: "delete-preview", role: "group", "aria-label": "What deleting would do" },
       note ? h("p", { class: "error", role: "alert" }, note) : null,
       removes,
       force
         ? h("div", { class: "blockers" }, h("p", {}, h("strong", {}, "Stands in the way:")), h("ul", {}, blockers.map((b) => h("li", {}, b))),
-          h("p", { class: "hint" }, "Better: stop the box (or wait until it is offline) and resolve its health events, then check again. Deleting with force does it now regardless."))
+          blockerLists(p.blockers, node.id),
+          h("p", { class: "hint" }, "Better: stop the box (or wait until it is offline), let its recordings finish and resolve its health events, then check again. Deleting with force does it now regardless."),
+          forceWarning(p.dependents))
         : h("p", { class: "ok" }, "Nothing stands in the way."),
       h("div", { class: "button-row" }, go, h("button", { type: "button", onclick: cancel }, "Cancel"), h("button", { type: "button", onclick: () => preview() }, "Check again"))));
     go.focus();
   };
-  const remove = async (force, blockers) => {
+  const remove = async (force, blockers, dependents) => {
     const message = force
-      ? `${blockers.join(" ")} The node, its health events and status changes are deleted for good.`
+      ? `${[...blockers, ...forceConsequences(dependents)].join(" ")} The node, its health events and status changes are deleted for good.`
       : "The node, its health events and status changes are deleted for good; its credential stops working at once.";
     if (!(await confirmAction(`Delete ${node.name}${force ? " with force" : ""}?`, message, force ? "Delete anyway" : "Delete", true))) return;
     try {
