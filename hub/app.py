@@ -26,6 +26,7 @@ from hark_fleet.hub.api import (
     recording_upload,
     recordings,
     recordings_library,
+    sites,
     status,
     system,
     technician,
@@ -154,6 +155,14 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/settings/recording-profiles/{{id}}", recording_profiles.ProfileHandler),
     (f"{V1}/settings/recording-profiles/{{id}}/actions", recording_profiles.ProfileActionsHandler),
     # sites (issue 18, sites)
+    (f"{V1}/sites", sites.SitesHandler),
+    (f"{V1}/sites/facets", sites.SiteFacetsHandler),
+    (f"{V1}/sites/export", sites.SiteExportHandler),
+    (f"{V1}/sites/{{id}}", sites.SiteHandler),
+    (f"{V1}/sites/{{id}}/actions", sites.SiteActionsHandler),
+    (f"{V1}/sites/{{id}}/delete-preview", sites.SiteDeletePreviewHandler),
+    (f"{V1}/sites/{{id}}/approved-users", sites.SiteApprovedUsersHandler),
+    (f"{V1}/sites/{{id}}/approved-users/{{iid}}", sites.SiteApprovedUserHandler),
     # watchdog policies (issue 18, watchdog)
     (f"{V1}/settings/watchdog-policies", watchdog_policies.PoliciesHandler),
     (f"{V1}/settings/watchdog-policies/facets", watchdog_policies.PolicyFacetsHandler),

@@ -58,6 +58,11 @@ DEMO_NODES = (
     ("Stage right", "main-hall", ["stage"], "synthetic:noise?dbfs=-30&channels=2"),
     ("Foyer ambience", "foyer", ["ambience"], "synthetic:sweep?dbfs=-24&channels=1"),
 )
+# The demo's sites (a node's site must exist): one concert house in Berlin.
+DEMO_SITES = (
+    {"id": "main-hall", "name": "Main hall", "time_zone": "Europe/Berlin", "latitude": 52.5099, "longitude": 13.3700},
+    {"id": "foyer", "name": "Foyer", "time_zone": "Europe/Berlin", "latitude": 52.5101, "longitude": 13.3695},
+)
 
 
 def _api(base_url: str, method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
@@ -69,6 +74,16 @@ def _api(base_url: str, method: str, path: str, body: dict[str, Any] | None = No
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read() or b"{}")
+
+
+def demo_sites(base_url: str, token: str) -> None:
+    """Make the demo's sites unless they exist."""
+    for site in DEMO_SITES:
+        try:
+            _api(base_url, "POST", "/api/v1/sites", site, token)
+        except urllib.error.HTTPError as err:
+            if err.code != 409:  # 409: made by an earlier run
+                raise
 
 
 def demo_nodes(
@@ -86,6 +101,7 @@ def demo_nodes(
             continue
         if token is None:
             token = _api(base_url, "POST", "/api/v1/auth/login", {"username": "admin", "password": password})["data"]["token"]
+            demo_sites(base_url, token)
         enrolled = _api(base_url, "POST", "/api/v1/nodes/enroll", {"name": name, "site": site, "tags": tags}, token)["data"]
         registry[name] = {"id": enrolled["node"]["id"], "credential": enrolled["credential"]}
         nodes_dir.mkdir(parents=True, exist_ok=True)

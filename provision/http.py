@@ -54,7 +54,9 @@ async def call_json(method: str, url: str, body: Any = None, token: str | None =
             raise RequestFailed(f"{method} {url}: {problem}", response.code) from err
     if response.code >= 400:
         error = data.get("error", {}) if isinstance(data, dict) else {}
-        raise RequestFailed(
-            f"{method} {url}: {response.code} {error.get('message') or response.reason}", response.code, error.get("code", "")
-        )
+        message = error.get("message") or response.reason
+        fields = error.get("fields")
+        if isinstance(fields, dict) and fields:  # which field was refused and why, e.g. `site: no site north`
+            message = f"{message} ({'; '.join(f'{name}: {why}' for name, why in fields.items())})"
+        raise RequestFailed(f"{method} {url}: {response.code} {message}", response.code, error.get("code", ""))
     return data

@@ -37,6 +37,15 @@ KEY_ONLY = frozenset({KEY_MANAGEMENT})
 USER_PERMISSIONS = tuple(p for p in ALL_PERMISSIONS if p not in NODE_ONLY | KEY_ONLY)
 KEY_SCOPES = tuple(p for p in ALL_PERMISSIONS if p not in NODE_ONLY)  # what a key's `scopes` may name
 _READS = tuple(p for p in USER_PERMISSIONS if p.endswith(":read"))
+# Holding the first means holding the second: reading every recording includes reading one's own.
+IMPLIED: dict[str, frozenset[str]] = {"recording:read": frozenset({"recording:read_own"})}
+
+
+def with_implied(permissions: frozenset[str]) -> frozenset[str]:
+    """`permissions` and what they imply (the recording read routes need `recording:read_own`)."""
+    extra = [IMPLIED[p] for p in permissions if p in IMPLIED]
+    return permissions.union(*extra) if extra else permissions
+
 
 BUILTIN_ROLES: dict[str, frozenset[str]] = {
     "admin": frozenset(USER_PERMISSIONS),
@@ -45,6 +54,7 @@ BUILTIN_ROLES: dict[str, frozenset[str]] = {
         + (
             "listen:monitor",
             "health:acknowledge",
+            "recording:read_own",
             "recording:create",
             "recording:control",
             "recording:playback",
@@ -61,12 +71,29 @@ BUILTIN_ROLES: dict[str, frozenset[str]] = {
             "health:acknowledge",
             "listen:monitor",
             "recording:read",
+            "recording:read_own",
             "recording:playback",
             "settings:read",
             "site:read",
         )
     ),
-    "viewer": frozenset(("node:read", "health:read", "recording:read", "schedule:read", "settings:read", "site:read")),
+    "viewer": frozenset(
+        ("node:read", "health:read", "recording:read", "recording:read_own", "schedule:read", "settings:read", "site:read")
+    ),
+    # Makes recordings and reads, plays and downloads only those it started.
+    "recordist": frozenset(
+        (
+            "node:read",
+            "site:read",
+            "health:read",
+            "recording:read_own",
+            "recording:create",
+            "recording:control",
+            "recording:playback",
+            "recording:download",
+            "listen:monitor",
+        )
+    ),
 }
 
 

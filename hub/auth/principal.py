@@ -6,7 +6,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from hark_fleet.hub.auth.permissions import with_implied
+
 PrincipalKind = Literal["user", "key", "node"]
+READ = "recording:read"
+READ_OWN = "recording:read_own"
 Sites = frozenset[str] | None  # None: every site
 
 
@@ -31,14 +35,28 @@ class Grant:
 class SiteScope:
     """The sites a caller may see for one permission; objects elsewhere answer 404.
 
-    `owner` is the caller's id where a family also shows the caller's own rows whatever their site.
+    `sites` None is every site except `hidden` (sites whose visibility keeps them from this caller;
+    an explicit `sites` never holds a hidden one). `owner` is the caller's id where a family also
+    shows the caller's own rows whatever their site.
     """
 
     sites: Sites
     owner: str | None = None
+    hidden: frozenset[str] = frozenset()
 
     def allows(self, site: str | None) -> bool:
-        return self.sites is None or (site is not None and site in self.sites)
+        if self.sites is None:
+            return site is None or site not in self.hidden
+        return site is not None and site in self.sites
+
+    def allows_row(self, site: str | None, owner: str | None) -> bool:
+        """Whether a row of `site` made by `owner` is inside the scope."""
+        return self.allows(site) or (self.owner is not None and owner == self.owner)
+
+    @property
+    def everywhere(self) -> bool:
+        """Every site, none hidden: no site clause at all."""
+        return self.sites is None and not self.hidden
 
 
 ALL_SITES = SiteScope(None)
@@ -56,11 +74,14 @@ class Principal:
     user_id: str | None = None  # the user behind a session or a user key
     key_scopes: tuple[str, ...] | None = None  # what an API key was limited to
     via: str = "password"
+    hidden: frozenset[str] = frozenset()  # sites whose visibility keeps them from this caller
     permissions: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
+        grants = tuple(Grant(with_implied(g.permissions), g.sites) for g in self.grants)
+        object.__setattr__(self, "grants", grants)
         granted: set[str] = set()
-        for grant in self.grants:
+        for grant in grants:
             granted |= grant.permissions
         object.__setattr__(self, "permissions", frozenset(granted))
 
@@ -68,14 +89,21 @@ class Principal:
         return permission in self.permissions
 
     def scope(self, permission: str) -> SiteScope:
-        """Where `permission` holds for this caller."""
+        """Where `permission` holds for this caller (less the sites hidden from it).
+
+        `recording:read_own` is the recordings the caller may read: those of the sites where it holds
+        `recording:read`, and the ones it started whatever their site.
+        """
+        if permission == READ_OWN:
+            read = self.scope(READ) if self.can(READ) else SiteScope(frozenset(), hidden=self.hidden)
+            return SiteScope(read.sites, owner=self.user_id or self.id, hidden=read.hidden)
         sites: set[str] = set()
         for grant in self.grants:
             if permission in grant.permissions:
                 if grant.sites is None:
-                    return ALL_SITES
+                    return SiteScope(None, hidden=self.hidden) if self.hidden else ALL_SITES
                 sites |= grant.sites
-        return SiteScope(frozenset(sites))
+        return SiteScope(frozenset(sites) - self.hidden)
 
     @property
     def unrestricted_admin(self) -> bool:
@@ -84,6 +112,11 @@ class Principal:
 
 
 def user_principal(
-    user_id: str, username: str, grants: Iterable[Grant], session_id: str | None = None, via: str = "password"
+    user_id: str,
+    username: str,
+    grants: Iterable[Grant],
+    session_id: str | None = None,
+    via: str = "password",
+    hidden: frozenset[str] = frozenset(),
 ) -> Principal:
-    return Principal("user", user_id, username, tuple(grants), session_id=session_id, user_id=user_id, via=via)
+    return Principal("user", user_id, username, tuple(grants), session_id=session_id, user_id=user_id, via=via, hidden=hidden)

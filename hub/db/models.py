@@ -335,6 +335,7 @@ class Recording(BaseModel):
     error = peewee.TextField(null=True)
     created_at = peewee.DateTimeField(default=utcnow, index=True)
     created_by = JSONField(default=dict)  # {type, id, name}
+    created_by_id = peewee.CharField(max_length=40, null=True, index=True)  # the user (or service key) who started it
     updated_at = peewee.DateTimeField(default=utcnow)
 
     class Meta:
@@ -421,6 +422,36 @@ class MetricMinute(BaseModel):
 
 
 # -- sites (issue 18, sites) --
+
+
+class Site(BaseModel):
+    """A place nodes stand: its id is the slug nodes and grants name; time zone and location for schedules."""
+
+    id = peewee.CharField(primary_key=True, max_length=100)
+    name = peewee.CharField(max_length=200, index=True)
+    time_zone = peewee.CharField(max_length=64, default="UTC", index=True)
+    latitude = peewee.FloatField(null=True)
+    longitude = peewee.FloatField(null=True)
+    elevation_m = peewee.FloatField(null=True)
+    visibility = peewee.CharField(max_length=16, default="public", index=True)  # public | approved | admin_only
+    notes = peewee.TextField(default="")
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    updated_at = peewee.DateTimeField(default=utcnow)
+    version = peewee.IntegerField(default=1)
+
+
+class SiteApprovedUser(BaseModel):
+    """A user approved to see a site whose visibility is `approved`."""
+
+    site_id = peewee.CharField(max_length=100, index=True)
+    user_id = peewee.CharField(max_length=40, index=True)
+    approved_at = peewee.DateTimeField(default=utcnow)
+    approved_by = JSONField(default=dict)  # {type, id, name}
+
+    class Meta:
+        table_name = "site_approved_user"
+        primary_key = peewee.CompositeKey("site_id", "user_id")
+
 
 # -- watchdog policies (issue 18, watchdog) --
 

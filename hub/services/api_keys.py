@@ -22,7 +22,7 @@ from hark_fleet.hub.errors import Forbidden, InvalidRequest, NotFound
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.auth import TokenCheck
-from hark_fleet.hub.services.grants import user_grants
+from hark_fleet.hub.services.grants import hidden_for_user_id, user_grants
 from hark_fleet.hub.services.listing import Filter, ListSpec, one_of
 from hark_fleet.hub.services.users import check_sites
 
@@ -292,5 +292,6 @@ def authenticate_key(secret: str) -> TokenCheck:
         tuple(g for g in grants if g.permissions),
         user_id=key.user_id,
         key_scopes=tuple(sorted_permissions(key.scopes or [])),
+        hidden=hidden_for_user_id(key.user_id if key.kind == "user" else key.created_by),  # what its user sees
     )
     return TokenCheck(principal)

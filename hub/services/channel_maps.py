@@ -21,7 +21,15 @@ from hark_fleet.hub.events import FleetEvent
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import query
 from hark_fleet.hub.services.audit import Actor, record
-from hark_fleet.hub.services.listing import Filter, ListRequest, ListSpec, build_query, encode_cursor, get_scoped
+from hark_fleet.hub.services.listing import (
+    Filter,
+    ListRequest,
+    ListSpec,
+    build_query,
+    encode_cursor,
+    get_scoped,
+    site_in_scope,
+)
 
 MANAGE = "settings:manage"
 MAX_CHANNELS = 64
@@ -188,8 +196,10 @@ def assigned_node_ids(template_id: str) -> list[str]:
 
 def _outside_scope(template_id: str, scope: SiteScope) -> int:
     """How many nodes running the template lie outside the caller's sites."""
-    if scope.sites is None:
+    if scope.everywhere:
         return 0
+    if scope.sites is None:  # every site but the hidden ones
+        return int(_live_assignments(template_id).where(Node.site.in_(sorted(scope.hidden))).count())
     sites = sorted(scope.sites)
     return int(_live_assignments(template_id).where(Node.site.is_null() | Node.site.not_in(sites)).count())
 
@@ -401,8 +411,8 @@ def list_assignments(request: ListRequest, scope: SiteScope) -> tuple[list[dict[
         .switch(ChannelMapAssignment)
         .join(ChannelMapTemplate, on=(ChannelMapTemplate.id == ChannelMapAssignment.template_id))
     )
-    if scope.sites is not None:
-        query = query.where(Node.site.in_(sorted(scope.sites)))
+    if not scope.everywhere:
+        query = query.where(site_in_scope(Node.site, scope))
     if request.after is not None:
         query = query.where(ChannelMapAssignment.node_id > request.after)
     rows: list[Any] = list(query.order_by(ChannelMapAssignment.node_id).limit(request.limit + 1).objects())

@@ -13,7 +13,7 @@ from typing import TypeVar
 import peewee
 from hark_fleet.hub.auth.permissions import BUILTIN_ROLES, sorted_permissions
 from hark_fleet.hub.auth.principal import Grant, Principal, Sites, user_principal
-from hark_fleet.hub.db.models import Group, Role, User, UserGroup, database_proxy
+from hark_fleet.hub.db.models import Group, Role, Site, SiteApprovedUser, User, UserGroup, database_proxy
 from hark_fleet.hub.errors import Conflict, Forbidden
 from hark_fleet.hub.services.audit import Actor, record
 
@@ -124,15 +124,48 @@ def refuse_not_held(
     raise Forbidden(message, required=required)
 
 
+def hidden_sites(user_id: str | None, grants: Iterable[Grant]) -> frozenset[str]:
+    """The sites whose visibility keeps them from a user with these grants.
+
+    `approved` sites are seen by full admins, the site's admins (auth:manage limited to it) and its
+    approved users; `admin_only` sites by full admins and the site's admins; `public` ones by all.
+    """
+    restricted = list(Site.select(Site.id, Site.visibility).where(Site.visibility != "public"))
+    if not restricted:
+        return frozenset()
+    admin_of: set[str] = set()
+    for grant in grants:
+        if "auth:manage" in grant.permissions:
+            if grant.sites is None:
+                return frozenset()  # a full admin sees every site
+            admin_of |= grant.sites
+    approved: set[str] = set()
+    if user_id is not None:
+        rows = SiteApprovedUser.select(SiteApprovedUser.site_id).where(SiteApprovedUser.user_id == user_id)
+        approved = {row.site_id for row in rows}
+    return frozenset(
+        site.id for site in restricted if site.id not in admin_of and not (site.visibility == "approved" and site.id in approved)
+    )
+
+
+def hidden_for_user_id(user_id: str | None) -> frozenset[str]:
+    """What is hidden from a user (a key sees what its user sees; a key with no user, only public sites)."""
+    user = User.get_or_none(User.id == user_id) if user_id is not None else None
+    if user is None:
+        return hidden_sites(None, ())
+    return hidden_sites(user.id, user_grants(user))
+
+
 def principal_for_user(user: User, session_id: str | None = None, via: str = "password") -> Principal:
-    return user_principal(user.id, user.username, user_grants(user), session_id=session_id, via=via)
+    grants = user_grants(user)
+    return user_principal(user.id, user.username, grants, session_id=session_id, via=via, hidden=hidden_sites(user.id, grants))
 
 
 def full_admin_ids() -> set[str]:
     """Enabled users who hold auth:manage on every site; there must always be one."""
     admins = set()
     for user in User.select().where(User.disabled == False):  # noqa: E712 - SQL comparison
-        principal = principal_for_user(user)
+        principal = user_principal(user.id, user.username, user_grants(user))
         if principal.unrestricted_admin:
             admins.add(user.id)
     return admins

@@ -159,13 +159,20 @@ def _contains(expr: Any, text: str) -> peewee.Node:
     return peewee.NodeList((expr, peewee.SQL("LIKE"), f"%{escaped}%", peewee.SQL("ESCAPE '\\'")))
 
 
+def site_in_scope(site_field: Any, scope: SiteScope) -> Any:
+    """The SQL condition "this row's site is inside `scope`" (less its hidden sites)."""
+    if scope.sites is None:
+        return site_field.is_null() | site_field.not_in(sorted(scope.hidden)) if scope.hidden else peewee.SQL("1 = 1")
+    return site_field.in_(sorted(scope.sites))
+
+
 def scoped(
     query: peewee.ModelSelect, site_field: peewee.Field | None, scope: SiteScope, owner_field: peewee.Field | None = None
 ) -> peewee.ModelSelect:
     """Limit `query` to the caller's sites (and its own rows): the one place every family's queries pass through."""
-    if scope.sites is None or site_field is None:
+    if scope.everywhere or site_field is None:
         return query
-    clause = site_field.in_(sorted(scope.sites))
+    clause = site_in_scope(site_field, scope)
     if owner_field is not None and scope.owner is not None:
         clause = clause | (owner_field == scope.owner)
     return query.where(clause)

@@ -13,7 +13,7 @@ from typing import Any
 from hark_fleet.hub.auth.passwords import hash_password, password_problem
 from hark_fleet.hub.auth.principal import Principal
 from hark_fleet.hub.clock import utcnow
-from hark_fleet.hub.db.models import ApiKey, Group, User, UserGroup, database_proxy
+from hark_fleet.hub.db.models import ApiKey, Group, Site, User, UserGroup, database_proxy
 from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import query
@@ -50,12 +50,18 @@ USER_LIST = ListSpec(
 
 
 def check_sites(sites: list[str] | None, field: str = "sites") -> list[str] | None:
+    """Sites a grant or node names: each must be a site (`POST /api/v1/sites` makes one)."""
     if sites is None:
         return None
     bad = [s for s in sites if not SITE.fullmatch(s)]
     if bad:
         raise InvalidRequest("Invalid site names.", fields={field: f"not site names: {', '.join(bad[:5])}"})
-    return sorted(set(sites))
+    wanted = sorted(set(sites))
+    found = {site.id for site in Site.select(Site.id).where(Site.id.in_(wanted))} if wanted else set()
+    missing = [s for s in wanted if s not in found]
+    if missing:
+        raise InvalidRequest("Unknown sites.", fields={field: f"no site {', '.join(missing[:5])}"})
+    return wanted
 
 
 def check_roles(roles: list[str], field: str = "roles") -> list[str]:

@@ -17,6 +17,8 @@ SOURCES = {
     "Stage left": ("main-hall", ["stage"], "synthetic:sine?freq=440&dbfs=-12&channels=2"),
     "Foyer": ("foyer", ["ambience"], "synthetic:noise?dbfs=-24&channels=1"),
 }
+# Sites the console tests name besides the nodes' (a node's site must exist; the forms suggest these).
+MORE_SITES = ("north", "store-room", "lobby")
 
 
 @dataclass
@@ -39,6 +41,8 @@ def console_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleF
     hub.start()
     fleet = ConsoleFleet(hub)
     try:
+        for site in sorted({s for s, _, _ in SOURCES.values()} | set(MORE_SITES)):
+            hub.ensure_site(site)
         with hub.admin() as admin:
             for name, (site, tags, source) in SOURCES.items():
                 response = admin.post("/api/v1/nodes/enroll", json={"name": name, "site": site, "tags": tags})

@@ -129,6 +129,8 @@ class ScaleFleet:
         self.hub = HubProcess(self.workdir / "hub", mqtt_url=self.broker.url, env_extra={"HARK_LOG_LEVEL": "WARNING"})
         self.hub.start()
         self.token = self.hub.login()
+        for site in SITES:
+            self.hub.ensure_site(site)
         progress(f"enrolling {self.nodes} nodes ...")
         enrolled = self._enroll()
         self.node_ids = [node_id for node_id, _ in enrolled]

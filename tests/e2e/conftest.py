@@ -24,6 +24,7 @@ class Fleet:
         self.nodes: list[NodeProcess] = []
 
     def enroll(self, **extra_env: str) -> NodeProcess:
+        self.hub.ensure_site("north")
         with self.hub.admin() as admin:
             response = admin.post("/api/v1/nodes/enroll", json={"name": f"box-{uuid.uuid4().hex[:6]}", "site": "north"})
         assert response.status_code == 201, response.text

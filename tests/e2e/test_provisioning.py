@@ -88,6 +88,10 @@ def test_an_installer_finds_three_new_boxes_enrolls_them_in_bulk_and_they_go_onl
     with site.hub.client(token) as api:
         assert api.get("/api/v1/nodes", params={"hardware_id": first_hw}).json()["data"] == []  # the enrollment was undone
 
+    # A node's site must exist: the tool prints the hub's reason, and nothing is enrolled.
+    nowhere = site.provision("claim", first_hw, "--code", first_code, "--name", "mic-0", "--site", "north", token=token)
+    assert nowhere.returncode == 1 and "site: no site north" in nowhere.stderr, nowhere.stdout + nowhere.stderr
+    site.hub.ensure_site("north")
     sheet = tmp_path / "site.csv"
     rows = [f"{hw},{code},mic-{i},north,roof;west" for i, (hw, code) in enumerate(labels)]
     sheet.write_text("hardware_id,claim_code,name,site,tags\n" + "\n".join(rows) + "\n")
@@ -131,6 +135,7 @@ def test_an_enrolled_node_without_a_hub_url_finds_the_hub_by_mdns_and_goes_onlin
     hub.start()
     node: NodeProcess | None = None
     try:
+        hub.ensure_site("north")
         with hub.admin() as admin:
             data = admin.post("/api/v1/nodes/enroll", json={"name": "no-url", "site": "north"}).json()["data"]
         node = NodeProcess(tmp_path / "node", node_id=data["node"]["id"], credential=data["credential"])

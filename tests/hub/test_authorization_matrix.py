@@ -14,7 +14,7 @@ import httpx
 import pytest
 from hark_fleet.hub.api.base import AUTHENTICATED, PUBLIC
 from hark_fleet.hub.app import ROUTES
-from hark_fleet.hub.auth.permissions import ALL_PERMISSIONS, BUILTIN_ROLES
+from hark_fleet.hub.auth.permissions import ALL_PERMISSIONS, BUILTIN_ROLES, with_implied
 
 from tests.harness import HubProcess
 
@@ -44,11 +44,13 @@ def new_user_token(hub: HubProcess, role: str) -> str:
 def callers(hub: HubProcess) -> Iterator[dict[str, tuple[str, frozenset[str]]]]:
     """A token and its permissions for each built-in role, and for a site-limited service key."""
     tokens = {role: (new_user_token(hub, role), permissions) for role, permissions in BUILTIN_ROLES.items()}
+    for site in ("north", "south"):
+        hub.ensure_site(site)  # a grant's or node's site must exist
     with hub.admin() as admin:
         key = admin.post(
             "/api/v1/auth/keys", json={"name": "matrix", "kind": "service", "scopes": KEY_SCOPES, "sites": ["north"]}
         )
-        tokens["scoped-key"] = (key.json()["data"]["secret"], frozenset(KEY_SCOPES))
+        tokens["scoped-key"] = (key.json()["data"]["secret"], with_implied(frozenset(KEY_SCOPES)))
     yield tokens
 
 

@@ -73,6 +73,11 @@ def test_demo_runs_three_nodes_prints_the_login_and_stops_on_ctrl_c(tmp_path: Pa
             return len(nodes) == 3 and all(n["status"] == "online" for n in nodes)
 
         wait_for(all_online, 30, "the three simulated nodes online")
+        sites = httpx.get(f"http://127.0.0.1:{port}/api/v1/sites", headers={"Authorization": f"Bearer {token}"}).json()["data"]
+        assert {(s["id"], s["time_zone"], s["node_count"]) for s in sites} == {
+            ("main-hall", "Europe/Berlin", 2),
+            ("foyer", "Europe/Berlin", 1),
+        }
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert demo.wait(30) == 0
     finally:

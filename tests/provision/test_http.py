@@ -54,3 +54,12 @@ def test_a_deep_huge_or_garbled_answer_is_a_request_failure(
     handler.body, handler.status = body, status
     with pytest.raises(RequestFailed):
         asyncio.run(call_json("GET", url))
+
+
+def test_a_refusal_names_the_fields_the_hub_refused(stranger: tuple[str, type[_Stranger]]) -> None:
+    url, handler = stranger
+    handler.status = 400
+    handler.body = b'{"error": {"code": "invalid_request", "message": "Unknown sites.", "fields": {"site": "no site north"}}}'
+    with pytest.raises(RequestFailed, match=r"400 Unknown sites\. \(site: no site north\)") as raised:
+        asyncio.run(call_json("GET", url))
+    assert (raised.value.status, raised.value.code) == (400, "invalid_request")

@@ -33,6 +33,13 @@ EVENT_FIELDS = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _sites_exist(hub: HubProcess) -> None:
+    """The sites this module's nodes and grants name (a node's or grant's site must exist)."""
+    for site in ("north", "south", "east"):
+        hub.ensure_site(site)
+
+
 def unique(prefix: str = "aud") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

@@ -22,6 +22,13 @@ ASSIGNMENTS = "/api/v1/settings/channel-map-assignments"
 PASSWORD = "channel-map-test-password"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _sites_exist(hub: HubProcess) -> None:
+    """The sites this module's nodes and grants name (a node's or grant's site must exist)."""
+    for site in ("north", "south"):
+        hub.ensure_site(site)
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 

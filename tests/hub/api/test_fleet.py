@@ -27,6 +27,8 @@ def now_iso() -> str:
 
 
 def enroll(hub: HubProcess, **body: object) -> tuple[dict, str]:
+    if isinstance(body.get("site"), str):
+        hub.ensure_site(str(body["site"]))  # a node's site must exist
     with hub.admin() as admin:
         response = admin.post("/api/v1/nodes/enroll", json={"name": f"box-{uuid.uuid4().hex[:6]}", **body})
     assert response.status_code == 201, response.text
@@ -426,6 +428,7 @@ def test_after_a_broker_outage_the_hub_gives_nodes_a_full_heartbeat_window(tmp_p
 
 def test_edit_and_delete_with_preview_and_force(hub: HubProcess) -> None:
     node, credential = enroll(hub, site="north")
+    hub.ensure_site("south")
     with hub.admin() as admin:
         patched = admin.patch(f"/api/v1/nodes/{node['id']}", json={"name": "Renamed", "tags": ["a", "b"], "site": "south"})
         assert patched.status_code == 200 and patched.json()["data"]["site"] == "south"
@@ -454,6 +457,7 @@ def test_the_delete_preview_names_unfinished_recordings(hub: HubProcess) -> None
 
 def test_other_sites_nodes_answer_404(hub: HubProcess) -> None:
     node, _ = enroll(hub, site="south")
+    hub.ensure_site("north")
     username = f"north-{uuid.uuid4().hex[:6]}"
     with hub.admin() as admin:
         admin.post(
@@ -561,6 +565,7 @@ def test_an_sse_client_that_resumes_with_last_event_id_misses_nothing(hub: HubPr
 
 def test_the_stream_is_scoped_to_the_callers_sites(hub: HubProcess) -> None:
     username = f"sse-{uuid.uuid4().hex[:6]}"
+    hub.ensure_site("north")
     with hub.admin() as admin:
         admin.post(
             "/api/v1/auth/users",

@@ -30,6 +30,7 @@ USER_PERMISSIONS = {
     "health:read",
     "health:acknowledge",
     "recording:read",
+    "recording:read_own",
     "recording:create",
     "recording:control",
     "recording:playback",
@@ -40,6 +41,8 @@ USER_PERMISSIONS = {
     "schedule:manage",
     "settings:read",
     "settings:manage",
+    "site:read",
+    "site:manage",
     "metrics:read",
 }
 BUILTIN = {
@@ -49,8 +52,10 @@ BUILTIN = {
         "node:read",
         "health:read",
         "recording:read",
+        "recording:read_own",
         "schedule:read",
         "settings:read",
+        "site:read",
         "metrics:read",
         "listen:monitor",
         "health:acknowledge",
@@ -68,12 +73,33 @@ BUILTIN = {
         "health:acknowledge",
         "listen:monitor",
         "recording:read",
+        "recording:read_own",
         "recording:playback",
         "settings:read",
+        "site:read",
     },
-    "viewer": {"node:read", "health:read", "recording:read", "schedule:read", "settings:read"},
+    "viewer": {"node:read", "health:read", "recording:read", "recording:read_own", "schedule:read", "settings:read", "site:read"},
+    # Reads, plays and downloads only the recordings it started.
+    "recordist": {
+        "node:read",
+        "site:read",
+        "health:read",
+        "recording:read_own",
+        "recording:create",
+        "recording:control",
+        "recording:playback",
+        "recording:download",
+        "listen:monitor",
+    },
 }
 DEFAULT_POLICIES = {"session_ttl_s": 43200, "oidc_default_roles": [], "oidc_mappings": [], "oidc_sites_claim": None}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _sites_exist(hub: HubProcess) -> None:
+    """The sites this module's nodes and grants name (a node's or grant's site must exist)."""
+    for site in ("north", "south", "east", "west"):
+        hub.ensure_site(site)
 
 
 def unique(prefix: str) -> str:
@@ -255,17 +281,16 @@ def test_roles_list_the_four_built_ins_with_the_documented_permissions(hub: HubP
         assert roles[name]["id"] == name
         assert len(roles[name]["permissions"]) == len(permissions), name
         assert set(roles[name]["permissions"]) == permissions, name
-    assert roles["viewer"]["permissions"] == ["node:read", "health:read", "recording:read", "schedule:read", "settings:read"]
-    assert set(roles["technician"]["permissions"]) == {
+    assert roles["viewer"]["permissions"] == [
         "node:read",
-        "node:manage",
         "health:read",
-        "health:acknowledge",
-        "listen:monitor",
         "recording:read",
-        "recording:playback",
+        "recording:read_own",
+        "schedule:read",
         "settings:read",
-    }
+        "site:read",
+    ]
+    assert set(roles["technician"]["permissions"]) == BUILTIN["technician"]
     assert all("node:control" not in r["permissions"] for r in response.json()["data"])
 
 
@@ -331,11 +356,12 @@ def test_changing_a_roles_permissions_takes_effect(hub: HubProcess) -> None:
         response = client.patch(f"{ROLES}/{role['id']}", json={"permissions": ["recording:read", "schedule:read"]})
         assert response.status_code == 200
         assert sorted(response.json()["data"]["permissions"]) == ["recording:read", "schedule:read"]
-        assert sorted(me(hub, token)["permissions"]) == ["recording:read", "schedule:read"]
+        # recording:read includes reading one's own recordings (the library's routes ask for recording:read_own)
+        assert sorted(me(hub, token)["permissions"]) == ["recording:read", "recording:read_own", "schedule:read"]
         bad = client.patch(f"{ROLES}/{role['id']}", json={"permissions": ["node:control"]})
         assert bad.status_code == 400
         assert bad.json()["error"]["fields"] == {"permissions": "not user permissions: node:control"}
-    assert sorted(me(hub, token)["permissions"]) == ["recording:read", "schedule:read"]
+    assert sorted(me(hub, token)["permissions"]) == ["recording:read", "recording:read_own", "schedule:read"]
 
 
 def test_a_role_still_given_cannot_be_deleted(hub: HubProcess) -> None:

@@ -13,6 +13,7 @@ def now_iso(offset_s: float = 0) -> str:
 
 
 def enroll(hub: HubProcess, site: str = "north") -> tuple[str, str]:
+    hub.ensure_site(site)  # a node's site must exist
     with hub.admin() as admin:
         data = admin.post("/api/v1/nodes/enroll", json={"name": f"h-{uuid.uuid4().hex[:6]}", "site": site}).json()["data"]
     return data["node"]["id"], data["credential"]

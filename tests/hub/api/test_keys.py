@@ -18,6 +18,13 @@ from tests.harness import HubProcess
 PASSWORD = "keys-test-password-1"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _sites_exist(hub: HubProcess) -> None:
+    """The sites this module's nodes and grants name (a node's or grant's site must exist)."""
+    for site in ("north", "south"):
+        hub.ensure_site(site)
+
+
 def make_user(hub: HubProcess, roles: list[str], sites: list[str] | None = None) -> str:
     """A new user's login token."""
     username = f"k-{uuid.uuid4().hex[:8]}"

@@ -16,6 +16,7 @@ PASSWORD = "meters-test-password-1"
 
 
 def enroll(hub: HubProcess, site: str) -> tuple[str, str]:
+    hub.ensure_site(site)  # a node's site must exist
     with hub.admin() as admin:
         response = admin.post("/api/v1/nodes/enroll", json={"name": f"m-{uuid.uuid4().hex[:6]}", "site": site})
     assert response.status_code == 201, response.text
@@ -123,6 +124,8 @@ class Stream:
 def user_token(hub: HubProcess, sites: list[str] | None) -> str:
     username = f"m-{uuid.uuid4().hex[:8]}"
     body = {"username": username, "password": PASSWORD, "roles": ["viewer"], "sites": sites}
+    for site in sites or []:
+        hub.ensure_site(site)  # a grant's site must exist
     with hub.admin() as admin:
         assert admin.post("/api/v1/auth/users", json=body).status_code == 201
     return hub.login(username, PASSWORD)

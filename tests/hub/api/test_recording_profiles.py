@@ -17,6 +17,13 @@ PROFILES = "/api/v1/settings/recording-profiles"
 PASSWORD = "profile-test-password"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _sites_exist(hub: HubProcess) -> None:
+    """The sites this module's nodes and grants name (a node's or grant's site must exist)."""
+    for site in ("north",):
+        hub.ensure_site(site)
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 

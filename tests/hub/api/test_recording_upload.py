@@ -36,6 +36,8 @@ def sine_wav(seconds: float = 2.0, channels: int = 2, fmt: str = "WAV", subtype:
 
 
 def enroll(hub: HubProcess, site: str | None = "north") -> tuple[str, str]:
+    if site is not None:
+        hub.ensure_site(site)  # a node's site must exist
     with hub.admin() as admin:
         response = admin.post("/api/v1/nodes/enroll", json={"name": f"up-{uuid.uuid4().hex[:6]}", "site": site})
     assert response.status_code == 201, response.text

@@ -32,6 +32,7 @@ def unique(prefix: str) -> str:
 
 
 def enroll(hub: HubProcess, site: str = "north") -> tuple[str, str]:
+    hub.ensure_site(site)  # a node's site must exist
     with hub.admin() as admin:
         response = admin.post("/api/v1/nodes/enroll", json={"name": unique("rec"), "site": site})
     assert response.status_code == 201, response.text
@@ -44,6 +45,8 @@ def user_token(hub: HubProcess, roles: list[str], sites: list[str] | None = None
     body: dict[str, Any] = {"username": username, "password": PASSWORD, "roles": roles}
     if sites is not None:
         body["sites"] = sites
+        for site in sites:
+            hub.ensure_site(site)  # a grant's site must exist
     with hub.admin() as admin:
         assert admin.post("/api/v1/auth/users", json=body).status_code == 201
     return hub.login(username, PASSWORD)

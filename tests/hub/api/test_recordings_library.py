@@ -30,6 +30,13 @@ PASSWORD = "library-test-password"
 RECORDINGS = "/api/v1/recordings"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _sites_exist(hub: HubProcess) -> None:
+    """The sites this module's nodes and grants name (a node's or grant's site must exist)."""
+    for site in ("north", "south", "west"):
+        hub.ensure_site(site)
+
+
 def user_token(hub: HubProcess, roles: list[str], sites: list[str] | None = None) -> str:
     username = f"lib-{uuid.uuid4().hex[:6]}"
     with hub.admin() as admin:

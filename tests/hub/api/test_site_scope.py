@@ -16,6 +16,13 @@ from tests.harness import HubProcess
 PASSWORD = "scope-test-password-1"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _sites_exist(hub: HubProcess) -> None:
+    """The sites this module's nodes and grants name (a node's or grant's site must exist)."""
+    for site in ("north", "south", "east"):
+        hub.ensure_site(site)
+
+
 @pytest.fixture(scope="module")
 def fleet(hub: HubProcess) -> Iterator[None]:
     with hub_database(hub):

@@ -18,7 +18,7 @@ from tests.harness import ADMIN_PASSWORD, HubProcess, wait_for
 
 USERS = "/api/v1/auth/users"
 PASSWORD = "plain-Lantern-47-river"
-VIEWER = {"node:read", "health:read", "recording:read", "schedule:read", "settings:read"}
+VIEWER = {"node:read", "health:read", "recording:read", "recording:read_own", "schedule:read", "settings:read", "site:read"}
 TECHNICIAN = {
     "node:read",
     "node:manage",
@@ -26,8 +26,10 @@ TECHNICIAN = {
     "health:acknowledge",
     "listen:monitor",
     "recording:read",
+    "recording:read_own",
     "recording:playback",
     "settings:read",
+    "site:read",
 }
 USER_FIELDS = {
     "id",
@@ -41,6 +43,13 @@ USER_FIELDS = {
     "created_at",
     "password_changed_at",
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _sites_exist(hub: HubProcess) -> None:
+    """The sites this module's nodes and grants name (a node's or grant's site must exist)."""
+    for site in ("north", "south", "east", "west"):
+        hub.ensure_site(site)
 
 
 def unique(prefix: str = "u") -> str:

@@ -52,8 +52,10 @@ def test_an_old_database_is_upgraded_by_the_hub_keeping_its_data(tmp_path: Path,
                 "node:read",
                 "health:read",
                 "recording:read",
+                "recording:read_own",
                 "schedule:read",
                 "settings:read",
+                "site:read",
             ]
             assert client.get("/api/v1/nodes").json() == {"data": [], "meta": {"next_cursor": None}}
     assert schema_status(db) == [(name, True) for name in ALL]

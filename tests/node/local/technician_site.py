@@ -46,6 +46,7 @@ class Site:
 def start_site(workdir: Path, source: str = "synthetic:sine?freq=440&dbfs=-12&channels=2") -> Site:
     hub = HubProcess(workdir / "hub")
     hub.start()
+    hub.ensure_site("hall")
     with hub.admin() as admin:
         enrolled = admin.post("/api/v1/nodes/enroll", json={"name": "Box", "site": "hall"}).json()["data"]
     node_id, credential = enrolled["node"]["id"], enrolled["credential"]
