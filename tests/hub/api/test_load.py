@@ -50,7 +50,7 @@ def test_the_load_needs_no_credentials_and_has_every_figure(hub: HubProcess) -> 
     data = load(hub)
     assert set(data) == FIGURES
     assert data["requests_in_flight"] == 0  # the asking request is left out
-    assert data["mqtt_connected"] is True and data["db_queue_depth"] == 0
+    assert data["mqtt_connected"] is True and isinstance(data["db_queue_depth"], int)  # 0 unless a sweep is queued
     assert data["event_loop_lag_max_ms"] >= data["event_loop_lag_ms"]
     assert 0 < data["uptime_s"] and data["window_s"] == 5.0
     assert httpx.post(f"{hub.url}{LOAD}", timeout=10).status_code == 405
