@@ -38,6 +38,7 @@ from hark_fleet.hub.events import FleetEvent
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import channel_maps
 from hark_fleet.hub.services.audit import SYSTEM, Actor, record
+from hark_fleet.hub.services.channel_map_diff import template_diff, template_side
 from hark_fleet.hub.services.listing import Filter, ListRequest, ListSpec, build_query, get_scoped, one_of
 from hark_fleet.hub.services.nodes import NODE_LIST
 from hark_fleet.protocol.watchdog import ConfigApplied
@@ -418,49 +419,6 @@ def delete_plan(actor: Actor, scope: SiteScope, plan_id: str) -> None:
 # -- diff --------------------------------------------------------------------------------------
 
 
-def _template_side(template: ChannelMapTemplate | None) -> dict[str, Any] | None:
-    if template is None:
-        return None
-    return {
-        "template_id": template.id,
-        "name": template.name,
-        "version": template.version,
-        "channels": list(template.channels or []),
-        "programmes": list(template.programmes or []),
-    }
-
-
-def template_diff(before: ChannelMapTemplate | None, after: ChannelMapTemplate | None) -> dict[str, Any]:
-    """What a node's channels become: inputs mapped or no longer mapped, channels renamed or re-set, programmes changed."""
-    old = {c["input"]: c for c in (before.channels if before is not None else [])}
-    new = {c["input"]: c for c in (after.channels if after is not None else [])}
-    renamed = [
-        {"input": i, "before": old[i]["name"], "after": new[i]["name"]}
-        for i in sorted(old.keys() & new.keys())
-        if old[i]["name"] != new[i]["name"]
-    ]
-    settings = [
-        {"input": i, "field": field, "before": old[i].get(field), "after": new[i].get(field)}
-        for i in sorted(old.keys() & new.keys())
-        for field in ("calibration_db", "role")
-        if old[i].get(field) != new[i].get(field)
-    ]
-    old_programmes = {p["name"]: list(p["channels"]) for p in (before.programmes if before is not None else [])}
-    new_programmes = {p["name"]: list(p["channels"]) for p in (after.programmes if after is not None else [])}
-    programmes = {
-        "added": sorted(new_programmes.keys() - old_programmes.keys()),
-        "removed": sorted(old_programmes.keys() - new_programmes.keys()),
-        "changed": [
-            {"name": n, "before": old_programmes[n], "after": new_programmes[n]}
-            for n in sorted(old_programmes.keys() & new_programmes.keys())
-            if old_programmes[n] != new_programmes[n]
-        ],
-    }
-    inputs = {"added": sorted(new.keys() - old.keys()), "removed": sorted(old.keys() - new.keys())}
-    same_channels = not (inputs["added"] or inputs["removed"] or renamed or settings or any(programmes.values()))
-    return {"inputs": inputs, "names": renamed, "settings": settings, "programmes": programmes, "same_channels": same_channels}
-
-
 def plan_diff(scope: SiteScope, plan_id: str) -> dict[str, Any]:
     """Per node: the template it runs now and the plan's, and what would change; nothing is applied."""
     plan = get_plan(scope, plan_id)
@@ -479,8 +437,8 @@ def plan_diff(scope: SiteScope, plan_id: str) -> dict[str, Any]:
                 "node_name": row.node_name,
                 "site": row.site,
                 "state": row.state,
-                "current": _template_side(current),
-                "planned": _template_side(planned),
+                "current": template_side(current),
+                "planned": template_side(planned),
                 "changes": changes,
                 **template_diff(current, planned),
             }
