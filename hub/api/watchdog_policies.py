@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -9,7 +10,7 @@ import msgspec
 from hark_fleet.hub.api.base import BaseHandler
 from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
 from hark_fleet.hub.services import watchdog_calibrations, watchdog_policies
-from hark_fleet.hub.services.listing import fetch_page, parse_list_request
+from hark_fleet.hub.services.listing import ExportEncoder, export_batches, fetch_page, parse_export_format, parse_list_request
 from hark_fleet.hub.services.watchdog_calibrations import CALIBRATION_LIST
 from hark_fleet.hub.services.watchdog_policies import WATCHDOG_POLICY_LIST
 from hark_fleet.protocol.messages import ConfigChanged
@@ -102,8 +103,30 @@ class PolicyExportHandler(ExportHandler):
     permissions = {"get": READ, "post": READ}
 
     async def _export(self, args: dict[str, list[str]], ids: list[str] | None) -> None:
+        """As every family's export, but a site-limited reader's rows hold only its own sites' assignments and baselines."""
         await self.hub.db.run(watchdog_policies.ensure_default)
-        await super()._export(args, ids)
+        scope = self.scope
+        if scope.sites is None:
+            await super()._export(args, ids)
+            return
+        sites = await self.hub.db.run(watchdog_policies.node_sites)
+
+        def serialize(policy: Any) -> dict[str, Any]:
+            return watchdog_policies.scoped_view(watchdog_policies.policy_to_api(policy), scope, sites)
+
+        spec = dataclasses.replace(WATCHDOG_POLICY_LIST, serialize=serialize)
+        fmt = parse_export_format(args)
+        encoder = ExportEncoder(fmt, spec.export_columns)
+        next_batch = export_batches(spec, parse_list_request(spec, args, ids), scope)
+        self.set_header("Content-Type", encoder.content_type)
+        self.set_header("Content-Disposition", f'attachment; filename="export.{fmt}"')
+        after: Any = None
+        while True:
+            rows, after = await self.hub.db.run(next_batch, after)
+            self.write(encoder.encode(rows))
+            if after is None:
+                break
+        self.finish()
 
 
 class PolicyHandler(WatchdogHandler):

@@ -299,6 +299,9 @@ def test_a_site_admin_manages_only_policies_inside_its_sites(hub: HubProcess) ->
         assert site_admin.patch(f"{POLICIES}/default", json={"description": "mine now"}).status_code == 403
         seen = site_admin.get(f"{POLICIES}/{outside['id']}").json()["data"]
         assert seen["assignments"] == [] and seen["actions"]["update"]["allowed"] is False
+        listed = site_admin.get(POLICIES, params={"name": outside["name"]}).json()["data"]
+        exported = site_admin.get(f"{POLICIES}/export", params={"format": "ndjson", "name": outside["name"]}).text
+        assert listed[0]["assignments"] == [] and json.loads(exported)["assignments"] == []  # the south node stays hidden
         assert site_admin.patch(f"{POLICIES}/{mine.json()['data']['id']}", json={"description": "ok"}).status_code == 200
         assert site_admin.delete(f"{POLICIES}/{mine.json()['data']['id']}").status_code == 204
     delete(hub, outside["id"])
