@@ -305,6 +305,8 @@ class Agent:
         """Tell the hub which channel map now runs (or that it was refused): `applied` through the outbox, for plans."""
         template_id = template.get("id") if template is not None else None
         version = template.get("version") if template is not None else None
+        if error is None:  # what the heartbeat says runs; a refused map leaves the one before
+            self.heartbeats.applied["channel_map"] = {"id": template_id, "version": version}
 
         def build(msg_id: str) -> bytes:
             applied = ConfigApplied(

@@ -84,6 +84,16 @@ def test_a_plan_applies_to_two_running_nodes_and_rolls_back_the_one_that_never_c
         timed_out = admin.get("/api/v1/audit-events", params={"target_id": absent.node_id}).json()["data"]
     assert now == {running[0].node_id: after["id"], running[1].node_id: after["id"], absent.node_id: before["id"]}
     assert {"channel_map_plan.node_timed_out", "channel_map_plan.node_rolled_back"} <= {e["action"] for e in timed_out}
+    for node in running:  # and their heartbeats say which map they run
+        wait_for(
+            lambda node=node: (
+                (fleet.detail(node)["metrics"].get("applied") or {}).get("channel_map")
+                == {"id": after["id"], "version": after["version"]}
+            ),
+            20,
+            f"{node.node_id}'s heartbeat to name the plan's map",
+            interval=0.2,
+        )
 
     with fleet.hub.admin() as admin:
         rolled = admin.post(f"{PLANS}/{plan_id}/rollback")
