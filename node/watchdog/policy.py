@@ -38,6 +38,13 @@ def default_watchdog(silence_dbfs: float = -60.0, silence_hold_s: float = 10.0, 
     return NodeWatchdog(node=PolicyConfig(detectors=detectors))
 
 
+def with_builtin(watchdog: NodeWatchdog, builtin: NodeWatchdog) -> NodeWatchdog:
+    """What the node runs of the hub's policy: where it names no policy (`policy_id` None), the node's own default."""
+    node = builtin.node if watchdog.node.policy_id is None else watchdog.node
+    channels = {name: builtin.node if p.policy_id is None else p for name, p in watchdog.channels.items()}
+    return NodeWatchdog(node=node, channels=channels)
+
+
 def parse_watchdog(data: Any) -> NodeWatchdog:
     """The hub's `data.watchdog` as a NodeWatchdog; ValueError says what is wrong with it."""
     try:

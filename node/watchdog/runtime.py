@@ -23,7 +23,7 @@ from hark_fleet.node.watchdog.calibration import Calibrator
 from hark_fleet.node.watchdog.disk import RecordingRate, hours_left
 from hark_fleet.node.watchdog.events import WatchEvent
 from hark_fleet.node.watchdog.frame_watch import FrameWatch
-from hark_fleet.node.watchdog.policy import PolicyStore, applied_entry, parse_watchdog
+from hark_fleet.node.watchdog.policy import PolicyStore, applied_entry, parse_watchdog, with_builtin
 from hark_fleet.node.watchdog.remediation import Remediator
 from hark_fleet.node.watchdog.remediation_log import RemediationLog
 from hark_fleet.protocol.messages import Disk, MeterFrame
@@ -54,7 +54,7 @@ class Watchdog:
         self.default = default
         self.store = PolicyStore(data_dir)
         stored = self.store.load()
-        self.policy = stored or default
+        self.policy = with_builtin(stored, default) if stored is not None else default
         log.info("watchdog policy %s", _describe(self.policy) + (" (kept from the hub)" if stored else " (built-in default)"))
         self.frames = FrameWatch(self.policy)
         self.applied: dict[str, object] = {"watchdog": applied_entry(self.policy)}  # the heartbeat's `applied` (shared)
@@ -99,12 +99,13 @@ class Watchdog:
         encoded = msgspec.json.encode(policy)
         if encoded == self._last_confirmed:
             return  # the same policy again (every config fetch brings it): nothing changes
-        changed = policy != self.policy
-        self.policy = policy
-        self.frames.set_policy(policy)
-        self.applied["watchdog"] = applied_entry(policy)
+        running = with_builtin(policy, self.default)
+        changed = running != self.policy
+        self.policy = running
+        self.frames.set_policy(running)
+        self.applied["watchdog"] = applied_entry(running)
         if changed:
-            log.info("watchdog policy %s applied", _describe(policy))
+            log.info("watchdog policy %s applied", _describe(running))
             try:
                 await asyncio.get_running_loop().run_in_executor(None, self.store.save, policy)
             except OSError as err:

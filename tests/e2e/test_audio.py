@@ -75,7 +75,8 @@ def test_a_silent_source_becomes_a_health_event_at_the_hub(fleet: Fleet) -> None
             return admin.get("/api/v1/health-events", params=params).json()["data"]
 
     events = wait_for(silence_events, 15, "an audio.silence event")
-    assert events[0]["state"] == "open" and events[0]["details"] == {"channels": ["M"]} and events[0]["count"] == 1
+    assert events[0]["state"] == "open" and events[0]["details"]["channels"] == ["M"] and events[0]["count"] == 1
+    assert events[0]["details"]["detector"] == "silence" and events[0]["details"]["thresholds"]["hold_s"] == 1.0
     assert fleet.status(node) == "online"  # a warning does not degrade the node
 
 

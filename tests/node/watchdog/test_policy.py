@@ -103,3 +103,15 @@ def test_a_policy_the_node_cannot_read_is_refused_and_the_last_one_keeps_running
     refused = node.applied()[-1]
     assert (refused.ok, refused.id, refused.version) == (False, "wdp_site", 3) and "hold_s" in (refused.error or "")
     assert node.watchdog.policy.node.version == 2 and Node(tmp_path).watchdog.policy.node.version == 2
+
+
+def test_a_hub_policy_that_names_no_policy_means_the_nodes_own_built_in_default(tmp_path: Path) -> None:
+    node = Node(tmp_path)  # built-in: silence under -70 dBFS for 3 s
+    asyncio.run(node.watchdog.apply(hub_policy(2)))
+    unassigned = {"node": {"policy_id": None, "version": 0}, "channels": {"R": {"policy_id": None, "version": 0}}}
+    asyncio.run(node.watchdog.apply(unassigned))  # the hub's pristine default: the environment's thresholds, here
+    running = node.watchdog.frames.watchdog
+    assert running.node.detectors.silence.threshold_dbfs == -70.0 and running.node.detectors.silence.hold_s == 3.0
+    assert running.channels["R"].detectors.silence.threshold_dbfs == -70.0
+    assert [(a.id, a.version) for a in node.applied()] == [("wdp_site", 2), (None, 0)]
+    assert Node(tmp_path).watchdog.policy.node.detectors.silence.threshold_dbfs == -70.0  # kept that way
