@@ -76,6 +76,7 @@ class AudioPath:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._rebuild = threading.Event()
+        self._new_format = threading.Event()
         self._seq = 0
         self._watch_failed = False
         self.meter_tick = time.monotonic()  # the metering thread was last seen alive (for a watchdog)
@@ -118,7 +119,7 @@ class AudioPath:
         """Apply a channel map from the hub (None: every input as its own channel); ValueError if it does not fit."""
         mapped = default_map(self.inputs) if template is None else ChannelMap.from_template(template, self.inputs)
         self.channel_map = mapped
-        self.watch.reset_format()
+        self._new_format.set()  # the watchdog takes the next engine's frames as the node's format
         self._rebuild.set()
         log.info("channel map: %s", mapped.describe())
         return mapped.describe()
@@ -221,6 +222,9 @@ class AudioPath:
                 if self._rebuild.is_set():
                     self._rebuild.clear()
                     engine = self._engine()
+                    if self._new_format.is_set():
+                        self._new_format.clear()
+                        self.watch.reset_format()
                     reader.skip_to_end()
                 block = max(1, self.rate * self.interval_ms // 1000)
                 done = 0

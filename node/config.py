@@ -69,7 +69,6 @@ def _parse_hardware(raw: str) -> HardwareConfig:
         raise ValueError(str(err)) from err
 
 
-
 NODE_SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", Path, Path(const.DEFAULT_DATA_DIR)),
     Setting("hub_url", parse_http_url),

@@ -19,6 +19,7 @@ from hark_fleet.protocol.watchdog import EVENT_KINDS, NodeWatchdog, PolicyConfig
 
 CHANNEL_DETECTORS = ("silence", "clipping", "flatline", "dc_offset", "noise_floor")
 DISK_CLEAR_FACTOR = 1.1  # an open hours-left event resolves once 10 % above its warning level
+FORMAT_HOLD_S = 0.5  # a format seen this long counts (not a frame caught between a channel map and its engine)
 DISK_KIND = EVENT_KINDS["disk_hours_left"]
 FORMAT_KIND = EVENT_KINDS["format_change"]
 
@@ -131,7 +132,7 @@ class FrameWatch:
             origin = "calibration"
         differs = seen != (expected_rate, expected_count)
         if settings.enabled:
-            active = self._format.step(differs, dt, dt)
+            active = self._format.step(differs, dt, FORMAT_HOLD_S)
         else:
             self._format.reset()
             active = False

@@ -32,6 +32,14 @@ def feed(watch: FrameWatch, seconds: float, *channels: MeterChannel) -> list[tup
     return seen
 
 
+def feed_frames(watch: FrameWatch, seconds: float, made: object) -> list[tuple[float, WatchEvent]]:
+    """`seconds` of one hand-made 100 ms frame, again and again."""
+    seen: list[tuple[float, WatchEvent]] = []
+    for i in range(round(seconds * 10)):
+        seen.extend(((i + 1) / 10, e) for e in watch.update(made))  # type: ignore[arg-type]
+    return seen
+
+
 def states(events: list[tuple[float, WatchEvent]]) -> list[tuple[float, str, str, tuple[str, ...]]]:
     return [(round(t, 1), e.kind, e.state, e.channels) for t, e in events]
 
@@ -139,8 +147,12 @@ def test_a_new_policy_applies_from_the_next_frame_and_a_disabled_detector_resolv
 def test_format_change_against_the_calibration_or_else_what_the_node_saw_first() -> None:
     watch = FrameWatch(default_watchdog())
     assert feed(watch, 1, channel("L"), channel("R")) == []
-    changed = [(e.kind, e.state) for e in watch.update(frame(channel("L"), channel("R"), rate=44100))]
-    assert changed == [("audio.format_changed", "open")]
+    changed = [(t, e.kind, e.state) for t, e in feed_frames(watch, 1, frame(channel("L"), channel("R"), rate=44100))]
+    assert changed == [(0.5, "audio.format_changed", "open")]
+    assert [e.state for _, e in feed_frames(watch, 1, frame(channel("L"), rate=44100))] == []  # one channel now: still open
+    watch.reset_format()  # a new channel map: what comes next is the node's format
+    assert [e.state for _, e in feed_frames(watch, 2, frame(channel("L"), rate=44100))] == ["resolved"]
+    assert [e.state for _, e in feed_frames(watch, 1, frame(channel("L"), channel("R"), rate=44100))] == ["open"]
     baseline = Baseline(measured_at="2026-12-06T09:00:00Z", duration_s=60, frames=600, sample_rate=44100, channel_count=2)
     watch.set_policy(NodeWatchdog(node=PolicyConfig(policy_id="wdp_1", version=1, baseline=baseline)))
     events = []
