@@ -77,6 +77,7 @@ class AudioPath:
         self._thread: threading.Thread | None = None
         self._rebuild = threading.Event()
         self._new_format = threading.Event()
+        self._lost: str | None = None  # a device loss an earlier supervisor reported open
         self._seq = 0
         self._watch_failed = False
         self.meter_tick = time.monotonic()  # the metering thread was last seen alive (for a watchdog)
@@ -104,6 +105,8 @@ class AudioPath:
         """Close and reopen the device (what `restart-audio` does); blocking: call it from an executor."""
         if self.supervisor is not None:
             self.supervisor.stop()
+            # the new supervisor knows nothing of a loss the old one reported: it resolves once frames flow again
+            self._lost = self.supervisor.open_condition or self._lost
         self._start_capture()
         self._rebuild.set()  # meters start afresh with the new stream
         self.restarts += 1
@@ -247,6 +250,11 @@ class AudioPath:
         body.update(ts=utc_iso(), seq=self._seq, interval_ms=self.interval_ms, sample_rate=self.rate)
         frame = msgspec.convert(body, MeterFrame)
         self.frames_out += 1
+        if self._lost is not None:
+            lost, self._lost = self._lost, None
+            event = self.watch.device(lost, "resolved", {"message": "capturing again", "source": self.source.describe()})
+            if event is not None:
+                self._to_loop(self._on_watch, event)
         self._to_loop(self._publish_frame, frame)
         try:
             events = self.watch.update(frame)
