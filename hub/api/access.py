@@ -1,13 +1,22 @@
-"""Access administration: users, groups, roles and access policies (all `auth:manage`)."""
+"""Access administration: users, groups, roles and access policies (all `auth:manage`).
+
+Groups, roles and access policies are hub-wide. Users are managed by full admins, and by site
+admins (auth:manage limited to sites) where every grant of the user lies within the admin's
+sites; other users answer 404 to a site admin, and it never grants beyond its sites.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import dataclasses
+from typing import Annotated, Any
 
 import msgspec
+from hark_fleet.hub.api.base import BaseHandler
 from hark_fleet.hub.api.hub_wide import HubWide
 from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
+from hark_fleet.hub.auth.principal import Sites
 from hark_fleet.hub.services import access_policies, groups, roles, users
+from hark_fleet.hub.services.listing import ListRequest, facet_counts, fetch_page, parse_list_request
 
 MANAGE = "auth:manage"
 # Lengths as the OpenAPI document's maxLength says: longer is a 400, never silently cut.
@@ -63,11 +72,36 @@ class RolePatchBody(msgspec.Struct, forbid_unknown_fields=True):
     description: Description | None = None
 
 
-class UsersHandler(HubWide, ListHandler):
+class UserAdmin(BaseHandler):
+    """A users route: a full admin reaches every user, a site admin only its sites' users."""
+
+    @property
+    def admin_of(self) -> Sites:
+        """The sites where the caller holds auth:manage (None: every site)."""
+        return self.scope.sites
+
+    async def within(self, request: ListRequest) -> ListRequest:
+        """`request` narrowed to the users the caller manages."""
+        admin_of = self.admin_of
+        if admin_of is None:
+            return request
+        managed = await self.hub.db.run(users.manageable_user_ids, admin_of)
+        if request.ids is not None:
+            chosen = set(request.ids)
+            managed = [i for i in managed if i in chosen]
+        return dataclasses.replace(request, ids=tuple(managed))
+
+
+class UsersHandler(UserAdmin, ListHandler):
     """`GET|POST /api/v1/auth/users`."""
 
     spec = users.USER_LIST
     permissions = {"get": MANAGE, "post": MANAGE}
+
+    async def get(self) -> None:
+        request = await self.within(parse_list_request(self.spec, self.query_args()))
+        items, next_cursor = await self.hub.db.run(fetch_page, self.spec, request, self.scope)
+        self.write_page(items, next_cursor)
 
     async def post(self) -> None:
         body = self.parse_body(UserCreateBody)
@@ -82,37 +116,50 @@ class UsersHandler(HubWide, ListHandler):
             body.sites,
             body.groups,
             body.display_name,
+            self.admin_of,
         )
         self.write_data(user, 201)
 
 
-class UserFacetsHandler(HubWide, FacetsHandler):
+class UserFacetsHandler(UserAdmin, FacetsHandler):
     spec = users.USER_LIST
     permissions = {"get": MANAGE}
 
+    async def get(self) -> None:
+        args = self.query_args()
+        names = [n for raw in args.get("fields", []) for n in raw.split(",") if n]
+        request = await self.within(parse_list_request(self.spec, args))
+        self.write_data(await self.hub.db.run(facet_counts, self.spec, request, self.scope, names))
 
-class UserExportHandler(HubWide, ExportHandler):
+
+class UserExportHandler(UserAdmin, ExportHandler):
     spec = users.USER_LIST
     permissions = {"get": MANAGE, "post": MANAGE}
 
+    async def _export(self, args: dict[str, list[str]], ids: list[str] | None) -> Any:
+        if self.admin_of is not None:
+            managed = await self.hub.db.run(users.manageable_user_ids, self.admin_of)
+            ids = managed if ids is None else [i for i in ids if i in set(managed)]
+        await super()._export(args, ids)
 
-class UserHandler(HubWide):
+
+class UserHandler(UserAdmin):
     """`GET|DELETE /api/v1/auth/users/{id}`: detail with action states, or delete."""
 
     permissions = {"get": MANAGE, "delete": MANAGE}
 
     async def get(self, id: str) -> None:
         assert self.principal is not None
-        self.write_data(await self.hub.db.run(users.user_detail, id, self.principal))
+        self.write_data(await self.hub.db.run(users.user_detail, id, self.principal, self.admin_of))
 
     async def delete(self, id: str) -> None:
         assert self.principal is not None
-        await self.hub.db.run(users.delete_user, self.actor, self.principal, id)
+        await self.hub.db.run(users.delete_user, self.actor, self.principal, id, self.admin_of)
         self.hub.authenticator.forget_all()
         self.write_no_content()
 
 
-class UserAccessHandler(HubWide):
+class UserAccessHandler(UserAdmin):
     """`PATCH /api/v1/auth/users/{id}/access`: roles, sites and groups, each replaced when given."""
 
     permissions = {"patch": MANAGE}
@@ -129,12 +176,13 @@ class UserAccessHandler(HubWide):
             body.get("sites"),
             body.get("groups"),
             "sites" in body,
+            self.admin_of,
         )
         self.hub.authenticator.forget_all()
         self.write_data(user)
 
 
-class UserPasswordHandler(HubWide):
+class UserPasswordHandler(UserAdmin):
     """`PATCH /api/v1/auth/users/{id}/password`: set a new password; the user's sessions end."""
 
     permissions = {"patch": MANAGE}
@@ -142,12 +190,12 @@ class UserPasswordHandler(HubWide):
 
     async def patch(self, id: str) -> None:
         body = self.parse_body(PasswordResetBody)
-        user = await self.hub.db.run(users.reset_password, self.actor, id, body.password[:2048])
+        user = await self.hub.db.run(users.reset_password, self.actor, id, body.password[:2048], self.admin_of)
         self.hub.authenticator.forget_all()
         self.write_data(user)
 
 
-class UserStatusHandler(HubWide):
+class UserStatusHandler(UserAdmin):
     """`PATCH /api/v1/auth/users/{id}/status`: `active` or `disabled` (which ends their sessions)."""
 
     permissions = {"patch": MANAGE}
@@ -155,7 +203,7 @@ class UserStatusHandler(HubWide):
     async def patch(self, id: str) -> None:
         body = self.parse_body(StatusBody)
         assert self.principal is not None
-        user = await self.hub.db.run(users.set_status, self.actor, self.principal, id, body.status)
+        user = await self.hub.db.run(users.set_status, self.actor, self.principal, id, body.status, self.admin_of)
         self.hub.authenticator.forget_all()
         self.write_data(user)
 

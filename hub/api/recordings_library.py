@@ -13,6 +13,7 @@ import msgspec
 from hark_fleet.hub.api.base import BaseHandler
 from hark_fleet.hub.api.listing import MAX_EXPORT_IDS, ExportSelection
 from hark_fleet.hub.api.recordings import CreateRecordingHandler
+from hark_fleet.hub.auth.principal import SiteScope
 from hark_fleet.hub.errors import ApiError, Conflict, InvalidRequest
 from hark_fleet.hub.services import recordings_library as library
 from hark_fleet.hub.services.listing import ExportEncoder, facet_counts, parse_export_format
@@ -22,7 +23,7 @@ from tornado.iostream import StreamClosedError
 
 log = logging.getLogger(__name__)
 
-READ = "recording:read"
+READ = "recording:read_own"  # held with recording:read (every recording in scope) or alone (the caller's own)
 PLAYBACK = "recording:playback"
 DOWNLOAD = "recording:download"
 EDIT = "recording:edit"
@@ -208,26 +209,35 @@ def content_disposition(kind: str, filename: str) -> str:
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-class DownloadHandler(BaseHandler):
+class FileHandlerBase(BaseHandler):
+    """Playback and download: the permission's sites, and only recordings the caller may read."""
+
+    @property
+    def reader(self) -> SiteScope:
+        assert self.principal is not None
+        return self.principal.scope(READ) if self.principal.can(READ) else SiteScope(frozenset())
+
+
+class DownloadHandler(FileHandlerBase):
     """`POST /api/v1/recordings/{id}/download`: where to fetch the file (audited as a download)."""
 
     permissions = {"post": DOWNLOAD}
     runs_on_full_disk = frozenset({"post"})  # a read, audited
 
     async def post(self, id: str) -> None:
-        file = await self.hub.db.run(library.stored_file, self.scope, id)
+        file = await self.hub.db.run(library.stored_file, self.scope, id, self.reader)
         await self.audit("recording.download", permission=DOWNLOAD, target=("recording", id))
         self.write_data(_file_info(file, f"{self.request.path.rsplit('/', 1)[0]}/file"))
 
 
-class PlaybackHandler(BaseHandler):
+class PlaybackHandler(FileHandlerBase):
     """`POST /api/v1/recordings/{id}/playback`: where to stream the recording from."""
 
     permissions = {"post": PLAYBACK}
     runs_on_full_disk = frozenset({"post"})  # a read, audited
 
     async def post(self, id: str) -> None:
-        file = await self.hub.db.run(library.stored_file, self.scope, id)
+        file = await self.hub.db.run(library.stored_file, self.scope, id, self.reader)
         base = self.request.path.rsplit("/", 1)[0]
         self.write_data({**_file_info(file, f"{base}/stream"), "waveform_url": f"{base}/waveform"})
 
@@ -271,14 +281,14 @@ def _unsatisfiable(size: int) -> RangeNotSatisfiable:
     )
 
 
-class FileSender(BaseHandler):
+class FileSender(FileHandlerBase):
     """Sends a stored recording in blocks, honouring `Range` (so an `<audio>` element can seek)."""
 
     accepts_query_token = True  # <audio> and <a download> cannot set a header
     disposition = "inline"
 
     async def get(self, id: str) -> None:
-        file = await self.hub.db.run(library.stored_file, self.scope, id)
+        file = await self.hub.db.run(library.stored_file, self.scope, id, self.reader)
         loop = asyncio.get_running_loop()
         try:
             size = await loop.run_in_executor(None, self.hub.storage.size, file.storage_key)
@@ -352,9 +362,7 @@ class WaveformHandler(BaseHandler):
         buckets = self.query_integer("buckets", DEFAULT_BUCKETS, 1, library.MAX_BUCKETS)
         file = await self.hub.db.run(library.stored_file, self.scope, id)
         try:
-            peaks = await self.hub.run_cpu(
-                functools.partial(library.waveform_peaks, self.hub.storage, file.storage_key, buckets)
-            )
+            peaks = await self.hub.run_cpu(functools.partial(library.waveform_peaks, self.hub.storage, file.storage_key, buckets))
         except StorageError as err:
             raise Conflict("The recording's file is missing from storage.", code="file_missing") from err
         except (RuntimeError, OSError) as err:  # soundfile's LibsndfileError is a RuntimeError

@@ -13,7 +13,7 @@ from typing import TypeVar
 import peewee
 from hark_fleet.hub.auth.permissions import BUILTIN_ROLES, sorted_permissions
 from hark_fleet.hub.auth.principal import Grant, Principal, Sites, user_principal
-from hark_fleet.hub.db.models import Group, Role, Site, SiteApprovedUser, User, UserGroup, database_proxy
+from hark_fleet.hub.db.models import ApiKey, Group, Role, Site, SiteApprovedUser, User, UserGroup, database_proxy
 from hark_fleet.hub.errors import Conflict, Forbidden
 from hark_fleet.hub.services.audit import Actor, record
 
@@ -122,6 +122,16 @@ def refuse_not_held(
     if caller.kind == "key":
         raise Forbidden(message, code="insufficient_scope", required=required, current=list(caller.key_scopes or ()))
     raise Forbidden(message, required=required)
+
+
+def owner_id(actor: Actor) -> str | None:
+    """Whose own a thing an actor makes is: a user's, a user key's user's, else a service key's own."""
+    if actor.type == "user":
+        return actor.id
+    if actor.type == "key" and actor.id is not None:
+        key = ApiKey.get_or_none(ApiKey.id == actor.id)
+        return key.user_id if key is not None and key.user_id is not None else actor.id
+    return None
 
 
 def hidden_sites(user_id: str | None, grants: Iterable[Grant]) -> frozenset[str]:

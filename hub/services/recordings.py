@@ -14,6 +14,7 @@ from hark_fleet.hub.events import FleetEvent
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import recording_profiles
 from hark_fleet.hub.services.audit import Actor, record
+from hark_fleet.hub.services.grants import owner_id
 from hark_fleet.hub.services.listing import get_scoped
 
 STATUSES = ("queued", "recording", "uploading", "completed", "interrupted", "failed", "cancelled")
@@ -161,6 +162,7 @@ def create_recording(
             requested_duration_s=duration_s,
             created_at=at,
             created_by={"type": actor.type, "id": actor.id, "name": actor.name},
+            created_by_id=owner_id(actor),  # whose own recording it is (recording:read_own)
             updated_at=at,
         )
         job = RecordingJob.create(

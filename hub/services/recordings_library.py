@@ -71,6 +71,7 @@ RECORDING_LIST = ListSpec(
     # (an expression, used only in comparisons, where it stands in for a field)
     time_field=cast(peewee.Field, peewee.fn.COALESCE(Recording.started_at, Recording.created_at)),
     site_field=Recording.site,
+    owner_field=Recording.created_by_id,  # recording:read_own: the caller's own recordings whatever their site
     descending=True,
     export_columns=(
         "id",
@@ -155,8 +156,8 @@ def library_export_batches(
 
 
 def get_recording(scope: SiteScope, recording_id: str) -> Recording:
-    """A recording inside the caller's sites, or 404."""
-    recording: Recording = get_scoped(Recording, recording_id, Recording.site, scope)
+    """A recording inside the caller's sites (or, for `recording:read_own`, one it started), or 404."""
+    recording: Recording = get_scoped(Recording, recording_id, Recording.site, scope, Recording.created_by_id)
     return recording
 
 
@@ -371,9 +372,15 @@ class StoredFile:
         return f"{self.name or self.recording_id}.{self.format}"
 
 
-def stored_file(scope: SiteScope, recording_id: str) -> StoredFile:
-    """The recording's stored file; 409 when the recording has none (yet)."""
+def stored_file(scope: SiteScope, recording_id: str, reader: SiteScope | None = None) -> StoredFile:
+    """The recording's stored file; 409 when the recording has none (yet).
+
+    `reader` is where the caller may read recordings (`recording:read_own`): playing or downloading
+    one it may not read (another user's, for a recordist) answers 404 as if it did not exist.
+    """
     recording = get_recording(scope, recording_id)
+    if reader is not None and not reader.allows_row(recording.site, recording.created_by_id):
+        raise NotFound(f"No recording {recording_id}.")
     if recording.status not in STORED or not recording.storage_key:
         raise Conflict(f"The recording has no file yet (it is {recording.status}).", code="no_file")
     return StoredFile(

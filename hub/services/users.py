@@ -8,12 +8,13 @@ permissions (on sites) the caller holds there, and nobody disables or deletes th
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from hark_fleet.hub.auth.passwords import hash_password, password_problem
-from hark_fleet.hub.auth.principal import Principal
+from hark_fleet.hub.auth.principal import Principal, Sites
 from hark_fleet.hub.clock import utcnow
-from hark_fleet.hub.db.models import ApiKey, Group, Site, User, UserGroup, database_proxy
+from hark_fleet.hub.db.models import ApiKey, Group, Site, SiteApprovedUser, User, UserGroup, database_proxy
 from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import query
@@ -88,11 +89,42 @@ def _is_self(caller: Principal, user: User) -> bool:
     return (caller.user_id or (caller.id if caller.kind == "user" else None)) == user.id
 
 
-def get_user(user_id: str) -> User:
+def get_user(user_id: str, admin_of: Sites = None) -> User:
+    """A user; for a site admin (`admin_of`: the sites where it holds auth:manage) only one of its sites' users, else 404."""
     user = User.get_or_none(User.id == user_id)
-    if user is None:
+    if user is None or (admin_of is not None and not within_sites(user.sites, [g.sites for g in user_groups(user.id)], admin_of)):
         raise NotFound(f"No user {user_id}.")
     return user
+
+
+def within_sites(sites: list[str] | None, group_sites: Iterable[list[str] | None], admin_of: frozenset[str]) -> bool:
+    """Whether every grant (the user's own sites and each group's) lies within `admin_of` (None: every site, never within)."""
+    return all(s is not None and set(s) <= admin_of for s in (sites, *group_sites))
+
+
+def manageable_user_ids(admin_of: frozenset[str]) -> list[str]:
+    """The users a site admin of `admin_of` manages: those whose every grant lies within those sites."""
+    group_sites = {g.id: g.sites for g in Group.select(Group.id, Group.sites)}
+    memberships: dict[str, list[list[str] | None]] = {}
+    for row in UserGroup.select():
+        memberships.setdefault(row.user_id, []).append(group_sites.get(row.group_id))
+    users = User.select(User.id, User.sites)
+    return [u.id for u in users if within_sites(u.sites, memberships.get(u.id, []), admin_of)]
+
+
+def check_within(admin_of: Sites, sites: list[str] | None, groups: list[str]) -> None:
+    """A site admin gives access only within its sites: the user's sites and each group's must be among them (400)."""
+    if admin_of is None:
+        return
+    allowed = ", ".join(sorted(admin_of)) or "none"
+    if sites is None or not set(sites) <= admin_of:
+        raise InvalidRequest("Choose among your sites.", fields={"sites": f"name only sites you administer ({allowed})"})
+    outside = [g.name for g in _groups(groups) if g.sites is None or not set(g.sites) <= admin_of]
+    if outside:
+        raise InvalidRequest(
+            "Those groups reach beyond your sites.",
+            fields={"groups": f"reach sites you do not administer: {', '.join(outside[:5])}"},
+        )
 
 
 def create_user(
@@ -104,7 +136,9 @@ def create_user(
     sites: list[str] | None,
     groups: list[str],
     display_name: str | None,
+    admin_of: Sites = None,
 ) -> dict[str, Any]:
+    """A new user; a site admin (`admin_of`: its sites) may only make users whose every grant lies within its sites."""
     problems: dict[str, str] = {}
     if not USERNAME.fullmatch(username):
         problems["username"] = "1-150 characters: letters, digits and _ . @ + -, starting with a letter or digit"
@@ -117,6 +151,7 @@ def create_user(
     if User.select().where(User.username == username).exists():
         raise Conflict(f"A user named {username} exists.")
     refuse_not_held(actor, caller, "user.create", None, [((), access_grants(roles, sites, _groups(groups)))])
+    check_within(admin_of, sites, groups)  # also what grants nothing yet: a site admin's users stay in its sites
     now = utcnow()
     with database_proxy.atomic():
         user = User.create(
@@ -158,8 +193,8 @@ def user_actions(user: User, caller: Principal) -> dict[str, dict[str, Any]]:
     }
 
 
-def user_detail(user_id: str, caller: Principal) -> dict[str, Any]:
-    user = get_user(user_id)
+def user_detail(user_id: str, caller: Principal, admin_of: Sites = None) -> dict[str, Any]:
+    user = get_user(user_id, admin_of)
     principal = principal_for_user(user)
     return {
         **user_to_api(user),
@@ -176,9 +211,13 @@ def update_access(
     sites: Any,
     groups: list[str] | None,
     set_sites: bool,
+    admin_of: Sites = None,
 ) -> dict[str, Any]:
-    """Replace each of roles, sites (None: every site) and groups given; keep those left out (None, not set)."""
-    user = get_user(user_id)
+    """Replace each of roles, sites (None: every site) and groups given; keep those left out (None, not set).
+
+    A site admin (`admin_of`) changes only its sites' users, and only to grants within its sites.
+    """
+    user = get_user(user_id, admin_of)
     before = user_to_api(user)
     new_roles = check_roles(roles) if roles is not None else None
     new_sites = check_sites(sites) if set_sites else None
@@ -189,6 +228,11 @@ def update_access(
         _groups(new_groups) if new_groups is not None else user_groups(user.id),
     )
     refuse_not_held(actor, caller, "user.access.update", ("user", user.id), [(user_grants(user), granted)])
+    check_within(
+        admin_of,
+        new_sites if set_sites else user.sites,
+        new_groups if new_groups is not None else [g.id for g in user_groups(user.id)],
+    )
 
     def change() -> dict[str, Any]:
         fields: dict[str, Any] = {"updated_at": utcnow()}
@@ -208,8 +252,8 @@ def update_access(
     return keeping_an_admin(change)
 
 
-def reset_password(actor: Actor, user_id: str, password: str) -> dict[str, Any]:
-    user = get_user(user_id)
+def reset_password(actor: Actor, user_id: str, password: str, admin_of: Sites = None) -> dict[str, Any]:
+    user = get_user(user_id, admin_of)
     if user.oidc_subject is not None:
         raise Conflict("This user signs in through single sign-on and has no password here.", code="sso_user")
     problem = password_problem(password)
@@ -227,10 +271,10 @@ def reset_password(actor: Actor, user_id: str, password: str) -> dict[str, Any]:
     return user_to_api(get_user(user.id))
 
 
-def set_status(actor: Actor, caller: Principal, user_id: str, status: str) -> dict[str, Any]:
+def set_status(actor: Actor, caller: Principal, user_id: str, status: str, admin_of: Sites = None) -> dict[str, Any]:
     if status not in ("active", "disabled"):
         raise InvalidRequest("Unknown status.", fields={"status": "must be active or disabled"})
-    user = get_user(user_id)
+    user = get_user(user_id, admin_of)
     if _is_self(caller, user) and status == "disabled":
         raise Conflict("You cannot disable yourself.")
     before = user_to_api(user)
@@ -247,14 +291,15 @@ def set_status(actor: Actor, caller: Principal, user_id: str, status: str) -> di
     return keeping_an_admin(change)
 
 
-def delete_user(actor: Actor, caller: Principal, user_id: str) -> None:
-    user = get_user(user_id)
+def delete_user(actor: Actor, caller: Principal, user_id: str, admin_of: Sites = None) -> None:
+    user = get_user(user_id, admin_of)
     if _is_self(caller, user):
         raise Conflict("You cannot delete yourself.")
     before = user_to_api(user)
 
     def change() -> None:
         UserGroup.delete().where(UserGroup.user_id == user.id).execute()
+        SiteApprovedUser.delete().where(SiteApprovedUser.user_id == user.id).execute()
         # Its keys, and every key it made (created_by is the user at the root of a chain of keys).
         made = (ApiKey.user_id == user.id) | (ApiKey.created_by == user.id)
         keys = [k.id for k in ApiKey.select(ApiKey.id).where(made, ApiKey.revoked_at.is_null())]
