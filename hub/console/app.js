@@ -15,6 +15,7 @@ const VIEWS = {
   recordings: () => import("./js/recordings.js"),
   audit: () => import("./js/audit.js"),
   admin: () => import("./js/admin.js"),
+  sites: () => import("./js/sites.js"),
   plans: () => import("./js/plans.js"),
   watchdog: () => import("./js/watchdog.js"),
 };
@@ -23,13 +24,14 @@ const ROUTES = [
   [/^\/nodes\/([^/]+)$/, "node:read", "node", "renderNode", "Node"],
   [/^\/health$/, "health:read", "health", "renderHealth", "Health"],
   [/^\/discovered$/, "node:manage", "discovered", "renderDiscovered", "New boxes"],
-  [/^\/recordings$/, "recording:read", "recordings", "renderRecordings", "Recordings"],
-  [/^\/recordings\/([^/]+)$/, "recording:read", "recordings", "renderRecording", "Recording"],
+  [/^\/recordings$/, "recording:read_own", "recordings", "renderRecordings", "Recordings"],
+  [/^\/recordings\/([^/]+)$/, "recording:read_own", "recordings", "renderRecording", "Recording"],
   [/^\/audit$/, "audit:read", "audit", "renderAudit", "Audit"],
   [/^\/plans$/, "settings:read", "plans", "renderPlans", "Channel-map plans"],
   [/^\/plans\/([^/]+)$/, "settings:read", "plans", "renderPlan", "Channel-map plan"],
   [/^\/watchdog$/, "settings:read", "watchdog", "renderWatchdog", "Watchdog policies"],
   [/^\/watchdog\/([^/]+)$/, "settings:read", "watchdog", "renderWatchdogPolicy", "Watchdog policy"],
+  [/^\/sites$/, "site:read", "sites", "renderSites", "Sites"],
   [/^\/users$/, "auth:manage", "admin", "renderUsers", "Users"],
   [/^\/keys$/, null, "admin", "renderKeys", "API keys"],
   [/^\/me$/, null, "admin", "renderMe", "Me"],
@@ -47,7 +49,7 @@ let cleanup = null;
 let routing = 0; // the latest route() call: a slower module load for an older one is dropped
 
 function home() {
-  return can("node:read") ? "/fleet" : can("recording:read") ? "/recordings" : "/me";
+  return can("node:read") ? "/fleet" : can("recording:read_own") ? "/recordings" : "/me";
 }
 
 async function route() {

@@ -46,6 +46,7 @@ PAGES: dict[str, tuple[str | None, bool]] = {
     "plans": ("/#/plans", True),
     "watchdog": ("/#/watchdog", True),
     "watchdog-policy": ("/#/watchdog/default", True),
+    "sites": ("/#/sites", True),
     "users": ("/#/users", True),
     "keys": ("/#/keys", True),
     "me": ("/#/me", True),
