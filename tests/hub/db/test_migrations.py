@@ -91,3 +91,51 @@ def test_audit_events_get_the_site_of_their_target_backfilled(tmp_path: Path, da
     with db.connection_context():
         found = dict(db.execute_sql('SELECT id, site FROM "audit_event" ORDER BY id').fetchall())
     assert found == {"aud_1": "north", "aud_2": "south", "aud_3": None, "aud_4": None}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_every_stored_site_string_becomes_a_site_and_recordings_know_who_started_them(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    """0013: sites named by nodes, grants, recordings and events become rows (UTC, public); created_by_id from created_by."""
+    from hark_fleet.hub.clock import utcnow
+    from hark_fleet.hub.db.models import ApiKey, Group, HealthEvent, Node, Recording, User, database_proxy
+
+    db = open_database(database_url, tmp_path / "data")
+    migrate(db, "0012_history")
+    previous = database_proxy.obj
+    database_proxy.initialize(db)
+    try:
+        with db.connection_context():
+            now = utcnow()
+            Node.insert(id="nod_1", name="box", site="north", created_at=now, updated_at=now).execute()
+            User.insert(id="usr_1", username="ann", password_hash="x", roles=["viewer"], sites=["south", "east"]).execute()
+            User.insert(id="usr_2", username="bob", password_hash="x", roles=["admin"], sites=None).execute()
+            Group.insert(id="grp_1", name="crew", roles=["viewer"], sites=["west"]).execute()
+            ApiKey.insert(
+                id="key_1",
+                name="k",
+                kind="user",
+                user_id="usr_1",
+                scopes=["node:read"],
+                sites=["north"],
+                key_prefix="hkk_x",
+                secret_hash="0" * 64,
+            ).execute()
+            take = {"node_id": "nod_1", "status": "completed", "format": "wav", "sample_rate": 48000, "bit_depth": 24}
+            Recording.insert(id="rec_1", site="hall", name="a", created_by={"type": "user", "id": "usr_1"}, **take).execute()
+            Recording.insert(id="rec_2", site="north", name="b", created_by={"type": "key", "id": "key_1"}, **take).execute()
+            Recording.insert(id="rec_3", site=None, name="c", created_by={"type": "system", "id": None}, **take).execute()
+            HealthEvent.insert(
+                id="hev_1", node_id=None, site="yard", kind="x", severity="warning", state="open", first_seen=now, last_seen=now
+            ).execute()
+    finally:
+        database_proxy.initialize(previous)
+    assert migrate(db) == [name for name in ALL if name > "0012_history"]
+    with db.connection_context():
+        sites = db.execute_sql('SELECT id, name, time_zone, visibility, version FROM "site" ORDER BY id').fetchall()
+        owners = dict(db.execute_sql('SELECT id, created_by_id FROM "recording"').fetchall())
+    assert [tuple(row) for row in sites] == [
+        (s, s, "UTC", "public", 1) for s in ("east", "hall", "north", "south", "west", "yard")
+    ]
+    assert owners == {"rec_1": "usr_1", "rec_2": "usr_1", "rec_3": None}  # a user key's recording is its user's
