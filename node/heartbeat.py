@@ -102,7 +102,7 @@ class HeartbeatWorker:
         system = reading.system
         load, power = reading.load, reading.power
         hours_left, bytes_per_s = self.disk_hours(system.disk) if self.disk_hours is not None else (None, None)
-        applied = {k: v for k, v in self.applied.items()} or None
+        applied = dict(self.applied) or None
 
         def build(msg_id: str) -> bytes:
             return msgspec.json.encode(
