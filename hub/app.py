@@ -154,7 +154,7 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/settings/recording-profiles/export", recording_profiles.ProfileExportHandler),
     (f"{V1}/settings/recording-profiles/{{id}}", recording_profiles.ProfileHandler),
     (f"{V1}/settings/recording-profiles/{{id}}/actions", recording_profiles.ProfileActionsHandler),
-    # sites (issue 18, sites)
+    # sites
     (f"{V1}/sites", sites.SitesHandler),
     (f"{V1}/sites/facets", sites.SiteFacetsHandler),
     (f"{V1}/sites/export", sites.SiteExportHandler),
@@ -163,7 +163,7 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/sites/{{id}}/delete-preview", sites.SiteDeletePreviewHandler),
     (f"{V1}/sites/{{id}}/approved-users", sites.SiteApprovedUsersHandler),
     (f"{V1}/sites/{{id}}/approved-users/{{iid}}", sites.SiteApprovedUserHandler),
-    # watchdog policies (issue 18, watchdog)
+    # watchdog policies
     (f"{V1}/settings/watchdog-policies", watchdog_policies.PoliciesHandler),
     (f"{V1}/settings/watchdog-policies/facets", watchdog_policies.PolicyFacetsHandler),
     (f"{V1}/settings/watchdog-policies/export", watchdog_policies.PolicyExportHandler),
@@ -172,7 +172,7 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/settings/watchdog-policies/{{id}}/calibrate", watchdog_policies.CalibrateHandler),
     (f"{V1}/settings/watchdog-policies/{{id}}/calibrations", watchdog_policies.CalibrationsHandler),
     (f"{V1}/settings/watchdog-policies/{{id}}/calibrations/{{iid}}", watchdog_policies.CalibrationHandler),
-    # channel-map plans (issue 18, plans)
+    # channel-map plans
     (f"{V1}/settings/channel-map-plans", channel_map_plans.PlansHandler),
     (f"{V1}/settings/channel-map-plans/facets", channel_map_plans.PlanFacetsHandler),
     (f"{V1}/settings/channel-map-plans/export", channel_map_plans.PlanExportHandler),
@@ -182,7 +182,7 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/settings/channel-map-plans/{{id}}/apply", channel_map_plans.PlanApplyHandler),
     (f"{V1}/settings/channel-map-plans/{{id}}/rollback", channel_map_plans.PlanRollbackHandler),
     (f"{V1}/settings/channel-map-plans/{{id}}/cancel", channel_map_plans.PlanCancelHandler),
-    # fleet status and load (issue 18, status)
+    # fleet status and load
     (f"{V1}/status", status.StatusHandler),
     ("/api/load", status.LoadHandler),  # public, for a load balancer
     # agent routes (a node's own credential)

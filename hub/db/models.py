@@ -421,7 +421,7 @@ class MetricMinute(BaseModel):
         primary_key = peewee.CompositeKey("node_id", "minute")
 
 
-# -- sites (issue 18, sites) --
+# -- sites --
 
 
 class Site(BaseModel):
@@ -453,7 +453,7 @@ class SiteApprovedUser(BaseModel):
         primary_key = peewee.CompositeKey("site_id", "user_id")
 
 
-# -- watchdog policies (issue 18, watchdog) --
+# -- watchdog policies --
 
 
 class WatchdogPolicy(BaseModel):
@@ -526,7 +526,8 @@ class HealthEventStep(BaseModel):
     class Meta:
         table_name = "health_event_step"
 
-# -- channel-map plans (issue 18, plans) --
+
+# -- channel-map plans --
 
 
 class ChannelMapPlan(BaseModel):

@@ -24,6 +24,7 @@ OPEN_STATES = ("open", "acknowledged")  # as on the fleet page: suppressed event
 RECENT = timedelta(hours=24)
 HOURS_LEFT_WARNING = 24.0  # the built-in watchdog default: a node under this many hours of disk is worth a look
 HOURS_LEFT_CRITICAL = 2.0
+LISTED_NODES = 20  # the status lists the nodes with the fewest hours left; counts cover them all
 MIN_MEASURED_S = 2.0  # a job's own byte rate is trusted once it has captured this long; before, the format's rate
 
 
@@ -152,7 +153,7 @@ def node_storage(scope: SiteScope) -> dict[str, Any]:
         "warning_hours": HOURS_LEFT_WARNING,
         "critical_hours": HOURS_LEFT_CRITICAL,
         "lowest_hours_left": min(known) if known else None,
-        "nodes": nodes,
+        "nodes": nodes[:LISTED_NODES],
     }
 
 

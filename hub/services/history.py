@@ -59,7 +59,7 @@ def _unix(moment: datetime) -> float:
 
 
 def _iso(unix_s: float) -> str:
-    return datetime.fromtimestamp(unix_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")  # year 27 is 0027
 
 
 # -- windows and buckets --------------------------------------------------------------------

@@ -127,7 +127,7 @@ def test_a_new_box_on_the_network_is_listed_claimed_from_its_form_and_becomes_a_
     with console_fleet.hub.admin() as admin:
         assert admin.get(f"/api/v1/nodes/{node['id']}").status_code == 404
         forced = admin.get("/api/v1/audit-events", params={"action": "node.delete", "target_id": node["id"]}).json()["data"]
-    assert forced and forced[0]["after"] == {"forced": True}, forced
+    assert forced and forced[0]["after"]["forced"] is True, forced
 
 
 def test_a_box_enrolled_by_hand_shows_its_credential_once(console_fleet: ConsoleFleet, page: Page) -> None:
