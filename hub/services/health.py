@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from hark_fleet.hub.clock import iso
-from hark_fleet.hub.db.models import HealthEvent, Node
+from hark_fleet.hub.db.models import HealthEvent, HealthEventStep, Node
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services.listing import Filter, ListSpec, one_of
 
@@ -159,3 +159,17 @@ def apply_action(event: HealthEvent, action: str, who: str, at: datetime, until:
         }
     HealthEvent.update(**fields).where(HealthEvent.id == event.id).execute()
     return event_to_api(HealthEvent.get_by_id(event.id))
+
+
+def step_to_api(step: HealthEventStep) -> dict[str, Any]:
+    """One step on an event's timeline (a remediation the node ran or skipped)."""
+    return {
+        "at": iso(step.at),
+        "type": step.type,
+        "detector": step.detector,
+        "step": step.step,
+        "action": step.action,
+        "outcome": step.outcome,
+        "reason": step.reason,
+        "output": step.output,
+    }

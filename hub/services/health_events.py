@@ -11,7 +11,15 @@ from hark_fleet.hub.db.models import AuditEvent, HealthEvent, HealthEventStep, N
 from hark_fleet.hub.errors import Conflict, InvalidRequest
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services.audit import SYSTEM, Actor, record
-from hark_fleet.hub.services.health import ACTIONS, SEVERITIES, apply_action, event_actions, event_to_api, report_hub_condition
+from hark_fleet.hub.services.health import (
+    ACTIONS,
+    SEVERITIES,
+    apply_action,
+    event_actions,
+    event_to_api,
+    report_hub_condition,
+    step_to_api,
+)
 from hark_fleet.hub.services.listing import get_scoped
 from hark_fleet.hub.services.telemetry import FleetEvent, refresh_node_status
 
@@ -70,19 +78,8 @@ def timeline(event: HealthEvent) -> list[dict[str, Any]]:
         opened["at"] = iso(event.first_seen)
     steps = HealthEventStep.select().where(HealthEventStep.event_id == event.id).order_by(HealthEventStep.at, HealthEventStep.id)
     for step in steps.limit(MAX_TIMELINE):
-        entries.append(
-            {
-                "at": iso(step.at),
-                "type": step.type,
-                "actor": {"type": "node", "id": step.node_id, "name": None} if step.node_id else None,
-                "detector": step.detector,
-                "step": step.step,
-                "action": step.action,
-                "outcome": step.outcome,
-                "reason": step.reason,
-                "output": step.output,
-            }
-        )
+        actor = {"type": "node", "id": step.node_id, "name": None} if step.node_id else None
+        entries.append({**step_to_api(step), "actor": actor})
     entries.sort(key=lambda e: (e["at"] or "", e["type"] != "opened"))
     return entries
 

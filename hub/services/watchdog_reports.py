@@ -8,15 +8,14 @@ fleet event naming them; the ingest sends those nodes `cmd/config` after the com
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from hark_fleet.hub.clock import iso, parse_iso
+from hark_fleet.hub.clock import parse_iso
 from hark_fleet.hub.db.models import HealthEvent, HealthEventStep, Node, WatchdogApplied
 from hark_fleet.hub.events import FleetEvent
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import channel_map_plans, watchdog_calibrations
 from hark_fleet.hub.services.audit import Actor, record
-from hark_fleet.hub.services.health import UNRESOLVED
+from hark_fleet.hub.services.health import UNRESOLVED, step_to_api
 from hark_fleet.protocol.watchdog import CalibrationResult, ConfigApplied, RemediationReport
 
 CONFIG_CHANGED = "watchdog.config_changed"  # data: {"node_ids": [...]}: send them `cmd/config`
@@ -25,19 +24,6 @@ MAX_OUTPUT = 4000
 
 def _node_actor(node: Node) -> Actor:
     return Actor("node", node.id, getattr(node, "name", None))
-
-
-def step_to_api(step: HealthEventStep) -> dict[str, Any]:
-    return {
-        "at": iso(step.at),
-        "type": step.type,
-        "detector": step.detector,
-        "step": step.step,
-        "action": step.action,
-        "outcome": step.outcome,
-        "reason": step.reason,
-        "output": step.output,
-    }
 
 
 def _event_for(node: Node, kind: str) -> HealthEvent | None:

@@ -443,7 +443,11 @@ export function renderNode(view, nodeId) {
     closers.push(() => { clearTimeout(historyTimer); history.destroy(); });
     fill(historySlot, history.el);
     renderRangePicker();
-    const events = follow("/api/v1/events/stream", Object.fromEntries(EVENT_TYPES.map((t) => [t, addEvent])));
+    // Each time the stream is (re)connected, read the node again: a change between the first read and
+    // the subscription (or during a reconnect) would otherwise wait for the next poll.
+    const events = follow("/api/v1/events/stream", Object.fromEntries(EVENT_TYPES.map((t) => [t, addEvent])), {
+      onState: (state) => { if (state === "live") loadNode(); },
+    });
     closers.push(() => events.close());
     loadJobs();
     loadHealth();
