@@ -20,7 +20,7 @@ from hark_fleet.hub.clock import iso, utcnow
 from hark_fleet.hub.db.models import ApiKey, Group, Node, Site, SiteApprovedUser, User, database_proxy
 from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
 from hark_fleet.hub.services.audit import Actor, record
-from hark_fleet.hub.services.grants import user_grants
+from hark_fleet.hub.services.grants import site_managers
 from hark_fleet.hub.services.listing import Filter, ListSpec, get_scoped, one_of
 from hark_fleet.hub.services.users import SITE
 
@@ -147,13 +147,7 @@ def get_site(site_id: str, scope: SiteScope) -> Site:
 
 def site_admins(site_id: str) -> list[dict[str, Any]]:
     """Enabled users holding auth:manage limited to sites that include this one (full admins are not listed)."""
-    admins = []
-    for user in User.select().where(User.disabled == False).order_by(User.username):  # noqa: E712 - SQL comparison
-        for grant in user_grants(user):
-            if "auth:manage" in grant.permissions and grant.sites is not None and site_id in grant.sites:
-                admins.append({"id": user.id, "username": user.username, "display_name": user.display_name})
-                break
-    return admins
+    return [{"id": u.id, "username": u.username, "display_name": u.display_name} for u in site_managers(site_id)]
 
 
 def approved_users(site_id: str) -> list[dict[str, Any]]:

@@ -208,3 +208,22 @@ def test_a_recordist_sees_only_the_recordings_it_started(hub: HubProcess) -> Non
     with hub.admin() as admin:
         recording = admin.get(f"/api/v1/recordings/{mine}").json()["data"]
         assert recording["created_by"]["id"] == first["id"]
+
+
+def test_a_sites_admins_are_the_users_managing_it_directly_or_through_a_group_and_never_full_admins(hub: HubProcess) -> None:
+    north, south = new_site(hub), new_site(hub)
+    direct = new_user(hub, ["admin"], [north])
+    with hub.admin() as admin:
+        group = admin.post("/api/v1/auth/groups", json={"name": unique("north-admins"), "roles": ["admin"], "sites": [north]})
+        assert group.status_code == 201, group.text
+    through_group = new_user(hub, [], [north], [group.json()["data"]["id"]])
+    new_user(hub, ["admin"], [south])  # another site's admin
+    new_user(hub, ["operator"], [north])  # on the site, but not managing it
+    new_user(hub, ["admin"], None)  # a full admin manages every site and is not listed
+    with hub.admin() as admin:
+        listed = admin.get(f"/api/v1/sites/{north}").json()["data"]["admins"]
+        disabled = admin.patch(f"{USERS}/{direct['id']}/status", json={"status": "disabled"})
+        assert disabled.status_code == 200, disabled.text
+        after = admin.get(f"/api/v1/sites/{north}").json()["data"]["admins"]
+    assert {a["id"] for a in listed} == {direct["id"], through_group["id"]}
+    assert [a["id"] for a in after] == [through_group["id"]]  # a disabled user manages nothing
