@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from hark_fleet.hub.api.base import AUTHENTICATED, PUBLIC
+from hark_fleet.hub.api.hub_wide import HubWide
 from hark_fleet.hub.app import ROUTES
-from hark_fleet.hub.auth.permissions import ALL_PERMISSIONS, BUILTIN_ROLES, with_implied
+from hark_fleet.hub.auth.permissions import ALL_PERMISSIONS, BUILTIN_ROLES, USER_PERMISSIONS, with_implied
 
 from tests.harness import HubProcess
 
@@ -23,6 +24,15 @@ KEY_SCOPES = ["node:read", "audit:read", "recording:read"]
 NODE_IDS: dict[str, str] = {}  # a node credential calls routes about itself
 DECLARED = set(ALL_PERMISSIONS) | {PUBLIC, AUTHENTICATED}
 CASES = [(path, method, permission) for path, handler in ROUTES for method, permission in handler.permissions.items()]
+SITE_ADMIN = "site-admin"  # admin on north only: every permission, limited to one site
+# What a site-limited grant may not do whatever it holds: change what every site shares (users' groups, roles, profiles...).
+HUB_WIDE = {
+    (path, method)
+    for path, handler in ROUTES
+    if issubclass(handler, HubWide)
+    for method in handler.permissions
+    if method in handler.hub_wide_methods
+}
 
 
 def test_every_route_declares_a_known_permission_for_each_method() -> None:
@@ -51,6 +61,10 @@ def callers(hub: HubProcess) -> Iterator[dict[str, tuple[str, frozenset[str]]]]:
             "/api/v1/auth/keys", json={"name": "matrix", "kind": "service", "scopes": KEY_SCOPES, "sites": ["north"]}
         )
         tokens["scoped-key"] = (key.json()["data"]["secret"], with_implied(frozenset(KEY_SCOPES)))
+        username = f"matrix-site-admin-{uuid.uuid4().hex[:6]}"
+        body = {"username": username, "password": PASSWORD, "roles": ["admin"], "sites": ["north"]}
+        assert admin.post("/api/v1/auth/users", json=body).status_code == 201
+    tokens[SITE_ADMIN] = (hub.login(username, PASSWORD), with_implied(frozenset(USER_PERMISSIONS)))
     yield tokens
 
 
@@ -92,7 +106,10 @@ def test_allowed_exactly_when_the_caller_holds_the_permission(
         return
     for name, (token, granted) in callers.items():
         response = request(hub, method, path, token, NODE_IDS.get(token, "matrix-x"))
-        if permission in granted:
+        if name == SITE_ADMIN and (path, method) in HUB_WIDE:
+            assert response.status_code == 403, f"a site admin allowed {method.upper()} {path}, which every site shares"
+            assert "on every site" in response.json()["error"]["message"], response.text
+        elif permission in granted:
             assert response.status_code not in (401, 403), f"{name} refused {method.upper()} {path}: {response.text}"
         else:
             assert response.status_code == 403, f"{name} allowed {method.upper()} {path} without {permission}"
