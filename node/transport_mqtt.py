@@ -33,6 +33,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 log = logging.getLogger(__name__)
 
 
+def _written_by_network_thread(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """paho's "register for writing" hook: nothing to do, the network thread's loop() writes what is queued."""
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerAddress:
     """Where the broker is; the node logs in with its own identity, never with URL credentials."""
@@ -192,6 +196,11 @@ class MqttTransport:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        # Only the network thread writes: without this paho's publish() writes from the caller's thread
+        # when the client runs no loop_start() thread, and two threads sending at once reorder QoS 1
+        # messages (the outbox's health open/resolved pairs must reach the hub in order). With it,
+        # publish() queues the packet and wakes the network thread's select, which sends it.
+        client.on_socket_register_write = _written_by_network_thread
         return client
 
     def _run(self) -> None:
