@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.harness import HubProcess
+from tests.hub.api.sites import sites_exist
 
 EVENTS = "/api/v1/audit-events"
 USERS = "/api/v1/auth/users"
@@ -33,11 +34,7 @@ EVENT_FIELDS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _sites_exist(hub: HubProcess) -> None:
-    """The sites this module's nodes and grants name (a node's or grant's site must exist)."""
-    for site in ("north", "south", "east"):
-        hub.ensure_site(site)
+_sites_exist = sites_exist("north", "south", "east")
 
 
 def unique(prefix: str = "aud") -> str:

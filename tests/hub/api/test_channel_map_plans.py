@@ -13,10 +13,10 @@ from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.harness import HubProcess, wait_for
+from tests.hub.api.sites import sites_exist
 
 PLANS = "/api/v1/settings/channel-map-plans"
 TEMPLATES = "/api/v1/settings/channel-map-templates"
@@ -24,10 +24,7 @@ ASSIGNMENTS = "/api/v1/settings/channel-map-assignments"
 PASSWORD = "channel-map-plan-password"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _sites_exist(hub: HubProcess) -> None:
-    for site in ("north", "south"):
-        hub.ensure_site(site)
+_sites_exist = sites_exist("north", "south")
 
 
 def unique(prefix: str) -> str:

@@ -16,17 +16,14 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.harness import HubProcess, wait_for
+from tests.hub.api.sites import sites_exist
 
 TEMPLATES = "/api/v1/settings/channel-map-templates"
 ASSIGNMENTS = "/api/v1/settings/channel-map-assignments"
 PASSWORD = "channel-map-test-password"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _sites_exist(hub: HubProcess) -> None:
-    """The sites this module's nodes and grants name (a node's or grant's site must exist)."""
-    for site in ("north", "south"):
-        hub.ensure_site(site)
+_sites_exist = sites_exist("north", "south")
 
 
 def unique(prefix: str) -> str:

@@ -14,15 +14,12 @@ from hark_fleet.hub.ids import new_id
 
 from tests.conftest import hub_database
 from tests.harness import HubProcess
+from tests.hub.api.sites import sites_exist
 
 PASSWORD = "keys-test-password-1"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _sites_exist(hub: HubProcess) -> None:
-    """The sites this module's nodes and grants name (a node's or grant's site must exist)."""
-    for site in ("north", "south"):
-        hub.ensure_site(site)
+_sites_exist = sites_exist("north", "south")
 
 
 def make_user(hub: HubProcess, roles: list[str], sites: list[str] | None = None) -> str:

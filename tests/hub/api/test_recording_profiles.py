@@ -12,16 +12,13 @@ from typing import Any
 import pytest
 
 from tests.harness import HubProcess
+from tests.hub.api.sites import sites_exist
 
 PROFILES = "/api/v1/settings/recording-profiles"
 PASSWORD = "profile-test-password"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _sites_exist(hub: HubProcess) -> None:
-    """The sites this module's nodes and grants name (a node's or grant's site must exist)."""
-    for site in ("north",):
-        hub.ensure_site(site)
+_sites_exist = sites_exist("north")
 
 
 def unique(prefix: str) -> str:

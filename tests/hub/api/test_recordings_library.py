@@ -16,6 +16,7 @@ import soundfile
 from hark_fleet.hub.clock import iso, utcnow
 
 from tests.harness import HubProcess
+from tests.hub.api.sites import sites_exist
 from tests.hub.api.test_recording_upload import (
     LEVEL,
     audit_of,
@@ -30,11 +31,7 @@ PASSWORD = "library-test-password"
 RECORDINGS = "/api/v1/recordings"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _sites_exist(hub: HubProcess) -> None:
-    """The sites this module's nodes and grants name (a node's or grant's site must exist)."""
-    for site in ("north", "south", "west"):
-        hub.ensure_site(site)
+_sites_exist = sites_exist("north", "south", "west")
 
 
 def user_token(hub: HubProcess, roles: list[str], sites: list[str] | None = None) -> str:

@@ -12,15 +12,12 @@ from hark_fleet.hub.ids import new_id
 
 from tests.conftest import hub_database
 from tests.harness import HubProcess
+from tests.hub.api.sites import sites_exist
 
 PASSWORD = "scope-test-password-1"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _sites_exist(hub: HubProcess) -> None:
-    """The sites this module's nodes and grants name (a node's or grant's site must exist)."""
-    for site in ("north", "south", "east"):
-        hub.ensure_site(site)
+_sites_exist = sites_exist("north", "south", "east")
 
 
 @pytest.fixture(scope="module")

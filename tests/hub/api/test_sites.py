@@ -12,16 +12,13 @@ from typing import Any
 import pytest
 
 from tests.harness import HubProcess
+from tests.hub.api.sites import sites_exist
 
 SITES = "/api/v1/sites"
 PASSWORD = "sites-test-password"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _sites_exist(hub: HubProcess) -> None:
-    """Sites the tests name besides the ones they make."""
-    for site in ("north", "south"):
-        hub.ensure_site(site)
+_sites_exist = sites_exist("north", "south")
 
 
 def unique(prefix: str = "site") -> str:

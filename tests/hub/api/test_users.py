@@ -15,6 +15,7 @@ from hark_fleet.hub.db.models import User
 
 from tests.conftest import hub_database
 from tests.harness import ADMIN_PASSWORD, HubProcess, wait_for
+from tests.hub.api.sites import sites_exist
 
 USERS = "/api/v1/auth/users"
 PASSWORD = "plain-Lantern-47-river"
@@ -45,11 +46,7 @@ USER_FIELDS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _sites_exist(hub: HubProcess) -> None:
-    """The sites this module's nodes and grants name (a node's or grant's site must exist)."""
-    for site in ("north", "south", "east", "west"):
-        hub.ensure_site(site)
+_sites_exist = sites_exist("north", "south", "east", "west")
 
 
 def unique(prefix: str = "u") -> str:

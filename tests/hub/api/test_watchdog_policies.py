@@ -14,17 +14,14 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.harness import HubProcess, wait_for
+from tests.hub.api.sites import sites_exist
 from tests.hub.api.test_fleet import close, mqtt_client
 
 POLICIES = "/api/v1/settings/watchdog-policies"
 PASSWORD = "watchdog-test-password"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _sites_exist(hub: HubProcess) -> None:
-    """The sites this module's nodes, grants and assignments name."""
-    for site in ("north", "south"):
-        hub.ensure_site(site)
+_sites_exist = sites_exist("north", "south")
 
 
 def unique(prefix: str) -> str:
