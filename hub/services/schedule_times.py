@@ -12,6 +12,7 @@ Occurrences returned are those whose start lies in [start_utc, end_utc) and insi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -278,6 +279,8 @@ def _rrule_problem(text: object) -> str | None:
         return "give an RFC 5545 RRULE such as FREQ=WEEKLY;BYDAY=MO,TU"
     if "DTSTART" in text.upper():
         return "leave DTSTART out: the start is start_local in time_zone"
+    if re.search(r"UNTIL=\d{8}T\d{6}Z", text.upper()):
+        return "write UNTIL as a local wall time without Z (for example UNTIL=20271231T235959): the rule runs in time_zone"
     try:
         rules = rrulestr(text, dtstart=datetime(2000, 1, 1), forceset=True)
         next(iter(rules), None)

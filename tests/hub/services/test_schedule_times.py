@@ -275,6 +275,14 @@ def test_validation_rejects_a_dtstart_in_the_rule_an_aware_start_and_a_reversed_
     assert set(problems) == {"start_local", "duration_s", "rrule", "valid_until"}
 
 
+def test_a_utc_until_is_refused_with_a_message_saying_the_rule_is_local():
+    problems = validate(ScheduleSpec("Europe/Berlin", datetime(2027, 1, 1, 6), HOUR, "FREQ=DAILY;UNTIL=20270110T000000Z"))
+    assert "local wall time without Z" in problems["rrule"]
+    local_until = ScheduleSpec("Europe/Berlin", datetime(2027, 1, 1, 6), HOUR, "FREQ=DAILY;UNTIL=20270103T060000")
+    assert validate(local_until) == {}
+    assert len(expand(local_until, utc(2027, 1, 1), utc(2027, 2, 1))) == 3
+
+
 def test_a_good_spec_has_no_problems():
     assert validate(ScheduleSpec("Australia/Lord_Howe", datetime(2027, 1, 1, 6), HOUR, "FREQ=WEEKLY;BYDAY=MO")) == {}
     assert validate(ScheduleSpec("Europe/Berlin", datetime(2027, 1, 1), HOUR, solar=SolarAnchor("sunrise", -30, *BERLIN))) == {}
