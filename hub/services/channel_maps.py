@@ -30,6 +30,7 @@ from hark_fleet.hub.services.listing import (
     get_scoped,
     site_in_scope,
 )
+from hark_fleet.hub.services.versioning import update_if_unchanged
 
 MANAGE = "settings:manage"
 MAX_CHANNELS = 64
@@ -302,16 +303,9 @@ def update_template(
     fields |= {"channels": channels, "programmes": programmes, "channel_count": len(channels)}
     if all(before[k] == v for k, v in fields.items()):
         return before, [], []  # nothing changes: no new version, nothing to tell the nodes
-    fields |= {"updated_at": utcnow(), "version": ChannelMapTemplate.version + 1}
     try:
         with database_proxy.atomic():
-            updated = (
-                ChannelMapTemplate.update(**fields)
-                .where(ChannelMapTemplate.id == template.id, ChannelMapTemplate.version == template.version)
-                .execute()
-            )
-            if not updated:
-                raise Conflict("The template changed meanwhile; read it again.")
+            update_if_unchanged(ChannelMapTemplate, template, fields, "template")
             after = template_to_api(get_template(template.id))
             record(
                 actor,

@@ -22,6 +22,7 @@ from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import query
 from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.listing import Filter, ListSpec, one_of
+from hark_fleet.hub.services.versioning import update_if_unchanged
 
 MANAGE = "settings:manage"
 DEFAULT_ID = "default"
@@ -274,16 +275,9 @@ def update_profile(actor: Actor, profile_id: str, changes: dict[str, Any]) -> di
         raise Conflict(f"A recording profile named {fields['name']} exists.")
     if all(before[k] == v for k, v in fields.items()):
         return before  # nothing changes: no new version
-    fields |= {"updated_at": utcnow(), "version": RecordingProfile.version + 1}
     try:
         with database_proxy.atomic():
-            updated = (
-                RecordingProfile.update(**fields)
-                .where(RecordingProfile.id == profile.id, RecordingProfile.version == profile.version)
-                .execute()
-            )
-            if not updated:
-                raise Conflict("The profile changed meanwhile; read it again.")
+            update_if_unchanged(RecordingProfile, profile, fields, "profile")
             after = profile_to_api(get_profile(profile.id))
             record(
                 actor,

@@ -23,6 +23,7 @@ from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.grants import site_managers
 from hark_fleet.hub.services.listing import Filter, ListSpec, get_scoped, one_of
 from hark_fleet.hub.services.users import SITE
+from hark_fleet.hub.services.versioning import update_if_unchanged
 
 READ = "site:read"
 MANAGE = "site:manage"
@@ -238,13 +239,7 @@ def update_site(actor: Actor, scope: SiteScope, site_id: str, changes: Mapping[s
     if all(before[k] == v for k, v in fields.items()):
         return before  # nothing changes: no new version
     with database_proxy.atomic():
-        updated = (
-            Site.update(**fields, updated_at=utcnow(), version=Site.version + 1)
-            .where(Site.id == site.id, Site.version == site.version)
-            .execute()
-        )
-        if not updated:
-            raise Conflict("The site changed meanwhile; read it again.")
+        update_if_unchanged(Site, site, fields, "site")
         after = site_to_api(Site.get_by_id(site.id))
         record(actor, "site.update", permission=MANAGE, target=("site", site.id), before=before, after=after)
     return after

@@ -29,6 +29,7 @@ from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import query
 from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.listing import Filter, ListSpec
+from hark_fleet.hub.services.versioning import update_if_unchanged
 from hark_fleet.hub.services.watchdog_resolve import DEFAULT_ID, PolicyIndex, changed_nodes, fleet_resolution
 from hark_fleet.protocol.watchdog import Detectors
 
@@ -466,19 +467,12 @@ def update_policy(actor: Actor, scope: SiteScope, policy_id: str, changes: dict[
         and WatchdogPolicy.select().where(WatchdogPolicy.name == fields["name"], WatchdogPolicy.id != policy.id).exists()
     ):
         raise Conflict(f"A watchdog policy named {fields['name']} exists.")
-    fields |= {"updated_at": utcnow(), "version": WatchdogPolicy.version + 1}
     try:
         with database_proxy.atomic():
             if "assignments" in fields:
                 _taken_targets(fields["assignments"], policy.id)
             resolved_before = fleet_resolution()
-            updated = (
-                WatchdogPolicy.update(**fields)
-                .where(WatchdogPolicy.id == policy.id, WatchdogPolicy.version == policy.version)
-                .execute()
-            )
-            if not updated:
-                raise Conflict("The watchdog policy changed meanwhile; read it again.")
+            update_if_unchanged(WatchdogPolicy, policy, fields, "watchdog policy")
             after = _snapshot(get_policy(policy.id))
             record(
                 actor,
