@@ -182,6 +182,7 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/settings/channel-map-plans/{{id}}/apply", channel_map_plans.PlanApplyHandler),
     (f"{V1}/settings/channel-map-plans/{{id}}/rollback", channel_map_plans.PlanRollbackHandler),
     (f"{V1}/settings/channel-map-plans/{{id}}/cancel", channel_map_plans.PlanCancelHandler),
+    # schedules (issue 19) -- routes go here
     # fleet status and load
     (f"{V1}/status", status.StatusHandler),
     ("/api/load", status.LoadHandler),  # public, for a load balancer
@@ -197,6 +198,7 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/recording-jobs/{{id}}/heartbeat", recording_jobs.JobHeartbeatHandler),
     (f"{V1}/recording-jobs/{{id}}/cancelled", recording_jobs.JobCancelledHandler),
     (f"{V1}/recording-jobs/{{id}}/failed", recording_jobs.JobFailedHandler),
+    # scheduled jobs (agent, issue 19) -- routes go here
     (f"{V1}/recordings/{{rid}}/cache-file", recording_upload.CacheFileHandler),
 )
 

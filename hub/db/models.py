@@ -337,6 +337,10 @@ class Recording(BaseModel):
     created_by = JSONField(default=dict)  # {type, id, name}
     created_by_id = peewee.CharField(max_length=40, null=True, index=True)  # the user (or service key) who started it
     updated_at = peewee.DateTimeField(default=utcnow)
+    schedule_id = peewee.CharField(max_length=40, null=True, index=True)  # made by a schedule's occurrence
+    occurrence_id = peewee.CharField(max_length=40, null=True, index=True)
+    scheduled_start_at = peewee.DateTimeField(null=True)  # the planned instant (UTC)
+    late_s = peewee.FloatField(null=True)  # started this long after the plan (the node was off or away at the start)
 
     class Meta:
         table_name = "recording"
@@ -360,9 +364,16 @@ class RecordingJob(BaseModel):
     error = peewee.TextField(null=True)
     created_at = peewee.DateTimeField(default=utcnow, index=True)
     updated_at = peewee.DateTimeField(default=utcnow)
+    # A scheduled job (issue 19): the node holds it ahead of time and starts it on its own clock at `start_at`.
+    schedule_id = peewee.CharField(max_length=40, null=True, index=True)
+    occurrence_id = peewee.CharField(max_length=40, null=True, index=True)
+    start_at = peewee.DateTimeField(null=True, index=True)  # UTC; None: an ad-hoc job, started when claimed
+    end_at = peewee.DateTimeField(null=True)
+    revision = peewee.IntegerField(default=0)  # bumped when an edit of its schedule changes the job before it starts
 
     class Meta:
         table_name = "recording_job"
+        indexes = ((("occurrence_id", "node_id"), True),)  # one job per node per occurrence: dispatch is idempotent
 
 
 class CommissioningReport(BaseModel):
@@ -573,3 +584,61 @@ class ChannelMapPlanNode(BaseModel):
     class Meta:
         table_name = "channel_map_plan_node"
         primary_key = peewee.CompositeKey("plan_id", "node_id")
+
+
+# -- schedules --
+
+
+class Schedule(BaseModel):
+    """Recordings on a timetable: a recurrence (or a solar anchor) in an IANA zone, for a node list or a selector."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    name = peewee.CharField(max_length=100)
+    description = peewee.TextField(default="")
+    enabled = peewee.BooleanField(default=True, index=True)
+    target = JSONField(default=dict)  # {"node_ids": [...]} or {"selector": {"site": str|None, "tags": [...]}}
+    site = peewee.CharField(max_length=100, null=True, index=True)  # the one site all its targets are in (scope), else None
+    time_zone = peewee.CharField(max_length=64)
+    start_local = peewee.CharField(max_length=19)  # local wall time "YYYY-MM-DDTHH:MM:SS" (DTSTART)
+    duration_s = peewee.IntegerField()
+    rrule = peewee.TextField(null=True)  # RFC 5545 RRULE body, e.g. "FREQ=WEEKLY;BYDAY=MO,TU"
+    exdates = JSONField(default=list)  # local wall times excluded
+    valid_from = peewee.DateTimeField(null=True)  # UTC
+    valid_until = peewee.DateTimeField(null=True)
+    solar = JSONField(null=True)  # {"event", "offset_minutes"}; coordinates from the site (or node)
+    profile_id = peewee.CharField(max_length=40)
+    channel_map_id = peewee.CharField(max_length=40, null=True)
+    metadata = JSONField(default=dict)  # copied onto each recording
+    tags = JSONField(default=list)
+    on_conflict = peewee.CharField(max_length=8, default="reject")  # reject | skip | allow
+    version = peewee.IntegerField(default=1)
+    created_by = JSONField(default=dict)
+    created_by_id = peewee.CharField(max_length=40, null=True, index=True)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "schedule"
+
+
+class ScheduleOccurrence(BaseModel):
+    """One occurrence that was dispatched, skipped or run now; unique per schedule and start instant."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    schedule_id = peewee.CharField(max_length=40, index=True)
+    site = peewee.CharField(max_length=100, null=True, index=True)
+    start_at = peewee.DateTimeField(index=True)  # UTC
+    end_at = peewee.DateTimeField()
+    local_start = peewee.CharField(max_length=40)  # ISO with offset, in the schedule's zone
+    # planned skipped dispatched recording completed missed failed withdrawn
+    state = peewee.CharField(max_length=16, index=True)
+    reason = peewee.TextField(null=True)
+    run_now = peewee.BooleanField(default=False)
+    skipped_by = JSONField(null=True)  # {type, id, name}
+    dispatched_at = peewee.DateTimeField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "schedule_occurrence"
+        indexes = ((("schedule_id", "start_at"), True),)  # exactly once per schedule + occurrence time
