@@ -194,6 +194,7 @@ class JobReady(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     job_id: str | None = None
     recording_id: str | None = None
     stop: bool = False
+    scheduled: bool = False  # the node's scheduled jobs changed (new, updated or withdrawn): sync them now
 
 
 class LifecycleCommand(msgspec.Struct, frozen=True):
