@@ -15,8 +15,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hark_fleet.hub import const
 from hark_fleet.hub.processes import free_port, stop_process
@@ -64,6 +66,30 @@ DEMO_SITES = (
     {"id": "foyer", "name": "Foyer", "time_zone": "Europe/Berlin", "latitude": 52.5101, "longitude": 13.3695},
 )
 
+# The demo's schedules (made on the run that enrolls the nodes): one on the sun, one on the clock.
+# Selectors, so they follow the sites' boxes; each starts from today (the site's date).
+DEMO_SCHEDULES = (
+    {
+        "name": "Dawn chorus",
+        "description": "One hour from 30 minutes before sunrise, every day, on the main hall's boxes",
+        "target": {"selector": {"site": "main-hall"}},
+        "start_time": "00:00:00",  # a solar anchor uses only the date
+        "duration_s": 3600,
+        "rrule": "FREQ=DAILY",
+        "solar": {"event": "sunrise", "offset_minutes": -30},
+        "tags": ["birds"],
+    },
+    {
+        "name": "Foyer on the hour",
+        "description": "Ten minutes every hour from 09:00 to 17:00 on weekdays",
+        "target": {"selector": {"site": "foyer"}},
+        "start_time": "09:00:00",
+        "duration_s": 600,
+        "rrule": "FREQ=HOURLY;BYHOUR=9,10,11,12,13,14,15,16,17;BYDAY=MO,TU,WE,TH,FR",
+        "tags": ["ambience"],
+    },
+)
+
 
 def _api(base_url: str, method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
     request = urllib.request.Request(
@@ -86,6 +112,19 @@ def demo_sites(base_url: str, token: str) -> None:
                 raise
 
 
+def demo_schedules(base_url: str, token: str) -> None:
+    """Make the demo's example schedules; a hub that refuses one leaves the demo running without it."""
+    today = datetime.now(ZoneInfo(str(DEMO_SITES[0]["time_zone"]))).date().isoformat()
+    for schedule in DEMO_SCHEDULES:
+        body = {k: v for k, v in schedule.items() if k != "start_time"}
+        body["start_local"] = f"{today}T{schedule['start_time']}"
+        try:
+            _api(base_url, "POST", "/api/v1/schedules", body, token)
+        except urllib.error.HTTPError as err:
+            detail = err.read().decode(errors="replace")[:300]
+            print(f"hark demo: the example schedule {schedule['name']!r} was not made ({err.code}): {detail}", file=sys.stderr)
+
+
 def demo_nodes(
     base_url: str, password: str, nodes_dir: Path, local_host: str, mdns_interfaces: str
 ) -> list[tuple[str, dict[str, str]]]:
@@ -106,6 +145,8 @@ def demo_nodes(
         registry[name] = {"id": enrolled["node"]["id"], "credential": enrolled["credential"]}
         nodes_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(registry_path, json.dumps(registry), mode=0o600)
+    if token is not None:
+        demo_schedules(base_url, token)
     result = []
     for index, (name, _, _, source) in enumerate(DEMO_NODES):
         entry = registry[name]
