@@ -17,10 +17,11 @@ from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.grants import owner_id
 from hark_fleet.hub.services.listing import get_scoped
 
-STATUSES = ("queued", "recording", "uploading", "completed", "interrupted", "failed", "cancelled")
-TERMINAL_STATUSES = ("completed", "interrupted", "failed", "cancelled")
-JOB_STATES = ("queued", "claimed", "recording", "uploading", "completed", "failed", "cancelled")
-JOB_TERMINAL = ("completed", "failed", "cancelled")
+STATUSES = ("queued", "recording", "uploading", "completed", "interrupted", "failed", "cancelled", "missed")
+TERMINAL_STATUSES = ("completed", "interrupted", "failed", "cancelled", "missed")
+# `missed`: a scheduled job nobody started before its occurrence ended (issue 19)
+JOB_STATES = ("queued", "claimed", "recording", "uploading", "completed", "failed", "cancelled", "missed")
+JOB_TERMINAL = ("completed", "failed", "cancelled", "missed")
 JOB_ACTIVE = ("claimed", "recording", "uploading")  # a node holds the lease
 
 
@@ -53,6 +54,10 @@ def recording_to_api(recording: Recording, job_id: str | None) -> dict[str, Any]
         "created_by": recording.created_by or {},
         "updated_at": iso(recording.updated_at),
         "job_id": job_id,
+        "schedule_id": recording.schedule_id,
+        "occurrence_id": recording.occurrence_id,
+        "scheduled_start_at": iso(recording.scheduled_start_at),
+        "late_s": recording.late_s,
     }
 
 
@@ -74,6 +79,11 @@ def job_to_api(job: RecordingJob) -> dict[str, Any]:
         "error": job.error,
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
+        "schedule_id": job.schedule_id,
+        "occurrence_id": job.occurrence_id,
+        "start_at": iso(job.start_at),
+        "end_at": iso(job.end_at),
+        "revision": job.revision,
     }
 
 
