@@ -4,11 +4,19 @@ The writer only copies into the preallocated array and then advances one integer
 waits for a reader and never allocates. Each reader keeps its own position; a reader that falls
 more than the buffer behind loses the oldest frames, and that loss is counted on the reader.
 Frames are numbered from the first frame ever written, so positions never wrap.
+
+The ring also keeps a time anchor: the wall-clock time (`time.time()`, the node's clock) at which
+the newest frame was written, set on every write. `time_at(position)` and `position_at(wall_s)`
+convert between ring frames and wall time through it at the nominal rate, so a recording can start
+at the frame of a planned instant even when it is opened a little after that instant (scheduled
+recordings). The anchor is one tuple replaced whole, so a reader on another thread never sees a
+frame count from one write paired with the time of another.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +49,7 @@ class RingBuffer:
         self._max_block = max_block_frames
         self._readers: list[RingReader] = []
         self._readers_lock = threading.Lock()
+        self._anchor: tuple[int, float] | None = None  # (frames written, wall time the newest of them was written)
 
     @property
     def frames_written(self) -> int:
@@ -52,8 +61,37 @@ class RingBuffer:
         """How far back a reader can reach: the capacity less the block the writer may be writing."""
         return self.capacity - self._max_block
 
-    def write(self, block: np.ndarray, scale: float | None = None) -> None:
-        """Copy `block` (frames x channels) in, multiplied by `scale` when given (integer samples); the callback's only work."""
+    @property
+    def anchor(self) -> tuple[int, float] | None:
+        """(frames written, wall time of that write) as of the newest write; None before the first."""
+        return self._anchor
+
+    def time_at(self, position: int) -> float | None:
+        """The wall time (epoch seconds, node clock) of ring frame `position`, from the anchor; None before any write."""
+        anchor = self._anchor
+        if anchor is None:
+            return None
+        written, at = anchor
+        return at + (position - written) / self.rate
+
+    def position_at(self, wall_s: float) -> int | None:
+        """The ring frame captured at wall time `wall_s` (may be in the future or long gone); None before any write."""
+        anchor = self._anchor
+        if anchor is None:
+            return None
+        written, at = anchor
+        return written + int(round((wall_s - at) * self.rate))
+
+    @property
+    def oldest_readable(self) -> int:
+        """The oldest frame a new reader can still be given (0 until the buffer has wrapped)."""
+        return max(0, self._written - self.readable_frames)
+
+    def write(self, block: np.ndarray, scale: float | None = None, at: float | None = None) -> None:
+        """Copy `block` (frames x channels) in, multiplied by `scale` when given (integer samples); the callback's only work.
+
+        `at` is the wall time of the block's newest frame (default: now) and becomes the time anchor.
+        """
         frames = block.shape[0]
         if frames > self._max_block:
             self._max_block = min(frames, self.capacity // 2)
@@ -68,12 +106,20 @@ class RingBuffer:
         if first < count:
             _copy(self._data[: count - first], block[first:], scale)
         self._written += frames
+        self._anchor = (self._written, time.time() if at is None else at)
 
     def reader(self, preroll_s: float = 0.0, name: str = "") -> RingReader:
         """A new reader starting `preroll_s` seconds in the past (as far as the buffer reaches)."""
         written = self._written
         back = min(int(round(preroll_s * self.rate)), written, self.readable_frames)
         reader = RingReader(self, written - back, name or f"reader-{len(self._readers) + 1}")
+        with self._readers_lock:
+            self._readers.append(reader)
+        return reader
+
+    def reader_at(self, position: int, name: str = "") -> RingReader:
+        """A new reader starting at ring frame `position`: not before the oldest readable frame; a future one waits for it."""
+        reader = RingReader(self, max(position, self.oldest_readable), name or f"reader-{len(self._readers) + 1}")
         with self._readers_lock:
             self._readers.append(reader)
         return reader
@@ -103,14 +149,14 @@ class RingReader:
 
     @property
     def available(self) -> int:
-        """Frames that can be read now (those already lost included)."""
+        """Frames that can be read now (those already lost included); negative while the reader waits for a future frame."""
         return self.ring.frames_written - self.position
 
     def read(self, max_frames: int | None = None) -> np.ndarray:
         """The next frames (at most `max_frames`) as a new array; frames the writer overwrote are skipped and counted."""
         ring = self.ring
         self._skip_lost(ring.frames_written)
-        count = ring.frames_written - self.position
+        count = max(0, ring.frames_written - self.position)
         if max_frames is not None:
             count = max(0, min(count, max_frames))
         out = np.empty((count, ring.channels), dtype=np.float32)

@@ -39,7 +39,7 @@ class RecordingResult:
     def recording_fields(self) -> dict[str, Any]:
         """The `recording` object of the job heartbeat sent when capture ends."""
         ledger = self.ledger
-        return {
+        fields = {
             "started_at": ledger.get("started_at"),
             "ended_at": ledger.get("ended_at"),
             "duration_s": ledger.get("duration_s"),
@@ -52,6 +52,10 @@ class RecordingResult:
             "time_quality": ledger.get("time_quality"),
             "clock_offset_ms": ledger.get("clock_offset_ms"),
         }
+        if ledger.get("scheduled_start") is not None:  # a scheduled recording: its plan and lateness
+            fields["scheduled_start_at"] = ledger["scheduled_start"]
+            fields["late_s"] = ledger.get("late_s") or 0.0
+        return fields
 
 
 def working_name(recording_id: str) -> str:

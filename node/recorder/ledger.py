@@ -39,10 +39,15 @@ class Ledger:
     bit_depth: int
     format: str
     segment_frames: int
-    started_at: str | None = None  # wall clock (UTC) when capture started, pre-roll excluded
+    started_at: str | None = None  # wall clock (UTC) when capture started, pre-roll excluded (scheduled: the first sample's time)
     ended_at: str | None = None
     clock_offset_ms: float | None = None  # the hub's clock minus ours when the job started
     time_quality: str | None = None
+    # Scheduled recordings: the planned start (ISO UTC), the first captured sample's time minus it by the node's
+    # clock (ms), and how late the take began when the plan was out of the ring's reach (seconds; 0 when on time).
+    scheduled_start: str | None = None
+    start_error_ms: float | None = None
+    late_s: float | None = None
     preroll_frames: int = 0
     target_frames: int | None = None  # pre-roll excluded; None: until stopped
     frames_written: int = 0  # in the file, pre-roll included

@@ -3,6 +3,13 @@
 The thread never raises: a full disk stops the recording cleanly (finalized, `stop_reason` disk_full),
 any other error ends it with `stop_reason` error and the reason in the ledger. `done` is set once the
 final file, ledger and manifest are on disk; `result` then says what happened.
+
+Scheduled recordings pass `start_at` (epoch seconds, the node's clock): the reader opens at the ring
+frame captured at that instant (through the ring's time anchor), so a recorder opened a little after
+the plan still starts exactly on it. When the instant is older than the ring reaches (the node booted
+late) the take starts at the oldest safely readable frame and runs until `start_at + duration_s`; the
+ledger says `scheduled_start`, `start_error_ms` (the first sample's time minus the plan) and `late_s`
+(> 0 only when the start missed the plan by more than START_TOLERANCE_S).
 """
 
 from __future__ import annotations
@@ -53,6 +60,9 @@ from hark_fleet.node.recorder.writer import NO_SPACE, WavWriter
 
 log = logging.getLogger(__name__)
 PROGRESS_RECENT = 3  # segments and gaps of the ledger in each job heartbeat
+START_TOLERANCE_S = 0.05  # the product's start accuracy: a scheduled take starting later than this is `late`
+AHEAD_LIMIT_S = 0.5  # a planned frame further ahead than this (a stale anchor: capture paused) starts at the next frame
+LATE_MARGIN_S = 1.0  # a take whose plan is out of reach starts this far inside the ring, clear of the writer
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +103,7 @@ class Recorder:
         inputs: Sequence[int] | None = None,
         clock_offset_ms: float | None = None,
         time_quality: str | None = None,
+        start_at: float | None = None,
         flush_interval_s: float = FLUSH_INTERVAL_S,
         poll_s: float = POLL_S,
         stall_s: float = STALL_S,
@@ -112,6 +123,10 @@ class Recorder:
         self.inputs = list(inputs) if inputs is not None else None
         self.clock_offset_ms = clock_offset_ms
         self.time_quality = time_quality
+        self.start_at = start_at
+        self.duration_s = duration_s
+        self.start_error_ms: float | None = None  # scheduled: set once the first planned frame is read
+        self.late_s: float | None = None
         self.flush_interval_s = flush_interval_s
         self.poll_s = poll_s
         self.stall_s = stall_s
@@ -149,15 +164,40 @@ class Recorder:
         width = max(self.inputs) + 1 if self.inputs else self.channels
         if (self.inputs is None and ring.channels != self.channels) or ring.channels < width:
             raise RecorderError(f"the ring has {ring.channels} channels, the recording needs {width}")
-        written = ring.frames_written
-        reader = ring.reader(preroll_s=self.profile.preroll_s, name=f"recorder-{self.recording_id}")
-        wanted = min(int(round(self.profile.preroll_s * self.rate)), ring.readable_frames)
-        self.preroll_frames = min(wanted, written) if reader.start_position == 0 else wanted
+        if self.start_at is not None:
+            reader = self._open_at(ring, self.start_at)
+        else:
+            written = ring.frames_written
+            reader = ring.reader(preroll_s=self.profile.preroll_s, name=f"recorder-{self.recording_id}")
+            wanted = min(int(round(self.profile.preroll_s * self.rate)), ring.readable_frames)
+            self.preroll_frames = min(wanted, written) if reader.start_position == 0 else wanted
+            self._started_mono = time.monotonic()
+            self._started_wall = time.time()
         self.ring_start = reader.start_position
-        self._started_mono = time.monotonic()
-        self._started_wall = time.time()
         self._reader = reader
         return reader
+
+    def _open_at(self, ring: RingBuffer, start_at: float) -> RingReader:
+        """The reader of a scheduled take: at the frame of `start_at`, or as near after it as the ring allows."""
+        written = ring.frames_written
+        planned = ring.position_at(start_at)
+        margin = min(int(LATE_MARGIN_S * self.rate), ring.readable_frames // 2)
+        safe_oldest = max(0, written - ring.readable_frames + margin)
+        if planned is None or planned > written + int(AHEAD_LIMIT_S * self.rate):
+            start = written  # no audio yet, or capture paused since the anchor: the next frame is the first
+        else:
+            start = max(planned, safe_oldest)
+        preroll = min(int(round(self.profile.preroll_s * self.rate)), max(0, start - max(0, written - ring.readable_frames)))
+        reader = ring.reader_at(start - preroll, name=f"recorder-{self.recording_id}")
+        self.preroll_frames = start - reader.start_position
+        first = ring.time_at(start)
+        self._set_start_time(start_at if first is None else first)
+        return reader
+
+    def _set_start_time(self, wall_s: float) -> None:
+        """The first captured sample's wall time (pre-roll excluded), and the monotonic instant it stands for."""
+        self._started_wall = wall_s
+        self._started_mono = time.monotonic() - (time.time() - wall_s)
 
     def stop(self, reason: str = STOP_REQUESTED) -> None:
         """End the recording with the audio up to now (`reason`: stopped, or disk_low from the cache policy)."""
@@ -268,6 +308,7 @@ class Recorder:
             started_at=utc_iso(self._started_wall),
             clock_offset_ms=self.clock_offset_ms,
             time_quality=self.time_quality,
+            scheduled_start=utc_iso(self.start_at) if self.start_at is not None else None,
             preroll_frames=self.preroll_frames,
             target_frames=self.target_frames,
             clipped_samples=[0] * self.channels,
@@ -285,6 +326,8 @@ class Recorder:
 
     def _capture(self, reader: RingReader, writer: WavWriter, ledger: Ledger) -> None:
         end_frames = self.preroll_frames + self.target_frames
+        first_frame = (self.ring_start or 0) + self.preroll_frames  # the first frame after the pre-roll
+        timed = self.start_at is None
         max_read = max(1, int(self.rate * MAX_READ_S))
         last_flush = last_arrival = time.monotonic()
         while True:
@@ -322,6 +365,10 @@ class Recorder:
                         Gap(GAP_STALL, writer.frames, missing, round(silent_s, 3), utc_iso(ended - silent_s), utc_iso(ended))
                     )
             last_arrival = now
+            if not timed and reader.position > first_frame:
+                timed = True
+                self._time_start(reader.ring, first_frame, ledger)
+                end_frames = self.preroll_frames + self.target_frames
             samples = block if self.inputs is None else block[:, self.inputs]
             self._clipped += np.count_nonzero(np.abs(samples) >= CLIP_LEVEL, axis=0)
             try:
@@ -335,6 +382,26 @@ class Recorder:
             elif now - last_flush >= self.flush_interval_s:
                 writer.flush()
                 last_flush = time.monotonic()
+
+    def _time_start(self, ring: RingBuffer, first_frame: int, ledger: Ledger) -> None:
+        """A scheduled take's first planned frame is in: its time by the anchor now, the error, lateness and length."""
+        assert self.start_at is not None
+        first = ring.time_at(first_frame)
+        if first is None:
+            return
+        error_s = first - self.start_at
+        self.start_error_ms = round(error_s * 1000.0, 1)
+        self.late_s = round(error_s, 3) if error_s > START_TOLERANCE_S else 0.0
+        self._set_start_time(first)
+        if self.late_s and self.duration_s is not None:  # a late take still ends when the occurrence ends
+            left_s = min(self.start_at + self.duration_s - first, self.profile.max_duration_s)
+            self.target_frames = max(1, int(round(left_s * self.rate)))
+        ledger.started_at = utc_iso(first)
+        ledger.start_error_ms, ledger.late_s, ledger.target_frames = self.start_error_ms, self.late_s, self.target_frames
+        if self.late_s:
+            log.warning("recording %s started %.3f s late (the plan was out of the ring's reach)", self.recording_id, self.late_s)
+        else:
+            log.info("recording %s started on plan (%+.1f ms)", self.recording_id, self.start_error_ms)
 
     def _update_ledger(self, ledger: Ledger, writer: WavWriter, reader: RingReader, now: float) -> None:
         ledger.frames_written = writer.frames
