@@ -26,6 +26,7 @@ from hark_fleet.hub.api import (
     recording_upload,
     recordings,
     recordings_library,
+    scheduled_jobs,
     sites,
     status,
     system,
@@ -199,6 +200,8 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/recording-jobs/{{id}}/cancelled", recording_jobs.JobCancelledHandler),
     (f"{V1}/recording-jobs/{{id}}/failed", recording_jobs.JobFailedHandler),
     # scheduled jobs (agent, issue 19) -- routes go here
+    (f"{V1}/nodes/{{id}}/recording-jobs/scheduled", scheduled_jobs.ScheduledJobsHandler),
+    (f"{V1}/recording-jobs/{{id}}/missed", scheduled_jobs.JobMissedHandler),
     (f"{V1}/recordings/{{rid}}/cache-file", recording_upload.CacheFileHandler),
 )
 

@@ -92,6 +92,8 @@ HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("mdns_interfaces", parse_interfaces, None),
     Setting("tls", _parse_tls, "auto"),
     Setting("history_retention_days", _parse_retention_days, 30.0),
+    Setting("schedule_lead_s", _parse_positive_seconds, 86400.0),
+    Setting("schedule_dispatch_interval_s", _parse_positive_seconds, 30.0),
 )
 
 
@@ -122,6 +124,8 @@ class HubConfig:
     mdns_interfaces: Interfaces | bool = None  # None: every interface; False: no mDNS; else IPv4 addresses
     tls: str = "auto"  # on | off | auto (on unless every listener is on loopback)
     history_retention_days: float = 30.0  # meter and heartbeat minutes older than this are pruned
+    schedule_lead_s: float = 86400.0  # schedules' occurrences are dispatched to their nodes this far ahead
+    schedule_dispatch_interval_s: float = 30.0  # how often the dispatcher looks (and at once when a schedule changes)
     explicit: frozenset[str] = field(default_factory=frozenset)
 
     @property

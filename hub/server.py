@@ -31,6 +31,7 @@ from hark_fleet.hub.mqtt.access import BrokerAccess
 from hark_fleet.hub.mqtt.bridge import BrokerAddress, MqttBridge, bridge_client_id
 from hark_fleet.hub.mqtt.dynsec import DynsecClient, DynsecError
 from hark_fleet.hub.mqtt.embedded import EmbeddedBroker
+from hark_fleet.hub.schedule_dispatcher import ScheduleDispatcher
 from hark_fleet.hub.services.auth import ensure_first_admin
 from hark_fleet.hub.services.discovery import NodeDiscovery
 from hark_fleet.hub.services.nodes import credential_table
@@ -67,6 +68,7 @@ class Hub:
         self.oidc: OidcClient | None = None
         self.events = EventBus()
         self.ingest = FleetIngest(self)
+        self.schedules = ScheduleDispatcher(self)  # schedules into jobs ahead of time (issue 19)
         self.storage: RecordingStorage = LocalStorage(config.data_dir / "recordings")
         self.uploads = PartialUploads(config.data_dir / "uploads")
         self.disk = DiskWatch(self)
@@ -295,6 +297,7 @@ class Hub:
         await self.disk.start()  # before the listener: a full disk refuses writes from the first request
         await self.load.start()
         self._start_http()
+        await self.schedules.start()  # after the listener: its first pass may be long, requests are served meanwhile
         # before anything slow (mDNS probing): requests arrive as soon as the listener is up
         if config.oidc_issuer and config.oidc_client_id and config.oidc_client_secret:
             self.oidc = OidcClient(
@@ -428,6 +431,7 @@ class Hub:
             await self.http_server.close_all_connections()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.schedules.stop()
         await self.disk.stop()
         await self.load.stop()
         await self.ingest.stop()

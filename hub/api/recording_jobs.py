@@ -38,6 +38,8 @@ class CaptureReport(msgspec.Struct, forbid_unknown_fields=True):
     interrupted: bool | None = None
     time_quality: str | None = None
     clock_offset_ms: float | None = None
+    late_s: float | None = None  # a scheduled job started this long after its plan (issue 19)
+    scheduled_start_at: str | None = None
 
 
 class HeartbeatBody(msgspec.Struct, forbid_unknown_fields=True):

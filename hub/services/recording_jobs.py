@@ -39,6 +39,7 @@ from hark_fleet.hub.services.recordings import (
     recording_to_api,
     stop_job,
 )
+from hark_fleet.hub.services.schedule_dispatch import MISSED_BY_HUB, refresh_occurrence
 
 CONTROL = "recording:control"
 NODE_CONTROL = "node:control"
@@ -57,6 +58,7 @@ JOB_LIST = ListSpec(
         Filter("node_id", RecordingJob.node_id),
         Filter("state", RecordingJob.state, one_of(JOB_STATES)),
         Filter("recording_id", RecordingJob.recording_id, facet=False),
+        Filter("schedule_id", RecordingJob.schedule_id, facet=False),
         Filter("site", RecordingJob.site),
     ),
     search=(RecordingJob.node_id, RecordingJob.recording_id, RecordingJob.error),
@@ -244,7 +246,11 @@ def _claimed(job: RecordingJob, recovered: bool) -> dict[str, Any]:
 
 def _recover(actor: Actor, keep: Sequence[str], at: datetime) -> tuple[dict[str, Any] | None, list[FleetEvent]]:
     """Hand the node back one of its own unfinished jobs (not those it says it is running) under a new epoch."""
-    query = RecordingJob.select().where(RecordingJob.node_id == actor.id, RecordingJob.state.in_(JOB_ACTIVE))
+    query = RecordingJob.select().where(
+        RecordingJob.node_id == actor.id,
+        RecordingJob.state.in_(JOB_ACTIVE),
+        RecordingJob.start_at.is_null(),  # scheduled jobs travel only by the node's sync (the node keeps them in its book)
+    )
     if keep:
         query = query.where(RecordingJob.id.not_in(list(keep)))
     for job in query.order_by(RecordingJob.created_at, RecordingJob.id):
@@ -283,7 +289,7 @@ def claim_next(actor: Actor, keep: Sequence[str] = ()) -> tuple[dict[str, Any] |
     for _ in range(MAX_CLAIM_TRIES):
         candidate = (
             RecordingJob.select(RecordingJob.id)
-            .where(RecordingJob.node_id == actor.id, RecordingJob.state == "queued")
+            .where(RecordingJob.node_id == actor.id, RecordingJob.state == "queued", RecordingJob.start_at.is_null())
             .order_by(RecordingJob.created_at, RecordingJob.id)
             .first()
         )
@@ -309,8 +315,16 @@ def claim_next(actor: Actor, keep: Sequence[str] = ()) -> tuple[dict[str, Any] |
     raise Conflict("Too many claims at once; try again.")
 
 
-def _held(actor: Actor, job_id: str, lease_epoch: int) -> RecordingJob:
-    """The node's job if it still holds the lease at `lease_epoch`; otherwise 409 `stale_lease`."""
+def _missed_by_hub(job: RecordingJob) -> bool:
+    """A scheduled job the hub called missed while its node, away, may have recorded it after all."""
+    return job.state == "missed" and job.start_at is not None and (job.error or "").startswith(MISSED_BY_HUB)
+
+
+def _held(actor: Actor, job_id: str, lease_epoch: int, revive_missed: bool = False) -> RecordingJob:
+    """The node's job if it still holds the lease at `lease_epoch`; otherwise 409 `stale_lease`.
+
+    With `revive_missed`, a scheduled job the hub called missed counts as held: its node reports it did record it.
+    """
     job = own_job(actor, job_id)
     if job.lease_epoch != lease_epoch:
         raise Conflict(
@@ -318,7 +332,7 @@ def _held(actor: Actor, job_id: str, lease_epoch: int) -> RecordingJob:
             code="stale_lease",
             lease_epoch=job.lease_epoch,
         )
-    if job.state not in JOB_ACTIVE:
+    if job.state not in JOB_ACTIVE and not (revive_missed and _missed_by_hub(job)):
         raise Conflict(f"The job is {job.state}; this node no longer holds it.", code="stale_lease", lease_epoch=job.lease_epoch)
     return job
 
@@ -333,7 +347,12 @@ def _check_recording_fields(fields: dict[str, Any]) -> tuple[dict[str, Any], dic
                 clean[name] = parse_iso(fields[name])
             except ValueError:
                 problems[f"recording.{name}"] = "must be an ISO 8601 time with a zone"
-    for name, low, high in (("duration_s", 0.0, 7 * 86400.0), ("clock_offset_ms", -1e9, 1e9)):
+    if fields.get("scheduled_start_at") is not None:
+        try:
+            clean["scheduled_start_at"] = parse_iso(fields["scheduled_start_at"])
+        except ValueError:
+            problems["recording.scheduled_start_at"] = "must be an ISO 8601 time with a zone"
+    for name, low, high in (("duration_s", 0.0, 7 * 86400.0), ("clock_offset_ms", -1e9, 1e9), ("late_s", 0.0, 7 * 86400.0)):
         value = fields.get(name)
         if value is not None:
             if not math.isfinite(value) or not low <= value <= high:
@@ -391,21 +410,35 @@ def heartbeat(
     problems |= recording_problems
     if problems:
         raise InvalidRequest("The job heartbeat is invalid.", fields=problems)
-    job = _held(actor, job_id, lease_epoch)
+    job = _held(actor, job_id, lease_epoch, revive_missed=True)
     if state == "recording" and job.state == "uploading":
         raise Conflict("The job is uploading; it cannot go back to recording.")
     at = utcnow()
     events: list[FleetEvent] = []
+    revived = job.state == "missed"  # recorded away from the hub after all: the job and its recording go on
     with database_proxy.atomic():
         moved = (
-            RecordingJob.update(state=state, capture_started=True, progress=progress, last_heartbeat_at=at, updated_at=at)
-            .where(RecordingJob.id == job.id, RecordingJob.lease_epoch == lease_epoch, RecordingJob.state.in_(JOB_ACTIVE))
+            RecordingJob.update(
+                state=state,
+                capture_started=True,
+                progress=progress,
+                last_heartbeat_at=at,
+                updated_at=at,
+                **({"error": None} if revived else {}),
+            )
+            .where(
+                RecordingJob.id == job.id,
+                RecordingJob.lease_epoch == lease_epoch,
+                RecordingJob.state.in_((*JOB_ACTIVE, "missed") if revived else JOB_ACTIVE),
+            )
             .execute()
         )
         if not moved:
             raise Conflict("The job changed meanwhile; this node's lease is stale.", code="stale_lease")
         recording: Recording = Recording.get_by_id(job.recording_id)
         changes: dict[str, Any] = {**recording_fields, "status": state, "updated_at": at}
+        if revived:
+            changes["error"] = None
         if recording.started_at is None and "started_at" not in changes:
             changes["started_at"] = at  # provisional, on the hub's clock, until the node reports its own
         Recording.update(**changes).where(Recording.id == recording.id).execute()
@@ -421,6 +454,8 @@ def heartbeat(
                 after=after,
             )
             events.append(job_event(after))
+        if revived and job.occurrence_id:
+            refresh_occurrence(job.occurrence_id, at)
     return {"stop_requested": bool(updated.stop_requested), "job": after}, events
 
 
@@ -455,6 +490,41 @@ def finish(actor: Actor, job_id: str, lease_epoch: int, state: str, error: str |
     return _finished(done), [job_event(after)]
 
 
+def missed(actor: Actor, job_id: str, lease_epoch: int, error: str | None) -> tuple[dict[str, Any], list[FleetEvent]]:
+    """The node could not record its scheduled job (off through the whole occurrence, or its profile does not fit).
+
+    Only a scheduled job that has not started capturing; saying it again with the same epoch answers the same.
+    """
+    reason = (error or "the node could not record it")[:MAX_ERROR]
+    job = own_job(actor, job_id)
+    if job.start_at is None:
+        raise Conflict("Only a scheduled job can be missed; end this job as failed.")
+    if job.state == "missed" and job.lease_epoch == lease_epoch:
+        return _finished(job), []
+    job = _held(actor, job_id, lease_epoch)
+    if job.capture_started:
+        raise Conflict("The job started capturing; end it as failed (what it captured is kept).")
+    at = utcnow()
+    with database_proxy.atomic():
+        ended = end_job(job, "missed", reason, at, RecordingJob.capture_started == False)  # noqa: E712
+        if ended is None:
+            raise Conflict("The job changed meanwhile; this node's lease is stale.", code="stale_lease")
+        done: RecordingJob = RecordingJob.get_by_id(job.id)
+        after = job_to_api(done)
+        record(
+            actor,
+            "recording.job.missed",
+            permission=NODE_CONTROL,
+            target=("recording_job", job.id),
+            before=job_to_api(job),
+            after=after,
+            reason=reason,
+        )
+        if job.occurrence_id:
+            refresh_occurrence(job.occurrence_id, at)
+    return _finished(done), [job_event(after)]
+
+
 def _finished(job: RecordingJob) -> dict[str, Any]:
     recording: Recording = Recording.get_by_id(job.recording_id)
     return {"job": job_to_api(job), "recording": recording_to_api(recording, job.id)}
@@ -476,13 +546,20 @@ def reap(
     lease_cutoff = now - timedelta(seconds=lease_timeout_s)
     grace_cutoff = lease_cutoff - timedelta(seconds=recovery_grace_s)
     quiet_if: list[Any] = []
+    # A scheduled job waits for its start without heartbeats: until it captures, only `schedule_dispatch.sweep_missed`
+    # ends it; once it captures, its node may be recording away from the hub until its end.
+    ad_hoc = RecordingJob.start_at.is_null()
     if listening_since < lease_cutoff:  # else every job is within its lease counted from the hub's start
         quiet_if += [
-            (RecordingJob.capture_started == False) & (RecordingJob.last_heartbeat_at < lease_cutoff),  # noqa: E712
-            RecordingJob.last_heartbeat_at.is_null(),
+            ad_hoc & (RecordingJob.capture_started == False) & (RecordingJob.last_heartbeat_at < lease_cutoff),  # noqa: E712
+            ad_hoc & RecordingJob.last_heartbeat_at.is_null(),
         ]
     if listening_since < grace_cutoff:
-        quiet_if.append(RecordingJob.capture_started & (RecordingJob.last_heartbeat_at < grace_cutoff))
+        quiet_if.append(
+            RecordingJob.capture_started
+            & (RecordingJob.last_heartbeat_at < grace_cutoff)
+            & (ad_hoc | (RecordingJob.end_at < grace_cutoff))
+        )
     events: list[FleetEvent] = []
     quiet: list[RecordingJob] = []
     if quiet_if:

@@ -65,6 +65,7 @@ RECORDING_LIST = ListSpec(
         Filter("status", Recording.status, one_of(STATUSES)),
         Filter("format", Recording.format, one_of(FORMATS)),  # not a query name on exports: see parse_library_request
         Filter("interrupted", Recording.interrupted, query.boolean),
+        Filter("schedule_id", Recording.schedule_id, facet=False),  # the takes of one schedule (issue 19)
     ),
     search=(Recording.name, Recording.metadata),
     # A recording's time is when it started, or when it was asked for if it never started.
