@@ -33,6 +33,7 @@ from hark_fleet.node.local.technician import ACTION_KIND, TechnicianAccess
 from hark_fleet.node.privileged import PrivilegedCommands
 from hark_fleet.node.recording_client import RecordingClient
 from hark_fleet.node.recording_jobs import RecordingWorker
+from hark_fleet.node.schedule import BOOK_FILE, Book, ScheduleRunner
 from hark_fleet.node.sender import OutboxSender
 from hark_fleet.node.state import StateStore, load_state, resolve_state, save_state
 from hark_fleet.node.topics import NodeTopics
@@ -104,7 +105,7 @@ class Agent:
             self._report_condition,
             lambda topic, build: self.sender.enqueue("lifecycle", topic, build),
             lambda action: self.lifecycle.run_remediation(action),
-            lambda: self.recordings.current,
+            lambda: self.recordings.current or self.schedule.current(),
             self.frame_listeners,
             lambda: self.audio.supervisor.state if self.audio.supervisor is not None else "stopped",
         )
@@ -138,6 +139,8 @@ class Agent:
             self._report_condition,
             lambda: self.cache_policy,
         )
+        # scheduled recordings (issue 19): held on disk, started on this node's clock, with or without the hub
+        self.schedule = ScheduleRunner(Book(config.data_dir / BOOK_FILE), self.recordings.execution, self.recordings.recovered)
         self._refetch_config = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.recent_log = RecentLog()
@@ -206,6 +209,7 @@ class Agent:
                 asyncio.create_task(self._config_worker(workers_stop), name="config"),
                 asyncio.create_task(self.lifecycle.run(workers_stop), name="lifecycle"),
                 asyncio.create_task(self.recordings.run(workers_stop), name="recordings"),
+                asyncio.create_task(self.schedule.run(workers_stop), name="schedule"),
                 asyncio.create_task(self.hardware.run(workers_stop), name="hardware"),
                 asyncio.create_task(self.watchdog.run(workers_stop), name="watchdog"),
             ]
@@ -396,6 +400,8 @@ class Agent:
 
     def _on_connection(self, connected: bool) -> None:
         self.sender.set_connected(connected)
+        if connected:
+            self.schedule.nudge()  # the hub is likely back: pick up schedule changes made meanwhile
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         """Every command goes through here; a malformed one is logged and ignored, never fatal."""
@@ -419,7 +425,12 @@ class Agent:
         elif isinstance(command, NewCredential):
             self._spawn(self._rotate_credential(command))
         elif isinstance(command, JobReady):
-            self.recordings.job_command(command.job_id, command.stop)
+            if command.scheduled:
+                self.schedule.nudge()
+            if command.stop:
+                self.schedule.job_command(command.job_id, True)
+            if command.stop or not command.scheduled:
+                self.recordings.job_command(command.job_id, command.stop)
         elif isinstance(command, LifecycleCommand):
             self.lifecycle.submit(command)
         elif isinstance(command, CalibrateCommand):
@@ -519,6 +530,7 @@ class Agent:
         recorder = self.recordings.current
         if recorder is not None:
             recorder.stop("power")
+        self.schedule.stop_all("power")
 
     def _request_restart(self) -> None:
         """`restart-agent`: stop like on SIGTERM; the command line then starts the agent again in place."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,16 @@ class ClaimedJob:
         return str(self.recording["id"])
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduledSync:
+    """The hub's answer to a scheduled-jobs sync: jobs to hold (new or changed), held ids to drop and why."""
+
+    jobs: list[ClaimedJob]
+    withdrawn: dict[str, str]  # job id -> reason
+    lead_s: float | None = None
+    server_time: str | None = None
+
+
 def file_sha256(path: Path) -> str:
     """The whole file's sha256, read in pieces (blocking: call it from an executor)."""
     digest = hashlib.sha256()
@@ -86,6 +96,49 @@ class RecordingClient:
         if not isinstance(data, dict) or "job" not in data or "recording" not in data:
             raise HubProtocolError("claim-next answered without a job and its recording")
         return ClaimedJob(data["job"], data["recording"])
+
+    async def sync_scheduled(self, held: Sequence[tuple[str, int]]) -> ScheduledSync:
+        """`POST nodes/{id}/recording-jobs/scheduled` with the (job id, revision) pairs this node holds.
+
+        The hub answers with this node's scheduled jobs it does not hold at their revision (claimed by this call)
+        and which held ids to drop. Scheduled jobs never come through `claim_next`.
+        """
+        body = {"held": [{"id": job_id, "revision": revision} for job_id, revision in held]}
+        response = await self.hub.fetch(
+            "POST",
+            self.hub.url("recording-jobs/scheduled"),
+            body=msgspec.json.encode(body),
+            headers={"Content-Type": "application/json"},
+        )
+        data = _data(response.body)
+        if not isinstance(data, dict) or not isinstance(data.get("jobs"), list):
+            raise HubProtocolError("the scheduled-jobs sync answered without its jobs")
+        jobs = []
+        for item in data["jobs"]:
+            if not isinstance(item, dict) or not isinstance(item.get("job"), dict) or not isinstance(item.get("recording"), dict):
+                raise HubProtocolError("the scheduled-jobs sync answered a job without its recording")
+            jobs.append(ClaimedJob(item["job"], item["recording"]))
+        withdrawn = {
+            str(item["id"]): str(item.get("reason") or "withdrawn")
+            for item in data.get("withdrawn") or []
+            if isinstance(item, dict) and item.get("id")
+        }
+        lead = data.get("lead_s")
+        return ScheduledSync(jobs, withdrawn, float(lead) if isinstance(lead, int | float) else None, data.get("server_time"))
+
+    async def missed(self, job: ClaimedJob, error: str) -> None:
+        """`POST recording-jobs/{id}/missed`: this node could not record its scheduled job (StaleLease on a newer claim)."""
+        body = {"lease_epoch": job.lease_epoch, "error": error}
+        try:
+            await self.hub.fetch(
+                "POST",
+                self.hub.api_url(f"recording-jobs/{job.job_id}/missed"),
+                body=msgspec.json.encode(body),
+                headers={"Content-Type": "application/json"},
+            )
+        except HubRejected as err:
+            _raise_stale(err)
+            raise
 
     async def heartbeat(
         self, job: ClaimedJob, state: str, progress: dict[str, Any], recording: dict[str, Any] | None = None

@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
@@ -136,6 +137,7 @@ class CacheDirectory:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._applying = threading.Lock()  # the ad-hoc worker and the scheduled runner apply the policy from threads
 
     def path_for(self, recording_id: str) -> Path:
         """The directory a recording lives in; RecorderError for an id that is not a safe file name."""
@@ -185,9 +187,10 @@ class CacheDirectory:
         fsync_dir(self.root)
 
     def apply(self, policy: CachePolicy, now: float | None = None) -> CacheDecision:
-        """Plan against the disk as it is and delete what the plan evicts."""
-        decision = plan_cache(policy, self.recordings(), self.disk_space(), time.time() if now is None else now)
-        for recording_id in decision.evict:
-            log.info("cache: evicting uploaded recording %s", recording_id)
-            self.delete(recording_id)
-        return decision
+        """Plan against the disk as it is and delete what the plan evicts (one caller at a time)."""
+        with self._applying:
+            decision = plan_cache(policy, self.recordings(), self.disk_space(), time.time() if now is None else now)
+            for recording_id in decision.evict:
+                log.info("cache: evicting uploaded recording %s", recording_id)
+                self.delete(recording_id)
+            return decision
