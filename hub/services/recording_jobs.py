@@ -317,7 +317,8 @@ def claim_next(actor: Actor, keep: Sequence[str] = ()) -> tuple[dict[str, Any] |
 
 def _missed_by_hub(job: RecordingJob) -> bool:
     """A scheduled job the hub called missed while its node, away, may have recorded it after all."""
-    return job.state == "missed" and job.start_at is not None and (job.error or "").startswith(MISSED_BY_HUB)
+    held = job.lease_epoch > 0  # the node fetched it (a job never fetched was never recorded)
+    return held and job.state == "missed" and job.start_at is not None and (job.error or "").startswith(MISSED_BY_HUB)
 
 
 def _held(actor: Actor, job_id: str, lease_epoch: int, revive_missed: bool = False) -> RecordingJob:
