@@ -207,6 +207,8 @@ def delete_schedule(actor: Actor, scope: SiteScope, schedule_id: str, now: datet
 def preview(scope: SiteScope, values: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     """An unsaved schedule's first occurrences and its problems (never a 400 for them: the console shows them live)."""
     checked = check(values, scope, now)
+    for key in sorted(set(values) - set(FIELDS))[:20]:
+        checked.problems[str(key)[:100]] = "is not a known field"
     takes: list[dict[str, Any]] = []
     absent: list[dict[str, Any]] = []
     if checked.spec is not None:
