@@ -27,6 +27,7 @@ from hark_fleet.hub.api import (
     recordings,
     recordings_library,
     scheduled_jobs,
+    schedules,
     sites,
     status,
     system,
@@ -184,6 +185,17 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/settings/channel-map-plans/{{id}}/rollback", channel_map_plans.PlanRollbackHandler),
     (f"{V1}/settings/channel-map-plans/{{id}}/cancel", channel_map_plans.PlanCancelHandler),
     # schedules (issue 19) -- routes go here
+    (f"{V1}/schedules", schedules.SchedulesHandler),
+    (f"{V1}/schedules/facets", schedules.ScheduleFacetsHandler),
+    (f"{V1}/schedules/export", schedules.ScheduleExportHandler),
+    (f"{V1}/schedules/preview", schedules.PreviewHandler),
+    (f"{V1}/schedules/upcoming", schedules.UpcomingHandler),
+    (f"{V1}/schedules/{{id}}", schedules.ScheduleHandler),
+    (f"{V1}/schedules/{{id}}/actions", schedules.ScheduleActionsHandler),
+    (f"{V1}/schedules/{{id}}/occurrences", schedules.OccurrencesHandler),
+    (f"{V1}/schedules/{{id}}/occurrences/{{iid}}/unskip", schedules.UnskipHandler),
+    (f"{V1}/schedules/{{id}}/run-now", schedules.RunNowHandler),
+    (f"{V1}/schedules/{{id}}/skip-next", schedules.SkipNextHandler),
     # fleet status and load
     (f"{V1}/status", status.StatusHandler),
     ("/api/load", status.LoadHandler),  # public, for a load balancer
