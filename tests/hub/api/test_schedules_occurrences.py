@@ -6,6 +6,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import httpx
+import jsonschema
+import yaml
+from referencing import Registry, Resource
+
 from tests.harness import HubProcess
 from tests.hub.api.schedules import (
     SCHEDULES,
@@ -280,3 +285,53 @@ def test_upcoming_lists_the_takes_of_a_node_or_site_in_time_order(hub: HubProces
         assert too_long.status_code == 400 and "to" in too_long.json()["error"]["fields"]
         unknown = admin.get(f"{SCHEDULES}/upcoming", params={"node_id": "nod_missing"})
         assert unknown.status_code == 400 and "node_id" in unknown.json()["error"]["fields"]
+
+
+# -- answers as documented ------------------------------------------------------------------------------------
+
+
+def test_the_answers_match_the_served_openapi_document(hub: HubProcess) -> None:
+    doc = yaml.safe_load(httpx.get(f"{hub.url}/api/v1/openapi.yaml").text)
+    registry: Registry = Registry().with_resource("urn:openapi", Resource.opaque(doc))
+
+    def check(path: str, method: str, response: httpx.Response) -> None:
+        answer = doc["paths"][path][method]["responses"][str(response.status_code)]
+        if "$ref" in answer:
+            answer = doc["components"]["responses"][answer["$ref"].rsplit("/", 1)[-1]]
+        schema = _rebase(answer["content"]["application/json"]["schema"])
+        jsonschema.Draft202012Validator(schema, registry=registry).validate(response.json())
+
+    node = enroll(hub, "berlin")
+    one = f"{SCHEDULES}/{{id}}"
+    with hub.admin() as admin:
+        created = admin.post(SCHEDULES, json=body([node], solar={"event": "sunset", "offset_minutes": 15}, rrule=None))
+        check(SCHEDULES, "post", created)
+        sid = created.json()["data"]["id"]
+        check(SCHEDULES, "get", admin.get(SCHEDULES))
+        check(one, "get", admin.get(f"{SCHEDULES}/{sid}"))
+        check(f"{one}/actions", "get", admin.get(f"{SCHEDULES}/{sid}/actions"))
+        check(f"{SCHEDULES}/facets", "get", admin.get(f"{SCHEDULES}/facets"))
+        check(f"{one}/occurrences", "get", admin.get(f"{SCHEDULES}/{sid}/occurrences"))
+        skipped = admin.post(f"{SCHEDULES}/{sid}/skip-next")
+        check(f"{one}/skip-next", "post", skipped)
+        unskip = f"{one}/occurrences/{{iid}}/unskip"
+        check(unskip, "post", admin.post(f"{SCHEDULES}/{sid}/occurrences/{skipped.json()['data']['id']}/unskip"))
+        check(f"{one}/run-now", "post", admin.post(f"{SCHEDULES}/{sid}/run-now", json={"duration_s": 30}))
+        check(f"{one}/occurrences", "get", admin.get(f"{SCHEDULES}/{sid}/occurrences"))
+        check(f"{SCHEDULES}/upcoming", "get", admin.get(f"{SCHEDULES}/upcoming", params={"node_id": node}))
+        check(f"{SCHEDULES}/preview", "post", admin.post(f"{SCHEDULES}/preview", json=body([node])))
+        check(f"{SCHEDULES}/preview", "post", admin.post(f"{SCHEDULES}/preview", json={"rrule": "FREQ=NO"}))
+        conflict = admin.post(SCHEDULES, json=body([node], solar={"event": "sunset", "offset_minutes": 20}, rrule=None))
+        assert conflict.status_code == 409, conflict.text
+        check(SCHEDULES, "post", conflict)
+        check(one, "patch", admin.patch(f"{SCHEDULES}/{sid}", json={"version": 1, "enabled": False}))
+        check(one, "patch", admin.patch(f"{SCHEDULES}/{sid}", json={"version": 1, "enabled": True}))
+
+
+def _rebase(value: Any) -> Any:
+    """Point the document's local `$ref`s at the registered document."""
+    if isinstance(value, dict):
+        return {k: ("urn:openapi" + v if k == "$ref" and v.startswith("#") else _rebase(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rebase(v) for v in value]
+    return value
