@@ -18,6 +18,7 @@ const VIEWS = {
   sites: () => import("./js/sites.js"),
   plans: () => import("./js/plans.js"),
   watchdog: () => import("./js/watchdog.js"),
+  schedules: () => import("./js/schedules.js"),
 };
 const ROUTES = [
   [/^\/fleet$/, "node:read", "fleet", "renderFleet", "Fleet"],
@@ -32,6 +33,11 @@ const ROUTES = [
   [/^\/watchdog$/, "settings:read", "watchdog", "renderWatchdog", "Watchdog policies"],
   [/^\/watchdog\/([^/]+)$/, "settings:read", "watchdog", "renderWatchdogPolicy", "Watchdog policy"],
   [/^\/sites$/, "site:read", "sites", "renderSites", "Sites"],
+  [/^\/schedules$/, "schedule:read", "schedules", "renderSchedules", "Schedules"],
+  [/^\/schedules\/new$/, "schedule:manage", "schedules", "renderScheduleNew", "New schedule"],
+  [/^\/schedules\/week$/, "schedule:read", "schedules", "renderScheduleWeek", "Upcoming takes"],
+  [/^\/schedules\/([^/]+)\/edit$/, "schedule:manage", "schedules", "renderScheduleEdit", "Edit schedule"],
+  [/^\/schedules\/([^/]+)$/, "schedule:read", "schedules", "renderSchedule", "Schedule"],
   [/^\/users$/, "auth:manage", "admin", "renderUsers", "Users"],
   [/^\/keys$/, null, "admin", "renderKeys", "API keys"],
   [/^\/me$/, null, "admin", "renderMe", "Me"],
