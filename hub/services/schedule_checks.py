@@ -256,7 +256,7 @@ def _timing(values: Mapping[str, Any], out: Checked) -> None:
         if bad:
             problems["exdates"] = f"{str(bad[0])[:40]!r} is not {LOCAL_HINT}"
         else:
-            parsed = sorted({_local(x) for x in exdates})  # type: ignore[type-var]
+            parsed = sorted({x for x in (_local(v) for v in exdates) if x is not None})
     f["exdates"] = [_format(x) for x in parsed] if "exdates" not in problems else exdates
     valid_from = _utc(values.get("valid_from"), "valid_from", problems)
     valid_until = _utc(values.get("valid_until"), "valid_until", problems)

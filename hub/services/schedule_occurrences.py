@@ -159,9 +159,9 @@ def _slots_to_api(slots: list[_Slot], now: datetime, disabled: bool = False) -> 
     for i in range(0, len(row_ids), 500):
         chunk = row_ids[i : i + 500]
         for job in RecordingJob.select().where(RecordingJob.occurrence_id.in_(chunk)).order_by(RecordingJob.node_id):
-            jobs[job.occurrence_id].append(job)
+            jobs[str(job.occurrence_id)].append(job)
         for rec in Recording.select().where(Recording.occurrence_id.in_(chunk)).order_by(Recording.node_id, Recording.id):
-            recordings[rec.occurrence_id].append(rec)
+            recordings[str(rec.occurrence_id)].append(rec)
     result = []
     for slot in slots:
         row_id = slot.row.id if slot.row is not None else None
