@@ -52,9 +52,10 @@ class RecordingResult:
             "time_quality": ledger.get("time_quality"),
             "clock_offset_ms": ledger.get("clock_offset_ms"),
         }
-        if ledger.get("scheduled_start") is not None:  # a scheduled recording: its plan and lateness
+        if ledger.get("scheduled_start") is not None:  # a scheduled recording: its plan, and its lateness only when late
             fields["scheduled_start_at"] = ledger["scheduled_start"]
-            fields["late_s"] = ledger.get("late_s") or 0.0
+            if ledger.get("late_s"):
+                fields["late_s"] = ledger["late_s"]
         return fields
 
 
