@@ -92,13 +92,17 @@ class ScheduleDispatcher:
         total = DispatchResult()
         for first in range(0, len(todo), SCHEDULES_PER_BATCH):
             chunk = todo[first : first + SCHEDULES_PER_BATCH]
-            while True:
-                step = await db.run(functools.partial(schedule_dispatch.dispatch, max_jobs=JOBS_PER_BATCH), now, lead, chunk)
+            resume: dict[str, datetime] = {}
+            while chunk:
+                work = functools.partial(schedule_dispatch.dispatch, max_jobs=JOBS_PER_BATCH, resume=resume)
+                step = await db.run(work, now, lead, chunk)
                 total.add(step)
                 for sid, following in step.next_start.items():
                     self._next_due[sid] = (versions.get(sid, 0), following)
                 if step.locked_out or step.complete:
                     break
+                chunk = [sid for sid in chunk if sid not in step.next_start]  # those done need no second look
+                resume = step.resume
             if total.locked_out:
                 self._full = True  # another hub dispatches; look at everything again next time
                 break
