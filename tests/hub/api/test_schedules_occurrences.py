@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import jsonschema
 import yaml
 from referencing import Registry, Resource
 
-from tests.harness import HubProcess
+from tests.harness import HubProcess, wait_for
 from tests.hub.api.schedules import (
     SCHEDULES,
     audit_actions,
@@ -265,15 +266,15 @@ def test_preview_shows_the_next_occurrences_or_the_problems(hub: HubProcess) -> 
 
 def test_upcoming_lists_the_takes_of_a_node_or_site_in_time_order(hub: HubProcess) -> None:
     node = enroll(hub, "newyork")
-    daily = create(hub, **body([node], start_local=soon(1)))
-    evening = create(hub, **body([node], start_local=soon(1).replace("09:00", "19:00")))
+    daily = create(hub, **body([node], start_local=soon(2)))
+    evening = create(hub, **body([node], start_local=soon(2).replace("09:00", "19:00")))
     with hub.admin() as admin:
         response = admin.get(f"{SCHEDULES}/upcoming", params={"node_id": node})
         assert response.status_code == 200, response.text
         items = response.json()["data"]
         assert {i["schedule_id"] for i in items} == {daily["id"], evening["id"]}
         assert [i["start_utc"] for i in items] == sorted(i["start_utc"] for i in items)
-        assert all(i["node_ids"] == [node] and i["state"] == "planned" for i in items)
+        assert all(i["node_ids"] == [node] and i["state"] in ("planned", "dispatched") for i in items)  # the lead window
         assert {i["schedule_name"] for i in items} == {daily["name"], evening["name"]}
         by_site = admin.get(f"{SCHEDULES}/upcoming", params={"site": "newyork"}).json()["data"]
         assert {daily["id"], evening["id"]} <= {i["schedule_id"] for i in by_site}
@@ -335,3 +336,27 @@ def _rebase(value: Any) -> Any:
     if isinstance(value, list):
         return [_rebase(v) for v in value]
     return value
+
+
+def test_an_occurrence_inside_the_lead_window_is_dispatched_withdrawn_when_skipped_and_back_when_unskipped(
+    hub: HubProcess,
+) -> None:
+    node = enroll(hub, "berlin")
+    start = (datetime.now(ZoneInfo("Europe/Berlin")) + timedelta(hours=3)).replace(tzinfo=None, microsecond=0)
+    schedule = create(hub, **body([node], start_local=start.isoformat(), rrule=None, duration_s=120))
+    url = f"{SCHEDULES}/{schedule['id']}"
+
+    def only(state: str) -> dict[str, Any] | None:
+        listed = occurrences(hub, schedule["id"])["data"]
+        return listed[0] if len(listed) == 1 and listed[0]["state"] == state else None
+
+    dispatched = wait_for(lambda: only("dispatched"), 30, "the dispatcher to dispatch the occurrence")
+    assert [r["node_id"] for r in dispatched["recordings"]] == [node] and dispatched["recordings"][0]["status"] == "queued"
+    with hub.admin() as admin:
+        skipped = admin.post(f"{url}/skip-next").json()["data"]
+        assert skipped["id"] == dispatched["id"] and skipped["state"] == "skipped"
+        recording = admin.get(f"/api/v1/recordings/{dispatched['recordings'][0]['id']}").json()["data"]
+        assert recording["status"] == "cancelled"  # withdrawn at once: the node is told to drop it
+        assert admin.post(f"{url}/occurrences/{skipped['id']}/unskip").status_code == 200
+    back = wait_for(lambda: only("dispatched"), 30, "the occurrence to be dispatched again")
+    assert back["id"] == dispatched["id"] and back["recordings"][0]["status"] == "queued"
