@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from dateutil.rrule import rrulestr
 from hark_fleet.hub.auth.principal import SiteScope
 from hark_fleet.hub.clock import parse_iso
 from hark_fleet.hub.db.models import ChannelMapTemplate, Node, RecordingProfile, Site
@@ -36,6 +38,7 @@ ON_CONFLICT = ("reject", "skip", "allow")
 SOLAR_KEYS = frozenset({"event", "offset_minutes", "latitude", "longitude", "elevation_m"})
 SELF_OVERLAP_WINDOW = timedelta(days=31)
 SELF_OVERLAP_LIMIT = 5000
+MAX_BACKLOG = 20_000  # occurrences between start_local and now (each expansion walks through them)
 LOCAL_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?$"
 _LOCAL = re.compile(LOCAL_PATTERN)
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
@@ -103,6 +106,9 @@ def check(values: Mapping[str, Any], scope: SiteScope, now: datetime) -> Checked
     if out.profile is not None and isinstance(f.get("duration_s"), int) and "duration_s" not in problems:
         if f["duration_s"] > out.profile.max_duration_s:
             problems["duration_s"] = f"at most {out.profile.max_duration_s:g} s (the profile's max_duration_s)"
+    if out.spec is not None and (why := backlog(out.spec, now)) is not None:
+        problems["start_local"] = why
+        out.spec = None
     if out.spec is not None and "duration_s" not in problems:
         why = self_overlap(out.spec, now)
         if why:
@@ -355,6 +361,22 @@ def _tags(value: Any, problems: dict[str, str]) -> Any:
         problems["tags"] = f"at most {MAX_TAGS} tags (letters, digits, _ . : -; 64 at most)"
         return value
     return list(dict.fromkeys(value))
+
+
+def backlog(spec: ScheduleSpec, now: datetime) -> str | None:
+    """Why the rule repeats too often between its start and now to be expanded quickly (the expansion walks from the start)."""
+    if spec.rrule is None or spec.solar is not None:
+        return None
+    local_now = _aware(now).astimezone(ZoneInfo(spec.time_zone)).replace(tzinfo=None)
+    if spec.start_local >= local_now:
+        return None
+    rules = rrulestr(spec.rrule, dtstart=spec.start_local, forceset=True)
+    for count, wall in enumerate(rules):
+        if wall >= local_now:
+            return None
+        if count >= MAX_BACKLOG:
+            return f"the rule repeats more than {MAX_BACKLOG} times between the start and now; start it nearer today"
+    return None
 
 
 def self_overlap(spec: ScheduleSpec, now: datetime) -> str | None:
