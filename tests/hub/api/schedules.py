@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.harness import HubProcess
 
@@ -36,14 +42,38 @@ def unique(prefix: str) -> str:
 
 
 def enroll(hub: HubProcess, site: str | None = "berlin", tags: list[str] | None = None) -> str:
+    return enroll_with_credential(hub, site, tags)[0]
+
+
+def enroll_with_credential(hub: HubProcess, site: str | None = "berlin", tags: list[str] | None = None) -> tuple[str, str]:
     body: dict[str, Any] = {"name": unique("sch-node"), "tags": tags or []}
     if site is not None:
         body["site"] = site
     with hub.admin() as admin:
         response = admin.post("/api/v1/nodes/enroll", json=body)
     assert response.status_code == 201, response.text
-    node_id: str = response.json()["data"]["node"]["id"]
-    return node_id
+    data = response.json()["data"]
+    return data["node"]["id"], data["credential"]
+
+
+@contextmanager
+def job_commands(hub: HubProcess, node_id: str, credential: str) -> Iterator[list[dict[str, Any]]]:
+    """What the hub tells the node on `cmd/job`, heard by an MQTT client logged in as the node."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=node_id)
+    client.username_pw_set(node_id, credential)
+    heard: list[dict[str, Any]] = []
+    subscribed = threading.Event()
+    client.on_message = lambda c, u, m: heard.append(json.loads(m.payload))
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_connect = lambda c, *a: c.subscribe(f"hark/v1/nodes/{node_id}/cmd/job", qos=1)
+    client.connect("127.0.0.1", hub.mqtt_port)
+    client.loop_start()
+    try:
+        assert subscribed.wait(5), "no subscription on the hub's broker"
+        yield heard
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def soon(days: int = 3) -> str:

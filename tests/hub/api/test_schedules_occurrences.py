@@ -19,6 +19,8 @@ from tests.hub.api.schedules import (
     body,
     create,
     enroll,
+    enroll_with_credential,
+    job_commands,
     last_sunday,
     sites_with_places,
     soon,
@@ -341,7 +343,7 @@ def _rebase(value: Any) -> Any:
 def test_an_occurrence_inside_the_lead_window_is_dispatched_withdrawn_when_skipped_and_back_when_unskipped(
     hub: HubProcess,
 ) -> None:
-    node = enroll(hub, "berlin")
+    node, credential = enroll_with_credential(hub, "berlin")
     start = (datetime.now(ZoneInfo("Europe/Berlin")) + timedelta(hours=3)).replace(tzinfo=None, microsecond=0)
     schedule = create(hub, **body([node], start_local=start.isoformat(), rrule=None, duration_s=120))
     url = f"{SCHEDULES}/{schedule['id']}"
@@ -352,8 +354,9 @@ def test_an_occurrence_inside_the_lead_window_is_dispatched_withdrawn_when_skipp
 
     dispatched = wait_for(lambda: only("dispatched"), 30, "the dispatcher to dispatch the occurrence")
     assert [r["node_id"] for r in dispatched["recordings"]] == [node] and dispatched["recordings"][0]["status"] == "queued"
-    with hub.admin() as admin:
+    with hub.admin() as admin, job_commands(hub, node, credential) as told:
         skipped = admin.post(f"{url}/skip-next").json()["data"]
+        wait_for(lambda: {"scheduled": True}.items() <= (told[-1] if told else {}).items(), 10, "the node to be told to sync")
         assert skipped["id"] == dispatched["id"] and skipped["state"] == "skipped"
         recording = admin.get(f"/api/v1/recordings/{dispatched['recordings'][0]['id']}").json()["data"]
         assert recording["status"] == "cancelled"  # withdrawn at once: the node is told to drop it
