@@ -49,7 +49,9 @@ def boxes(console_fleet: ConsoleFleet) -> dict[str, str]:
 @pytest.fixture
 def berlin(browser: Browser) -> Iterator[BrowserContext]:
     """A browser in Berlin (en-GB), which axe may run in (the console's CSP refuses inline scripts otherwise)."""
-    ctx = browser.new_context(viewport={"width": 1440, "height": 900}, timezone_id="Europe/Berlin", locale="en-GB", bypass_csp=True)
+    ctx = browser.new_context(
+        viewport={"width": 1440, "height": 900}, timezone_id="Europe/Berlin", locale="en-GB", bypass_csp=True
+    )
     ctx.set_default_timeout(20_000)
     yield ctx
     ctx.close()
@@ -65,9 +67,17 @@ def tab(berlin: BrowserContext) -> Iterator[Page]:
 
 
 def a_monday_ahead(weeks: int = 1) -> date:
-    """A Monday 7 to 13 days from today (`weeks` 1), so its takes are the first ahead and within the 31-day conflict window."""
+    """A Monday 8 to 14 days from today (`weeks` 1): after the dispatch lead window, within the 31 days conflicts look at."""
     today = datetime.now(BERLIN).date()
-    return today + timedelta(days=(7 - today.weekday()) % 7 or 7) + timedelta(days=7 * (weeks - 1))
+    return today + timedelta(days=(7 - today.weekday()) % 7 or 7) + timedelta(days=7 * weeks)
+
+
+def a_polar_night_day() -> date:
+    """Today if Longyearbyen is in its polar night (no sunrise from late October to mid-February), else the next 15 November."""
+    today = datetime.now(BERLIN).date()
+    if today.month in (11, 12, 1):
+        return today
+    return date(today.year if today.month < 11 else today.year + 1, 11, 15)
 
 
 def utc_text(day: date, clock: str, zone: ZoneInfo = BERLIN) -> str:
@@ -160,7 +170,11 @@ def test_a_weekday_schedule_is_built_with_presets_previewed_live_in_the_sites_zo
     with console_fleet.hub.admin() as admin:
         stored = admin.get(f"/api/v1/schedules/{schedule_id}").json()["data"]
     assert stored["target"] == {"node_ids": [boxes["Meadow box"]]}
-    assert (stored["time_zone"], stored["start_local"], stored["duration_s"]) == ("Europe/Berlin", f"{monday.isoformat()}T09:00:00", 1800)
+    assert (stored["time_zone"], stored["start_local"], stored["duration_s"]) == (
+        "Europe/Berlin",
+        f"{monday.isoformat()}T09:00:00",
+        1800,
+    )
     assert stored["rrule"] == "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR"
     assert stored["exdates"] == [f"{tuesday.isoformat()}T09:00:00"]
     expected_until = datetime.fromisoformat(f"{until.isoformat()}T00:00").replace(tzinfo=BERLIN).astimezone(UTC)
@@ -174,10 +188,19 @@ def test_a_weekday_schedule_is_built_with_presets_previewed_live_in_the_sites_zo
     expect(form.get_by_label("Repeats")).to_have_value("weekdays")
     expect(form.get_by_label("Duration")).to_have_value("30")
     expect(form.get_by_label("Valid until (local time)")).to_have_value(f"{until.isoformat()}T00:00")
+    with console_fleet.hub.admin() as admin:  # someone else changes it meanwhile
+        answer = admin.patch(f"/api/v1/schedules/{schedule_id}", json={"version": 1, "description": "mornings at the meadow"})
+        assert answer.status_code == 200, answer.text
+    form.get_by_label("Duration").fill("45")
+    form.get_by_role("button", name="Save schedule").click()
+    expect(form.get_by_role("alert").filter(has_text="Not saved")).to_contain_text("changed meanwhile")
+    tab.reload()
+    form = tab.get_by_role("form", name="Schedule")
+    expect(form.get_by_label("Description")).to_have_value("mornings at the meadow")
     form.get_by_label("Duration").fill("45")
     form.get_by_role("button", name="Save schedule").click()
     expect(facts).to_contain_text("Weekdays at 09:00, for 45 min")
-    expect(facts).to_contain_text("v2")
+    expect(facts).to_contain_text("v3")
 
 
 def test_a_clash_is_shown_with_its_takes_and_saved_by_skipping_them(
@@ -221,6 +244,21 @@ def test_a_clash_is_shown_with_its_takes_and_saved_by_skipping_them(
     expect(tab.locator(".schedule-page .facts")).to_contain_text("Skip a clashing take on that node")
     expect(tab.locator(".schedule-page .facts")).to_contain_text("every node on dawn-meadow tagged mast")
 
+    # Disabled, it has no next take to skip, and says so by the button; enabled again; deleted.
+    tab.get_by_role("button", name="Disable").click()
+    expect(tab.locator(".schedule-page .facts .state").first).to_have_text("disabled")
+    skip = tab.get_by_role("button", name="Skip next")
+    expect(skip).to_be_disabled()
+    expect(skip).to_have_accessible_description("the schedule is disabled")
+    tab.get_by_role("button", name="Enable").click()
+    expect(tab.locator(".schedule-page .facts .state").first).to_have_text("enabled")
+    expect(skip).to_be_enabled()
+    tab.get_by_role("button", name="Delete").click()
+    tab.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    expect(tab.get_by_role("heading", name="Schedules")).to_be_visible()
+    expect(tab.locator("table.schedule-table")).not_to_contain_text("Overlapping mast")
+    expect(tab.locator("table.schedule-table")).to_contain_text(other["name"])
+
 
 def test_a_dawn_schedule_previews_sunrise_and_a_polar_site_says_why_it_has_none(
     console_fleet: ConsoleFleet, boxes: dict[str, str], tab: Page
@@ -234,13 +272,16 @@ def test_a_dawn_schedule_previews_sunrise_and_a_polar_site_says_why_it_has_none(
     form.get_by_role("radio", name="At a solar event").check()
     form.get_by_label("Solar event", exact=True).select_option("sunrise")
     form.get_by_label("Offset (minutes)").fill("-30")
+    form.get_by_label("Starts").fill(f"{a_polar_night_day().isoformat()}T00:00")  # the first day; the sun sets the time
     form.get_by_label("Duration").fill("1")  # an hour: ends before the meadow box's weekday mornings at 09:00
     expect(form.get_by_label("RRULE")).to_have_value("FREQ=DAILY;COUNT=1")  # once: one day's sunrise
     form.get_by_label("Repeats").select_option("daily")
     expect(form.get_by_label("RRULE")).to_have_value("FREQ=DAILY")
     preview = tab.locator(".schedule-preview")
-    # Near the poles the sun neither rises in winter nor sets in summer; in spring and autumn it does.
-    expect(preview.locator(".schedule-absent")).to_contain_text(re.compile(r"no sunrise on \d{4}-\d\d-\d\d at 78\.2N: the sun stays (down \(polar night\)|up \(polar day\))"))
+    # At 78 degrees north the sun does not rise for weeks around midwinter: each day says so.
+    absent = preview.locator(".schedule-absent")
+    expect(absent).to_contain_text(re.compile(r"no sunrise on \d{4}-\d\d-\d\d at 78\.2N: the sun stays down \(polar night\)"))
+    expect(absent).to_contain_text(re.compile(r"and \d+ more days without one"))
     tab.screenshot(path=str(ARTIFACTS / "schedule-polar.png"), full_page=True)
 
     form.get_by_role("checkbox", name="Polar box (polar-station)").uncheck()
@@ -265,8 +306,13 @@ def test_the_week_view_shows_a_sites_takes_day_by_day_in_its_zone(
     monday = a_monday_ahead(weeks=2)
     name = f"Noon meadow {uuid.uuid4().hex[:4]}"
     schedule = make_schedule(
-        console_fleet, name=name, target={"selector": {"site": "dawn-meadow", "tags": ["roof"]}},
-        start_local=f"{monday.isoformat()}T12:00:00", duration_s=900, rrule="FREQ=DAILY", on_conflict="allow",
+        console_fleet,
+        name=name,
+        target={"selector": {"site": "dawn-meadow", "tags": ["roof"]}},
+        start_local=f"{monday.isoformat()}T12:00:00",
+        duration_s=900,
+        rrule="FREQ=DAILY",
+        on_conflict="allow",
     )
     sign_in(tab, console_fleet.hub.url)
     tab.goto(f"{console_fleet.hub.url}/#/schedules/week?site=dawn-meadow&from={monday.isoformat()}")
@@ -291,8 +337,13 @@ def test_skip_next_unskip_and_run_now_on_a_real_node_with_the_recording_linked(
     foyer = console_fleet.node_id("Foyer")
     tomorrow = datetime.now(UTC).date() + timedelta(days=1)
     schedule = make_schedule(
-        console_fleet, name="Foyer at six", target={"node_ids": [foyer]},
-        start_local=f"{tomorrow.isoformat()}T06:00:00", duration_s=600, rrule="FREQ=DAILY", metadata={"room": "foyer"},
+        console_fleet,
+        name="Foyer at six",
+        target={"node_ids": [foyer]},
+        start_local=f"{tomorrow.isoformat()}T06:00:00",
+        duration_s=600,
+        rrule="FREQ=DAILY",
+        metadata={"room": "foyer"},
     )
     sign_in(tab, console_fleet.hub.url)
     tab.goto(f"{console_fleet.hub.url}/#/schedules/{schedule['id']}")
@@ -330,8 +381,13 @@ def test_a_viewer_reads_schedules_without_the_buttons_that_change_them(
     console_fleet: ConsoleFleet, boxes: dict[str, str], page: Page
 ) -> None:
     schedule = make_schedule(
-        console_fleet, name="Read-only hours", target={"node_ids": [boxes["Polar box"]]},
-        start_local="2030-06-01T10:00:00", duration_s=60, rrule="FREQ=HOURLY;INTERVAL=2", on_conflict="allow",
+        console_fleet,
+        name="Read-only hours",
+        target={"node_ids": [boxes["Polar box"]]},
+        start_local="2030-06-01T10:00:00",
+        duration_s=60,
+        rrule="FREQ=HOURLY;INTERVAL=2",
+        on_conflict="allow",
     )
     sign_in_as_viewer(page, console_fleet.hub)
     page.get_by_role("link", name="Schedules").click()
@@ -347,12 +403,25 @@ def test_a_viewer_reads_schedules_without_the_buttons_that_change_them(
     expect(page.get_by_role("alert")).to_contain_text("it needs the permission schedule:manage")
 
 
-@pytest.mark.parametrize("address", ["/#/schedules", "/#/schedules/week?site=dawn-meadow"])
-def test_the_schedules_pages_fit_a_phone(console_fleet: ConsoleFleet, boxes: dict[str, str], tab: Page, address: str) -> None:
+@pytest.mark.parametrize(
+    ("address", "scheme"),
+    [
+        ("/#/schedules", "light"),
+        ("/#/schedules/week?site=dawn-meadow", "light"),
+        ("/#/schedules/new", "light"),
+        ("/#/schedules/new", "dark"),
+    ],
+)
+def test_the_schedules_pages_fit_a_phone_and_pass_axe(
+    console_fleet: ConsoleFleet, boxes: dict[str, str], tab: Page, address: str, scheme: str
+) -> None:
     sign_in(tab, console_fleet.hub.url)
+    tab.emulate_media(color_scheme="dark" if scheme == "dark" else "light")
     tab.set_viewport_size({"width": 390, "height": 860})
     tab.goto(f"{console_fleet.hub.url}{address}")
-    expect(tab.locator(".schedule-table tbody tr, .schedule-day").first).to_be_visible()
+    expect(tab.locator(".schedule-table tbody tr, .schedule-day, .schedule-preview tbody tr").first).to_be_visible()
     tab.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
     assert tab.evaluate(OVERFLOW) <= 0, f"{address} scrolls sideways on a phone"
-    assert_accessible(tab, address)
+    assert_accessible(tab, f"{address} ({scheme})")
+    name = address.strip("/#").split("?")[0].replace("/", "-")
+    tab.screenshot(path=str(ARTIFACTS / f"{name}-phone-{scheme}.png"), full_page=True)

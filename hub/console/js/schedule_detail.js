@@ -170,7 +170,7 @@ export function renderSchedule(view, id) {
         const future = new Date(o.start_utc).getTime() > now;
         const when = o.local_start ? o.local_start.slice(0, 16).replace("T", " ") : utcShort(o.start_utc);
         return h("tr", { dataset: { state: o.state, start: o.start_utc } },
-          h("td", {}, zoned(o.start_utc, zone), o.run_now ? h("span", { class: "hint" }, " run now") : null),
+          h("td", {}, zoned(o.start_utc, zone), o.run_now && !/run now/i.test(o.reason ?? "") ? h("span", { class: "hint" }, " run now") : null),
           h("td", { class: "col-utc" }, utcShort(o.start_utc)),
           h("td", { class: "col-state" }, stateChip(o.state)),
           h("td", { class: "col-reason" }, o.reason ?? ""),

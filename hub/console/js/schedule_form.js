@@ -183,6 +183,7 @@ function renderScheduleForm(view, id) {
         } else if (err.status === 409) {
           error.textContent = `Not saved: ${err.message} Open the schedule again to see the change, then edit it.`;
         } else {
+          slots.reveal();
           const left = err.detail?.fields ? slots.mark(err.detail.fields) : [];
           error.textContent = err.detail?.fields
             ? `Not saved: ${err.detail.message ?? "some fields need fixing"}${left.length ? ` (${left.map((k) => `${k}: ${err.detail.fields[k]}`).join("; ")})` : ""}.`

@@ -4,7 +4,7 @@
 import { api } from "./api.js";
 import { fill, h } from "./dom.js";
 import { plural } from "./words.js";
-import { SCHEDULES, utcShort, zoned } from "./schedule_rules.js";
+import { SCHEDULES, siteTime, utcShort } from "./schedule_rules.js";
 
 const DEBOUNCE_MS = 350;
 const ABSENT_SHOWN = 5;
@@ -23,6 +23,7 @@ export function schedulePreview({ body, onFields, onExcept = null }) {
     h("caption", { class: "visually-hidden" }, "The next occurrences"),
     h("thead", {}, h("tr", {}, zoneHead, h("th", { scope: "col" }, "UTC"), h("th", { scope: "col", class: "col-note" }, "Note"),
       onExcept ? h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Exception")) : null)), tbody);
+  const noteHead = table.querySelector("th.col-note");
   const absent = h("ul", { class: "schedule-absent", hidden: true });
   const element = h("section", { class: "schedule-preview manage-card", "aria-labelledby": "schedule-preview-h" },
     h("h3", { id: "schedule-preview-h" }, "Next occurrences"), summary, problems, h("div", { class: "table-wrap" }, table), absent);
@@ -39,21 +40,25 @@ export function schedulePreview({ body, onFields, onExcept = null }) {
     const occ = data.occurrences ?? [];
     const gaps = data.absent ?? [];
     zoneHead.textContent = zone ? `At the site (${zone})` : "At the site";
+    const notes = occ.some((o) => o.note);
+    noteHead.hidden = !notes;
     fill(tbody, occ.map((o) => h("tr", {},
-      h("td", {}, zoned(o.start_utc, zone)),
-      h("td", {}, h("time", { datetime: o.start_utc }, utcShort(o.start_utc))),
-      h("td", { class: "col-note" }, o.note ?? ""),
+      h("td", { class: "col-local" }, siteTime(o.start_utc, zone)),
+      h("td", { class: "col-utc" }, h("time", { datetime: o.start_utc }, utcShort(o.start_utc))),
+      notes ? h("td", { class: "col-note" }, o.note ?? "") : null,
       onExcept ? h("td", {}, o.local_start ? h("button", { type: "button", class: "small", "aria-label": `Except ${o.local_start.slice(0, 16).replace("T", " ")}`,
         onclick: () => onExcept(o.local_start.slice(0, 19)) }, "Except") : null) : null)));
     table.hidden = !occ.length;
     fill(absent, gaps.slice(0, ABSENT_SHOWN).map((g) => h("li", {}, g.reason ?? `no occurrence on ${g.day}`)),
       gaps.length > ABSENT_SHOWN ? h("li", {}, `and ${plural(gaps.length - ABSENT_SHOWN, "more day")} without one`) : null);
     absent.hidden = !gaps.length;
-    if (issues.length) summary.textContent = `${plural(issues.length, "problem")} to fix before it can be saved.`;
-    else if (occ.length) {
+    const toFix = issues.length ? ` ${plural(issues.length, "problem")} to fix before it can be saved.` : "";
+    if (occ.length) {
       summary.textContent = `The next ${plural(occ.length, "occurrence")}: first ${occ[0].local_start ? occ[0].local_start.slice(0, 16).replace("T", " ") : utcShort(occ[0].start_utc)}`
-        + ` at the site (${utcShort(occ[0].start_utc)})${gaps.length ? `; ${plural(gaps.length, "day")} without one` : ""}.`;
-    } else summary.textContent = gaps.length ? `No occurrence ahead: ${gaps[0].reason}` : "No occurrence ahead: the rule or the validity window ends before now.";
+        + ` at the site (${utcShort(occ[0].start_utc)})${gaps.length ? `; ${plural(gaps.length, "day")} without one` : ""}.${toFix}`;
+    } else if (issues.length && !data.occurrences) summary.textContent = toFix.trim();
+    else if (toFix && !gaps.length) summary.textContent = `No occurrence to show.${toFix}`;
+    else summary.textContent = (gaps.length ? `No occurrence ahead: ${gaps[0].reason}.` : "No occurrence ahead: the rule or the validity window ends before now.") + toFix;
   };
 
   const ask = async () => {

@@ -174,6 +174,19 @@ export function wallToUtc(wall, zone) {
 /** A time at a site ("7 Dec 2026, 09:00 CET") with its UTC form on hover. */
 export const zoned = (iso, zone) => (iso ? h("time", { datetime: iso, title: utcShort(iso) }, when(iso, { zone, seconds: false })) : "—");
 
+/** A take's start at a site, with its weekday ("Mon 7 Dec, 09:00 CET"; the year too when it is not this one). */
+export function siteTime(iso, zone) {
+  if (!iso) return "—";
+  const date = new Date(iso);
+  const zoneOk = zone && knownZone(zone) ? zone : undefined;
+  const year = new Intl.DateTimeFormat("en", { year: "numeric", timeZone: zoneOk }).format(date);
+  const text = date.toLocaleString(undefined, {
+    weekday: "short", day: "numeric", month: "short", year: year === String(new Date().getFullYear()) ? undefined : "numeric",
+    hour: "2-digit", minute: "2-digit", timeZone: zoneOk, timeZoneName: "short",
+  });
+  return h("time", { datetime: iso, title: utcShort(iso) }, text);
+}
+
 /** "2026-12-07 08:00 UTC". */
 export const utcShort = (iso) => (iso ? `${new Date(iso).toISOString().slice(0, 16).replace("T", " ")} UTC` : "—");
 
@@ -183,17 +196,23 @@ export const lateWords = (s) => (s === null || s === undefined ? "" : s <= 0.05 
 /**
  * Where the hub's `fields` problems show in a form: each name ("rrule", "solar.event", "target") has a
  * message under its field and marks its control invalid; a name's prefix ("target.node_ids" -> "target")
- * is tried when the name itself has no place. `mark(fields)` answers the names that found no place.
+ * is tried when the name itself has no place. A field shows its problem once the user has changed it,
+ * or once `reveal()` is called (a save was refused). `mark(fields)` answers the names that found no place.
  */
 export function problemSlots() {
   const slots = new Map();
+  const touched = new Set();
+  let revealed = false;
   return {
     add(name, fieldEl, control = fieldEl.querySelector("input, select, textarea")) {
       const message = h("small", { class: "field-problem", id: `problem-${name.replace(/\W/g, "-")}-${slots.size}`, hidden: true });
       fieldEl.append(message);
       slots.set(name, { control, message });
+      for (const type of ["input", "change"]) fieldEl.addEventListener(type, () => touched.add(name));
       return fieldEl;
     },
+    touch(name) { touched.add(name); },
+    reveal() { revealed = true; },
     mark(fields = {}) {
       for (const { control, message } of slots.values()) {
         message.hidden = true;
@@ -203,8 +222,10 @@ export function problemSlots() {
       }
       const left = [];
       for (const [name, problem] of Object.entries(fields)) {
-        const slot = slots.get(name) ?? slots.get(name.split(/[.[]/)[0]);
+        const key = slots.has(name) ? name : name.split(/[.[]/)[0];
+        const slot = slots.get(key);
         if (!slot) { left.push(name); continue; }
+        if (!revealed && !touched.has(key)) continue;
         slot.message.textContent = slot.message.textContent ? `${slot.message.textContent}; ${problem}` : String(problem);
         slot.message.hidden = false;
         if (slot.control) {
