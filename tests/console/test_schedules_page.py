@@ -147,7 +147,9 @@ def test_a_weekday_schedule_is_built_with_presets_previewed_live_in_the_sites_zo
 
     # An exception taken from the preview; a validity window in the site's zone.
     tuesday = monday + timedelta(days=1)
-    preview.get_by_role("button", name=f"Except {tuesday.isoformat()} 09:00").click()
+    except_tuesday = preview.get_by_role("button", name=f"Except {tuesday.isoformat()} 09:00")
+    except_tuesday.focus()
+    tab.keyboard.press("Enter")  # keyboard-operable
     expect(form.locator(".schedule-exdates")).to_contain_text(f"{tuesday.isoformat()} 09:00:00")
     expect(rows.nth(1)).to_contain_text(utc_text(monday + timedelta(days=2), "09:00"))
     until = monday + timedelta(days=28)
@@ -242,7 +244,7 @@ def test_a_clash_is_shown_with_its_takes_and_saved_by_skipping_them(
     clash.get_by_role("button", name="Save, skipping clashing takes").click()
     expect(tab.get_by_role("heading", name="Schedule Overlapping mast")).to_be_visible()
     expect(tab.locator(".schedule-page .facts")).to_contain_text("Skip a clashing take on that node")
-    expect(tab.locator(".schedule-page .facts")).to_contain_text("every node on dawn-meadow tagged mast")
+    expect(tab.locator(".schedule-page .facts")).to_contain_text("every node on dawn-meadow tagged mast — now Meadow mast")
 
     # Disabled, it has no next take to skip, and says so by the button; enabled again; deleted.
     tab.get_by_role("button", name="Disable").click()
@@ -394,8 +396,12 @@ def test_a_viewer_reads_schedules_without_the_buttons_that_change_them(
     row = page.locator(f"table.schedule-table tr[data-schedule-id='{schedule['id']}']")
     expect(row).to_contain_text("Every 2 hours from 10:00, for 1 min")
     expect(page.get_by_role("link", name="New schedule")).to_have_count(0)
-    page.get_by_label("Site", exact=True).select_option("polar-station")
+    page.get_by_label("Site", exact=True).select_option("polar-station")  # an option from the counts (facets)
     expect(page.locator("table.schedule-table tbody tr")).to_have_count(1)
+    expect(page.get_by_label("Site", exact=True).locator("option:checked")).to_have_text("polar-station (1)")
+    expect(page.get_by_role("link", name="Export CSV")).to_have_attribute(
+        "href", re.compile(r"/api/v1/schedules/export\?.*site=polar-station.*format=csv")
+    )
     row.get_by_role("link", name="Read-only hours").click()
     expect(page.get_by_text("Changing schedules needs the permission schedule:manage.")).to_be_visible()
     expect(page.get_by_role("button", name="Run now")).to_have_count(0)

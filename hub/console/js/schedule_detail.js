@@ -132,7 +132,8 @@ export function renderSchedule(view, id) {
       + `${s.solar.latitude !== undefined && s.solar.latitude !== null ? ` at ${s.solar.latitude}, ${s.solar.longitude}` : " at the site's coordinates"}` : null;
     fill(facts, [
       ["State", h("span", { class: `state ${s.enabled ? "state-succeeded" : ""}` }, s.enabled ? "enabled" : "disabled")],
-      ["Records on", targetWords(s.target, names)],
+      ["Records on", [targetWords(s.target, names), s.target?.selector && Array.isArray(s.node_ids)
+        ? h("span", { class: "hint" }, s.node_ids.length ? ` — now ${s.node_ids.map((i) => names.get(i) ?? i).join(", ")}` : " — no node matches now") : null]],
       ["Site", s.site ?? "several or none"],
       ["Time zone", s.time_zone],
       ["When", whenWords(s)],
