@@ -328,6 +328,11 @@ def test_the_week_view_shows_a_sites_takes_day_by_day_in_its_zone(
         expect(take).to_contain_text("Meadow box")
     tab.screenshot(path=str(ARTIFACTS / "schedule-week.png"), full_page=True)
     assert_accessible(tab, "the week view")
+    tab.get_by_label("Node", exact=True).select_option(label="Meadow mast (dawn-meadow)")
+    expect(tab.get_by_label("Site", exact=True)).to_have_value("")
+    expect(tab.get_by_role("status").filter(has_text="takes for Meadow mast")).to_be_visible()
+    expect(days.first).not_to_contain_text(name)  # the noon schedule records on the roof box only
+    tab.get_by_label("Site", exact=True).select_option("dawn-meadow")
     tab.get_by_role("button", name="Next week").click()
     expect(tab.get_by_label("First day")).to_have_value((monday + timedelta(days=7)).isoformat())
     expect(days.first.locator(".schedule-take", has_text=name)).to_contain_text("12:00–12:15")

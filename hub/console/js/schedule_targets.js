@@ -4,6 +4,7 @@ import { field, fill, h, select } from "./dom.js";
 import { plural } from "./words.js";
 import { matchedNodes } from "./schedule_rules.js";
 
+const FILTER_FROM = 12;
 const listFromText = (text) => text.split(",").map((s) => s.trim()).filter(Boolean);
 
 /**
@@ -19,10 +20,16 @@ export function targetEditor({ nodes, sites, slots, onChange }) {
   const [byNodes, byNodesLabel] = radio("nodes", "Chosen nodes");
   const [bySelector, bySelectorLabel] = radio("selector", "Every node on a site with some tags");
   const checks = (nodes ?? []).map((n) => h("input", { type: "checkbox", name: "node_ids", value: n.id, dataset: { site: n.site ?? "" } }));
+  const labels = (nodes ?? []).map((n, i) => h("label", { class: "check" }, checks[i], n.site ? `${n.name} (${n.site})` : n.name));
+  // Many nodes: a search narrows the boxes shown (the chosen ones stay).
+  const narrow = nodes && nodes.length > FILTER_FROM ? h("input", { type: "search", name: "node_filter", autocomplete: "off", placeholder: "name or site" }) : null;
+  narrow?.addEventListener("input", () => {
+    const words = narrow.value.trim().toLowerCase();
+    labels.forEach((label, i) => { label.hidden = Boolean(words) && !checks[i].checked && !label.textContent.toLowerCase().includes(words); });
+  });
   const nodeList = nodes
-    ? h("fieldset", { class: "schedule-node-list" }, h("legend", {}, "Nodes"),
-      nodes.length ? nodes.map((n, i) => h("label", { class: "check" }, checks[i], n.site ? `${n.name} (${n.site})` : n.name))
-        : h("p", { class: "hint" }, "No node is enrolled yet."))
+    ? h("div", { class: "schedule-nodes" }, narrow ? field("Find nodes", narrow) : null,
+      h("fieldset", { class: "schedule-node-list" }, h("legend", {}, "Nodes"), nodes.length ? labels : h("p", { class: "hint" }, "No node is enrolled yet.")))
     : field("Node ids", h("input", { name: "node_ids", autocomplete: "off", spellcheck: "false", placeholder: "nod_…, nod_…" }), "Comma-separated.");
   const typedIds = nodes ? null : nodeList.querySelector("input");
   const site = select([["", "Any site"], ...sites.map((s) => [s.id, s.name && s.name !== s.id ? `${s.name} (${s.id})` : s.id])], "", { name: "selector_site" });
@@ -54,8 +61,9 @@ export function targetEditor({ nodes, sites, slots, onChange }) {
       : bySelector.checked ? "No node matches now; nodes that match later are included." : "Choose at least one node.");
   };
   for (const el of [byNodes, bySelector, site, tags, ...checks, typedIds]) {
-    const typing = el?.tagName === "INPUT" && !["checkbox", "radio"].includes(el.type);
-    el?.addEventListener(typing ? "input" : "change", () => { sync(); onChange(); });
+    if (!el) continue;
+    const typing = el.tagName === "INPUT" && !["checkbox", "radio"].includes(el.type);
+    el.addEventListener(typing ? "input" : "change", () => { sync(); onChange(); });
   }
   sync();
 
