@@ -12,6 +12,7 @@ How the agent uses it::
                             duration_s=claim["recording"]["requested_duration_s"],
                             clock_offset_ms=offset, time_quality=quality)
         recorder.start(audio_path.ring)              # reader opened now, pre-roll included; own thread
+                                                     # (start_at=epoch s: opened at the ring frame of that instant)
         recorder.progress()                          # frames, seconds, bytes: for job heartbeats
         recorder.stop()                              # hub stop / cancel; stop("disk_low") when the policy says so
         recorder.done.wait()                         # then recorder.result: state, path, sha256, ledger
