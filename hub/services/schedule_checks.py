@@ -25,7 +25,7 @@ from hark_fleet.hub.services.nodes import TAG
 from hark_fleet.hub.services.recordings_library import check_metadata
 from hark_fleet.hub.services.schedule_occurrences import next_takes
 from hark_fleet.hub.services.schedule_specs import parse_local, solar_anchor
-from hark_fleet.hub.services.schedule_times import MAX_DURATION_S, ScheduleSpec, occurrences, validate
+from hark_fleet.hub.services.schedule_times import MAX_DURATION_S, ScheduleSpec, occurrences, validate, walks_quickly
 from hark_fleet.hub.services.sites import check_time_zone
 
 NAME_MAX = 100
@@ -365,7 +365,7 @@ def _tags(value: Any, problems: dict[str, str]) -> Any:
 
 def backlog(spec: ScheduleSpec, now: datetime) -> str | None:
     """Why the rule repeats too often between its start and now to be expanded quickly (the expansion walks from the start)."""
-    if spec.rrule is None or spec.solar is not None:
+    if spec.rrule is None or spec.solar is not None or walks_quickly(spec.rrule):
         return None
     local_now = _aware(now).astimezone(ZoneInfo(spec.time_zone)).replace(tzinfo=None)
     if spec.start_local >= local_now:

@@ -35,6 +35,13 @@ _SOLAR: dict[str, tuple[str, float | None]] = {
     "dawn_nautical": ("nautical dawn", 12.0),
     "dusk_nautical": ("nautical dusk", 12.0),
 }
+_FIXED_PERIODS = {
+    "SECONDLY": timedelta(seconds=1),
+    "MINUTELY": timedelta(minutes=1),
+    "HOURLY": timedelta(hours=1),
+    "DAILY": timedelta(days=1),
+    "WEEKLY": timedelta(weeks=1),
+}
 _HORIZON_ELEVATION = -0.833  # apparent sunrise/sunset: refraction plus the sun's radius
 
 
@@ -205,12 +212,43 @@ def _walls(spec: ScheduleSpec, lo_local: datetime, hi_local: datetime) -> list[d
         exdays = set()
     if not rule:
         return [dtstart] if lo_local <= dtstart <= hi_local else []
-    rules = rrulestr(rule, dtstart=dtstart, forceset=True)
+    rules = rrulestr(rule, dtstart=_fast_forward(rule, dtstart, lo_local), forceset=True)
     assert isinstance(rules, rruleset)
     if spec.solar is None:
         for x in spec.exdates:
             rules.exdate(x)
     return [w for w in rules.between(lo_local, hi_local, inc=True) if w.date() not in exdays]
+
+
+def _fast_forward(rule: str, dtstart: datetime, lo_local: datetime) -> datetime:
+    """A later DTSTART with the same wall times from `lo_local` on: whole periods of the rule skipped.
+
+    dateutil walks a rule from its DTSTART on every expansion, so a five-minute rule begun years ago
+    would cost seconds. Only rules with a fixed period and no COUNT can move (COUNT counts from the
+    first start; months and years vary in length, and they repeat rarely enough to walk).
+    """
+    step = _fixed_step(rule)
+    if step is None:
+        return dtstart
+    skip = (lo_local - dtstart) // step - 1  # one whole step to spare before the window
+    return dtstart + step * skip if skip > 0 else dtstart
+
+
+def walks_quickly(rule: str) -> bool:
+    """Whether expanding `rule` costs the same however long ago it started (see `_fast_forward`)."""
+    return _fixed_step(rule) is not None
+
+
+def _fixed_step(rule: str) -> timedelta | None:
+    """The rule's fixed step (period x interval) when it has one and no COUNT, else None."""
+    parts = dict(p.split("=", 1) for p in rule.upper().removeprefix("RRULE:").split(";") if "=" in p)
+    period = _FIXED_PERIODS.get(parts.get("FREQ", ""))
+    if period is None or "COUNT" in parts or "\n" in rule.strip():
+        return None
+    try:
+        return period * max(1, int(parts.get("INTERVAL", "1")))
+    except ValueError:
+        return None
 
 
 def _transition(before: datetime, after: datetime, zone: ZoneInfo) -> datetime:

@@ -48,6 +48,9 @@ def test_a_schedule_is_created_in_its_sites_zone_and_read_back_with_its_next_occ
     assert actions["enable"] == {"allowed": False, "reason": "the schedule is enabled"}
     assert actions["skip_next"]["allowed"] and actions["disable"]["allowed"] and actions["delete"]["allowed"]
     assert audit_actions(hub, schedule["id"]) == ["schedule.create"]
+    with hub.admin() as admin:
+        events = admin.get("/api/v1/audit-events", params={"target_id": schedule["id"]}).json()["data"]
+    assert [e["site"] for e in events] == ["berlin"]  # a site-limited audit reader sees its sites' schedule changes
 
 
 def test_a_given_zone_wins_and_targets_in_two_sites_need_one(hub: HubProcess) -> None:

@@ -308,3 +308,32 @@ def test_overlaps_catch_a_dawn_take_running_into_a_fixed_one():
     six = ScheduleSpec("Europe/Berlin", datetime(2027, 5, 1, 6, 0), HOUR, "FREQ=DAILY")
     clashes = overlaps(dawn, six, utc(2027, 5, 1), utc(2027, 5, 3))
     assert [b.local_start[:16] for _, b in clashes] == ["2027-05-01T06:00", "2027-05-02T06:00"]
+
+
+def test_a_five_minute_rule_begun_years_ago_expands_the_same_as_one_begun_today():
+    old = ScheduleSpec(
+        time_zone="Europe/Berlin", start_local=datetime(2019, 3, 1, 0, 2), duration_s=60, rrule="FREQ=MINUTELY;INTERVAL=5"
+    )
+    new = ScheduleSpec(
+        time_zone="Europe/Berlin", start_local=datetime(2026, 3, 1, 0, 2), duration_s=60, rrule="FREQ=MINUTELY;INTERVAL=5"
+    )
+    window = (datetime(2026, 3, 28, 23, 0, tzinfo=UTC), datetime(2026, 3, 29, 3, 0, tzinfo=UTC))  # across spring forward
+    starts = [o.local_start for o in occurrences(old, *window).occurrences]
+    assert starts == [o.local_start for o in occurrences(new, *window).occurrences]
+    # 00:02-01:57 and 03:02-04:57, and the twelve walls inside the gap start once, at 03:00.
+    assert starts[0] == "2026-03-29T00:02:00+01:00" and len(starts) == 24 + 1 + 24
+
+
+def test_weekly_rules_keep_their_days_and_interval_when_the_walk_is_shortened():
+    spec = ScheduleSpec(
+        time_zone="America/New_York",
+        start_local=datetime(2015, 1, 5, 7, 30),
+        duration_s=600,
+        rrule="FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,FR",
+    )
+    got = [
+        o.local_start[:10]
+        for o in occurrences(spec, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 31, tzinfo=UTC)).occurrences
+    ]
+    # 2015-01-05 is a Monday; every other week from it: the weeks of 2026-01-05 and 2026-01-19.
+    assert got == ["2026-01-05", "2026-01-09", "2026-01-19", "2026-01-23"]
