@@ -78,6 +78,14 @@ def test_demo_runs_three_nodes_prints_the_login_and_stops_on_ctrl_c(tmp_path: Pa
             ("main-hall", "Europe/Berlin", 2),
             ("foyer", "Europe/Berlin", 1),
         }
+        schedules = httpx.get(f"http://127.0.0.1:{port}/api/v1/schedules", headers={"Authorization": f"Bearer {token}"}).json()[
+            "data"
+        ]
+        assert {(s["name"], s["site"], (s["solar"] or {}).get("event")) for s in schedules} == {
+            ("Dawn chorus", "main-hall", "sunrise"),
+            ("Foyer on the hour", "foyer", None),
+        }
+        assert all(s["next_occurrence"] for s in schedules), schedules
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert demo.wait(30) == 0
     finally:
