@@ -67,9 +67,16 @@ class Capture(ABC):
         """What is being captured, for logs and health events."""
         return self.source.describe()
 
-    def _deliver(self, block: np.ndarray, scale: float | None = None, overflow: bool = False, underflow: bool = False) -> None:
-        """The audio callback's whole job: copy into the ring and count."""
-        self.ring.write(block, scale)
+    def _deliver(
+        self,
+        block: np.ndarray,
+        scale: float | None = None,
+        overflow: bool = False,
+        underflow: bool = False,
+        at: float | None = None,
+    ) -> None:
+        """The audio callback's whole job: copy into the ring (`at`: wall time of its newest frame, default now) and count."""
+        self.ring.write(block, scale, at)
         stats = self.stats
         stats.blocks += 1
         stats.frames += block.shape[0]
@@ -85,6 +92,19 @@ class Capture(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def newest_frame_time(adc_time: float, current_time: float, frames: int, rate: int, now: float) -> float | None:
+    """The wall time a callback block's newest frame was captured, from PortAudio's stream clock.
+
+    `adc_time` is when the block's first frame reached the converter and `current_time` the callback's
+    time, both on the stream's clock; their difference is the input latency, taken off `now` (the wall
+    clock). None when the host API gives no times (zeros) or implausible ones: the ring then uses now.
+    """
+    latency = current_time - adc_time
+    if adc_time <= 0 or current_time <= 0 or not 0 <= latency < 1.0:
+        return None
+    return min(now, now - latency + (frames - 1) / rate)
 
 
 class PacedCapture(Capture):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import numpy as np
-from hark_fleet.audio.capture.base import SCALES, Capture
+from hark_fleet.audio.capture.base import SCALES, Capture, newest_frame_time
 from hark_fleet.audio.capture.devices import find_input, load_pyaudio, pyaudio_inputs
 from hark_fleet.audio.capture.errors import DeviceOpenError
 
@@ -56,7 +57,15 @@ class PyaudioCapture(Capture):
         if in_data:
             block = np.frombuffer(in_data, dtype=self._dtype).reshape(frame_count, self.ring.channels)
             # paInputUnderflow = 1, paInputOverflow = 2 (portaudio.h PaStreamCallbackFlags)
-            self._deliver(block, self._scale, bool(status & 2), bool(status & 1))
+            times = time_info or {}
+            at = newest_frame_time(
+                float(times.get("input_buffer_adc_time", 0.0)),
+                float(times.get("current_time", 0.0)),
+                frame_count,
+                self.ring.rate,
+                time.time(),
+            )
+            self._deliver(block, self._scale, bool(status & 2), bool(status & 1), at)
         return None, self._continue
 
     def alive(self) -> bool:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from hark_fleet.audio.capture.base import SCALES, Capture
+from hark_fleet.audio.capture.base import SCALES, Capture, newest_frame_time
 from hark_fleet.audio.capture.devices import find_input, load_sounddevice, sounddevice_inputs
 from hark_fleet.audio.capture.errors import DeviceOpenError
 
@@ -42,7 +43,14 @@ class SounddeviceCapture(Capture):
         self.stats.opened += 1
 
     def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
-        self._deliver(indata, self._scale, bool(status.input_overflow), bool(status.input_underflow))
+        at = newest_frame_time(
+            float(getattr(time_info, "inputBufferAdcTime", 0.0)),
+            float(getattr(time_info, "currentTime", 0.0)),
+            frames,
+            self.ring.rate,
+            time.time(),
+        )
+        self._deliver(indata, self._scale, bool(status.input_overflow), bool(status.input_underflow), at)
 
     def _finished(self) -> None:
         self._ended = True

@@ -28,8 +28,8 @@ class FirstFrames(RingBuffer):
         self.kept = np.zeros((wanted, channels), dtype=np.float32)
         self.count = 0
 
-    def write(self, block: np.ndarray, scale: float | None = None) -> None:
-        super().write(block, scale)
+    def write(self, block: np.ndarray, scale: float | None = None, at: float | None = None) -> None:
+        super().write(block, scale, at)
         take = min(len(block), len(self.kept) - self.count)
         if take > 0:
             self.kept[self.count : self.count + take] = block[:take] * (1.0 if scale is None else scale)
@@ -62,6 +62,8 @@ def test_a_tone_played_into_pulseaudio_is_captured_at_its_level(backend: str, pu
             reader = ring.reader(preroll_s=0.5)
             frames = reader.read()
             assert capture.alive()
+            anchor = ring.anchor  # stamped from PortAudio's stream clock (or the arrival): never in the future
+            assert anchor is not None and time.time() - 2.0 < anchor[1] <= time.time()
     finally:
         terminate(player)
     assert len(frames) == 24_000

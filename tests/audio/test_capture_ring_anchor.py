@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 from hark_fleet.audio.capture import RingBuffer
+from hark_fleet.audio.capture.base import newest_frame_time
 
 T0 = 1_800_000_000.0  # an epoch time; the tests give each write its own `at`
 
@@ -69,3 +71,15 @@ def test_a_reader_opened_before_the_ring_reaches_starts_at_its_oldest_readable_f
     reader = ring.reader_at(ring.position_at(T0) or 0)
     assert reader.start_position == ring.oldest_readable
     assert reader.read()[0, 0] == ring.oldest_readable and reader.overruns == 0
+
+
+def test_a_portaudio_block_is_stamped_by_its_converter_time_not_its_arrival() -> None:
+    # First frame at the converter 30 ms before the callback ran; 480 frames at 48 kHz.
+    at = newest_frame_time(adc_time=100.000, current_time=100.030, frames=480, rate=48_000, now=5_000.0)
+    assert at == pytest.approx(5_000.0 - 0.030 + 479 / 48_000)
+
+
+def test_hosts_without_stream_times_leave_the_ring_to_stamp_blocks_now() -> None:
+    assert newest_frame_time(0.0, 0.0, 480, 48_000, now=5_000.0) is None
+    assert newest_frame_time(100.0, 99.0, 480, 48_000, now=5_000.0) is None  # a clock that runs backwards
+    assert newest_frame_time(100.0, 105.0, 480, 48_000, now=5_000.0) is None  # five seconds of latency is not plausible
