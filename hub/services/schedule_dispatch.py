@@ -34,6 +34,7 @@ from hark_fleet.hub.db.models import (
     RecordingProfile,
     Schedule,
     ScheduleOccurrence,
+    Site,
     database_proxy,
 )
 from hark_fleet.hub.errors import Conflict
@@ -390,12 +391,17 @@ def dispatch(
         if schedule_ids is not None:
             query = query.where(Schedule.id.in_(list(schedule_ids)))
         schedules = sorted(query, key=lambda s: (s.on_conflict == "skip", s.id))
+        takes: dict[tuple[Any, ...], _Take] = {}
+        sites = {site.id: site for site in Site.select().where(Site.id.in_({s.site for s in schedules if s.site}))}
         for schedule in schedules:
             budget = None if max_jobs is None else max_jobs - result.jobs
             if budget is not None and budget <= 0:
                 result.complete = False
                 break
-            done = _dispatch_schedule(schedule, now_aware, horizon, at, budget, result, (resume or {}).get(schedule.id))
+            resume_at = (resume or {}).get(schedule.id)
+            done = _dispatch_schedule(
+                schedule, now_aware, horizon, at, budget, result, resume_at, takes, sites.get(schedule.site or "")
+            )
             if not done:
                 result.complete = False
                 break
@@ -410,10 +416,12 @@ def _dispatch_schedule(
     budget: int | None,
     result: DispatchResult,
     resume_at: datetime | None = None,
+    takes: dict[tuple[Any, ...], _Take] | None = None,
+    site: Site | None = None,
 ) -> bool:
-    """Dispatch one schedule's window; False when the budget ran out first."""
+    """Dispatch one schedule's window; False when the budget ran out first (`result.resume` says where to go on)."""
     try:
-        spec = spec_of(schedule)
+        spec = spec_of(schedule, site)
         # Still running occurrences too: a node that boots late records the remainder.
         expansion = occurrences(spec, now - timedelta(seconds=spec.duration_s), horizon, EXPAND_LIMIT)
         following = next_start_after(spec, horizon)
@@ -421,23 +429,93 @@ def _dispatch_schedule(
         result.next_start[schedule.id] = None  # a schedule the engine refuses: nothing to do until it is edited
         return True
     wanted = [o for o in expansion.occurrences if o.end_utc > now and (resume_at is None or o.start_utc >= resume_at)]
-    take: _Take | None = None
-    nodes: list[Node] | None = None
-    for occ in wanted:
-        row, made = _occurrence_row(schedule, occ, at)
-        result.occurrences += int(made)
-        if row.state in NOT_DISPATCHABLE:
-            continue
+    rows = _occurrence_rows(schedule, wanted, at, result)
+    live = [(occ, row) for occ, row in zip(wanted, rows, strict=True) if row.state not in NOT_DISPATCHABLE]
+    if live:
+        key = (schedule.profile_id, schedule.channel_map_id, spec.duration_s)
+        takes = {} if takes is None else takes
+        take = takes.get(key)
         if take is None:
-            take = _take_of(schedule, spec.duration_s)
-        if nodes is None:
-            ids = target_node_ids(schedule.target or {})
-            nodes = list(Node.select(Node.id, Node.site).where(Node.id.in_(ids)).order_by(Node.id)) if ids else []
-        if not _dispatch_occurrence(schedule, row, nodes, take, at, budget, result):
-            result.resume[schedule.id] = occ.start_utc
+            take = takes[key] = _take_of(schedule, spec.duration_s)
+        ids = target_node_ids(schedule.target or {})
+        nodes = list(Node.select(Node.id, Node.site).where(Node.id.in_(ids)).order_by(Node.id)) if ids else []
+        existing = _existing_jobs([row.id for _, row in live])
+        pending: list[tuple[ScheduleOccurrence, list[Node]]] = []
+        cut: datetime | None = None
+        for occ, row in live:
+            if not _dispatch_occurrence(schedule, row, nodes, take, at, budget, result, existing.get(row.id, {}), pending):
+                cut = occ.start_utc
+                break
+        _make_pending(schedule, pending, take, at, result)
+        if cut is not None:
+            result.resume[schedule.id] = cut
             return False
     result.next_start[schedule.id] = following
     return True
+
+
+def _occurrence_rows(
+    schedule: Schedule, wanted: list[Occurrence], at: datetime, result: DispatchResult
+) -> list[ScheduleOccurrence]:
+    """The rows of the wanted occurrences: read in one query, the missing ones made `planned` in one insert."""
+    if not wanted:
+        return []
+    starts = [_naive(o.start_utc) for o in wanted]
+    found = {
+        r.start_at: r
+        for r in ScheduleOccurrence.select().where(
+            ScheduleOccurrence.schedule_id == schedule.id, ScheduleOccurrence.start_at.in_(starts)
+        )
+    }
+    missing = [o for o, start in zip(wanted, starts, strict=True) if start not in found]
+    if missing:
+        made = [
+            {
+                "id": new_id("sco"),
+                "schedule_id": schedule.id,
+                "site": schedule.site,
+                "start_at": _naive(o.start_utc),
+                "end_at": _naive(o.end_utc),
+                "local_start": o.local_start,
+                "state": "planned",
+                "reason": o.note,
+                "run_now": False,
+                "created_at": at,
+                "updated_at": at,
+            }
+            for o in missing
+        ]
+        try:
+            with database_proxy.atomic():
+                _insert_many(ScheduleOccurrence, made)
+            for values, o in zip(made, missing, strict=True):
+                found[_naive(o.start_utc)] = ScheduleOccurrence(**values)
+            result.occurrences += len(made)
+        except peewee.IntegrityError:  # another dispatcher made some: one at a time
+            for o in missing:
+                row, new = _occurrence_row(schedule, o, at)
+                found[row.start_at] = row
+                result.occurrences += int(new)
+    return [found[start] for start in starts]
+
+
+def _existing_jobs(occurrence_ids: list[str]) -> dict[str, dict[str, tuple[str, str | None, bool, str]]]:
+    """Occurrence id -> node id -> (state, error, capture started, job id) of the jobs there are."""
+    if not occurrence_ids:
+        return {}
+    columns = (
+        RecordingJob.occurrence_id,
+        RecordingJob.node_id,
+        RecordingJob.state,
+        RecordingJob.error,
+        RecordingJob.capture_started,
+        RecordingJob.id,
+    )
+    found: dict[str, dict[str, tuple[str, str | None, bool, str]]] = {}
+    query = RecordingJob.select(*columns).where(RecordingJob.occurrence_id.in_(occurrence_ids)).tuples()
+    for occurrence_id, node_id, state, error, started, job_id in cast(list[tuple[str, str, str, str | None, bool, str]], query):
+        found.setdefault(occurrence_id, {})[node_id] = (state, error, started, job_id)
+    return found
 
 
 def _dispatch_occurrence(
@@ -448,31 +526,29 @@ def _dispatch_occurrence(
     at: datetime,
     budget: int | None,
     result: DispatchResult,
+    existing: dict[str, tuple[str, str | None, bool, str]],
+    pending: list[tuple[ScheduleOccurrence, list[Node]]],
 ) -> bool:
+    """Queue (in `pending`) the nodes of the occurrence that have no job yet; False when the budget ran out first."""
     if take.problem is not None:
         _set_occurrence(row, row.state, f"not dispatched: {take.problem}", at)
         return True
     if not nodes:
         _set_occurrence(row, row.state, "not dispatched: no node was targeted", at)
         return True
-    columns = (RecordingJob.node_id, RecordingJob.state, RecordingJob.error, RecordingJob.capture_started, RecordingJob.id)
-    found_rows = cast(
-        list[tuple[str, str, str | None, bool, str]],
-        list(RecordingJob.select(*columns).where(RecordingJob.occurrence_id == row.id).tuples()),
-    )
-    existing = {r[0]: r[1:] for r in found_rows}
-    made: list[str] = []
+    revived: list[str] = []
     skipped: list[str] = []
     missing: list[Node] = []
     complete = True
     future = _aware(row.end_at) > _aware(at)
+    waiting = sum(len(n) for _, n in pending)
     for node in nodes:
         found = existing.get(node.id)
         if found is not None:
             state, error, started, job_id = found
             withdrawn = state == "cancelled" and (error or "").startswith(WITHDRAWN) and not started
             if withdrawn and future and _revive(job_id, at):
-                made.append(node.id)
+                revived.append(node.id)
                 result.jobs += 1
             continue
         if schedule.on_conflict == "skip":
@@ -480,23 +556,68 @@ def _dispatch_occurrence(
             if clash is not None:
                 skipped.append(f"{node.id} (clashes with schedule {_schedule_name(str(clash.schedule_id))!r})")
                 continue
-        if budget is not None and result.jobs + len(missing) >= budget:
+        if budget is not None and result.jobs + waiting + len(missing) >= budget:
             complete = False
             break
         missing.append(node)
-    new = _make_jobs(schedule, row, missing, take, at)
-    made += new
-    result.jobs += len(new)
-    reason = row.reason
     if skipped:
-        reason = "not dispatched to " + ", ".join(skipped[:20]) + (f" and {len(skipped) - 20} more" if len(skipped) > 20 else "")
-    state = "dispatched" if row.state in ("planned", "dispatched") else row.state
-    if made or skipped or row.state == "planned":
-        _set_occurrence(row, state, reason, at, dispatched=bool(made))
-    if made:
-        result.nodes.update(made)
-        result.events.append(_events_for(row, "dispatched", made, jobs=len(made)))
+        more = f" and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+        state = "dispatched" if row.state in ("planned", "dispatched") else row.state
+        _set_occurrence(row, state, "not dispatched to " + ", ".join(skipped[:20]) + more, at)
+    if revived:
+        _occurrences_dispatched([row], at)
+        result.nodes.update(revived)
+        result.events.append(_events_for(row, "dispatched", revived, jobs=len(revived)))
+    if missing:
+        pending.append((row, missing))
+    elif row.state == "planned" and not skipped:
+        _set_occurrence(row, "dispatched", row.reason, at)  # every target has its job already (a crash in between)
     return complete
+
+
+def _make_pending(
+    schedule: Schedule, pending: list[tuple[ScheduleOccurrence, list[Node]]], take: _Take, at: datetime, result: DispatchResult
+) -> None:
+    """Make the queued jobs of a schedule's occurrences in one insert (one per occurrence if another dispatcher raced us)."""
+    if not pending:
+        return
+    made: dict[str, list[str]] = {}
+    rows = [
+        (row, node, _job_rows(schedule, row, node, _recording_fields(schedule, row, take), at))
+        for row, nodes in pending
+        for node in nodes
+    ]
+    try:
+        with database_proxy.atomic():
+            _insert_many(Recording, [recording for *_, (recording, _) in rows])
+            _insert_many(RecordingJob, [job for *_, (_, job) in rows])
+        for row, node, _ in rows:
+            made.setdefault(row.id, []).append(node.id)
+    except peewee.IntegrityError:
+        for row, nodes in pending:
+            made[row.id] = _make_jobs(schedule, row, nodes, take, at)
+    by_id = {row.id: row for row, _ in pending}
+    _occurrences_dispatched([by_id[i] for i, ids in made.items() if ids], at)
+    for occurrence_id, node_ids in made.items():
+        if node_ids:
+            result.jobs += len(node_ids)
+            result.nodes.update(node_ids)
+            result.events.append(_events_for(by_id[occurrence_id], "dispatched", node_ids, jobs=len(node_ids)))
+
+
+def _occurrences_dispatched(rows: list[ScheduleOccurrence], at: datetime) -> None:
+    """Rows that got jobs: `planned` ones become `dispatched`; the first dispatch time is kept."""
+    first = [r.id for r in rows if r.dispatched_at is None]
+    planned = [r.id for r in rows if r.state == "planned"]
+    if first:
+        ScheduleOccurrence.update(dispatched_at=at, updated_at=at).where(ScheduleOccurrence.id.in_(first)).execute()
+    if planned:
+        ScheduleOccurrence.update(state="dispatched", updated_at=at).where(
+            ScheduleOccurrence.id.in_(planned), ScheduleOccurrence.state == "planned"
+        ).execute()
+    for r in rows:
+        r.dispatched_at = r.dispatched_at or at
+        r.state = "dispatched" if r.state == "planned" else r.state
 
 
 def _set_occurrence(row: ScheduleOccurrence, state: str, reason: str | None, at: datetime, dispatched: bool = False) -> None:
@@ -542,7 +663,9 @@ def run_now(actor: Actor, schedule: Schedule, now: datetime, duration_s: int | N
         if row is None:
             raise Conflict("Too many run-now occurrences at once; try again.")
         result.occurrences = 1
-        _dispatch_occurrence(schedule, row, nodes, take, at, None, result)
+        pending: list[tuple[ScheduleOccurrence, list[Node]]] = []
+        _dispatch_occurrence(schedule, row, nodes, take, at, None, result, {}, pending)
+        _make_pending(schedule, pending, take, at, result)
         detail = occurrence_to_api(ScheduleOccurrence.get_by_id(row.id))
         record(
             actor,
