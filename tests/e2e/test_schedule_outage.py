@@ -1,6 +1,7 @@
 """Schedules with real processes (issue 19): a node records its scheduled takes on its own clock, on time, while the hub
 is away, and uploads them when the hub returns; a node off through a whole occurrence reports it missed; one that
-boots in the middle of an occurrence records the remainder, marked late.
+boots in the middle of an occurrence records the remainder, marked late; a take moved while its node is away is
+recorded at the new time only (the node learns of the change when it returns).
 
 The hub dispatches ahead of time (its lead window); the node holds the jobs in its book and starts each at the
 planned instant from its audio ring, so the first sample is the plan within 50 ms by the node's clock (the node
@@ -234,3 +235,40 @@ def test_a_node_that_boots_mid_occurrence_records_the_remainder_marked_late(flee
     (occurrence,) = occurrences(fleet, schedule["id"])
     assert occurrence["state"] == "completed" and occurrence["late"], occurrence
     assert utc(occurrence["end_utc"]) == end
+
+
+def test_a_take_moved_while_its_node_is_away_is_recorded_at_the_new_time_only(fleet: Fleet) -> None:
+    node = fleet.enroll(HARK_NODE_AUDIO_SOURCE=SINE)
+    node.start()
+    fleet.wait_status(node, "online")
+    duration = 4
+    start_local, planned = local_start(25)
+    schedule = create_schedule(fleet, node, start_local=start_local, duration_s=duration, rrule=None)
+    (old,) = held(fleet, node, schedule["id"], 1, before=planned - timedelta(seconds=8))
+    assert node.stop() == 0
+    moved_local, moved = local_start((planned - datetime.now(UTC)).total_seconds() + 20)
+    with fleet.hub.admin() as admin:
+        response = admin.patch(
+            f"/api/v1/schedules/{schedule['id']}", json={"version": schedule["version"], "start_local": moved_local}
+        )
+    assert response.status_code == 200, response.text
+    assert datetime.now(UTC) < planned, "the schedule could not be moved before the take"
+    node.start()  # back before the old time: it learns of the change and must not record the old take
+
+    def moved_job() -> dict[str, Any] | None:
+        jobs = [j for j in jobs_of(fleet, node, schedule["id"]) if j["id"] != old["id"]]
+        return jobs[0] if jobs else None
+
+    new = wait_for(moved_job, 30, "the moved take's job", 0.3)
+    assert utc(new["start_at"]) == moved, new
+    done = settled(fleet, node, new["recording_id"], timeout=90)
+    assert_on_time(done, moved, duration)
+
+    withdrawn = recording(fleet, old["recording_id"])
+    assert withdrawn["status"] == "cancelled" and withdrawn["started_at"] is None, withdrawn
+    (old_now,) = [j for j in jobs_of(fleet, node, schedule["id"]) if j["id"] == old["id"]]
+    assert old_now["state"] == "cancelled" and "withdrawn" in (old_now["error"] or ""), old_now
+    assert not old_now["capture_started"], old_now
+    cache = node.workdir / "data" / "recordings"
+    assert (cache / new["recording_id"]).is_dir(), sorted(p.name for p in cache.iterdir())  # where takes are cached
+    assert not (cache / old["recording_id"]).exists(), "the node recorded the withdrawn take"
