@@ -448,5 +448,5 @@ def test_the_schedules_pages_fit_a_phone_and_pass_axe(
     tab.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
     assert tab.evaluate(OVERFLOW) <= 0, f"{address} scrolls sideways on a phone"
     assert_accessible(tab, f"{address} ({scheme})")
-    name = address.strip("/#").split("?")[0].replace("/", "-").split("-sch_")[0]
+    name = "schedule-detail" if "/sch_" in address else address.strip("/#").split("?")[0].replace("/", "-")
     tab.screenshot(path=str(ARTIFACTS / f"{name}-phone-{scheme}.png"), full_page=True)
