@@ -335,3 +335,7 @@ def test_an_enrolled_node_without_history_says_so(console_fleet: ConsoleFleet, p
     page.get_by_role("button", name="Identify").click()
     expect(page.get_by_role("dialog")).to_contain_text("has not connected yet: the job waits until the node reconnects")
     page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
+    # From a node to its scheduled takes: the week view for this node alone.
+    page.get_by_role("link", name="Scheduled takes this week").click()
+    expect(page.get_by_role("heading", name="Upcoming takes")).to_be_visible()
+    assert f"node_id={node_id}" in page.url
