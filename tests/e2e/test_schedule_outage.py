@@ -1,7 +1,8 @@
 """Schedules with real processes (issue 19): a node records its scheduled takes on its own clock, on time, while the hub
 is away, and uploads them when the hub returns; a node off through a whole occurrence reports it missed; one that
 boots in the middle of an occurrence records the remainder, marked late; a take moved while its node is away is
-recorded at the new time only (the node learns of the change when it returns).
+recorded at the new time only (the node learns of the change when it returns); a take the hub called missed while it
+could not hear the node is completed when the node, which recorded it, gets through again.
 
 The hub dispatches ahead of time (its lead window); the node holds the jobs in its book and starts each at the
 planned instant from its audio ring, so the first sample is the plan within 50 ms by the node's clock (the node
@@ -10,7 +11,10 @@ and the test share this machine's clock).
 
 from __future__ import annotations
 
+import contextlib
 import io
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -272,3 +276,103 @@ def test_a_take_moved_while_its_node_is_away_is_recorded_at_the_new_time_only(fl
     cache = node.workdir / "data" / "recordings"
     assert (cache / new["recording_id"]).is_dir(), sorted(p.name for p in cache.iterdir())  # where takes are cached
     assert not (cache / old["recording_id"]).exists(), "the node recorded the withdrawn take"
+
+
+class CuttableLink:
+    """A TCP relay on loopback between a node and the hub's HTTP port that can be cut (every connection dropped,
+    new ones refused) and mended: the node cannot reach the hub while both run."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = True
+        self.closed = False
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for s in (source, sink):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.open = False
+        with self._lock:
+            sockets, self._sockets = self._sockets, set()
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def mend(self) -> None:
+        self.open = True
+
+    def close(self) -> None:
+        self.closed = True
+        self.cut()
+        self.listener.close()
+
+
+def test_a_take_the_hub_called_missed_while_cut_off_from_the_node_completes_when_the_node_gets_through(fleet: Fleet) -> None:
+    fleet.hub.stop()
+    fleet.hub.env_extra["HARK_JOB_LEASE_TIMEOUT_S"] = "3"  # the hub calls an unheard take missed 3 s after its end
+    fleet.hub.start()
+    link = CuttableLink(fleet.hub.port)
+    try:
+        node = fleet.enroll(HARK_NODE_AUDIO_SOURCE=SINE)
+        node.hub_url = link.url  # its HTTP goes through the link; MQTT goes straight to the hub's broker
+        node.start()
+        fleet.wait_status(node, "online")
+        duration = 4
+        start_local, planned = local_start(20)
+        schedule = create_schedule(fleet, node, start_local=start_local, duration_s=duration, rrule=None)
+        (job,) = held(fleet, node, schedule["id"], 1, before=planned - timedelta(seconds=5))
+        link.cut()
+        assert datetime.now(UTC) < planned, "the link could not be cut before the take"
+
+        def called_missed() -> bool:
+            return recording(fleet, job["recording_id"])["status"] == "missed"
+
+        wait_for(called_missed, 60, "the hub to call the unheard take missed", 0.3)
+        link.mend()
+        done = wait_for(
+            lambda: (r := recording(fleet, job["recording_id"]))["status"] == "completed" and r, 90, "the take to come in", 0.5
+        )
+        assert_on_time(done, planned, duration)
+        (current,) = jobs_of(fleet, node, schedule["id"])
+        assert current["state"] == "completed" and current["capture_started"], current
+        (occurrence,) = occurrences(fleet, schedule["id"])
+        assert occurrence["state"] == "completed", occurrence
+    except AssertionError as err:
+        raise AssertionError(f"{err}{logs(fleet, fleet.nodes[-1]) if fleet.nodes else ''}") from None
+    finally:
+        link.close()
