@@ -18,6 +18,7 @@ Plain functions run on the database worker; `hub.schedule_dispatcher` calls them
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -369,6 +370,7 @@ def dispatch(
     max_jobs: int | None = None,
     lock: bool = True,
     resume: Mapping[str, datetime] | None = None,
+    max_seconds: float | None = None,
 ) -> DispatchResult:
     """Give every occurrence of the (enabled) schedules that has not ended and starts before `now + lead_s` its jobs.
 
@@ -377,7 +379,9 @@ def dispatch(
     done, when its next occurrence after the window starts (the dispatcher need not look before then);
     `resume` tells, for a schedule cut short, the start of the occurrence to go on from: pass it back
     with the next call (occurrences before it were done by this one) to save looking at them again.
+    With `max_seconds`, stops before the next schedule once that much time has passed (at least one is done).
     """
+    started = time.perf_counter()
     now_aware = _aware(now)
     horizon = now_aware + timedelta(seconds=lead_s)
     at = _naive(now_aware)
@@ -393,7 +397,10 @@ def dispatch(
         schedules = sorted(query, key=lambda s: (s.on_conflict == "skip", s.id))
         takes: dict[tuple[Any, ...], _Take] = {}
         sites = {site.id: site for site in Site.select().where(Site.id.in_({s.site for s in schedules if s.site}))}
-        for schedule in schedules:
+        for index, schedule in enumerate(schedules):
+            if max_seconds is not None and index and time.perf_counter() - started > max_seconds:
+                result.complete = False
+                break
             budget = None if max_jobs is None else max_jobs - result.jobs
             if budget is not None and budget <= 0:
                 result.complete = False
