@@ -29,8 +29,9 @@ saturated server's queue) times ``GET /healthz`` (no database),
 dispatcher that stalled the event loop would show in ``/healthz``; one that held the database
 worker too long in the two others.
 
-Rounds alternate (idle, busy, idle, busy, ...); the headline is the median over ``--rounds`` busy
-rounds with the spread (min-max); the load average is printed before and after.
+Each round is an idle window (sampled), a pass alone (no API traffic: the dispatcher's own time),
+and a pass under the API load (sampled); the headlines are medians over ``--rounds`` rounds with the
+spread (min-max); the load average is printed before and after.
 
 Run it from the repository root::
 
@@ -78,6 +79,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 SITE = "bench-hall"
 INTERVAL_S = 0.05  # each endpoint is asked 20 times a second
+IDLE_S = 30.0  # the idle window of each round
 PASS_LINE = re.compile(
     r"schedule dispatch: (\d+) schedules looked at, (\d+) occurrences and (\d+) jobs in ([0-9.]+) s "
     r"\((\d+) batches, median ([0-9.]+) ms, longest ([0-9.]+) ms\)"
@@ -95,7 +97,9 @@ MIX: tuple[tuple[str, str | None, str, int, dict[str, Any] | None], ...] = (
 # -- the hub ---------------------------------------------------------------------------------------------
 
 
-def start_hub(data_dir: Path, log_path: Path, password: str, database_url: str | None) -> tuple[subprocess.Popen[bytes], int]:
+def start_hub(
+    data_dir: Path, log_path: Path, password: str, database_url: str | None, switch_interval: float | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HARK_")}
     env.update(
@@ -111,8 +115,15 @@ def start_hub(data_dir: Path, log_path: Path, password: str, database_url: str |
     if database_url:
         env["HARK_DATABASE_URL"] = database_url
     with open(log_path, "wb") as log:
+        command = [sys.executable, "-m", "hark_fleet.hub", "run"]
+        if switch_interval is not None:  # an experiment: the interpreter's GIL switch interval in the hub
+            source = (
+                f"import sys; sys.setswitchinterval({switch_interval!r}); sys.argv = ['hark-hub', 'run']; "
+                "from hark_fleet.hub.cli import main; raise SystemExit(main())"
+            )
+            command = [sys.executable, "-c", source]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hark_fleet.hub", "run"],
+            command,
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -257,14 +268,32 @@ def wait_for_pass(log_path: Path, seen: int, timeout: float) -> Pass:
 # -- the run ---------------------------------------------------------------------------------------------
 
 
-def run(nodes: int, per_node: int, rounds: int, database_url: str | None) -> int:
+def dispatch_round(log_path: Path, seen: int, sampler: Sampler | None) -> Pass:
+    """Clear, enable, and wait for the dispatcher's pass (with the API sampled, or quiet)."""
+    clear_and_enable()
+    if sampler is None:
+        found = wait_for_pass(log_path, seen, 900)
+    else:
+        with sampler:
+            found = wait_for_pass(log_path, seen, 900)
+    disable()
+    print(
+        f"  {'under API load' if sampler else 'alone':14} {found[2]} jobs, {found[1]} occurrences from {found[0]} schedules "
+        f"in {found[3]:.2f} s ({found[4]} batches on the database worker, median {found[5]:.1f} ms, longest {found[6]:.1f} ms)",
+        flush=True,
+    )
+    time.sleep(2)  # a pass after disabling forgets them; the next round enables them again
+    return found
+
+
+def run(nodes: int, per_node: int, rounds: int, database_url: str | None, switch_interval: float | None = None) -> int:
     temp_dir = Path(tempfile.mkdtemp(prefix="hark-bench-schedules-"))
     log_path = temp_dir / "hub.log"
     password = secrets.token_urlsafe(24)
     proc: subprocess.Popen[bytes] | None = None
     load_before = os.getloadavg()
     try:
-        proc, port = start_hub(temp_dir / "data", log_path, password, database_url)
+        proc, port = start_hub(temp_dir / "data", log_path, password, database_url, switch_interval)
         token = httpx.post(f"http://{HOST}:{port}/api/v1/auth/login", json={"username": "admin", "password": password}).json()[
             "data"
         ]["token"]
@@ -276,37 +305,31 @@ def run(nodes: int, per_node: int, rounds: int, database_url: str | None) -> int
         with httpx.Client(base_url=f"http://{HOST}:{port}", headers={"Authorization": f"Bearer {token}"}) as client:
             if client.get("/api/v1/schedules?limit=50").status_code == 200:
                 paths.append("/api/v1/schedules?limit=50")
-        passes: list[Pass] = []
+        alone: list[Pass] = []
+        loaded: list[Pass] = []
         idle: dict[str, list[float]] = {p: [] for p in paths}
         busy: dict[str, list[float]] = {p: [] for p in paths}
         errors = 0
         seen = len(PASS_LINE.findall(log_path.read_text(errors="replace")))
         for index in range(rounds):
-            window = passes[-1][3] if passes else 10.0
-            print(f"round {index + 1}/{rounds}: idle for {window:.1f} s ...", flush=True)
+            print(
+                f"round {index + 1}/{rounds}: idle for {IDLE_S:.0f} s, then a pass alone, then one under API load ...", flush=True
+            )
             with Sampler(port, token, paths) as sampler:
-                time.sleep(window)
+                time.sleep(IDLE_S)
             errors += sampler.errors
             for p in paths:
                 idle[p] += sampler.samples[p]
-            print(f"round {index + 1}/{rounds}: dispatching ...", flush=True)
-            clear_and_enable()
-            with Sampler(port, token, paths) as sampler:
-                found = wait_for_pass(log_path, seen, 900)
+            alone.append(dispatch_round(log_path, seen, None))
             seen += 1
-            disable()
+            sampler = Sampler(port, token, paths)
+            loaded.append(dispatch_round(log_path, seen, sampler))
+            seen += 1
             errors += sampler.errors
             for p in paths:
                 busy[p] += sampler.samples[p]
-            passes.append(found)
-            print(
-                f"  {found[2]} jobs, {found[1]} occurrences from {found[0]} schedules in {found[3]:.2f} s "
-                f"({found[4]} batches on the database worker, median {found[5]:.1f} ms, longest {found[6]:.1f} ms)",
-                flush=True,
-            )
-            time.sleep(2)  # a pass after disabling forgets them; the next round enables them again
         load_after = os.getloadavg()
-        report(nodes, per_node, passes, idle, busy, errors, load_before, load_after, database_url)
+        report(nodes, per_node, alone, loaded, idle, busy, errors, load_before, load_after, database_url)
         return 0
     finally:
         if proc is not None:
@@ -317,7 +340,8 @@ def run(nodes: int, per_node: int, rounds: int, database_url: str | None) -> int
 def report(
     nodes: int,
     per_node: int,
-    passes: list[Pass],
+    alone: list[Pass],
+    loaded: list[Pass],
     idle: dict[str, list[float]],
     busy: dict[str, list[float]],
     errors: int,
@@ -325,30 +349,27 @@ def report(
     load_after: tuple[float, float, float],
     database_url: str | None,
 ) -> None:
-    seconds = [p[3] for p in passes]
-    jobs = passes[-1][2]
-    median = statistics.median(seconds)
+    jobs = alone[-1][2]
+    database = "PostgreSQL" if database_url else "SQLite"
     print()
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}, "
-        f"database {'PostgreSQL' if database_url else 'SQLite'}"
-    )
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}, database {database}")
     print(
         f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}; "
         f"after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}"
     )
     print(f"fleet: {nodes} nodes x {per_node} schedules = {nodes * per_node} schedules; 24 h lead window")
-    print(f"dispatch pass: {jobs} jobs + {jobs} recordings, {passes[-1][1]} occurrences")
-    print(
-        f"  time: median {median:.2f} s (spread {min(seconds):.2f}-{max(seconds):.2f} s over {len(seconds)} rounds), "
-        f"{jobs / median:.0f} jobs/s"
-    )
-    print(
-        f"  batches on the database worker: median {statistics.median(p[5] for p in passes):.1f} ms, "
-        f"longest {max(p[6] for p in passes):.1f} ms ({passes[-1][4]} in the last pass)"
-    )
+    print(f"a dispatch pass makes {jobs} jobs + {jobs} recordings and {alone[-1][1]} occurrence rows")
+    for label, passes in (("alone", alone), ("under API load", loaded)):
+        seconds = [p[3] for p in passes]
+        median = statistics.median(seconds)
+        print(
+            f"  {label:15} median {median:.2f} s (spread {min(seconds):.2f}-{max(seconds):.2f} s, {len(seconds)} rounds), "
+            f"{jobs / median:.0f} jobs/s; batches median {statistics.median(p[5] for p in passes):.1f} ms, "
+            f"longest {max(p[6] for p in passes):.1f} ms"
+        )
     print()
-    print(f"{'endpoint':34} {'idle p50':>9} {'idle p99':>9} {'busy p50':>9} {'busy p99':>9} {'n idle':>7} {'n busy':>7}")
+    heads = ("idle p50", "idle p99", "busy p50", "busy p99")
+    print(f"{'endpoint (20 requests/s each)':34} " + " ".join(f"{h:>9}" for h in heads) + f" {'n idle':>7} {'n busy':>7}")
     for path in idle:
         a, b = idle[path], busy[path]
         print(
@@ -364,9 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-node", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--database-url", default=None, help="a fresh PostgreSQL database (default: SQLite in the data dir)")
+    parser.add_argument("--switch-interval", type=float, default=None, help="experiment: the hub's sys.setswitchinterval")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    return run(args.nodes, args.per_node, args.rounds, args.database_url)
+    return run(args.nodes, args.per_node, args.rounds, args.database_url, args.switch_interval)
 
 
 if __name__ == "__main__":

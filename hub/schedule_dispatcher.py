@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEDULES_PER_BATCH = 50
+SCHEDULES_PER_BATCH = 10
 JOBS_PER_BATCH = 100
 BATCH_S = 0.005  # a batch stops before its next schedule after this long: requests wait for about one batch at most
 FULL_PASS_S = 600.0
