@@ -236,7 +236,8 @@ def stop_job(
             raise Conflict("Capture has ended; the recording is uploading.")
         before = recording_to_api(recording, job.id)
         at = utcnow()
-        if job.state == "queued":
+        held_ahead = job.start_at is not None and job.state == "claimed" and not job.capture_started
+        if job.state == "queued" or held_ahead:  # a scheduled take its node holds is withdrawn at its next sync
             with database_proxy.atomic():
                 ended = end_job(job, "cancelled", "stopped before it started", at)
                 if ended is not None:
@@ -250,7 +251,7 @@ def stop_job(
                         before=before,
                         after=after,
                     )
-                    return after, job_after, [recording_event("stopped", after), job_event(job_after)], False
+                    return after, job_after, [recording_event("stopped", after), job_event(job_after)], held_ahead
         elif job.stop_requested:
             return before, job_to_api(job), [], True  # asked already: tell the node again, nothing changes
         else:

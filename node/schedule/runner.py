@@ -70,11 +70,18 @@ class ScheduleRunner:
         self._sync_now.set()
 
     def job_command(self, job_id: str | None, stop: bool) -> None:
-        """`cmd/job` with `stop`: the hub stops this running scheduled take (it is finalized and delivered)."""
+        """`cmd/job` with `stop`: the hub stops this running scheduled take (it is finalized and delivered).
+
+        A take not started yet was withdrawn by the stop: the sync this asks for drops it from the book.
+        """
+        if not stop:
+            return
         recorder = self.active.get(job_id or "")
-        if stop and recorder is not None:
+        if recorder is not None:
             log.info("hub stopped scheduled job %s", job_id)
             recorder.stop()
+        else:
+            self.nudge()
 
     def current(self) -> Recorder | None:
         """One running scheduled recorder (for the disk-rate reading), or None."""

@@ -121,6 +121,18 @@ def test_sync_hands_out_each_job_claimed_once_and_withdraws_what_the_node_should
     assert "recording.job.claimed" in [e["action"] for e in audit]
 
 
+def test_stopping_a_held_take_before_it_starts_cancels_it_and_the_node_drops_it(hub: HubProcess) -> None:
+    node_id, credential = enroll(hub)
+    make_schedule(hub, [node_id], start_in_s=3600, duration_s=600)
+    [held] = synced_jobs(hub, node_id, credential, 1)
+    with hub.admin() as admin:
+        stopped = admin.post(f"/api/v1/recordings/{held['recording']['id']}/stop")
+    assert stopped.status_code == 200, stopped.text
+    assert stopped.json()["data"]["recording"]["status"] == "cancelled"
+    answer = sync(hub, node_id, credential, [{"id": held["job"]["id"], "revision": held["job"]["revision"]}]).json()["data"]
+    assert answer["jobs"] == [] and [w["id"] for w in answer["withdrawn"]] == [held["job"]["id"]]
+
+
 def test_claim_next_never_hands_out_a_scheduled_job(hub: HubProcess) -> None:
     node_id, credential = enroll(hub)
     make_schedule(hub, [node_id], start_in_s=600, duration_s=60)
