@@ -341,6 +341,11 @@ class Recording(BaseModel):
     occurrence_id = peewee.CharField(max_length=40, null=True, index=True)
     scheduled_start_at = peewee.DateTimeField(null=True)  # the planned instant (UTC)
     late_s = peewee.FloatField(null=True)  # started this long after the plan (the node was off or away at the start)
+    # Never deleted while true (issue 20). The database fills false (no Python default: older schemas insert without it).
+    legal_hold = peewee.BooleanField(index=True, constraints=[peewee.SQL("DEFAULT FALSE")])
+    legal_hold_reason = peewee.TextField(null=True)
+    legal_hold_at = peewee.DateTimeField(null=True)
+    legal_hold_by = JSONField(null=True)  # {type, id, name}
 
     class Meta:
         table_name = "recording"

@@ -58,6 +58,10 @@ def recording_to_api(recording: Recording, job_id: str | None) -> dict[str, Any]
         "occurrence_id": recording.occurrence_id,
         "scheduled_start_at": iso(recording.scheduled_start_at),
         "late_s": recording.late_s,
+        "legal_hold": bool(recording.legal_hold),
+        "legal_hold_reason": recording.legal_hold_reason,
+        "legal_hold_at": iso(recording.legal_hold_at),
+        "legal_hold_by": recording.legal_hold_by,
     }
 
 

@@ -49,6 +49,7 @@ MAX_METADATA_KEYS = 100
 MAX_KEY_CHARS = 100
 MAX_METADATA_DEPTH = 8
 MAX_CONTEXT_EVENTS = 200
+HELD = "the recording is under legal hold"
 log = logging.getLogger(__name__)
 
 MAX_BUCKETS = 10_000
@@ -66,6 +67,7 @@ RECORDING_LIST = ListSpec(
         Filter("format", Recording.format, one_of(FORMATS)),  # not a query name on exports: see parse_library_request
         Filter("interrupted", Recording.interrupted, query.boolean),
         Filter("schedule_id", Recording.schedule_id, facet=False),  # the takes of one schedule (issue 19)
+        Filter("legal_hold", Recording.legal_hold, query.boolean),  # held recordings are never deleted (issue 20)
     ),
     search=(Recording.name, Recording.metadata),
     # A recording's time is when it started, or when it was asked for if it never started.
@@ -94,6 +96,7 @@ RECORDING_LIST = ListSpec(
         "metadata",
         "created_at",
         "job_id",
+        "legal_hold",
     ),
 )
 
@@ -192,12 +195,15 @@ def recording_actions(recording: Recording, job: RecordingJob | None, principal:
     else:
         stop = f"only a queued or running recording can be stopped (this one is {status})"
     terminal = None if status in TERMINAL_STATUSES else f"only a finished recording can be deleted (this one is {status})"
+    if recording.legal_hold:
+        terminal = HELD
     return {
         "playback": state("recording:playback", no_file),
         "download": state("recording:download", no_file),
         "edit_metadata": state("recording:edit", None),
         "stop": state("recording:control", stop),
         "delete": state("recording:delete", terminal),
+        "legal_hold": state("recording:edit", None),  # place, re-word or release (issue 20)
     }
 
 
@@ -330,6 +336,9 @@ def delete_recording(actor: Actor, scope: SiteScope, recording_id: str) -> Delet
         recording = get_recording(scope, recording_id)
         if recording.status not in TERMINAL_STATUSES:
             raise Conflict(f"Only a finished recording can be deleted (this one is {recording.status}); stop it first.")
+        if recording.legal_hold:
+            why = recording.legal_hold_reason
+            raise Conflict(f"The recording is under legal hold ({why}); release the hold first.", code="legal_hold")
         before = _api(recording)
         RecordingJob.delete().where(RecordingJob.recording_id == recording.id).execute()
         Recording.delete().where(Recording.id == recording.id).execute()
