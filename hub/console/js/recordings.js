@@ -5,6 +5,7 @@ import { waveform } from "./charts.js";
 import { bytes, confirmAction, field, fill, h, notify, seconds, select, show, timeEl } from "./dom.js";
 import { plural } from "./words.js";
 import { RecordingProgress } from "./recording_progress.js";
+import { renderLegalHold } from "./legal_hold.js";
 
 const STATUSES = ["queued", "recording", "uploading", "completed", "interrupted", "failed", "cancelled"];
 const TERMINAL = new Set(["completed", "interrupted", "failed", "cancelled"]);
@@ -198,6 +199,7 @@ export function renderRecording(view, recordingId) {
   const ledger = h("div");
   const metadata = h("div");
   const actions = h("div", { class: "button-row" });
+  const hold = h("div");
   let recording = null;
   let peaks = null;
   let stopPlayhead = null;
@@ -208,6 +210,7 @@ export function renderRecording(view, recordingId) {
   fill(view, h("article", { class: "recording-page" },
     h("p", {}, h("a", { href: "#/recordings" }, "← Recordings")),
     title, error, actions, liveSlot, facts,
+    h("section", { "aria-labelledby": "hold-h" }, h("h3", { id: "hold-h" }, "Legal hold"), hold),
     h("section", { "aria-labelledby": "play-h" }, h("h3", { id: "play-h" }, "Listen"), player),
     h("div", { class: "columns" },
       h("section", { "aria-labelledby": "meta-h" }, h("h3", { id: "meta-h" }, "Metadata"), metadata),
@@ -232,6 +235,7 @@ export function renderRecording(view, recordingId) {
     renderLedger(ledger, recording.integrity ?? {});
     renderMetadata();
     renderActions();
+    renderLegalHold(hold, recording, path, () => load());
     if (!TERMINAL.has(recording.status)) {
       fill(player, h("p", { class: "hint", role: "status" }, `The recording is ${recording.status}; it can be played once it is uploaded.`));
       poll ??= setInterval(load, 2000);
@@ -264,6 +268,10 @@ export function renderRecording(view, recordingId) {
       if (!(await confirmAction("Delete this recording?", "The recording and its audio file are removed. This cannot be undone.", "Delete", true))) return;
       try { await api(path, { method: "DELETE" }); notify("Recording deleted."); location.hash = "#/recordings"; } catch (err) { notify(err.message, "error"); }
     } }, "Delete"));
+    else if (recording.legal_hold && can("recording:delete")) {
+      const why = h("span", { id: "delete-held", class: "hint" }, "Cannot be deleted: the recording is under legal hold.");
+      buttons.push(h("button", { type: "button", class: "danger", disabled: true, "aria-describedby": "delete-held", title: a.delete?.reason ?? "" }, "Delete"), why);
+    }
     fill(actions, buttons);
   };
 
