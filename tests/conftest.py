@@ -14,7 +14,16 @@ import pytest
 from hark_fleet.hub.db.database import open_database
 from hark_fleet.hub.db.models import database_proxy
 
-from tests.harness import HubProcess, Mosquitto, NotifySocket, create_database, drop_database, leftover_children, terminate
+from tests.harness import (
+    HubProcess,
+    Mosquitto,
+    NotifySocket,
+    create_database,
+    drop_database,
+    hub_on,
+    leftover_children,
+    terminate,
+)
 
 BACKENDS = ("sqlite", "postgres")
 
@@ -51,14 +60,8 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
 @pytest.fixture(scope="module", params=BACKENDS)
 def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     """A running `hark-hub` with the embedded broker, once on SQLite and once on PostgreSQL."""
-    url = create_database() if request.param == "postgres" else None
-    process = HubProcess(tmp_path_factory.mktemp(f"hub-{request.param}"), database_url=url)
-    process.start()
-    yield process
-    code = process.stop()
-    if url:
-        drop_database(url)
-    assert code == 0, f"hark-hub exited with {code}:\n{process.log()}"
+    with hub_on(request.param, tmp_path_factory.mktemp(f"hub-{request.param}")) as process:
+        yield process
 
 
 @contextmanager

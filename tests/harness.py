@@ -277,6 +277,18 @@ def running_hub(workdir: Path, **kwargs: Any) -> Iterator[HubProcess]:
         assert code == 0, f"hark-hub exited with {code}:\n{hub.log()}"
 
 
+@contextmanager
+def hub_on(backend: str, workdir: Path, **kwargs: Any) -> Iterator[HubProcess]:
+    """A running hub on `backend`: "sqlite" in its data dir, or "postgres" on a fresh database dropped afterwards."""
+    url = create_database() if backend == "postgres" else None
+    try:
+        with running_hub(workdir, database_url=url, **kwargs) as hub:
+            yield hub
+    finally:
+        if url:
+            drop_database(url)
+
+
 # -- Mosquitto with the dynamic security plugin ---------------------------------------
 
 DYNSEC_PLUGIN_PATHS = (

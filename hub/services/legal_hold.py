@@ -7,6 +7,7 @@ Releasing a recording that is not held changes nothing either.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hark_fleet.hub.auth.principal import SiteScope
@@ -38,44 +39,40 @@ def _api(recording: Recording) -> dict[str, Any]:
 def set_hold(actor: Actor, scope: SiteScope, recording_id: str, reason: str) -> tuple[dict[str, Any], list[FleetEvent]]:
     """Place (or re-word) the legal hold; the recording and the events to publish."""
     text = check_reason(reason)
-    with database_proxy.atomic():
-        recording = get_recording(scope, recording_id)
-        before = _api(recording)
-        if recording.legal_hold and recording.legal_hold_reason == text:
-            return before, []
-        Recording.update(
-            legal_hold=True,
-            legal_hold_reason=text,
-            legal_hold_at=utcnow(),
-            legal_hold_by={"type": actor.type, "id": actor.id, "name": actor.name},
-            updated_at=utcnow(),
-        ).where(Recording.id == recording.id).execute()
-        after = _api(Recording.get_by_id(recording.id))
-        record(
-            actor,
-            "recording.legal_hold.set",
-            permission=PERMISSION,
-            target=("recording", recording.id),
-            before=before,
-            after=after,
-        )
-    return after, [FleetEvent("recording.updated", after["site"], after)]
+    changes = {
+        "legal_hold": True,
+        "legal_hold_reason": text,
+        "legal_hold_at": utcnow(),
+        "legal_hold_by": {"type": actor.type, "id": actor.id, "name": actor.name},
+    }
+    return _change(actor, scope, recording_id, "set", changes, lambda r: bool(r.legal_hold) and r.legal_hold_reason == text)
 
 
 def release_hold(actor: Actor, scope: SiteScope, recording_id: str) -> tuple[dict[str, Any], list[FleetEvent]]:
     """Release the legal hold; the recording and the events to publish."""
+    changes = {"legal_hold": False, "legal_hold_reason": None, "legal_hold_at": None, "legal_hold_by": None}
+    return _change(actor, scope, recording_id, "release", changes, lambda r: not r.legal_hold)
+
+
+def _change(
+    actor: Actor,
+    scope: SiteScope,
+    recording_id: str,
+    action: str,
+    changes: dict[str, Any],
+    already: Callable[[Recording], bool],
+) -> tuple[dict[str, Any], list[FleetEvent]]:
+    """Write `changes` unless the recording `already` is so (then nothing happens), audited as `recording.legal_hold.<action>`."""
     with database_proxy.atomic():
         recording = get_recording(scope, recording_id)
         before = _api(recording)
-        if not recording.legal_hold:
+        if already(recording):
             return before, []
-        Recording.update(
-            legal_hold=False, legal_hold_reason=None, legal_hold_at=None, legal_hold_by=None, updated_at=utcnow()
-        ).where(Recording.id == recording.id).execute()
+        Recording.update(**changes, updated_at=utcnow()).where(Recording.id == recording.id).execute()
         after = _api(Recording.get_by_id(recording.id))
         record(
             actor,
-            "recording.legal_hold.release",
+            f"recording.legal_hold.{action}",
             permission=PERMISSION,
             target=("recording", recording.id),
             before=before,

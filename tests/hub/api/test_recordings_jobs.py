@@ -20,7 +20,7 @@ from hark_fleet.hub.services.recordings import recording_to_api
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import hub_database
-from tests.harness import HubProcess, create_database, drop_database, wait_for
+from tests.harness import HubProcess, hub_on, wait_for
 
 RECORDINGS = "/api/v1/recordings"
 JOBS = "/api/v1/recording-jobs"
@@ -475,18 +475,9 @@ def audit_by_action(hub: HubProcess, action: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def quick_hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     """A hub whose job leases run out after 1 s, with a 3 s recovery grace."""
-    url = create_database() if request.param == "postgres" else None
-    process = HubProcess(
-        Path(tmp_path_factory.mktemp(f"quick-hub-{request.param}")),
-        database_url=url,
-        env_extra={"HARK_JOB_LEASE_TIMEOUT_S": "1", "HARK_JOB_RECOVERY_GRACE_S": "3"},
-    )
-    process.start()
-    yield process
-    code = process.stop()
-    if url:
-        drop_database(url)
-    assert code == 0, f"hark-hub exited with {code}:\n{process.log()}"
+    env = {"HARK_JOB_LEASE_TIMEOUT_S": "1", "HARK_JOB_RECOVERY_GRACE_S": "3"}
+    with hub_on(request.param, Path(tmp_path_factory.mktemp(f"quick-hub-{request.param}")), env_extra=env) as process:
+        yield process
 
 
 def test_the_reaper_fails_a_job_whose_node_went_quiet_before_capturing(quick_hub: HubProcess) -> None:

@@ -15,7 +15,7 @@ from hark_fleet.hub.db.models import Schedule
 from hark_fleet.hub.services import schedule_dispatch
 
 from tests.conftest import hub_database
-from tests.harness import HubProcess, create_database, drop_database, wait_for
+from tests.harness import HubProcess, hub_on, wait_for
 
 JOBS = "/api/v1/recording-jobs"
 
@@ -23,18 +23,9 @@ JOBS = "/api/v1/recording-jobs"
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def hub(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     """A hub that dispatches every half second and calls a job missed 1 s after its end."""
-    url = create_database() if request.param == "postgres" else None
-    process = HubProcess(
-        Path(tmp_path_factory.mktemp(f"sched-hub-{request.param}")),
-        database_url=url,
-        env_extra={"HARK_SCHEDULE_DISPATCH_INTERVAL_S": "0.5", "HARK_JOB_LEASE_TIMEOUT_S": "1"},
-    )
-    process.start()
-    yield process
-    code = process.stop()
-    if url:
-        drop_database(url)
-    assert code == 0, f"hark-hub exited with {code}:\n{process.log()}"
+    env = {"HARK_SCHEDULE_DISPATCH_INTERVAL_S": "0.5", "HARK_JOB_LEASE_TIMEOUT_S": "1"}
+    with hub_on(request.param, Path(tmp_path_factory.mktemp(f"sched-hub-{request.param}")), env_extra=env) as process:
+        yield process
 
 
 def enroll(hub: HubProcess, site: str = "north") -> tuple[str, str]:
