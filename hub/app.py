@@ -12,6 +12,7 @@ from hark_fleet.hub.api import (
     auth,
     channel_map_plans,
     channel_maps,
+    direct_uploads,
     discovery,
     events,
     health,
@@ -27,12 +28,16 @@ from hark_fleet.hub.api import (
     recording_upload,
     recordings,
     recordings_library,
+    retention_policies,
     scheduled_jobs,
     schedules,
     sites,
     status,
     system,
     technician,
+    upload_policies,
+    upload_providers,
+    upload_queue,
     watchdog_policies,
 )
 from hark_fleet.hub.api.base import BaseHandler, NotFoundHandler
@@ -198,6 +203,11 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/schedules/{{id}}/occurrences/{{iid}}/unskip", schedules.UnskipHandler),
     (f"{V1}/schedules/{{id}}/run-now", schedules.RunNowHandler),
     (f"{V1}/schedules/{{id}}/skip-next", schedules.SkipNextHandler),
+    # upload providers (issue 20) -- routes go here
+    # upload policies (issue 20) -- routes go here
+    # upload queue (issue 20) -- routes go here
+    # upload runner (issue 20) -- routes go here
+    # retention policies (issue 20) -- routes go here
     # fleet status and load
     (f"{V1}/status", status.StatusHandler),
     ("/api/load", status.LoadHandler),  # public, for a load balancer
@@ -217,6 +227,7 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/nodes/{{id}}/recording-jobs/scheduled", scheduled_jobs.ScheduledJobsHandler),
     (f"{V1}/recording-jobs/{{id}}/missed", scheduled_jobs.JobMissedHandler),
     (f"{V1}/recordings/{{rid}}/cache-file", recording_upload.CacheFileHandler),
+    # direct uploads (agent, issue 20) -- routes go here
 )
 
 

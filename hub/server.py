@@ -32,6 +32,7 @@ from hark_fleet.hub.mqtt.bridge import BrokerAddress, MqttBridge, bridge_client_
 from hark_fleet.hub.mqtt.dynsec import DynsecClient, DynsecError
 from hark_fleet.hub.mqtt.embedded import EmbeddedBroker
 from hark_fleet.hub.schedule_dispatcher import ScheduleDispatcher
+from hark_fleet.hub.secret_box import SecretBox
 from hark_fleet.hub.services.auth import ensure_first_admin
 from hark_fleet.hub.services.discovery import NodeDiscovery
 from hark_fleet.hub.services.nodes import credential_table
@@ -71,6 +72,7 @@ class Hub:
         self.schedules = ScheduleDispatcher(self)  # schedules into jobs ahead of time (issue 19)
         self.storage: RecordingStorage = LocalStorage(config.data_dir / "recordings")
         self.uploads = PartialUploads(config.data_dir / "uploads")
+        self.secrets = SecretBox.open_dir(config.data_dir)  # provider credentials sealed at rest (issue 20)
         self.disk = DiskWatch(self)
         self.load = LoadMonitor(self)  # `GET /api/load`
         self.dynsec: DynsecClient | None = None

@@ -40,6 +40,11 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   apt_install systemd
 fi
 
+# --- OpenSSH's sshd (the SFTP upload provider's tests start their own on loopback) ---
+if [ ! -x /usr/sbin/sshd ]; then
+  apt_install openssh-server
+fi
+
 # --- Audio (PortAudio for sounddevice/pyaudio, PulseAudio with a null sink, an ALSA file PCM) ---
 # libportaudio2 is what sounddevice loads; portaudio19-dev builds pyaudio; the tests start their
 # own PulseAudio and capture from the ALSA PCM `harkfile`, whose samples come from the raw

@@ -346,6 +346,11 @@ class Recording(BaseModel):
     legal_hold_reason = peewee.TextField(null=True)
     legal_hold_at = peewee.DateTimeField(null=True)
     legal_hold_by = JSONField(null=True)  # {type, id, name}
+    # Copies (issue 20): the hub's own copy deleted by retention, and what the node said of its cache copy.
+    hub_evicted_at = peewee.DateTimeField(null=True)
+    hub_evicted_reason = peewee.TextField(null=True)
+    node_cache = peewee.CharField(max_length=12, null=True)  # present | evicted | None (not reported)
+    node_cache_at = peewee.DateTimeField(null=True)
 
     class Meta:
         table_name = "recording"
@@ -647,3 +652,131 @@ class ScheduleOccurrence(BaseModel):
     class Meta:
         table_name = "schedule_occurrence"
         indexes = ((("schedule_id", "start_at"), True),)  # exactly once per schedule + occurrence time
+
+
+class UploadProvider(BaseModel):
+    """Where recordings go off-site: an S3-compatible bucket, an SFTP server or a mounted directory (issue 20).
+
+    `config` holds what may be shown; `sealed_secrets` holds the write-only secrets sealed with the hub's
+    secret key (`hub.secret_box`), and `secret_names` which of them are set (shown as set, never the value).
+    """
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    name = peewee.CharField(max_length=100, unique=True)
+    kind = peewee.CharField(max_length=8, index=True)  # s3 | sftp | local
+    enabled = peewee.BooleanField(default=True, index=True)
+    description = peewee.TextField(default="")
+    config = JSONField(default=dict)  # kind-specific, no secrets
+    sealed_secrets = peewee.TextField(null=True)  # secret_box.seal(json of {name: value})
+    secret_names = JSONField(default=list)  # which secrets are set
+    rate_limit_bps = peewee.BigIntegerField(null=True)  # bytes/s across this provider's uploads; None: unlimited
+    max_concurrency = peewee.IntegerField(default=2)
+    last_test = JSONField(null=True)  # {"ok", "step", "message", "at"}
+    version = peewee.IntegerField(default=1)
+    created_by = JSONField(default=dict)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "upload_provider"
+
+
+class UploadPolicy(BaseModel):
+    """Which recordings go to which providers, under which key, when and by which route."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    name = peewee.CharField(max_length=100, unique=True)
+    enabled = peewee.BooleanField(default=True, index=True)
+    description = peewee.TextField(default="")
+    criteria = JSONField(default=dict)  # {"sites", "node_ids", "profile_ids", "tags", "statuses"}; empty list = any
+    provider_ids = JSONField(default=list)
+    key_template = peewee.CharField(max_length=500)
+    key_time_zone = peewee.CharField(max_length=8, default="utc")  # utc | site
+    when = peewee.CharField(max_length=12, default="completed")  # completed | window
+    window_start = peewee.CharField(max_length=5, null=True)  # "HH:MM" in the site's zone
+    window_end = peewee.CharField(max_length=5, null=True)
+    bandwidth_cap_bps = peewee.BigIntegerField(null=True)
+    route = peewee.CharField(max_length=8, default="via_hub")  # via_hub | direct
+    priority = peewee.IntegerField(default=0)
+    version = peewee.IntegerField(default=1)
+    created_by = JSONField(default=dict)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "upload_policy"
+
+
+class UploadItem(BaseModel):
+    """One recording to one provider: pending -> queued -> uploading -> synced | failed (the upload queue)."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    recording_id = peewee.CharField(max_length=40, index=True)
+    provider_id = peewee.CharField(max_length=40, index=True)
+    policy_id = peewee.CharField(max_length=40, null=True, index=True)  # None: queued by hand
+    site = peewee.CharField(max_length=100, null=True, index=True)
+    node_id = peewee.CharField(max_length=40, index=True)
+    route = peewee.CharField(max_length=8, default="via_hub")  # via_hub | direct
+    state = peewee.CharField(max_length=12, index=True)  # pending queued uploading synced failed
+    state_reason = peewee.TextField(null=True)  # why pending (outside the window, not on the hub yet, ...)
+    attempts = peewee.IntegerField(default=0)
+    bytes_total = peewee.BigIntegerField(null=True)
+    bytes_sent = peewee.BigIntegerField(default=0)
+    last_error = peewee.TextField(null=True)
+    remote_key = peewee.CharField(max_length=1024, null=True)
+    checksum_sha256 = peewee.CharField(max_length=64, null=True)  # verified at the provider
+    verified_by = peewee.CharField(max_length=40, null=True)  # how: s3-checksum | read-back | remote-hash | ...
+    next_attempt_at = peewee.DateTimeField(null=True, index=True)
+    lease_epoch = peewee.IntegerField(default=0)  # bumped at each claim: a stale worker's writes are refused
+    resume = JSONField(default=dict)  # the provider's resumable state (multipart upload id, parts done)
+    started_at = peewee.DateTimeField(null=True)
+    synced_at = peewee.DateTimeField(null=True, index=True)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "upload_item"
+        indexes = ((("recording_id", "provider_id"), True),)  # one item per recording and provider
+
+
+class RetentionPolicy(BaseModel):
+    """How long each place keeps recordings, what must be confirmed first, and the free space to hold."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    name = peewee.CharField(max_length=100, unique=True)
+    enabled = peewee.BooleanField(default=True, index=True)
+    description = peewee.TextField(default="")
+    sites = JSONField(default=list)
+    profile_ids = JSONField(default=list)
+    tags = JSONField(default=list)
+    keep_on_hub_days = peewee.FloatField(null=True)  # None: forever
+    keep_on_node_until_hub_has_it = peewee.BooleanField(default=True)
+    required_providers = JSONField(default=list)
+    min_free_bytes_hub = peewee.BigIntegerField(default=0)
+    min_free_bytes_node = peewee.BigIntegerField(default=0)
+    priority = peewee.IntegerField(default=0)
+    version = peewee.IntegerField(default=1)
+    created_by = JSONField(default=dict)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "retention_policy"
+
+
+class RetentionRun(BaseModel):
+    """One retention pass at the hub: what it deleted and held, and any shortfall of free space."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    trigger = peewee.CharField(max_length=12)  # schedule | manual | emergency
+    started_at = peewee.DateTimeField(default=utcnow, index=True)
+    finished_at = peewee.DateTimeField(null=True)
+    deleted = peewee.IntegerField(default=0)
+    freed_bytes = peewee.BigIntegerField(default=0)
+    held = peewee.IntegerField(default=0)
+    shortfall_bytes = peewee.BigIntegerField(default=0)
+    details = JSONField(default=dict)  # {"deleted": [[id, reason]...], "errors": [...]} (capped)
+    actor = JSONField(default=dict)
+
+    class Meta:
+        table_name = "retention_run"

@@ -1,0 +1,3 @@
+"""Upload policies (issue 20): routes."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Upload providers (issue 20): routes."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""The upload runner: routes."""
+
+from __future__ import annotations
