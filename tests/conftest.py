@@ -24,6 +24,7 @@ from tests.harness import (
     leftover_children,
     terminate,
 )
+from tests.offsite_servers import moto_s3, offsite_dir, s3_bucket, sshd, sshd_sftp_only  # noqa: F401 - fixtures (issue 20)
 
 BACKENDS = ("sqlite", "postgres")
 
