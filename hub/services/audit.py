@@ -8,7 +8,7 @@ from typing import Any, Literal
 import peewee
 from hark_fleet.hub.auth.principal import Principal, SiteScope
 from hark_fleet.hub.clock import iso, utcnow
-from hark_fleet.hub.db.models import AuditEvent, HealthEvent, LifecycleJob, Node, Recording, RecordingJob, Schedule
+from hark_fleet.hub.db.models import AuditEvent, HealthEvent, LifecycleJob, Node, Recording, RecordingJob, Schedule, UploadItem
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services.listing import Filter, ListSpec, one_of
 
@@ -25,6 +25,7 @@ SITED_TARGETS: dict[str, type[peewee.Model]] = {
     "health_event": HealthEvent,
     "lifecycle_job": LifecycleJob,
     "schedule": Schedule,
+    "upload_item": UploadItem,  # issue 20: an upload's site is its recording's
 }
 
 

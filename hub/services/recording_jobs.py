@@ -26,6 +26,7 @@ from hark_fleet.hub.clock import parse_iso, utcnow
 from hark_fleet.hub.db.models import Node, Recording, RecordingJob, database_proxy
 from hark_fleet.hub.errors import ApiError, Conflict, Forbidden, InvalidRequest, NotFound
 from hark_fleet.hub.events import FleetEvent
+from hark_fleet.hub.services import upload_queue
 from hark_fleet.hub.services.audit import SYSTEM, Actor, record
 from hark_fleet.hub.services.listing import Filter, ListSpec, get_scoped, one_of
 from hark_fleet.hub.services.recording_profiles import BIT_DEPTHS, FORMATS, RECORDING_FIELDS
@@ -457,6 +458,8 @@ def heartbeat(
             events.append(job_event(after))
         if revived and job.occurrence_id:
             refresh_occurrence(job.occurrence_id, at)
+    if state == "uploading" and job.state != "uploading":  # capture ended: direct-route uploads may start (issue 20)
+        events += upload_queue.enqueue_safely(job.recording_id)
     return {"stop_requested": bool(updated.stop_requested), "job": after}, events
 
 

@@ -13,7 +13,7 @@ from hark_fleet.hub.clock import utcnow
 from hark_fleet.hub.db.models import Recording, RecordingJob, database_proxy
 from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
 from hark_fleet.hub.events import FleetEvent
-from hark_fleet.hub.services import query
+from hark_fleet.hub.services import query, upload_queue
 from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.recordings import JOB_ACTIVE, recording_to_api
 
@@ -166,7 +166,8 @@ def complete_upload(
             before=before,
             after=after,
         )
-    return after, [FleetEvent("recording.completed", target.site, after)]
+    # Off-site copies (issue 20): queued after the commit; a problem there never fails the upload.
+    return after, [FleetEvent("recording.completed", target.site, after), *upload_queue.enqueue_safely(recording_id)]
 
 
 def reject_upload(actor: Actor, recording_id: str, reason: str) -> None:
