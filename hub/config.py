@@ -68,6 +68,13 @@ def _parse_retention_days(raw: str) -> float:
     return value
 
 
+def _parse_upload_concurrency(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 64:
+        raise ValueError("expected a whole number of uploads from 1 to 64")
+    return value
+
+
 HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", Path, Path(const.DEFAULT_DATA_DIR)),
     Setting("http_host", str, const.DEFAULT_HTTP_HOST),
@@ -94,6 +101,9 @@ HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("history_retention_days", _parse_retention_days, 30.0),
     Setting("schedule_lead_s", _parse_positive_seconds, 86400.0),
     Setting("schedule_dispatch_interval_s", _parse_positive_seconds, 30.0),
+    Setting("upload_concurrency", _parse_upload_concurrency, 2),
+    Setting("upload_backoff_base_s", _parse_positive_seconds, 30.0),
+    Setting("upload_pass_interval_s", _parse_positive_seconds, 5.0),
 )
 
 
@@ -126,6 +136,9 @@ class HubConfig:
     history_retention_days: float = 30.0  # meter and heartbeat minutes older than this are pruned
     schedule_lead_s: float = 86400.0  # schedules' occurrences are dispatched to their nodes this far ahead
     schedule_dispatch_interval_s: float = 30.0  # how often the dispatcher looks (and at once when a schedule changes)
+    upload_concurrency: int = 2  # uploads the runner runs at once, across providers (issue 20)
+    upload_backoff_base_s: float = 30.0  # a failed upload waits this long after its first failure, doubling after each
+    upload_pass_interval_s: float = 5.0  # how often the upload runner looks at the queue (and at once when nudged)
     explicit: frozenset[str] = field(default_factory=frozenset)
 
     @property
