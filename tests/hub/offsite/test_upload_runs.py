@@ -1,0 +1,188 @@
+"""The upload queue's transitions on SQLite and PostgreSQL: promotion and its reasons, claims fenced by lease epoch,
+backoff after failures, resume kept across failures and restarts, direct items never taken by the hub's route."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import peewee
+import pytest
+from hark_fleet.hub.db.database import migrate, open_database
+from hark_fleet.hub.db.models import Recording, Site, UploadItem, UploadPolicy, UploadProvider, database_proxy
+from hark_fleet.hub.offsite.base import UploadResult
+from hark_fleet.hub.services import upload_runs
+from hark_fleet.hub.services.upload_runs import MAX_ATTEMPTS, StaleLease
+
+NOW = datetime(2026, 12, 7, 12, 0)  # naive UTC, as stored; 13:00 in Paris
+SHA = "ab" * 32
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[peewee.Database]:
+    url = None
+    if request.param == "postgres":
+        from tests.harness import create_database
+
+        url = create_database()
+    database = open_database(url, tmp_path)
+    migrate(database)
+    previous = database_proxy.obj
+    database_proxy.initialize(database)
+    try:
+        with database.connection_context():
+            yield database
+    finally:
+        database_proxy.initialize(previous)
+        if isinstance(database, peewee.SqliteDatabase):
+            database.close()
+        else:
+            from tests.harness import drop_database
+
+            database.close_all()
+            drop_database(url)  # type: ignore[arg-type]
+
+
+def item(item_id: str = "upl_1", route: str = "via_hub", state: str = "pending", on_hub: bool = True, **policy: Any) -> str:
+    """A recording (on the hub unless `on_hub` is false), a provider, a policy and one item between them."""
+    Site.get_or_create(id="paris", defaults={"name": "Paris", "time_zone": "Europe/Paris"})
+    UploadProvider.get_or_create(id="prv_1", defaults={"name": "archive", "kind": "local", "config": {"path": "/x"}})
+    UploadPolicy.create(id=f"pol_{item_id}", name=f"policy {item_id}", key_template="{recording_id}", route=route, **policy)
+    Recording.create(
+        id=f"rec_{item_id}",
+        node_id="nod_1",
+        site="paris",
+        name="take",
+        status="completed" if on_hub else "uploading",
+        format="wav",
+        sample_rate=48000,
+        bit_depth=24,
+        size_bytes=1000,
+        sha256=SHA if on_hub else None,
+        storage_key=f"paris/nod_1/rec_{item_id}.wav" if on_hub else None,
+    )
+    UploadItem.create(
+        id=item_id,
+        recording_id=f"rec_{item_id}",
+        provider_id="prv_1",
+        policy_id=f"pol_{item_id}",
+        site="paris",
+        node_id="nod_1",
+        route=route,
+        state=state,
+        state_reason="waiting for the runner",
+        remote_key=f"rec_{item_id}.wav",
+        bytes_total=1000,
+    )
+    return item_id
+
+
+def row(item_id: str) -> UploadItem:
+    return UploadItem.get_by_id(item_id)
+
+
+def test_eligible_items_are_queued_and_the_others_say_why_they_wait(db: peewee.Database) -> None:
+    ready = item("upl_ready")
+    not_there = item("upl_not_there", on_hub=False)
+    closed = item("upl_closed", when="window", window_start="01:00", window_end="05:00")
+    assert upload_runs.promote_due(NOW) == 1
+    assert row(ready).state == "queued"
+    assert (row(not_there).state, row(not_there).state_reason) == ("pending", upload_runs.WAITING_FOR_HUB)
+    assert (row(closed).state, row(closed).state_reason) == ("pending", "outside the window 01:00-05:00 Europe/Paris")
+    at_night = datetime(2026, 12, 8, 1, 30)  # 02:30 in Paris
+    assert upload_runs.promote_due(at_night) == 1
+    assert row(closed).state == "queued"
+    UploadProvider.update(enabled=False).execute()  # a queued item whose provider is switched off goes back to pending
+    upload_runs.promote_due(at_night)
+    assert (row(ready).state, row(ready).state_reason) == ("pending", upload_runs.PROVIDER_DISABLED)
+
+
+def test_a_claim_bumps_the_epoch_and_an_older_claims_writes_are_refused(db: peewee.Database) -> None:
+    item_id = item()
+    upload_runs.promote_due(NOW)
+    first = upload_runs.claim(item_id, "via_hub")
+    assert first is not None and first.epoch == 1 and first.size == 1000 and first.sha256 == SHA
+    assert upload_runs.claim(item_id, "via_hub") is None  # already uploading
+    upload_runs.progress(item_id, first.epoch, 400, {"upload_id": "u1", "parts": [1]})
+    assert upload_runs.requeue_interrupted() == 1  # the hub restarted
+    second = upload_runs.claim(item_id, "via_hub")
+    assert second is not None and second.epoch == 2 and second.resume == {"upload_id": "u1", "parts": [1]}
+    assert second.bytes_sent == 400
+    with pytest.raises(StaleLease):
+        upload_runs.progress(item_id, first.epoch, 900, {})
+    with pytest.raises(StaleLease):
+        upload_runs.finish_synced(item_id, first.epoch, UploadResult("k", SHA, "read-back sha256", 1000))
+    events = upload_runs.finish_synced(item_id, second.epoch, UploadResult("rec_upl_1.wav", SHA, "read-back sha256", 1000))
+    assert [e.type for e in events] == ["upload.synced"]
+    synced = row(item_id)
+    assert (synced.state, synced.checksum_sha256, synced.verified_by, synced.bytes_sent) == ("synced", SHA, "read-back sha256", 1000)
+    assert synced.resume == {} and synced.synced_at is not None
+    assert events[0].data["id"] == item_id and events[0].site == "paris"
+
+
+def test_a_failure_waits_a_growing_backoff_keeps_the_resume_state_and_is_queued_again_when_due(db: peewee.Database) -> None:
+    item_id = item()
+    upload_runs.promote_due(NOW)
+    claimed = upload_runs.claim(item_id, "via_hub")
+    assert claimed is not None
+    upload_runs.progress(claimed.item_id, claimed.epoch, 300, {"offset": 300})
+    events = upload_runs.finish_failed(item_id, claimed.epoch, "reach: 503 Service Unavailable", True, NOW, base_s=10)
+    failed = row(item_id)
+    assert [e.type for e in events] == ["upload.failed"] and events[0].data["last_error"] == "reach: 503 Service Unavailable"
+    assert failed.state == "failed" and failed.attempts == 1 and failed.resume == {"offset": 300}
+    assert NOW + timedelta(seconds=5) <= failed.next_attempt_at <= NOW + timedelta(seconds=15)
+    assert upload_runs.promote_due(NOW) == 0 and row(item_id).state == "failed"
+    assert upload_runs.promote_due(NOW + timedelta(seconds=16)) == 1 and row(item_id).state == "queued"
+    again = upload_runs.claim(item_id, "via_hub")
+    assert again is not None and again.attempts == 2 and again.resume == {"offset": 300}
+    upload_runs.finish_failed(item_id, again.epoch, "reach: 503", True, NOW, base_s=10)
+    assert NOW + timedelta(seconds=10) <= row(item_id).next_attempt_at <= NOW + timedelta(seconds=30)
+
+
+def test_no_retry_after_max_attempts_or_for_an_error_that_will_not_go_away(db: peewee.Database) -> None:
+    item_id = item()
+    UploadItem.update(attempts=MAX_ATTEMPTS - 1).execute()
+    upload_runs.promote_due(NOW)
+    claimed = upload_runs.claim(item_id, "via_hub")
+    assert claimed is not None
+    upload_runs.finish_failed(item_id, claimed.epoch, "reach: down", True, NOW)
+    assert row(item_id).state == "failed" and row(item_id).next_attempt_at is None
+    other = item("upl_2")
+    upload_runs.promote_due(NOW)
+    claimed = upload_runs.claim(other, "via_hub")
+    assert claimed is not None
+    upload_runs.finish_failed(other, claimed.epoch, "authenticate: access denied", False, NOW)
+    assert row(other).next_attempt_at is None
+    assert upload_runs.promote_due(NOW + timedelta(days=30)) == 0
+
+
+def test_a_released_item_is_queued_again_without_spending_an_attempt(db: peewee.Database) -> None:
+    item_id = item()
+    upload_runs.promote_due(NOW)
+    claimed = upload_runs.claim(item_id, "via_hub")
+    assert claimed is not None
+    upload_runs.progress(item_id, claimed.epoch, 500, {"offset": 500})
+    upload_runs.release(item_id, claimed.epoch)
+    released = row(item_id)
+    assert (released.state, released.attempts, released.bytes_sent, released.resume) == ("queued", 0, 500, {"offset": 500})
+
+
+def test_direct_items_are_promoted_when_capture_ends_but_only_the_direct_route_claims_them(db: peewee.Database) -> None:
+    item_id = item(route="direct", on_hub=False)
+    Recording.update(sha256=SHA).execute()
+    assert upload_runs.promote_due(NOW) == 1
+    assert upload_runs.claim(item_id, "via_hub") is None
+    assert upload_runs.claimable("via_hub", 10) == []
+    assert upload_runs.requeue_interrupted("via_hub") == 0
+    claimed = upload_runs.claim(item_id, "direct")
+    assert claimed is not None and claimed.route == "direct"
+
+
+def test_the_backlog_counts_what_is_left_to_send_within_the_callers_sites(db: peewee.Database) -> None:
+    item("upl_a")
+    item("upl_b")
+    UploadItem.update(bytes_sent=400).where(UploadItem.id == "upl_a").execute()
+    assert upload_runs.backlog() == {"count": 2, "bytes": 1600}
+    assert upload_runs.backlog(frozenset({"elsewhere"})) == {"count": 0, "bytes": 0}
