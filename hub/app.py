@@ -205,7 +205,22 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/schedules/{{id}}/skip-next", schedules.SkipNextHandler),
     # upload providers (issue 20) -- routes go here
     # upload policies (issue 20) -- routes go here
+    (f"{V1}/settings/upload-policies", upload_policies.PoliciesHandler),
+    (f"{V1}/settings/upload-policies/facets", upload_policies.PolicyFacetsHandler),
+    (f"{V1}/settings/upload-policies/export", upload_policies.PolicyExportHandler),
+    (f"{V1}/settings/upload-policies/{{id}}", upload_policies.PolicyHandler),
+    (f"{V1}/settings/upload-policies/{{id}}/actions", upload_policies.PolicyActionsHandler),
+    (f"{V1}/settings/upload-policies/{{id}}/apply", upload_policies.PolicyApplyHandler),
     # upload queue (issue 20) -- routes go here
+    (f"{V1}/upload-queue", upload_queue.QueueHandler),
+    (f"{V1}/upload-queue/facets", upload_queue.QueueFacetsHandler),
+    (f"{V1}/upload-queue/export", upload_queue.QueueExportHandler),
+    (f"{V1}/upload-queue/overview", upload_queue.QueueOverviewHandler),
+    (f"{V1}/upload-queue/{{id}}", upload_queue.QueueItemHandler),
+    (f"{V1}/upload-queue/{{id}}/actions", upload_queue.QueueItemActionsHandler),
+    (f"{V1}/upload-queue/{{id}}/retry", upload_queue.RetryHandler),
+    (f"{V1}/recordings/{{id}}/upload-queue", upload_queue.RecordingEnqueueHandler),
+    (f"{V1}/bulk-upload-queue", upload_queue.BulkEnqueueHandler),
     # upload runner (issue 20) -- routes go here
     # retention policies (issue 20) -- routes go here
     # fleet status and load

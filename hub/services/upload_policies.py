@@ -36,6 +36,7 @@ ENDED_STATUSES = ("completed", "interrupted")  # the statuses a policy may ask f
 DEFAULT_STATUSES = list(ENDED_STATUSES)
 CRITERIA = ("sites", "node_ids", "profile_ids", "tags", "statuses")
 MAX_DESCRIPTION = 500
+MAX_TEMPLATE_CHARS = 500  # the column's length (upload_keys allows 512)
 MAX_PROVIDERS = 20
 MAX_CRITERION_VALUES = 500
 PRIORITY_RANGE = (-1000, 1000)
@@ -236,7 +237,11 @@ def check_fields(fields: dict[str, Any], problems: dict[str, str]) -> dict[str, 
         if missing:
             problems["provider_ids"] = f"no such upload provider: {', '.join(missing[:5])}"
         providers = [rows[p] for p in provider_ids if p in rows]
-    problems.update(check_template(fields["key_template"]))
+    template = fields["key_template"]
+    if isinstance(template, str) and len(template) > MAX_TEMPLATE_CHARS:
+        problems["key_template"] = f"must be at most {MAX_TEMPLATE_CHARS} characters"
+    else:
+        problems.update(check_template(template))
     if fields["key_time_zone"] not in KEY_TIME_ZONES:
         problems["key_time_zone"] = "must be utc or site"
     if fields["when"] not in WHENS:
