@@ -38,6 +38,7 @@ from hark_fleet.hub.api import (
     upload_policies,
     upload_providers,
     upload_queue,
+    upload_runner,
     watchdog_policies,
 )
 from hark_fleet.hub.api.base import BaseHandler, NotFoundHandler
@@ -222,6 +223,11 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/recordings/{{id}}/upload-queue", upload_queue.RecordingEnqueueHandler),
     (f"{V1}/bulk-upload-queue", upload_queue.BulkEnqueueHandler),
     # upload runner (issue 20) -- routes go here
+    (f"{V1}/upload-runner", upload_runner.UploadRunnerHandler),
+    (f"{V1}/upload-runner/actions", upload_runner.UploadRunnerActionsHandler),
+    (f"{V1}/upload-runner/run", upload_runner.UploadRunnerRunHandler),
+    (f"{V1}/upload-runner/pause", upload_runner.UploadRunnerPauseHandler),
+    (f"{V1}/upload-runner/resume", upload_runner.UploadRunnerResumeHandler),
     # retention policies (issue 20) -- routes go here
     # fleet status and load
     (f"{V1}/status", status.StatusHandler),

@@ -1,4 +1,4 @@
-"""The runner's pure pacing: backoff with jitter, token buckets shared across threads, the daily window across midnight and DST."""
+"""The runner's pure pacing: backoff with jitter, token buckets shared by threads, the daily window across midnight and DST."""
 
 from __future__ import annotations
 
