@@ -229,6 +229,16 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/upload-runner/pause", upload_runner.UploadRunnerPauseHandler),
     (f"{V1}/upload-runner/resume", upload_runner.UploadRunnerResumeHandler),
     # retention policies (issue 20) -- routes go here
+    (f"{V1}/settings/retention-policies", retention_policies.PoliciesHandler),
+    (f"{V1}/settings/retention-policies/facets", retention_policies.PolicyFacetsHandler),
+    (f"{V1}/settings/retention-policies/export", retention_policies.PolicyExportHandler),
+    (f"{V1}/settings/retention-policies/{{id}}", retention_policies.PolicyHandler),
+    (f"{V1}/settings/retention-policies/{{id}}/actions", retention_policies.PolicyActionsHandler),
+    (f"{V1}/settings/retention-policies/{{id}}/preview", retention_policies.PolicyPreviewHandler),
+    (f"{V1}/retention-runs", retention_policies.RunsHandler),
+    (f"{V1}/retention-runs/{{id}}", retention_policies.RunHandler),
+    (f"{V1}/recordings/{{id}}/copies", retention_policies.CopiesHandler),
+    (f"{V1}/nodes/{{id}}/cache-evictions", retention_policies.CacheEvictionsHandler),  # agent route
     # fleet status and load
     (f"{V1}/status", status.StatusHandler),
     ("/api/load", status.LoadHandler),  # public, for a load balancer

@@ -99,6 +99,7 @@ HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("mdns_interfaces", parse_interfaces, None),
     Setting("tls", _parse_tls, "auto"),
     Setting("history_retention_days", _parse_retention_days, 30.0),
+    Setting("retention_interval_s", _parse_positive_seconds, 3600.0),
     Setting("schedule_lead_s", _parse_positive_seconds, 86400.0),
     Setting("schedule_dispatch_interval_s", _parse_positive_seconds, 30.0),
     Setting("upload_concurrency", _parse_upload_concurrency, 2),
@@ -134,6 +135,7 @@ class HubConfig:
     mdns_interfaces: Interfaces | bool = None  # None: every interface; False: no mDNS; else IPv4 addresses
     tls: str = "auto"  # on | off | auto (on unless every listener is on loopback)
     history_retention_days: float = 30.0  # meter and heartbeat minutes older than this are pruned
+    retention_interval_s: float = 3600.0  # how often retention runs at the hub (and at once when space is short)
     schedule_lead_s: float = 86400.0  # schedules' occurrences are dispatched to their nodes this far ahead
     schedule_dispatch_interval_s: float = 30.0  # how often the dispatcher looks (and at once when a schedule changes)
     upload_concurrency: int = 2  # uploads the runner runs at once, across providers (issue 20)

@@ -32,6 +32,7 @@ from hark_fleet.hub.mqtt.bridge import BrokerAddress, MqttBridge, bridge_client_
 from hark_fleet.hub.mqtt.dynsec import DynsecClient, DynsecError
 from hark_fleet.hub.mqtt.embedded import EmbeddedBroker
 from hark_fleet.hub.offsite.runner import UploadRunner
+from hark_fleet.hub.retention_runner import RetentionRunner
 from hark_fleet.hub.schedule_dispatcher import ScheduleDispatcher
 from hark_fleet.hub.secret_box import SecretBox
 from hark_fleet.hub.services.auth import ensure_first_admin
@@ -72,6 +73,7 @@ class Hub:
         self.ingest = FleetIngest(self)
         self.schedules = ScheduleDispatcher(self)  # schedules into jobs ahead of time (issue 19)
         self.upload_runner = UploadRunner(self)  # recordings to the off-site providers (issue 20)
+        self.retention = RetentionRunner(self)  # evicts confirmed copies by policy and when space is short (issue 20)
         self.storage: RecordingStorage = LocalStorage(config.data_dir / "recordings")
         self.uploads = PartialUploads(config.data_dir / "uploads")
         self.secrets = SecretBox.open_dir(config.data_dir)  # provider credentials sealed at rest (issue 20)
@@ -303,6 +305,7 @@ class Hub:
         self._start_http()
         await self.schedules.start()  # after the listener: its first pass may be long, requests are served meanwhile
         await self.upload_runner.start()
+        await self.retention.start()
         # before anything slow (mDNS probing): requests arrive as soon as the listener is up
         if config.oidc_issuer and config.oidc_client_id and config.oidc_client_secret:
             self.oidc = OidcClient(
@@ -438,6 +441,7 @@ class Hub:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.schedules.stop()
         await self.upload_runner.stop()  # uploads in flight go back to the queue, resume kept
+        await self.retention.stop()
         await self.disk.stop()
         await self.load.stop()
         await self.ingest.stop()

@@ -9,7 +9,7 @@ from hark_fleet.hub.api.base import BaseHandler
 from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
 from hark_fleet.hub.clock import iso, utcnow
 from hark_fleet.hub.errors import Forbidden, NotFound
-from hark_fleet.hub.services import nodes, technician, watchdog_resolve
+from hark_fleet.hub.services import nodes, recording_copies, technician, watchdog_resolve
 from hark_fleet.hub.services.nodes import NODE_LIST
 from hark_fleet.protocol.messages import HealthReport, Heartbeat, MeterFrame
 from hark_fleet.protocol.topics import command_topic
@@ -227,6 +227,7 @@ class AgentConfigHandler(AgentHandler):
                 "cache_policy": {**DEFAULT_CACHE_POLICY, **(node.settings or {}).get("cache_policy", {})},
                 "capacity": node.capacity or {},
                 "watchdog": watchdog,  # hark_fleet.protocol.watchdog.NodeWatchdog: the node's resolved policy
+                "held_recordings": await self.hub.db.run(recording_copies.held_on_node, node.id),  # legal hold: never evicted
                 "hub_time": iso(utcnow()),
             }
         )

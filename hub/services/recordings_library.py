@@ -391,6 +391,10 @@ def stored_file(scope: SiteScope, recording_id: str, reader: SiteScope | None = 
     recording = get_recording(scope, recording_id)
     if reader is not None and not reader.allows_row(recording.site, recording.created_by_id):
         raise NotFound(f"No recording {recording_id}.")
+    if recording.hub_evicted_at is not None:  # retention evicted the hub's copy (issue 20): 410 naming where copies are
+        from hark_fleet.hub.services.recording_copies import check_on_hub  # noqa: PLC0415 - it imports this module
+
+        check_on_hub(recording)
     if recording.status not in STORED or not recording.storage_key:
         raise Conflict(f"The recording has no file yet (it is {recording.status}).", code="no_file")
     return StoredFile(
