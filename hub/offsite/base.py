@@ -149,3 +149,13 @@ def _ms(started: float) -> int:
 def cancelled_error() -> ProviderError:
     """The error an upload raises when the caller cancelled it (retryable: the item goes back to the queue)."""
     return ProviderError("write", "cancelled", retryable=True)
+
+
+def key_segments(key: str) -> list[str]:
+    """A key's path segments; ProviderError("config") for a key that is absolute or could climb out (`..`)."""
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise ProviderError("config", f"key {key!r} is not a relative path")
+    parts = key.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ProviderError("config", f"key {key!r} has an empty, '.' or '..' segment")
+    return parts

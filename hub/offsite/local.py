@@ -25,6 +25,7 @@ from hark_fleet.hub.offsite.base import (
     TestRun,
     UploadResult,
     cancelled_error,
+    key_segments,
     run_test,
 )
 
@@ -47,12 +48,7 @@ class LocalProvider:
 
     def path_of(self, key: str) -> Path:
         """The file a key names under the base directory; ProviderError("config") when it would leave it."""
-        if not key or key.startswith("/") or "\\" in key or "\x00" in key:
-            raise ProviderError("config", f"key {key!r} is not a relative path")
-        parts = key.split("/")
-        if any(p in ("", ".", "..") for p in parts):
-            raise ProviderError("config", f"key {key!r} has an empty, '.' or '..' segment")
-        target = self.base.joinpath(*parts)
+        target = self.base.joinpath(*key_segments(key))
         base = self.base.resolve()
         if not target.resolve().is_relative_to(base):
             raise ProviderError("config", f"key {key!r} resolves outside the base directory")
