@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 from hark_fleet.node import const
 from hark_fleet.node.audio_path import AudioPath
+from hark_fleet.node.cache_reports import EvictionReporter
 from hark_fleet.node.clock import time_quality, utc_iso
 from hark_fleet.node.commands import MalformedCommand, decode_command
 from hark_fleet.node.config import NodeConfig
@@ -210,6 +211,7 @@ class Agent:
                 asyncio.create_task(self.lifecycle.run(workers_stop), name="lifecycle"),
                 asyncio.create_task(self.recordings.run(workers_stop), name="recordings"),
                 asyncio.create_task(self.schedule.run(workers_stop), name="schedule"),
+                asyncio.create_task(EvictionReporter(self.recordings.cache, self.hub).run(workers_stop), name="cache-reports"),
                 asyncio.create_task(self.hardware.run(workers_stop), name="hardware"),
                 asyncio.create_task(self.watchdog.run(workers_stop), name="watchdog"),
             ]
@@ -267,6 +269,8 @@ class Agent:
         self.clock.offset_ms = fetched.clock_offset_ms
         if remote.cache_policy is not None:
             self.cache_policy = dict(remote.cache_policy)
+        if remote.held_recordings is not None:
+            self.recordings.cache.held = frozenset(remote.held_recordings)  # legal hold: the cache keeps them
         if remote.heartbeat_interval_s and not self.config.is_explicit("heartbeat_interval_s"):
             self.heartbeat_interval_s = max(0.1, float(remote.heartbeat_interval_s))
         if remote.meter_interval_ms:

@@ -39,6 +39,8 @@ class RemoteConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     hub_time: str | None = None
     # The watchdog policy (a NodeWatchdog), checked by the watchdog itself: one it refuses does not stop the rest.
     watchdog: dict[str, Any] | None = None
+    # This node's recordings under legal hold (issue 20): its cache never evicts them. None: the hub does not say.
+    held_recordings: list[str] | None = None
 
 
 class _ConfigEnvelope(msgspec.Struct, forbid_unknown_fields=False):

@@ -9,6 +9,7 @@ space falls under the hard floor, min(1 % of the disk, 200 MB).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -32,9 +33,11 @@ from hark_fleet.node.recorder.const import (
 from hark_fleet.node.recorder.errors import CachePolicyError, CorruptRecording, RecorderError
 from hark_fleet.node.recorder.files import fsync_dir
 from hark_fleet.node.recorder.manifest import Manifest
+from hark_fleet.protocol.atomic_file import write_atomic
 
 log = logging.getLogger(__name__)
 
+EVICTIONS_FILE = ".evictions-pending.json"  # beside the recordings (a file: never taken for a recording)
 RECORDING_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 
@@ -98,12 +101,24 @@ class CacheDecision:
     reasons: tuple[str, ...] = ()
 
 
-def plan_cache(policy: CachePolicy, recordings: Iterable[CachedRecording], disk: DiskSpace, now: float) -> CacheDecision:
-    """Decide evictions and admission from the policy, the cache's recordings and the disk (pure)."""
+def plan_cache(
+    policy: CachePolicy,
+    recordings: Iterable[CachedRecording],
+    disk: DiskSpace,
+    now: float,
+    held: frozenset[str] = frozenset(),
+) -> CacheDecision:
+    """Decide evictions and admission from the policy, the cache's recordings and the disk (pure).
+
+    `held`: recordings under legal hold (the hub lists them in the node's config); never evicted, even uploaded.
+    """
     items = list(recordings)
     total = max(1, disk.total_bytes)
     cache_bytes = sum(r.size_bytes for r in items)
-    uploaded = sorted((r for r in items if r.state == UPLOADED), key=lambda r: (r.uploaded_at or 0.0, r.recording_id))
+    uploaded = sorted(
+        (r for r in items if r.state == UPLOADED and r.recording_id not in held),
+        key=lambda r: (r.uploaded_at or 0.0, r.recording_id),
+    )
     evict: list[str] = []
     freed = 0
 
@@ -138,6 +153,9 @@ class CacheDirectory:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._applying = threading.Lock()  # the ad-hoc worker and the scheduled runner apply the policy from threads
+        self.held: frozenset[str] = frozenset()  # under legal hold (the hub's config says): never evicted
+        self._reports = threading.Lock()
+        self._pending: list[str] | None = None  # evictions the hub has not been told of (kept in EVICTIONS_FILE)
 
     def path_for(self, recording_id: str) -> Path:
         """The directory a recording lives in; RecorderError for an id that is not a safe file name."""
@@ -187,10 +205,56 @@ class CacheDirectory:
         fsync_dir(self.root)
 
     def apply(self, policy: CachePolicy, now: float | None = None) -> CacheDecision:
-        """Plan against the disk as it is and delete what the plan evicts (one caller at a time)."""
+        """Plan against the disk as it is and delete what the plan evicts (one caller at a time); the evictions are
+        kept on disk for the hub (`evictions_pending`) until it has taken them."""
         with self._applying:
-            decision = plan_cache(policy, self.recordings(), self.disk_space(), time.time() if now is None else now)
+            held = self.held
+            decision = plan_cache(policy, self.recordings(), self.disk_space(), time.time() if now is None else now, held)
+            evicted = []
             for recording_id in decision.evict:
                 log.info("cache: evicting uploaded recording %s", recording_id)
                 self.delete(recording_id)
+                evicted.append(recording_id)
+            if evicted:
+                self._note_evicted(evicted)
             return decision
+
+    # -- evictions the hub is told of --------------------------------------------------------
+
+    @property
+    def evictions_file(self) -> Path:
+        return self.root / EVICTIONS_FILE
+
+    def _load_pending(self) -> list[str]:
+        if self._pending is None:
+            try:
+                loaded = json.loads(self.evictions_file.read_text())
+                self._pending = [str(r) for r in loaded] if isinstance(loaded, list) else []
+            except FileNotFoundError:
+                self._pending = []
+            except (OSError, ValueError) as err:
+                log.error("cache: unreadable %s (%s): starting a new list", self.evictions_file, err)
+                self._pending = []
+        return self._pending
+
+    def _note_evicted(self, recording_ids: list[str]) -> None:
+        with self._reports:
+            pending = self._load_pending()
+            pending.extend(r for r in recording_ids if r not in pending)
+            write_atomic(self.evictions_file, json.dumps(pending))
+
+    def evictions_pending(self) -> list[str]:
+        """Recordings this cache evicted that the hub has not been told of yet (oldest first)."""
+        with self._reports:
+            return list(self._load_pending())
+
+    def evictions_reported(self, recording_ids: Iterable[str]) -> None:
+        """The hub took these: forget them."""
+        done = set(recording_ids)
+        with self._reports:
+            pending = [r for r in self._load_pending() if r not in done]
+            self._pending = pending
+            if pending:
+                write_atomic(self.evictions_file, json.dumps(pending))
+            else:
+                self.evictions_file.unlink(missing_ok=True)

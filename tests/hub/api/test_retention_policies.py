@@ -61,7 +61,8 @@ def aged(hub: HubProcess, take: Take, days: float) -> None:
     """Make the recording have ended `days` ago."""
     with hub_database(hub):
         ended = utcnow() - timedelta(days=days)
-        Recording.update(ended_at=ended, started_at=ended - timedelta(seconds=2)).where(Recording.id == take.recording_id).execute()
+        changes = {"ended_at": ended, "started_at": ended - timedelta(seconds=2)}
+        Recording.update(**changes).where(Recording.id == take.recording_id).execute()
 
 
 def tagged_take(hub: HubProcess, node: tuple[str, str], tag: str, days: float, **kwargs: Any) -> Take:
