@@ -444,7 +444,7 @@ def bulk_enqueue(
     actor: Actor,
     scope: SiteScope,
     recording_ids: Sequence[str] | None,
-    filters: Mapping[str, Sequence[str]] | None,
+    filters: Mapping[str, str | Sequence[str]] | None,
     provider_ids: Sequence[str] | None,
 ) -> tuple[list[dict[str, Any]], list[FleetEvent]]:
     """`POST /bulk-upload-queue`: recordings by id or by a library filter (at most MAX_BULK); a result per recording."""
