@@ -259,6 +259,11 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/recording-jobs/{{id}}/missed", scheduled_jobs.JobMissedHandler),
     (f"{V1}/recordings/{{rid}}/cache-file", recording_upload.CacheFileHandler),
     # direct uploads (agent, issue 20) -- routes go here
+    (f"{V1}/nodes/{{id}}/direct-uploads/claim", direct_uploads.ClaimHandler),
+    (f"{V1}/direct-uploads/{{id}}/parts", direct_uploads.PartsHandler),
+    (f"{V1}/direct-uploads/{{id}}/progress", direct_uploads.ProgressHandler),
+    (f"{V1}/direct-uploads/{{id}}/complete", direct_uploads.CompleteHandler),
+    (f"{V1}/direct-uploads/{{id}}/failed", direct_uploads.FailedHandler),
 )
 
 
