@@ -324,9 +324,12 @@ def finish_failed(
 
 
 def requeue_interrupted(route: str = "via_hub") -> int:
-    """After a hub restart: items of `route` left `uploading` by the hub that died are queued again, resume kept."""
+    """After a hub restart: items of `route` left `uploading` by the hub that died are queued again, resume kept.
+
+    The cut-off attempt is not counted: the next claim continues it.
+    """
     return (
-        UploadItem.update(state="queued", state_reason=None, updated_at=utcnow())
+        UploadItem.update(state="queued", state_reason=None, attempts=UploadItem.attempts - 1, updated_at=utcnow())
         .where(UploadItem.state == "uploading", UploadItem.route == route)
         .execute()
     )
