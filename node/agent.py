@@ -31,6 +31,7 @@ from hark_fleet.node.lifecycle_actions import NodeActions
 from hark_fleet.node.local.provision import Provisioning, format_claim_code, with_local_identity
 from hark_fleet.node.local.server import LocalContext, LocalServer
 from hark_fleet.node.local.technician import ACTION_KIND, TechnicianAccess
+from hark_fleet.node.offsite import DirectUploadClient, DirectUploadWorker
 from hark_fleet.node.privileged import PrivilegedCommands
 from hark_fleet.node.recording_client import RecordingClient
 from hark_fleet.node.recording_jobs import RecordingWorker
@@ -142,6 +143,12 @@ class Agent:
         )
         # scheduled recordings (issue 19): held on disk, started on this node's clock, with or without the hub
         self.schedule = ScheduleRunner(Book(config.data_dir / BOOK_FILE), self.recordings.execution, self.recordings.recovered)
+        # direct uploads (issue 20): recordings from the cache straight to S3, through requests the hub signs
+        self.direct_uploads = DirectUploadWorker(
+            config.data_dir / "recordings",
+            DirectUploadClient(self.hub),
+            lambda: self.recordings.current or self.schedule.current(),
+        )
         self._refetch_config = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.recent_log = RecentLog()
@@ -211,6 +218,7 @@ class Agent:
                 asyncio.create_task(self.lifecycle.run(workers_stop), name="lifecycle"),
                 asyncio.create_task(self.recordings.run(workers_stop), name="recordings"),
                 asyncio.create_task(self.schedule.run(workers_stop), name="schedule"),
+                asyncio.create_task(self.direct_uploads.run(workers_stop), name="direct-uploads"),
                 asyncio.create_task(EvictionReporter(self.recordings.cache, self.hub).run(workers_stop), name="cache-reports"),
                 asyncio.create_task(self.hardware.run(workers_stop), name="hardware"),
                 asyncio.create_task(self.watchdog.run(workers_stop), name="watchdog"),

@@ -1,1 +1,6 @@
-"""Off-site copies from the node (issue 20): direct uploads to a provider through requests the hub presigns."""
+"""Off-site uploads from the node (issue 20): the direct route sends recordings from the cache straight to S3."""
+
+from hark_fleet.node.offsite.client import DirectUploadClient
+from hark_fleet.node.offsite.worker import DirectUploadWorker
+
+__all__ = ["DirectUploadClient", "DirectUploadWorker"]
