@@ -205,6 +205,14 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/schedules/{{id}}/run-now", schedules.RunNowHandler),
     (f"{V1}/schedules/{{id}}/skip-next", schedules.SkipNextHandler),
     # upload providers (issue 20) -- routes go here
+    (f"{V1}/settings/upload-providers", upload_providers.ProvidersHandler),
+    (f"{V1}/settings/upload-providers/facets", upload_providers.ProviderFacetsHandler),
+    (f"{V1}/settings/upload-providers/export", upload_providers.ProviderExportHandler),
+    (f"{V1}/settings/upload-providers/test", upload_providers.ProviderTestUnsavedHandler),
+    (f"{V1}/settings/upload-providers/{{id}}", upload_providers.ProviderHandler),
+    (f"{V1}/settings/upload-providers/{{id}}/actions", upload_providers.ProviderActionsHandler),
+    (f"{V1}/settings/upload-providers/{{id}}/credentials", upload_providers.ProviderCredentialsHandler),
+    (f"{V1}/settings/upload-providers/{{id}}/test", upload_providers.ProviderTestHandler),
     # upload policies (issue 20) -- routes go here
     (f"{V1}/settings/upload-policies", upload_policies.PoliciesHandler),
     (f"{V1}/settings/upload-policies/facets", upload_policies.PolicyFacetsHandler),
