@@ -36,6 +36,7 @@ MAX_PARTS_PER_CALL = 100
 MAX_ACTIVE = 100
 ERROR_MAX = 2000
 MISMATCH = "checksum_mismatch"
+FROM_HUB = "the node cannot send it; the hub sends its own copy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,8 +336,10 @@ def failed(
 ) -> tuple[dict[str, Any], list[FleetEvent]]:
     """The upload failed (the node says why, or the hub found the object wrong): failed, retried after a backoff if `retryable`.
 
-    Saying it again under the same lease answers the same.
-    """
+    A failure for good (the node's cache lost the file, or holds another one) while the hub holds the recording's
+    file hands the item to the hub's runner: route `via_hub`, `pending`, sent from the hub's copy (the only source
+    left; the item is no longer a direct upload). Saying it again under the same lease answers the same (once handed
+    to the hub: 404)."""
     item = _own(actor, item_id)
     if item.state == "failed" and item.lease_epoch == epoch:
         return item_api(item), []
@@ -354,4 +357,21 @@ def failed(
             outcome="failure",
             reason=reason,
         )
+        if not retryable and _on_hub(done.recording_id):
+            UploadItem.update(
+                route="via_hub",
+                state="pending",
+                state_reason=f"{FROM_HUB}: {reason}"[:ERROR_MAX],
+                resume={},
+                bytes_sent=0,
+                next_attempt_at=None,
+                updated_at=utcnow(),
+            ).where(UploadItem.id == item_id, UploadItem.state == "failed", UploadItem.lease_epoch == epoch).execute()
+            done = UploadItem.get_by_id(item_id)
     return item_api(done), events
+
+
+def _on_hub(recording_id: str) -> bool:
+    """Whether the hub holds the recording's file (uploaded, not evicted)."""
+    recording = Recording.get_or_none(Recording.id == recording_id)
+    return bool(recording and recording.storage_key and recording.sha256 and recording.hub_evicted_at is None)

@@ -22,7 +22,7 @@ from hark_fleet.hub.secret_box import SecretBox
 from tests.conftest import hub_database
 from tests.direct_s3 import PresignableMotoS3 as MotoS3
 from tests.direct_s3 import presignable_s3_fixture  # noqa: F401 - the fixture presignable_s3
-from tests.harness import HubProcess
+from tests.harness import HubProcess, wait_for
 
 MIB = 1024 * 1024
 PART = 8 * MIB  # the hub's part size for files up to 80 GB
@@ -70,19 +70,15 @@ def queued_item(
             sealed_secrets=box.seal(presignable_s3.provider_secrets(), f"upload_provider:{provider_id}"),
             secret_names=["secret_access_key"],
         )
-        Recording.create(
-            id=recording_id,
-            node_id=node.id,
-            site="north",
-            name="take",
-            status="uploading",
-            format="wav",
-            sample_rate=48000,
-            bit_depth=24,
-            integrity={
+        fields: dict[str, Any] = {
+            "status": "uploading",
+            "integrity": {
                 "file": {"name": f"{recording_id}.wav", "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data)}
             },
             **recording,
+        }
+        Recording.create(
+            id=recording_id, node_id=node.id, site="north", name="take", format="wav", sample_rate=48000, bit_depth=24, **fields
         )
         UploadItem.create(
             id=item_id,
@@ -319,3 +315,33 @@ def test_a_node_whose_cache_lost_the_file_fails_the_item_for_good_and_the_upload
     assert failed["state"] == "failed" and failed["last_error"] == body["error"] and failed["next_attempt_at"] is None, failed
     assert presignable_s3.client().list_multipart_uploads(Bucket=s.bucket).get("Uploads", []) == []
     assert claim(hub, s.node).status_code == 204
+
+
+def test_a_file_the_node_lost_but_the_hub_holds_is_sent_from_the_hubs_copy(hub: HubProcess, presignable_s3: MotoS3) -> None:
+    node = enroll(hub)
+    bucket = presignable_s3.create_bucket()
+    data = os.urandom(MIB)
+    digest = hashlib.sha256(data).hexdigest()
+    storage_key = f"north/{node.id}/{new_id('rec')}.wav"
+    stored = hub.data_dir / "recordings" / storage_key
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    stored.write_bytes(data)
+    item_id, _, key = queued_item(
+        hub, presignable_s3, node, data, bucket, status="completed", storage_key=storage_key, sha256=digest, size_bytes=len(data)
+    )
+    upload = claim(hub, node).json()["data"]["upload"]
+    body = {"lease_epoch": upload["lease_epoch"], "error": "the cache no longer holds this recording", "retryable": False}
+    with hub.client(node.credential) as client:
+        answer = client.post(f"/api/v1/direct-uploads/{item_id}/failed", json=body)
+    assert answer.status_code == 200, answer.text
+    handed = answer.json()["data"]
+    assert handed["route"] == "via_hub" and handed["state"] == "pending", handed
+    assert "the hub sends its own copy" in handed["state_reason"], handed
+
+    def synced() -> dict[str, Any] | None:  # the hub's runner takes it from here
+        now = item(hub, item_id)
+        return now if now["state"] == "synced" else None
+
+    done = wait_for(synced, 60, "the hub's runner to upload its copy")
+    assert done["checksum_sha256"] == digest and done["route"] == "via_hub", done
+    assert object_bytes(presignable_s3, bucket, key) == data
