@@ -50,6 +50,8 @@ PAGES: dict[str, tuple[str | None, bool]] = {
     "schedules": ("/#/schedules", True),
     "schedule-new": ("/#/schedules/new", True),
     "schedule-week": ("/#/schedules/week", True),
+    "retention": ("/#/retention", True),
+    "retention-new": ("/#/retention/new", True),
     "users": ("/#/users", True),
     "keys": ("/#/keys", True),
     "me": ("/#/me", True),

@@ -6,6 +6,7 @@ import { bytes, confirmAction, field, fill, h, notify, seconds, select, show, ti
 import { plural } from "./words.js";
 import { RecordingProgress } from "./recording_progress.js";
 import { renderLegalHold } from "./legal_hold.js";
+import { renderCopies } from "./recording_copies.js";
 
 const STATUSES = ["queued", "recording", "uploading", "completed", "interrupted", "failed", "cancelled"];
 const TERMINAL = new Set(["completed", "interrupted", "failed", "cancelled"]);
@@ -200,6 +201,7 @@ export function renderRecording(view, recordingId) {
   const metadata = h("div");
   const actions = h("div", { class: "button-row" });
   const hold = h("div");
+  const copies = h("div", { class: "copies" });
   let recording = null;
   let peaks = null;
   let stopPlayhead = null;
@@ -211,6 +213,7 @@ export function renderRecording(view, recordingId) {
     h("p", {}, h("a", { href: "#/recordings" }, "← Recordings")),
     title, error, actions, liveSlot, facts,
     h("section", { "aria-labelledby": "hold-h" }, h("h3", { id: "hold-h" }, "Legal hold"), hold),
+    h("section", { "aria-labelledby": "copies-h" }, h("h3", { id: "copies-h" }, "Where are the copies"), copies),
     h("section", { "aria-labelledby": "play-h" }, h("h3", { id: "play-h" }, "Listen"), player),
     h("div", { class: "columns" },
       h("section", { "aria-labelledby": "meta-h" }, h("h3", { id: "meta-h" }, "Metadata"), metadata),
@@ -236,6 +239,8 @@ export function renderRecording(view, recordingId) {
     renderMetadata();
     renderActions();
     renderLegalHold(hold, recording, path, () => load());
+    if (TERMINAL.has(recording.status)) renderCopies(copies, path); // where the hub, the providers and the node hold it
+    else fill(copies, h("p", { class: "hint" }, "Shown once the recording has ended."));
     if (!TERMINAL.has(recording.status)) {
       fill(player, h("p", { class: "hint", role: "status" }, `The recording is ${recording.status}; it can be played once it is uploaded.`));
       poll ??= setInterval(load, 2000);
