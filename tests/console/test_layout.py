@@ -52,6 +52,8 @@ PAGES: dict[str, tuple[str | None, bool]] = {
     "schedule-week": ("/#/schedules/week", True),
     "retention": ("/#/retention", True),
     "retention-new": ("/#/retention/new", True),
+    "upload-providers": ("/#/offsite/providers", True),
+    "upload-provider-new": ("/#/offsite/providers/new", True),
     "users": ("/#/users", True),
     "keys": ("/#/keys", True),
     "me": ("/#/me", True),
