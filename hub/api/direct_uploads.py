@@ -70,8 +70,23 @@ class DirectHandler(BaseHandler):
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     async def s3(self, claimed: DirectClaim) -> DirectS3:
-        spec = await self.hub.db.run(load_spec, claimed.provider_id, self.hub.secrets)
-        return await self.blocking(DirectS3, spec)
+        try:
+            spec = await self.hub.db.run(load_spec, claimed.provider_id, self.hub.secrets)
+            return await self.blocking(DirectS3, spec)
+        except ProviderError:
+            raise
+        except Exception as err:  # a provider that cannot be loaded or whose client cannot be made
+            raise ProviderError("config", f"the provider cannot be used: {type(err).__name__}") from err
+
+    async def abort(self, claimed: DirectClaim) -> None:
+        """Drop the claim's multipart upload on S3, if it has one (best effort: a failure is logged)."""
+        if not claimed.upload_id:
+            return
+        try:
+            direct = await self.s3(claimed)
+            await self.blocking(direct.abort, claimed.remote_key, claimed.upload_id)
+        except ProviderError as err:
+            log.warning("direct upload %s: could not abort it on S3: %s", claimed.item_id, err)
 
     async def fail(self, claimed: DirectClaim, error: str, retryable: bool, keep_resume: bool = True) -> dict[str, Any]:
         item, events = await self.hub.db.run(
@@ -144,15 +159,14 @@ class CompleteHandler(DirectHandler):
         if isinstance(claimed, dict):
             self.write_data(claimed)  # completed before; the node did not hear the answer
             return
-        direct = await self.s3(claimed)
         if sha256 != claimed.sha256:
-            if claimed.upload_id:
-                await self.abort(direct, claimed)
+            await self.abort(claimed)
             await self.fail(claimed, f"the node's file has SHA-256 {sha256}; the recording's is {claimed.sha256}", False, False)
             raise Conflict("The file is not the recording's: its SHA-256 differs.", code=direct_uploads.MISMATCH)
         if not claimed.upload_id:
             raise Conflict("The upload has not been opened; claim it again.")
         try:
+            direct = await self.s3(claimed)
             composite = await self.blocking(
                 direct.complete, claimed.remote_key, claimed.upload_id, claimed.layout, claimed.signed
             )
@@ -172,12 +186,6 @@ class CompleteHandler(DirectHandler):
         self.hub.ingest.publish_events(events)
         self.write_data(item)
 
-    async def abort(self, direct: DirectS3, claimed: DirectClaim) -> None:
-        try:
-            await self.blocking(direct.abort, claimed.remote_key, claimed.upload_id or "")
-        except ProviderError as err:
-            log.warning("direct upload %s: could not abort it on S3: %s", claimed.item_id, err)
-
 
 class FailedHandler(DirectHandler):
     """`POST /api/v1/direct-uploads/{id}/failed` `{"lease_epoch", "error", "retryable"}`: the node gives up this attempt.
@@ -188,12 +196,8 @@ class FailedHandler(DirectHandler):
     async def post(self, id: str) -> None:
         body = self.parse_body(FailedBody)
         claimed = await self.hub.db.run(direct_uploads.held_or_none, self.actor, id, body.lease_epoch)
-        if claimed is not None and not body.retryable and claimed.upload_id:
-            try:
-                direct = await self.s3(claimed)
-                await self.blocking(direct.abort, claimed.remote_key, claimed.upload_id)
-            except ProviderError as err:
-                log.warning("direct upload %s: could not abort it on S3: %s", id, err)
+        if claimed is not None and not body.retryable:
+            await self.abort(claimed)
         item, events = await self.hub.db.run(
             direct_uploads.failed, self.actor, id, body.lease_epoch, body.error, body.retryable, body.retryable, self.backoff_s
         )
