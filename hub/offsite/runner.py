@@ -63,6 +63,12 @@ class ActiveUpload:
     bytes_sent: int = 0
     first_bytes: int = 0  # bytes_sent when this attempt started (a resumed upload starts past 0)
     stale: bool = False  # the lease was lost: stop at the next chunk
+    writing: asyncio.Task[None] | None = None  # the progress write in flight, if any
+
+    async def flushed(self) -> None:
+        """Wait for the progress writes still in flight (so the outcome is written after them)."""
+        while self.writing is not None and not self.writing.done():
+            await asyncio.gather(self.writing, return_exceptions=True)
 
     def rate_bps(self, now: float) -> float:
         elapsed = now - self.started
@@ -84,6 +90,47 @@ class Written:
 
     at: float
     resume: dict[str, Any]
+
+
+class ProgressWriter:
+    """Writes an upload's progress on the event loop, newest first: the provider's thread hands over the latest
+    (bytes, resume) and goes on; while a write is in flight, later reports replace each other and the newest is
+    written next. A write refused as stale marks the upload stale, so it stops."""
+
+    def __init__(self, hub: Hub, active: ActiveUpload, loop: asyncio.AbstractEventLoop) -> None:
+        self.hub = hub
+        self.active = active
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._pending: tuple[int, dict[str, Any]] | None = None
+        self._busy = False
+
+    def submit(self, bytes_sent: int, resume: dict[str, Any]) -> None:
+        """From any thread: write this progress soon."""
+        with self._lock:
+            self._pending = (bytes_sent, resume)
+            if self._busy:
+                return
+            self._busy = True
+        self.loop.call_soon_threadsafe(self._start)
+
+    def _start(self) -> None:
+        self.active.writing = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        claimed = self.active.claimed
+        while True:
+            with self._lock:
+                pending, self._pending = self._pending, None
+                if pending is None:
+                    self._busy = False
+                    return
+            try:
+                await self.hub.db.run(upload_runs.progress, claimed.item_id, claimed.epoch, pending[0], pending[1])
+            except StaleLease:
+                self.active.stale = True
+            except Exception:  # noqa: BLE001 - a lost progress write is made good by the next one or by the provider's truth
+                log.warning("writing the progress of upload item %s failed", claimed.item_id, exc_info=True)
 
 
 class Throughput:
@@ -291,6 +338,7 @@ class UploadRunner:
         try:
             assert self._pool is not None
             outcome = await loop.run_in_executor(self._pool, self._upload_blocking, active, spec, loop)
+            await active.flushed()
         except Exception as err:  # noqa: BLE001 - a broken pool or a bug: the item fails and is tried again later
             log.exception("upload of item %s failed unexpectedly", claimed.item_id)
             outcome = Outcome("failed", error=f"{type(err).__name__}: {err}")
@@ -344,22 +392,18 @@ class UploadRunner:
             return Outcome("failed", error="read: the recording is not on the hub")
         storage = self.hub.storage
         storage_key = claimed.storage_key
-        written = Written(time.monotonic(), claimed.resume)
+        writer = ProgressWriter(self.hub, active, loop)
+        last = Written(time.monotonic(), claimed.resume)
 
         def on_progress(bytes_sent: int, resume: dict[str, Any]) -> None:
+            # Called on the provider's thread between parts: never wait here for the database.
             self._throughput.add(bytes_sent - active.bytes_sent)
             active.bytes_sent = bytes_sent
             now = time.monotonic()
-            if resume == written.resume and now - written.at < PROGRESS_EVERY_S and bytes_sent < claimed.size:
+            if resume == last.resume and now - last.at < PROGRESS_EVERY_S and bytes_sent < claimed.size:
                 return
-            work = self.hub.db.run(upload_runs.progress, claimed.item_id, claimed.epoch, bytes_sent, resume)
-            try:
-                asyncio.run_coroutine_threadsafe(work, loop).result()
-            except StaleLease:
-                active.stale = True
-                return
-            written.at = now
-            written.resume = resume
+            last.at, last.resume = now, resume
+            writer.submit(bytes_sent, resume)
 
         throttle = throttle_for(
             (
