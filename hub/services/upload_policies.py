@@ -1,7 +1,7 @@
 """Upload policies (settings, issue 20): which recordings go to which providers, under which key, when and by which route.
 
 A policy matches a recording when each of its non-empty criteria does (`sites`, `node_ids`, `profile_ids`, `tags`: the
-recording carries every one, from its metadata's `tags` or its node's tags; `statuses`: the recording ended so, by
+recording carries every one in its metadata's `tags`, as retention policies read them; `statuses`: the recording ended so, by
 default `completed` or `interrupted`); an empty list means any. Each matching policy queues the recording for each of
 its providers (`hub.services.upload_queue`). Policies are hub-wide: writes need `settings:manage` on every site.
 

@@ -207,13 +207,10 @@ def overview(scope: SiteScope) -> dict[str, Any]:
 # -- making items ---------------------------------------------------------------------------------------------
 
 
-def recording_tags(recording: Recording, node: Node | None) -> set[str]:
-    """The tags a policy's `tags` criterion looks for: the recording's metadata `tags` and its node's tags."""
+def recording_tags(recording: Recording) -> set[str]:
+    """The tags a policy's `tags` criterion looks for: the recording's own, in its metadata (as retention reads them)."""
     tags = (recording.metadata or {}).get("tags") if isinstance(recording.metadata, dict) else None
-    found = {t for t in tags if isinstance(t, str)} if isinstance(tags, list) else set()
-    if node is not None:
-        found |= {t for t in (node.tags or []) if isinstance(t, str)}
-    return found
+    return {t for t in tags if isinstance(t, str)} if isinstance(tags, list) else set()
 
 
 def ended_status(recording: Recording) -> str | None:
@@ -307,8 +304,8 @@ def _providers(ids: Sequence[str]) -> dict[str, UploadProvider]:
     return {p.id: p for p in UploadProvider.select().where(UploadProvider.id.in_(list(ids)))} if ids else {}
 
 
-def _matching_policies(recording: Recording, node: Node | None, direct_only: bool) -> list[UploadPolicy]:
-    tags = recording_tags(recording, node)
+def _matching_policies(recording: Recording, direct_only: bool) -> list[UploadPolicy]:
+    tags = recording_tags(recording)
     policies = UploadPolicy.select().where(UploadPolicy.enabled == True).order_by(UploadPolicy.priority.desc(), UploadPolicy.id)  # noqa: E712
     return [p for p in policies if (not direct_only or p.route == "direct") and matches(p, recording, tags)]
 
@@ -352,8 +349,7 @@ def enqueue_for_recording(recording_id: str) -> list[FleetEvent]:
         return []
     direct_only = recording.status not in ENDED_STATUSES
     with database_proxy.atomic():
-        node = Node.get_or_none(Node.id == recording.node_id)
-        created, _ = _enqueue_by_policies(recording, _matching_policies(recording, node, direct_only))
+        created, _ = _enqueue_by_policies(recording, _matching_policies(recording, direct_only))
     return _queued_events(created)
 
 
@@ -390,7 +386,7 @@ def _enqueue_one(
     if recording.status not in ENDED_STATUSES:
         raise Conflict(f"The recording is {recording.status}: only a completed or interrupted recording is uploaded.")
     node = Node.get_or_none(Node.id == recording.node_id)
-    policies = _matching_policies(recording, node, direct_only=False)
+    policies = _matching_policies(recording, direct_only=False)
     if providers is None:
         if not policies:
             raise Conflict("No enabled upload policy matches this recording: name the providers.", code="no_policy")
@@ -499,11 +495,8 @@ def apply_policy(actor: Actor, policy_id: str) -> tuple[dict[str, Any], list[Fle
             found = found.where(field.in_(criteria[name]))
     matched = created_count = 0
     events: list[FleetEvent] = []
-    nodes: dict[str, Node | None] = {}
     for recording in found.order_by(Recording.id).iterator():
-        if recording.node_id not in nodes:
-            nodes[recording.node_id] = Node.get_or_none(Node.id == recording.node_id)
-        if not matches(policy, recording, recording_tags(recording, nodes[recording.node_id])):
+        if not matches(policy, recording, recording_tags(recording)):
             continue
         matched += 1
         with database_proxy.atomic():

@@ -219,7 +219,7 @@ function policyForm(policy, { providers, sites, profiles, manage, onSaved }) {
     slots.add("criteria.sites", siteBoxes.element),
     h("div", { class: "upload-form-grid" },
       slots.add("criteria.node_ids", field("Only these nodes", nodeIds, "Node ids, comma-separated; empty: any node.")),
-      slots.add("criteria.tags", field("Tagged with all of", tags, "The recording's or its node's tags; empty: any."))),
+      slots.add("criteria.tags", field("Tagged with all of", tags, "The recording's tags (a schedule's travel with its takes); empty: any."))),
     slots.add("criteria.profile_ids", profileBoxes.element),
     slots.add("criteria.statuses", statusBoxes.element)),
   h("fieldset", { class: "upload-key" }, h("legend", {}, "Object key"),
