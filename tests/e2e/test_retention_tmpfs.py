@@ -8,8 +8,11 @@ is met, and nothing else: unconfirmed and held audio survive. When even that can
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,11 +24,9 @@ from hark_fleet.hub.clock import utcnow
 from hark_fleet.hub.db.models import Recording
 
 from tests.conftest import hub_database
-from tests.harness import HubProcess, tmpfs, wait_for
+from tests.harness import HubProcess, create_database, drop_database, spawn, tmpfs, wait_for
 from tests.hub.api.test_recording_upload import Take, completed_recording, enroll, stored_path
 from tests.hub.api.uploads import provider
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting the hub's small tmpfs needs root (mount -t tmpfs)")
 
 DISK = "128m"
 SECONDS = 20.0  # 20 s of 24-bit stereo at 48 kHz: 5.76 MB a recording
@@ -41,17 +42,70 @@ class Stored:
     size: int
 
 
-@pytest.fixture
-def small_hub(tmp_path: Path) -> Iterator[HubProcess]:
-    """A hub (SQLite) whose data dir is a tmpfs; scheduled retention far away, so only the floor triggers runs."""
-    hub = HubProcess(tmp_path / "hub", env_extra={"HARK_RETENTION_INTERVAL_S": "86400", "HARK_UPLOAD_PASS_INTERVAL_S": "0.5"})
+class NamespacedHub(HubProcess):
+    """A hub run by an unprivileged user: in its own user and mount namespace, with a tmpfs over its data dir there.
+
+    The test reaches the hub's files through `/proc/<pid>/root` (the hub's view of the file system); the tmpfs goes
+    away with the namespace when the hub exits. Its database is PostgreSQL: SQLite resolves `/proc/<pid>/root` to
+    the test's own root, so the test could not open a database file inside the namespace.
+    """
+
+    @property
+    def data_dir(self) -> Path:
+        real = self.workdir / "data"
+        return Path(f"/proc/{self.proc.pid}/root{real}") if self.proc is not None else real
+
+    def start(self, wait_ready: bool = True) -> None:
+        (self.workdir / "data").mkdir(parents=True, exist_ok=True)
+        env = self.env()
+        mount = f'mount -t tmpfs -o size={DISK} tmpfs "$0" && exec "$@"'
+        command = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", mount, env["HARK_DATA_DIR"]]
+        self.proc = spawn([*command, sys.executable, "-m", "hark_fleet.hub", "run"], env=env, log_path=self.log_path)
+        if wait_ready:
+            self.wait_ready()
+
+
+def userns_tmpfs_works(directory: Path) -> bool:
+    """Whether this user may mount a tmpfs inside its own user and mount namespace."""
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        probe = subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--mount", "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(directory)],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+@pytest.fixture(params=["mount", "userns"])
+def small_hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HubProcess]:
+    """A hub whose data dir is a tmpfs: mounted as root (SQLite in it), or inside the hub's own user namespace without
+    root (PostgreSQL). Scheduled retention is far away, so only the floor triggers runs."""
+    env = {"HARK_RETENTION_INTERVAL_S": "86400", "HARK_UPLOAD_PASS_INTERVAL_S": "0.5"}
+    if request.param == "mount":
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root (the userns variant runs without it)")
+        hub = HubProcess(tmp_path / "hub", env_extra=env)
+        mounted: contextlib.AbstractContextManager[Path] = tmpfs(hub.data_dir, DISK)
+    else:
+        if not userns_tmpfs_works(tmp_path / "probe"):
+            pytest.skip("unshare --user --map-root-user --mount cannot mount a tmpfs here (user namespaces disabled)")
+        hub = NamespacedHub(tmp_path / "hub", database_url=create_database(), env_extra=env)
+        mounted = contextlib.nullcontext(hub.data_dir)
     code = 0
-    with tmpfs(hub.data_dir, DISK):
-        hub.start()
-        try:
-            yield hub
-        finally:
-            code = hub.stop()
+    try:
+        with mounted:
+            hub.start()
+            try:
+                yield hub
+            finally:
+                code = hub.stop()
+    finally:
+        if hub.database_url:
+            drop_database(hub.database_url)
     assert code == 0, f"hark-hub exited with {code}:\n{hub.log()}"
 
 
