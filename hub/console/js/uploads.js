@@ -21,7 +21,7 @@ const itemUrl = (id) => `${QUEUE}/${encodeURIComponent(id)}`;
 async function runnerPanel() {
   try {
     const module = await import("./upload_runner.js");
-    return typeof module.runnerPanel === "function" ? module.runnerPanel() : null;
+    return typeof module.runnerPanel === "function" ? await module.runnerPanel() : null;
   } catch {
     return null;
   }
