@@ -121,7 +121,7 @@ class DirectUploadWorker:
                 try:
                     worked = await self.claim_and_upload(stop)
                     attempt = 0
-                except (HubUnreachable, HubRejected) as err:
+                except NodeError as err:  # the hub away, refusing or answering nonsense: never the agent's end
                     delay = backoff_delay(attempt, RETRY_BASE_S, POLL_S)
                     attempt += 1
                     log.warning("cannot claim a direct upload (%s); trying again in %.0f s", err, delay)

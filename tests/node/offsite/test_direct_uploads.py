@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from hark_fleet.node.hub_client import HubClient
+from hark_fleet.node.offsite import worker as worker_module
 from hark_fleet.node.offsite.client import DirectUploadClient, FileChanged, PartRefused, SignedPart
 from hark_fleet.node.offsite.worker import DirectUploadWorker
 from hark_fleet.node.recorder.manifest import Manifest
@@ -173,6 +174,48 @@ def test_a_file_changed_under_its_manifest_is_caught_before_completing(
     assert upload.run_once()
     failed = item(hub, upload.item_id)
     assert failed["state"] == "failed" and "SHA-256" in failed["last_error"] and failed["next_attempt_at"] is None, failed
+
+
+def test_the_worker_claims_soon_after_a_recording_ends_without_waiting_for_its_poll(
+    hub: HubProcess, presignable_s3: PresignableMotoS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_module, "POLL_S", 3600.0)  # only the end of a recording can make it claim in time
+    node = enroll(hub)
+    client = DirectUploadClient(HubClient(hub.url, node.id, node.credential))
+    recording: list[object] = [object()]  # what the node records now
+    worker = DirectUploadWorker(tmp_path, client, lambda: recording[0])
+    claims: list[Any] = []
+    claim = client.claim
+
+    async def counted(*args: Any) -> Any:
+        claims.append(await claim(*args))
+        return claims[-1]
+
+    client.claim = counted  # type: ignore[method-assign]
+    data = os.urandom(MIB)
+    bucket = presignable_s3.create_bucket()
+
+    async def scenario() -> str:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            while not claims:  # its first claim, at start, finds nothing
+                await asyncio.sleep(0.05)
+            item_id, recording_id, _ = await asyncio.to_thread(queued_item, hub, presignable_s3, node, data, bucket)
+            cache_recording(tmp_path, recording_id, data)
+            recording[0] = None  # the take ends: the hub queues its direct uploads now
+            for _ in range(600):
+                if (await asyncio.to_thread(item, hub, item_id))["state"] == "synced":
+                    return "synced"
+                await asyncio.sleep(0.1)
+            return str((await asyncio.to_thread(item, hub, item_id))["state"])
+        finally:
+            stop.set()
+            await task
+            client.hub.close()
+
+    assert asyncio.run(scenario()) == "synced"
+    assert claims[0] is None and claims[1] is not None  # the next claim came from the end of the take, not the 1 h poll
 
 
 # -- the PUT of one part, against a plain HTTP server ------------------------------------------------------------
