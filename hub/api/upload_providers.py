@@ -27,6 +27,10 @@ class ProviderBody(msgspec.Struct, forbid_unknown_fields=True):
     max_concurrency: int = 2
 
 
+class ProviderTestBody(ProviderBody, forbid_unknown_fields=True):
+    provider_id: str | None = None  # a saved provider whose secrets fill in those left out (testing an edit)
+
+
 class ProviderPatchBody(msgspec.Struct, forbid_unknown_fields=True):
     name: str | msgspec.UnsetType = msgspec.UNSET
     description: str | msgspec.UnsetType = msgspec.UNSET
@@ -106,7 +110,8 @@ class ProviderTestUnsavedHandler(HubWideWrites):
     permissions = {"post": MANAGE}
 
     async def post(self) -> None:
-        body = _as_dict(self.parse_body(ProviderBody))
+        body = _as_dict(self.parse_body(ProviderTestBody))
+        body = await self.hub.db.run(upload_providers.with_saved_secrets, body, self.hub.secrets)
         fields, secrets = await self.hub.db.run(upload_providers.check_new, body)
         spec = upload_providers.unsaved_spec(fields, secrets)
         report = await asyncio.get_running_loop().run_in_executor(None, upload_providers.run_provider_test, spec)

@@ -541,6 +541,19 @@ def run_provider_test(spec: ProviderSpec) -> TestReport:
         provider.close()
 
 
+def with_saved_secrets(body: dict[str, Any], box: SecretBox) -> dict[str, Any]:
+    """A test body naming a saved provider (`provider_id`): the secrets it leaves out are that provider's, so an edit
+    can be tested before it is saved without typing the secrets again. 404 for no such provider, 400 for another kind."""
+    provider_id = body.get("provider_id")
+    if not provider_id:
+        return body
+    provider = get_provider(provider_id)
+    if provider.kind != body.get("kind"):
+        raise InvalidRequest("The upload provider is invalid.", fields={"provider_id": f"is a {provider.kind} provider"})
+    saved = box.unseal(provider.sealed_secrets, bound_to(provider.id)) if provider.sealed_secrets else {}
+    return {**body, "secrets": {**saved, **(body.get("secrets") or {})}}
+
+
 def unsaved_spec(fields: Mapping[str, Any], secrets: Mapping[str, Any]) -> ProviderSpec:
     return ProviderSpec(
         id="unsaved",

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hark_fleet.hub.processes import free_port
 from playwright.sync_api import Page, expect
 
 from tests.console.test_console import sign_in, sign_in_as_viewer
@@ -77,8 +78,15 @@ def test_a_bucket_is_tested_before_saving_then_saved_tested_rotated_and_deleted(
     expect(page.locator(".provider-last-test")).to_contain_text("test failed at “Sign in”")
     assert "rotated-but-wrong" not in page.content()
 
-    page.get_by_role("form", name="Upload provider").get_by_label("Description").fill("the long-term archive")
-    page.get_by_role("button", name="Save changes").click()
+    edit = page.get_by_role("form", name="Upload provider")
+    edit.get_by_label("Endpoint URL").fill(f"http://127.0.0.1:{free_port()}")  # an edit tested before it is saved
+    edit.get_by_role("button", name="Test these settings").click()
+    expect(edit.locator(".provider-test")).to_contain_text("Test failed at “Reach”")
+    edit.get_by_label("Endpoint URL").fill(moto_s3.endpoint)
+    edit.get_by_role("button", name="Test these settings").click()  # the saved (rotated, wrong) secret is used
+    expect(edit.locator(".provider-test")).to_contain_text("Test failed at “Sign in”")
+    edit.get_by_label("Description").fill("the long-term archive")
+    edit.get_by_role("button", name="Save changes").click()
     expect(page.locator(".upload-providers .hint").first).to_contain_text("Version 3")
 
     page.get_by_role("button", name="Delete").click()

@@ -242,14 +242,14 @@ function providerForm(provider, { manage, onSaved }) {
     testButton.disabled = true;
     try {
       const { name: _name, ...unsaved } = body();
-      const { data } = await api(`${PROVIDERS}/test`, { method: "POST", body: { ...unsaved, secrets: secrets.secrets() } });
+      const { data } = await api(`${PROVIDERS}/test`, { method: "POST", body: { ...unsaved, secrets: secrets.secrets(), provider_id: provider?.id } });
       fill(report, reportList(data));
     } catch (err) {
       fill(report);
       failed(err, "Not tested");
     }
     testButton.disabled = false;
-  } }, "Test");
+  } }, provider ? "Test these settings" : "Test");
   const form = h("form", { class: "upload-policy-form upload-provider-form", "aria-label": "Upload provider", noValidate: true, onsubmit: async (event) => {
     event.preventDefault();
     error.textContent = "";
@@ -271,7 +271,7 @@ function providerForm(provider, { manage, onSaved }) {
     slots.add("rate_limit_bps", field("Rate limit (MB/s)", rate, "Across this provider's uploads; empty: no limit.")),
     slots.add("max_concurrency", field("Uploads at once", concurrency))),
   manage ? h("div", { class: "button-row" },
-    provider ? null : testButton,
+    testButton,
     h("button", { type: "submit", class: "primary" }, provider ? "Save changes" : "Create provider")) : null,
   report, error);
   return form;

@@ -122,6 +122,7 @@ def test_an_unsaved_configuration_is_tested_without_being_saved(
 ) -> None:
     with hub.admin() as admin:
         before = len(admin.get(PROVIDERS, params={"limit": "200"}).json()["data"])
+        config = moto_s3.provider_config(s3_bucket)
         good = admin.post(
             f"{PROVIDERS}/test",
             json={"kind": "s3", "config": moto_s3.provider_config(s3_bucket), "secrets": moto_s3.provider_secrets()},
@@ -139,6 +140,15 @@ def test_an_unsaved_configuration_is_tested_without_being_saved(
             f"{PROVIDERS}/test", json={"kind": "local", "config": {"path": str(tmp_path / "not-mounted")}}
         ).json()["data"]
         assert missing["failed_step"] == "reach" and "not a directory" in missing["steps"][0]["message"]
+        saved = admin.post(
+            PROVIDERS, json={"name": unique("bucket"), "kind": "s3", "config": config, "secrets": moto_s3.provider_secrets()}
+        )
+        edited = {"kind": "s3", "config": {**config, "prefix": "edited"}, "provider_id": saved.json()["data"]["id"]}
+        with_saved = admin.post(f"{PROVIDERS}/test", json=edited).json()["data"]
+        assert with_saved["ok"] is True and "edited/.hark-test-" in with_saved["steps"][2]["message"]  # its saved secret
+        other_kind = admin.post(f"{PROVIDERS}/test", json={**edited, "kind": "local", "config": {"path": str(tmp_path)}})
+        assert other_kind.status_code == 400 and set(other_kind.json()["error"]["fields"]) == {"provider_id"}
+        before += 1
         invalid = admin.post(f"{PROVIDERS}/test", json={"kind": "local", "config": {"path": "relative"}})
         assert invalid.status_code == 400 and set(invalid.json()["error"]["fields"]) == {"config.path"}
         assert len(admin.get(PROVIDERS, params={"limit": "200"}).json()["data"]) == before
