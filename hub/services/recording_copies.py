@@ -26,6 +26,29 @@ from hark_fleet.hub.services import retention_rules as rules
 from hark_fleet.hub.services.recordings_library import get_recording
 
 BATCH = 500  # recordings per query when loading many
+
+
+def light_columns() -> tuple[Any, ...]:
+    """The recording columns retention reads (not the integrity ledger or the profile snapshot, which can be large)."""
+    return (
+        Recording.id,
+        Recording.node_id,
+        Recording.site,
+        Recording.name,
+        Recording.status,
+        Recording.profile_id,
+        Recording.metadata,
+        Recording.created_at,
+        Recording.ended_at,
+        Recording.size_bytes,
+        Recording.sha256,
+        Recording.storage_key,
+        Recording.legal_hold,
+        Recording.hub_evicted_at,
+        Recording.node_cache,
+    )
+
+
 HUB_PRESENT = "present"
 NODE_EVICTED = "evicted"
 

@@ -23,7 +23,7 @@ from hark_fleet.hub.services import query
 from hark_fleet.hub.services import retention_rules as rules
 from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.listing import Filter, ListSpec
-from hark_fleet.hub.services.recording_copies import NODE_EVICTED, iter_copies, policy_rule
+from hark_fleet.hub.services.recording_copies import NODE_EVICTED, iter_copies, light_columns, policy_rule
 from hark_fleet.hub.services.versioning import update_if_unchanged
 
 MANAGE = "settings:manage"
@@ -298,7 +298,7 @@ def preview(scope: SiteScope, policy_id: str, limit: int = PREVIEW_DEFAULT, now:
         }
         for place in (rules.HUB, rules.NODE)
     }
-    recordings = Recording.select().where(
+    recordings = Recording.select(*light_columns()).where(
         (Recording.storage_key.is_null(False) & Recording.hub_evicted_at.is_null(True))
         | Recording.node_cache.is_null(True)
         | (Recording.node_cache != NODE_EVICTED)

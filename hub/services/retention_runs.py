@@ -20,7 +20,7 @@ from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import retention_rules as rules
 from hark_fleet.hub.services.audit import SYSTEM, Actor, record
 from hark_fleet.hub.services.listing import Filter, ListSpec, one_of
-from hark_fleet.hub.services.recording_copies import enabled_policies, iter_copies
+from hark_fleet.hub.services.recording_copies import enabled_policies, iter_copies, light_columns
 
 TRIGGERS = ("schedule", "manual", "emergency")
 SHORTFALL_KIND = "hub.retention_shortfall"
@@ -107,7 +107,8 @@ def plan_hub(now: datetime, free_bytes: int, emergency_allowed: bool = True) -> 
     confirmed first) among the rest until the floor is met."""
     policies = enabled_policies()
     floor = rules.min_free_floor(policies, rules.HUB)
-    on_hub = Recording.select().where(Recording.storage_key.is_null(False), Recording.hub_evicted_at.is_null(True))
+    stored = (Recording.storage_key.is_null(False), Recording.hub_evicted_at.is_null(True))
+    on_hub = Recording.select(*light_columns()).where(*stored)
     keys: dict[str, tuple[str, int]] = {}
     expired: list[Eviction] = []
     rest: list[rules.RecordingCopies] = []
