@@ -22,7 +22,6 @@ data dir).
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import threading
 import time
@@ -38,6 +37,7 @@ from hark_fleet.hub.offsite.base import ProviderError, ProviderSpec, UploadResul
 from hark_fleet.hub.offsite.rate_limit import BucketRegistry, throttle_for
 from hark_fleet.hub.offsite.registry import open_provider
 from hark_fleet.hub.services import upload_runs
+from hark_fleet.hub.services.upload_providers import load_spec
 from hark_fleet.hub.services.upload_runs import ClaimedItem, StaleLease
 from hark_fleet.protocol.atomic_file import write_atomic
 
@@ -461,19 +461,3 @@ def _eta(left: int, bps: float) -> int | None:
 
 def _finish_failed(item_id: str, epoch: int, error: str, retryable: bool, base_s: float, keep_resume: bool) -> list[FleetEvent]:
     return upload_runs.finish_failed(item_id, epoch, error, retryable, None, base_s=base_s, keep_resume=keep_resume)
-
-
-def load_spec(provider_id: str, box: Any) -> ProviderSpec:
-    """The provider's spec with its secrets unsealed (through the providers' service once it has `load_spec`)."""
-    try:
-        module: Any = importlib.import_module("hark_fleet.hub.services.upload_providers")
-    except ImportError:
-        module = None
-    loader = getattr(module, "load_spec", None)
-    if loader is not None:
-        return loader(provider_id, box)
-    from hark_fleet.hub.db.models import UploadProvider
-
-    row = UploadProvider.get_by_id(provider_id)
-    secrets = box.unseal(row.sealed_secrets, f"upload_provider:{row.id}") if row.sealed_secrets else {}
-    return ProviderSpec(row.id, row.kind, dict(row.config or {}), dict(secrets or {}), row.rate_limit_bps, row.max_concurrency)
