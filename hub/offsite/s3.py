@@ -48,6 +48,7 @@ PART_SIZE = 8 * MIB
 MAX_PARTS = 10_000  # S3's limit
 MAX_PARTS_TARGET = 1_000  # fewer, bigger parts beyond 8 GB keep `resume` and list_parts small
 HASH_BLOCK = MIB
+TEST_READ_TIMEOUT = 15.0
 PARTS_IN_FLIGHT = 3  # parts sent at once by one upload (hashing stays in order on the caller's thread)
 SSE_KINDS = ("AES256", "aws:kms")
 VERIFIED_SHA256 = "s3 sha256 per part + whole-object sha256"
@@ -59,7 +60,7 @@ _RETRYABLE_CODES = {"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "Inter
 _DIGEST_CODES = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum", "InvalidRequest"}
 
 
-def make_client(spec: ProviderSpec) -> Any:
+def make_client(spec: ProviderSpec, *, read_timeout: float = 120, max_attempts: int = 3) -> Any:
     """A boto3 S3 client for `spec` (endpoint, region, addressing style, credentials, timeouts)."""
     import boto3
     from botocore.config import Config
@@ -74,9 +75,9 @@ def make_client(spec: ProviderSpec) -> Any:
         config=Config(
             signature_version="s3v4",
             s3={"addressing_style": "path" if config.get("path_style") else "auto"},
-            retries={"max_attempts": 3, "mode": "standard"},
+            retries={"max_attempts": max_attempts, "mode": "standard"},
             connect_timeout=10,
-            read_timeout=120,
+            read_timeout=read_timeout,
             # Checksums are ours to choose (SHA-256, below), not botocore's default CRC32 on every call,
             # which some S3-compatible servers do not accept.
             request_checksum_calculation="when_required",
@@ -122,11 +123,14 @@ class S3Provider:
     # --- test ---------------------------------------------------------------------------------------
 
     def test(self) -> TestReport:
+        # A person waits on the answer: one attempt per step and short timeouts, not the uploads' patience.
+        client = make_client(self.spec, read_timeout=TEST_READ_TIMEOUT, max_attempts=1)
+
         def body(run: TestRun) -> None:
             with run.step("reach", f"connected to {self._endpoint_label()}"):
                 self._reach()
             with run.step("authenticate", f"credentials accepted for bucket {self.bucket}"):
-                self._call("authenticate", self.client.head_bucket, Bucket=self.bucket)
+                self._call("authenticate", client.head_bucket, Bucket=self.bucket)
             name = f"{TEST_OBJECT_PREFIX}{secrets.token_hex(6)}"
             key = f"{self.prefix}/{name}" if self.prefix else name
             payload = secrets.token_bytes(1024)
@@ -134,7 +138,7 @@ class S3Provider:
             with run.step("write", f"wrote {key}"):
                 self._call(
                     "write",
-                    self.client.put_object,
+                    client.put_object,
                     Bucket=self.bucket,
                     Key=key,
                     Body=payload,
@@ -143,14 +147,17 @@ class S3Provider:
                 )
             try:
                 with run.step("read", "read back the same bytes"):
-                    answer = self._call("read", self.client.get_object, Bucket=self.bucket, Key=key)
+                    answer = self._call("read", client.get_object, Bucket=self.bucket, Key=key)
                     if answer["Body"].read() != payload:
                         raise ProviderError("read", "the bytes read back differ from those written")
             finally:
                 with run.step("delete", f"deleted {key}"):
-                    self._call("delete", self.client.delete_object, Bucket=self.bucket, Key=key)
+                    self._call("delete", client.delete_object, Bucket=self.bucket, Key=key)
 
-        return run_test(body)
+        try:
+            return run_test(body)
+        finally:
+            client.close()
 
     def _endpoint_label(self) -> str:
         return self.spec.config.get("endpoint_url") or f"AWS S3 ({self.spec.config.get('region') or 'us-east-1'})"
