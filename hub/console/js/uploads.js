@@ -187,7 +187,7 @@ export function renderUploads(view) {
       for (const name of FILTERS) {
         const el = selects[name];
         const current = el.value;
-        const named = name === "provider_id" ? providerNames : null;
+        const named = name === "provider_id" ? providerNames : name === "policy_id" ? policyNames : null;
         fill(el, h("option", { value: "" }, "Any"), (facets[name] ?? []).filter((v) => v.value !== null && v.value !== "")
           .map((v) => h("option", { value: v.value }, `${named?.get(v.value) ?? ROUTE_WORDS[v.value] ?? v.value} (${v.count})`)));
         if (current && ![...el.options].some((o) => o.value === current)) el.append(h("option", { value: current }, current));
@@ -199,6 +199,7 @@ export function renderUploads(view) {
   // Refresh the rows shown (not appending), keeping the selection.
   const refresh = () => load();
   let providerNames = new Map();
+  let policyNames = new Map();
   for (const el of Object.values(selects)) el.addEventListener("change", () => load());
   drawChips(null);
 
@@ -219,11 +220,15 @@ export function renderUploads(view) {
           .map(([t, cls]) => h("th", { scope: "col", class: cls ?? null }, t)))), tbody)),
     more));
   (async () => {
-    const [made, providers] = await Promise.all([runnerPanel(), can("settings:read") ? listAll(PROVIDERS).catch(() => []) : Promise.resolve([])]);
+    const settings = can("settings:read");
+    const [made, providers, policies] = await Promise.all([runnerPanel(),
+      settings ? listAll(PROVIDERS).catch(() => []) : Promise.resolve([]),
+      settings ? listAll("/api/v1/settings/upload-policies").catch(() => []) : Promise.resolve([])]);
     if (gone) { made?.stop?.(); return; }
     panel = made;
     if (panel?.element) slot.append(panel.element);
     providerNames = new Map(providers.map((p) => [p.id, p.name]));
+    policyNames = new Map(policies.map((p) => [p.id, p.name]));
     if (control) enqueueSlot.append(enqueueForm(providers, () => load()));
   })();
   load();
