@@ -22,9 +22,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hark_fleet.hub.offsite.base import ProviderError, ProviderSpec
+from hark_fleet.hub.offsite.s3 import make_client, part_size_for
 
 MIB = 1024 * 1024
-PART_BYTES = 8 * MIB  # the usual part; a larger file gets larger parts to stay within MAX_PARTS
 MIN_PART_BYTES = 5 * MIB  # S3's smallest part (all but the last)
 MAX_PARTS = 10_000  # S3's limit
 MAX_OBJECT_BYTES = 5 * 1024**4  # S3's largest object
@@ -55,13 +55,16 @@ class PartLayout:
 
 
 def layout_for(size: int, part_size: int | None = None) -> PartLayout:
-    """The parts of a `size`-byte file: PART_BYTES, or whole MiBs large enough to stay within MAX_PARTS."""
+    """The parts of a `size`-byte file: 8 MiB, or whole MiBs large enough to keep `resume` and list_parts small."""
     if size < 0 or size > MAX_OBJECT_BYTES:
         raise ValueError(f"a file of {size} bytes cannot be uploaded to S3")
-    chosen = part_size or max(PART_BYTES, -(-size // MAX_PARTS // MIB) * MIB)
+    chosen = part_size or part_size_for(size)  # as the hub's own uploads cut them: at most 1,000 parts of whole MiBs
     if chosen < MIN_PART_BYTES and size > chosen:
         raise ValueError(f"parts of {chosen} bytes are under S3's minimum of {MIN_PART_BYTES}")
-    return PartLayout(size, chosen)
+    layout = PartLayout(size, chosen)
+    if layout.count > MAX_PARTS:
+        raise ValueError(f"{layout.count} parts of {chosen} bytes: S3 takes at most {MAX_PARTS}")
+    return layout
 
 
 def b64_digest(sha256_hex: str) -> str:
@@ -126,8 +129,6 @@ class DirectS3:
         if self.spec.kind != "s3":
             raise ProviderError("config", f"the direct route needs an S3 provider, not {self.spec.kind}")
         if self.client is None:
-            from hark_fleet.hub.offsite.s3 import make_client
-
             self.client = make_client(self.spec)
 
     @property
