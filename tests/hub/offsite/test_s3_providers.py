@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +173,40 @@ def test_parts_grow_so_a_huge_file_stays_within_the_part_limit() -> None:
     assert part_size_for(100 * MIB) == PART_SIZE
     huge = 5 * 1024**4  # S3's largest object
     assert part_size_for(huge) % MIB == 0 and -(-huge // part_size_for(huge)) <= 10_000
+
+
+class _Unavailable(BaseHTTPRequestHandler):
+    """An S3 endpoint that answers every request 503 SlowDown, as a struggling server does."""
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+        self.send_response(503)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.slow  # botocore's own retries back off first
+def test_a_server_answering_503_fails_retryably(moto_s3: MotoS3, tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    thread = threading.Thread(target=server.serve_forever, name="s3-503", daemon=True)
+    thread.start()
+    try:
+        upload = Upload(tmp_path / "rec.wav", 1000, make_file(tmp_path / "rec.wav", 1000))
+        s3 = provider(moto_s3, "b", endpoint_url=f"http://127.0.0.1:{server.server_address[1]}")
+        with pytest.raises(ProviderError) as failed:
+            s3.upload(**upload.kwargs())
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert failed.value.retryable and "SlowDown" in failed.value.message
