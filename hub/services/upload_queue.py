@@ -385,6 +385,10 @@ def _enqueue_one(
     the default key and via the hub), or by its matching policies. Raises Conflict when there is nothing to do."""
     if recording.status not in ENDED_STATUSES:
         raise Conflict(f"The recording is {recording.status}: only a completed or interrupted recording is uploaded.")
+    if recording.hub_evicted_at is not None:
+        raise Conflict(
+            "The hub's copy of this recording was evicted by retention: there is nothing here to upload.", code="evicted"
+        )
     node = Node.get_or_none(Node.id == recording.node_id)
     policies = _matching_policies(recording, direct_only=False)
     if providers is None:
@@ -490,6 +494,8 @@ def apply_policy(actor: Actor, policy_id: str) -> tuple[dict[str, Any], list[Fle
     criteria = criteria_of(policy)
     statuses = list(ENDED_STATUSES) + (["uploading"] if policy.route == "direct" else [])
     found = Recording.select().where(Recording.status.in_(statuses))
+    if policy.route != "direct":
+        found = found.where(Recording.hub_evicted_at.is_null())  # nothing left on the hub to send
     for name, field in (("sites", Recording.site), ("node_ids", Recording.node_id), ("profile_ids", Recording.profile_id)):
         if criteria[name]:
             found = found.where(field.in_(criteria[name]))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hark_fleet.hub.clock import utcnow
-from hark_fleet.hub.db.models import UploadPolicy
+from hark_fleet.hub.db.models import Recording, UploadPolicy
 from hark_fleet.hub.ids import new_id
 
 from tests.conftest import hub_database
@@ -106,6 +106,14 @@ def test_queueing_by_hand_names_providers_or_uses_the_policies_and_refuses_what_
         early = admin.post(f"/api/v1/recordings/{running.recording_id}/upload-queue", json={"provider_ids": [target]})
         assert early.status_code == 409 and "uploading" in early.json()["error"]["message"]
     assert "upload.enqueue" in audit_actions(hub, take.recording_id)
+    evicted, _ = completed_recording(hub, site="north")
+    with hub_database(hub):
+        Recording.update(hub_evicted_at=utcnow(), hub_evicted_reason="kept 30 days").where(
+            Recording.id == evicted.recording_id
+        ).execute()
+    with hub.admin() as admin:
+        gone = admin.post(f"/api/v1/recordings/{evicted.recording_id}/upload-queue", json={"provider_ids": [target]})
+        assert gone.status_code == 409 and gone.json()["error"]["code"] == "evicted"
 
 
 def test_a_site_limited_reader_sees_only_its_sites_items(hub: HubProcess) -> None:
