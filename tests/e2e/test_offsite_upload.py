@@ -22,9 +22,8 @@ from typing import Any
 
 import pytest
 from hark_fleet.hub.clock import utcnow
-from hark_fleet.hub.db.models import Recording, UploadProvider
+from hark_fleet.hub.db.models import Recording
 from hark_fleet.hub.ids import new_id
-from hark_fleet.hub.secret_box import SecretBox
 from hark_fleet.hub.storage import recording_key
 
 from tests.conftest import hub_database
@@ -178,20 +177,18 @@ def proxy(moto_s3: MotoS3) -> Iterator[CountingProxy]:
 def add_provider(
     hub: HubProcess, kind: str, config: dict[str, Any], secrets: dict[str, str], rate_limit_bps: int | None = None
 ) -> str:
-    """A provider row with its secrets sealed by the hub's own key, as the providers' settings would store it."""
-    provider_id = new_id("upp")
-    box = SecretBox.open_dir(hub.data_dir)
-    with hub_database(hub):
-        UploadProvider.create(
-            id=provider_id,
-            name=f"{kind}-{uuid.uuid4().hex[:6]}",
-            kind=kind,
-            config=config,
-            sealed_secrets=box.seal(secrets, f"upload_provider:{provider_id}") if secrets else None,
-            secret_names=sorted(secrets),
-            rate_limit_bps=rate_limit_bps,
-            max_concurrency=2,
-        )
+    """A provider made through the providers' settings (`POST /settings/upload-providers`); its id."""
+    body = {
+        "kind": kind,
+        "name": f"{kind}-{uuid.uuid4().hex[:6]}",
+        "config": config,
+        "secrets": secrets,
+        "rate_limit_bps": rate_limit_bps,
+    }
+    with hub.admin() as admin:
+        response = admin.post("/api/v1/settings/upload-providers", json=body)
+    assert response.status_code == 201, response.text
+    provider_id: str = response.json()["data"]["id"]
     return provider_id
 
 
