@@ -369,7 +369,7 @@ def check_secrets(kind: str, secrets: Mapping[str, Any], problems: dict[str, str
     return clean
 
 
-def check_new(body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+def check_new(body: Mapping[str, Any], *, name_required: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
     """A whole new configuration (create, or test without saving): its normalised fields and its secrets; 400 on problems."""
     problems: dict[str, str] = {}
     kind = body.get("kind")
@@ -382,6 +382,8 @@ def check_new(body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         "max_concurrency": body.get("max_concurrency", 2),
     }
     check_common({k: v for k, v in fields.items() if k != "name" or v is not None}, problems)
+    if name_required and fields["name"] is None:
+        problems["name"] = "required"
     secrets: dict[str, str] = {}
     if kind not in KINDS:
         problems["kind"] = f"one of {', '.join(KINDS)}"
@@ -405,9 +407,7 @@ def _name_taken(name: str, except_id: str | None = None) -> bool:
 
 def create_provider(actor: Actor, box: SecretBox, body: Mapping[str, Any]) -> dict[str, Any]:
     """A new provider, secrets sealed; every problem named in one 400, a taken name 409."""
-    fields, secrets = check_new(body)
-    if fields["name"] is None:
-        raise InvalidRequest("The upload provider is invalid.", fields={"name": "required"})
+    fields, secrets = check_new(body, name_required=True)
     if _name_taken(fields["name"]):
         raise Conflict(f"An upload provider named {fields['name']} exists.")
     provider_id = new_id("upv")

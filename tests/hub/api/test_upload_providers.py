@@ -183,6 +183,8 @@ def test_every_problem_of_a_provider_is_named_in_one_400(hub: HubProcess) -> Non
     with hub.admin() as admin:
         unknown = admin.post(PROVIDERS, json={"name": unique("x"), "kind": "ftp"})
         assert unknown.status_code == 400 and set(unknown.json()["error"]["fields"]) == {"kind"}
+        nameless = admin.post(PROVIDERS, json={"kind": "local", "config": {"path": "rel"}})
+        assert set(nameless.json()["error"]["fields"]) == {"name", "config.path"}
         s3 = admin.post(
             PROVIDERS,
             json={
