@@ -12,6 +12,9 @@ Load with `pytest_plugins = ["tests.offsite_servers"]` (tests/conftest.py does),
   directory, key auth for the current user (`sshd.user`, `sshd.client_key` the private key in
   OpenSSH format, `sshd.host_key` "ssh-ed25519 AAAA..." and `sshd.known_host` the known_hosts line
   to pin). `sshd_sftp_only` is another with `ForceCommand internal-sftp` (no exec: no remote sha256sum).
+  As root, sshd uses its privilege separation directory (/run/sshd, made if missing); as another user it runs
+  unprivileged and lets in only that user, whose account must not be locked (sshd refuses locked accounts
+  such as `nobody`) and needs a shell for the remote `sha256sum`.
 - `offsite_dir`: an empty directory for the local provider.
 
 Servers are started with `tests.harness.spawn`, so the leak check sees them, and stopped at the end.
