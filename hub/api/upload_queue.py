@@ -7,6 +7,7 @@ from hark_fleet.hub.api.base import BaseHandler
 from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
 from hark_fleet.hub.api.upload_policies import nudge_runner
 from hark_fleet.hub.services import upload_queue
+from hark_fleet.hub.services.listing import parse_list_request
 from hark_fleet.hub.services.upload_queue import QUEUE_LIST
 
 READ = "recording:read"
@@ -29,6 +30,11 @@ class QueueHandler(ListHandler):
 
     spec = QUEUE_LIST
     permissions = {"get": READ}
+
+    async def get(self) -> None:
+        request = parse_list_request(self.spec, self.query_args())
+        items, next_cursor = await self.hub.db.run(upload_queue.queue_page, request, self.scope)
+        self.write_page(items, next_cursor)
 
 
 class QueueFacetsHandler(FacetsHandler):

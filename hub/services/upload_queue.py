@@ -11,9 +11,10 @@ the item's site (the recording's).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import peewee
 from hark_fleet.hub.auth.principal import SiteScope
@@ -24,7 +25,16 @@ from hark_fleet.hub.events import FleetEvent
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import recordings_library
 from hark_fleet.hub.services.audit import Actor, record
-from hark_fleet.hub.services.listing import Filter, ListSpec, build_query, get_scoped, one_of, parse_list_request
+from hark_fleet.hub.services.listing import (
+    Filter,
+    ListRequest,
+    ListSpec,
+    build_query,
+    fetch_page,
+    get_scoped,
+    one_of,
+    parse_list_request,
+)
 from hark_fleet.hub.services.upload_keys import DEFAULT_TEMPLATE, KeyValues, render_key
 from hark_fleet.hub.services.upload_policies import ENDED_STATUSES, ROUTES, criteria_of, get_policy
 
@@ -63,6 +73,10 @@ def item_to_api(item: UploadItem, recording: Recording | None = None, provider: 
             .where(UploadProvider.id == item.provider_id)
             .first()
         )
+    return _api(item, recording, provider)
+
+
+def _api(item: UploadItem, recording: Recording | None, provider: UploadProvider | None) -> dict[str, Any]:
     return {
         "id": item.id,
         "recording_id": item.recording_id,
@@ -136,6 +150,34 @@ QUEUE_LIST = ListSpec(
         "updated_at",
     ),
 )
+
+
+def items_to_api(items: Sequence[UploadItem]) -> list[dict[str, Any]]:
+    """`item_to_api` of many items, their recordings' names and providers read in two queries."""
+    recording_ids = list({i.recording_id for i in items})
+    provider_ids = list({i.provider_id for i in items})
+    recordings = (
+        {r.id: r for r in Recording.select(Recording.id, Recording.name).where(Recording.id.in_(recording_ids))}
+        if recording_ids
+        else {}
+    )
+    providers = (
+        {
+            p.id: p
+            for p in UploadProvider.select(UploadProvider.id, UploadProvider.name, UploadProvider.kind).where(
+                UploadProvider.id.in_(provider_ids)
+            )
+        }
+        if provider_ids
+        else {}
+    )
+    return [_api(i, recordings.get(i.recording_id), providers.get(i.provider_id)) for i in items]
+
+
+def queue_page(request: ListRequest, scope: SiteScope) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the queue (as `fetch_page` with QUEUE_LIST, without a lookup per item)."""
+    rows, next_cursor = fetch_page(dataclasses.replace(QUEUE_LIST, serialize=lambda row: row), request, scope)
+    return items_to_api(cast(list[UploadItem], rows)), next_cursor
 
 
 def get_item(scope: SiteScope, item_id: str) -> UploadItem:
