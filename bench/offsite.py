@@ -75,6 +75,7 @@ class Upload:
     wall_s: float | None = None
     rss_before: int | None = None
     rss_peak: int | None = None
+    cpu_s: float | None = None  # the uploading process's CPU (user + system) over the upload
 
     @property
     def mb_s(self) -> float:
@@ -94,6 +95,10 @@ class RssSampler:
 
     def now(self) -> int:
         return int(self.process.memory_info().rss)
+
+    def cpu_s(self) -> float:
+        times = self.process.cpu_times()
+        return float(times.user + times.system)
 
     def reset(self) -> int:
         with self._lock:
@@ -229,6 +234,7 @@ class Bench:
     def runner_upload(self, stored: tuple[str, str, int], sampler: RssSampler, round_no: int) -> Upload:
         recording_id = self.recording(stored)
         rss_before = sampler.reset()
+        cpu_before = sampler.cpu_s()
         began = time.monotonic()
         self.api(f"/api/v1/recordings/{recording_id}/upload-queue", {"provider_ids": [self.provider_id]})
         self.api("/api/v1/upload-runner/run", {})
@@ -243,25 +249,29 @@ class Bench:
                 raise RuntimeError("the runner's upload did not finish in time")
             time.sleep(POLL_S)
         wall = time.monotonic() - began
+        cpu = sampler.cpu_s() - cpu_before
         item = items[0]
         if item["checksum_sha256"] != stored[1]:
             raise RuntimeError(f"the runner's copy has sha256 {item['checksum_sha256']}, not {stored[1]}")
         seconds = (_when(item["synced_at"]) - _when(item["started_at"])).total_seconds()
         s3_client(self.endpoint).delete_object(Bucket=BUCKET, Key=item["remote_key"])
-        return Upload(round_no, "runner", stored[2], seconds, wall, rss_before, sampler.peak)
+        return Upload(round_no, "runner", stored[2], seconds, wall, rss_before, sampler.peak, cpu)
 
     def boto3_upload(self, stored: tuple[str, str, int], round_no: int) -> Upload:
         client = s3_client(self.endpoint)
         key = f"boto3/{secrets.token_hex(6)}.wav"
         path = self.data_dir / "recordings" / stored[0]
+        me = psutil.Process()
+        cpu_before = sum(me.cpu_times()[:2])
         began = time.monotonic()
         client.upload_file(str(path), BUCKET, key)
         seconds = time.monotonic() - began
+        cpu = sum(me.cpu_times()[:2]) - cpu_before
         size = client.head_object(Bucket=BUCKET, Key=key)["ContentLength"]
         if size != stored[2]:
             raise RuntimeError(f"boto3's copy is {size} bytes, not {stored[2]}")
         client.delete_object(Bucket=BUCKET, Key=key)
-        return Upload(round_no, "boto3", stored[2], seconds)
+        return Upload(round_no, "boto3", stored[2], seconds, cpu_s=cpu)
 
 
 def _when(text: str) -> datetime:
@@ -290,6 +300,7 @@ def report(
             _mib(u.rss_before),
             _mib(u.rss_peak),
             "" if u.rss_peak is None or u.rss_before is None else _mib(u.rss_peak - u.rss_before),
+            "" if u.cpu_s is None else f"{u.cpu_s / (u.size / 1e9):.1f}",
         ]
         for u in [*uploads, *([small] if small else [])]
     ]
@@ -308,6 +319,7 @@ def report(
             [f"hub RSS growth during a {small.size // MIB} MiB upload", f"{(small.rss_peak - small.rss_before) / MIB:.1f} MiB"]
         )
     columns = ["round", "who", "MiB", "seconds", "MB/s", "wall s", "hub RSS before MiB", "hub RSS peak MiB", "growth MiB"]
+    columns.append("CPU s/GB")
     context = [
         ("file", f"{size / MIB:.0f} MiB of random bytes in the hub's storage"),
         ("server", "moto (python -m moto.server) on loopback"),
@@ -320,6 +332,8 @@ def report(
         "runner seconds: the item's synced_at - started_at (claim to verified copy recorded); wall s adds the enqueue, "
         "the pass and this script's polling (every 0.5 s).",
         "MB/s are 10^6 bytes per second. moto is a Python server sharing the machine's CPUs with both clients.",
+        "CPU s/GB: the uploading process's user + system CPU over the upload (runner: the whole hub process; "
+        "boto3: this script), per 10^9 bytes.",
     ]
     print_report(context, tables, notes, title=TITLE)
 
