@@ -9,7 +9,7 @@ from hark_fleet.hub.api.base import BaseHandler
 from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
 from hark_fleet.hub.clock import iso, utcnow
 from hark_fleet.hub.errors import Forbidden, NotFound
-from hark_fleet.hub.services import nodes, recording_copies, technician, watchdog_resolve
+from hark_fleet.hub.services import nodes, recording_copies, retention_policies, technician, watchdog_resolve
 from hark_fleet.hub.services.nodes import NODE_LIST
 from hark_fleet.protocol.messages import HealthReport, Heartbeat, MeterFrame
 from hark_fleet.protocol.topics import command_topic
@@ -224,7 +224,11 @@ class AgentConfigHandler(AgentHandler):
                 "heartbeat_interval_s": node.heartbeat_interval_s,
                 "meter_interval_ms": 100,
                 "settings": {k: v for k, v in (node.settings or {}).items() if k != technician.PIN_SETTING},
-                "cache_policy": {**DEFAULT_CACHE_POLICY, **(node.settings or {}).get("cache_policy", {})},
+                "cache_policy": {
+                    **DEFAULT_CACHE_POLICY,
+                    **(node.settings or {}).get("cache_policy", {}),
+                    "min_free_bytes": await self.hub.db.run(retention_policies.node_floor, node.site),  # retention (issue 20)
+                },
                 "capacity": node.capacity or {},
                 "watchdog": watchdog,  # hark_fleet.protocol.watchdog.NodeWatchdog: the node's resolved policy
                 "held_recordings": await self.hub.db.run(recording_copies.held_on_node, node.id),  # legal hold: never evicted

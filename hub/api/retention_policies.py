@@ -11,11 +11,14 @@ from hark_fleet.hub.api.nodes import AgentHandler
 from hark_fleet.hub.services import recording_copies, retention_policies, retention_runs
 from hark_fleet.hub.services.retention_policies import RETENTION_POLICY_LIST
 from hark_fleet.hub.services.retention_runs import RUN_LIST
+from hark_fleet.protocol.messages import ConfigChanged
+from hark_fleet.protocol.topics import command_topic
 
 READ = "settings:read"
 MANAGE = "settings:manage"
 RECORDING_READ = "recording:read"
 CONTROL = "node:control"
+FLOOR_CHANGED = msgspec.json.encode(ConfigChanged(changed=["cache_policy"]))
 
 
 class PolicyBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -58,10 +61,21 @@ class EvictionsBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class RetentionHandler(BaseHandler):
-    def policies_changed(self) -> None:
+    """A policy change: the runner reads the floor again, and nodes whose free-space floor moved fetch their config."""
+
+    async def node_floors(self) -> dict[str, int]:
+        return await self.hub.db.run(retention_policies.node_floors)
+
+    async def policies_changed(self, floors_before: dict[str, int]) -> None:
         retention = getattr(self.hub, "retention", None)
         if retention is not None:
             retention.policies_changed()
+        after = await self.node_floors()
+        bridge = self.hub.bridge
+        if bridge is not None:
+            for node_id, floor in after.items():
+                if floors_before.get(node_id, 0) != floor:
+                    bridge.publish(command_topic(node_id, "config"), FLOOR_CHANGED)
 
 
 class PoliciesHandler(HubWideWrites, RetentionHandler, ListHandler):
@@ -74,8 +88,9 @@ class PoliciesHandler(HubWideWrites, RetentionHandler, ListHandler):
         body = self.parse_body(PolicyBody)
         settings = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not msgspec.UNSET}
         name = settings.pop("name")
+        before = await self.node_floors()
         policy = await self.hub.db.run(retention_policies.create_policy, self.actor, name, settings)
-        self.policies_changed()
+        await self.policies_changed(before)
         self.write_data(policy, 201)
 
 
@@ -99,13 +114,15 @@ class PolicyHandler(HubWideWrites, RetentionHandler):
 
     async def patch(self, id: str) -> None:
         changes = self.parse_changes(PolicyPatchBody)
+        before = await self.node_floors()
         policy = await self.hub.db.run(retention_policies.update_policy, self.actor, id, changes)
-        self.policies_changed()
+        await self.policies_changed(before)
         self.write_data(policy)
 
     async def delete(self, id: str) -> None:
+        before = await self.node_floors()
         await self.hub.db.run(retention_policies.delete_policy, self.actor, id)
-        self.policies_changed()
+        await self.policies_changed(before)
         self.write_no_content()
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import peewee
 from hark_fleet.hub.auth.principal import SiteScope
 from hark_fleet.hub.clock import iso, utcnow
-from hark_fleet.hub.db.models import Recording, RecordingProfile, RetentionPolicy, Site, UploadProvider, database_proxy
+from hark_fleet.hub.db.models import Node, Recording, RecordingProfile, RetentionPolicy, Site, UploadProvider, database_proxy
 from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import query
@@ -341,3 +341,25 @@ def preview_limit(args: Mapping[str, list[str]]) -> int:
         return query.integer(args["limit"][-1], 1, PREVIEW_MAX)
     except ValueError as err:
         raise InvalidRequest("The limit is invalid.", fields={"limit": str(err)}) from err
+
+
+def _floor(policies: list[RetentionPolicy], site: str | None) -> int:
+    return max((int(p.min_free_bytes_node or 0) for p in policies if not p.sites or site in p.sites), default=0)
+
+
+def node_floor(site: str | None) -> int:
+    """The free space a node of `site` holds for retention: the largest `min_free_bytes_node` of the enabled policies
+    that cover its site (a policy naming no site covers every one)."""
+    return _floor(list(RetentionPolicy.select().where(RetentionPolicy.enabled == True)), site)  # noqa: E712
+
+
+def node_floors() -> dict[str, int]:
+    """Every node's `node_floor`, by node id (compared before and after a policy change)."""
+    policies = list(RetentionPolicy.select().where(RetentionPolicy.enabled == True))  # noqa: E712
+    by_site: dict[str | None, int] = {}
+    floors = {}
+    for node in Node.select(Node.id, Node.site):
+        if node.site not in by_site:
+            by_site[node.site] = _floor(policies, node.site)
+        floors[node.id] = by_site[node.site]
+    return floors

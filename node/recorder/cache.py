@@ -43,9 +43,11 @@ RECORDING_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 @dataclass(frozen=True, slots=True)
 class CachePolicy:
-    """The node's cache policy (`{"min_free_pct", "keep_after_upload_s", "max_bytes"}` in its config) and the hard floor."""
+    """The node's cache policy (`{"min_free_pct", "keep_after_upload_s", "max_bytes", "min_free_bytes"}` in its config)
+    and the hard floor. `min_free_bytes` is the retention policies' floor for nodes (issue 20); the larger floor holds."""
 
     min_free_pct: float = DEFAULT_MIN_FREE_PCT
+    min_free_bytes: int = 0
     keep_after_upload_s: float = DEFAULT_KEEP_AFTER_UPLOAD_S
     max_bytes: int | None = None
     hard_floor_pct: float = HARD_FLOOR_PCT
@@ -123,7 +125,8 @@ def plan_cache(
     freed = 0
 
     def low() -> bool:
-        return (disk.free_bytes + freed) * 100.0 < policy.min_free_pct * total
+        free = disk.free_bytes + freed
+        return free * 100.0 < policy.min_free_pct * total or free < policy.min_free_bytes
 
     def over() -> bool:
         return policy.max_bytes is not None and cache_bytes - freed > policy.max_bytes
@@ -139,7 +142,12 @@ def plan_cache(
     if stop:
         reasons.append(f"free space {free_after} B is under the hard floor {policy.hard_floor(total)} B")
     if low():
-        reasons.append(f"free space is under {policy.min_free_pct:g}% even after evicting every uploaded recording")
+        floor = (
+            f"{policy.min_free_pct:g}%"
+            if policy.min_free_pct * total / 100.0 >= policy.min_free_bytes
+            else f"{policy.min_free_bytes} B"
+        )
+        reasons.append(f"free space is under {floor} even after evicting every uploaded recording")
     full = policy.max_bytes is not None and cache_bytes - freed >= policy.max_bytes
     if full:
         reasons.append(f"the cache holds {cache_bytes - freed} B, the limit is {policy.max_bytes} B")

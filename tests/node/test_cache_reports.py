@@ -106,3 +106,15 @@ def test_a_report_the_hub_took_is_not_sent_again(tmp_path: Path, hub: HubProcess
     asyncio.run(report_until_empty(EvictionReporter(cache, HubClient(hub.url, take.node_id, take.credential)), cache))
     wait_for(lambda: copies_node_state(hub, take.recording_id) == "evicted", 10, "the node copy shown evicted")
     assert cache.evictions_pending() == [] and not cache.evictions_file.exists()
+
+
+def test_the_retention_floor_for_nodes_holds_free_space_in_bytes() -> None:
+    recordings = [CachedRecording("a", "uploaded", 5 * GB, NOW - 60), CachedRecording("b", "uploaded", 5 * GB, NOW - 30)]
+    disk = DiskSpace(12 * GB, 100 * GB)  # 1 % of the disk is 1 GB: only the floor in bytes asks for more
+    enough = CachePolicy.from_config({"min_free_pct": 1, "keep_after_upload_s": 3600, "min_free_bytes": 20 * GB})
+    decision = plan_cache(enough, recordings, disk, NOW)
+    assert decision.evict == ("a", "b") and decision.accept_jobs  # 12 + 5 + 5 = 22 GB free
+    short = CachePolicy.from_config({"min_free_pct": 1, "keep_after_upload_s": 3600, "min_free_bytes": 25 * GB})
+    refused = plan_cache(short, recordings, disk, NOW)
+    assert refused.evict == ("a", "b") and not refused.accept_jobs
+    assert any(f"under {25 * GB} B" in reason for reason in refused.reasons)

@@ -291,3 +291,19 @@ def test_the_node_config_lists_its_recordings_under_legal_hold(hub: HubProcess) 
         assert admin.put(f"{RECORDINGS}/{take.recording_id}/legal-hold", json={"reason": "case 9"}).status_code == 200
     with hub.client(take.credential) as node:
         assert node.get(config).json()["data"]["held_recordings"] == [take.recording_id]
+
+
+def test_the_node_config_holds_the_retention_floor_of_its_site(hub: HubProcess) -> None:
+    take, _ = completed_recording(hub, site="south", seconds=0.3)
+    config = f"/api/v1/nodes/{take.node_id}/config"
+    south = make_policy(hub, sites=["south"], min_free_bytes_node=7 * 10**9)
+    north = make_policy(hub, sites=["north"], min_free_bytes_node=9 * 10**9)
+    with hub.client(take.credential) as node:
+        assert node.get(config).json()["data"]["cache_policy"]["min_free_bytes"] == 7 * 10**9
+    with hub.admin() as admin:
+        assert admin.patch(f"{POLICIES}/{north['id']}", json={"sites": []}).status_code == 200  # now every site's
+    with hub.client(take.credential) as node:
+        assert node.get(config).json()["data"]["cache_policy"]["min_free_bytes"] == 9 * 10**9
+    with hub.admin() as admin:
+        for policy in (north, south):  # other tests' nodes hold no floor
+            assert admin.delete(f"{POLICIES}/{policy['id']}").status_code == 204
