@@ -59,6 +59,9 @@ class RetentionRunner:
         return Path(getattr(self.hub.storage, "root", self.hub.config.data_dir))
 
     async def start(self) -> None:
+        closed = await self.hub.db.run(retention_runs.close_unfinished, "the hub stopped during this run")
+        if closed:
+            log.warning("retention: %d runs were cut short by the hub stopping; marked finished", closed)
         self._task = asyncio.create_task(self._loop(), name="retention")
 
     async def stop(self) -> None:
@@ -132,7 +135,17 @@ class RetentionRunner:
         return await self.run(run["id"], trigger, SYSTEM)
 
     async def run(self, run_id: str, trigger: str, actor: Actor) -> dict[str, Any]:
-        """One run (one at a time): plan, mark and delete, measure, record the run and the shortfall event."""
+        """One run (one at a time): plan, mark and delete, measure, record the run and the shortfall event.
+
+        The hub stopping cuts a run short between two evictions: the run is then recorded as finished with what it did
+        (a copy marked evicted whose file was not deleted yet stays on disk: nothing unconfirmed is ever lost)."""
+        try:
+            return await self._run(run_id, actor)
+        except asyncio.CancelledError:
+            await asyncio.shield(self.hub.db.run(retention_runs.close_unfinished, "the hub stopped during this run"))
+            raise
+
+    async def _run(self, run_id: str, actor: Actor) -> dict[str, Any]:
         async with self._lock:
             loop = asyncio.get_running_loop()
             free_before = await self._free_bytes() or 0

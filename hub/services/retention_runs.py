@@ -221,3 +221,12 @@ def shortfall_details(free_bytes: int, floor: int, shortfall: int, held: list[li
         "held": [{"recording_id": rid, "reason": reason} for rid, reason in held[:HEALTH_HELD_CAP]],
         "held_reasons": [{"reason": reason, "count": count} for reason, count in sorted(reasons.items(), key=lambda r: -r[1])],
     }
+
+
+def close_unfinished(why: str) -> int:
+    """Mark runs that never finished (the hub stopped mid-run) as finished, saying why; how many there were."""
+    closed = 0
+    for run in RetentionRun.select().where(RetentionRun.finished_at.is_null(True)):
+        details = {**(run.details or {}), "errors": [*(run.details or {}).get("errors", []), why]}
+        closed += RetentionRun.update(finished_at=utcnow(), details=details).where(RetentionRun.id == run.id).execute()
+    return closed

@@ -14,6 +14,7 @@ from hark_fleet.hub.db.database import migrate, open_database
 from hark_fleet.hub.db.models import Recording, RetentionPolicy, UploadItem, UploadProvider, database_proxy
 from hark_fleet.hub.services import recording_copies, retention_runs
 from hark_fleet.hub.services import retention_rules as rules
+from hark_fleet.hub.services.audit import SYSTEM
 from hark_fleet.hub.services.recording_copies import copies_of, copies_of_many, held_on_node, iter_copies, node_evicted
 
 NOW = datetime(2026, 12, 7, 6, 0)  # naive UTC, as the hub stores times
@@ -199,3 +200,12 @@ def test_node_reports_and_held_lists_touch_only_the_nodes_own_recordings(db: pee
     assert reload("rec_mine").node_cache == "evicted" and reload("rec_other").node_cache is None
     node_evicted("nod_a", ["rec_held"])
     assert held_on_node("nod_a") == []  # the node no longer holds it: nothing to keep
+
+
+def test_runs_cut_short_by_a_stop_are_closed_saying_why(db: peewee.Database) -> None:
+    run = retention_runs.start_run("schedule", SYSTEM)
+    assert retention_runs.run_detail(run["id"])["state"] == "running"
+    assert retention_runs.close_unfinished("the hub stopped during this run") == 1
+    closed = retention_runs.run_detail(run["id"])
+    assert closed["finished_at"] is not None and closed["details"]["errors"] == ["the hub stopped during this run"]
+    assert retention_runs.close_unfinished("again") == 0
