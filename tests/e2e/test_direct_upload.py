@@ -11,11 +11,14 @@ bytes, these fail. Then the relay lets the node's own upload through, and the hu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import http.server
 import re
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +39,7 @@ from tests.harness import HubProcess, wait_for
 
 SOURCE = "synthetic:sine?freq=1000&dbfs=-20&channels=8"  # 8 x 24-bit x 48 kHz: 1.15 MB/s
 DURATION_S = 9  # about 10 MB: two parts of the hub's 8 MiB
+PART = 8 * 1024 * 1024  # the hub's part size for a file this small
 HELD = re.compile(r"^/api/v1/recordings/[^/]+/cache-file$")
 
 
@@ -105,6 +109,54 @@ class _RelayHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class ThrottledLink:
+    """A TCP relay on loopback in front of the S3 server: what goes up is paced to `rate_bps` and counted."""
+
+    def __init__(self, upstream_port: int, rate_bps: int) -> None:
+        self.upstream_port = upstream_port
+        self.rate_bps = rate_bps
+        self.sent_up = 0  # bytes from clients (the hub's S3 calls, the node's parts) to the server
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, up: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(16384):
+                if up:
+                    with self.lock:
+                        self.sent_up += len(data)
+                    time.sleep(len(data) / self.rate_bps)
+                sink.sendall(data)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+
+
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     """A hub with the embedded broker whose upload runner looks at the queue every second."""
@@ -115,8 +167,9 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     running.stop()
 
 
-def s3_provider(hub: HubProcess, s3: PresignableMotoS3, bucket: str) -> str:
-    """An S3 provider on the moto server, its secret sealed with the hub's key as the settings API does."""
+def s3_provider(hub: HubProcess, s3: PresignableMotoS3, bucket: str, endpoint: str | None = None) -> str:
+    """An S3 provider on the moto server (or `endpoint` in front of it), its secret sealed with the hub's key as the
+    settings API does."""
     provider_id = new_id("upv")
     box = SecretBox.open_dir(hub.data_dir)
     with hub_database(hub):
@@ -124,11 +177,24 @@ def s3_provider(hub: HubProcess, s3: PresignableMotoS3, bucket: str) -> str:
             id=provider_id,
             name=f"archive-{provider_id[-6:]}",
             kind="s3",
-            config=s3.provider_config(bucket),
+            config={**s3.provider_config(bucket), **({"endpoint_url": endpoint} if endpoint else {})},
             sealed_secrets=box.seal(s3.provider_secrets(), f"upload_provider:{provider_id}"),
             secret_names=["secret_access_key"],
         )
     return provider_id
+
+
+def direct_policy(hub: HubProcess, provider_id: str) -> None:
+    hub.ensure_site("north")
+    body = {
+        "name": f"direct-{uuid.uuid4().hex[:6]}",
+        "provider_ids": [provider_id],
+        "route": "direct",
+        "criteria": {"sites": ["north"]},
+    }
+    with hub.admin() as admin:
+        policy = admin.post("/api/v1/settings/upload-policies", json=body)
+    assert policy.status_code == 201, policy.text
 
 
 def admin_get(hub: HubProcess, path: str, **params: Any) -> Any:
@@ -143,19 +209,7 @@ def test_a_recording_goes_from_the_nodes_cache_straight_to_s3_and_the_hub_never_
 ) -> None:
     hub = fleet.hub
     bucket = presignable_s3.create_bucket()
-    provider_id = s3_provider(hub, presignable_s3, bucket)
-    hub.ensure_site("north")
-    with hub.admin() as admin:
-        policy = admin.post(
-            "/api/v1/settings/upload-policies",
-            json={
-                "name": f"direct-{uuid.uuid4().hex[:6]}",
-                "provider_ids": [provider_id],
-                "route": "direct",
-                "criteria": {"sites": ["north"]},
-            },
-        )
-    assert policy.status_code == 201, policy.text
+    direct_policy(hub, s3_provider(hub, presignable_s3, bucket))
     relay = HoldingRelay(hub.port)
     try:
         node = fleet.enroll(HARK_NODE_AUDIO_SOURCE=SOURCE)
@@ -208,3 +262,50 @@ def test_a_recording_goes_from_the_nodes_cache_straight_to_s3_and_the_hub_never_
         assert on_hub["sha256"] == digest
     finally:
         relay.close()
+
+
+def test_a_node_killed_mid_upload_sends_only_the_parts_s3_does_not_hold_after_its_restart(
+    fleet: Fleet, presignable_s3: PresignableMotoS3
+) -> None:
+    hub = fleet.hub
+    bucket = presignable_s3.create_bucket()
+    link = ThrottledLink(presignable_s3.port, rate_bps=512 * 1024)  # part 1 (8 MiB) takes 16 s, part 2 (2 MiB) 4 s
+    try:
+        direct_policy(hub, s3_provider(hub, presignable_s3, bucket, endpoint=link.endpoint))
+        node = fleet.enroll(HARK_NODE_AUDIO_SOURCE=SOURCE)
+        node.start()
+        fleet.wait_status(node, "online", timeout=30)
+        with hub.admin() as admin:
+            created = admin.post("/api/v1/recordings", json={"node_id": node.node_id, "duration_s": DURATION_S})
+        assert created.status_code == 201, created.text
+        recording_id = created.json()["data"]["recording"]["id"]
+
+        def item() -> dict[str, Any] | None:
+            items = admin_get(hub, "/api/v1/upload-queue", recording_id=recording_id)
+            return items[0] if items else None
+
+        def part_one_on_s3() -> dict[str, Any] | None:
+            now = item()
+            return now if now is not None and now["bytes_sent"] >= PART else None
+
+        during = wait_for(part_one_on_s3, 150, "the first part to reach S3", interval=0.1)
+        node.kill()  # a power cut while part 2 is on its way
+        assert during["state"] == "uploading", during
+        before_restart = link.sent_up
+        node.start()
+
+        def synced() -> dict[str, Any] | None:
+            now = item()
+            return now if now is not None and now["state"] == "synced" else None
+
+        try:
+            done = wait_for(synced, 150, "the direct upload to be synced after the restart", interval=0.5)
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n{item()}\n--- node ---\n{node.log()[-4000:]}") from None
+        resent = link.sent_up - before_restart
+        data = (node.workdir / "data" / "recordings" / recording_id / f"{recording_id}.wav").read_bytes()
+        assert len(data) - PART < resent < PART, (resent, len(data))  # part 2 again, never part 1
+        assert presignable_s3.client().get_object(Bucket=bucket, Key=done["remote_key"])["Body"].read() == data
+        assert done["checksum_sha256"] == hashlib.sha256(data).hexdigest() and done["attempts"] == 1, done
+    finally:
+        link.close()
