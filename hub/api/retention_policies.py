@@ -3,12 +3,16 @@ report of what its cache evicted."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 from hark_fleet.hub.api.base import BaseHandler
 from hark_fleet.hub.api.hub_wide import HubWideWrites
 from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
 from hark_fleet.hub.api.nodes import AgentHandler
+from hark_fleet.hub.auth.principal import SiteScope
 from hark_fleet.hub.services import recording_copies, retention_policies, retention_runs
+from hark_fleet.hub.services.listing import fetch_page, parse_list_request
 from hark_fleet.hub.services.retention_policies import RETENTION_POLICY_LIST
 from hark_fleet.hub.services.retention_runs import RUN_LIST
 from hark_fleet.protocol.messages import ConfigChanged
@@ -146,11 +150,21 @@ class PolicyPreviewHandler(BaseHandler):
         self.write_data(await self.hub.db.run(retention_policies.preview, self.scope, id, limit))
 
 
+def _scoped_run(run: dict[str, Any], scope: SiteScope) -> dict[str, Any]:
+    """A run as a site-limited reader sees it: the counts, not which recordings (they may be other sites')."""
+    return run if scope.sites is None else {**run, "details": {}}
+
+
 class RunsHandler(HubWideWrites, ListHandler):
     """`GET /api/v1/retention-runs` (newest first) and `POST` to run retention now (202 with the run)."""
 
     spec = RUN_LIST
     permissions = {"get": READ, "post": MANAGE}
+
+    async def get(self) -> None:
+        request = parse_list_request(self.spec, self.query_args())
+        items, next_cursor = await self.hub.db.run(fetch_page, self.spec, request, self.scope)
+        self.write_page([_scoped_run(run, self.scope) for run in items], next_cursor)
 
     async def post(self) -> None:
         if self.body_bytes().strip() not in (b"", b"{}"):
@@ -164,7 +178,7 @@ class RunHandler(BaseHandler):
     permissions = {"get": READ}
 
     async def get(self, id: str) -> None:
-        self.write_data(await self.hub.db.run(retention_runs.run_detail, id))
+        self.write_data(_scoped_run(await self.hub.db.run(retention_runs.run_detail, id), self.scope))
 
 
 class CopiesHandler(BaseHandler):

@@ -239,6 +239,10 @@ def test_a_run_evicts_only_confirmed_expired_copies_and_downloads_then_answer_41
         listed = admin.get(RUNS, params={"trigger": "manual"}).json()["data"]
         assert listed[0]["id"] == run["id"]
     assert [a["action"] for a in audit(hub, run["id"])] == ["retention.run"]
+    northerner = user_token(hub, ["viewer"], sites=["north"])
+    with hub.client(northerner) as client:  # which recordings a run touched is for hub-wide readers
+        assert client.get(f"{RUNS}/{run['id']}").json()["data"]["details"] == {}
+        assert all(r["details"] == {} for r in client.get(RUNS).json()["data"])
     evicted = [e for e in stream_events(hub, "recording.evicted") if e["recording_id"] == confirmed.recording_id]
     assert len(evicted) == 1 and evicted[0]["run_id"] == run["id"] and evicted[0]["place"] == "hub"
 
