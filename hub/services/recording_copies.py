@@ -14,7 +14,7 @@ the legal hold, and what retention decides for the hub's and the node's copy now
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -173,9 +173,11 @@ def copies_detail(scope: SiteScope, recording_id: str, now: datetime | None = No
     policies = enabled_policies()
     policy = rules.policy_for(view, policies)
     at = now or utcnow()
+    required = policy.required_providers if policy is not None else ()
     hub = hub_copy(recording)
     hub_state = "evicted" if recording.hub_evicted_at is not None else ("absent" if hub.state == "absent" else hub.state)
-    names = _provider_names(item.provider_id for item in items)
+    names = _provider_names([*(item.provider_id for item in items), *required])
+    plain = {provider_id: name for provider_id, (name, _) in names.items()}
     providers = []
     for item in items:
         name, kind = names.get(item.provider_id, (None, None))
@@ -215,14 +217,33 @@ def copies_detail(scope: SiteScope, recording_id: str, now: datetime | None = No
         "legal_hold_reason": recording.legal_hold_reason,
         "retention": {
             "policy_id": policy.id if policy is not None else None,
-            "hub": _decision(rules.decide_hub(view, policy, at)),
-            "node": _decision(rules.decide_node(view, policy, at)),
+            "policy_name": _policy_name(policy.id) if policy is not None else None,
+            "hub": _decision(rules.decide_hub(view, policy, at), plain),
+            "node": _decision(rules.decide_node(view, policy, at), plain),
         },
     }
 
 
-def _decision(decision: rules.Decision) -> dict[str, Any]:
-    return {"action": decision.action, "reason": decision.reason}
+def _decision(decision: rules.Decision, names: Mapping[str, str]) -> dict[str, Any]:
+    return {"action": decision.action, "reason": with_provider_names(decision.reason, names)}
+
+
+def _policy_name(policy_id: str) -> str | None:
+    found = RetentionPolicy.get_or_none(RetentionPolicy.id == policy_id)
+    return found.name if found is not None else None
+
+
+def provider_names() -> dict[str, str]:
+    """Every upload provider's name by id (a short table)."""
+    return {p.id: p.name for p in UploadProvider.select(UploadProvider.id, UploadProvider.name)}
+
+
+def with_provider_names(reason: str, names: Mapping[str, str]) -> str:
+    """A retention reason with provider ids replaced by their names, for people."""
+    for provider_id, name in names.items():
+        if name and provider_id in reason:
+            reason = reason.replace(provider_id, name)
+    return reason
 
 
 def where_copies_are(recording: Recording) -> list[str]:

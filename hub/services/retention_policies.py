@@ -23,7 +23,14 @@ from hark_fleet.hub.services import query
 from hark_fleet.hub.services import retention_rules as rules
 from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.listing import Filter, ListSpec
-from hark_fleet.hub.services.recording_copies import NODE_EVICTED, iter_copies, light_columns, policy_rule
+from hark_fleet.hub.services.recording_copies import (
+    NODE_EVICTED,
+    iter_copies,
+    light_columns,
+    policy_rule,
+    provider_names,
+    with_provider_names,
+)
 from hark_fleet.hub.services.versioning import update_if_unchanged
 
 MANAGE = "settings:manage"
@@ -270,7 +277,7 @@ def all_rules(including: RetentionPolicy | None = None) -> list[rules.RetentionP
     return found
 
 
-def _row(recording: Recording, reason: str) -> dict[str, Any]:
+def _row(recording: Recording, reason: str, names: Mapping[str, str]) -> dict[str, Any]:
     return {
         "recording_id": recording.id,
         "name": recording.name,
@@ -280,7 +287,7 @@ def _row(recording: Recording, reason: str) -> dict[str, Any]:
         "size_bytes": recording.size_bytes or 0,
         "ended_at": iso(recording.ended_at),
         "legal_hold": bool(recording.legal_hold),
-        "reason": reason,
+        "reason": with_provider_names(reason, names),
     }
 
 
@@ -316,10 +323,11 @@ def preview(scope: SiteScope, policy_id: str, limit: int = PREVIEW_DEFAULT, now:
             bucket["count"] += 1
             bucket["bytes"] += view.size_bytes
             bucket["items"].append((view.ended_at or view.created_at, recording, decision.reason))
+    names = provider_names()
     for buckets in places.values():
         for bucket in buckets.values():
             ordered = sorted(bucket["items"], key=lambda entry: (entry[0], entry[1].id))[:limit]
-            bucket["items"] = [_row(recording, reason) for _, recording, reason in ordered]
+            bucket["items"] = [_row(recording, reason, names) for _, recording, reason in ordered]
             bucket["truncated"] = bucket["count"] > len(bucket["items"])
     return {
         "policy_id": policy.id,

@@ -33,7 +33,7 @@ def test_the_copies_panel_shows_every_copy_its_checksum_and_the_retention_decisi
     synced(hub, take, tape, state="failed")
     with hub.admin() as admin:
         sha = admin.get(f"/api/v1/recordings/{take.recording_id}").json()["data"]["sha256"]
-    make_policy(hub, tags=[tag], keep_on_hub_days=365, required_providers=[vault])
+    policy = make_policy(hub, tags=[tag], keep_on_hub_days=365, required_providers=[vault])
 
     sign_in(page, hub.url)
     page.goto(f"{hub.url}/#/recordings/{take.recording_id}")
@@ -48,6 +48,7 @@ def test_the_copies_panel_shows_every_copy_its_checksum_and_the_retention_decisi
     expect(panel.locator("tr[data-place='node']")).to_contain_text("in the node's cache")
     expect(panel.locator(".decision[data-action='keep']").first).to_contain_text("kept 365 days")
     expect(panel.locator("caption")).to_contain_text(sha)
+    expect(panel.get_by_role("link", name=policy["name"])).to_have_attribute("href", f"#/retention/{policy['id']}")
 
     with hub.admin() as admin:
         policy = admin.get("/api/v1/settings/retention-policies", params={"tag": tag}).json()["data"][0]

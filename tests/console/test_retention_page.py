@@ -55,10 +55,10 @@ def test_a_policy_is_made_from_the_form_previewed_and_run_now(hub: HubProcess, p
     assert saved["tags"] == [tag] and saved["keep_on_hub_days"] == 30 and saved["required_providers"] == [vault]
 
     doomed = page.locator(".retention-preview.preview-delete").first
-    expect(doomed.locator(f"tr[data-recording-id='{confirmed.recording_id}']")).to_contain_text(f"confirmed on {vault}")
+    expect(doomed.locator(f"tr[data-recording-id='{confirmed.recording_id}']")).to_contain_text(f"confirmed on {vault_name}")
     kept = page.locator(".retention-preview.preview-held").first
     expect(kept.locator(f"tr[data-recording-id='{unconfirmed.recording_id}']")).to_contain_text(
-        f"not yet confirmed on provider {vault}"
+        f"not yet confirmed on provider {vault_name}"
     )
 
     page.get_by_label("Hub keeps (days)").fill("60")

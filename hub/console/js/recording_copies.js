@@ -60,6 +60,7 @@ export async function renderCopies(el, path) {
     decision("Hub copy", copies.retention.hub),
     decision("Node copy", copies.retention.node),
     copies.retention.policy_id
-      ? h("p", { class: "hint" }, "Retention policy: ", h("a", { href: `#/retention/${encodeURIComponent(copies.retention.policy_id)}` }, copies.retention.policy_id))
+      ? h("p", { class: "hint" }, "Retention policy: ", h("a", { href: `#/retention/${encodeURIComponent(copies.retention.policy_id)}` },
+        copies.retention.policy_name ?? copies.retention.policy_id))
       : h("p", { class: "hint" }, "No retention policy covers this recording."));
 }

@@ -174,7 +174,8 @@ def test_policies_are_hub_wide_settings(hub: HubProcess) -> None:
 
 def test_the_preview_says_what_would_go_and_what_is_held_and_why(hub: HubProcess) -> None:
     tag = f"pv-{uuid.uuid4().hex[:6]}"
-    archive = provider(hub)
+    archive_name = f"archive-{uuid.uuid4().hex[:6]}"
+    archive = provider(hub, name=archive_name)
     node = enroll(hub, "north")
     policy = make_policy(hub, tags=[tag], keep_on_hub_days=30, required_providers=[archive])
     confirmed = tagged_take(hub, node, tag, days=40)
@@ -193,9 +194,9 @@ def test_the_preview_says_what_would_go_and_what_is_held_and_why(hub: HubProcess
     hub_delete = {r["recording_id"]: r["reason"] for r in preview["hub"]["delete"]["items"]}
     hub_held = {r["recording_id"]: r["reason"] for r in preview["hub"]["held"]["items"]}
     assert set(hub_delete) == {confirmed.recording_id}
-    assert archive in hub_delete[confirmed.recording_id]
+    assert hub_delete[confirmed.recording_id] == f"kept 30 days; confirmed on {archive_name}"  # providers by name
     assert hub_held[young.recording_id].startswith("kept 30 days:")
-    assert hub_held[unconfirmed.recording_id] == f"not yet confirmed on provider {archive}"
+    assert hub_held[unconfirmed.recording_id] == f"not yet confirmed on provider {archive_name}"
     assert "checksum mismatch" in hub_held[mismatch.recording_id]
     assert hub_held[held.recording_id] == "legal hold"
     assert preview["hub"]["delete"]["count"] == 1 and preview["hub"]["held"]["count"] == 4
