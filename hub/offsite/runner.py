@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from hark_fleet.hub.clock import iso
+from hark_fleet.hub.clock import iso, utcnow
 from hark_fleet.hub.events import FleetEvent
 from hark_fleet.hub.offsite.base import ProviderError, ProviderSpec, UploadResult
 from hark_fleet.hub.offsite.rate_limit import BucketRegistry, throttle_for
@@ -51,6 +51,7 @@ PROGRESS_EVERY_S = 1.0  # progress without a new resume state is written at most
 THROUGHPUT_WINDOW_S = 60.0
 STOP_WAIT_S = 15.0  # how long stopping waits for uploads to notice the cancellation
 PAUSED_FILE = "upload_runner.paused"
+FULL_PROMOTE_S = 60.0  # every item is looked at this often (windows opening); passes between look at new and due ones
 
 
 @dataclass(slots=True)
@@ -180,6 +181,8 @@ class UploadRunner:
         self._backlog: dict[str, int] = {"count": 0, "bytes": 0}
         self.passes = 0
         self.last_pass_at: datetime | None = None
+        self._full = True  # the next promotion looks at every item (at start, after a nudge, every FULL_PROMOTE_S)
+        self._full_at = 0.0
 
     @property
     def concurrency(self) -> int:
@@ -211,11 +214,13 @@ class UploadRunner:
             self._pool = None
 
     def nudge(self) -> None:
-        """Something changed (an item queued, a provider or policy saved): look at the queue now."""
+        """Something changed (an item queued, a provider or policy saved): look at the whole queue now."""
+        self._full = True
         self._wake.set()
 
     async def run_now(self) -> dict[str, Any]:
-        """One pass now (`POST /upload-runner/run`); the status after it."""
+        """One pass now (`POST /upload-runner/run`), looking at the whole queue; the status after it."""
+        self._full = True
         await self._pass()
         return self.status()
 
@@ -288,12 +293,24 @@ class UploadRunner:
     async def _pass(self) -> None:
         async with self._pass_lock:
             db = self.hub.db
-            await db.run(upload_runs.promote_due, None)
+            await self._promote()
             if not self._paused and not self._stopping.is_set():
                 await self._claim_some()
             self._backlog = await db.run(upload_runs.backlog, None, ROUTE)
             self.passes += 1
             self.last_pass_at = datetime.now(UTC)
+
+    async def _promote(self) -> None:
+        """Promote batch by batch (requests interleave): everything after a nudge or every FULL_PROMOTE_S, else only
+        items just made and failed ones due again (a window opening is seen within FULL_PROMOTE_S)."""
+        full = self._full or time.monotonic() - self._full_at >= FULL_PROMOTE_S
+        self._full = False
+        now = utcnow()
+        after: str | None = ""
+        while after is not None:
+            _, after = await self.hub.db.run(upload_runs.promote_batch, now, after, not full)
+        if full:
+            self._full_at = time.monotonic()
 
     async def _claim_some(self) -> None:
         free = self.concurrency - len(self._active)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import peewee
 from hark_fleet.hub.clock import utcnow
 from hark_fleet.hub.db.models import Recording, Site, UploadItem, UploadPolicy, UploadProvider, database_proxy
 from hark_fleet.hub.errors import Conflict
@@ -28,7 +29,7 @@ from hark_fleet.hub.services import upload_queue
 MAX_ATTEMPTS = 12
 ROUTES = ("via_hub", "direct")
 CAPTURE_ENDED = ("uploading", "completed", "interrupted")  # the node has the whole file (direct route)
-BATCH = 500
+BATCH = 1000
 ERROR_MAX = 2000
 
 WAITING_FOR_HUB = "waiting for the file to reach the hub"
@@ -81,88 +82,153 @@ class ClaimedItem:
 
 @dataclass(slots=True)
 class _Context:
-    """What one promotion pass looks up once: providers, policies and site zones."""
+    """What one promotion pass looks up once: providers, policies, site zones, and each window's answer."""
 
     providers: dict[str, UploadProvider]
     policies: dict[str, UploadPolicy]
     zones: dict[str, str]
+    now: datetime
+    windows: dict[tuple[str, str], str | None]  # (policy id, zone) -> why closed, or None when open
+
+    def window_blocker(self, policy: UploadPolicy, site: str | None) -> str | None:
+        zone = self.zones.get(site or "", "UTC")
+        known = (policy.id, zone)
+        if known not in self.windows:
+            try:
+                window = DailyWindow.parse(policy.window_start or "", policy.window_end or "", zone)
+            except ValueError:
+                self.windows[known] = None  # a window is checked when saved; an unreadable one never holds uploads back
+            else:
+                self.windows[known] = None if window.is_open(self.now) else f"outside the window {window.describe()}"
+        return self.windows[known]
 
 
-def _context() -> _Context:
+def _context(now: datetime) -> _Context:
     return _Context(
-        providers={p.id: p for p in UploadProvider.select()},
+        providers={p.id: p for p in UploadProvider.select(UploadProvider.id, UploadProvider.enabled)},
         policies={p.id: p for p in UploadPolicy.select()},
         zones={s.id: s.time_zone for s in Site.select(Site.id, Site.time_zone)},
+        now=now,
+        windows={},
     )
 
 
-def _blocker(item: UploadItem, recording: Recording | None, ctx: _Context, now: datetime) -> str | None:
-    """Why `item` may not be uploaded now, or None when it may."""
-    if recording is None:
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """An item and its recording as promotion reads them (one joined query, only the columns it needs)."""
+
+    id: str
+    state: str
+    state_reason: str | None
+    route: str
+    provider_id: str
+    policy_id: str | None
+    recording_id: str | None  # None: the recording is gone
+    status: str | None
+    storage_key: str | None
+    hub_evicted_at: datetime | None
+    sha256: str | None
+    site: str | None
+
+
+def _blocker(row: _Row, ctx: _Context) -> str | None:
+    """Why the item may not be uploaded now, or None when it may."""
+    if row.recording_id is None:
         return RECORDING_GONE
-    provider = ctx.providers.get(item.provider_id)
+    provider = ctx.providers.get(row.provider_id)
     if provider is None:
         return PROVIDER_GONE
     if not provider.enabled:
         return PROVIDER_DISABLED
-    policy = ctx.policies.get(item.policy_id) if item.policy_id else None
+    policy = ctx.policies.get(row.policy_id) if row.policy_id else None
     if policy is not None and not policy.enabled:
         return POLICY_DISABLED
-    if item.route == "direct":
-        if recording.status not in CAPTURE_ENDED:
+    if row.route == "direct":
+        if row.status not in CAPTURE_ENDED:
             return WAITING_FOR_END
-    elif not recording.storage_key or recording.hub_evicted_at is not None or not recording.sha256:
+    elif not row.storage_key or row.hub_evicted_at is not None or not row.sha256:
         return WAITING_FOR_HUB
     if policy is not None and policy.when == "window" and policy.window_start and policy.window_end:
-        try:
-            window = DailyWindow.parse(policy.window_start, policy.window_end, ctx.zones.get(recording.site or "", "UTC"))
-        except ValueError:
-            return None  # a policy's window is checked when saved; an unreadable one never holds uploads back
-        if not window.is_open(now):
-            return f"outside the window {window.describe()}"
+        return ctx.window_blocker(policy, row.site)
     return None
 
 
-def promote_due(now: datetime | None = None) -> int:
+def _rows(after: str, now: datetime, fresh_only: bool) -> list[_Row]:
+    if fresh_only:  # only what may have become eligible since it was made or failed
+        new = (UploadItem.state == "pending") & (
+            UploadItem.state_reason.is_null() | (UploadItem.state_reason == upload_queue.WAITING)
+        )
+        due = (UploadItem.state == "failed") & (UploadItem.next_attempt_at <= now)
+        wanted = new | due
+    else:
+        wanted = (UploadItem.state << ["pending", "queued"]) | (
+            (UploadItem.state == "failed") & (UploadItem.next_attempt_at <= now)
+        )
+    query = (
+        UploadItem.select(
+            UploadItem.id,
+            UploadItem.state,
+            UploadItem.state_reason,
+            UploadItem.route,
+            UploadItem.provider_id,
+            UploadItem.policy_id,
+            Recording.id,
+            Recording.status,
+            Recording.storage_key,
+            Recording.hub_evicted_at,
+            Recording.sha256,
+            Recording.site,
+        )
+        .join(Recording, peewee.JOIN.LEFT_OUTER, on=(Recording.id == UploadItem.recording_id))
+        .where(UploadItem.id > after, wanted)
+        .order_by(UploadItem.id)
+        .limit(BATCH)
+        .tuples()
+    )
+    return [_Row(*values) for values in query.iterator()]
+
+
+def promote_due(now: datetime | None = None, fresh_only: bool = False) -> int:
     """Queue what became eligible (pending, and failed items whose backoff is over); return how many were queued.
 
     A queued item that stopped being eligible goes back to pending with the reason; a pending one keeps
-    its reason up to date.
+    its reason up to date. With `fresh_only`, only items just made and failed ones due again are looked at.
     """
     now = now or utcnow()
-    ctx = _context()
+    promoted, after = promote_batch(now, "", fresh_only)
+    while after is not None:
+        more, after = promote_batch(now, after, fresh_only)
+        promoted += more
+    return promoted
+
+
+def promote_batch(now: datetime, after: str, fresh_only: bool = False) -> tuple[int, str | None]:
+    """One batch of `promote_due` (items after the id `after`): how many were queued, and where to go on (None: done).
+
+    The runner calls it batch by batch, so requests waiting for the database worker interleave with a long
+    queue. Items whose state and reason stay as they are cost one read; those that change are written in
+    one update per (old state, new state, reason).
+    """
+    ctx = _context(now)
+    rows = _rows(after, now, fresh_only)
+    if not rows:
+        return 0, None
+    moves: dict[tuple[str, str, str | None], list[str]] = {}
+    for row in rows:
+        reason = _blocker(row, ctx)
+        state = "queued" if reason is None else "pending"
+        if state != row.state or reason != row.state_reason:
+            moves.setdefault((row.state, state, reason), []).append(row.id)
     promoted = 0
-    last = ""
-    while True:
-        items = list(
-            UploadItem.select()
-            .where(
-                UploadItem.id > last,
-                (UploadItem.state << ["pending", "queued"])
-                | (
-                    (UploadItem.state == "failed")
-                    & UploadItem.next_attempt_at.is_null(False)
-                    & (UploadItem.next_attempt_at <= now)
-                ),
-            )
-            .order_by(UploadItem.id)
-            .limit(BATCH)
-        )
-        if not items:
-            return promoted
-        last = items[-1].id
-        recordings = {r.id: r for r in Recording.select().where(Recording.id << list({i.recording_id for i in items}))}
-        for item in items:
-            reason = _blocker(item, recordings.get(item.recording_id), ctx, now)
-            state = "queued" if reason is None else "pending"
-            if state == item.state and reason == item.state_reason:
-                continue
-            changes: dict[str, Any] = {"state": state, "state_reason": reason, "updated_at": now}
-            if item.state == "failed":
-                changes["next_attempt_at"] = None
-            done = UploadItem.update(**changes).where(UploadItem.id == item.id, UploadItem.state == item.state).execute()
-            if done and state == "queued" and item.state != "queued":
-                promoted += 1
+    for (old, new, reason), ids in moves.items():
+        changes: dict[str, Any] = {"state": new, "state_reason": reason, "updated_at": now}
+        if old == "failed":
+            changes["next_attempt_at"] = None
+        with database_proxy.atomic():
+            done = UploadItem.update(**changes).where(UploadItem.id << ids, UploadItem.state == old).execute()
+        if new == "queued" and old != "queued":
+            promoted += done
+    return promoted, rows[-1].id if len(rows) == BATCH else None
 
 
 def claimable(route: str, limit: int, skip: Iterable[str] = (), provider_ids: Iterable[str] | None = None) -> list[UploadItem]:
@@ -340,20 +406,17 @@ def requeue_interrupted(route: str = "via_hub") -> int:
 
 def backlog(sites: frozenset[str] | None = None, route: str = "via_hub") -> dict[str, int]:
     """Items waiting to be uploaded by `route` (pending, queued, uploading, failed and due again) and their bytes left."""
-    query = UploadItem.select(UploadItem.bytes_total, UploadItem.bytes_sent).where(
+    total = peewee.fn.COALESCE(UploadItem.bytes_total, 0)
+    left = peewee.Case(None, [(total > UploadItem.bytes_sent, total - UploadItem.bytes_sent)], 0)
+    query = UploadItem.select(peewee.fn.COUNT(UploadItem.id), peewee.fn.COALESCE(peewee.fn.SUM(left), 0)).where(
         UploadItem.route == route,
         (UploadItem.state << ["pending", "queued", "uploading"])
         | ((UploadItem.state == "failed") & UploadItem.next_attempt_at.is_null(False)),
     )
     if sites is not None:
         query = query.where(UploadItem.site << list(sites))
-    count = 0
-    left = 0
-    for row in query.tuples().iterator():
-        count += 1
-        total, sent = row
-        left += max(0, int(total or 0) - int(sent or 0))
-    return {"count": count, "bytes": left}
+    row: Any = query.tuples().get()
+    return {"count": int(row[0] or 0), "bytes": int(row[1] or 0)}
 
 
 def item_api(item: UploadItem) -> dict[str, Any]:

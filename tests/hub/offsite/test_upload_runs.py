@@ -187,3 +187,13 @@ def test_the_backlog_counts_what_is_left_to_send_within_the_callers_sites(db: pe
     UploadItem.update(bytes_sent=400).where(UploadItem.id == "upl_a").execute()
     assert upload_runs.backlog() == {"count": 2, "bytes": 1600}
     assert upload_runs.backlog(frozenset({"elsewhere"})) == {"count": 0, "bytes": 0}
+
+
+def test_a_quick_promotion_looks_only_at_new_and_due_items_and_a_full_one_at_every_item(db: peewee.Database) -> None:
+    closed = item("upl_closed", when="window", window_start="01:00", window_end="05:00")
+    assert upload_runs.promote_due(NOW) == 0 and row(closed).state_reason.startswith("outside the window")
+    fresh = item("upl_fresh")
+    at_night = datetime(2026, 12, 8, 1, 30)
+    assert upload_runs.promote_due(at_night, fresh_only=True) == 1  # the new one; the window's is left for the full pass
+    assert row(fresh).state == "queued" and row(closed).state == "pending"
+    assert upload_runs.promote_due(at_night) == 1 and row(closed).state == "queued"
