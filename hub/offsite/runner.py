@@ -51,6 +51,7 @@ PROGRESS_EVERY_S = 1.0  # progress without a new resume state is written at most
 THROUGHPUT_WINDOW_S = 60.0
 STOP_WAIT_S = 15.0  # how long stopping waits for uploads to notice the cancellation
 PAUSED_FILE = "upload_runner.paused"
+WINDOW_CHECK_S = 5.0  # an upload in flight looks this often whether its policy's window has closed
 FULL_PROMOTE_S = 60.0  # every item is looked at this often (windows opening); passes between look at new and due ones
 
 
@@ -64,6 +65,8 @@ class ActiveUpload:
     bytes_sent: int = 0
     first_bytes: int = 0  # bytes_sent when this attempt started (a resumed upload starts past 0)
     stale: bool = False  # the lease was lost: stop at the next chunk
+    window_closed: str | None = None  # why the policy's window stopped it ("outside the window ...")
+    window_checked: float = 0.0
     writing: asyncio.Task[None] | None = None  # the progress write in flight, if any
 
     async def flushed(self) -> None:
@@ -392,7 +395,9 @@ class UploadRunner:
                 "upload of recording %s to provider %s failed: %s", claimed.recording_id, claimed.provider_id, outcome.error
             )
         elif outcome.kind == "released":
-            await db.run(upload_runs.release, claimed.item_id, claimed.epoch)
+            await db.run(upload_runs.release, claimed.item_id, claimed.epoch, outcome.error or None)
+            if outcome.error:
+                log.info("upload of recording %s to %s stopped: %s", claimed.recording_id, claimed.provider_id, outcome.error)
         for event in events:
             self.hub.events.publish(event.type, event.site, event.data)
 
@@ -401,7 +406,15 @@ class UploadRunner:
         claimed = active.claimed
 
         def cancelled() -> bool:
-            return self._stopping.is_set() or self._paused or active.stale
+            if self._stopping.is_set() or self._paused or active.stale or active.window_closed:
+                return True
+            window = claimed.window
+            now = time.monotonic()
+            if window is not None and now - active.window_checked >= WINDOW_CHECK_S:
+                active.window_checked = now
+                if not window.is_open(datetime.now(UTC)):
+                    active.window_closed = f"outside the window {window.describe()}"
+            return active.window_closed is not None
 
         if not claimed.remote_key:
             return Outcome("failed", error="config: the item has no remote key", retryable=False)
@@ -456,7 +469,7 @@ class UploadRunner:
             if active.stale:
                 return Outcome("stale")
             if cancelled():
-                return Outcome("released")
+                return Outcome("released", error=active.window_closed or "")
             log.exception("upload of item %s raised", claimed.item_id)
             return Outcome("failed", error=f"{type(err).__name__}: {err}")
         finally:

@@ -75,6 +75,7 @@ class ClaimedItem:
     bytes_sent: int
     attempts: int
     bandwidth_cap_bps: int | None
+    window: DailyWindow | None = None  # the policy's daily window in the site's zone: uploads stop when it closes
 
 
 # -- eligibility ------------------------------------------------------------------------------------------
@@ -273,6 +274,7 @@ def claim(item_id: str, route: str) -> ClaimedItem | None:
             ).execute()
             return None
         policy = UploadPolicy.get_or_none(UploadPolicy.id == item.policy_id) if item.policy_id else None
+        window = _window_of(policy, recording.site)
         size = int(recording.size_bytes or 0)
         if item.bytes_total != size:
             UploadItem.update(bytes_total=size).where(UploadItem.id == item_id).execute()
@@ -293,7 +295,18 @@ def claim(item_id: str, route: str) -> ClaimedItem | None:
         bytes_sent=int(item.bytes_sent or 0),
         attempts=item.attempts,
         bandwidth_cap_bps=policy.bandwidth_cap_bps if policy is not None else None,
+        window=window,
     )
+
+
+def _window_of(policy: UploadPolicy | None, site: str | None) -> DailyWindow | None:
+    if policy is None or policy.when != "window" or not policy.window_start or not policy.window_end:
+        return None
+    zone = Site.select(Site.time_zone).where(Site.id == site).scalar() if site else None
+    try:
+        return DailyWindow.parse(policy.window_start, policy.window_end, zone or "UTC")
+    except ValueError:
+        return None
 
 
 def _held(item_id: str, epoch: int) -> UploadItem:
@@ -326,10 +339,12 @@ def progress(item_id: str, epoch: int, bytes_sent: int, resume: dict[str, Any]) 
     _fenced(item_id, epoch, bytes_sent=max(0, int(bytes_sent)), resume=resume, updated_at=utcnow())
 
 
-def release(item_id: str, epoch: int) -> None:
-    """Give a claimed item back to the queue unfinished (the runner stops): resume state and bytes are kept."""
+def release(item_id: str, epoch: int, reason: str | None = None) -> None:
+    """Give a claimed item back unfinished (the runner stops or pauses: queued; its window closed: pending with
+    `reason`); the attempt is not counted, the resume state and bytes sent are kept."""
+    state = "pending" if reason else "queued"
     with database_proxy.atomic():
-        _fenced(item_id, epoch, state="queued", attempts=UploadItem.attempts - 1, updated_at=utcnow())
+        _fenced(item_id, epoch, state=state, state_reason=reason, attempts=UploadItem.attempts - 1, updated_at=utcnow())
 
 
 def finish_synced(item_id: str, epoch: int, result: Verified) -> list[FleetEvent]:

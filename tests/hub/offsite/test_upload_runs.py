@@ -197,3 +197,17 @@ def test_a_quick_promotion_looks_only_at_new_and_due_items_and_a_full_one_at_eve
     assert upload_runs.promote_due(at_night, fresh_only=True) == 1  # the new one; the window's is left for the full pass
     assert row(fresh).state == "queued" and row(closed).state == "pending"
     assert upload_runs.promote_due(at_night) == 1 and row(closed).state == "queued"
+
+
+def test_a_claim_carries_its_policys_window_and_a_release_for_a_closed_window_waits_in_pending(db: peewee.Database) -> None:
+    item_id = item(when="window", window_start="01:00", window_end="05:00")
+    at_night = datetime(2026, 12, 8, 1, 30)  # 02:30 in Paris
+    upload_runs.promote_due(at_night)
+    claimed = upload_runs.claim(item_id, "via_hub")
+    assert claimed is not None and claimed.window is not None
+    assert claimed.window.is_open(at_night) and not claimed.window.is_open(NOW)
+    upload_runs.progress(item_id, claimed.epoch, 300, {"offset": 300})
+    upload_runs.release(item_id, claimed.epoch, f"outside the window {claimed.window.describe()}")
+    waiting = row(item_id)
+    assert (waiting.state, waiting.state_reason) == ("pending", "outside the window 01:00-05:00 Europe/Paris")
+    assert (waiting.attempts, waiting.resume) == (0, {"offset": 300})
