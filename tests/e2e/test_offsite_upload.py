@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import select
 import socket
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hark_fleet.hub.clock import utcnow
 from hark_fleet.hub.db.models import Recording
@@ -277,6 +279,21 @@ def wait_synced(hub: HubProcess, item_id: str, timeout: float) -> dict[str, Any]
         raise AssertionError(f"{err}\n{item(hub, item_id)}\n--- hub log ---\n{hub.log()[-4000:]}") from None
 
 
+def stream_events(hub: HubProcess, event_type: str) -> list[dict[str, Any]]:
+    """The buffered fleet events of one type, read from the start of the stream until it goes quiet."""
+    found: list[dict[str, Any]] = []
+    params = {"type": event_type, "last_event_id": "0"}
+    headers = {"Authorization": f"Bearer {hub.login()}"}
+    try:
+        with httpx.stream("GET", f"{hub.url}/api/v1/events/stream", params=params, headers=headers, timeout=1.0) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    found.append(json.loads(line[len("data: ") :]))
+    except httpx.ReadTimeout:
+        pass  # the backlog comes at once; silence means it is all here
+    return found
+
+
 def s3_sha256(moto_s3: MotoS3, bucket: str, key: str) -> str:
     body = moto_s3.client().get_object(Bucket=bucket, Key=key)["Body"]
     digest = hashlib.sha256()
@@ -395,3 +412,8 @@ def test_a_provider_answering_503_fails_items_with_the_reason_and_a_next_attempt
         done = wait_synced(hub, each["id"], 90)
         assert done["checksum_sha256"] == sha256 and done["attempts"] >= 2 and done["last_error"] is None, done
         assert s3_sha256(moto_s3, s3_bucket, done["remote_key"]) == sha256
+    ids = {each["id"] for each in queued}
+    failures = [e for e in stream_events(hub, "upload.failed") if e["id"] in ids]
+    assert {e["id"] for e in failures} == ids and all(e["state"] == "failed" and e["last_error"] for e in failures)
+    synced = [e for e in stream_events(hub, "upload.synced") if e["id"] in ids]
+    assert {e["id"] for e in synced} == ids and all(e["site"] == "north" for e in synced)
