@@ -125,6 +125,42 @@ def demo_schedules(base_url: str, token: str) -> None:
             print(f"hark demo: the example schedule {schedule['name']!r} was not made ({err.code}): {detail}", file=sys.stderr)
 
 
+def demo_offsite(base_url: str, token: str, archive_dir: Path) -> None:
+    """Make the demo's off-site copy: a directory provider (standing in for a NAS), a policy sending every finished
+    recording there, and a retention policy that keeps 30 days on the hub once the archive has confirmed a copy."""
+    try:
+        archive_dir.mkdir(parents=True, exist_ok=True)
+        provider = _api(
+            base_url,
+            "POST",
+            "/api/v1/settings/upload-providers",
+            {
+                "kind": "local",
+                "name": "Demo archive",
+                "description": "A directory standing in for a NAS share",
+                "config": {"path": str(archive_dir.resolve())},
+            },
+            token,
+        )["data"]
+        _api(
+            base_url,
+            "POST",
+            "/api/v1/settings/upload-policies",
+            {"name": "Everything to the archive", "provider_ids": [provider["id"]]},
+            token,
+        )
+        _api(
+            base_url,
+            "POST",
+            "/api/v1/settings/retention-policies",
+            {"name": "30 days on the hub once archived", "keep_on_hub_days": 30, "required_providers": [provider["id"]]},
+            token,
+        )
+    except urllib.error.HTTPError as err:
+        detail = err.read().decode(errors="replace")[:300]
+        print(f"hark demo: the example archive was not set up ({err.code}): {detail}", file=sys.stderr)
+
+
 def demo_nodes(
     base_url: str, password: str, nodes_dir: Path, local_host: str, mdns_interfaces: str
 ) -> list[tuple[str, dict[str, str]]]:
@@ -147,6 +183,7 @@ def demo_nodes(
         write_atomic(registry_path, json.dumps(registry), mode=0o600)
     if token is not None:
         demo_schedules(base_url, token)
+        demo_offsite(base_url, token, nodes_dir.parent / "archive")
     result = []
     for index, (name, _, _, source) in enumerate(DEMO_NODES):
         entry = registry[name]
