@@ -4,6 +4,7 @@
 - a hub killed with SIGKILL in the middle of a 200 MB multipart upload continues it after restart
   without sending again the parts the server already holds (a counting proxy in front of moto says how
   many bytes the hub sent after the restart: about what was left, not the whole file);
+- a hub stopped (SIGTERM) mid-upload gives the item back to the queue with its progress, and continues it;
 - a provider that answers 503 makes the item `failed` with the reason and a next attempt, and it syncs
   once the provider answers again.
 """
@@ -24,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 from hark_fleet.hub.clock import utcnow
-from hark_fleet.hub.db.models import Recording
+from hark_fleet.hub.db.models import Recording, UploadItem
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.storage import recording_key
 
@@ -417,3 +418,22 @@ def test_a_provider_answering_503_fails_items_with_the_reason_and_a_next_attempt
     assert {e["id"] for e in failures} == ids and all(e["state"] == "failed" and e["last_error"] for e in failures)
     synced = [e for e in stream_events(hub, "upload.synced") if e["id"] in ids]
     assert {e["id"] for e in synced} == ids and all(e["site"] == "north" for e in synced)
+
+
+def test_a_hub_stopped_mid_upload_gives_the_item_back_to_the_queue_and_continues_it_after_restart(
+    fleet: Fleet, offsite_dir: Path
+) -> None:
+    hub = fleet.hub
+    provider_id = add_provider(hub, "local", {"path": str(offsite_dir)}, {}, rate_limit_bps=4 * MIB)
+    recording_id, sha256 = stored_recording(hub, enroll_node(fleet), 48 * MIB)
+    [queued] = enqueue(hub, recording_id, [provider_id])
+    wait_for(lambda: item(hub, queued["id"])["bytes_sent"] >= 16 * MIB, 60, "the first 16 MiB to land", interval=0.2)
+    assert hub.stop() == 0  # SIGTERM: the upload is cancelled between chunks and its item released
+    with hub_database(hub):
+        released = UploadItem.get_by_id(queued["id"])
+        assert (released.state, released.attempts) == ("queued", 0)
+        assert released.bytes_sent >= 16 * MIB and released.resume["offset"] == released.bytes_sent
+    hub.start()
+    done = wait_synced(hub, queued["id"], 60)
+    assert done["checksum_sha256"] == sha256 and done["attempts"] == 1
+    assert hashlib.sha256((offsite_dir / done["remote_key"]).read_bytes()).hexdigest() == sha256
