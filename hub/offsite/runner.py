@@ -262,7 +262,9 @@ class UploadRunner:
                 {
                     "item_id": a.claimed.item_id,
                     "recording_id": a.claimed.recording_id,
+                    "recording_name": a.claimed.recording_name,
                     "provider_id": a.provider_id,
+                    "provider_name": a.claimed.provider_name,
                     "site": a.claimed.site,
                     "bytes_sent": a.bytes_sent,
                     "bytes_total": a.claimed.size,

@@ -76,6 +76,8 @@ class ClaimedItem:
     attempts: int
     bandwidth_cap_bps: int | None
     window: DailyWindow | None = None  # the policy's daily window in the site's zone: uploads stop when it closes
+    recording_name: str = ""
+    provider_name: str = ""
 
 
 # -- eligibility ------------------------------------------------------------------------------------------
@@ -275,6 +277,7 @@ def claim(item_id: str, route: str) -> ClaimedItem | None:
             return None
         policy = UploadPolicy.get_or_none(UploadPolicy.id == item.policy_id) if item.policy_id else None
         window = _window_of(policy, recording.site)
+        provider_name = UploadProvider.select(UploadProvider.name).where(UploadProvider.id == item.provider_id).scalar()
         size = int(recording.size_bytes or 0)
         if item.bytes_total != size:
             UploadItem.update(bytes_total=size).where(UploadItem.id == item_id).execute()
@@ -296,6 +299,8 @@ def claim(item_id: str, route: str) -> ClaimedItem | None:
         attempts=item.attempts,
         bandwidth_cap_bps=policy.bandwidth_cap_bps if policy is not None else None,
         window=window,
+        recording_name=recording.name or "",
+        provider_name=provider_name or "",
     )
 
 

@@ -26,10 +26,12 @@ function figure(label, value, attrs = {}) {
 function activeRow(upload) {
   const done = upload.bytes_total ? upload.bytes_sent / upload.bytes_total : 0;
   const label = `${Math.round(done * 100)} %`;
+  const recording = upload.recording_name || upload.recording_id;
+  const provider = upload.provider_name || upload.provider_id;
   return h("li", { class: "runner-upload", dataset: { item: upload.item_id } },
-    h("a", { href: `#/uploads/${encodeURIComponent(upload.item_id)}` }, upload.recording_id),
-    " → ", upload.provider_id, " ",
-    h("progress", { max: 1, value: done, "aria-label": `${upload.recording_id} to ${upload.provider_id}: ${label}` }),
+    h("a", { href: `#/uploads/${encodeURIComponent(upload.item_id)}` }, recording),
+    " → ", provider, " ",
+    h("progress", { max: 1, value: done, "aria-label": `${recording} to ${provider}: ${label}` }),
     h("span", { class: "hint" }, ` ${bytes(upload.bytes_sent)} of ${bytes(upload.bytes_total)} at ${rate(upload.rate_bps)}`));
 }
 
