@@ -269,7 +269,8 @@ def claim(item_id: str, route: str) -> ClaimedItem | None:
             return None
         item = UploadItem.get_by_id(item_id)
         recording = Recording.get_or_none(Recording.id == item.recording_id)
-        if recording is None or not recording.sha256 or (route == "via_hub" and not recording.storage_key):
+        on_hub = recording is not None and bool(recording.storage_key) and recording.hub_evicted_at is None
+        if recording is None or not recording.sha256 or (route == "via_hub" and not on_hub):
             reason = RECORDING_GONE if recording is None else WAITING_FOR_HUB
             UploadItem.update(state="pending", state_reason=reason, attempts=UploadItem.attempts - 1, updated_at=at).where(
                 UploadItem.id == item_id
