@@ -43,10 +43,10 @@ def open_uploads(page: Page, hub: HubProcess) -> None:
 def test_the_panel_shows_an_upload_in_flight_and_pause_and_resume_control_it(hub: HubProcess, page: Page, tmp_path: Path) -> None:
     archive = tmp_path / "archive"
     archive.mkdir()
-    provider_id = add_provider(hub, "local", {"path": str(archive)}, {}, rate_limit_bps=4 * MIB)  # 48 MiB: about 12 s
+    provider_id = add_provider(hub, "local", {"path": str(archive)}, {}, rate_limit_bps=4 * MIB)  # 80 MiB: about 20 s
     with hub.admin() as admin:
         provider_name = admin.get(f"/api/v1/settings/upload-providers/{provider_id}").json()["data"]["name"]
-    recording_id, sha256 = stored_recording(hub, node(hub), 48 * MIB)
+    recording_id, sha256 = stored_recording(hub, node(hub), 80 * MIB)
     sign_in(page, hub.url)
     open_uploads(page, hub)
     panel = page.get_by_role("region", name="Upload runner")
@@ -55,7 +55,7 @@ def test_the_panel_shows_an_upload_in_flight_and_pause_and_resume_control_it(hub
 
     expect(panel.locator("[data-field=state]")).to_contain_text("uploading")
     row = panel.get_by_role("list", name="Uploads in flight").locator(f"[data-item='{queued['id']}']")
-    expect(row).to_contain_text("stored 48 MB")  # the recording's name, and the provider's
+    expect(row).to_contain_text("stored 80 MB")  # the recording's name, and the provider's
     expect(row).to_contain_text(provider_name)
     expect(row.get_by_role("progressbar")).to_be_visible()
     expect(panel.locator("[data-field=backlog]")).to_contain_text("1 upload")

@@ -425,7 +425,7 @@ def test_a_hub_stopped_mid_upload_gives_the_item_back_to_the_queue_and_continues
 ) -> None:
     hub = fleet.hub
     provider_id = add_provider(hub, "local", {"path": str(offsite_dir)}, {}, rate_limit_bps=4 * MIB)
-    recording_id, sha256 = stored_recording(hub, enroll_node(fleet), 48 * MIB)
+    recording_id, sha256 = stored_recording(hub, enroll_node(fleet), 80 * MIB)  # 20 s at 4 MiB/s
     [queued] = enqueue(hub, recording_id, [provider_id])
     wait_for(lambda: item(hub, queued["id"])["bytes_sent"] >= 16 * MIB, 60, "the first 16 MiB to land", interval=0.2)
     assert hub.stop() == 0  # SIGTERM: the upload is cancelled between chunks and its item released
