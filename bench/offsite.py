@@ -345,7 +345,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=500, help="the recording's size in MiB")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--small-mb", type=int, default=50, help="one more runner upload of this size (0: none)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)

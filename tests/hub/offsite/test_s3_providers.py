@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from hark_fleet.hub.offsite.base import ProviderError, ProviderSpec
 from hark_fleet.hub.offsite.registry import open_provider
-from hark_fleet.hub.offsite.s3 import PART_SIZE, S3Provider, part_size_for
+from hark_fleet.hub.offsite.s3 import PART_SIZE, VERIFIED_COMPOSITE, VERIFIED_MD5, S3Provider, part_size_for
 from hark_fleet.hub.processes import free_port
 
 from tests.hub.offsite.upload_source import MIB, Upload, make_file
@@ -65,6 +66,58 @@ def test_a_big_file_goes_up_in_checked_parts_and_is_verified_whole(moto_s3: Moto
     assert stored_sha256(moto_s3, s3_bucket, upload.key) == (upload.sha256, {"sha256": upload.sha256})
     assert upload.throttled == size  # every byte sent passed the throttle
     assert upload.progress[-1][0] == size and upload.resume["parts"] == [1, 2, 3]
+
+
+def tampered_while_sending(upload: Upload, s3: S3Provider, offset: int) -> Any:
+    """`open_at` giving a byte flipped in the part at `offset` from its second opening (the send, after the hashing
+    read) until the upload is completed: the part hashes as the file does, but the server receives other bytes
+    (moto takes a claimed checksum on trust); a check reading the local file afterwards reads it as it is."""
+    opened: dict[int, int] = {}
+    completed: list[bool] = []
+    s3.client.meta.events.register("after-call.s3.CompleteMultipartUpload", lambda **_: completed.append(True))
+
+    def open_at(at: int) -> Any:
+        opened[at] = opened.get(at, 0) + 1
+        source = upload.open_at(at)
+        if at != offset or opened[at] < 2 or completed:
+            return source
+        data = bytearray(source.read())
+        source.close()
+        data[100] ^= 0xFF
+        return io.BytesIO(bytes(data))
+
+    return open_at
+
+
+def test_a_server_echoing_no_part_checksum_is_checked_by_the_objects_composite_checksum(
+    moto_s3: MotoS3, s3_bucket: str, tmp_path: Path
+) -> None:
+    size = 2 * PART_SIZE + 10
+    upload = Upload(tmp_path / "rec.wav", size, make_file(tmp_path / "rec.wav", size))
+    assert provider(moto_s3, s3_bucket).upload(**upload.kwargs()).verified_by == VERIFIED_COMPOSITE
+    bad = Upload(tmp_path / "rec.wav", size, upload.sha256, key="site/node/bad.wav")
+    s3 = provider(moto_s3, s3_bucket)
+    with pytest.raises(ProviderError) as failed:
+        s3.upload(**bad.kwargs(open_at=tampered_while_sending(bad, s3, PART_SIZE)))
+    assert (failed.value.step, failed.value.retryable) == ("verify", True)
+    assert "composite checksum" in failed.value.message
+    listed = moto_s3.client().list_objects_v2(Bucket=s3_bucket, Prefix="site/node/bad")
+    assert listed.get("KeyCount", 0) == 0  # what did not verify is not left there
+
+
+def test_a_server_giving_no_checksum_back_is_checked_by_part_md5_etags(moto_s3: MotoS3, s3_bucket: str, tmp_path: Path) -> None:
+    def without_checksums(s3: S3Provider) -> S3Provider:
+        s3.client.meta.events.register("after-call.s3.HeadObject", lambda parsed, **_: parsed.pop("ChecksumSHA256", None))
+        return s3
+
+    size = PART_SIZE + 10
+    upload = Upload(tmp_path / "rec.wav", size, make_file(tmp_path / "rec.wav", size))
+    assert without_checksums(provider(moto_s3, s3_bucket)).upload(**upload.kwargs()).verified_by == VERIFIED_MD5
+    bad = Upload(tmp_path / "rec.wav", size, upload.sha256, key="site/node/bad-md5.wav")
+    s3 = without_checksums(provider(moto_s3, s3_bucket))
+    with pytest.raises(ProviderError) as failed:
+        s3.upload(**bad.kwargs(open_at=tampered_while_sending(bad, s3, 0)))
+    assert failed.value.step == "verify" and "MD5" in failed.value.message
 
 
 def test_an_interrupted_upload_resumes_without_sending_finished_parts_again(
