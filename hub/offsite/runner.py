@@ -298,6 +298,7 @@ class UploadRunner:
     async def _pass(self) -> None:
         async with self._pass_lock:
             db = self.hub.db
+            await db.run(upload_runs.release_stalled_direct, utcnow())
             await self._promote()
             if not self._paused and not self._stopping.is_set():
                 await self._claim_some()

@@ -422,6 +422,41 @@ def requeue_interrupted(route: str = "via_hub") -> int:
     )
 
 
+DIRECT_STALL_S = 3600.0  # a direct upload its node has not advanced for this long is taken back
+DIRECT_STALLED = "its node sent nothing for an hour"
+
+
+def release_stalled_direct(now: datetime, stall_s: float = DIRECT_STALL_S) -> int:
+    """Direct uploads whose node went quiet (gone for good, or away for long) do not stay `uploading` for ever.
+
+    The lease is bumped (a node coming back with the old claim gets 409 and claims again, resuming from the parts S3
+    holds). When the hub holds the recording's file the item is handed to the hub's runner (`via_hub`, `pending`, sent
+    from the hub's copy); otherwise it goes back to `queued` for its node, saying why. The attempt is counted.
+    """
+    cutoff = now - timedelta(seconds=stall_s)
+    stalled = list(
+        UploadItem.select().where(UploadItem.route == "direct", UploadItem.state == "uploading", UploadItem.updated_at < cutoff)
+    )
+    moved = 0
+    for item in stalled:
+        recording = Recording.get_or_none(Recording.id == item.recording_id)
+        on_hub = bool(recording and recording.storage_key and recording.sha256 and recording.hub_evicted_at is None)
+        changes: dict[str, Any] = {
+            "state": "pending" if on_hub else "queued",
+            "state_reason": f"{DIRECT_STALLED}; the hub sends its own copy" if on_hub else f"{DIRECT_STALLED}; waiting for it",
+            "lease_epoch": UploadItem.lease_epoch + 1,
+            "updated_at": now,
+        }
+        if on_hub:
+            changes.update(route="via_hub", resume={}, bytes_sent=0)
+        moved += (
+            UploadItem.update(**changes)
+            .where(UploadItem.id == item.id, UploadItem.state == "uploading", UploadItem.lease_epoch == item.lease_epoch)
+            .execute()
+        )
+    return moved
+
+
 # -- figures for the runner's status ----------------------------------------------------------------------
 
 

@@ -181,6 +181,28 @@ def test_direct_items_are_promoted_when_capture_ends_but_only_the_direct_route_c
     assert claimed is not None and claimed.route == "direct"
 
 
+def test_a_direct_upload_its_node_left_for_an_hour_is_taken_back_by_the_hub_or_queued_for_the_node(
+    db: peewee.Database,
+) -> None:
+    on_hub, off_hub, busy = (
+        item("upl_1", route="direct"),
+        item("upl_2", route="direct", on_hub=False),
+        item("upl_3", route="direct"),
+    )
+    started = NOW - timedelta(seconds=upload_runs.DIRECT_STALL_S + 1)
+    UploadItem.update(state="uploading", lease_epoch=4, bytes_sent=500, resume={"upload_id": "u"}, updated_at=started).execute()
+    UploadItem.update(updated_at=NOW - timedelta(seconds=60)).where(UploadItem.id == busy).execute()  # still advancing
+    assert upload_runs.release_stalled_direct(NOW) == 2
+    taken = UploadItem.get_by_id(on_hub)
+    assert (taken.route, taken.state, taken.lease_epoch, taken.bytes_sent, taken.resume) == ("via_hub", "pending", 5, 0, {})
+    assert "the hub sends its own copy" in taken.state_reason
+    waiting = UploadItem.get_by_id(off_hub)
+    assert (waiting.route, waiting.state, waiting.lease_epoch, waiting.resume) == ("direct", "queued", 5, {"upload_id": "u"})
+    assert UploadItem.get_by_id(busy).state == "uploading"
+    with pytest.raises(StaleLease):  # the node coming back with its old claim claims again
+        upload_runs.progress(off_hub, 4, 600, {})
+
+
 def test_the_backlog_counts_what_is_left_to_send_within_the_callers_sites(db: peewee.Database) -> None:
     item("upl_a")
     item("upl_b")
