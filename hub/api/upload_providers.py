@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import msgspec
 from hark_fleet.hub.api.base import BaseHandler
 from hark_fleet.hub.api.hub_wide import HubWideWrites
 from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
+from hark_fleet.hub.api.upload_policies import nudge_runner
+from hark_fleet.hub.errors import InvalidRequest
 from hark_fleet.hub.services import upload_providers
 from hark_fleet.hub.services.upload_providers import PROVIDER_LIST
 
@@ -54,6 +57,7 @@ class ProvidersHandler(HubWideWrites, ListHandler):
 
     async def post(self) -> None:
         body = _as_dict(self.parse_body(ProviderBody))
+        refuse_hub_dirs(self, body.get("config"))
         self.write_data(await self.hub.db.run(upload_providers.create_provider, self.actor, self.hub.secrets, body), 201)
 
 
@@ -77,7 +81,9 @@ class ProviderHandler(HubWideWrites):
 
     async def patch(self, id: str) -> None:
         changes = self.parse_changes(ProviderPatchBody)
+        refuse_hub_dirs(self, changes.get("config"))
         self.write_data(await self.hub.db.run(upload_providers.update_provider, self.actor, id, changes))
+        nudge_runner(self)  # re-enabled, a new endpoint: items waiting on it may go now
 
     async def delete(self, id: str) -> None:
         await self.hub.db.run(upload_providers.delete_provider, self.actor, id)
@@ -102,6 +108,7 @@ class ProviderCredentialsHandler(HubWideWrites):
     async def put(self, id: str) -> None:
         secrets = self.parse_body(dict[str, Any])
         self.write_data(await self.hub.db.run(upload_providers.replace_credentials, self.actor, self.hub.secrets, id, secrets))
+        nudge_runner(self)
 
 
 class ProviderTestUnsavedHandler(HubWideWrites):
@@ -111,6 +118,7 @@ class ProviderTestUnsavedHandler(HubWideWrites):
 
     async def post(self) -> None:
         body = _as_dict(self.parse_body(ProviderTestBody))
+        refuse_hub_dirs(self, body.get("config"))
         body = await self.hub.db.run(upload_providers.with_saved_secrets, body, self.hub.secrets)
         fields, secrets = await self.hub.db.run(upload_providers.check_new, body)
         spec = upload_providers.unsaved_spec(fields, secrets)
@@ -129,3 +137,16 @@ class ProviderTestHandler(HubWideWrites):
         report = await asyncio.get_running_loop().run_in_executor(None, upload_providers.run_provider_test, spec)
         last = await self.hub.db.run(upload_providers.store_test, self.actor, id, report)
         self.write_data({**report.to_api(), "at": last["at"]})
+
+
+def refuse_hub_dirs(handler: BaseHandler, config: Any) -> None:
+    """A directory provider may not write into the hub's own data dir (its database, keys and recordings)."""
+    path = config.get("path") if isinstance(config, dict) else None
+    if not isinstance(path, str) or not path.startswith("/"):
+        return  # the service names what is wrong with it
+    data_dir = Path(handler.hub.config.data_dir).resolve()
+    target = Path(path).resolve()
+    if target == data_dir or data_dir in target.parents:
+        raise InvalidRequest(
+            "The upload provider is invalid.", fields={"config.path": f"must be outside the hub's data directory {data_dir}"}
+        )

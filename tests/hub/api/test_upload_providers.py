@@ -259,6 +259,18 @@ def test_a_provider_keeps_its_kind_and_a_name_is_unique(hub: HubProcess, tmp_pat
     assert update["action"] == "upload_provider.update" and update["after"]["max_concurrency"] == 4
 
 
+def test_a_directory_provider_cannot_write_into_the_hubs_own_data_directory(hub: HubProcess, tmp_path: Path) -> None:
+    inside = {"name": unique("dir"), "kind": "local", "config": {"path": str(hub.data_dir / "recordings" / "archive")}}
+    with hub.admin() as admin:
+        for route in (PROVIDERS, f"{PROVIDERS}/test"):
+            refused = admin.post(route, json=inside)
+            assert refused.status_code == 400 and set(refused.json()["error"]["fields"]) == {"config.path"}, refused.text
+        provider = create(hub, {"name": unique("dir"), "kind": "local", "config": {"path": str(tmp_path)}})
+        moved = admin.patch(f"{PROVIDERS}/{provider['id']}", json={"config": {"path": str(hub.data_dir)}})
+        assert moved.status_code == 400 and "data directory" in moved.json()["error"]["fields"]["config.path"]
+        assert admin.get(f"{PROVIDERS}/{provider['id']}").json()["data"]["config"]["path"] == str(tmp_path)
+
+
 def test_a_provider_in_use_is_not_deleted_and_says_why(hub: HubProcess, tmp_path: Path) -> None:
     provider = create(hub, {"name": unique("dir"), "kind": "local", "config": {"path": str(tmp_path)}})
     with hub.admin() as admin:
