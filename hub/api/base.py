@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from hark_fleet.hub.server import Hub
 
 log = logging.getLogger(__name__)
+# Query fields (name=value pairs) one request may carry; more is a 400 here. The HTTP layer parses up to
+# hark_fleet.hub.server.QUERY_FIELDS_PARSED of them first, so this answer is in the error shape.
+MAX_QUERY_FIELDS = 1000
 T = TypeVar("T")
 
 PUBLIC = None  # a method whose permission is PUBLIC needs no authentication
@@ -147,6 +150,9 @@ class BaseHandler(tornado.web.RequestHandler):
         if method not in self.permissions:
             allowed = ", ".join(self.allowed_methods())
             raise MethodNotAllowed(f"{self.request.method} is not allowed here.", headers={"Allow": allowed} if allowed else {})
+        fields = sum(len(values) for values in self.request.query_arguments.values())
+        if fields > MAX_QUERY_FIELDS:
+            raise InvalidRequest(f"The query string has {fields} fields; at most {MAX_QUERY_FIELDS} are taken.")
         declared = self.request.headers.get("Content-Length")
         if declared is not None:
             if not declared.isdigit():

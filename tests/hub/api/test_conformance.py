@@ -138,6 +138,17 @@ def boolean_query_parameters(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
     return found
 
 
+@pytest.mark.parametrize("fields", [1000, 1001, 3000])
+def test_a_query_string_of_too_many_fields_is_a_400_in_the_error_shape(admin: httpx.Client, fields: int) -> None:
+    query = "fields=state&" + "&".join(["recording_id=r"] * (fields - 1))
+    response = admin.get(f"/api/v1/recording-jobs/facets?{query}")
+    if fields <= 1000:
+        assert response.status_code == 200, response.text
+        return
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request"
+    assert f"{fields} fields" in response.json()["error"]["message"]
+
+
 def test_every_boolean_query_parameter_is_documented_as_true_or_false(doc: dict[str, Any]) -> None:
     for parameter in doc["components"]["parameters"].values():
         enum = parameter.get("schema", {}).get("enum", [])
