@@ -289,6 +289,32 @@ def hub_on(backend: str, workdir: Path, **kwargs: Any) -> Iterator[HubProcess]:
             drop_database(url)
 
 
+@contextmanager
+def database_on(backend: str, workdir: Path) -> Iterator[Any]:
+    """A migrated hub database on `backend` ("sqlite" in `workdir`, or "postgres" on a fresh database dropped
+    afterwards), bound to the models and inside a connection, for tests of the services without a hub process."""
+    import peewee
+    from hark_fleet.hub.db.database import migrate, open_database
+    from hark_fleet.hub.db.models import database_proxy
+
+    url = create_database() if backend == "postgres" else None
+    database = open_database(url, workdir)
+    migrate(database)
+    previous = database_proxy.obj
+    database_proxy.initialize(database)
+    try:
+        with database.connection_context():
+            yield database
+    finally:
+        database_proxy.initialize(previous)
+        if isinstance(database, peewee.SqliteDatabase):
+            database.close()
+        else:
+            database.close_all()
+            if url:
+                drop_database(url)
+
+
 # -- Mosquitto with the dynamic security plugin ---------------------------------------
 
 DYNSEC_PLUGIN_PATHS = (

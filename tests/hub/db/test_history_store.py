@@ -7,36 +7,20 @@ from pathlib import Path
 
 import peewee
 import pytest
-from hark_fleet.hub.db.database import migrate, open_database
-from hark_fleet.hub.db.models import MeterMinute, MetricMinute, database_proxy
+from hark_fleet.hub.db.models import MeterMinute, MetricMinute
 from hark_fleet.hub.services import history
 from hark_fleet.hub.services.history import MeterSummary, MetricFold, MetricSummary, Window
 from hark_fleet.protocol.messages import Heartbeat
+
+from tests.harness import database_on
 
 T0 = 1_800_000_000  # a minute boundary (and an hour's: 1_800_000_000 % 3600 == 0)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[peewee.Database]:
-    url = None
-    if request.param == "postgres":
-        from tests.harness import create_database, drop_database
-
-        url = create_database()
-    database = open_database(url, tmp_path)
-    migrate(database)
-    previous = database_proxy.obj
-    database_proxy.initialize(database)
-    try:
-        with database.connection_context():
-            yield database
-    finally:
-        database_proxy.initialize(previous)
-        if isinstance(database, peewee.SqliteDatabase):
-            database.close()
-        else:
-            database.close_all()
-            drop_database(url)  # type: ignore[arg-type]
+    with database_on(request.param, tmp_path) as database:
+        yield database
 
 
 def meters(node: str, minute: int, frames: int = 600, peak: float = -6.0) -> MeterSummary:

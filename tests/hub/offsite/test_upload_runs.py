@@ -10,11 +10,12 @@ from typing import Any
 
 import peewee
 import pytest
-from hark_fleet.hub.db.database import migrate, open_database
-from hark_fleet.hub.db.models import Recording, Site, UploadItem, UploadPolicy, UploadProvider, database_proxy
+from hark_fleet.hub.db.models import Recording, Site, UploadItem, UploadPolicy, UploadProvider
 from hark_fleet.hub.offsite.base import UploadResult
 from hark_fleet.hub.services import upload_runs
 from hark_fleet.hub.services.upload_runs import MAX_ATTEMPTS, StaleLease
+
+from tests.harness import database_on
 
 NOW = datetime(2026, 12, 7, 12, 0)  # naive UTC, as stored; 13:00 in Paris
 SHA = "ab" * 32
@@ -22,27 +23,8 @@ SHA = "ab" * 32
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[peewee.Database]:
-    url = None
-    if request.param == "postgres":
-        from tests.harness import create_database
-
-        url = create_database()
-    database = open_database(url, tmp_path)
-    migrate(database)
-    previous = database_proxy.obj
-    database_proxy.initialize(database)
-    try:
-        with database.connection_context():
-            yield database
-    finally:
-        database_proxy.initialize(previous)
-        if isinstance(database, peewee.SqliteDatabase):
-            database.close()
-        else:
-            from tests.harness import drop_database
-
-            database.close_all()
-            drop_database(url)  # type: ignore[arg-type]
+    with database_on(request.param, tmp_path) as database:
+        yield database
 
 
 def item(item_id: str = "upl_1", route: str = "via_hub", state: str = "pending", on_hub: bool = True, **policy: Any) -> str:

@@ -10,12 +10,13 @@ from typing import Any
 
 import peewee
 import pytest
-from hark_fleet.hub.db.database import migrate, open_database
-from hark_fleet.hub.db.models import Recording, RetentionPolicy, UploadItem, UploadProvider, database_proxy
+from hark_fleet.hub.db.models import Recording, RetentionPolicy, UploadItem, UploadProvider
 from hark_fleet.hub.services import recording_copies, retention_runs
 from hark_fleet.hub.services import retention_rules as rules
 from hark_fleet.hub.services.audit import SYSTEM
 from hark_fleet.hub.services.recording_copies import copies_of, copies_of_many, held_on_node, iter_copies, node_evicted
+
+from tests.harness import database_on
 
 NOW = datetime(2026, 12, 7, 6, 0)  # naive UTC, as the hub stores times
 SHA = "a" * 64
@@ -24,27 +25,8 @@ MB = 1_000_000
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[peewee.Database]:
-    url = None
-    if request.param == "postgres":
-        from tests.harness import create_database
-
-        url = create_database()
-    database = open_database(url, tmp_path)
-    migrate(database)
-    previous = database_proxy.obj
-    database_proxy.initialize(database)
-    try:
-        with database.connection_context():
-            yield database
-    finally:
-        database_proxy.initialize(previous)
-        if isinstance(database, peewee.SqliteDatabase):
-            database.close()
-        else:
-            from tests.harness import drop_database
-
-            database.close_all()
-            drop_database(url)  # type: ignore[arg-type]
+    with database_on(request.param, tmp_path) as database:
+        yield database
 
 
 def recording(recording_id: str, days_ago: float = 40, **fields: Any) -> Recording:

@@ -9,10 +9,11 @@ from typing import Any
 
 import peewee
 import pytest
-from hark_fleet.hub.db.database import migrate, open_database
-from hark_fleet.hub.db.models import Node, Recording, RecordingJob, Schedule, ScheduleOccurrence, database_proxy
+from hark_fleet.hub.db.models import Node, Recording, RecordingJob, Schedule, ScheduleOccurrence
 from hark_fleet.hub.services.schedule_conflicts import find_conflicts, shared_nodes
 from hark_fleet.hub.services.schedule_occurrences import merged, next_takes, spec_or_none
+
+from tests.harness import database_on
 
 NOW = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)  # a Monday, 07:00 in Berlin
 NAIVE_NOW = NOW.replace(tzinfo=None)
@@ -20,16 +21,8 @@ NAIVE_NOW = NOW.replace(tzinfo=None)
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[peewee.Database]:
-    database = open_database(None, tmp_path)
-    migrate(database)
-    previous = database_proxy.obj
-    database_proxy.initialize(database)
-    try:
-        with database.connection_context():
-            yield database
-    finally:
-        database_proxy.initialize(previous)
-        database.close()
+    with database_on("sqlite", tmp_path) as database:
+        yield database
 
 
 def node(node_id: str, site: str | None = "hall", tags: list[str] | None = None) -> Node:

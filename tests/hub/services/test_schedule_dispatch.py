@@ -11,11 +11,12 @@ from typing import Any
 
 import peewee
 import pytest
-from hark_fleet.hub.db.database import migrate, open_database
-from hark_fleet.hub.db.models import AuditEvent, Node, Recording, RecordingJob, Schedule, ScheduleOccurrence, database_proxy
+from hark_fleet.hub.db.models import AuditEvent, Node, Recording, RecordingJob, Schedule, ScheduleOccurrence
 from hark_fleet.hub.services import schedule_dispatch
 from hark_fleet.hub.services.audit import Actor
 from hark_fleet.hub.services.schedule_dispatch import LOCK_KEY, dispatch, reconcile, run_now, sweep_missed
+
+from tests.harness import database_on
 
 NOW = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)  # a Monday, 07:00 in Berlin
 DAY = 86400.0
@@ -24,27 +25,8 @@ CREATOR = {"type": "user", "id": "usr_1", "name": "alice"}
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[peewee.Database]:
-    url = None
-    if request.param == "postgres":
-        from tests.harness import create_database
-
-        url = create_database()
-    database = open_database(url, tmp_path)
-    migrate(database)
-    previous = database_proxy.obj
-    database_proxy.initialize(database)
-    try:
-        with database.connection_context():
-            yield database
-    finally:
-        database_proxy.initialize(previous)
-        if isinstance(database, peewee.SqliteDatabase):
-            database.close()
-        else:
-            from tests.harness import drop_database
-
-            database.close_all()
-            drop_database(url)  # type: ignore[arg-type]
+    with database_on(request.param, tmp_path) as database:
+        yield database
 
 
 def nodes(*ids: str, site: str | None = "hall", tags: list[str] | None = None) -> list[str]:
