@@ -4,6 +4,7 @@
 import { api, can, listAll } from "./api.js";
 import { confirmAction, field, fill, h, notify, select, timeEl } from "./dom.js";
 import { plural } from "./words.js";
+import { fieldProblems } from "./field_problems.js";
 
 export const POLICIES = "/api/v1/settings/upload-policies";
 export const PROVIDERS = "/api/v1/settings/upload-providers";
@@ -106,36 +107,6 @@ export function renderPolicies(view) {
 
 // -- the form ---------------------------------------------------------------------------------------------
 
-function problems() {
-  const slots = new Map();
-  return {
-    add(name, fieldEl) {
-      const message = h("small", { class: "field-problem", id: `problem-${name.replace(/\W/g, "-")}`, hidden: true });
-      fieldEl.append(message);
-      slots.set(name, { control: fieldEl.querySelector("input, select, textarea"), message });
-      return fieldEl;
-    },
-    /** Show each problem at its field; returns the problems no field shows. */
-    mark(fields = {}) {
-      for (const { control, message } of slots.values()) {
-        message.hidden = true;
-        message.textContent = "";
-        control?.removeAttribute("aria-invalid");
-      }
-      const left = [];
-      for (const [name, problem] of Object.entries(fields)) {
-        const slot = slots.get(name) ?? slots.get(name.split(".")[0]);
-        if (!slot) { left.push(`${name}: ${problem}`); continue; }
-        slot.message.hidden = false;
-        slot.message.textContent = slot.message.textContent ? `${slot.message.textContent}; ${name}: ${problem}` : (name.includes(".") ? `${name}: ${problem}` : problem);
-        slot.control?.setAttribute("aria-invalid", "true");
-        slot.control?.setAttribute("aria-describedby", slot.message.id);
-      }
-      return left;
-    },
-  };
-}
-
 function checkboxes(name, legend, options, chosen, disabled, hint = null) {
   const boxes = options.map(([value, label]) => h("input", { type: "checkbox", name, value, checked: chosen.includes(value), disabled }));
   const element = h("fieldset", { class: "checks upload-choices" }, h("legend", {}, legend),
@@ -146,7 +117,7 @@ function checkboxes(name, legend, options, chosen, disabled, hint = null) {
 function policyForm(policy, { providers, sites, profiles, manage, onSaved }) {
   const p = policy ?? { name: "", description: "", enabled: true, criteria: {}, provider_ids: [], key_template: DEFAULT_TEMPLATE, key_time_zone: "utc",
     when: "completed", window_start: null, window_end: null, bandwidth_cap_bps: null, route: "via_hub", priority: 0 };
-  const slots = problems();
+  const slots = fieldProblems();
   const off = !manage;
   const name = h("input", { name: "name", value: p.name, maxLength: 100, required: true, autocomplete: "off", disabled: off });
   const description = h("input", { name: "description", value: p.description, maxLength: 500, disabled: off });

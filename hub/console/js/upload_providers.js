@@ -4,6 +4,7 @@
 import { api, can, listAll } from "./api.js";
 import { confirmAction, field, fill, h, notify, select, timeEl } from "./dom.js";
 import { plural } from "./words.js";
+import { fieldProblems } from "./field_problems.js";
 
 export const PROVIDERS = "/api/v1/settings/upload-providers";
 const KIND_WORDS = { s3: "S3-compatible bucket", sftp: "SFTP server", local: "Directory on the hub" };
@@ -71,37 +72,7 @@ export function renderProviders(view) {
   return () => { gone = true; };
 }
 
-// -- problems at their fields, and a test report ----------------------------------------------------------
-
-function problems() {
-  const slots = new Map();
-  return {
-    add(name, fieldEl) {
-      const message = h("small", { class: "field-problem", id: `problem-${name.replace(/\W/g, "-")}`, hidden: true });
-      fieldEl.append(message);
-      slots.set(name, { control: fieldEl.querySelector("input, select, textarea"), message });
-      return fieldEl;
-    },
-    /** Show each problem at its field; returns those no field shows. */
-    mark(fields = {}) {
-      for (const { control, message } of slots.values()) {
-        message.hidden = true;
-        message.textContent = "";
-        control?.removeAttribute("aria-invalid");
-      }
-      const left = [];
-      for (const [name, problem] of Object.entries(fields)) {
-        const slot = slots.get(name);
-        if (!slot) { left.push(`${name}: ${problem}`); continue; }
-        slot.message.hidden = false;
-        slot.message.textContent = problem;
-        slot.control?.setAttribute("aria-invalid", "true");
-        slot.control?.setAttribute("aria-describedby", slot.message.id);
-      }
-      return left;
-    },
-  };
-}
+// -- a test report ------------------------------------------------------------------------------------------
 
 /** A test report as a list of its steps: each passed or failed, with the hub's message. */
 export function reportList(report) {
@@ -205,7 +176,7 @@ function secretFields(kind, slots) {
 function providerForm(provider, { manage, onSaved }) {
   const p = provider ?? { kind: "s3", name: "", description: "", enabled: true, config: {}, rate_limit_bps: null, max_concurrency: 2 };
   const off = !manage;
-  const slots = problems();
+  const slots = fieldProblems();
   const kind = select(Object.entries(KIND_WORDS), p.kind, { name: "kind", disabled: off || Boolean(provider) });
   const name = h("input", { name: "name", value: p.name, maxLength: 100, autocomplete: "off", disabled: off });
   const description = h("input", { name: "description", value: p.description, maxLength: 500, disabled: off });
@@ -291,7 +262,7 @@ export function renderProviderNew(view) {
 // -- one provider ---------------------------------------------------------------------------------------------
 
 function credentialsForm(detail, onSaved) {
-  const slots = problems();
+  const slots = fieldProblems();
   const fields = secretFields(detail.kind, slots);
   const error = h("p", { class: "error", role: "alert" });
   const form = h("form", { class: "upload-provider-credentials", "aria-label": "Replace credentials", noValidate: true, onsubmit: async (event) => {
