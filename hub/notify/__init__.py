@@ -1,0 +1,1 @@
+"""Notifications (issue 21): channels, delivery and storm control."""
