@@ -1,0 +1,42 @@
+"""What a notification says, before any provider's format: what happened, where, since when, and a link.
+
+The formatters (`hub.notify.formats`) turn one `Message` into each provider's request body. A `Message`
+is either one condition or a storm (several of one kind at one site, `items`), an opening or a resolution;
+a resolution names the opening's `thread_key` so providers that can thread (Slack, Matrix, Google Chat)
+reply to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+Severity = Literal["info", "warning", "critical"]
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One condition in a message: the node (or the hub) it is about, and what it says."""
+
+    title: str  # e.g. "Stage left: input silent on channel 2"
+    node_id: str | None = None
+    node_name: str | None = None
+    channel: str | None = None
+    url: str | None = None  # the console page of the node or event
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One notification to send: an opening or a resolution, of one condition or a storm of them."""
+
+    kind: str  # the event kind, e.g. "health.opened", "node.offline"
+    title: str  # one line: "3 boxes of Main hall went offline"
+    severity: Severity
+    opened: bool  # False: a resolution
+    site: str | None
+    since: datetime  # when the condition began (UTC)
+    thread_key: str  # the opening's key; a resolution carries the same to thread with it
+    items: tuple[Item, ...] = field(default_factory=tuple)  # one for a single condition, several for a storm
+    url: str | None = None  # the console page to look at
+    text: str = ""  # an optional longer explanation
