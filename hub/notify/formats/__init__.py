@@ -1,0 +1,1 @@
+"""Each provider's request body for a notification `Message` (pure functions)."""
