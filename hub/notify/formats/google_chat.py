@@ -57,7 +57,7 @@ def body(message: Message) -> dict[str, Any]:
             {
                 "cardId": f"{status(message)}-{message.thread_key}"[:64],
                 "card": {
-                    "header": {"title": clip(escape(title), 200), "subtitle": escape(f"{message.kind} · {message.severity}")},
+                    "header": {"title": escape(clip(title, 200)), "subtitle": escape(f"{message.kind} · {message.severity}")},
                     "sections": [{"widgets": widgets}],
                 },
             }
