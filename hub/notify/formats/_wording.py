@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC
+from html import escape
 
 from hark_fleet.hub.notify.message import Item, Message
 
@@ -86,3 +87,23 @@ def plain(message: Message) -> str:
     if url:
         out.append(f"Console: {line(url)}")
     return "\n".join(out)
+
+
+def html_fragment(message: Message) -> str:
+    """The message as HTML (every field escaped): headline and context, text, the capped list, the link."""
+    parts = [f"<p><strong>{escape(headline(message))}</strong><br>{escape(context(message))}</p>"]
+    if message.text:
+        parts.append(f"<p>{escape(message.text.strip()).replace(chr(10), '<br>')}</p>")
+    shown, more = listed(message)
+    if shown:
+        lis = "".join(
+            f'<li><a href="{escape(i.url)}">{escape(item_text(i))}</a></li>' if i.url else f"<li>{escape(item_text(i))}</li>"
+            for i in shown
+        )
+        parts.append(f"<ul>{lis}</ul>")
+    if more:
+        parts.append(f"<p>and {more} more</p>")
+    url = link(message)
+    if url:
+        parts.append(f'<p><a href="{escape(url)}">Open in the console</a></p>')
+    return "".join(parts)

@@ -12,9 +12,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from email.message import EmailMessage
-from html import escape
 
-from hark_fleet.hub.notify.formats._wording import context, headline, item_text, line, link, listed, plain
+from hark_fleet.hub.notify.formats._wording import headline, html_fragment, line, plain
 from hark_fleet.hub.notify.message import Message
 
 DOMAIN = "hark.invalid"
@@ -27,22 +26,7 @@ def message_id(thread_key: str, opened: bool = True) -> str:
 
 
 def _html(message: Message) -> str:
-    parts = [f"<p><strong>{escape(headline(message))}</strong><br>{escape(context(message))}</p>"]
-    if message.text:
-        parts.append(f"<p>{escape(message.text.strip()).replace(chr(10), '<br>')}</p>")
-    shown, more = listed(message)
-    if shown:
-        lis = "".join(
-            f'<li><a href="{escape(i.url)}">{escape(item_text(i))}</a></li>' if i.url else f"<li>{escape(item_text(i))}</li>"
-            for i in shown
-        )
-        parts.append(f"<ul>{lis}</ul>")
-    if more:
-        parts.append(f"<p>and {more} more</p>")
-    url = link(message)
-    if url:
-        parts.append(f'<p><a href="{escape(url)}">Open in the console</a></p>')
-    return f"<!doctype html><html><body>{''.join(parts)}</body></html>"
+    return f"<!doctype html><html><body>{html_fragment(message)}</body></html>"
 
 
 def build(message: Message, sender: str, recipients: Sequence[str]) -> EmailMessage:
