@@ -22,6 +22,8 @@ from hark_fleet.hub.api import (
     lifecycle,
     meters,
     nodes,
+    notification_channels,
+    notifications,
     oidc,
     recording_jobs,
     recording_profiles,
@@ -247,6 +249,8 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/retention-runs/{{id}}", retention_policies.RunHandler),
     (f"{V1}/recordings/{{id}}/copies", retention_policies.CopiesHandler),
     (f"{V1}/nodes/{{id}}/cache-evictions", retention_policies.CacheEvictionsHandler),  # agent route
+    # notification channels (issue 21) -- routes go here
+    # notifications: my notifications and notify settings (issue 21) -- routes go here
     # fleet status and load
     (f"{V1}/status", status.StatusHandler),
     ("/api/load", status.LoadHandler),  # public, for a load balancer

@@ -105,6 +105,8 @@ HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("upload_concurrency", _parse_upload_concurrency, 2),
     Setting("upload_backoff_base_s", _parse_positive_seconds, 30.0),
     Setting("upload_pass_interval_s", _parse_positive_seconds, 5.0),
+    Setting("notify_backoff_base_s", _parse_positive_seconds, 5.0),
+    Setting("notify_give_up_s", _parse_positive_seconds, 86400.0),
 )
 
 
@@ -141,6 +143,8 @@ class HubConfig:
     upload_concurrency: int = 2  # uploads the runner runs at once, across providers (issue 20)
     upload_backoff_base_s: float = 30.0  # a failed upload waits this long after its first failure, doubling after each
     upload_pass_interval_s: float = 5.0  # how often the upload runner looks at the queue (and at once when nudged)
+    notify_backoff_base_s: float = 5.0  # a notification's first retry waits up to this long, doubling (full jitter) (issue 21)
+    notify_give_up_s: float = 86400.0  # a notification still undelivered this long after its first attempt fails
     explicit: frozenset[str] = field(default_factory=frozenset)
 
     @property

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from hark_fleet.hub.auth.principal import SiteScope
 from hark_fleet.hub.clock import iso, utcnow
+
+log = logging.getLogger(__name__)
 
 REPLAY = 5000  # events kept for `Last-Event-ID` resume
 QUEUE = 1000  # events a slow subscriber may lag before it is dropped
@@ -56,11 +60,21 @@ class EventBus:
         self._next = 1
         self._buffer: deque[Event] = deque(maxlen=REPLAY)
         self._subscribers: set[Subscription] = set()
+        self._listeners: list[Callable[[Event], None]] = []
+
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        """Call `listener` with every event published, on the loop, before subscribers see it (the notifier's intake)."""
+        self._listeners.append(listener)
 
     def publish(self, type: str, site: str | None, data: dict[str, Any]) -> Event:
         event = Event(self._next, type, site, {**data, "emitted_at": iso(utcnow())})
         self._next += 1
         self._buffer.append(event)
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("an event listener failed on %s", event.type)
         for sub in list(self._subscribers):
             if not sub.wants(event):
                 continue

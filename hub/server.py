@@ -31,6 +31,7 @@ from hark_fleet.hub.mqtt.access import BrokerAccess
 from hark_fleet.hub.mqtt.bridge import BrokerAddress, MqttBridge, bridge_client_id
 from hark_fleet.hub.mqtt.dynsec import DynsecClient, DynsecError
 from hark_fleet.hub.mqtt.embedded import EmbeddedBroker
+from hark_fleet.hub.notify.worker import Notifier
 from hark_fleet.hub.offsite.runner import UploadRunner
 from hark_fleet.hub.retention_runner import RetentionRunner
 from hark_fleet.hub.schedule_dispatcher import ScheduleDispatcher
@@ -79,6 +80,7 @@ class Hub:
         self.schedules = ScheduleDispatcher(self)  # schedules into jobs ahead of time (issue 19)
         self.upload_runner = UploadRunner(self)  # recordings to the off-site providers (issue 20)
         self.retention = RetentionRunner(self)  # evicts confirmed copies by policy and when space is short (issue 20)
+        self.notifier = Notifier(self)  # fleet events to notification channels, through a durable outbox (issue 21)
         self.storage: RecordingStorage = LocalStorage(config.data_dir / "recordings")
         self.uploads = PartialUploads(config.data_dir / "uploads")
         self.secrets = SecretBox.open_dir(config.data_dir)  # provider credentials sealed at rest (issue 20)
@@ -311,6 +313,7 @@ class Hub:
         await self.schedules.start()  # after the listener: its first pass may be long, requests are served meanwhile
         await self.upload_runner.start()
         await self.retention.start()
+        await self.notifier.start()
         # before anything slow (mDNS probing): requests arrive as soon as the listener is up
         if config.oidc_issuer and config.oidc_client_id and config.oidc_client_secret:
             self.oidc = OidcClient(
@@ -448,6 +451,7 @@ class Hub:
         await self.schedules.stop()
         await self.upload_runner.stop()  # uploads in flight go back to the queue, resume kept
         await self.retention.stop()
+        await self.notifier.stop()
         await self.disk.stop()
         await self.load.stop()
         await self.ingest.stop()

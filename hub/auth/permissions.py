@@ -25,6 +25,8 @@ ALL_PERMISSIONS: tuple[str, ...] = (
     "schedule:manage",
     "settings:read",
     "settings:manage",
+    "notify:read",
+    "notify:manage",
     "site:read",
     "site:manage",
     "metrics:read",
@@ -74,11 +76,21 @@ BUILTIN_ROLES: dict[str, frozenset[str]] = {
             "recording:read_own",
             "recording:playback",
             "settings:read",
+            "notify:read",
             "site:read",
         )
     ),
     "viewer": frozenset(
-        ("node:read", "health:read", "recording:read", "recording:read_own", "schedule:read", "settings:read", "site:read")
+        (
+            "node:read",
+            "health:read",
+            "recording:read",
+            "recording:read_own",
+            "schedule:read",
+            "settings:read",
+            "notify:read",
+            "site:read",
+        )
     ),
     # Makes recordings and reads, plays and downloads only those it started.
     "recordist": frozenset(

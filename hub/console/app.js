@@ -23,6 +23,8 @@ const VIEWS = {
   policies: () => import("./js/upload_policies.js"),
   uploads: () => import("./js/uploads.js"),
   retention: () => import("./js/retention.js"),
+  notify_channels: () => import("./js/notify_channels.js"),
+  notifications: () => import("./js/notifications.js"),
 };
 const ROUTES = [
   [/^\/fleet$/, "node:read", "fleet", "renderFleet", "Fleet"],
@@ -53,6 +55,11 @@ const ROUTES = [
   [/^\/retention$/, "settings:read", "retention", "renderRetention", "Retention"],
   [/^\/retention\/new$/, "settings:manage", "retention", "renderRetentionNew", "New retention policy"],
   [/^\/retention\/([^/]+)$/, "settings:read", "retention", "renderRetentionPolicy", "Retention policy"],
+  [/^\/notify\/channels$/, "notify:read", "notify_channels", "renderChannels", "Notification channels"],
+  [/^\/notify\/channels\/new$/, "notify:manage", "notify_channels", "renderChannelNew", "New notification channel"],
+  [/^\/notify\/channels\/([^/]+)$/, "notify:read", "notify_channels", "renderChannel", "Notification channel"],
+  [/^\/notifications$/, "notify:read", "notifications", "renderNotifications", "My notifications"],
+  [/^\/notifications\/([^/]+)$/, "notify:read", "notifications", "renderNotification", "Notification"],
   [/^\/users$/, "auth:manage", "admin", "renderUsers", "Users"],
   [/^\/keys$/, null, "admin", "renderKeys", "API keys"],
   [/^\/me$/, null, "admin", "renderMe", "Me"],

@@ -780,3 +780,113 @@ class RetentionRun(BaseModel):
 
     class Meta:
         table_name = "retention_run"
+
+
+class NotificationChannel(BaseModel):
+    """Where notifications go: a webhook, a chat (Slack, Discord, Teams, Google Chat, Matrix, Telegram), email or ntfy (issue 21).
+
+    `config` holds what may be shown; `sealed_secrets` the write-only secrets (webhook URLs with tokens in them,
+    access tokens, the SMTP password, the webhook signing secret) sealed with the hub's secret box, bound to
+    `notification_channel:<id>`; `secret_names` which are set. `site` None: hub-wide (unlimited callers only).
+    `subscription`: {"events", "health_kinds", "sites", "min_severity", "quiet_hours"} (see hub.notify.subscriptions).
+    """
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    name = peewee.CharField(max_length=100, unique=True)
+    kind = peewee.CharField(max_length=12, index=True)
+    site = peewee.CharField(max_length=100, null=True, index=True)
+    enabled = peewee.BooleanField(default=True, index=True)
+    description = peewee.TextField(default="")
+    config = JSONField(default=dict)
+    sealed_secrets = peewee.TextField(null=True)
+    secret_names = JSONField(default=list)
+    subscription = JSONField(default=dict)
+    last_test = JSONField(null=True)  # {"ok", "status_code", "latency_ms", "message", "at"}
+    last_delivery_at = peewee.DateTimeField(null=True)
+    version = peewee.IntegerField(default=1)
+    created_by = JSONField(default=dict)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "notification_channel"
+
+
+class NotificationNotice(BaseModel):
+    """One fleet event worth telling, taken in from the event bus: the durable intake before routing to channels."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    event_type = peewee.CharField(max_length=100, index=True)  # health.opened, node.offline, ...
+    key = peewee.CharField(max_length=200, index=True)  # the condition: "health:hev_1", "node:nod_1"
+    site = peewee.CharField(max_length=100, null=True, index=True)
+    severity = peewee.CharField(max_length=10)  # info | warning | critical
+    opened = peewee.BooleanField(default=True)  # False: a resolution
+    health_kind = peewee.CharField(max_length=100, null=True)  # a health event's kind (audio.silence...)
+    at = peewee.DateTimeField(index=True)  # when the condition began (openings) or ended (resolutions)
+    summary = peewee.TextField()
+    data = JSONField(default=dict)  # {"node_id", "node_name", "channel", "url", "since", ...}
+    routed = peewee.BooleanField(default=False, index=True)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        table_name = "notification_notice"
+
+
+class Notification(BaseModel):
+    """One message to one channel (the outbox): queued -> sending -> delivered | retrying -> ... | failed."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    channel_id = peewee.CharField(max_length=40, index=True)
+    site = peewee.CharField(max_length=100, null=True, index=True)
+    kind = peewee.CharField(max_length=100, index=True)  # the event kind
+    severity = peewee.CharField(max_length=10, index=True)
+    opened = peewee.BooleanField(default=True)
+    thread_key = peewee.CharField(max_length=200, index=True)
+    title = peewee.TextField()
+    item_count = peewee.IntegerField(default=1)
+    message = JSONField(default=dict)  # hub.notify.message.Message.to_dict()
+    notice_ids = JSONField(default=list)
+    state = peewee.CharField(max_length=10, index=True)  # queued sending retrying delivered failed
+    attempts = peewee.IntegerField(default=0)
+    next_attempt_at = peewee.DateTimeField(null=True, index=True)
+    first_attempt_at = peewee.DateTimeField(null=True)
+    delivered_at = peewee.DateTimeField(null=True)
+    last_error = peewee.TextField(null=True)
+    provider_ref = peewee.CharField(max_length=200, null=True)  # the provider's message id, for threading replies
+    deferred_reason = peewee.CharField(max_length=100, null=True)  # e.g. "quiet hours until 07:00 Europe/London"
+    lease_epoch = peewee.IntegerField(default=0)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "notification"
+
+
+class NotificationDelivery(BaseModel):
+    """One attempt to send a notification (or a test) to a channel, with what the provider answered."""
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    channel_id = peewee.CharField(max_length=40, null=True, index=True)  # None: a test of an unsaved configuration
+    notification_id = peewee.CharField(max_length=40, null=True, index=True)  # None: a test
+    attempt = peewee.IntegerField(default=1)
+    test = peewee.BooleanField(default=False)
+    at = peewee.DateTimeField(default=utcnow, index=True)
+    outcome = peewee.CharField(max_length=10, index=True)  # delivered | retry | failed
+    latency_ms = peewee.FloatField(null=True)
+    response_code = peewee.IntegerField(null=True)
+    response_message = peewee.TextField(default="")  # secrets redacted, capped
+    site = peewee.CharField(max_length=100, null=True, index=True)
+
+    class Meta:
+        table_name = "notification_delivery"
+
+
+class NotificationGate(BaseModel):
+    """A channel's storm-control state (hub.notify.storm.FlapGate.snapshot), kept across restarts."""
+
+    channel_id = peewee.CharField(primary_key=True, max_length=40)
+    state = JSONField(default=dict)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "notification_gate"

@@ -9,8 +9,8 @@ reply to it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 Severity = Literal["info", "warning", "critical"]
 
@@ -40,3 +40,39 @@ class Message:
     items: tuple[Item, ...] = field(default_factory=tuple)  # one for a single condition, several for a storm
     url: str | None = None  # the console page to look at
     text: str = ""  # an optional longer explanation
+
+
+def message_to_dict(message: Message) -> dict[str, Any]:
+    """A message as JSON-ready data, for the outbox row (`Notification.message`)."""
+    return {
+        "kind": message.kind,
+        "title": message.title,
+        "severity": message.severity,
+        "opened": message.opened,
+        "site": message.site,
+        "since": message.since.isoformat(),
+        "thread_key": message.thread_key,
+        "items": [
+            {"title": i.title, "node_id": i.node_id, "node_name": i.node_name, "channel": i.channel, "url": i.url}
+            for i in message.items
+        ],
+        "url": message.url,
+        "text": message.text,
+    }
+
+
+def message_from_dict(data: dict[str, Any]) -> Message:
+    """The message `message_to_dict` made."""
+    since = datetime.fromisoformat(data["since"])
+    return Message(
+        kind=data["kind"],
+        title=data["title"],
+        severity=data["severity"],
+        opened=bool(data["opened"]),
+        site=data.get("site"),
+        since=since if since.tzinfo else since.replace(tzinfo=UTC),
+        thread_key=data["thread_key"],
+        items=tuple(Item(**item) for item in data.get("items", ())),
+        url=data.get("url"),
+        text=data.get("text", ""),
+    )

@@ -6,7 +6,7 @@ import { plural } from "./words.js";
 
 const PERMISSIONS = ["auth:manage", "audit:read", "node:read", "node:manage", "listen:monitor", "health:read", "health:acknowledge", "recording:read",
   "recording:read_own", "recording:create", "recording:control", "recording:playback", "recording:download", "recording:edit", "recording:delete",
-  "schedule:read", "schedule:manage", "settings:read", "settings:manage", "site:read", "site:manage", "metrics:read"];
+  "schedule:read", "schedule:manage", "settings:read", "settings:manage", "notify:read", "notify:manage", "site:read", "site:manage", "metrics:read"];
 
 const sitesText = (sites) => (sites === null || sites === undefined ? "all sites" : sites.join(", ") || "no site");
 const parseSites = (text) => (text.trim() ? text.split(",").map((s) => s.trim()).filter(Boolean) : null);

@@ -40,6 +40,8 @@ const PERMISSION_WORDS = {
   "recording:playback": "play recordings",
   "recording:download": "download recordings",
   "settings:manage": "change settings",
+  "notify:read": "see notifications",
+  "notify:manage": "manage notification channels",
   "health:acknowledge": "acknowledge health events",
 };
 

@@ -19,7 +19,16 @@ from tests.hub.api.sites import sites_exist
 
 USERS = "/api/v1/auth/users"
 PASSWORD = "plain-Lantern-47-river"
-VIEWER = {"node:read", "health:read", "recording:read", "recording:read_own", "schedule:read", "settings:read", "site:read"}
+VIEWER = {
+    "node:read",
+    "health:read",
+    "recording:read",
+    "recording:read_own",
+    "schedule:read",
+    "settings:read",
+    "notify:read",
+    "site:read",
+}
 TECHNICIAN = {
     "node:read",
     "node:manage",
@@ -30,6 +39,7 @@ TECHNICIAN = {
     "recording:read_own",
     "recording:playback",
     "settings:read",
+    "notify:read",
     "site:read",
 }
 USER_FIELDS = {

@@ -55,6 +55,7 @@ def test_an_old_database_is_upgraded_by_the_hub_keeping_its_data(tmp_path: Path,
                 "recording:read_own",
                 "schedule:read",
                 "settings:read",
+                "notify:read",
                 "site:read",
             ]
             assert client.get("/api/v1/nodes").json() == {"data": [], "meta": {"next_cursor": None}}

@@ -1,0 +1,1 @@
+"""Placeholder (issue 21): filled in by its owner."""
