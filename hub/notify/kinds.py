@@ -46,7 +46,7 @@ _TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces
 _HOST = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
-_ROOM = re.compile(r"[!#][^\x00-\x20:]{1,255}:[A-Za-z0-9.\-\[\]:]{1,262}")
+_ROOM = re.compile(r"![^\x00-\x20:]{1,255}:[A-Za-z0-9.\-\[\]:]{1,262}")
 _CHAT_ID = re.compile(r"-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,63}")
 _BOT_TOKEN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{1,200}")
 _TOPIC = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -77,7 +77,7 @@ _CONFIG: dict[str, tuple[Field, ...]] = {
     "google_chat": (),
     "matrix": (
         Field("homeserver_url", "Homeserver URL", "e.g. https://matrix.example.org", type="url"),
-        Field("room_id", "Room", "a room id (!abc:example.org) or alias (#ops:example.org)"),
+        Field("room_id", "Room", "the room id (!abc:example.org; in Element: Room settings, Advanced)"),
     ),
     "telegram": (
         Field("chat_id", "Chat id", "a numeric chat id (may be negative) or @channelname"),
@@ -286,7 +286,10 @@ def _check_matrix(c: dict[str, Any]) -> dict[str, str]:
     _base_url(c, "homeserver_url", problems)
     room = c.get("room_id")
     if room is not None and (not isinstance(room, str) or len(room) > 255 or not _ROOM.fullmatch(room)):
-        problems["room_id"] = "a room id such as !abc123:example.org or an alias such as #ops:example.org"
+        problems["room_id"] = (
+            "a room id such as !abc123:example.org (an alias such as #ops:example.org cannot be sent to: "
+            "Element shows the id under Room settings, Advanced)"
+        )
     return problems
 
 
