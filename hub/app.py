@@ -251,6 +251,12 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/nodes/{{id}}/cache-evictions", retention_policies.CacheEvictionsHandler),  # agent route
     # notification channels (issue 21) -- routes go here
     # notifications: my notifications and notify settings (issue 21) -- routes go here
+    (f"{V1}/notifications", notifications.NotificationsHandler),
+    (f"{V1}/notifications/facets", notifications.NotificationFacetsHandler),
+    (f"{V1}/notifications/export", notifications.NotificationExportHandler),
+    (f"{V1}/notifications/{{id}}", notifications.NotificationHandler),
+    (f"{V1}/notification-channels/{{id}}/deliveries", notifications.ChannelDeliveriesHandler),
+    (f"{V1}/settings/notifications", notifications.NotifySettingsHandler),
     # fleet status and load
     (f"{V1}/status", status.StatusHandler),
     ("/api/load", status.LoadHandler),  # public, for a load balancer
