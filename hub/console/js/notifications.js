@@ -98,9 +98,9 @@ export function renderNotification(view, id) {
       return;
     }
     if (gone) return;
-    const message = n.message ?? {};
+    const message = { ...(n.message ?? {}), ...n }; // what it said: flat on the detail (since, url, text, items)
     const items = message.items ?? [];
-    const deliveries = n.deliveries ?? n.attempts_list ?? [];
+    const deliveries = n.deliveries ?? [];
     const fact = (label, value) => [h("dt", {}, label), h("dd", {}, value ?? "—")];
     fill(view, h("section", { class: "uploads notification" },
       h("div", { class: "title-row" }, h("h2", {}, titleOf(n)), severityChip(n.severity), stateChip(n.state),
@@ -109,8 +109,8 @@ export function renderNotification(view, id) {
       items.length ? h("section", { "aria-labelledby": "notification-items" }, h("h3", { id: "notification-items" }, plural(items.length, "condition")),
         h("ul", { class: "notification-items" }, items.map(itemLine))) : null,
       h("dl", { class: "facts" },
-        fact("What", [h("code", {}, n.kind), message.opened === false || n.opened === false ? " (a resolution)" : ""]),
-        fact("Channel", channelLink(n)),
+        fact("What", [h("code", {}, n.kind), n.opened === false ? " (a resolution)" : ""]),
+        fact("Channel", [channelLink(n), n.channel_kind ? ` (${n.channel_kind})` : ""]),
         fact("Site", n.site ?? "the hub"),
         fact("Since", timeEl(message.since)),
         fact("Console page", message.url ? h("a", { href: consoleHref(message.url) }, "open") : "—"),

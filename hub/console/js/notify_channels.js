@@ -125,7 +125,7 @@ export function renderChannel(view, id) {
       } catch (err) { fill(report, h("p", { class: "error" }, `Not tested: ${err.message}`)); }
       test.disabled = false;
     } }, "Send test");
-    const toggle = h("button", { type: "button", disabled: !allowed("update"), onclick: async () => {
+    const toggle = h("button", { type: "button", disabled: !allowed(detail.enabled ? "disable" : "enable"), onclick: async () => {
       toggle.disabled = true;
       try {
         await api(channelUrl(id), { method: "PATCH", body: { enabled: !detail.enabled, version: detail.version } });

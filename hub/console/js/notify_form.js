@@ -58,7 +58,7 @@ export function newChannelForm({ specs, kinds, sites, onCreated }) {
     const spec = specs[kind.value];
     config = configInputs(kind.value, spec, {}, slots);
     secrets = secretInputs(kind.value, spec, slots);
-    fill(kindBox, h("legend", {}, `Where: ${KIND_WORDS[kind.value] ?? kind.value}`), config.element, secrets.element,
+    fill(kindBox, h("legend", {}, `Where: ${specs[kind.value]?.label ?? KIND_WORDS[kind.value] ?? kind.value}`), config.element, secrets.element,
       kind.value === "webhook" ? h("p", { class: "hint" }, "The hub makes the signing secret when the channel is created and shows it once.") : null);
     fill(report);
   };

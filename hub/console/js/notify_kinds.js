@@ -26,76 +26,87 @@ const FALLBACK_KINDS = {
   email: { config: ["host", "port", "security", "username", "sender", "recipients", "ca_pem"], secrets: ["password"] },
   ntfy: { config: ["server_url", "topic"], secrets: ["token"] },
 };
-// Secrets the hub makes itself and never takes from the caller.
+// Secrets the hub makes itself and never takes from the caller (the hub's `generated` says so too).
 const GENERATED = { webhook: ["signing_secret"] };
 
-// name -> [label, hint, {type, placeholder, options, rows, default}]
+// Words for the fallback fields: name -> [label, hint, {type, default, choices}]. The hub's own words win.
 const FIELD_WORDS = {
-  url: ["URL", "Where the hub POSTs the JSON (http or https)."],
-  webhook_url: ["Webhook URL", "The incoming-webhook address the service gave you; it is a secret: write-only."],
-  homeserver_url: ["Homeserver URL", null, { placeholder: "https://matrix.example.org" }],
-  room_id: ["Room id", "Like !abc123:example.org", { placeholder: "!room:example.org" }],
-  access_token: ["Access token", "The bot user's access token; write-only."],
+  url: ["URL", "Where the hub POSTs the signed JSON (http or https).", { type: "url" }],
+  webhook_url: ["Webhook URL", "The incoming-webhook address the service gave you."],
+  homeserver_url: ["Homeserver URL", "e.g. https://matrix.example.org", { type: "url" }],
+  room_id: ["Room", "A room id, like !abc123:example.org"],
+  access_token: ["Access token", null],
   chat_id: ["Chat id", "A number, or @channelname."],
-  api_url: ["Bot API URL", null, { default: "https://api.telegram.org" }],
-  bot_token: ["Bot token", "From @BotFather; write-only."],
-  host: ["SMTP host", null, { placeholder: "smtp.example.com" }],
-  port: ["Port", null, { type: "number", default: 587 }],
-  security: ["Security", null, { options: [["starttls", "STARTTLS"], ["tls", "TLS"], ["none", "None (plain)"]], default: "starttls" }],
-  username: ["SMTP user", "Optional."],
-  password: ["SMTP password", "Optional; write-only."],
-  sender: ["From address", null, { placeholder: "hark@example.org" }],
-  recipients: ["Recipients", "One address per line (1 to 20).", { rows: 3, list: true }],
-  ca_pem: ["Private CA (PEM)", "Optional: the certificate of a private CA the SMTP server's certificate is signed by.", { rows: 3 }],
-  server_url: ["Server URL", null, { placeholder: "https://ntfy.sh", default: "https://ntfy.sh" }],
+  api_url: ["Bot API URL", "Only for a self-hosted Bot API server.", { type: "url", default: "https://api.telegram.org" }],
+  bot_token: ["Bot token", "From @BotFather."],
+  host: ["SMTP host", null],
+  port: ["Port", "587 for STARTTLS, 465 for TLS", { type: "integer", default: 587 }],
+  security: ["Security", null, { type: "choice", choices: ["starttls", "tls", "none"], default: "starttls" }],
+  username: ["User name", "Leave empty when the server needs no login."],
+  password: ["Password", "Only with a user name."],
+  sender: ["From", "The sender address."],
+  recipients: ["To", "1-20 addresses.", { type: "addresses" }],
+  ca_pem: ["Private CA", "PEM certificate(s) to trust besides the system's.", { type: "pem" }],
+  server_url: ["Server URL", "e.g. https://ntfy.sh", { type: "url" }],
   topic: ["Topic", null],
-  token: ["Access token", "Optional, sent as a Bearer token; write-only."],
+  token: ["Access token", "Sent as a Bearer token; leave empty for a public topic."],
   signing_secret: ["Signing secret", null],
 };
 
-export const fieldLabel = (name) => FIELD_WORDS[name]?.[0] ?? name.replaceAll("_", " ");
-const names = (list) => (Array.isArray(list) ? list : list && typeof list === "object" ? Object.keys(list) : [])
-  .map((f) => (typeof f === "string" ? f : f?.name)).filter(Boolean);
+const asField = (f) => {
+  if (f && typeof f === "object") return { ...f, label: f.label ?? FIELD_WORDS[f.name]?.[0] ?? f.name };
+  const [label, hint, opts = {}] = FIELD_WORDS[f] ?? [String(f).replaceAll("_", " "), null];
+  return { name: f, label, hint, ...opts };
+};
+const fieldList = (list) => (Array.isArray(list) ? list : list && typeof list === "object" ? Object.keys(list) : []).map(asField).filter((f) => f.name);
+const fieldWords = new Map();
+export const fieldLabel = (name) => fieldWords.get(name) ?? FIELD_WORDS[name]?.[0] ?? name.replaceAll("_", " ");
 
 /** The hub's notification settings (null when they cannot be read). */
 export async function loadSettings() {
   try { return (await api(SETTINGS)).data; } catch { return null; }
 }
 
-/** kind -> {config: [names], secrets: [names]} from the settings' `kinds` (an object or a list), else the contract's. */
+/** kind -> {label, config: [field], secrets: [field]} from the settings' `kinds` (a list or an object), else the contract's. */
 export function kindSpecs(settings) {
   const given = settings?.kinds;
-  const specs = {};
   const entries = Array.isArray(given) ? given.map((k) => [k.kind ?? k.name, k]) : Object.entries(given ?? {});
-  for (const [kind, spec] of entries) {
+  const specs = {};
+  for (const [kind, spec] of entries.length ? entries : Object.entries(FALLBACK_KINDS)) {
     if (!kind) continue;
-    specs[kind] = { config: names(spec?.config ?? spec?.config_fields), secrets: names(spec?.secrets ?? spec?.secret_fields) };
+    specs[kind] = { label: spec?.label ?? KIND_WORDS[kind] ?? kind, config: fieldList(spec?.config), secrets: fieldList(spec?.secrets) };
+    for (const f of [...specs[kind].config, ...specs[kind].secrets]) fieldWords.set(f.name, f.label);
   }
-  return Object.keys(specs).length ? specs : FALLBACK_KINDS;
+  return specs;
 }
 
 /** The secret fields a caller fills in for a kind (not those the hub makes). */
-export const secretNames = (kind, spec) => (spec?.secrets ?? []).filter((s) => !(GENERATED[kind] ?? []).includes(s));
+export const secretFields = (kind, spec) => (spec?.secrets ?? []).filter((f) => !f.generated && !(GENERATED[kind] ?? []).includes(f.name));
 
-export const kindSelect = (specs, value, attrs = {}) => select(Object.keys(specs).map((k) => [k, KIND_WORDS[k] ?? k]), value, { name: "kind", ...attrs });
+export const kindSelect = (specs, value, attrs = {}) => select(Object.entries(specs).map(([k, s]) => [k, s.label ?? KIND_WORDS[k] ?? k]), value, { name: "kind", ...attrs });
+
+const optional = (f) => (f.required === false ? " (optional)" : "");
 
 /** A kind's configuration fields, filled with `config`: {element, config()} (empty values left out). */
 export function configInputs(kind, spec, config, slots, { off = false } = {}) {
   const c = config ?? {};
-  const inputs = (spec?.config ?? []).map((name) => {
-    const [label, hint, opts = {}] = FIELD_WORDS[name] ?? [name.replaceAll("_", " "), null];
-    const given = c[name] ?? opts.default ?? "";
+  const inputs = (spec?.config ?? []).map((f) => {
+    const given = c[f.name] ?? f.default ?? "";
     let control;
-    if (opts.options) control = select(opts.options, String(given), { name, disabled: off });
-    else if (opts.rows) control = h("textarea", { name, rows: opts.rows, disabled: off, spellcheck: "false", class: "mono" }, Array.isArray(given) ? given.join("\n") : String(given));
-    else control = h("input", { name, type: opts.type ?? "text", value: String(given), disabled: off, autocomplete: "off", spellcheck: "false", placeholder: opts.placeholder ?? null });
+    if (f.type === "choice" && Array.isArray(f.choices)) control = select(f.choices.map((v) => [v, v]), String(given), { name: f.name, disabled: off });
+    else if (f.type === "addresses" || f.type === "pem") {
+      control = h("textarea", { name: f.name, rows: 3, disabled: off, spellcheck: "false", class: "mono" }, Array.isArray(given) ? given.join("\n") : String(given));
+    } else {
+      control = h("input", { name: f.name, type: f.type === "integer" ? "number" : "text", value: String(given), disabled: off, autocomplete: "off", spellcheck: "false" });
+    }
     const read = () => {
       const text = control.value.trim();
-      if (opts.list) return text.split(/[\s,;]+/).map((s) => s.trim()).filter(Boolean);
-      if (opts.type === "number") return text === "" ? null : Number(text);
-      return text;
+      if (f.type === "addresses") return text.split(/[\n,;]+/).map((x) => x.trim()).filter(Boolean);
+      if (f.type === "integer") return text === "" ? null : Number(text);
+      return f.type === "pem" && text ? `${text}\n` : text;
     };
-    return { name, el: slots.add(`config.${name}`, field(label, control, hint)), read, list: Boolean(opts.list) };
+    const hint = [f.hint, f.type === "addresses" ? "one per line" : null].filter(Boolean).join("; ");
+    return { name: f.name, el: slots.add(`config.${f.name}`, field(`${f.label}${optional(f)}`, control, hint || null)), read };
   });
   return {
     element: inputs.length ? h("div", { class: "upload-form-grid" }, inputs.map((i) => i.el)) : null,
@@ -105,11 +116,11 @@ export function configInputs(kind, spec, config, slots, { off = false } = {}) {
 
 /** A kind's write-only secrets as password inputs: {element, secrets()} (only those typed). `set`: names already set. */
 export function secretInputs(kind, spec, slots, { set = [] } = {}) {
-  const inputs = secretNames(kind, spec).map((name) => {
-    const [label, hint] = FIELD_WORDS[name] ?? [name.replaceAll("_", " "), "Write-only."];
-    const control = h("input", { type: "password", name, autocomplete: "new-password", spellcheck: "false",
-      placeholder: set.includes(name) ? "set (type to replace)" : null });
-    return { name, el: slots.add(`secrets.${name}`, field(label, control, hint ?? "Write-only: never shown again.")), control };
+  const inputs = secretFields(kind, spec).map((f) => {
+    const control = h("input", { type: "password", name: f.name, autocomplete: "new-password", spellcheck: "false",
+      placeholder: set.includes(f.name) ? "set: type to replace" : null });
+    const hint = `${f.hint ? `${f.hint}. ` : ""}Write-only: never shown again.`;
+    return { name: f.name, el: slots.add(`secrets.${f.name}`, field(`${f.label}${optional(f)}`, control, hint)), control };
   });
   return {
     element: inputs.length ? h("div", { class: "upload-form-grid" }, inputs.map((i) => i.el)) : null,

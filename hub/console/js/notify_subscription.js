@@ -8,18 +8,22 @@ import { fieldProblems } from "./field_problems.js";
 import { channelUrl } from "./notify_kinds.js";
 
 export const DEFAULT_SUBSCRIPTION = {
-  events: ["health.opened", "health.resolved", "node.offline", "node.online", "recording.failed", "upload.failed"],
+  events: ["health.opened", "health.resolved", "node.offline", "node.online", "recording.job.failed", "upload.failed"],
   health_kinds: [], sites: [], min_severity: "warning", quiet_hours: null,
 };
 const SEVERITIES = [["info", "info and above (everything)"], ["warning", "warning and above"], ["critical", "critical only"]];
 const splitList = (text) => text.split(/[\s,]+/).map((s) => s.trim()).filter(Boolean);
 
-/** The known event kinds as [[type, description]], from the settings' `event_kinds` (a list or an object). */
-export function eventKinds(settings) {
-  const given = settings?.event_kinds;
-  if (Array.isArray(given)) return given.map((e) => (typeof e === "string" ? [e, ""] : [e.type ?? e.kind ?? e.name, e.description ?? ""])).filter(([t]) => t);
+/** [[name, description]] from a list of {name, description} (or strings), or an object name -> description. */
+function described(given, fallback = []) {
+  if (Array.isArray(given)) return given.map((e) => (typeof e === "string" ? [e, ""] : [e.name ?? e.type ?? e.kind, e.description ?? ""])).filter(([t]) => t);
   if (given && typeof given === "object") return Object.entries(given).map(([t, d]) => [t, typeof d === "string" ? d : d?.description ?? ""]);
-  return DEFAULT_SUBSCRIPTION.events.map((t) => [t, ""]);
+  return fallback;
+}
+
+/** The known event kinds and health kinds from the notification settings: {events, health}, each [[name, description]]. */
+export function eventKinds(settings) {
+  return { events: described(settings?.event_kinds, DEFAULT_SUBSCRIPTION.events.map((t) => [t, ""])), health: described(settings?.health_kinds) };
 }
 
 /** The sites a subscription may name: [{id, name}] (empty when they cannot be read). */
@@ -35,18 +39,27 @@ function timeZones(current) {
   return [...all];
 }
 
+/** Checkboxes for the known names (with what each means): {boxes, chosen(), others} (`others`: chosen names not known). */
+function checkList(name, known, chosen, off) {
+  const names = new Set(known.map(([t]) => t));
+  const inputs = known.map(([value]) => h("input", { type: "checkbox", name, value, checked: chosen.includes(value), disabled: off }));
+  return {
+    boxes: known.map(([value, description], i) => h("label", { class: "check notify-event" }, inputs[i],
+      h("span", {}, h("code", {}, value), description ? h("span", { class: "hint" }, ` ${description}`) : null))),
+    chosen: () => inputs.filter((b) => b.checked).map((b) => b.value),
+    others: chosen.filter((c) => !names.has(c)),
+  };
+}
+
 /** The editor's fields: {element, value()} (the subscription as the API takes it). `slots` marks 400s at fields. */
 export function subscriptionEditor(subscription, { kinds, sites, slots, off = false }) {
   const s = { ...DEFAULT_SUBSCRIPTION, ...(subscription ?? {}) };
-  const known = new Set(kinds.map(([t]) => t));
-  const eventBoxes = kinds.map(([type, description]) => {
-    const box = h("input", { type: "checkbox", name: "event", value: type, checked: s.events.includes(type), disabled: off });
-    return h("label", { class: "check notify-event" }, box, h("span", {}, h("code", {}, type), description ? h("span", { class: "hint" }, ` ${description}`) : null));
-  });
-  const others = h("input", { name: "other_events", value: s.events.filter((e) => !known.has(e)).join(", "), disabled: off,
+  const events = checkList("event", kinds.events, s.events ?? [], off);
+  const others = h("input", { name: "other_events", value: events.others.join(", "), disabled: off,
     autocomplete: "off", spellcheck: "false", placeholder: "e.g. schedule.occurrence.missed, health.*" });
-  const healthKinds = h("input", { name: "health_kinds", value: (s.health_kinds ?? []).join(", "), disabled: off,
-    autocomplete: "off", spellcheck: "false", placeholder: "every kind" });
+  const health = checkList("health_kind", kinds.health, s.health_kinds ?? [], off);
+  const otherHealth = h("input", { name: "other_health_kinds", value: health.others.join(", "), disabled: off,
+    autocomplete: "off", spellcheck: "false", placeholder: "e.g. audio.silence" });
   const siteIds = new Set(s.sites ?? []);
   const siteBoxes = [...sites.map((x) => [x.id, x.name ?? x.id]), ...[...siteIds].filter((id) => !sites.some((x) => x.id === id)).map((id) => [id, id])]
     .map(([id, name]) => h("label", { class: "check" }, h("input", { type: "checkbox", name: "site", value: id, checked: siteIds.has(id), disabled: off }), name));
@@ -68,18 +81,20 @@ export function subscriptionEditor(subscription, { kinds, sites, slots, off = fa
   showQuiet();
 
   const element = h("div", { class: "notify-subscription" },
-    slots.add("subscription.events", h("fieldset", { class: "checks notify-events" }, h("legend", {}, "Events"), eventBoxes,
-      field("Other event kinds or patterns", others, "Comma-separated; “health.*” matches every health event."))),
-    h("div", { class: "upload-form-grid" },
-      slots.add("subscription.health_kinds", field("Health kinds", healthKinds, "Comma-separated (audio.silence, disk.low…); empty: every kind.")),
-      slots.add("subscription.min_severity", field("Minimum severity", severity))),
+    h("fieldset", { class: "checks notify-events" }, h("legend", {}, "Events"), events.boxes,
+      slots.add("subscription.events", field("Other event kinds or patterns", others, "Comma-separated; “health.*” matches every health event."))),
+    h("details", { class: "notify-health-kinds", open: (s.health_kinds ?? []).length > 0 },
+      h("summary", {}, "Health kinds (none ticked: every kind)"),
+      h("fieldset", { class: "checks notify-events" }, h("legend", {}, "Health kinds"), health.boxes,
+        slots.add("subscription.health_kinds", field("Other health kinds", otherHealth, "Comma-separated.")))),
+    h("div", { class: "upload-form-grid" }, slots.add("subscription.min_severity", field("Minimum severity", severity))),
     slots.add("subscription.sites", h("fieldset", { class: "checks notify-sites" }, h("legend", {}, "Sites (none ticked: every site the channel covers)"),
       siteBoxes.length ? siteBoxes : h("span", { class: "hint" }, "No sites to choose from."))),
-    h("fieldset", { class: "notify-quiet-box" }, h("legend", {}, "Quiet hours"),
-      h("label", { class: "check" }, quiet, "Hold notifications during quiet hours (sent when they end)"), quietFields));
+    slots.add("subscription.quiet_hours", h("fieldset", { class: "notify-quiet-box" }, h("legend", {}, "Quiet hours"),
+      h("label", { class: "check" }, quiet, "Hold notifications during quiet hours (sent when they end)"), quietFields)));
   const value = () => ({
-    events: [...element.querySelectorAll("input[name=event]:checked")].map((b) => b.value).concat(splitList(others.value)),
-    health_kinds: splitList(healthKinds.value),
+    events: events.chosen().concat(splitList(others.value)),
+    health_kinds: health.chosen().concat(splitList(otherHealth.value)),
     sites: [...element.querySelectorAll("input[name=site]:checked")].map((b) => b.value),
     min_severity: severity.value,
     quiet_hours: quiet.checked ? { start: start.value, end: end.value, time_zone: zone.value, critical_breaks_through: breaks.checked } : null,
