@@ -254,7 +254,13 @@ def test_a_viewer_reads_a_channel_without_changing_it(hub: HubProcess, page: Pag
     with hub.admin() as admin:
         made = admin.post(
             CHANNELS,
-            json={"name": "Foyer chat", "kind": "slack", "site": "foyer", "config": {}, "secrets": {"webhook_url": receiver.url("/slack")}},
+            json={
+                "name": "Foyer chat",
+                "kind": "slack",
+                "site": "foyer",
+                "config": {},
+                "secrets": {"webhook_url": receiver.url("/slack")},
+            },
         )
         assert made.status_code == 201, made.text
     sign_in_as_viewer(page, hub)

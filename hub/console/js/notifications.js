@@ -21,13 +21,25 @@ export function renderNotifications(view) {
   let turn = 0;
   const state = select([["", "Any"], ...STATES.map((s) => [s, s])], initial.get("state") ?? "", { name: "state" });
   const severity = select([["", "Any"], ...SEVERITIES.map((s) => [s, s])], initial.get("severity") ?? "", { name: "severity" });
-  const kind = h("input", { name: "kind", value: initial.get("kind") ?? "", placeholder: "e.g. health.opened", autocomplete: "off", spellcheck: "false" });
+  const kindValue = initial.get("kind") ?? "";
+  const kind = select([["", "Any"], ...(kindValue ? [[kindValue, kindValue]] : [])], kindValue, { name: "kind" });
   const channelId = initial.get("channel_id") ?? "";
   const caption = h("caption", {}, "Loading…");
   const tbody = h("tbody");
   const error = h("p", { class: "error", role: "alert" });
   const more = h("button", { type: "button", hidden: true, onclick: () => load(true) }, "Load more");
-  const params = () => ({ state: state.value, severity: severity.value, kind: kind.value.trim(), channel_id: channelId });
+  const params = () => ({ state: state.value, severity: severity.value, kind: kind.value, channel_id: channelId });
+  // The kinds there are (with counts) from the facets; the list works without them.
+  const loadKinds = async () => {
+    try {
+      const { data } = await api(`${NOTIFICATIONS}/facets`, { params: { fields: "kind", channel_id: channelId } });
+      if (gone) return;
+      const current = kind.value;
+      fill(kind, h("option", { value: "" }, "Any"), (data.kind ?? []).filter((v) => v.value).map((v) => h("option", { value: v.value }, `${v.value} (${v.count})`)));
+      if (current && ![...kind.options].some((o) => o.value === current)) kind.append(h("option", { value: current }, current));
+      kind.value = current;
+    } catch { /* the kinds are a convenience */ }
+  };
   const draw = () => {
     const filtered = Object.values(params()).some(Boolean);
     caption.textContent = rows.length ? `${cursor ? `${rows.length}+ notifications` : plural(rows.length, "notification")}, newest first` : "No notification matches.";
@@ -41,7 +53,7 @@ export function renderNotifications(view) {
         n.state === "failed" && n.last_error ? h("div", { class: "upload-error wrap" }, n.last_error) : null),
       h("td", { class: "col-kind" }, h("code", {}, n.kind)),
       h("td", {}, channelLink(n)),
-      h("td", { class: "col-site" }, n.site ?? "hub")))
+      h("td", { class: "col-site" }, n.site ?? "the hub")))
       : h("tr", {}, h("td", { colSpan: 7 }, filtered ? "No notification matches these filters." : "Nothing has been sent about your sites yet.")));
   };
   const load = async (append = false) => {
@@ -58,10 +70,10 @@ export function renderNotifications(view) {
       draw();
     } catch (err) { if (!gone) error.textContent = `Could not load the notifications: ${err.message}`; }
   };
-  for (const el of [state, severity]) el.addEventListener("change", () => load());
+  for (const el of [state, severity, kind]) el.addEventListener("change", () => load());
   fill(view, h("section", { class: "uploads notifications" },
     h("div", { class: "title-row" }, h("h2", {}, "My notifications"),
-      h("button", { type: "button", onclick: () => load() }, "Refresh"),
+      h("button", { type: "button", onclick: () => { load(); loadKinds(); } }, "Refresh"),
       h("a", { class: "button", href: "#/notify/channels" }, "Channels")),
     h("p", { class: "hint" }, "What was sent about the sites you can see.",
       channelId ? [" Showing one channel's only: ", h("a", { href: "#/notifications" }, "show all"), "."] : null),
@@ -73,6 +85,7 @@ export function renderNotifications(view) {
         .map(([t, cls]) => h("th", { scope: "col", class: cls ?? null }, t)))), tbody)),
     more));
   load();
+  loadKinds();
   return () => { gone = true; };
 }
 
