@@ -250,6 +250,14 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/recordings/{{id}}/copies", retention_policies.CopiesHandler),
     (f"{V1}/nodes/{{id}}/cache-evictions", retention_policies.CacheEvictionsHandler),  # agent route
     # notification channels (issue 21) -- routes go here
+    (f"{V1}/notification-channels", notification_channels.ChannelsHandler),
+    (f"{V1}/notification-channels/facets", notification_channels.ChannelFacetsHandler),
+    (f"{V1}/notification-channels/export", notification_channels.ChannelExportHandler),
+    (f"{V1}/notification-channels/test", notification_channels.ChannelTestUnsavedHandler),
+    (f"{V1}/notification-channels/{{id}}", notification_channels.ChannelHandler),
+    (f"{V1}/notification-channels/{{id}}/actions", notification_channels.ChannelActionsHandler),
+    (f"{V1}/notification-channels/{{id}}/config", notification_channels.ChannelConfigHandler),
+    (f"{V1}/notification-channels/{{id}}/test", notification_channels.ChannelTestHandler),
     # notifications: my notifications and notify settings (issue 21) -- routes go here
     (f"{V1}/notifications", notifications.NotificationsHandler),
     (f"{V1}/notifications/facets", notifications.NotificationFacetsHandler),
