@@ -70,15 +70,15 @@ def retry_after_s(headers: Mapping[str, str], now: datetime) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
-def next_delay_s(attempt: int, retry_after_s: float | None, rng: Random) -> float:
+def next_delay_s(attempt: int, retry_after_s: float | None, rng: Random, base_s: float = BASE_DELAY_S) -> float:
     """Seconds to wait before attempt `attempt + 1` (attempt counts from 1): full jitter, at least Retry-After."""
-    ceiling = min(MAX_DELAY_S, BASE_DELAY_S * 2.0 ** min(max(attempt - 1, 0), 32))
+    ceiling = min(MAX_DELAY_S, base_s * 2.0 ** min(max(attempt - 1, 0), 32))
     delay = rng.uniform(0.0, ceiling)
     if retry_after_s is not None:
         delay = max(delay, retry_after_s)
     return delay
 
 
-def should_give_up(first_attempt_at: datetime, now: datetime) -> bool:
-    """True once a notification has been trying for `GIVE_UP_AFTER_S`."""
-    return now - first_attempt_at >= timedelta(seconds=GIVE_UP_AFTER_S)
+def should_give_up(first_attempt_at: datetime, now: datetime, after_s: float = GIVE_UP_AFTER_S) -> bool:
+    """True once a notification has been trying for `after_s` (`GIVE_UP_AFTER_S` unless the hub's config says)."""
+    return now - first_attempt_at >= timedelta(seconds=after_s)

@@ -1,22 +1,313 @@
-"""Placeholder (issue 21): the notifier (intake from the event bus, routing to channels, delivery); filled in by its owner."""
+"""The notifier (issue 21): fleet events to notification channels, through a durable outbox (`hub.notifier`).
+
+- Intake: a listener on the event bus (registered at construction, so nothing published before `start` is lost)
+  turns each event into a notice draft (`notices.from_event`), keeps only types some enabled channel subscribes to,
+  and writes the drafts as `NotificationNotice` rows in a batch on the database thread within FLUSH_S. The listener
+  never blocks or raises into `EventBus.publish`.
+- Router: every TICK_S and when nudged, `notify_outbox.route` turns the notices whose storm window has passed into
+  queued `Notification`s per channel (subscription, flap gate, storm grouping, quiet hours) in one transaction.
+- Delivery: due notifications are claimed (`sending`, lease bumped), at most MAX_IN_FLIGHT at once, sent with
+  `send.deliver`, and each attempt recorded: delivered, retrying after an exponential backoff with full jitter
+  (`HubConfig.notify_backoff_base_s`), or failed (a 4xx, a refused destination, a channel gone or disabled, or given
+  up `notify_give_up_s` after the first attempt), which opens the hub's `notify.failed` condition; the channel's next
+  delivery resolves it.
+- Restart: notifications left `sending` go back to `queued`; unrouted notices are routed; flap gates are in the db.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import logging
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.errors import NotFound
+from hark_fleet.hub.events import Event
+from hark_fleet.hub.notify import notices, retry, send
+from hark_fleet.hub.notify.message import message_from_dict
+from hark_fleet.hub.services import notify_outbox, notify_settings
+from hark_fleet.hub.services.notification_channels import load_channel
+from hark_fleet.hub.services.notify_outbox import Claimed, Outcome, RouteResult
+from prometheus_client import Counter
 
 if TYPE_CHECKING:
     from hark_fleet.hub.server import Hub
 
+log = logging.getLogger(__name__)
+
+FLUSH_S = 0.05  # drafts are written this soon after the first of a batch arrives
+FLUSH_RETRY_S = 1.0
+MAX_BUFFER = 10_000  # drafts held while the database is unreachable; older ones are dropped past this
+TICK_S = 1.0  # the router's period
+WANTED_REFRESH_S = 30.0  # subscribed types re-read this often (and at once on nudge)
+OVERVIEW_REFRESH_S = 5.0
+MAX_IN_FLIGHT = 8
+STOP_WAIT_S = 5.0  # sends still running when stopping get this long; what remains is `sending` and requeued at start
+SEND_TIMEOUT_S = 10.0
+
+EMPTY_OVERVIEW: dict[str, Any] = {
+    "queued": 0,
+    "retrying": 0,
+    "sending": 0,
+    "delivered_24h": 0,
+    "failed_24h": 0,
+    "oldest_queued_at": None,
+}
+
+
+def _tick(public_url: str) -> tuple[RouteResult, notify_settings.NotifySettings]:
+    return notify_outbox.route(public_url), notify_settings.load()
+
 
 class Notifier:
+    """`hub.notifier`: intake, router and delivery of notifications."""
+
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        self._drafts: list[notices.NoticeDraft] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task[None] | None = None
+        self._started = False
+        self._stopping = False
+        self._wanted: frozenset[str] | None = None  # None: not read yet (the known notifiable types are taken in)
+        self._wanted_at = 0.0
+        self._refresh = True
+        self._routed_at = 0.0
+        self._route_soon = False  # notices were just written: route at the next wake, not the next tick
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sends: set[asyncio.Task[None]] = set()
+        self._settings = notify_settings.NotifySettings()
+        self._overview: dict[str, Any] = dict(EMPTY_OVERVIEW)
+        self._overview_at = 0.0
+        self._rng = random.Random()
+        self.dropped = 0  # drafts lost to a full buffer
+        self._attempts = Counter(
+            "hark_notification_attempts",
+            "Notification delivery attempts, by outcome",
+            ("outcome",),
+            registry=hub.metrics.registry,
+        )
+        self._notices = Counter("hark_notification_notices", "Fleet events taken in as notices", registry=hub.metrics.registry)
+        hub.events.add_listener(self._on_event)
+
+    # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        return None
+        self._stopping = False
+        self._wake = asyncio.Event()
+        requeued = await self.hub.db.run(notify_outbox.requeue_sending)
+        if requeued:
+            log.info("notifier: %d notifications cut off by the last stop queued again", requeued)
+        await self._refresh_wanted()
+        self._started = True
+        if self._drafts:
+            self._schedule_flush(0.0)
+        self._task = asyncio.create_task(self._run(), name="notifier")
 
     async def stop(self) -> None:
-        return None
+        """Write the drafts still buffered, stop routing, give the sends in flight a moment (the rest are requeued)."""
+        self._stopping = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._flushing is not None:
+            await asyncio.gather(self._flushing, return_exceptions=True)
+        if self._drafts and self._started:
+            await self._flush()
+        if self._sends:
+            _, pending = await asyncio.wait(set(self._sends), timeout=STOP_WAIT_S)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._started = False
 
     def nudge(self) -> None:
-        return None
+        """Channels changed: read their subscriptions again and route now."""
+        self._refresh = True
+        if self._wake is not None:
+            self._wake.set()
+
+    def overview(self) -> dict[str, Any]:
+        """The outbox in figures (refreshed every few seconds): queued, retrying, sending, delivered and failed in 24 h."""
+        return {**self._overview, "in_flight": len(self._sends), "dropped_notices": self.dropped}
+
+    # -- intake -----------------------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        """The bus's listener: never blocks, never raises."""
+        try:
+            draft = notices.from_event(event)
+            if draft is None or not notices.wanted(draft.event_type, self._wanted):
+                return
+            if len(self._drafts) >= MAX_BUFFER:
+                self._drafts.pop(0)
+                self.dropped += 1
+            self._drafts.append(draft)
+            self._notices.inc()
+            self._schedule_flush(FLUSH_S)
+        except Exception:  # noqa: BLE001 - the bus must not fail because of a notification
+            log.exception("notifier: could not take in %s", event.type)
+
+    def _schedule_flush(self, delay: float) -> None:
+        if not self._started or self._flush_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not on the loop: the drafts are written with the next batch or at start
+        self._flush_handle = loop.call_later(delay, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_handle = None
+        if self._flushing is not None and not self._flushing.done():
+            self._schedule_flush(FLUSH_S)
+            return
+        self._flushing = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        drafts, self._drafts = self._drafts, []
+        if not drafts:
+            return
+        try:
+            await self.hub.db.run(notify_outbox.write_notices, drafts)
+        except Exception:  # noqa: BLE001 - kept and tried again; the bus goes on
+            log.warning("notifier: could not write %d notices; trying again", len(drafts), exc_info=True)
+            self._drafts = (drafts + self._drafts)[-MAX_BUFFER:]
+            if not self._stopping:
+                self._schedule_flush(FLUSH_RETRY_S)
+            return
+        self._route_soon = True
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _refresh_wanted(self) -> None:
+        self._refresh = False
+        self._wanted_at = time.monotonic()
+        try:
+            self._wanted = await self.hub.db.run(notify_outbox.wanted_types)
+        except Exception:  # noqa: BLE001 - the known types are taken in meanwhile
+            log.warning("notifier: could not read the channels' subscriptions", exc_info=True)
+
+    # -- router and delivery loop ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), TICK_S)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self._pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the notifier must outlive any one failed pass
+                log.exception("notifier: a pass failed; trying again")
+
+    async def _pass(self) -> None:
+        now = time.monotonic()
+        routing = self._route_soon or self._refresh or now - self._routed_at >= TICK_S * 0.9
+        if self._refresh or now - self._wanted_at >= WANTED_REFRESH_S:
+            await self._refresh_wanted()
+        if routing:
+            self._routed_at, self._route_soon = now, False
+            result, self._settings = await self.hub.db.run(_tick, self.hub.public_url)
+            if result.queued:
+                log.info("notifier: %d notices routed into %d notifications", result.routed, result.queued)
+        await self._fill()
+        if now - self._overview_at >= OVERVIEW_REFRESH_S:
+            self._overview_at = now
+            self._overview = await self.hub.db.run(notify_outbox.overview)
+
+    async def _fill(self) -> None:
+        free = MAX_IN_FLIGHT - len(self._sends)
+        if free <= 0 or self._stopping:
+            return
+        for claimed in await self.hub.db.run(notify_outbox.claim_due, free):
+            task = asyncio.create_task(self._send(claimed), name=f"notify {claimed.id}")
+            self._sends.add(task)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sends.discard(task)
+        if self._wake is not None and not self._stopping:
+            self._wake.set()
+
+    async def _send(self, claimed: Claimed) -> None:
+        try:
+            await self._attempt(claimed)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the row stays `sending` until the next start requeues it
+            log.exception("notifier: sending %s failed unexpectedly", claimed.id)
+
+    async def _attempt(self, claimed: Claimed) -> None:
+        spec: send.ChannelSpec | None = None
+        outcome: Outcome
+        if claimed.channel_state != "ok":
+            reason = "the channel was deleted" if claimed.channel_state == "gone" else "the channel is disabled"
+            outcome = Outcome("failed", None, None, reason, reason)
+        else:
+            try:
+                spec = await self.hub.db.run(load_channel, claimed.channel_id, self.hub.secrets)
+            except NotFound:
+                spec = None
+            if spec is None:
+                outcome = Outcome("failed", None, None, "the channel was deleted", "the channel was deleted")
+            else:
+                try:
+                    attempt = await send.deliver(
+                        spec,
+                        message_from_dict(claimed.message),
+                        notification_id=claimed.id,
+                        reply_ref=claimed.reply_ref,
+                        allow_private=self._settings.allow_private_destinations,
+                        timeout_s=SEND_TIMEOUT_S,
+                    )
+                except Exception as err:  # noqa: BLE001 - a sender bug is one failed attempt, retried
+                    text = send.redactor(spec)(f"{type(err).__name__}: {err}")[:500]
+                    attempt = send.Attempt(None, text, {}, 0.0, message=f"not sent: {text}")
+                outcome = self.decide(claimed, attempt, datetime.now(UTC))
+        recorded = await self.hub.db.run(notify_outbox.record_attempt, claimed, outcome, spec.name if spec else None)
+        if recorded.stale:
+            return
+        self._attempts.labels(outcome.outcome).inc()
+        for event in recorded.events:
+            self.hub.events.publish(event.type, event.site, event.data)
+        if outcome.outcome == "failed":
+            log.warning("notifier: notification %s to channel %s failed: %s", claimed.id, claimed.channel_id, outcome.reason)
+
+    def decide(self, claimed: Claimed, attempt: send.Attempt, now: datetime) -> Outcome:
+        """Delivered, retried (when, with backoff and jitter) or failed: the verdict on one attempt."""
+        response = attempt.message or ""
+        if attempt.error and attempt.error not in response:
+            response = f"{response}: {attempt.error}" if response else attempt.error
+        latency = attempt.latency_ms
+        if attempt.refused:
+            return Outcome("failed", attempt.status, latency, response, response or "the destination was refused")
+        verdict = retry.classify(attempt.status, attempt.error, attempt.headers, now)
+        if verdict.outcome == "delivered":
+            return Outcome(
+                "delivered", attempt.status, latency, response or verdict.reason, "", provider_ref=attempt.provider_ref
+            )
+        if verdict.outcome == "failed":
+            return Outcome("failed", attempt.status, latency, response or verdict.reason, verdict.reason)
+        config = self.hub.config
+        first = (
+            claimed.first_attempt_at.replace(tzinfo=UTC) if claimed.first_attempt_at.tzinfo is None else claimed.first_attempt_at
+        )
+        if retry.should_give_up(first, now, config.notify_give_up_s):
+            reason = f"given up after {claimed.attempt} attempts over {config.notify_give_up_s:g} s: {verdict.reason}"
+            return Outcome("failed", attempt.status, latency, response or verdict.reason, reason)
+        delay = retry.next_delay_s(claimed.attempt, verdict.retry_after_s, self._rng, config.notify_backoff_base_s)
+        next_at = utcnow() + timedelta(seconds=delay)
+        return Outcome("retry", attempt.status, latency, response or verdict.reason, verdict.reason, next_attempt_at=next_at)
