@@ -1,4 +1,7 @@
-"""Wording shared by the webhook, Matrix, Telegram, ntfy and email formats: single lines, where, since, storm cap."""
+"""Wording every format shares: single lines, clipping, the headline, where, since, the capped storm list, the link.
+
+Plus the whole message as plain text and as HTML, for the formats that send those (Matrix, ntfy, email).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,11 @@ from html import escape
 from hark_fleet.hub.notify.message import Item, Message
 
 MAX_ITEMS = 10  # a storm lists this many items, then "and N more"
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, ending with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
 
 
 def line(value: str | None) -> str:
@@ -28,10 +36,10 @@ def since_text(message: Message) -> str:
 
 
 def where(item: Item) -> str:
-    """'node Stage left, channel 2' (or '' when the item names neither)."""
+    """'Stage left, channel 2': the node and channel an item is about ('' when it names neither, e.g. the hub)."""
     parts = []
     if item.node_name or item.node_id:
-        parts.append(f"node {line(item.node_name or item.node_id)}")
+        parts.append(line(item.node_name or item.node_id))
     if item.channel:
         parts.append(f"channel {line(item.channel)}")
     return ", ".join(parts)
@@ -41,6 +49,10 @@ def headline(message: Message) -> str:
     """The one-line title, marked 'Resolved:' for a resolution."""
     title = line(message.title) or line(message.kind)
     return title if message.opened else f"Resolved: {title}"
+
+
+def status(message: Message) -> str:
+    return "opened" if message.opened else "resolved"
 
 
 def listed(message: Message) -> tuple[tuple[Item, ...], int]:
@@ -68,9 +80,7 @@ def link(message: Message) -> str | None:
     """The console page for the message (or its only item)."""
     if message.url:
         return message.url
-    if len(message.items) == 1 and message.items[0].url:
-        return message.items[0].url
-    return None
+    return message.items[0].url if len(message.items) == 1 else None
 
 
 def plain(message: Message) -> str:

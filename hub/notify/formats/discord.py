@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any
 
-from hark_fleet.hub.notify.formats._chat import clip, heading, link, shown, since, status, where
+from hark_fleet.hub.notify.formats._wording import clip, headline, link, listed, since_text, status, where
 from hark_fleet.hub.notify.message import Message
 
 TITLE_MAX = 256
@@ -32,20 +32,20 @@ def escape(text: str) -> str:
 
 def body(message: Message) -> dict[str, Any]:
     lines = [escape(message.text)] if message.text else []
-    listed, more = shown(message)
+    shown, more = listed(message)
     if len(message.items) > 1:
         lines.append(f"**{len(message.items)} affected:**")
-    for item in listed:
+    for item in shown:
         place = where(item)
         lines.append(f"• {escape(item.title)}" + (f" ({escape(place)})" if place else ""))
     if more:
         lines.append(f"…and {more} more")
-    title = clip(("✅ " if not message.opened else "") + heading(message), TITLE_MAX)
+    title = clip(("✅ " if not message.opened else "") + headline(message), TITLE_MAX)
     fields: list[dict[str, Any]] = [
         {"name": "Status", "value": status(message), "inline": True},
         {"name": "Severity", "value": message.severity, "inline": True},
         {"name": "Site", "value": clip(message.site or "hub", FIELD_VALUE_MAX), "inline": True},
-        {"name": "Since", "value": since(message), "inline": True},
+        {"name": "Since", "value": since_text(message), "inline": True},
     ]
     if len(message.items) == 1 and where(message.items[0]):
         fields.append({"name": "Where", "value": clip(where(message.items[0]), FIELD_VALUE_MAX), "inline": True})

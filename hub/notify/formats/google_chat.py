@@ -12,7 +12,7 @@ from __future__ import annotations
 from html import escape as html_escape
 from typing import Any
 
-from hark_fleet.hub.notify.formats._chat import clip, heading, link, shown, since, status, where
+from hark_fleet.hub.notify.formats._wording import clip, headline, link, listed, since_text, status, where
 from hark_fleet.hub.notify.message import Message
 
 TEXT_MAX = 4096  # keep the message well inside Chat's 32,000-byte limit
@@ -25,7 +25,7 @@ def escape(text: str) -> str:
 
 
 def body(message: Message) -> dict[str, Any]:
-    title = ("✅ " if not message.opened else "") + heading(message)
+    title = ("✅ " if not message.opened else "") + headline(message)
     widgets: list[dict[str, Any]] = []
     if message.text:
         widgets.append({"textParagraph": {"text": escape(message.text)}})
@@ -33,15 +33,15 @@ def body(message: Message) -> dict[str, Any]:
         ("Status", status(message)),
         ("Severity", message.severity),
         ("Site", message.site or "hub"),
-        ("Since", since(message)),
+        ("Since", since_text(message)),
     ):
         widgets.append({"decoratedText": {"topLabel": label, "text": escape(value)}})
     if len(message.items) == 1 and where(message.items[0]):
         widgets.append({"decoratedText": {"topLabel": "Where", "text": escape(where(message.items[0]))}})
-    listed, more = shown(message)
+    shown, more = listed(message)
     if len(message.items) > 1:
         lines = [f"<b>{len(message.items)} affected:</b>"]
-        for item in listed:
+        for item in shown:
             place = where(item)
             lines.append(f"• {escape(item.title)}" + (f" ({escape(place)})" if place else ""))
         if more:
@@ -50,7 +50,7 @@ def body(message: Message) -> dict[str, Any]:
     url = link(message)
     if url:
         widgets.append({"buttonList": {"buttons": [{"text": "Open in console", "onClick": {"openLink": {"url": url}}}]}})
-    fallback = f"{title} — {message.site or 'hub'}, since {since(message)}" + (f" {url}" if url else "")
+    fallback = f"{title} — {message.site or 'hub'}, since {since_text(message)}" + (f" {url}" if url else "")
     return {
         "text": clip(fallback, TEXT_MAX),
         "cardsV2": [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hark_fleet.hub.notify.formats._chat import clip, heading, link, shown, since, status, where
+from hark_fleet.hub.notify.formats._wording import clip, headline, link, listed, since_text, status, where
 from hark_fleet.hub.notify.message import Message
 
 HEADER_MAX = 150
@@ -23,14 +23,14 @@ def escape(text: str) -> str:
 
 
 def body(message: Message, thread_ts: str | None = None) -> dict[str, Any]:
-    title = ("✅ " if not message.opened else "") + heading(message)
+    title = ("✅ " if not message.opened else "") + headline(message)
     lines = []
     if message.text:
         lines.append(escape(message.text))
-    listed, more = shown(message)
+    shown, more = listed(message)
     if len(message.items) > 1:
         lines.append(f"*{len(message.items)} affected:*")
-    for item in listed:
+    for item in shown:
         place = where(item)
         entry = f"• {escape(item.title)}" + (f" ({escape(place)})" if place else "")
         if item.url and len(message.items) > 1:
@@ -44,7 +44,7 @@ def body(message: Message, thread_ts: str | None = None) -> dict[str, Any]:
     context = f"*{status(message).capitalize()}* · {message.severity}"
     if message.site:
         context += f" · site {escape(message.site)}"
-    context += f" · since {since(message)} · {escape(message.kind)}"
+    context += f" · since {since_text(message)} · {escape(message.kind)}"
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": clip(context, CONTEXT_MAX)}]})
     url = link(message)
     if url:
@@ -54,7 +54,7 @@ def body(message: Message, thread_ts: str | None = None) -> dict[str, Any]:
                 "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Open in console"}, "url": url}],
             }
         )
-    fallback = f"{title} — {message.site or 'hub'}, since {since(message)}" + (f" {url}" if url else "")
+    fallback = f"{title} — {message.site or 'hub'}, since {since_text(message)}" + (f" {url}" if url else "")
     out: dict[str, Any] = {"text": clip(escape(fallback), TEXT_MAX), "blocks": blocks}
     if thread_ts and not message.opened:
         out["thread_ts"] = thread_ts

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hark_fleet.hub.notify.formats._chat import heading, link, shown, since, status, where
+from hark_fleet.hub.notify.formats._wording import headline, link, listed, since_text, status, where
 from hark_fleet.hub.notify.message import Message
 
 COLORS = {"info": "Accent", "warning": "Warning", "critical": "Attention"}
@@ -19,7 +19,7 @@ def body(message: Message) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
         {
             "type": "TextBlock",
-            "text": ("✅ " if not message.opened else "") + heading(message),
+            "text": ("✅ " if not message.opened else "") + headline(message),
             "weight": "Bolder",
             "size": "Medium",
             "color": color,
@@ -32,16 +32,16 @@ def body(message: Message) -> dict[str, Any]:
         {"title": "Status", "value": status(message)},
         {"title": "Severity", "value": message.severity},
         {"title": "Site", "value": message.site or "hub"},
-        {"title": "Since", "value": since(message)},
+        {"title": "Since", "value": since_text(message)},
         {"title": "Event", "value": message.kind},
     ]
     if len(message.items) == 1 and where(message.items[0]):
         facts.insert(3, {"title": "Where", "value": where(message.items[0])})
     blocks.append({"type": "FactSet", "facts": facts})
-    listed, more = shown(message)
+    shown, more = listed(message)
     if len(message.items) > 1:
         blocks.append({"type": "TextBlock", "text": f"{len(message.items)} affected:", "weight": "Bolder", "wrap": True})
-        for item in listed:
+        for item in shown:
             place = where(item)
             blocks.append(
                 {

@@ -11,22 +11,18 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from hark_fleet.hub.notify.formats._wording import context, headline, item_text, link, listed
+from hark_fleet.hub.notify.formats._wording import clip, context, headline, item_text, link, listed
 from hark_fleet.hub.notify.message import Message
 
 MAX_TEXT = 4096
 
 
-def _cut(value: str, limit: int) -> str:
-    return value if len(value) <= limit else value[: max(0, limit - 1)] + "…"
-
-
 def _text(message: Message) -> str:
-    head = f"<b>{escape(_cut(headline(message), 300))}</b>\n<i>{escape(context(message))}</i>"
+    head = f"<b>{escape(clip(headline(message), 300))}</b>\n<i>{escape(context(message))}</i>"
     url = link(message)
     tail = f'\n<a href="{escape(url)}">Open in the console</a>' if url and len(url) <= 2000 else ""
     shown, more = listed(message)
-    lines = [f"• {escape(_cut(item_text(i), 200))}" for i in shown]
+    lines = [f"• {escape(clip(item_text(i), 200))}" for i in shown]
     if more:
         lines.append(f"and {more} more")
     items = "\n" + "\n".join(lines) if lines else ""

@@ -18,7 +18,13 @@ The body (``"version": 1``) is::
     }
 
 Every item is listed (JSON consumers do their own capping); titles are single lines. Fields may be added
-in version 1; a change of meaning bumps ``version``. The signature header is in `hub.notify.signing`.
+in version 1; a change of meaning bumps ``version``.
+
+The request is ``POST`` with ``Content-Type: application/json`` and these headers:
+``X-Hark-Signature`` (HMAC-SHA256 over timestamp and body; how to verify it is in `hub.notify.signing`),
+``X-Hark-Notification`` (the notification's id: the same on every retry, so a receiver can drop
+duplicates) and ``X-Hark-Event`` (the event kind). Any 2xx answer is a delivery; 429 and 5xx are retried
+(honouring ``Retry-After``); another 4xx fails at once; redirects are not followed.
 """
 
 from __future__ import annotations
