@@ -20,6 +20,7 @@ from tests.axe import describe, run_axe
 from tests.console.conftest import ARTIFACTS
 from tests.console.test_console import sign_in, sign_in_as_viewer
 from tests.harness import HubProcess, wait_for
+from tests.notify_receivers import Receivers
 
 CHANNELS = "/api/v1/notification-channels"
 OVERFLOW = "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
@@ -250,6 +251,82 @@ def test_a_webhook_is_tested_before_saving_created_with_its_secret_shown_once_te
         assert admin.get(f"{CHANNELS}/{channel_id}").status_code == 404
 
 
+@pytest.fixture(scope="module")
+def receivers() -> Iterator[Receivers]:
+    with Receivers() as running:
+        yield running
+
+
+def test_an_email_and_a_slack_channel_are_filled_in_per_kind_and_tested_against_real_receivers(
+    hub: HubProcess, page: Page, receivers: Receivers
+) -> None:
+    with hub.admin() as admin:
+        assert admin.put("/api/v1/settings/notifications", json={"allow_private_destinations": True}).status_code == 200
+    sign_in(page, hub.url)
+    page.goto(f"{hub.url}/#/notify/channels/new")
+    form = page.get_by_role("form", name="Notification channel")
+    form.get_by_label("Kind", exact=True).select_option("email")
+    smtp = receivers.smtp
+    form.get_by_label("Name", exact=True).fill("Ops mail")
+    form.get_by_label("SMTP host").fill(smtp["host"])
+    form.get_by_label("Port (optional)").fill(str(smtp["port"]))
+    expect(form.get_by_label("Security (optional)")).to_have_value("starttls")
+    form.get_by_label("User name (optional)").fill(smtp["username"])
+    form.get_by_label("From", exact=True).fill(smtp["sender"])
+    form.get_by_label("To", exact=True).fill("\n".join(smtp["recipients"]))
+    form.get_by_label("Private CA (optional)").fill(smtp["ca_pem"])
+    form.get_by_label("Password (optional)").fill("not-the-password")
+    form.get_by_role("button", name="Send test").click()
+    report = form.locator(".notify-test")
+    expect(report).to_contain_text("Test message not delivered.")
+    expect(report.locator(".notify-test-message")).not_to_be_empty()  # what the server said
+    form.get_by_label("Password (optional)").fill(receivers.smtp_password)
+    form.get_by_role("button", name="Send test").click()
+    expect(report).to_contain_text("Test message delivered.")
+    receivers.wait_for("email", 1)
+    form.get_by_role("button", name="Create channel").click()
+    expect(page.get_by_role("heading", name="Ops mail")).to_be_visible()
+    expect(page.locator(".provider-secrets")).to_contain_text("Password (never shown)")
+    expect(page.locator(".notify-target")).to_contain_text("2 recipients")
+    assert receivers.smtp_password not in page.content()
+
+    # An edit tested before it replaces anything: the saved password fills in the one left empty.
+    page.locator(".notify-config summary").click()
+    config = page.get_by_role("form", name="Replace configuration")
+    expect(config.get_by_label("To", exact=True)).to_have_value("\n".join(smtp["recipients"]))
+    expect(config.get_by_label("Password (optional)")).to_have_attribute("placeholder", "set: type to replace")
+    config.get_by_label("To", exact=True).fill("solo@example.org")
+    config.get_by_role("button", name="Send test").click()
+    expect(config.locator(".notify-test")).to_contain_text("Test message delivered.")
+    receivers.wait_for("email", 2)
+    assert receivers.messages()[-1].rcpt_tos == ["solo@example.org"]
+
+    page.goto(f"{hub.url}/#/notify/channels/new")
+    form = page.get_by_role("form", name="Notification channel")
+    form.get_by_label("Kind", exact=True).select_option("slack")
+    expect(form.get_by_label("SMTP host")).to_have_count(0)
+    form.get_by_label("Name", exact=True).fill("Ops Slack")
+    secret = form.get_by_label("Webhook URL")
+    expect(secret).to_have_attribute("type", "password")
+    secret.fill(receivers.url("slack") + "x")  # a token the receiver does not know
+    form.get_by_role("button", name="Send test").click()
+    report = form.locator(".notify-test")
+    expect(report).to_contain_text("Test message not delivered.")
+    expect(report).to_contain_text("404")
+    secret.fill(receivers.url("slack"))
+    form.get_by_role("button", name="Send test").click()
+    expect(report).to_contain_text("Test message delivered.")
+    receivers.wait_for("slack", 1)
+    assert receivers.rejected("slack")[0].status == 404 and len(receivers.rejected()) == 1
+    form.get_by_role("button", name="Create channel").click()
+    expect(page.get_by_role("heading", name="Ops Slack")).to_be_visible()
+    expect(page.locator(".secret-box")).to_have_count(0)  # only a webhook has a secret to show
+    expect(page.locator(".provider-secrets")).to_contain_text("Webhook URL (never shown)")
+    page.get_by_role("button", name="Send test").first.click()
+    expect(page.locator(".notify-delivery-table tbody tr[data-test=true]")).to_have_count(1)
+    receivers.wait_for("slack", 2)
+
+
 def test_a_viewer_reads_a_channel_without_changing_it(hub: HubProcess, page: Page, receiver: WebhookReceiver) -> None:
     with hub.admin() as admin:
         made = admin.post(
@@ -263,6 +340,9 @@ def test_a_viewer_reads_a_channel_without_changing_it(hub: HubProcess, page: Pag
             },
         )
         assert made.status_code == 201, made.text
+        assert admin.put("/api/v1/settings/notifications", json={"allow_private_destinations": True}).status_code == 200
+        for _ in range(27):  # more than a page of the delivery log
+            assert admin.post(f"{CHANNELS}/{made.json()['data']['id']}/test").status_code == 200
     sign_in_as_viewer(page, hub)
     page.goto(f"{hub.url}/#/notify/channels")
     expect(page.get_by_role("link", name="New channel")).to_have_count(0)
@@ -277,4 +357,9 @@ def test_a_viewer_reads_a_channel_without_changing_it(hub: HubProcess, page: Pag
     expect(page.locator(".notify-config")).to_have_count(0)
     expect(page.get_by_role("form", name="Channel details").get_by_label("Name", exact=True)).to_be_disabled()
     expect(page.get_by_role("form", name="Subscription").get_by_role("button", name="Save subscription")).to_have_count(0)
-    expect(page.locator(".notify-delivery-table caption")).to_have_text("No deliveries yet.")
+    log = page.locator(".notify-delivery-table")
+    expect(log.locator("caption")).to_have_text("25+ deliveries, newest first")
+    page.get_by_role("button", name="Load more").click()
+    expect(log.locator("caption")).to_have_text("27 deliveries, newest first")
+    expect(log.locator("tbody tr[data-test=true]")).to_have_count(27)
+    expect(page.get_by_role("button", name="Load more")).to_be_hidden()
