@@ -44,6 +44,7 @@ MAX_BUFFER = 10_000  # drafts held while the database is unreachable; older ones
 TICK_S = 1.0  # the router's period
 WANTED_REFRESH_S = 30.0  # subscribed types re-read this often (and at once on nudge)
 OVERVIEW_REFRESH_S = 5.0
+PRUNE_S = 3600.0  # routed notices past their keeping time are deleted this often
 MAX_IN_FLIGHT = 8
 STOP_WAIT_S = 5.0  # sends still running when stopping get this long; what remains is `sending` and requeued at start
 SEND_TIMEOUT_S = 10.0
@@ -83,6 +84,7 @@ class Notifier:
         self._settings = notify_settings.NotifySettings()
         self._overview: dict[str, Any] = dict(EMPTY_OVERVIEW)
         self._overview_at = 0.0
+        self._pruned_at = time.monotonic()
         self._rng = random.Random()
         self.dropped = 0  # drafts lost to a full buffer
         self._attempts = Counter(
@@ -227,6 +229,9 @@ class Notifier:
         if now - self._overview_at >= OVERVIEW_REFRESH_S:
             self._overview_at = now
             self._overview = await self.hub.db.run(notify_outbox.overview)
+        if now - self._pruned_at >= PRUNE_S:
+            self._pruned_at = now
+            await self.hub.db.run(notify_outbox.prune)
 
     async def _fill(self) -> None:
         free = MAX_IN_FLIGHT - len(self._sends)

@@ -41,6 +41,8 @@ from hark_fleet.hub.services import health_events, notify_settings
 FAILED_KIND = "notify.failed"
 RESPONSE_MAX = 1000  # characters of a provider's answer kept per attempt
 ROUTE_BATCH = 5000  # unrouted notices looked at per pass
+GATE_FORGET = timedelta(days=30)  # a condition told open this long ago is forgotten by its channel's flap gate
+NOTICE_KEEP = timedelta(days=7)  # routed notices are deleted after this (the notifications keep what was sent)
 STATES_ACTIVE = ("queued", "retrying", "sending")
 
 
@@ -209,7 +211,7 @@ def _route_channel(
             if held.summary in rows:
                 by_id[held.summary] = rows[held.summary]
                 admitted.append(held)
-    state = gate.snapshot()
+    state = _pruned(gate.snapshot(), float(settings.flap_hold_s), now)
     if gate_row is None or gate_row.state != state:
         NotificationGate.insert(channel_id=channel.id, state=state, updated_at=now).on_conflict(
             conflict_target=[NotificationGate.channel_id],
@@ -246,6 +248,25 @@ def _route_channel(
             }
         )
     return out
+
+
+def _pruned(state: dict[str, Any], hold_s: float, now: datetime) -> dict[str, Any]:
+    """The gate's state without conditions it would judge the same when forgotten (their hold over, nothing told open,
+    nothing held), nor those told open more than GATE_FORGET ago (a resolution of one of those is not sent)."""
+    hold = timedelta(seconds=hold_s)
+    kept: dict[str, Any] = {}
+    for key, condition in state.items():
+        try:
+            last = datetime.fromisoformat(condition["last_opened_at"]) if condition.get("last_opened_at") else None
+        except (TypeError, ValueError):
+            continue
+        if condition.get("pending") or last is None:
+            kept[key] = condition
+        elif condition.get("notified_open") and now - last < GATE_FORGET:
+            kept[key] = condition
+        elif now - last < hold:
+            kept[key] = condition
+    return kept
 
 
 def _wants(channel: NotificationChannel, subscription: dict[str, Any], notice: NotificationNotice) -> bool:
@@ -517,7 +538,7 @@ def record_attempt(claimed: Claimed, outcome: Outcome, channel_name: str | None 
         else:
             changes.update(state="failed", last_error=outcome.reason[:1000], next_attempt_at=None)
         Notification.update(**changes).where(Notification.id == claimed.id).execute()
-        if outcome.outcome == "failed" and claimed.channel_state != "gone":
+        if outcome.outcome == "failed" and claimed.channel_state == "ok":
             details = {
                 "channel_id": claimed.channel_id,
                 "channel_name": channel_name,
@@ -537,6 +558,16 @@ def _failure_open_for(channel_id: str) -> bool:
         .first()
     )
     return current is not None and (current.details or {}).get("channel_id") == channel_id
+
+
+def prune(now: datetime | None = None) -> int:
+    """Delete routed notices older than NOTICE_KEEP; how many."""
+    cutoff = (now or utcnow()) - NOTICE_KEEP
+    return int(
+        NotificationNotice.delete()
+        .where(NotificationNotice.routed == True, NotificationNotice.created_at < cutoff)  # noqa: E712
+        .execute()
+    )
 
 
 # -- figures ---------------------------------------------------------------------------------------

@@ -291,3 +291,23 @@ def test_the_overview_counts_the_outbox(db: peewee.Database) -> None:
     record_attempt(claimed, Outcome("delivered", 200, 1.0, "HTTP 200", ""))
     figures = notify_outbox.overview()
     assert figures["delivered_24h"] == 1 and figures["queued"] == 0 and figures["oldest_queued_at"] is None
+
+
+def test_a_notification_to_a_channel_disabled_meanwhile_fails_without_raising_notify_failed(db: peewee.Database) -> None:
+    claimed = one_claimed()
+    disabled = notify_outbox.Claimed(**{**{f: getattr(claimed, f) for f in claimed.__slots__}, "channel_state": "disabled"})
+    recorded = record_attempt(disabled, Outcome("failed", None, None, "the channel is disabled", "the channel is disabled"))
+    assert recorded.events == [] and Notification.get_by_id(claimed.id).state == "failed"
+    assert not HealthEvent.select().where(HealthEvent.kind == "notify.failed").exists()
+
+
+def test_a_flap_gate_forgets_only_what_it_would_judge_the_same_and_openings_told_long_ago() -> None:
+    now = datetime(2026, 12, 6, 18, 0)
+    state = {
+        "held": {"last_opened_at": (now - timedelta(days=40)).isoformat(), "notified_open": False, "pending": {"key": "held"}},
+        "told_open": {"last_opened_at": (now - timedelta(days=2)).isoformat(), "notified_open": True, "pending": None},
+        "told_long_ago": {"last_opened_at": (now - timedelta(days=31)).isoformat(), "notified_open": True, "pending": None},
+        "in_hold": {"last_opened_at": (now - timedelta(seconds=100)).isoformat(), "notified_open": False, "pending": None},
+        "hold_over": {"last_opened_at": (now - timedelta(seconds=400)).isoformat(), "notified_open": False, "pending": None},
+    }
+    assert sorted(notify_outbox._pruned(state, 300, now)) == ["held", "in_hold", "told_open"]
