@@ -123,4 +123,8 @@ def test_a_hub_condition_sent_to_a_subscribed_webhook_is_listed_and_shown(
     log = page.locator(".notify-delivery-table tbody tr[data-test=false]")
     expect(log).to_have_count(1)
     expect(log.get_by_role("link", name="notification")).to_have_attribute("href", f"#/notifications/{notification['id']}")
+    page.get_by_role("link", name="Its notifications").click()
+    expect(page.get_by_text("Showing one channel's only")).to_be_visible()
+    expect(page.locator(f".notification-table tbody tr[data-notification-id='{notification['id']}']")).to_be_visible()
+    assert f"channel_id={channel['id']}" in page.url
     assert not errors, f"errors in the console's scripts: {errors}"

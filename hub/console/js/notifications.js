@@ -9,8 +9,9 @@ const NOTIFICATIONS = "/api/v1/notifications";
 const PAGE = 50;
 const STATES = ["queued", "sending", "retrying", "delivered", "failed"];
 const SEVERITIES = ["critical", "warning", "info"];
-const channelLink = (n) => (n.channel_id
-  ? h("a", { href: `#/notify/channels/${encodeURIComponent(n.channel_id)}` }, n.channel_name ?? n.channel?.name ?? n.channel_id) : "—");
+// A channel deleted since has no name any more: said so, not linked.
+const channelLink = (n) => (n.channel_name
+  ? h("a", { href: `#/notify/channels/${encodeURIComponent(n.channel_id)}` }, n.channel_name) : h("span", { class: "hint" }, "a deleted channel"));
 const titleOf = (n) => n.title ?? n.message?.title ?? n.kind;
 
 export function renderNotifications(view) {

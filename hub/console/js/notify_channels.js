@@ -134,7 +134,7 @@ export function renderChannel(view, id) {
       } catch (err) { notify(`Could not change it: ${err.message}`, "error"); toggle.disabled = false; }
     } }, detail.enabled ? "Disable" : "Enable");
     const remove = h("button", { type: "button", class: "danger", disabled: !allowed("delete"), title: actions.delete?.reason ?? "", onclick: async () => {
-      if (!await confirmAction("Delete this channel?", `“${detail.name}” stops getting notifications; its delivery log goes with it.`, "Delete", true)) return;
+      if (!await confirmAction("Delete this channel?", `“${detail.name}” gets no more notifications and those not sent yet are dropped; what was delivered stays in the history.`, "Delete", true)) return;
       try {
         await api(channelUrl(id), { method: "DELETE" });
         notify(`Channel “${detail.name}” deleted.`);
