@@ -8,6 +8,7 @@ provider's own message; timeouts are no response; nothing secret comes back in a
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import Iterator
 from dataclasses import replace
@@ -15,8 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hark_fleet.hub.notify import send, signing
+from hark_fleet.hub.notify import http_send, send, signing
 from hark_fleet.hub.notify.message import Item, Message
+from hark_fleet.hub.notify.outbound import Destination
 from hark_fleet.hub.notify.retry import classify
 
 from tests.notify_receivers import Answer, Receivers
@@ -305,3 +307,15 @@ def test_a_channel_missing_a_setting_is_not_sent_and_fails_at_once(r: Receivers)
     attempt = deliver(spec, opening())
     assert attempt.refused and "config.room_id" in (attempt.error or "")
     assert r.requests() == []
+
+
+def test_the_connection_goes_to_the_checked_address_and_to_no_other_host(r: Receivers) -> None:
+    # "hooks.example" resolves nowhere: the request reaches the receiver only through the pinned address.
+    destination = Destination(scheme="http", host="hooks.example", port=r.port, addresses=("127.0.0.1",))
+    url = r.url("slack").replace(f"127.0.0.1:{r.port}", f"hooks.example:{r.port}")
+    body = json.dumps({"text": "pinned"}).encode()
+    response = asyncio.run(http_send.send(destination, "POST", url, {"Content-Type": "application/json"}, body, 5.0))
+    assert response.status == 200 and r.accepted("slack")[0].header("Host") == f"hooks.example:{r.port}"
+    elsewhere = asyncio.run(http_send.send(destination, "POST", r.url("slack"), {"Content-Type": "application/json"}, body, 5.0))
+    assert elsewhere.status is None and "not the checked destination" in (elsewhere.error or "")
+    assert len(r.requests()) == 1
