@@ -75,7 +75,8 @@ class Notifier:
         self._stopping = False
         self._wanted: frozenset[str] | None = None  # None: not read yet (the known notifiable types are taken in)
         self._wanted_at = 0.0
-        self._refresh = True
+        self._refresh = True  # the subscribed types are to be read again (at start, on nudge, every WANTED_REFRESH_S)
+        self._stale = False  # nudged and not read since: every draft is taken in, filtered when written
         self._routed_at = 0.0
         self._route_soon = False  # notices were just written: route at the next wake, not the next tick
         self._wake: asyncio.Event | None = None
@@ -133,7 +134,7 @@ class Notifier:
 
     def nudge(self) -> None:
         """Channels changed: read their subscriptions again and route now."""
-        self._refresh = True
+        self._refresh = self._stale = True
         if self._wake is not None:
             self._wake.set()
 
@@ -147,7 +148,7 @@ class Notifier:
         """The bus's listener: never blocks, never raises."""
         try:
             draft = notices.from_event(event)
-            if draft is None or not notices.wanted(draft.event_type, self._wanted):
+            if draft is None or not (self._stale or notices.wanted(draft.event_type, self._wanted)):
                 return
             if len(self._drafts) >= MAX_BUFFER:
                 self._drafts.pop(0)
@@ -176,6 +177,8 @@ class Notifier:
 
     async def _flush(self) -> None:
         drafts, self._drafts = self._drafts, []
+        if not self._stale:  # taken in while a nudge was being read: only what the channels read since want
+            drafts = [d for d in drafts if notices.wanted(d.event_type, self._wanted)]
         if not drafts:
             return
         try:
@@ -193,10 +196,14 @@ class Notifier:
     async def _refresh_wanted(self) -> None:
         self._refresh = False
         self._wanted_at = time.monotonic()
+        stale = self._stale
         try:
             self._wanted = await self.hub.db.run(notify_outbox.wanted_types)
         except Exception:  # noqa: BLE001 - the known types are taken in meanwhile
             log.warning("notifier: could not read the channels' subscriptions", exc_info=True)
+            return
+        if stale and not self._refresh:  # no newer nudge came while reading
+            self._stale = False
 
     # -- router and delivery loop ------------------------------------------------------------------
 

@@ -103,7 +103,10 @@ def test_a_notice_in_the_outbox_when_the_hub_stops_is_delivered_after_the_next_s
         assert hub.stop() == 0
         assert receivers.requests("webhook") == []
         hub.start()
-        [delivered] = receivers.wait_for("webhook", 1, timeout_s=40)
+        try:
+            [delivered] = receivers.wait_for("webhook", 1, timeout_s=40)
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n{hub.log()}") from err
         assert delivered.json["thread_key"] == f"health:{event['id']}"
     finally:
         code = hub.stop()
