@@ -737,6 +737,7 @@ class Receivers:
         self.ntfy_topic = "hark-alerts"
         self.smtp_user, self.smtp_password = "hark", secrets.token_urlsafe(12)
         self.port = 0
+        self.https_port = 0  # the same endpoints over TLS, with the throwaway CA's certificate (`ca_pem`)
         self.smtp_port = self.smtps_port = self.relay_port = 0
         self.ca_pem = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -806,8 +807,13 @@ class Receivers:
             (r"/webhook/hook/([^/]+)", _ProviderHandler, {"receivers": self, "kind": "webhook"}),
             (r"/ntfy/([^/]+)", _ProviderHandler, {"receivers": self, "kind": "ntfy"}),
         ]
-        server = HTTPServer(Application(routes), max_body_size=4 * 1024 * 1024)
+        app = Application(routes)
+        server = HTTPServer(app, max_body_size=4 * 1024 * 1024)
         sockets = bind_sockets(0, HOST)
+        secure = HTTPServer(app, max_body_size=4 * 1024 * 1024, ssl_options=tls)
+        secure_sockets = bind_sockets(0, HOST)
+        secure.add_sockets(secure_sockets)
+        self.https_port = secure_sockets[0].getsockname()[1]
         server.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         loop = asyncio.get_running_loop()
@@ -830,7 +836,7 @@ class Receivers:
         self.smtp_port = smtp.sockets[0].getsockname()[1]
         self.smtps_port = smtps.sockets[0].getsockname()[1]
         self.relay_port = relay.sockets[0].getsockname()[1]
-        return [server.stop, smtp.close, smtps.close, relay.close]
+        return [server.stop, secure.stop, smtp.close, smtps.close, relay.close]
 
     def _authenticate(self, server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
         ok = (
@@ -858,6 +864,10 @@ class Receivers:
             "ntfy": f"{self.base}/ntfy",
             "webhook": f"{self.base}/webhook/hook/{self.tokens['webhook']}",
         }[kind]
+
+    def https_url(self, kind: str) -> str:
+        """`url(kind)` over TLS at `localhost`, its certificate signed by the throwaway CA (`ca_pem`)."""
+        return self.url(kind).replace(self.base, f"https://localhost:{self.https_port}")
 
     def channel(self, kind: str, security: str = "starttls") -> tuple[dict[str, Any], dict[str, Any]]:
         """(config, secrets) of a channel of `kind` that delivers here (webhook: no secret; the hub makes it)."""

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -319,3 +323,39 @@ def test_the_connection_goes_to_the_checked_address_and_to_no_other_host(r: Rece
     elsewhere = asyncio.run(http_send.send(destination, "POST", r.url("slack"), {"Content-Type": "application/json"}, body, 5.0))
     assert elsewhere.status is None and "not the checked destination" in (elsewhere.error or "")
     assert len(r.requests()) == 1
+
+
+def test_https_is_verified_against_the_system_store(r: Receivers) -> None:
+    spec = send.ChannelSpec(id=None, name="x", kind="slack", config={}, secrets={"webhook_url": r.https_url("slack")})
+    attempt = deliver(spec, opening())
+    assert attempt.status is None and "CERTIFICATE_VERIFY_FAILED" in (attempt.error or "")
+    assert r.accepted("slack") == []
+
+
+PINNED_TLS = """
+import asyncio, json, sys
+from hark_fleet.hub.notify import http_send
+from hark_fleet.hub.notify.outbound import Destination
+url, port = sys.argv[1], int(sys.argv[2])
+message = {"text": "pinned"}
+trusted = asyncio.run(http_send.send(
+    Destination("https", "localhost", port, ("127.0.0.1",)), "POST", url, {"Content-Type": "application/json"},
+    json.dumps(message).encode(), 5.0))
+wrong = url.replace("localhost", "wrong.example")
+mismatch = asyncio.run(http_send.send(
+    Destination("https", "wrong.example", port, ("127.0.0.1",)), "POST", wrong, {"Content-Type": "application/json"},
+    json.dumps(message).encode(), 5.0))
+print(json.dumps([trusted.status, mismatch.status, mismatch.error]))
+"""
+
+
+def test_tls_to_a_pinned_address_still_verifies_the_urls_host_name(r: Receivers, tmp_path: Path) -> None:
+    # A process trusting the test CA (SSL_CERT_FILE): the pinned 127.0.0.1 passes as localhost, not as another name.
+    ca = tmp_path / "ca.pem"
+    ca.write_text(r.ca_pem)
+    env = {**os.environ, "SSL_CERT_FILE": str(ca)}
+    command = [sys.executable, "-c", PINNED_TLS, r.https_url("slack"), str(r.https_port)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=True)
+    trusted, mismatch, error = json.loads(result.stdout.strip().splitlines()[-1])
+    assert trusted == 200 and len(r.accepted("slack")) == 1
+    assert mismatch is None and "wrong.example" in error
