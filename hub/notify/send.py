@@ -78,7 +78,7 @@ async def deliver(
             attempt = await _deliver_http(spec, message, notification_id, reply_ref, allow_private, timeout_s)
     except DestinationRefused as err:
         attempt = Attempt(None, err.reason, {}, _since(started), refused=True, message=f"refused: {err.reason}")
-    except (provider_http.MissingSetting, ValueError, TypeError) as err:
+    except (ValueError, TypeError) as err:  # an incomplete or malformed configuration (MissingSetting among them)
         attempt = Attempt(None, str(err), {}, _since(started), refused=True, message=f"not sent: {err}")
     return _redacted(attempt, redactor(spec))
 
