@@ -8,7 +8,17 @@ from typing import Any, Literal
 import peewee
 from hark_fleet.hub.auth.principal import Principal, SiteScope
 from hark_fleet.hub.clock import iso, utcnow
-from hark_fleet.hub.db.models import AuditEvent, HealthEvent, LifecycleJob, Node, Recording, RecordingJob, Schedule, UploadItem
+from hark_fleet.hub.db.models import (
+    AuditEvent,
+    HealthEvent,
+    LifecycleJob,
+    Node,
+    NotificationChannel,
+    Recording,
+    RecordingJob,
+    Schedule,
+    UploadItem,
+)
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services.listing import Filter, ListSpec, one_of
 
@@ -26,6 +36,7 @@ SITED_TARGETS: dict[str, type[peewee.Model]] = {
     "lifecycle_job": LifecycleJob,
     "schedule": Schedule,
     "upload_item": UploadItem,  # issue 20: an upload's site is its recording's
+    "notification_channel": NotificationChannel,  # issue 21: a site's channel is audited on that site
 }
 
 

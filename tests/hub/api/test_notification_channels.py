@@ -318,6 +318,10 @@ def test_a_site_limited_admin_sees_and_changes_only_its_sites_channels(hub: HubP
         assert limited.patch(f"{CHANNELS}/{own['id']}", json={"site": None}).status_code == 400
         assert limited.patch(f"{CHANNELS}/{own['id']}", json={"enabled": False}).status_code == 200
         assert limited.delete(f"{CHANNELS}/{own['id']}").status_code == 204
+        # The audit trail of a north channel is north's, whoever wrote it; a south channel's is not shown.
+        seen = limited.get("/api/v1/audit-events", params={"limit": 200}).json()["data"]
+        targets = {e["target"]["id"] for e in seen if e["action"].startswith("notification_channel.")}
+        assert {north["id"], own["id"]} <= targets and south["id"] not in targets
     with user(hub, ["viewer"], ["north"]) as viewer:
         seen = viewer.get(f"{CHANNELS}/{north['id']}")
         assert seen.status_code == 200 and seen.json()["data"]["actions"]["update"]["allowed"] is False
