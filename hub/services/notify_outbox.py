@@ -60,13 +60,14 @@ def write_notices(drafts: Sequence[NoticeDraft]) -> int:
     now = utcnow()
     rows = []
     for draft in drafts:
+        since = draft.since or (None if draft.opened else _opening_since(draft.key)) or draft.at
         data = {
             **{k: v for k, v in draft.extra.items() if v is not None},
             "node_id": draft.node_id,
             "node_name": names.get(draft.node_id) if draft.node_id else None,
             "channel": draft.channel,
             "path": draft.path,
-            "since": _naive(draft.since or draft.at).isoformat(),
+            "since": _naive(since).isoformat(),
         }
         rows.append(
             {
@@ -88,6 +89,21 @@ def write_notices(drafts: Sequence[NoticeDraft]) -> int:
         for start in range(0, len(rows), 200):
             NotificationNotice.insert_many(rows[start : start + 200]).execute()
     return len(rows)
+
+
+def _opening_since(key: str) -> datetime | None:
+    """When the condition a resolution ends began, from its latest opening's notice (None if there is none)."""
+    opening = (
+        NotificationNotice.select(NotificationNotice.data)
+        .where(NotificationNotice.key == key, NotificationNotice.opened == True)  # noqa: E712
+        .order_by(NotificationNotice.created_at.desc())
+        .first()
+    )
+    raw = (opening.data or {}).get("since") if opening is not None else None
+    try:
+        return datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
 
 
 def wanted_types() -> frozenset[str]:

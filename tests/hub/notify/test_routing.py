@@ -4,6 +4,8 @@ flapping told once per hold, quiet hours deferred, resolutions threaded), claime
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -149,6 +151,7 @@ def test_a_condition_flapping_within_the_hold_is_told_once_and_its_held_opening_
     sent = notifications("nch_a")
     assert [(n.kind, n.opened) for n in sent] == [("node.offline", True), ("node.online", False)]
     assert sent[1].thread_key == sent[0].thread_key == "node:nod_00"
+    assert message_from_dict(sent[1].message).since == datetime(2026, 12, 6, 18, 0, tzinfo=UTC)  # when it went offline
     route(URL, utcnow() + timedelta(seconds=400))  # the hold (300 s) is over and the box is still offline
     assert [(n.kind, n.opened) for n in notifications("nch_a")][-1] == ("node.offline", True)
     assert len(notifications("nch_a")) == 3
@@ -311,3 +314,53 @@ def test_a_flap_gate_forgets_only_what_it_would_judge_the_same_and_openings_told
         "hold_over": {"last_opened_at": (now - timedelta(seconds=400)).isoformat(), "notified_open": False, "pending": None},
     }
     assert sorted(notify_outbox._pruned(state, 300, now)) == ["held", "in_hold", "told_open"]
+
+
+def test_the_intake_writes_only_what_a_channel_wants_within_a_moment_and_a_nudge_brings_in_a_new_channels_types(
+    tmp_path: Path,
+) -> None:
+    from hark_fleet.hub.db.database import HubDatabase, open_database
+    from hark_fleet.hub.db.models import database_proxy
+
+    database = HubDatabase(open_database(None, tmp_path))
+    previous = database_proxy.obj
+    bus = EventBus()
+    hub = SimpleNamespace(
+        db=database,
+        events=bus,
+        metrics=HubMetrics(),
+        public_url=URL,
+        config=SimpleNamespace(notify_backoff_base_s=0.2, notify_give_up_s=60.0),
+    )
+    worker = Notifier(hub)  # type: ignore[arg-type]
+
+    def stored() -> list[str]:
+        return [n.event_type for n in NotificationNotice.select().order_by(NotificationNotice.created_at)]
+
+    async def scenario() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, database.start)
+        await database.run(channel, "nch_a", ["node.offline"])
+        await worker.start()
+        try:
+            bus.publish("node.offline", "main-hall", {"node_id": "nod_1", "from": "online"})
+            bus.publish("schedule.occurrence.dispatched", "main-hall", {"schedule_id": "sch_1"})  # nobody wants it
+            await until(lambda: database.run(stored), ["node.offline"])
+            await database.run(channel, "nch_b", ["schedule.occurrence.*"])
+            worker.nudge()
+            bus.publish("schedule.occurrence.dispatched", "main-hall", {"schedule_id": "sch_1"})
+            await until(lambda: database.run(stored), ["node.offline", "schedule.occurrence.dispatched"])
+        finally:
+            await worker.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        database.close()
+        database_proxy.initialize(previous)
+
+
+async def until(read: Any, expected: Any, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (got := await read()) != expected:
+        assert time.monotonic() < deadline, f"{got} != {expected}"
+        await asyncio.sleep(0.02)
