@@ -98,6 +98,7 @@ async def send(
     started = time.perf_counter()
     client: aiosmtplib.SMTP | None = None
     sock: socket.socket | None = None
+    handed = False  # once asyncio's transport has the socket, only the transport may close it
     try:
         async with asyncio.timeout(timeout_s):
             sock = await _connect(destination, timeout_s)
@@ -109,6 +110,7 @@ async def send(
                 tls_context=tls_context(smtp.ca_pem) if smtp.security != "none" else None,
                 timeout=timeout_s,
             )
+            handed = True
             await client.connect()
             if smtp.username:
                 await client.login(smtp.username, smtp.password or "")
@@ -146,9 +148,12 @@ async def send(
         said = f"{type(err).__name__}: {_one_line(str(err))}"
         return SmtpResult(None, said, said, _since(started))
     finally:
-        if client is not None and client.is_connected:
+        # Closing the socket under its transport frees the descriptor while the loop still maps it to that
+        # transport (closed on the loop's next turn): the next connection given the same number then fails
+        # with "File descriptor N is used by transport". The transport closes the socket itself.
+        if client is not None:
             client.close()
-        elif sock is not None:
+        if sock is not None and not handed:
             sock.close()
 
 

@@ -113,3 +113,23 @@ def test_send_test_mails_a_clearly_labelled_test(r: Receivers) -> None:
     assert attempt.status == 250
     (mail,) = r.messages()
     assert mail.message is not None and send.TEST_TITLE in mail.message["Subject"]
+
+
+def test_the_socket_of_a_sent_email_is_left_to_its_transport_so_the_next_connection_is_not_refused(r: Receivers) -> None:
+    """Closing the socket under aiosmtplib's transport freed its descriptor while the loop still mapped it to that
+    transport: the next connection given the same number failed with "File descriptor N is used by transport"."""
+    mail = email_spec(r)
+    config, secrets = r.channel("slack")
+    slack = send.ChannelSpec(id="chn_slack", name="ops chat", kind="slack", config=config, secrets=secrets)
+
+    async def alternate() -> list[send.Attempt]:
+        attempts = []
+        for _ in range(10):
+            for spec in (mail, slack):
+                options: dict[str, Any] = {"notification_id": "ntf_1", "reply_ref": None, "allow_private": True}
+                attempts.append(await send.deliver(spec, opening(), **options))
+        return attempts
+
+    attempts = asyncio.run(alternate())
+    assert [a.error for a in attempts if verdict(a) != "delivered"] == []
+    assert len(r.messages()) == 10 and len(r.accepted("slack")) == 10
