@@ -48,6 +48,7 @@ PRUNE_S = 3600.0  # routed notices past their keeping time are deleted this ofte
 MAX_IN_FLIGHT = 8
 STOP_WAIT_S = 5.0  # sends still running when stopping get this long; what remains is `sending` and requeued at start
 SEND_TIMEOUT_S = 10.0
+SPEC_TTL_S = 10.0  # a channel's unsealed configuration is reused this long between sends
 
 EMPTY_OVERVIEW: dict[str, Any] = {
     "queued": 0,
@@ -86,6 +87,7 @@ class Notifier:
         self._overview: dict[str, Any] = dict(EMPTY_OVERVIEW)
         self._overview_at = 0.0
         self._pruned_at = time.monotonic()
+        self._specs: dict[str, tuple[float, send.ChannelSpec]] = {}
         self._rng = random.Random()
         self.dropped = 0  # drafts lost to a full buffer
         self._attempts = Counter(
@@ -135,6 +137,7 @@ class Notifier:
     def nudge(self) -> None:
         """Channels changed: read their subscriptions again and route now."""
         self._refresh = self._stale = True
+        self._specs.clear()
         if self._wake is not None:
             self._wake.set()
 
@@ -232,7 +235,7 @@ class Notifier:
             result, self._settings = await self.hub.db.run(_tick, self.hub.public_url)
             if result.queued:
                 log.info("notifier: %d notices routed into %d notifications", result.routed, result.queued)
-        await self._fill()
+        await self._fill(routing)
         if now - self._overview_at >= OVERVIEW_REFRESH_S:
             self._overview_at = now
             self._overview = await self.hub.db.run(notify_outbox.overview)
@@ -240,9 +243,11 @@ class Notifier:
             self._pruned_at = now
             await self.hub.db.run(notify_outbox.prune)
 
-    async def _fill(self) -> None:
+    async def _fill(self, always: bool) -> None:
+        """Claim what is due into the free slots: on every routing pass, and between them once half the slots are free
+        (a send finishing wakes the loop; claiming in fours keeps a busy outbox from costing a query per send)."""
         free = MAX_IN_FLIGHT - len(self._sends)
-        if free <= 0 or self._stopping:
+        if free <= 0 or self._stopping or (not always and self._sends and free < MAX_IN_FLIGHT // 2):
             return
         for claimed in await self.hub.db.run(notify_outbox.claim_due, free):
             task = asyncio.create_task(self._send(claimed), name=f"notify {claimed.id}")
@@ -269,10 +274,7 @@ class Notifier:
             reason = "the channel was deleted" if claimed.channel_state == "gone" else "the channel is disabled"
             outcome = Outcome("failed", None, None, reason, reason)
         else:
-            try:
-                spec = await self.hub.db.run(load_channel, claimed.channel_id, self.hub.secrets)
-            except NotFound:
-                spec = None
+            spec = await self._spec(claimed.channel_id)
             if spec is None:
                 outcome = Outcome("failed", None, None, "the channel was deleted", "the channel was deleted")
             else:
@@ -297,6 +299,19 @@ class Notifier:
             self.hub.events.publish(event.type, event.site, event.data)
         if outcome.outcome == "failed":
             log.warning("notifier: notification %s to channel %s failed: %s", claimed.id, claimed.channel_id, outcome.reason)
+
+    async def _spec(self, channel_id: str) -> send.ChannelSpec | None:
+        """The channel with its secrets unsealed, kept SPEC_TTL_S (a change of the channel nudges, which forgets them)."""
+        cached = self._specs.get(channel_id)
+        if cached is not None and time.monotonic() - cached[0] < SPEC_TTL_S:
+            return cached[1]
+        try:
+            spec = await self.hub.db.run(load_channel, channel_id, self.hub.secrets)
+        except NotFound:
+            self._specs.pop(channel_id, None)
+            return None
+        self._specs[channel_id] = (time.monotonic(), spec)
+        return spec
 
     def decide(self, claimed: Claimed, attempt: send.Attempt, now: datetime) -> Outcome:
         """Delivered, retried (when, with backoff and jitter) or failed: the verdict on one attempt."""
