@@ -36,6 +36,9 @@ NOTIFIABLE = frozenset(
     }
 )
 
+# Types the bus never carries: `from_event` makes them out of another event (a completed recording that was cut short).
+DERIVED = frozenset({"recording.interrupted"})
+
 # Bus types that are never notices of their own (noise, or said by another event already).
 IGNORED = frozenset(
     {

@@ -37,6 +37,7 @@ KNOWN_EVENTS: dict[str, str] = {
     "node.online": "A node is back online",
     "node.degraded": "A node is online but has an open critical condition",
     "recording.job.failed": "A recording failed or was interrupted (an interrupted one keeps what it uploaded)",
+    "recording.interrupted": "A recording was cut short: its box crashed or lost power (what it captured is kept)",
     "recording.job.missed": "A recording did not start: its node was away when it was due (scheduled ones too)",
     "upload.failed": "A recording could not be copied off-site and was given up on",
     "lifecycle.failed": "An update, restart or reboot of a node failed",
