@@ -261,6 +261,7 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     # notifications: my notifications and notify settings (issue 21) -- routes go here
     (f"{V1}/notifications", notifications.NotificationsHandler),
     (f"{V1}/notifications/facets", notifications.NotificationFacetsHandler),
+    (f"{V1}/notifications/overview", notifications.NotificationOverviewHandler),
     (f"{V1}/notifications/export", notifications.NotificationExportHandler),
     (f"{V1}/notifications/{{id}}", notifications.NotificationHandler),
     (f"{V1}/notification-channels/{{id}}/deliveries", notifications.ChannelDeliveriesHandler),

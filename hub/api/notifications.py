@@ -9,7 +9,7 @@ from hark_fleet.hub.api.hub_wide import HubWideWrites
 from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
 from hark_fleet.hub.errors import InvalidRequest
 from hark_fleet.hub.notify import kinds, subscriptions
-from hark_fleet.hub.services import notifications, notify_settings
+from hark_fleet.hub.services import notifications, notify_outbox, notify_settings
 from hark_fleet.hub.services.listing import ExportEncoder, parse_export_format, parse_list_request
 from hark_fleet.hub.services.notifications import DELIVERY_LIST, NOTIFICATION_LIST
 
@@ -55,6 +55,20 @@ class NotificationsHandler(ListHandler):
         request = parse_list_request(self.spec, self.query_args())
         items, next_cursor = await self.hub.db.run(notifications.notification_page, request, self.scope)
         self.write_page(items, next_cursor)
+
+
+class NotificationOverviewHandler(BaseHandler):
+    """`GET /api/v1/notifications/overview`: the outbox in figures for the caller's sites (and, for a caller
+    who sees every site, how many sends are in flight and how many notices the intake had to drop)."""
+
+    permissions = {"get": READ}
+
+    async def get(self) -> None:
+        figures = await self.hub.db.run(notify_outbox.overview, None, self.scope)
+        if self.scope.sites is None and not self.scope.hidden:
+            live = self.hub.notifier.overview()
+            figures = {**figures, "in_flight": live.get("in_flight", 0), "dropped_notices": live.get("dropped_notices", 0)}
+        self.write_data(figures)
 
 
 class NotificationFacetsHandler(FacetsHandler):

@@ -20,7 +20,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import peewee
-from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.auth.principal import ALL_SITES, SiteScope
+from hark_fleet.hub.clock import iso, utcnow
 from hark_fleet.hub.db.models import (
     HealthEvent,
     Node,
@@ -37,6 +38,7 @@ from hark_fleet.hub.notify import storm, subscriptions
 from hark_fleet.hub.notify.message import Item, Message, message_to_dict
 from hark_fleet.hub.notify.notices import SEVERITY_RANK, NoticeDraft, health_words
 from hark_fleet.hub.services import health_events, notify_settings
+from hark_fleet.hub.services.listing import site_in_scope
 
 FAILED_KIND = "notify.failed"
 RESPONSE_MAX = 1000  # characters of a provider's answer kept per attempt
@@ -589,25 +591,27 @@ def prune(now: datetime | None = None) -> int:
 # -- figures ---------------------------------------------------------------------------------------
 
 
-def overview(now: datetime | None = None) -> dict[str, Any]:
-    """Queued, retrying, sending; delivered and failed over the last 24 h; the oldest queued one's time."""
+def overview(now: datetime | None = None, scope: SiteScope = ALL_SITES) -> dict[str, Any]:
+    """Queued, retrying, sending; delivered and failed over the last 24 h; the oldest queued one's time.
+
+    A site-limited `scope` counts only its sites' notifications (hub-wide ones are not in any site)."""
     now = now or utcnow()
+    within = site_in_scope(Notification.site, scope)
     counts = {"queued": 0, "retrying": 0, "sending": 0}
     n = peewee.fn.COUNT(Notification.id).alias("n")
-    for row in (
-        Notification.select(Notification.state, n).where(Notification.state.in_(STATES_ACTIVE)).group_by(Notification.state)
-    ):
+    active = Notification.select(Notification.state, n).where(Notification.state.in_(STATES_ACTIVE), within)
+    for row in active.group_by(Notification.state):
         counts[row.state] = int(getattr(row, "n", 0))
     day = now - timedelta(hours=24)
     done: dict[str, int] = {}
     finished = Notification.select(Notification.state, n).where(
-        Notification.state.in_(("delivered", "failed")), Notification.updated_at >= day
+        Notification.state.in_(("delivered", "failed")), Notification.updated_at >= day, within
     )
     for row in finished.group_by(Notification.state):
         done[row.state] = int(getattr(row, "n", 0))
     oldest = (
         Notification.select(Notification.created_at)
-        .where(Notification.state.in_(("queued", "retrying")))
+        .where(Notification.state.in_(("queued", "retrying")), within)
         .order_by(Notification.created_at)
         .first()
     )
@@ -615,7 +619,7 @@ def overview(now: datetime | None = None) -> dict[str, Any]:
         **counts,
         "delivered_24h": int(done.get("delivered", 0)),
         "failed_24h": int(done.get("failed", 0)),
-        "oldest_queued_at": oldest.created_at.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z") if oldest else None,
+        "oldest_queued_at": iso(oldest.created_at) if oldest else None,
     }
 
 

@@ -93,6 +93,8 @@ def test_a_hub_condition_sent_to_a_subscribed_webhook_is_listed_and_shown(
     expect(row).to_contain_text("delivered")
     expect(row).to_contain_text("Hub alarms")
     expect(row).to_contain_text("health.opened")
+    expect(page.locator(".notify-outbox")).to_contain_text("Nothing waiting")
+    expect(page.locator(".notify-outbox")).to_contain_text("In the last 24 h: 1 delivered, 0 failed.")
     page.screenshot(path=str(ARTIFACTS / "my-notifications.png"), full_page=True)
     violations = run_axe(page)
     assert not violations, describe(violations)

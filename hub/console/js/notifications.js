@@ -29,6 +29,19 @@ export function renderNotifications(view) {
   const tbody = h("tbody");
   const error = h("p", { class: "error", role: "alert" });
   const more = h("button", { type: "button", hidden: true, onclick: () => load(true) }, "Load more");
+  const figures = h("p", { class: "notify-outbox", "aria-live": "polite" });
+  // The outbox in figures: what waits, what was delivered or failed today, and how old the oldest waiting one is.
+  const loadFigures = async () => {
+    try {
+      const { data } = await api(`${NOTIFICATIONS}/overview`);
+      if (gone) return;
+      const waiting = data.queued + data.retrying + data.sending;
+      fill(figures, h("strong", {}, waiting ? `${plural(waiting, "notification")} waiting` : "Nothing waiting"),
+        data.retrying ? ` (${data.retrying} being retried)` : "",
+        data.oldest_queued_at ? [", the oldest since ", timeEl(data.oldest_queued_at)] : "",
+        `. In the last 24 h: ${data.delivered_24h} delivered, ${data.failed_24h} failed.`);
+    } catch { /* the figures are a convenience */ }
+  };
   const params = () => ({ state: state.value, severity: severity.value, kind: kind.value, channel_id: channelId });
   // The kinds there are (with counts) from the facets; the list works without them.
   const loadKinds = async () => {
@@ -74,10 +87,11 @@ export function renderNotifications(view) {
   for (const el of [state, severity, kind]) el.addEventListener("change", () => load());
   fill(view, h("section", { class: "uploads notifications" },
     h("div", { class: "title-row" }, h("h2", {}, "My notifications"),
-      h("button", { type: "button", onclick: () => { load(); loadKinds(); } }, "Refresh"),
+      h("button", { type: "button", onclick: () => { load(); loadKinds(); loadFigures(); } }, "Refresh"),
       h("a", { class: "button", href: "#/notify/channels" }, "Channels")),
     h("p", { class: "hint" }, "What was sent about the sites you can see.",
       channelId ? [" Showing one channel's only: ", h("a", { href: "#/notifications" }, "show all"), "."] : null),
+    figures,
     h("form", { class: "filters", role: "search", "aria-label": "Filter notifications", onsubmit: (e) => { e.preventDefault(); load(); } },
       field("State", state), field("Kind", kind), field("Severity", severity), h("button", { type: "submit" }, "Filter")),
     error,
@@ -87,6 +101,7 @@ export function renderNotifications(view) {
     more));
   load();
   loadKinds();
+  loadFigures();
   return () => { gone = true; };
 }
 

@@ -254,6 +254,33 @@ def test_a_site_limited_reader_sees_only_its_sites_and_never_hub_wide_notificati
         assert client.get(f"/api/v1/notifications/{seeded.north[0]}").status_code == 200
 
 
+def test_the_overview_counts_the_outbox_within_the_callers_sites(hub: HubProcess, north_viewer: str, viewer: str) -> None:
+    def figures(token: str) -> dict:
+        with hub.client(token) as client:
+            response = client.get("/api/v1/notifications/overview")
+        assert response.status_code == 200, response.text
+        return response.json()["data"]
+
+    before = {"all": figures(viewer), "north": figures(north_viewer)}
+    with hub_database(hub):
+        north = channel(f"north-overview-{uuid.uuid4().hex[:6]}", "north")
+        south = channel(f"south-overview-{uuid.uuid4().hex[:6]}", "south")
+        oldest = utcnow() - timedelta(days=3)
+        notification(north, "north", "waiting", state="queued", created_at=oldest)
+        notification(north, "north", "trying again", state="retrying")
+        notification(north, "north", "sent", state="delivered", updated_at=utcnow())
+        notification(south, "south", "sent south", state="delivered", updated_at=utcnow())
+        notification(south, "south", "failed south", state="failed", updated_at=utcnow())
+        notification(south, None, "hub-wide waiting", state="queued")
+    after = {"all": figures(viewer), "north": figures(north_viewer)}
+    counted = ("queued", "retrying", "delivered_24h", "failed_24h")
+    grew = {who: {k: after[who][k] - before[who][k] for k in counted} for who in after}
+    assert grew["all"] == {"queued": 2, "retrying": 1, "delivered_24h": 2, "failed_24h": 1}
+    assert grew["north"] == {"queued": 1, "retrying": 1, "delivered_24h": 1, "failed_24h": 0}
+    assert after["north"]["oldest_queued_at"] == iso(oldest)
+    assert {"in_flight", "dropped_notices"} <= set(after["all"]) and "in_flight" not in after["north"]
+
+
 # -- facets and export ----------------------------------------------------------------------------
 
 
