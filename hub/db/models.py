@@ -229,6 +229,7 @@ class HealthEvent(BaseModel):
 
     class Meta:
         table_name = "health_event"
+        indexes = ((("kind", "state"), False),)  # made by migration 0019
 
 
 class LifecycleJob(BaseModel):

@@ -99,8 +99,12 @@ def up(migrator, db):
             table_name = "notification_gate"
 
     db.create_tables([NotificationChannel, NotificationNotice, Notification, NotificationDelivery, NotificationGate])
+    # The hub's own conditions (notify.failed on every delivery, storage_full...) are found by kind and state:
+    # with only single-column indexes the planner may walk every open event of the fleet to find one.
+    db.execute_sql('CREATE INDEX "health_event_kind_state" ON "health_event" ("kind", "state")')
 
 
 def down(migrator, db):
+    db.execute_sql('DROP INDEX "health_event_kind_state"')
     for table in ("notification_gate", "notification_delivery", "notification", "notification_notice", "notification_channel"):
         db.execute_sql(f'DROP TABLE "{table}"')
