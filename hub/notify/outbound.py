@@ -42,6 +42,15 @@ class DestinationRefused(ValueError):
         self.reason = reason
 
 
+class DestinationUnresolved(OSError):
+    """The host name did not resolve now (no such name, or the resolver failed): worth trying again later,
+    since a resolver outage at the hub must not turn an alarm into a permanent failure."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class Destination:
     scheme: str
@@ -55,7 +64,7 @@ def resolve_with_getaddrinfo(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as err:
-        raise DestinationRefused(f"host {host!r} does not resolve: {err}") from err
+        raise DestinationUnresolved(f"host {host!r} does not resolve: {err}") from err
     addresses: list[str] = []
     for info in infos:
         address = str(info[4][0])

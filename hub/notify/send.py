@@ -28,7 +28,7 @@ from urllib.parse import quote, urlsplit
 from hark_fleet.hub.notify import http_send, provider_http, smtp_send
 from hark_fleet.hub.notify.formats import email
 from hark_fleet.hub.notify.message import Message
-from hark_fleet.hub.notify.outbound import DestinationRefused
+from hark_fleet.hub.notify.outbound import DestinationRefused, DestinationUnresolved
 
 TEST_TITLE = "Test from hark: this channel works"
 TEST_KIND = "notify.test"
@@ -78,6 +78,8 @@ async def deliver(
             attempt = await _deliver_http(spec, message, notification_id, reply_ref, allow_private, timeout_s)
     except DestinationRefused as err:
         attempt = Attempt(None, err.reason, {}, _since(started), refused=True, message=f"refused: {err.reason}")
+    except DestinationUnresolved as err:  # retried like a timeout: the resolver may be back by then
+        attempt = Attempt(None, err.reason, {}, _since(started), message=f"not sent: {err.reason}")
     except (ValueError, TypeError) as err:  # an incomplete or malformed configuration (MissingSetting among them)
         attempt = Attempt(None, str(err), {}, _since(started), refused=True, message=f"not sent: {err}")
     return _redacted(attempt, redactor(spec))

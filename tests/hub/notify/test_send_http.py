@@ -197,6 +197,14 @@ def test_a_refused_destination_is_never_contacted_and_fails_at_once(
     assert r.requests() == []
 
 
+def test_a_host_name_that_does_not_resolve_now_is_retried_not_failed(r: Receivers) -> None:
+    """A resolver outage at the hub must not turn an alarm into a permanent failure."""
+    spec = replace(spec_for(r, "webhook"), config={"url": "https://no-such-host.invalid/hook"})
+    attempt = deliver(spec, opening())
+    assert not attempt.refused and attempt.status is None and "does not resolve" in (attempt.error or "")
+    assert verdict(attempt) == "retry" and attempt.message.startswith("not sent")
+
+
 def test_the_receivers_own_loopback_is_refused_unless_private_destinations_are_allowed(r: Receivers) -> None:
     for kind in HTTP_KINDS:
         attempt = deliver(spec_for(r, kind), opening(), allow_private=False)
