@@ -30,6 +30,7 @@ from hark_fleet.hub.db.models import (
     NotificationDelivery,
     NotificationGate,
     NotificationNotice,
+    Site,
     database_proxy,
 )
 from hark_fleet.hub.events import FleetEvent
@@ -247,7 +248,7 @@ def _route_channel(
             {
                 "id": new_id("ntf"),
                 "channel_id": channel.id,
-                "site": message.site,
+                "site": notices[0].site,  # the id (site scope); the message carries the site's name
                 "kind": message.kind,
                 "severity": severity,
                 "opened": message.opened,
@@ -350,16 +351,17 @@ def build_message(notices: list[NotificationNotice], public_url: str) -> Message
     since = min(_since(n) for n in notices)
     opened = bool(first.opened)
     text = _resolution_text(first) if not opened else ""
+    site = site_name(first.site)  # what people call it ("Main hall"), not its id
     if len(notices) == 1:
-        return Message(kind=first.event_type, title=items[0].title, severity=severity, opened=opened, site=first.site,  # type: ignore[arg-type]
+        return Message(kind=first.event_type, title=items[0].title, severity=severity, opened=opened, site=site,  # type: ignore[arg-type]
                        since=since, thread_key=first.key, items=items, url=items[0].url, text=text)  # fmt: skip
     stamp = first.created_at.strftime("%Y%m%dT%H%M%S")
     return Message(
         kind=first.event_type,
-        title=storm_title(notices),
+        title=storm_title(notices, site),
         severity=severity,  # type: ignore[arg-type]
         opened=opened,
-        site=first.site,
+        site=site,
         since=since,
         thread_key=f"storm:{first.event_type}:{first.site or '-'}:{stamp}",
         items=items,
@@ -374,10 +376,21 @@ def _resolution_text(notice: NotificationNotice) -> str:
     return ""
 
 
-def storm_title(notices: list[NotificationNotice]) -> str:
-    """'12 boxes of main-hall went offline', '5 boxes of main-hall: audio silent', '4 × upload failed at main-hall'."""
+def site_name(site: str | None) -> str | None:
+    """A site's name as people call it, or its id when it has none (or is gone)."""
+    if site is None:
+        return None
+    row = Site.select(Site.name).where(Site.id == site).first()
+    return row.name if row is not None and row.name else site
+
+
+def storm_title(notices: list[NotificationNotice], site: str | None = None) -> str:
+    """'12 boxes of Main hall went offline', '5 boxes of Main hall: audio silent', '4 × upload failed at Main hall'.
+
+    `site` is the site's name (its id when left out)."""
     first, count = notices[0], len(notices)
-    where = f" of {first.site}" if first.site else ""
+    site = site or first.site
+    where = f" of {site}" if site else ""
     if first.event_type in ("node.offline", "node.online"):
         return f"{count} boxes{where} went offline"
     if first.event_type == "node.degraded":
@@ -388,7 +401,7 @@ def storm_title(notices: list[NotificationNotice]) -> str:
             return f"{count} boxes{where}: {health_words(first.health_kind)}"
         return f"{count} problems{where}"
     words = first.event_type.replace(".", " ").replace("_", " ")
-    return f"{count} × {words}" + (f" at {first.site}" if first.site else "")
+    return f"{count} × {words}" + (f" at {site}" if site else "")
 
 
 def _storm_path(first: NotificationNotice) -> str:

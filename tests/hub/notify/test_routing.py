@@ -22,6 +22,7 @@ from hark_fleet.hub.db.models import (
     NotificationChannel,
     NotificationDelivery,
     NotificationNotice,
+    Site,
 )
 from hark_fleet.hub.events import Event, EventBus
 from hark_fleet.hub.metrics import HubMetrics
@@ -123,6 +124,7 @@ def test_a_notice_waits_for_its_storm_window_before_it_is_routed(db: peewee.Data
 
 def test_fifty_boxes_going_offline_together_are_one_message_per_channel_with_the_count_and_the_list(db: peewee.Database) -> None:
     ids = nodes(50)
+    Site.create(id="main-hall", name="Main hall")  # messages name the site as people call it
     channel("nch_a", ["node.offline"])
     channel("nch_b", ["node.*", "health.opened"])
     take_in(*(offline(n) for n in ids))
@@ -130,7 +132,8 @@ def test_fifty_boxes_going_offline_together_are_one_message_per_channel_with_the
     for channel_id in ("nch_a", "nch_b"):
         [storm] = notifications(channel_id)
         message = message_from_dict(storm.message)
-        assert storm.title == "50 boxes of main-hall went offline" and storm.item_count == 50
+        assert storm.title == "50 boxes of Main hall went offline" and storm.item_count == 50
+        assert message.site == "Main hall" and storm.site == "main-hall"  # the row keeps the id: site scope
         assert {i.node_name for i in message.items} == {f"Box {i}" for i in range(50)}
         assert message.items[0].url is not None and message.items[0].url.startswith(f"{URL}/#/nodes/nod_")
         assert message.url == f"{URL}/#/fleet?site=main-hall"
