@@ -87,6 +87,15 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 
 
 @pytest.fixture
+def checked(browser: Browser) -> Iterator[BrowserContext]:
+    """A context axe may run in (the console's CSP refuses inline scripts otherwise)."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860}, bypass_csp=True)
+    ctx.set_default_timeout(20_000)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
 def page(context: BrowserContext) -> Iterator[Page]:
     """A page whose script errors fail the test."""
     tab = context.new_page()

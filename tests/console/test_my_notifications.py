@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from hark_fleet.hub.notify import signing
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Page, expect
 
 from tests.axe import describe, run_axe
 from tests.console.conftest import ARTIFACTS
@@ -33,15 +33,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     yield process
     code = process.stop()
     assert code == 0, f"hark-hub exited with {code}:\n{process.log()}"
-
-
-@pytest.fixture
-def checked(browser: Browser) -> Iterator[BrowserContext]:
-    """A context axe may run in (the console's CSP refuses inline scripts otherwise)."""
-    ctx = browser.new_context(viewport={"width": 1280, "height": 860}, bypass_csp=True)
-    ctx.set_default_timeout(20_000)
-    yield ctx
-    ctx.close()
 
 
 def delivered(hub: HubProcess, channel_id: str) -> list[dict[str, Any]]:

@@ -6,25 +6,14 @@ back is shown too; a viewer sees the plan but no button to change it; and the pl
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
-import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Page, expect
 
 from tests.axe import describe, run_axe
 from tests.console.conftest import ARTIFACTS, ConsoleFleet
 from tests.console.test_console import sign_in, sign_in_as_viewer
 
 OVERFLOW = "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
-
-
-@pytest.fixture
-def checked(browser: Browser) -> Iterator[BrowserContext]:
-    """A context axe may run in (the console's CSP refuses inline scripts otherwise)."""
-    ctx = browser.new_context(viewport={"width": 1280, "height": 860}, bypass_csp=True)
-    ctx.set_default_timeout(20_000)
-    yield ctx
-    ctx.close()
 
 
 def stereo_template(fleet: ConsoleFleet) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -14,19 +13,6 @@ from hark_fleet.hub.notify.retry import classify
 
 from tests.hub.notify.test_send_http import opening, storm
 from tests.notify_receivers import Answer, Receivers
-
-
-@pytest.fixture(scope="module")
-def receivers_running() -> Iterator[Receivers]:
-    with Receivers() as r:
-        yield r
-
-
-@pytest.fixture
-def r(receivers_running: Receivers) -> Iterator[Receivers]:
-    receivers_running.clear()
-    yield receivers_running
-    receivers_running.clear()
 
 
 def email_spec(r: Receivers, security: str = "starttls") -> send.ChannelSpec:

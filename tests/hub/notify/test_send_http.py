@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,19 +61,6 @@ def storm(n: int = 50) -> Message:
         items=items,
         url="https://hub.example/#/nodes?site=sit_a",
     )
-
-
-@pytest.fixture(scope="module")
-def receivers_running() -> Iterator[Receivers]:
-    with Receivers() as r:
-        yield r
-
-
-@pytest.fixture
-def r(receivers_running: Receivers) -> Iterator[Receivers]:
-    receivers_running.clear()
-    yield receivers_running
-    receivers_running.clear()
 
 
 def spec_for(r: Receivers, kind: str, **secrets: Any) -> send.ChannelSpec:
