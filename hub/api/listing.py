@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import msgspec
@@ -9,6 +10,7 @@ from hark_fleet.hub.api.base import BaseHandler
 from hark_fleet.hub.errors import InvalidRequest
 from hark_fleet.hub.services.listing import (
     ExportEncoder,
+    ExportFormat,
     ListSpec,
     export_batches,
     facet_counts,
@@ -75,17 +77,27 @@ class ExportHandler(BaseHandler):
     async def _export(self, args: dict[str, list[str]], ids: list[str] | None) -> None:
         fmt = parse_export_format(args)
         request = parse_list_request(self.spec, args, ids)
-        encoder = ExportEncoder(fmt, self.spec.export_columns)
-        next_batch = export_batches(self.spec, request, self.scope)
-        self.set_header("Content-Type", encoder.content_type)
-        self.set_header("Content-Disposition", f'attachment; filename="export.{fmt}"')
-        after: Any = None
-        first = True
-        while first or after is not None:
-            rows, after = await self.hub.db.run(next_batch, after)
-            chunk = encoder.encode(rows)
-            if chunk:
-                self.write(chunk)
-                await self.flush()
-            first = False
-        self.finish()
+        await stream_export(self, fmt, self.spec.export_columns, export_batches(self.spec, request, self.scope), "export")
+
+
+async def stream_export(
+    handler: BaseHandler,
+    fmt: ExportFormat,
+    columns: tuple[str, ...],
+    next_batch: Callable[[Any], tuple[list[dict[str, Any]], Any]],
+    name: str,
+) -> None:
+    """Stream `next_batch(after)` pages (run on the database thread) as `<name>.<fmt>` until one returns no `after`."""
+    encoder = ExportEncoder(fmt, columns)
+    handler.set_header("Content-Type", encoder.content_type)
+    handler.set_header("Content-Disposition", f'attachment; filename="{name}.{fmt}"')
+    after: Any = None
+    first = True
+    while first or after is not None:
+        rows, after = await handler.hub.db.run(next_batch, after)
+        chunk = encoder.encode(rows)
+        if chunk:
+            handler.write(chunk)
+            await handler.flush()
+        first = False
+    handler.finish()

@@ -6,11 +6,11 @@ from typing import Any
 
 from hark_fleet.hub.api.base import BaseHandler
 from hark_fleet.hub.api.hub_wide import HubWideWrites
-from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
+from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler, stream_export
 from hark_fleet.hub.errors import InvalidRequest
 from hark_fleet.hub.notify import kinds, subscriptions
 from hark_fleet.hub.services import notifications, notify_outbox, notify_settings
-from hark_fleet.hub.services.listing import ExportEncoder, parse_export_format, parse_list_request
+from hark_fleet.hub.services.listing import parse_export_format, parse_list_request
 from hark_fleet.hub.services.notifications import DELIVERY_LIST, NOTIFICATION_LIST
 
 READ = "notify:read"
@@ -83,20 +83,8 @@ class NotificationExportHandler(ExportHandler):
     async def _export(self, args: dict[str, list[str]], ids: list[str] | None) -> None:
         fmt = parse_export_format(args)
         request = parse_list_request(self.spec, args, ids)
-        encoder = ExportEncoder(fmt, self.spec.export_columns)
-        next_batch = notifications.notification_export_batches(request, self.scope)
-        self.set_header("Content-Type", encoder.content_type)
-        self.set_header("Content-Disposition", f'attachment; filename="notifications.{fmt}"')
-        after: Any = None
-        first = True
-        while first or after is not None:
-            rows, after = await self.hub.db.run(next_batch, after)
-            chunk = encoder.encode(rows)
-            if chunk:
-                self.write(chunk)
-                await self.flush()
-            first = False
-        self.finish()
+        batches = notifications.notification_export_batches(request, self.scope)
+        await stream_export(self, fmt, self.spec.export_columns, batches, "notifications")
 
 
 class NotificationHandler(BaseHandler):

@@ -11,12 +11,12 @@ from urllib.parse import quote
 
 import msgspec
 from hark_fleet.hub.api.base import BaseHandler
-from hark_fleet.hub.api.listing import MAX_EXPORT_IDS, ExportSelection
+from hark_fleet.hub.api.listing import MAX_EXPORT_IDS, ExportSelection, stream_export
 from hark_fleet.hub.api.recordings import CreateRecordingHandler
 from hark_fleet.hub.auth.principal import SiteScope
 from hark_fleet.hub.errors import ApiError, Conflict, InvalidRequest
 from hark_fleet.hub.services import recordings_library as library
-from hark_fleet.hub.services.listing import ExportEncoder, facet_counts, parse_export_format
+from hark_fleet.hub.services.listing import facet_counts, parse_export_format
 from hark_fleet.hub.services.recordings_library import RECORDING_LIST, Deleted, StoredFile
 from hark_fleet.hub.storage import StorageError
 from tornado.iostream import StreamClosedError
@@ -99,20 +99,8 @@ class RecordingExportHandler(BaseHandler):
         if "audio_format" in args:
             args["format"] = args.pop("audio_format")
         request = library.parse_library_request(args, ids)
-        encoder = ExportEncoder(fmt, RECORDING_LIST.export_columns)
-        next_batch = library.library_export_batches(request, self.scope)
-        self.set_header("Content-Type", encoder.content_type)
-        self.set_header("Content-Disposition", f'attachment; filename="recordings.{fmt}"')
-        after: Any = None
-        first = True
-        while first or after is not None:
-            rows, after = await self.hub.db.run(next_batch, after)
-            chunk = encoder.encode(rows)
-            if chunk:
-                self.write(chunk)
-                await self.flush()
-            first = False
-        self.finish()
+        batches = library.library_export_batches(request, self.scope)
+        await stream_export(self, fmt, RECORDING_LIST.export_columns, batches, "recordings")
 
 
 class BulkMetadataHandler(BaseHandler):

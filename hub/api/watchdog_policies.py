@@ -8,9 +8,9 @@ from typing import Any
 
 import msgspec
 from hark_fleet.hub.api.base import BaseHandler
-from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
+from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler, stream_export
 from hark_fleet.hub.services import watchdog_calibrations, watchdog_policies
-from hark_fleet.hub.services.listing import ExportEncoder, export_batches, fetch_page, parse_export_format, parse_list_request
+from hark_fleet.hub.services.listing import export_batches, fetch_page, parse_export_format, parse_list_request
 from hark_fleet.hub.services.watchdog_calibrations import CALIBRATION_LIST
 from hark_fleet.hub.services.watchdog_policies import WATCHDOG_POLICY_LIST
 from hark_fleet.protocol.messages import ConfigChanged
@@ -116,17 +116,8 @@ class PolicyExportHandler(ExportHandler):
 
         spec = dataclasses.replace(WATCHDOG_POLICY_LIST, serialize=serialize)
         fmt = parse_export_format(args)
-        encoder = ExportEncoder(fmt, spec.export_columns)
         next_batch = export_batches(spec, parse_list_request(spec, args, ids), scope)
-        self.set_header("Content-Type", encoder.content_type)
-        self.set_header("Content-Disposition", f'attachment; filename="export.{fmt}"')
-        after: Any = None
-        while True:
-            rows, after = await self.hub.db.run(next_batch, after)
-            self.write(encoder.encode(rows))
-            if after is None:
-                break
-        self.finish()
+        await stream_export(self, fmt, spec.export_columns, next_batch, "export")
 
 
 class PolicyHandler(WatchdogHandler):
