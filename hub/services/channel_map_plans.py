@@ -17,7 +17,6 @@ sees the plans of its sites and the ones it made, and a plan of theirs never rea
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,6 +40,7 @@ from hark_fleet.hub.services.audit import SYSTEM, Actor, record
 from hark_fleet.hub.services.channel_map_diff import template_diff, template_side
 from hark_fleet.hub.services.listing import Filter, ListRequest, ListSpec, build_query, get_scoped, one_of
 from hark_fleet.hub.services.nodes import NODE_LIST
+from hark_fleet.hub.services.text_checks import text_problem
 from hark_fleet.protocol.watchdog import ConfigApplied
 
 MANAGE = "settings:manage"
@@ -55,7 +55,6 @@ MAX_NAME = 100
 MAX_DESCRIPTION = 500
 MAX_TARGET_ITEMS = 500
 MAX_NODES = 500
-_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 
 
 # -- serializing -------------------------------------------------------------------------------
@@ -205,14 +204,8 @@ def plan_detail(scope: SiteScope, plan_id: str) -> dict[str, Any]:
 # -- checking and resolving a target -------------------------------------------------------------
 
 
-def _text_problem(value: str, max_len: int) -> str | None:
-    if not 1 <= len(value) <= max_len or value != value.strip() or not _PRINTABLE.fullmatch(value):
-        return f"1-{max_len} characters, no control characters or surrounding spaces"
-    return None
-
-
 def _check_fields(fields: Mapping[str, Any], problems: dict[str, str]) -> None:
-    if "name" in fields and (why := _text_problem(fields["name"], MAX_NAME)) is not None:
+    if "name" in fields and (why := text_problem(fields["name"], MAX_NAME)) is not None:
         problems["name"] = why
     if "description" in fields and len(fields["description"]) > MAX_DESCRIPTION:
         problems["description"] = f"at most {MAX_DESCRIPTION} characters"

@@ -8,7 +8,6 @@ to some sites may change a template only while every node running it is inside t
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +29,7 @@ from hark_fleet.hub.services.listing import (
     get_scoped,
     site_in_scope,
 )
+from hark_fleet.hub.services.text_checks import text_problem
 from hark_fleet.hub.services.versioning import update_if_unchanged
 
 MANAGE = "settings:manage"
@@ -41,7 +41,6 @@ MAX_BULK = 500
 CALIBRATION_RANGE_DB = (0.0, 200.0)
 ROLES = ("L", "R", "C", "LFE", "Ls", "Rs", "mono")
 SHARED_ROLES = frozenset({"mono"})  # roles a programme may hold more than once
-_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 
 
 # -- templates ---------------------------------------------------------------------------------
@@ -84,13 +83,6 @@ TEMPLATE_LIST = ListSpec(
 )
 
 
-def _text_problem(value: str, max_len: int) -> str | None:
-    """Why `value` is not an acceptable name, or None."""
-    if not 1 <= len(value) <= max_len or value != value.strip() or not _PRINTABLE.fullmatch(value):
-        return f"1-{max_len} characters, no control characters or surrounding spaces"
-    return None
-
-
 def check_channels(channels: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The channels in stored form, and every problem with them (field path -> problem)."""
     problems: dict[str, str] = {}
@@ -109,7 +101,7 @@ def check_channels(channels: Sequence[dict[str, Any]]) -> tuple[list[dict[str, A
         elif physical in inputs:
             problems[f"{at}.input"] = f"input {physical} is already mapped by another channel"
         inputs.add(physical)
-        if (why := _text_problem(name, 32)) is not None:
+        if (why := text_problem(name, 32)) is not None:
             problems[f"{at}.name"] = why
         elif name in names:
             problems[f"{at}.name"] = f"another channel is named {name}"
@@ -142,7 +134,7 @@ def check_programmes(
     for i, programme in enumerate(programmes):
         at = f"programmes[{i}]"
         name, members = programme["name"], list(programme["channels"])
-        if (why := _text_problem(name, 64)) is not None:
+        if (why := text_problem(name, 64)) is not None:
             problems[f"{at}.name"] = why
         elif name in names:
             problems[f"{at}.name"] = f"another programme is named {name}"
@@ -240,7 +232,7 @@ def create_template(
     clean_channels, problems = check_channels(channels)
     clean_programmes, programme_problems = check_programmes(programmes, clean_channels)
     problems |= programme_problems
-    if (why := _text_problem(name, 100)) is not None:
+    if (why := text_problem(name, 100)) is not None:
         problems["name"] = why
     _check_description(description, problems)
     if problems:
@@ -290,7 +282,7 @@ def update_template(
     problems |= programme_problems
     fields: dict[str, Any] = {}
     if "name" in changes:
-        if (why := _text_problem(changes["name"], 100)) is not None:
+        if (why := text_problem(changes["name"], 100)) is not None:
             problems["name"] = why
         fields["name"] = changes["name"]
     if "description" in changes:

@@ -14,7 +14,6 @@ delivered stays as history.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -38,6 +37,7 @@ from hark_fleet.hub.secret_box import SecretBox
 from hark_fleet.hub.services import notify_settings, query
 from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.listing import Filter, ListSpec, get_scoped, one_of
+from hark_fleet.hub.services.text_checks import text_problem
 from hark_fleet.hub.services.versioning import update_if_unchanged
 
 if TYPE_CHECKING:
@@ -49,7 +49,6 @@ MAX_NAME = 100
 MAX_DESCRIPTION = 500
 UNSENT = ("queued", "retrying")
 INVALID = "The notification channel is invalid."
-_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 PUT_CONFIG = "config and secrets change together with PUT /api/v1/notification-channels/{id}/config"
 
 
@@ -168,14 +167,8 @@ def _merge(problems: dict[str, str], err: InvalidRequest) -> None:
     problems.update(fields if fields else {"body": err.message})
 
 
-def _text_problem(value: Any, max_len: int) -> str | None:
-    if not isinstance(value, str) or not 1 <= len(value) <= max_len or value != value.strip() or not _PRINTABLE.fullmatch(value):
-        return f"1-{max_len} characters, no control characters or surrounding spaces"
-    return None
-
-
 def _check_common(fields: Mapping[str, Any], problems: dict[str, str]) -> None:
-    if "name" in fields and (why := _text_problem(fields["name"], MAX_NAME)) is not None:
+    if "name" in fields and (why := text_problem(fields["name"], MAX_NAME)) is not None:
         problems["name"] = why
     if "description" in fields and (not isinstance(fields["description"], str) or len(fields["description"]) > MAX_DESCRIPTION):
         problems["description"] = f"at most {MAX_DESCRIPTION} characters"

@@ -9,7 +9,6 @@ it was made with, so changing or deleting a profile never changes a recording al
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +21,7 @@ from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import query
 from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.listing import Filter, ListSpec, one_of
+from hark_fleet.hub.services.text_checks import text_problem
 from hark_fleet.hub.services.versioning import update_if_unchanged
 
 MANAGE = "settings:manage"
@@ -47,7 +47,6 @@ DEFAULTS: dict[str, Any] = {
     "max_duration_s": 12 * 3600.0,
 }
 RECORDING_FIELDS = tuple(DEFAULTS)
-_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 
 
 def profile_to_api(profile: RecordingProfile) -> dict[str, Any]:
@@ -205,12 +204,6 @@ def check_fields(fields: Mapping[str, Any]) -> dict[str, str]:
     return problems
 
 
-def _text_problem(value: str, max_len: int) -> str | None:
-    if not 1 <= len(value) <= max_len or value != value.strip() or not _PRINTABLE.fullmatch(value):
-        return f"1-{max_len} characters, no control characters or surrounding spaces"
-    return None
-
-
 def _name_taken(name: str, except_id: str | None = None) -> bool:
     query = RecordingProfile.select().where(RecordingProfile.name == name)
     if except_id is not None:
@@ -222,7 +215,7 @@ def create_profile(actor: Actor, name: str, description: str, settings: Mapping[
     """A new profile; fields left out take the built-in defaults. Every problem is named in one 400."""
     fields = {**DEFAULTS, **{k: v for k, v in settings.items() if k in DEFAULTS}}
     problems = check_fields(fields)
-    if (why := _text_problem(name, 100)) is not None:
+    if (why := text_problem(name, 100)) is not None:
         problems["name"] = why
     if len(description) > MAX_DESCRIPTION:
         problems["description"] = f"at most {MAX_DESCRIPTION} characters"
@@ -262,7 +255,7 @@ def update_profile(actor: Actor, profile_id: str, changes: dict[str, Any]) -> di
     if "name" in changes:
         if profile.builtin and changes["name"] != profile.name:
             problems["name"] = "the built-in profile keeps its name"
-        elif (why := _text_problem(changes["name"], 100)) is not None:
+        elif (why := text_problem(changes["name"], 100)) is not None:
             problems["name"] = why
         fields["name"] = changes["name"]
     if "description" in changes:

@@ -8,7 +8,6 @@ and audits the policies, and loads recordings for the preview through `recording
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -31,6 +30,7 @@ from hark_fleet.hub.services.recording_copies import (
     provider_names,
     with_provider_names,
 )
+from hark_fleet.hub.services.text_checks import text_problem
 from hark_fleet.hub.services.versioning import update_if_unchanged
 
 MANAGE = "settings:manage"
@@ -40,7 +40,6 @@ MAX_KEEP_DAYS = 36500.0
 MAX_FREE_BYTES = 2**53
 PREVIEW_DEFAULT = 100
 PREVIEW_MAX = 1000
-_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 FIELDS: dict[str, Any] = {
     "enabled": True,
     "description": "",
@@ -133,16 +132,10 @@ def policy_detail(policy_id: str) -> dict[str, Any]:
     return {**policy_to_api(policy), "actions": _actions(policy)}
 
 
-def _text_problem(value: Any, max_len: int) -> str | None:
-    if not isinstance(value, str) or not 1 <= len(value) <= max_len or value != value.strip() or not _PRINTABLE.fullmatch(value):
-        return f"1-{max_len} characters, no control characters or surrounding spaces"
-    return None
-
-
 def _list_problem(values: Any) -> str | None:
     if not isinstance(values, list) or len(values) > MAX_LIST:
         return f"a list of at most {MAX_LIST} names"
-    if any(_text_problem(v, 100) for v in values):
+    if any(text_problem(v, 100) for v in values):
         return "each entry: 1-100 characters, no control characters or surrounding spaces"
     if len(set(values)) != len(values):
         return "lists an entry twice"
@@ -200,7 +193,7 @@ def create_policy(actor: Actor, name: str, settings: Mapping[str, Any]) -> dict[
     """A new policy; fields left out take the defaults (keep forever, no providers required). One 400 names every problem."""
     fields = {**FIELDS, **{k: v for k, v in settings.items() if k in FIELDS}}
     problems = check_fields(fields)
-    if (why := _text_problem(name, 100)) is not None:
+    if (why := text_problem(name, 100)) is not None:
         problems["name"] = why
     if problems:
         raise InvalidRequest("The retention policy is invalid.", fields=problems)
@@ -234,7 +227,7 @@ def update_policy(actor: Actor, policy_id: str, changes: dict[str, Any]) -> dict
     fields = {name: before[name] for name in FIELDS} | {k: v for k, v in changes.items() if k in FIELDS}
     problems = check_fields(fields)
     if "name" in changes:
-        if (why := _text_problem(changes["name"], 100)) is not None:
+        if (why := text_problem(changes["name"], 100)) is not None:
             problems["name"] = why
         fields["name"] = changes["name"]
     if problems:

@@ -25,6 +25,7 @@ from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import query
 from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.listing import Filter, ListSpec, one_of
+from hark_fleet.hub.services.text_checks import text_problem
 from hark_fleet.hub.services.upload_keys import DEFAULT_TEMPLATE, check_template
 from hark_fleet.hub.services.versioning import update_if_unchanged
 
@@ -57,7 +58,6 @@ DEFAULTS: dict[str, Any] = {
     "priority": 0,
 }
 FIELDS = ("name", *DEFAULTS)
-_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
@@ -160,12 +160,6 @@ def policy_detail(policy_id: str) -> dict[str, Any]:
 # -- checks ---------------------------------------------------------------------------------------------------
 
 
-def _text_problem(value: Any, max_len: int) -> str | None:
-    if not isinstance(value, str) or not 1 <= len(value) <= max_len or value != value.strip() or not _PRINTABLE.fullmatch(value):
-        return f"1-{max_len} characters, no control characters or surrounding spaces"
-    return None
-
-
 def _missing(model: type[peewee.Model], ids: list[str]) -> list[str]:
     if not ids:
         return []
@@ -218,7 +212,7 @@ def _minutes(text: str) -> int:
 def check_fields(fields: dict[str, Any], problems: dict[str, str]) -> dict[str, Any]:
     """Every problem with a policy's fields (name -> problem) added to `problems`; the fields as they would be stored."""
     out = dict(fields)
-    if (why := _text_problem(fields["name"], 100)) is not None:
+    if (why := text_problem(fields["name"], 100)) is not None:
         problems["name"] = why
     if not isinstance(fields["description"], str) or len(fields["description"]) > MAX_DESCRIPTION:
         problems["description"] = f"at most {MAX_DESCRIPTION} characters"

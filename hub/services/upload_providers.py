@@ -28,6 +28,7 @@ from hark_fleet.hub.secret_box import SecretBox
 from hark_fleet.hub.services import query
 from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.listing import Filter, ListSpec, one_of
+from hark_fleet.hub.services.text_checks import text_problem
 from hark_fleet.hub.services.versioning import update_if_unchanged
 
 MANAGE = "settings:manage"
@@ -199,18 +200,12 @@ def provider_detail(provider_id: str) -> dict[str, Any]:
 # --- validation ----------------------------------------------------------------------------------
 
 
-def _text_problem(value: Any, max_len: int) -> str | None:
-    if not isinstance(value, str) or not 1 <= len(value) <= max_len or value != value.strip() or not _PRINTABLE.fullmatch(value):
-        return f"1-{max_len} characters, no control characters or surrounding spaces"
-    return None
-
-
 def _int_in(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def check_common(fields: Mapping[str, Any], problems: dict[str, str]) -> None:
-    if "name" in fields and (why := _text_problem(fields["name"], MAX_NAME)) is not None:
+    if "name" in fields and (why := text_problem(fields["name"], MAX_NAME)) is not None:
         problems["name"] = why
     if "description" in fields and (not isinstance(fields["description"], str) or len(fields["description"]) > MAX_DESCRIPTION):
         problems["description"] = f"at most {MAX_DESCRIPTION} characters"

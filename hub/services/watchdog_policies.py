@@ -29,6 +29,7 @@ from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import query
 from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.listing import Filter, ListSpec
+from hark_fleet.hub.services.text_checks import text_problem
 from hark_fleet.hub.services.versioning import update_if_unchanged
 from hark_fleet.hub.services.watchdog_resolve import DEFAULT_ID, PolicyIndex, changed_nodes, fleet_resolution
 from hark_fleet.protocol.watchdog import Detectors
@@ -36,7 +37,6 @@ from hark_fleet.protocol.watchdog import Detectors
 MANAGE = "settings:manage"
 MAX_DESCRIPTION = 500
 MAX_ASSIGNMENTS = 500
-_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 _MSGSPEC_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 
 
@@ -158,12 +158,6 @@ def merge_detectors(current: Mapping[str, Any], changes: Mapping[str, Any]) -> A
     return merged
 
 
-def _text_problem(value: str, max_len: int) -> str | None:
-    if not 1 <= len(value) <= max_len or value != value.strip() or not _PRINTABLE.fullmatch(value):
-        return f"1-{max_len} characters, no control characters or surrounding spaces"
-    return None
-
-
 def check_assignments(raw: Sequence[Mapping[str, Any]], scope: SiteScope) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Assignments in stored form, checked against the sites and nodes there are (and the caller may reach)."""
     problems: dict[str, str] = {}
@@ -194,7 +188,7 @@ def check_assignments(raw: Sequence[Mapping[str, Any]], scope: SiteScope) -> tup
         else:
             if node_id not in nodes or not scope.allows(nodes[node_id]):
                 problems[f"{at}.node_id"] = "no node has this id"
-            if channel is not None and (why := _text_problem(channel, 64)) is not None:
+            if channel is not None and (why := text_problem(channel, 64)) is not None:
                 problems[f"{at}.channel"] = why
             key = ("node", str(node_id)) if channel is None else ("channel", str(node_id), str(channel))
             item = {"node_id": node_id} if channel is None else {"node_id": node_id, "channel": channel}
@@ -393,7 +387,7 @@ def create_policy(
     clean_detectors, problems = check_detectors(detectors if detectors is not None else {})
     clean_assignments, assignment_problems = check_assignments(assignments, scope)
     problems |= assignment_problems
-    if (why := _text_problem(name, 100)) is not None:
+    if (why := text_problem(name, 100)) is not None:
         problems["name"] = why
     if len(description) > MAX_DESCRIPTION:
         problems["description"] = f"at most {MAX_DESCRIPTION} characters"
@@ -451,7 +445,7 @@ def update_policy(actor: Actor, scope: SiteScope, policy_id: str, changes: dict[
     if "name" in changes:
         if policy.builtin and changes["name"] != policy.name:
             problems["name"] = "the built-in policy keeps its name"
-        elif (why := _text_problem(changes["name"], 100)) is not None:
+        elif (why := text_problem(changes["name"], 100)) is not None:
             problems["name"] = why
         fields["name"] = changes["name"]
     if "description" in changes:
