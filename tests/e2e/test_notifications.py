@@ -182,7 +182,7 @@ def test_a_node_whose_audio_goes_silent_is_told_once_on_every_channel_and_once_w
     fleet: Fleet, notify_receivers: Receivers
 ) -> None:
     r = notify_receivers
-    set_notify(fleet.hub, storm_window_s=1)
+    set_notify(fleet.hub)  # the default storm window (5 s) and flap hold: the bound holds as shipped
     subscription = {"events": ["health.opened", "health.resolved"], "health_kinds": ["audio.silence"], "min_severity": "info"}
     channels = add_channels(fleet.hub, r, subscription)
     # The mic is dead at -90 dBFS (under the -60 dBFS silence threshold, but no digital zeros: not a flatline),
@@ -197,6 +197,7 @@ def test_a_node_whose_audio_goes_silent_is_told_once_on_every_channel_and_once_w
     openings = inbox.wait(1)
     late = {kind: round(got[0][0] - when(opened["first_seen"]), 2) for kind, got in openings.items()}
     assert all(seconds <= OPENING_BOUND_S for seconds in late.values()), late
+    print(f"openings arrived this long after the health event opened (s): {late}")
 
     resolved = silence_event(fleet, node, "resolved")
     assert resolved["id"] == opened["id"]

@@ -298,6 +298,7 @@ def test_roles_list_the_four_built_ins_with_the_documented_permissions(hub: HubP
         "recording:read_own",
         "schedule:read",
         "settings:read",
+        "notify:read",
         "site:read",
     ]
     assert set(roles["technician"]["permissions"]) == BUILTIN["technician"]
