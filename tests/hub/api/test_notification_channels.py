@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -270,6 +271,8 @@ def test_deleting_a_channel_drops_its_unsent_notifications_and_gate_but_keeps_wh
                 thread_key="node:x",
                 title="x is offline",
                 state=state,
+                # Not due yet: the running notifier leaves them alone (it would claim and send a due one meanwhile).
+                next_attempt_at=utcnow() + timedelta(days=1) if state in ("queued", "retrying") else None,
                 created_at=utcnow(),
                 updated_at=utcnow(),
             )

@@ -156,4 +156,6 @@ def test_of_successive_deliveries_an_offline_node_gets_the_last_one_only(hub: Hu
         got = [json.loads(payload) for topic, payload, _ in peer.received(2) if topic.endswith("/cmd/credentials")]
     finally:
         peer.close()
-    assert [(d["credential"], d.get("replaces_sha256")) for d in got] == [(newest, digest(middle))]
+    # QoS 1 is at least once: under load the broker may hand the same delivery over twice (the node takes it once,
+    # the second names a credential it no longer has). What matters is that only the newest one arrives.
+    assert {(d["credential"], d.get("replaces_sha256")) for d in got} == {(newest, digest(middle))}
