@@ -304,7 +304,9 @@ def test_a_node_killed_mid_upload_sends_only_the_parts_s3_does_not_hold_after_it
             raise AssertionError(f"{err}\n{item()}\n--- node ---\n{node.log()[-4000:]}") from None
         resent = link.sent_up - before_restart
         data = (node.workdir / "data" / "recordings" / recording_id / f"{recording_id}.wav").read_bytes()
-        assert len(data) - PART < resent < PART, (resent, len(data))  # part 2 again, never part 1
+        # Never part 1 again. Part 2 goes up again in full, unless the killed process's socket buffer still held the
+        # rest of it: the kernel delivers that after the kill, S3 completes the part, and the restarted node only lists it.
+        assert 0 < resent < PART, (resent, len(data))
         assert presignable_s3.client().get_object(Bucket=bucket, Key=done["remote_key"])["Body"].read() == data
         assert done["checksum_sha256"] == hashlib.sha256(data).hexdigest() and done["attempts"] == 1, done
     finally:
