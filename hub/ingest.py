@@ -46,6 +46,14 @@ FLUSH_DELAY_S = 0.1  # outbox messages wait at most this long to share a transac
 AWAY_LOG_INTERVAL_S = 60.0  # at most one line this often while the database cannot store telemetry
 SWEEP_INTERVAL_S = 2.0
 DATABASE_AWAY = (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)  # worth retrying, unlike a refusal
+OUTBOX_KINDS: dict[type, str] = {  # the topic kind each outbox message arrives on (the `kind` label of the ingested counter)
+    Heartbeat: "heartbeat",
+    HealthReport: "health",
+    LifecycleReport: "lifecycle",
+    RemediationReport: "watchdog",
+    CalibrationResult: "watchdog",
+    ConfigApplied: "applied",
+}
 
 
 class FleetIngest:
@@ -69,12 +77,14 @@ class FleetIngest:
         bridge = self.hub.bridge
         assert bridge is not None
         bridge.route("status", self.on_status, Status, with_retain=True)
-        bridge.route("heartbeat", self.on_outbox, Heartbeat)
-        bridge.route("health", self.on_outbox, HealthReport)
-        bridge.route("lifecycle", self.on_outbox, LifecycleReport)
-        bridge.route("meters", self.on_meters, MeterFrame)
-        bridge.route("watchdog", self.on_watchdog, None)  # watchdog/remediation, watchdog/calibration/{id}: decoded below
-        bridge.route("applied", self.on_outbox, ConfigApplied)
+        # outbox messages count as ingested once their transaction commits (`flush`)
+        bridge.route("heartbeat", self.on_outbox, Heartbeat, applied_later=True)
+        bridge.route("health", self.on_outbox, HealthReport, applied_later=True)
+        bridge.route("lifecycle", self.on_outbox, LifecycleReport, applied_later=True)
+        bridge.route("meters", self.on_meters_batch, MeterFrame, batch=True)
+        # watchdog/remediation, watchdog/calibration/{id}: decoded below
+        bridge.route("watchdog", self.on_watchdog, None, applied_later=True)
+        bridge.route("applied", self.on_outbox, ConfigApplied, applied_later=True)
 
     async def start(self) -> None:
         self.started_at = utcnow()
@@ -133,6 +143,10 @@ class FleetIngest:
     def on_meters(self, topic: NodeTopic, frame: MeterFrame) -> None:
         self.store_meters(topic.node_id, frame)
 
+    def on_meters_batch(self, items: list[tuple[NodeTopic, MeterFrame]]) -> int:
+        """The meter frames of one read, stored (and fanned out) in one pass; how many were applied."""
+        return self.meters.add_batch([(topic.node_id, frame) for topic, frame in items])
+
     def store_meters(self, node_id: str, frame: MeterFrame) -> None:
         """Keep the latest frame, fold it into the second's and minute's history, pass it to live subscribers (memory only)."""
         self.meters.add(node_id, frame)
@@ -171,6 +185,7 @@ class FleetIngest:
                 return
             except Exception:  # noqa: BLE001 - one message the database refuses must not hold back the others
                 acks, events, heartbeats = await self._ingest_each(batch)
+            self._count_applied(batch, acks, heartbeats)
             self.history.add_heartbeats(heartbeats)
             bridge = self.hub.bridge
             for node_id, ids in acks.items():
@@ -179,6 +194,22 @@ class FleetIngest:
             self.publish_events(events)
             self.send_config_changes(events)
             await self._deliver_to_returning(events)
+
+    def _count_applied(self, batch: list[OutboxMessage], acks: dict[str, list[str]], heartbeats: list[Any]) -> None:
+        """After the commit: messages of known nodes count as ingested (per topic kind), fresh heartbeats as stored."""
+        metrics = self.hub.metrics
+        if heartbeats:
+            metrics.heartbeats_stored.inc(len(heartbeats))
+        bridge = self.hub.bridge
+        if bridge is None:
+            return
+        kinds: dict[str, int] = {}
+        for item in batch:
+            if item.node_id in acks:
+                kind = OUTBOX_KINDS.get(type(item.message), "unknown")
+                kinds[kind] = kinds.get(kind, 0) + 1
+        for kind, count in kinds.items():
+            bridge.count_ingested(kind, count)
 
     def _not_stored_yet(self, count: int, err: BaseException) -> None:
         """The database is away (down, full): say so once per interval, not at every flush (ten a second)."""
@@ -215,6 +246,8 @@ class FleetIngest:
                 self._drops.dropped(item.node_id, "not_stored", what, repr(err), exc_info=True)
                 # acknowledged, so the node stops sending it
                 one_acks, one_events, one_heartbeats = {item.node_id: [item.msg_id]}, [], []
+            else:
+                self._count_applied([item], one_acks, one_heartbeats)
             for node_id, ids in one_acks.items():
                 acks.setdefault(node_id, []).extend(ids)
             events.extend(one_events)
@@ -274,6 +307,8 @@ class FleetIngest:
                 node_id, "not_stored", f"http {type(message).__name__.lower()} {message.msg_id}", repr(err), exc_info=True
             )
             raise InvalidRequest("The hub cannot store this message.", fields={"body": "was refused by the database"}) from err
+        if heartbeats:
+            self.hub.metrics.heartbeats_stored.inc(len(heartbeats))
         self.history.add_heartbeats(heartbeats)
         self.publish_events(events)
         self.send_config_changes(events)

@@ -291,6 +291,23 @@ class MeterStore:
         if self.subscribers:
             self._fan_out(node_id, frame, now)
 
+    def add_batch(self, frames: list[tuple[str, MeterFrame]], now: float | None = None) -> int:
+        """The frames of one MQTT read (node id, frame), in order: stored, then fanned out on this loop; how many."""
+        now = time.time() if now is None else now
+        nodes = self.nodes
+        for node_id, frame in frames:
+            entry = nodes.get(node_id)
+            if entry is None:
+                entry = nodes[node_id] = NodeMeters(frame, now)
+            ended = entry.add(frame, now)
+            if ended is not None:
+                self.ended.append(ended.summary(node_id))
+        self.frames_in += len(frames)
+        if self.subscribers:
+            for node_id, frame in frames:
+                self._fan_out(node_id, frame, now)
+        return len(frames)
+
     def _fan_out(self, node_id: str, frame: MeterFrame, now: float) -> None:
         site = self.sites.get(node_id, UNKNOWN_SITE)
         if site is UNKNOWN_SITE:

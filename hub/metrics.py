@@ -27,6 +27,13 @@ class HubMetrics:
         self.mqtt_dropped = Counter(
             "hark_mqtt_messages_dropped", "MQTT messages dropped as invalid", ("reason",), registry=self.registry
         )
+        self.mqtt_ingested = Counter(
+            "hark_mqtt_ingested",
+            "MQTT messages decoded and applied (outbox messages: committed)",
+            ("kind",),
+            registry=self.registry,
+        )
+        self.heartbeats_stored = Counter("hark_heartbeats_stored", "Heartbeats committed to the database", registry=self.registry)
         self.mqtt_published = Counter("hark_mqtt_messages_published", "MQTT messages published", registry=self.registry)
         self.mqtt_connected = Gauge("hark_mqtt_connected", "1 while the hub is connected to its broker", registry=self.registry)
         self.db_latency = Histogram(

@@ -1,8 +1,14 @@
 """The hub's MQTT client: subscribes to every node topic and dispatches on the event loop.
 
-paho is driven from the asyncio loop through its socket callbacks (readers and writers on
-the loop, `loop_misc` once a second), so messages are handled where they are read, with
-no thread hand-off per message. Only the blocking TCP connect runs on an executor.
+paho connects, subscribes, publishes and keeps the session alive, driven from the asyncio loop
+through its socket callbacks (writers on the loop, `loop_misc` once a second); only the blocking
+TCP connect runs on an executor. The reading side is the bridge's own: paho 2.2 reads one packet
+per `loop_read` (three `recv` calls each, whatever `max_packets` says), which at 10,000 meter
+frames a second leaves the hub a wake-up per message. So when the socket is readable the bridge
+takes everything it holds (up to `READ_LIMIT` bytes) in a few large `recv`s, splits it into packets
+(`split_packets`), hands the rare non-PUBLISH ones (CONNACK, SUBACK, PUBACK, PINGRESP) to paho, and
+handles the PUBLISHes as one batch: topics parsed (cached), payloads decoded, handlers called, and
+counters incremented once per batch and kind. QoS 1 messages are acknowledged once their batch is handled.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import msgspec
@@ -29,13 +36,18 @@ from hark_fleet.hub.metrics import HubMetrics
 from hark_fleet.hub.mqtt.drops import DropLog
 from hark_fleet.protocol.backoff import backoff_delay
 from hark_fleet.protocol.decoding import MAX_BYTES, PayloadError, decode
-from hark_fleet.protocol.topics import HUB_SUBSCRIPTION, parse_node_topic
+from hark_fleet.protocol.decoding import _plan as free_form_fields
+from hark_fleet.protocol.topics import HUB_SUBSCRIPTION, NodeTopic, parse_node_topic
 from paho.mqtt.enums import CallbackAPIVersion
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 30
-READ_BATCH = 1000  # packets paho may parse per readable event
+READ_CHUNK = 256 * 1024  # bytes per recv
+READ_LIMIT = 4 * 1024 * 1024  # bytes read per wake-up at most, so that one busy socket cannot hold the loop
+MAX_PACKET = 16 * 1024 * 1024  # a larger packet from the broker is a protocol error (the hub's own limit is far lower)
+TOPIC_CACHE = 100_000  # parsed topics kept; cleared when full
+PUBLISH = 0x30
 
 
 class InvalidMessage(Exception):
@@ -83,13 +95,93 @@ def bridge_client_id(data_dir: Path) -> str:
     return f"hark-hub-{socket.gethostname()[:40]}-{digest}"
 
 
+class ProtocolError(Exception):
+    """The broker sent bytes that are not MQTT 3.1.1 packets."""
+
+
+class Publish(NamedTuple):
+    """One PUBLISH packet as read off the wire."""
+
+    topic: bytes
+    payload: bytes
+    qos: int
+    mid: int  # 0 for QoS 0
+    retain: bool
+
+
+def split_packets(
+    buffer: bytearray, publishes: list[Publish], others: list[tuple[int, bytes]], max_packet: int = MAX_PACKET
+) -> int:
+    """Split the complete MQTT packets at the start of `buffer`; PUBLISHes into `publishes`, any other
+    packet as (first byte, body) into `others`, in order of arrival within each list. Returns how many
+    bytes were consumed (an incomplete packet at the end stays for the next read); ProtocolError on garbage."""
+    pos = 0
+    end = len(buffer)
+    view = memoryview(buffer)
+    try:
+        while end - pos >= 2:
+            first = buffer[pos]
+            # remaining length: 1 to 4 bytes, 7 bits each
+            length = 0
+            shift = 0
+            index = pos + 1
+            while True:
+                if index >= end:
+                    return pos  # the length itself is incomplete
+                byte = buffer[index]
+                length |= (byte & 0x7F) << shift
+                index += 1
+                if not byte & 0x80:
+                    break
+                shift += 7
+                if shift > 21:
+                    raise ProtocolError("remaining length longer than 4 bytes")
+            if length > max_packet:
+                raise ProtocolError(f"packet of {length} bytes")
+            body_end = index + length
+            if body_end > end:
+                return pos
+            if first & 0xF0 == PUBLISH:
+                if length < 2:
+                    raise ProtocolError("PUBLISH without a topic")
+                topic_end = index + 2 + (buffer[index] << 8 | buffer[index + 1])
+                qos = (first >> 1) & 0x03
+                mid = 0
+                if qos:
+                    if topic_end + 2 > body_end:
+                        raise ProtocolError("PUBLISH shorter than its topic and packet id")
+                    mid = buffer[topic_end] << 8 | buffer[topic_end + 1]
+                    payload_start = topic_end + 2
+                else:
+                    if topic_end > body_end:
+                        raise ProtocolError("PUBLISH shorter than its topic")
+                    payload_start = topic_end
+                publishes.append(
+                    Publish(bytes(view[index + 2 : topic_end]), bytes(view[payload_start:body_end]), qos, mid, bool(first & 0x01))
+                )
+            else:
+                others.append((first, bytes(view[index:body_end])))
+            pos = body_end
+        return pos
+    finally:
+        view.release()
+
+
 @dataclass(frozen=True, slots=True)
 class TopicRoute:
-    """What to do with messages of one kind: decode into `schema` (None: raw bytes), then call."""
+    """What to do with messages of one kind: decode into `schema` (None: raw bytes), then call.
+
+    With `batch`, the handler is called once per read with every message of the kind in it, as a
+    list of (topic, message) pairs, and returns how many it applied. With `applied_later`, the
+    handler only queues the message: whoever applies it counts it as ingested (`hark_mqtt_ingested_total`).
+    """
 
     schema: Any
     handler: Callable[..., Any]
     with_retain: bool = False  # the handler also gets whether the broker sent a retained message
+    batch: bool = False
+    applied_later: bool = False
+    decoder: Any = None  # a msgspec Decoder for schemas decoded without a walk (the fast path)
 
 
 class MqttBridge:
@@ -105,6 +197,11 @@ class MqttBridge:
         self._fd: int | None = None
         self._loop_thread = 0
         self._received: dict[str, Any] = {}  # kind -> prometheus child, cached off the hot path
+        self._ingested: dict[str, Any] = {}
+        self._topics: dict[bytes, NodeTopic | None] = {}  # parsed topics, by their bytes
+        self._buffer = bytearray()  # bytes read that do not make a whole packet yet
+        self.reads = 0  # wake-ups that read the socket
+        self.packets = 0  # PUBLISH packets read
         self._drops = DropLog(log)
         self._tasks: set[asyncio.Task[Any]] = set()
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=mqtt.MQTTv311)
@@ -137,9 +234,31 @@ class MqttBridge:
         """When the current connection to the broker was made (UTC), None while disconnected."""
         return self._connected_since
 
-    def route(self, kind: str, handler: Callable[..., Any], schema: Any = Any, with_retain: bool = False) -> None:
-        """Send messages whose topic kind is `kind` to `handler` after decoding into `schema` (and the retain flag)."""
-        self.routes[kind] = TopicRoute(schema, handler, with_retain)
+    def route(
+        self,
+        kind: str,
+        handler: Callable[..., Any],
+        schema: Any = Any,
+        with_retain: bool = False,
+        batch: bool = False,
+        applied_later: bool = False,
+    ) -> None:
+        """Send messages whose topic kind is `kind` to `handler` after decoding into `schema` (and the retain flag).
+
+        `batch`: the handler takes a list of (topic, message) pairs per read and returns how many it applied.
+        `applied_later`: the handler queues; whoever applies the message counts it (`count_ingested`).
+        """
+        decoder = None
+        if schema is not None and free_form_fields(schema) is None:
+            decoder = msgspec.json.Decoder(schema)
+        self.routes[kind] = TopicRoute(schema, handler, with_retain, batch, applied_later, decoder)
+
+    def count_ingested(self, kind: str, count: int = 1) -> None:
+        """`count` messages of `kind` were decoded and applied (`hark_mqtt_ingested_total{kind}`)."""
+        counter = self._ingested.get(kind)
+        if counter is None:
+            counter = self._ingested[kind] = self.metrics.mqtt_ingested.labels(kind)
+        counter.inc(count)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -226,8 +345,95 @@ class MqttBridge:
             self._loop.add_writer(fd, self._client.loop_write)
 
     def _read(self) -> None:
-        if self._client.loop_read(READ_BATCH) != mqtt.MQTT_ERR_SUCCESS:
+        """The socket is readable: take what it holds, split it into packets and handle them as one batch."""
+        sock = self._client.socket()
+        if sock is None:
             self._signal_lost()
+            return
+        self.reads += 1
+        buffer = self._buffer
+        got = 0
+        closed = False
+        try:
+            while got < READ_LIMIT:
+                data = sock.recv(READ_CHUNK)
+                if not data:
+                    closed = True
+                    break
+                buffer += data
+                got += len(data)
+                if len(data) < READ_CHUNK:
+                    break  # drained for now; the next wake-up takes what arrives meanwhile
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        except OSError as err:
+            log.warning("mqtt read from %s failed: %s", self.address.url(), err)
+            closed = True
+        if got:
+            client = self._client
+            with client._msgtime_mutex:
+                client._last_bytes_received = time.monotonic()
+            publishes: list[Publish] = []
+            others: list[tuple[int, bytes]] = []
+            try:
+                used = split_packets(buffer, publishes, others)
+            except ProtocolError as err:
+                log.error("mqtt broker %s sent a malformed packet (%s); reconnecting", self.address.url(), err)
+                buffer.clear()
+                self._lose(mqtt.MQTT_ERR_PROTOCOL)
+                return
+            del buffer[:used]
+            for first, body in others:
+                if not self._to_paho(first, body):
+                    return
+            if publishes:
+                try:
+                    self.handle_batch(publishes)
+                except Exception as err:  # noqa: BLE001 - logged with its traceback (rate-limited) and counted
+                    self._drop("internal_error", "(batch)", detail=repr(err), exc_info=True)
+        if closed:
+            buffer.clear()
+            self._lose(mqtt.MQTT_ERR_CONN_LOST)
+
+    def _to_paho(self, first: int, body: bytes) -> bool:
+        """Let paho handle a packet that is not a PUBLISH (CONNACK, SUBACK, PUBACK, PINGRESP): False if the connection is lost."""
+        client = self._client
+        client._in_packet = {
+            "command": first,
+            "have_remaining": 1,
+            "remaining_count": [],
+            "remaining_mult": 1,
+            "remaining_length": len(body),
+            "packet": bytearray(body),
+            "to_process": 0,
+            "pos": 0,
+        }
+        try:
+            rc = client._packet_handle()
+        except Exception as err:  # noqa: BLE001 - paho's MalformedPacket and friends: the connection cannot go on
+            log.error("mqtt broker %s sent a packet paho refused (%r); reconnecting", self.address.url(), err)
+            rc = mqtt.MQTT_ERR_PROTOCOL
+        finally:
+            client._in_packet = {
+                "command": 0,
+                "have_remaining": 0,
+                "remaining_count": [],
+                "remaining_mult": 1,
+                "remaining_length": 0,
+                "packet": bytearray(b""),
+                "to_process": 0,
+                "pos": 0,
+            }
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            self._lose(rc)
+            return False
+        return True
+
+    def _lose(self, rc: Any) -> None:
+        """The connection is unusable: let paho close it and tell its callbacks, then reconnect."""
+        self._buffer.clear()
+        self._client._loop_rc_handle(rc)
+        self._signal_lost()
 
     def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self._on_loop(self._close_socket)
@@ -298,46 +504,115 @@ class MqttBridge:
         self.metrics.mqtt_dropped.labels(reason).inc()
         self._drops.dropped(node_id, reason, topic, detail, exc_info)
 
-    def handle(self, topic: str, payload: bytes, retained: bool = False) -> None:
-        """Validate and dispatch one message; a bad one is counted and dropped, never raised."""
-        parsed = parse_node_topic(topic)
-        if parsed is None:
-            self._drop("bad_topic", topic)
-            return
-        if parsed.kind == "cmd":
-            return  # the hub's own commands to nodes, matched by its subscription
-        route = self.routes.get(parsed.kind)
-        if route is None:
-            self._drop("unknown_kind", topic, parsed.node_id)
-            return
-        counter = self._received.get(parsed.kind)
-        if counter is None:
-            counter = self._received[parsed.kind] = self.metrics.mqtt_received.labels(parsed.kind)
-        counter.inc()
+    def handle_batch(self, publishes: list[Publish]) -> None:
+        """Validate and dispatch the messages of one read, kind by kind where routes take batches; then
+        acknowledge those sent at QoS 1. A bad message is counted and dropped, never raised, and never
+        costs the others in the batch."""
+        self.packets += len(publishes)
+        received: dict[str, int] = {}
+        applied: dict[str, int] = {}
+        batches: dict[str, list[tuple[NodeTopic, Any]]] = {}
+        topics = self._topics
+        routes = self.routes
+        for publish in publishes:
+            raw_topic = publish.topic
+            try:
+                parsed = topics[raw_topic]
+            except KeyError:
+                try:
+                    parsed = parse_node_topic(raw_topic.decode())
+                except UnicodeDecodeError:
+                    parsed = None
+                if len(topics) >= TOPIC_CACHE:
+                    topics.clear()
+                topics[raw_topic] = parsed
+            if parsed is None:
+                self._drop("bad_topic", raw_topic.decode(errors="replace"))
+                continue
+            kind = parsed.kind
+            if kind == "cmd":
+                continue
+            route = routes.get(kind)
+            if route is None:
+                self._drop("unknown_kind", raw_topic.decode(errors="replace"), parsed.node_id)
+                continue
+            received[kind] = received.get(kind, 0) + 1
+            payload = publish.payload
+            decoder = route.decoder
+            message: Any
+            if decoder is not None and len(payload) <= MAX_BYTES:
+                try:
+                    message = decoder.decode(payload)
+                except Exception:  # noqa: BLE001 - decoded again below for the exact reason (and msgspec's rare int-from-float case)
+                    message = self._decode(route, parsed, payload, raw_topic)
+            else:
+                message = self._decode(route, parsed, payload, raw_topic)
+            if message is _INVALID:
+                continue
+            if route.batch:
+                found = batches.get(kind)
+                if found is None:
+                    found = batches[kind] = []
+                found.append((parsed, message))
+            elif self._dispatch(route, parsed, message, publish.retain, raw_topic) and not route.applied_later:
+                applied[kind] = applied.get(kind, 0) + 1
+        for kind, items in batches.items():
+            try:
+                count = routes[kind].handler(items)
+            except Exception as err:  # noqa: BLE001 - logged with its traceback (rate-limited) and counted
+                for parsed, _ in items:
+                    self._drop("handler_error", f"{parsed.node_id}/{kind}", parsed.node_id, repr(err), exc_info=True)
+                continue
+            applied[kind] = applied.get(kind, 0) + (len(items) if count is None else count)
+        for kind, count in received.items():
+            counter = self._received.get(kind)
+            if counter is None:
+                counter = self._received[kind] = self.metrics.mqtt_received.labels(kind)
+            counter.inc(count)
+        for kind, count in applied.items():
+            if count:
+                self.count_ingested(kind, count)
+        client = self._client
+        for publish in publishes:
+            if publish.qos:  # the hub subscribes at QoS 1, so the broker sends nothing higher
+                client._send_puback(publish.mid)
+
+    def _decode(self, route: TopicRoute, parsed: NodeTopic, payload: bytes, raw_topic: bytes) -> Any:
+        """The payload decoded into the route's schema, or _INVALID (counted and logged)."""
         try:
             if route.schema is None:
                 if len(payload) > MAX_BYTES:
                     raise PayloadError("too_large", f"larger than {MAX_BYTES} bytes")
-                message = payload
-            else:
-                message = decode(payload, route.schema)
+                return payload
+            return decode(payload, route.schema)
         except PayloadError as err:
-            self._drop(err.reason, topic, parsed.node_id, str(err))
-            return
+            self._drop(err.reason, raw_topic.decode(errors="replace"), parsed.node_id, str(err))
+            return _INVALID
+
+    def _dispatch(self, route: TopicRoute, parsed: NodeTopic, message: Any, retained: bool, raw_topic: bytes) -> bool:
+        """Call a per-message handler; True when it applied the message (a coroutine counts itself once done)."""
+        topic = raw_topic.decode(errors="replace")
         try:
             result = route.handler(parsed, message, retained) if route.with_retain else route.handler(parsed, message)
         except InvalidMessage as err:
             self._drop("invalid_payload", topic, parsed.node_id, str(err))
-            return
+            return False
         except Exception as err:  # noqa: BLE001 - logged with its traceback (rate-limited) and counted
             self._drop("handler_error", topic, parsed.node_id, repr(err), exc_info=True)
-            return
+            return False
         if inspect.isawaitable(result):
             task = asyncio.ensure_future(result)
             self._tasks.add(task)
-            task.add_done_callback(functools.partial(self._task_done, topic=topic, node_id=parsed.node_id))
+            kind = None if route.applied_later else parsed.kind
+            task.add_done_callback(functools.partial(self._task_done, topic=topic, node_id=parsed.node_id, kind=kind))
+            return False
+        return True
 
-    def _task_done(self, task: asyncio.Task[Any], topic: str, node_id: str) -> None:
+    def handle(self, topic: str, payload: bytes, retained: bool = False) -> None:
+        """Validate and dispatch one message; a bad one is counted and dropped, never raised."""
+        self.handle_batch([Publish(topic.encode(), payload, 0, 0, retained)])
+
+    def _task_done(self, task: asyncio.Task[Any], topic: str, node_id: str, kind: str | None = None) -> None:
         self._tasks.discard(task)
         if task.cancelled():
             return
@@ -346,3 +621,8 @@ class MqttBridge:
             self._drop("invalid_payload", topic, node_id, str(err))
         elif err is not None:
             self._drop("handler_error", topic, node_id, repr(err))
+        elif kind is not None:
+            self.count_ingested(kind)
+
+
+_INVALID = object()  # a message that could not be decoded (already counted as dropped)
