@@ -54,6 +54,16 @@ def _parse_database_url(raw: str) -> str:
     return raw
 
 
+EMBEDDED_BROKERS = ("auto", "mosquitto", "in-process")
+
+
+def _parse_embedded_broker(raw: str) -> str:
+    kind = raw.strip().lower()
+    if kind not in EMBEDDED_BROKERS:
+        raise ValueError("expected auto (Mosquitto when installed, else in-process), mosquitto or in-process")
+    return kind
+
+
 def _parse_positive_seconds(raw: str) -> float:
     value = float(raw)
     if not 0 < value <= 7 * 86400:
@@ -84,6 +94,8 @@ HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("database_url", _parse_database_url),
     Setting("mqtt_url", _parse_mqtt_url),
     Setting("embedded_mqtt_bind", str, const.DEFAULT_EMBEDDED_MQTT_BIND),
+    Setting("embedded_broker", _parse_embedded_broker, "auto"),
+    Setting("mosquitto_bin", str),
     Setting("admin_password", str),
     Setting("metrics_open_on_loopback", parse_bool, False),
     Setting("log_level", parse_log_level, "INFO"),
@@ -145,6 +157,8 @@ class HubConfig:
     upload_pass_interval_s: float = 5.0  # how often the upload runner looks at the queue (and at once when nudged)
     notify_backoff_base_s: float = 5.0  # a notification's first retry waits up to this long, doubling (full jitter) (issue 21)
     notify_give_up_s: float = 86400.0  # a notification still undelivered this long after its first attempt fails
+    embedded_broker: str = "auto"  # without HARK_MQTT_URL: auto (Mosquitto when installed) | mosquitto | in-process
+    mosquitto_bin: str | None = None  # the Mosquitto binary; else `mosquitto` on PATH or in /usr/sbin
     explicit: frozenset[str] = field(default_factory=frozenset)
 
     @property

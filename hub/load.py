@@ -75,6 +75,7 @@ class LoadMonitor:
             "event_loop_lag_max_ms": round(max(lags) * 1000, 2) if lags else 0.0,
             "mqtt_messages_per_s": round(self.mqtt_rate(), 2),
             "mqtt_connected": hub.bridge is not None and hub.bridge.connected,
+            "broker": hub.broker_figures(),
             "db_queue_depth": hub.db.queue_depth(),
             "window_s": WINDOW_S,
             "uptime_s": round(time.time() - hub.started_at, 1),

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -31,6 +32,8 @@ from hark_fleet.hub.mqtt.access import BrokerAccess
 from hark_fleet.hub.mqtt.bridge import BrokerAddress, MqttBridge, bridge_client_id
 from hark_fleet.hub.mqtt.dynsec import DynsecClient, DynsecError
 from hark_fleet.hub.mqtt.embedded import EmbeddedBroker
+from hark_fleet.hub.mqtt.mosquitto import ManagedMosquitto, ServerTls
+from hark_fleet.hub.mqtt.mosquitto_conf import dynsec_usernames, find_binary, find_dynsec_plugin, read_dynsec
 from hark_fleet.hub.notify.worker import Notifier
 from hark_fleet.hub.offsite.runner import UploadRunner
 from hark_fleet.hub.retention_runner import RetentionRunner
@@ -70,7 +73,8 @@ class Hub:
         self.metrics = HubMetrics()
         self.db = HubDatabase(open_database(config.database_url, config.data_dir), observe=self.metrics.db_latency.observe)
         self.authenticator = Authenticator(self.db)
-        self.broker: EmbeddedBroker | None = None
+        self.broker: EmbeddedBroker | None = None  # the in-process (amqtt) broker
+        self.mosquitto: ManagedMosquitto | None = None  # or the Mosquitto the hub runs as its embedded broker
         self.bridge: MqttBridge | None = None
         self.broker_address: BrokerAddress | None = None
         self.http_server: HTTPServer | None = None
@@ -90,6 +94,7 @@ class Hub:
         self.ca: CertificateAuthority | None = None
         self.tls = config.tls_enabled
         self.tls_contexts: list[ssl.SSLContext] = []  # the listeners', reloaded when the CRL changes
+        self._server_tls: tuple[str, str] | None = None  # the server certificate and key of this run (PEM)
         self._crl_mtime = 0.0
         self._crl_watch: asyncio.Task[None] | None = None
         self._public_mqtt: str | None = None
@@ -221,6 +226,8 @@ class Hub:
         self._crl_mtime = mtime
         for context in self.tls_contexts:
             reload_crl(context, self.ca.crl_path)
+        if self.mosquitto is not None:
+            self.mosquitto.reload_tls()  # it rereads its certificate, key and CRL on SIGHUP
         log.info("certificate revocation list reloaded")
 
     async def _watch_crl(self) -> None:
@@ -246,6 +253,7 @@ class Hub:
             return
         issued = self.ca.issue(self.config.public_url or socket.gethostname(), SERVER, self._server_hosts())
         self.tls_contexts = [server_context(self.ca.ca_pem, self.ca.crl_path, issued.cert_pem, issued.key_pem)]
+        self._server_tls = (issued.cert_pem, issued.key_pem)
 
     # -- request accounting (for a graceful stop) ------------------------------
 
@@ -336,14 +344,101 @@ class Hub:
             config.data_dir.resolve(),
             describe(self.db.db),
             self.public_mqtt_url,
-            "embedded" if self.broker else "external",
+            {"mosquitto": "embedded Mosquitto", "in-process": "embedded, in-process"}.get(self.broker_kind, "external"),
         )
 
+    @property
+    def broker_kind(self) -> str:
+        """Which broker the hub uses: `mosquitto` or `in-process` (both embedded: the hub runs them), or `external`."""
+        if self.mosquitto is not None:
+            return "mosquitto"
+        return "in-process" if self.broker is not None else "external"
+
+    def broker_figures(self) -> dict[str, Any]:
+        """The broker's kind and whether it runs (an external one: whether the hub reaches it), for `/api/load`."""
+        if self.mosquitto is not None:
+            running = self.mosquitto.running
+        elif self.broker is not None:
+            running = self.broker.running
+        else:
+            running = self.bridge is not None and self.bridge.connected
+        return {"kind": self.broker_kind, "running": running}
+
+    async def _mosquitto_to_run(self) -> Path | None:
+        """The Mosquitto binary to run as the embedded broker, or None for the in-process one (HARK_EMBEDDED_BROKER)."""
+        choice = self.config.embedded_broker
+        if choice == "in-process":
+            return None
+        configured = self.config.mosquitto_bin
+        binary = find_binary(configured)
+        missing = None
+        if binary is None:
+            missing = f"HARK_MOSQUITTO_BIN {configured} is not an executable" if configured else "no mosquitto binary installed"
+        elif find_dynsec_plugin(binary) is None:
+            missing = f"no dynamic security plugin beside {binary}"
+        if missing is not None:
+            if choice == "mosquitto":
+                raise StartupError(
+                    f"HARK_EMBEDDED_BROKER=mosquitto: {missing}; install Debian's `mosquitto` package, "
+                    "set HARK_MOSQUITTO_BIN, or choose HARK_EMBEDDED_BROKER=in-process"
+                )
+            log.info("embedded broker: in-process (%s; Debian's `mosquitto` package gives the faster one)", missing)
+            return None
+        assert binary is not None
+        # Nodes enrolled on the in-process broker have only a hash of their credential here: Mosquitto
+        # cannot take them over. `auto` stays in-process for such a hub; `mosquitto` says who is locked out.
+        enrolled = set(await self.db.run(credential_table))
+        loop = asyncio.get_running_loop()
+        dynsec_file = self.config.data_dir / "mosquitto" / "dynamic-security.json"
+        try:
+            known = dynsec_usernames(await loop.run_in_executor(None, read_dynsec, dynsec_file))
+        except Exception as err:  # noqa: BLE001 - an unreadable file is reported where Mosquitto starts
+            log.warning("%s", err)
+            known = set()
+        strangers = sorted(enrolled - known)
+        if strangers and choice == "auto":
+            log.warning(
+                "embedded broker: in-process, as %d node(s) were enrolled on it and Mosquitto cannot take over their "
+                "credentials (kept as hashes only); set HARK_EMBEDDED_BROKER=mosquitto and rotate their credentials to move",
+                len(strangers),
+            )
+            return None
+        if strangers:
+            log.warning(
+                "%d node(s) enrolled on the in-process broker cannot log in to Mosquitto until their credential is rotated: %s",
+                len(strangers),
+                ", ".join(strangers[:20]),
+            )
+        return binary
+
+    async def _start_mosquitto(self, binary: Path) -> BrokerAddress:
+        """Run Mosquitto as the embedded broker; node identities through its dynamic security plugin."""
+        secret = new_password(32)
+        tls = None
+        if self.tls and self.ca is not None and self._server_tls is not None:
+            tls = ServerTls(self.ca.cert_path, self.ca.crl_path, *self._server_tls)
+        self.mosquitto = ManagedMosquitto(binary, self.config.data_dir, const.HUB_MQTT_USERNAME, secret, tls)
+        host, port = self.config.embedded_mqtt_address
+        host, port = await self.mosquitto.start(host, port, fallback_to_free_port=not self.config.embedded_bind_is_explicit)
+        log.info("embedded broker: Mosquitto (%s) listening on %s:%d%s", binary, host, port, " (mqtts)" if self.tls else "")
+        address = BrokerAddress(host, port, username=const.HUB_MQTT_USERNAME, password=secret)
+        if self.tls:
+            public = BrokerAddress(host, port, tls=True)
+            if host in ("0.0.0.0", "::", ""):
+                public = BrokerAddress(urlsplit(self.public_url).hostname or socket.gethostname(), port, tls=True)
+            self._public_mqtt = public.url()
+            address = BrokerAddress("127.0.0.1", self.mosquitto.local_port, username=address.username, password=secret)
+        await self._start_dynsec(address, prune=True)
+        return address
+
     async def _start_mqtt(self) -> None:
+        binary = None if self.config.mqtt_url else await self._mosquitto_to_run()
         if self.config.mqtt_url:
             address = BrokerAddress.from_url(self.config.mqtt_url)
             if self.config.mqtt_dynsec:
                 await self._start_dynsec(address)
+        elif binary is not None:
+            address = await self._start_mosquitto(binary)
         else:
             secret = new_password(32)
             self.broker = EmbeddedBroker(BrokerAccess(secret), self.tls_contexts[0] if self.tls_contexts else None)
@@ -365,8 +460,8 @@ class Hub:
         if not await self.bridge.wait_connected(5.0):
             log.warning("mqtt broker %s not reachable yet; retrying in the background", address.url())
 
-    async def _start_dynsec(self, address: BrokerAddress) -> None:
-        """Manage node identities on Mosquitto through its dynamic security plugin."""
+    async def _start_dynsec(self, address: BrokerAddress, prune: bool = False) -> None:
+        """Manage node identities on Mosquitto through its dynamic security plugin (`prune`: drop unknown clients)."""
         self.dynsec = DynsecClient(address)
         try:
             await self.dynsec.start()
@@ -382,6 +477,9 @@ class Hub:
             node_ids = sorted(await self.db.run(credential_table))
             await self.dynsec.ensure_node_roles(node_ids)
             await self.dynsec.bind_client_ids(node_ids)
+            if prune:  # the hub's own broker: a client no node has any more was deleted while it was not running
+                for stale in sorted(set(await self.dynsec.list_clients()) - {*node_ids, username}):
+                    await self.dynsec.delete_node(stale)
         except DynsecError as err:
             raise StartupError(f"cannot manage node identities on {address.url()}: {err}") from err
         log.info("node identities managed on %s (dynamic security)", address.url())
@@ -426,6 +524,10 @@ class Hub:
             checks["embedded_broker"] = (
                 {"ok": True} if self.broker.running else {"ok": False, "reason": "embedded broker not running"}
             )
+        if self.mosquitto is not None:
+            checks["embedded_broker"] = (
+                {"ok": True} if self.mosquitto.running else {"ok": False, "reason": f"embedded Mosquitto {self.mosquitto.reason}"}
+            )
         connected = self.bridge is not None and self.bridge.connected
         checks["mqtt"] = {"ok": True} if connected else {"ok": False, "reason": f"not connected to {self.public_mqtt_url}"}
         checks["storage"] = self.disk.readiness()
@@ -461,6 +563,8 @@ class Hub:
             await self.broker.stop()
         if self.dynsec is not None:
             await self.dynsec.close()
+        if self.mosquitto is not None:
+            await self.mosquitto.stop()
         await asyncio.get_running_loop().run_in_executor(None, self.db.close)
         self._cpu.shutdown(wait=True)
         log.info("hark hub stopped")

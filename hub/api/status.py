@@ -45,7 +45,7 @@ class StatusHandler(BaseHandler):
                 "uptime_s": round(time.time() - hub.started_at, 1),
             },
             "broker": {
-                "kind": "embedded" if hub.broker is not None else "external",
+                "kind": "external" if hub.broker_kind == "external" else "embedded",
                 "url": hub.public_mqtt_url,
                 "connected": hub.bridge is not None and hub.bridge.connected,
             },

@@ -29,6 +29,7 @@ FIGURES = {
     "db_queue_depth",
     "window_s",
     "uptime_s",
+    "broker",
 }
 
 
