@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections import deque
@@ -12,11 +11,12 @@ from typing import Any
 
 from hark_fleet.hub.auth.principal import SiteScope
 from hark_fleet.hub.clock import iso, utcnow
+from hark_fleet.hub.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 REPLAY = 5000  # events kept for `Last-Event-ID` resume
-QUEUE = 1000  # events a slow subscriber may lag before it is dropped
+QUEUE = 1000  # events a subscriber's socket may leave unsent before it is dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +41,16 @@ class Event:
 
 
 class Subscription:
-    """One stream client's queue; `dropped` is set when it fell too far behind."""
+    """One stream client: what it may see, and its outbox of encoded events (dropped when it fell too far behind)."""
 
     def __init__(self, scope: SiteScope, types: frozenset[str] | None) -> None:
         self.scope = scope
         self.types = types
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE)
-        self.dropped = False
+        self.outbox = Outbox(QUEUE)
+
+    @property
+    def dropped(self) -> bool:
+        return self.outbox.dropped
 
     def wants(self, event: Event) -> bool:
         return self.scope.allows(event.site) and (self.types is None or event.type in self.types)
@@ -75,13 +78,13 @@ class EventBus:
                 listener(event)
             except Exception:
                 log.exception("an event listener failed on %s", event.type)
+        payload: bytes | None = None  # encoded once, for every subscriber
         for sub in list(self._subscribers):
             if not sub.wants(event):
                 continue
-            try:
-                sub.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                sub.dropped = True
+            if payload is None:
+                payload = event.sse()
+            if not sub.outbox.put(payload):
                 self._subscribers.discard(sub)
         return event
 

@@ -1,6 +1,6 @@
 """Live meters at the hub, in memory only: the latest frame per node, one point per second for the
 last hour, each node's minute in progress (its summary is what `hub.history` stores once the minute
-ends), and the fan-out to SSE subscribers (bounded queues; a client that falls behind is dropped).
+ends), and the fan-out to SSE subscribers (bounded outboxes; a client that falls behind is dropped).
 
 Frames arrive at 10 Hz from every node: nothing here touches the database, and each frame is
 encoded for the stream once, whatever the number of subscribers. A subscriber may ask for at most
@@ -12,7 +12,6 @@ and a minute becomes a summary when it ends.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections import deque
@@ -22,12 +21,13 @@ from typing import Any
 
 import msgspec
 from hark_fleet.hub.auth.principal import SiteScope
+from hark_fleet.hub.outbox import MAX_UNSENT_BYTES, Outbox
 from hark_fleet.hub.services.history import MINUTE_S, MeterSummary
 from hark_fleet.protocol.messages import MeterFrame
 
 HISTORY_S = 3600
 RANGES_S = {"5m": 300, "15m": 900, "1h": 3600}
-SUBSCRIBER_QUEUE = 256  # frames a slow client may lag (about 2.5 s of 10 nodes) before it is dropped
+SUBSCRIBER_QUEUE = 1024  # frames a client's socket may leave unsent (1 s of 100 nodes) before it is dropped
 UNKNOWN_SITE = object()
 NEG_INF = float("-inf")  # "none yet" for a maximum: compared without a None check on the hot path
 
@@ -233,17 +233,24 @@ class NodeMeters:
         return None
 
 
-class MeterSubscriber:
-    """One SSE client: the nodes it asked for (None: all it may see), its scope, a bounded queue, and
-    with `max_rate` the time each node's next frame is due."""
+class MeterSubscriber(Outbox):
+    """One SSE client: the nodes it asked for (None: all it may see), its scope, its bounded outbox of encoded
+    frames (dropped past `size` frames or `max_bytes` bytes not yet sent), and with `max_rate` the time each
+    node's next frame is due."""
+
+    __slots__ = ("scope", "node_ids", "gap", "due")
 
     def __init__(
-        self, scope: SiteScope, node_ids: frozenset[str] | None, size: int = SUBSCRIBER_QUEUE, max_rate: int | None = None
+        self,
+        scope: SiteScope,
+        node_ids: frozenset[str] | None,
+        size: int = SUBSCRIBER_QUEUE,
+        max_rate: int | None = None,
+        max_bytes: int = MAX_UNSENT_BYTES,
     ) -> None:
+        super().__init__(size, max_bytes)
         self.scope = scope
         self.node_ids = node_ids
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(size)
-        self.dropped = False
         self.gap = 1.0 / max_rate if max_rate else 0.0  # 0: every frame
         self.due: dict[str, float] = {}
 
@@ -316,18 +323,21 @@ class MeterStore:
                 self._lookup_site(node_id)
             return  # nobody sees a frame before the hub knows which site it belongs to
         payload: bytes | None = None
-        for sub in list(self.subscribers):
+        sent = 0
+        dropped: list[MeterSubscriber] | None = None
+        for sub in self.subscribers:
             if not sub.wants(node_id, site) or (sub.gap and not sub.takes(node_id, frame, now)):  # type: ignore[arg-type]
                 continue
             if payload is None:
                 payload = sse_frame(node_id, frame)
-            try:
-                sub.queue.put_nowait(payload)
-                self.frames_out += 1
-            except asyncio.QueueFull:
-                sub.dropped = True
-                self.subscribers.discard(sub)
-                self.subscribers_dropped += 1
+            if sub.put(payload):
+                sent += 1
+            else:
+                dropped = [sub] if dropped is None else [*dropped, sub]
+        self.frames_out += sent
+        if dropped:
+            self.subscribers.difference_update(dropped)
+            self.subscribers_dropped += len(dropped)
 
     def set_site(self, node_id: str, site: str | None, known: bool = True) -> None:
         """The node's site, from the database (`known` False: the node does not exist; forget it)."""

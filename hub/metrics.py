@@ -36,6 +36,10 @@ class HubMetrics:
         self.heartbeats_stored = Counter("hark_heartbeats_stored", "Heartbeats committed to the database", registry=self.registry)
         self.mqtt_published = Counter("hark_mqtt_messages_published", "MQTT messages published", registry=self.registry)
         self.mqtt_connected = Gauge("hark_mqtt_connected", "1 while the hub is connected to its broker", registry=self.registry)
+        self.sse_clients = Gauge("hark_sse_clients", "Open SSE streams", ("stream",), registry=self.registry)
+        self.sse_dropped = Counter(
+            "hark_sse_clients_dropped", "SSE clients dropped for falling behind their outbox", ("stream",), registry=self.registry
+        )
         self.db_latency = Histogram(
             "hark_db_call_duration_seconds",
             "Time of one database call on a worker",

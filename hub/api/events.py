@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from hark_fleet.hub.api.streaming import StreamHandler
 from hark_fleet.hub.errors import InvalidRequest
-from hark_fleet.hub.events import Event
 from hark_fleet.hub.services import query
 
 
@@ -26,6 +25,6 @@ class EventStreamHandler(StreamHandler):
         subscription, backlog, complete = self.hub.events.subscribe(self.scope, types, after)
         preamble = [] if complete else [b'event: reset\ndata: {"reason": "events were missed; reload the state"}\n\n']
         try:
-            await self.pump(subscription.queue, Event.sse, lambda: subscription.dropped, preamble + [e.sse() for e in backlog])
+            await self.pump(subscription.outbox, preamble + [e.sse() for e in backlog], "events")
         finally:
             self.hub.events.unsubscribe(subscription)

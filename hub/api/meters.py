@@ -54,6 +54,6 @@ class MeterEventsHandler(StreamHandler):
         store = self.hub.ingest.meters
         subscription = store.subscribe(self.scope, frozenset(requested) if requested else None, max_rate)
         try:
-            await self.pump(subscription.queue, bytes, lambda: subscription.dropped, [])
+            await self.pump(subscription, [], "meters")
         finally:
             store.unsubscribe(subscription)

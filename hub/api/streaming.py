@@ -1,76 +1,111 @@
-"""Server-Sent Events: the one loop every stream handler runs (keepalives, drop on lag, clean close)."""
+"""Server-Sent Events: the one loop every stream handler runs (batched writes, keepalives, drop on lag, clean close).
+
+A stream's frames wait in its `Outbox` (`hark_fleet.hub.outbox`), filled by a producer that never waits. The
+handler writes all that waits in one write, at most once per `WRITE_INTERVAL_S`, and the next one only when the
+socket took the previous (Tornado's own write buffer never grows past one write). A client that does not read fills
+its outbox and is dropped: when its socket still takes data it gets `event: reset` and the stream ends; when it
+does not (the last write is still waiting), the connection is closed at once. Either way it is counted in
+`hark_sse_clients_dropped_total{stream}`, and nobody else waits for it.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import socket
 from typing import Any
 
 from hark_fleet.hub.api.base import BaseHandler
+from hark_fleet.hub.outbox import SEND_BUFFER, Outbox
 from tornado.iostream import StreamClosedError
 
 FELL_BEHIND = b'event: reset\ndata: {"reason": "this client fell behind"}\n\n'
+KEEPALIVE = b": keepalive\n\n"
+WRITE_INTERVAL_S = 0.025  # at most one write per client this often: frames in between go out together
+DROP_GRACE_S = 5.0  # a dropped client's socket gets this long to take its final reset
 
 
 class StreamHandler(BaseHandler):
-    """A long-lived `text/event-stream` answer fed from a queue; the hub closes it on shutdown."""
+    """A long-lived `text/event-stream` answer fed from an outbox; the hub closes it on shutdown."""
 
     accepts_query_token = True
+    _closing = False
+    _writing = False
+    _outbox: Outbox | None = None
+    _stream_name = ""
 
-    async def pump(
-        self,
-        queue: asyncio.Queue[Any],
-        encode: Callable[[Any], bytes],
-        dropped: Callable[[], bool],
-        preamble: list[bytes],
-    ) -> None:
-        """Send `preamble`, then every queued item, keepalives while idle, and a reset once the client is dropped."""
+    async def pump(self, outbox: Outbox, preamble: list[bytes], stream: str) -> None:
+        """Send `preamble`, then what the outbox gets, keepalives while idle, and a reset once the client is dropped."""
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Accel-Buffering", "no")
         if self.request.method == "HEAD":
             self.finish()  # the headers say what GET would stream; a HEAD has no body to wait for
             return
-        self._closed = asyncio.Event()
+        self._outbox, self._stream_name = outbox, stream
+        outbox.on_drop = self._on_drop
+        self._limit_send_buffer()
         self.hub.streams_opened(self)
-        closed = asyncio.ensure_future(self._closed.wait())
+        clients = self.hub.metrics.sse_clients.labels(stream)
+        clients.inc()
+        keepalive_s = self.hub.config.sse_keepalive_s
         try:
-            self.write(b"retry: 2000\n\n" + b"".join(preamble))
-            await self.flush()
-            while not self._closed.is_set():
-                getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait(
-                    {getter, closed}, timeout=self.hub.config.sse_keepalive_s, return_when=asyncio.FIRST_COMPLETED
-                )
-                if getter in done:
-                    self.write(encode(getter.result()))
-                    while not queue.empty():
-                        self.write(encode(queue.get_nowait()))
-                else:
-                    getter.cancel()
-                    if closed in done:
-                        break
-                    self.write(b": keepalive\n\n")
-                if dropped():
-                    self.write(FELL_BEHIND)
-                    await self.flush()
+            await self._send(b"retry: 2000\n\n" + b"".join(preamble))
+            while not self._closing:
+                await outbox.wait(keepalive_s)
+                if self._closing:
                     break
-                await self.flush()
+                if outbox.dropped:
+                    self.write(FELL_BEHIND)
+                    try:
+                        await asyncio.wait_for(self.flush(), DROP_GRACE_S)
+                    except TimeoutError:
+                        self._abort()  # it took the frames before but not its reset: it has stopped reading
+                    break
+                await self._send(outbox.take() or KEEPALIVE)
+                await asyncio.sleep(WRITE_INTERVAL_S)
         except StreamClosedError:
             pass
         finally:
-            closed.cancel()
+            outbox.on_drop = None
+            clients.dec()
             self.hub.streams_closed(self)
         if not self._finished:
-            try:
+            with contextlib.suppress(StreamClosedError):
                 self.finish()
-            except StreamClosedError:
-                pass
+
+    async def _send(self, data: bytes) -> None:
+        self.write(data)
+        self._writing = True
+        try:
+            await self.flush()
+        finally:
+            self._writing = False
+
+    def _limit_send_buffer(self) -> None:
+        """Bound what waits in the kernel for this client (without it, autotuning lets megabytes, seconds of frames, pile up)."""
+        sock = getattr(getattr(getattr(self.request.connection, "stream", None), "socket", None), "setsockopt", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+
+    def _on_drop(self) -> None:
+        """The producer dropped this client (called from its fan-out, so only counted and scheduled here)."""
+        self.hub.metrics.sse_dropped.labels(self._stream_name).inc()
+        if self._writing:  # its socket has not taken the last write: a reset would only wait behind it
+            self._closing = True
+            asyncio.get_running_loop().call_soon(self._abort)
+
+    def _abort(self) -> None:
+        stream: Any = getattr(self.request.connection, "stream", None)
+        if stream is not None and not stream.closed():
+            stream.close()
 
     def close_stream(self) -> None:
         """End this stream (the client went away, or the hub is stopping)."""
-        if hasattr(self, "_closed"):
-            self._closed.set()
+        self._closing = True
+        if self._outbox is not None:
+            self._outbox.wake()
 
     def on_connection_close(self) -> None:
         self.close_stream()

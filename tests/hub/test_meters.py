@@ -7,7 +7,7 @@ import math
 
 import pytest
 from hark_fleet.hub.auth.principal import ALL_SITES, SiteScope
-from hark_fleet.hub.meters import HISTORY_S, MeterStore, sse_frame
+from hark_fleet.hub.meters import HISTORY_S, SUBSCRIBER_QUEUE, MeterStore, MeterSubscriber, sse_frame
 from hark_fleet.protocol.messages import Loudness, MeterChannel, MeterFrame
 
 
@@ -33,13 +33,13 @@ def test_frames_reach_only_subscribers_that_may_see_the_nodes_site() -> None:
     everyone = store.subscribe(ALL_SITES, None)
     north = store.subscribe(SiteScope(frozenset({"north"})), None)
     store.add("n1", frame(1))
-    assert lookups == ["n1"] and everyone.queue.empty()  # the site is not known yet: nobody gets it
+    assert lookups == ["n1"] and not everyone.frames  # the site is not known yet: nobody gets it
     store.add("n1", frame(2))
     assert lookups == ["n1"]  # one lookup at a time
     store.set_site("n1", "south")
     store.add("n1", frame(3))
-    assert everyone.queue.qsize() == 1 and north.queue.empty()
-    data = everyone.queue.get_nowait().split(b"data: ", 1)[1]
+    assert len(everyone.frames) == 1 and not north.frames
+    data = everyone.frames[0].split(b"data: ", 1)[1]
     assert json.loads(data)["node_id"] == "n1" and json.loads(data)["seq"] == 3
 
 
@@ -48,12 +48,22 @@ def test_a_subscriber_that_falls_behind_is_dropped_and_the_others_go_on() -> Non
     store.set_site("n1", None)
     slow = store.subscribe(ALL_SITES, None)
     fast = store.subscribe(ALL_SITES, frozenset({"n1"}))
-    for seq in range(300):
+    for seq in range(SUBSCRIBER_QUEUE + 1):
         store.add("n1", frame(seq))
-        while not fast.queue.empty():
-            fast.queue.get_nowait()
+        fast.take()  # its socket takes every write
     assert slow.dropped and slow not in store.subscribers and store.subscribers_dropped == 1
     assert not fast.dropped and fast in store.subscribers
+
+
+def test_a_subscriber_whose_unsent_bytes_pass_the_bound_is_dropped_before_its_frame_count_is_reached() -> None:
+    store = MeterStore()
+    store.set_site("n1", None)
+    sub = MeterSubscriber(ALL_SITES, None, max_bytes=4 * len(sse_frame("n1", frame(0))))
+    store.subscribers.add(sub)
+    for seq in range(5):
+        store.add("n1", frame(seq))
+    assert sub.dropped and sub not in store.subscribers and store.subscribers_dropped == 1
+    assert sub.frames == [] and sub.take() == b""  # what waited is let go at once
 
 
 def test_the_sse_payload_is_the_frame_with_its_node_id() -> None:
@@ -133,12 +143,13 @@ def test_a_subscriber_with_a_max_rate_gets_that_many_frames_per_second_of_each_n
     clipped = MeterFrame(ts="2026-12-01T12:00:00Z", seq=50, interval_ms=100, channels=[MeterChannel(0, 0.0, -3.0, clip=12)])
     store.add("n1", clipped, start + 5.0 + 0.01)  # right after a frame that went out: sent all the same
 
-    assert every.queue.qsize() == 101
-    sent = [json.loads(thinned.queue.get_nowait().split(b"data: ", 1)[1]) for _ in range(thinned.queue.qsize())]
+    assert len(every.frames) == 101
+    sent = [json.loads(payload.split(b"data: ", 1)[1]) for payload in thinned.frames]
+    thinned.take()
     by_node = {node_id: [f["seq"] for f in sent if f["node_id"] == node_id] for node_id in ("n1", "n2")}
     assert 10 <= len(by_node["n2"]) <= 11, by_node  # 2 per second over 5 s, give or take the first
     assert all(b - a >= 3 for a, b in zip(by_node["n2"], by_node["n2"][1:], strict=False)), by_node  # never 2 within 0.25 s
     assert by_node["n1"][-1] == 50 and 11 <= len(by_node["n1"]) <= 12, by_node  # the clip went out too
     # After a pause the next frame goes out at once.
     store.add("n2", frame(99), start + 60.0)
-    assert json.loads(thinned.queue.get_nowait().split(b"data: ", 1)[1])["seq"] == 99
+    assert json.loads(thinned.take().split(b"data: ", 1)[1])["seq"] == 99
