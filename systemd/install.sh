@@ -77,6 +77,9 @@ units=()
 
 # --- 1. system packages -------------------------------------------------------
 packages=(python3-venv)
+if [ "$hub" = 1 ]; then
+  packages+=(mosquitto)  # the hub runs it as its embedded broker (HARK_EMBEDDED_BROKER=auto)
+fi
 if [ "$node" = 1 ]; then
   packages+=(libportaudio2 libsndfile1 polkitd)
 fi
@@ -88,6 +91,11 @@ step "packages: ${packages[*]} (missing: ${missing[*]:-none})"
 if [ "${#missing[@]}" -gt 0 ]; then
   run apt-get update -qq
   run apt-get install -y "${missing[@]}"
+  if [[ " ${missing[*]} " == *" mosquitto "* ]]; then
+    # The hub starts its own Mosquitto; the distro's service would only hold port 1883.
+    step "packages: mosquitto installed for the hub: the distribution's mosquitto.service disabled"
+    run systemctl disable --now mosquitto.service
+  fi
 fi
 
 # --- 2. user and groups ---------------------------------------------------------

@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import stat
+import subprocess
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
 from hark_fleet.hub.mqtt.mosquitto_conf import find_binary, find_dynsec_plugin
+from hark_fleet.protocol.tls import client_context
+from hark_fleet.provision.ca import CLIENT, CertificateAuthority
+from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.harness import HubProcess, mqtt_login, running_hub, wait_for
+from tests.harness import ROOT, HubProcess, mqtt_login, running_hub, wait_for
 from tests.hub.mqtt.peer import Peer
 
 MOSQUITTO = find_binary(None)
@@ -230,3 +239,57 @@ def test_a_hub_with_nodes_enrolled_in_process_stays_there_under_auto(tmp_path: P
         assert "Mosquitto cannot take over their credentials" in hub.log()
         assert managed_pids(hub.data_dir) == []
         assert mqtt_login(hub.mqtt_port, node_id, credential)
+
+
+def mqtts_login(port: int, context: ssl.SSLContext, username: str, password: str) -> bool:
+    """Whether the broker's TLS listener lets this client certificate and login in (client id = username)."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=username)
+    client.username_pw_set(username, password)
+    client.tls_set_context(context)
+    outcome: list[bool] = []
+    done = threading.Event()
+
+    def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        outcome.append(not reason.is_failure)
+        done.set()
+
+    client.on_connect = on_connect
+    client.on_disconnect = lambda *args: done.set()
+    try:
+        client.connect("127.0.0.1", port)
+    except (OSError, ssl.SSLError):
+        return False
+    client.loop_start()
+    done.wait(5)
+    client.disconnect()
+    client.loop_stop()
+    return outcome == [True]
+
+
+def test_over_tls_a_node_needs_its_certificate_and_a_revoked_one_is_refused(tmp_path: Path) -> None:
+    hub = HubProcess(tmp_path / "hub", tls=True, env_extra=MANAGED)
+    try:
+        hub.start()
+        node_id, credential = enroll(hub)
+        ca = CertificateAuthority.open(hub.data_dir, create=False)
+        issued = ca.issue(node_id, CLIENT)
+        with_certificate = client_context(ca.ca_pem, issued.cert_pem, issued.key_pem)
+        assert mqtts_login(hub.mqtt_port, with_certificate, node_id, credential)
+        assert not mqtts_login(hub.mqtt_port, client_context(ca.ca_pem), node_id, credential), "no client certificate"
+        revoked = subprocess.run(
+            [sys.executable, "-m", "hark_fleet.provision", "ca", "--data-dir", str(hub.data_dir), "revoke", node_id],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert revoked.returncode == 0, revoked.stderr
+        fresh = lambda: client_context(ca.ca_pem, issued.cert_pem, issued.key_pem)  # noqa: E731 - a context per attempt
+        wait_for(
+            lambda: not mqtts_login(hub.mqtt_port, fresh(), node_id, credential),
+            15,
+            "the broker to refuse the revoked certificate",
+            interval=0.5,
+        )
+    finally:
+        assert hub.stop() == 0, hub.log()

@@ -1,4 +1,4 @@
-"""Node sessions on a running hub's embedded broker: a node reaches no other session, credential or command."""
+"""Node sessions on a running hub's in-process broker: a node reaches no other session, credential or command."""
 
 from __future__ import annotations
 
@@ -16,8 +16,13 @@ from tests.hub.mqtt.peer import Peer
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    """One hub with its embedded broker (the database plays no part here)."""
-    with running_hub(tmp_path_factory.mktemp("hub-sessions")) as process:
+    """One hub with its in-process broker (the database plays no part here).
+
+    Pinned to the in-process broker: these are its behaviours (a node's previous credential valid through the grace,
+    superseded deliveries dropped from an offline session). Mosquitto keeps one password per client and cannot drop a
+    queued message; its fencing is tested in test_managed_mosquitto.py and its deliveries in e2e/test_credential_delivery.py.
+    """
+    with running_hub(tmp_path_factory.mktemp("hub-sessions"), env_extra={"HARK_EMBEDDED_BROKER": "in-process"}) as process:
         yield process
 
 
