@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from hark_fleet.audio.meters.const import CLIP_THRESHOLD, SILENCE_HOLD_S, SILENCE_THRESHOLD_DBFS
 
+TAIL_FRAMES = 64  # where the search for a channel's last loud sample starts
+
 
 @dataclass(frozen=True, slots=True)
 class BlockLevels:
@@ -38,22 +40,32 @@ class LevelMeter:
     def process(self, block: np.ndarray, sums: np.ndarray | None = None) -> BlockLevels:
         """Levels of a (channels, frames) float64 block; `sums` are its per-channel sums when the caller has them."""
         frames = block.shape[1]
-        magnitude = np.abs(block)
-        peak = magnitude.max(axis=1)
+        peak = np.maximum(block.max(axis=1), -block.min(axis=1))  # no |block| temporary: two reads, no write
         if sums is None:
             sums = block.sum(axis=1)
         mean_square = np.einsum("ij,ij->i", block, block) / frames
         clip = np.zeros(len(peak), dtype=np.int64)
         if peak.max() >= self.clip_threshold:
-            clip = np.count_nonzero(magnitude >= self.clip_threshold, axis=1)
+            clip = np.count_nonzero(np.abs(block) >= self.clip_threshold, axis=1)
         loud = peak >= self.silence_threshold
         if loud.any():
-            reached = magnitude[:, ::-1] >= self.silence_threshold
-            since_last = np.argmax(reached, axis=1)  # frames after the last loud sample
-            self._quiet = np.where(loud, since_last, self._quiet + frames)
+            self._quiet = np.where(loud, self._since_loud(block, loud), self._quiet + frames)
         else:
             self._quiet += frames
         return BlockLevels(peak, mean_square, sums / frames, clip, self._quiet >= self.hold_frames)
+
+    def _since_loud(self, block: np.ndarray, loud: np.ndarray) -> np.ndarray:
+        """Frames after the last sample reaching the threshold, for the loud channels (others read 0).
+
+        A loud channel almost always reached the threshold in the block's last frames, so those are searched first
+        and the whole block only for the channels that did not.
+        """
+        tail = np.abs(block[:, -TAIL_FRAMES:][:, ::-1]) >= self.silence_threshold
+        since = np.argmax(tail, axis=1)
+        for channel in np.flatnonzero(loud & ~tail.any(axis=1)).tolist():
+            reached = np.abs(block[channel, ::-1]) >= self.silence_threshold
+            since[channel] = int(np.argmax(reached))
+        return since
 
     def reset(self) -> None:
         """Start the silence hold again."""

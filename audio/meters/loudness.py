@@ -90,6 +90,10 @@ class GatedHistogram:
     def __init__(self) -> None:
         self.counts = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
         self.sums = np.zeros(HISTOGRAM_BINS)
+        self._count = 0  # totals kept as blocks come, so a gate needs no pass over every bin
+        self._sum = 0.0
+        self._integrated: float | None = None
+        self._integrated_stale = False
 
     def add(self, energy: float) -> None:
         """Count one block (blocks under the absolute gate are dropped)."""
@@ -98,18 +102,22 @@ class GatedHistogram:
         index = min(HISTOGRAM_BINS - 1, int((LUFS_OFFSET + 10.0 * math.log10(energy) - ABSOLUTE_GATE_LUFS) / HISTOGRAM_BIN_LU))
         self.counts[index] += 1
         self.sums[index] += energy
+        self._count += 1
+        self._sum += energy
+        self._integrated_stale = True
 
     def clear(self) -> None:
         """Forget every block."""
         self.counts[:] = 0
         self.sums[:] = 0.0
+        self._count, self._sum = 0, 0.0
+        self._integrated, self._integrated_stale = None, False
 
     def _gated(self, relative_lu: float) -> tuple[np.ndarray, np.ndarray] | None:
         """Counts and sums of the bins at or over `relative_lu` under the mean energy; None when empty."""
-        total = int(self.counts.sum())
-        if total == 0:
+        if self._count == 0:
             return None
-        threshold = float(self.sums.sum()) / total * 10.0 ** (relative_lu / 10.0)
+        threshold = self._sum / self._count * 10.0 ** (relative_lu / 10.0)
         first = int((LUFS_OFFSET + 10.0 * math.log10(threshold) - ABSOLUTE_GATE_LUFS) / HISTOGRAM_BIN_LU)
         first = max(0, first)
         # the bin holding the threshold counts when its blocks' mean reaches it
@@ -119,12 +127,15 @@ class GatedHistogram:
 
     def integrated(self) -> float | None:
         """Mean loudness of the blocks over the relative gate (-10 LU)."""
-        gated = self._gated(RELATIVE_GATE_LU)
-        if gated is None:
-            return None
-        counts, sums = gated
-        count = int(counts.sum())
-        return energy_lufs(float(sums.sum()) / count) if count else None
+        if self._integrated_stale:
+            self._integrated_stale = False
+            self._integrated = None
+            gated = self._gated(RELATIVE_GATE_LU)
+            if gated is not None:
+                counts, sums = gated
+                count = int(counts.sum())
+                self._integrated = energy_lufs(float(sums.sum()) / count) if count else None
+        return self._integrated
 
     def loudness_range(self) -> float | None:
         """10th to 95th percentile spread of the blocks over the relative gate (-20 LU), ranks as libebur128."""
@@ -156,7 +167,8 @@ class LoudnessMeter:
             self._weights[row, list(programme.channels)] = programme.weights
         self._segment = segment_frames(sample_rate)
         self._ring = np.zeros((channels, (SHORT_TERM_SEGMENTS + 1) * self._segment), dtype=np.float32)
-        self._segments = np.zeros((SHORT_TERM_SEGMENTS + 2, channels))  # completed segment sums, by number modulo
+        # completed segment sums, segment k at k mod n and again at that + n, so any n in a row are one slice
+        self._segments = np.zeros((2 * (SHORT_TERM_SEGMENTS + 2), channels))
         self._partial = np.zeros(channels)  # sum of the segment in progress
         self._position = 0  # frames metered
         self._completed = 0  # segments completed
@@ -169,14 +181,19 @@ class LoudnessMeter:
     def process(self, block: np.ndarray) -> None:
         """Meter a block."""
         weighted = self._filter.process(block)
-        squares = weighted * weighted
+        squares = np.multiply(weighted, weighted, out=weighted)
         self._write_ring(squares)
         frames = squares.shape[1]
         first = self._segment - self._position % self._segment  # index in the block where the current segment ends
-        ends = list(range(first, frames + 1, self._segment))
-        if not ends:
-            self._partial += squares.sum(axis=1)
+        if first >= frames:  # the usual case, a block of at most one segment, needs no split
+            total = squares.sum(axis=1)
+            if first == frames:
+                self._complete_segment(self._partial + total)
+                self._partial[:] = 0.0
+            else:
+                self._partial += total
         else:
+            ends = list(range(first, frames + 1, self._segment))
             starts = [0, *(end for end in ends if end < frames)]
             pieces = np.add.reduceat(squares, starts, axis=1).T
             self._complete_segment(self._partial + pieces[0])
@@ -227,8 +244,9 @@ class LoudnessMeter:
 
     def _segments_sum(self, first: int, last: int) -> np.ndarray:
         """Sum of completed segments numbered first..last-1 (numbers under 0 count as zero)."""
-        numbers = np.arange(max(first, 0), last) % len(self._segments)
-        return self._segments[numbers].sum(axis=0)
+        first = max(first, 0)
+        start = first % (len(self._segments) // 2)
+        return self._segments[start : start + max(last - first, 0)].sum(axis=0)
 
     def _window_sum(self, segments: int) -> np.ndarray:
         """Per-channel sum of the squares over the `segments` x 100 ms ending at the last sample metered."""
@@ -241,7 +259,9 @@ class LoudnessMeter:
         return self._partial + self._segments_sum(done - segments + 1, done) + head
 
     def _complete_segment(self, total: np.ndarray) -> None:
-        self._segments[self._completed % len(self._segments)] = total
+        ring = len(self._segments) // 2
+        slot = self._completed % ring
+        self._segments[slot] = self._segments[slot + ring] = total
         self._completed += 1
         done = self._completed - self._origin  # segments since the measurement started
         if done >= MOMENTARY_SEGMENTS:

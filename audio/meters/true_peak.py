@@ -56,9 +56,11 @@ class TruePeakMeter:
     def __init__(self, sample_rate: int, channels: int) -> None:
         self.factor = oversampling_factor(sample_rate)
         self._channels = channels
-        self._history = np.zeros((channels, HISTORY), dtype=np.float32)
         self._matrix = banded_interpolator(ANNEX2_PHASES[:: 4 // self.factor], ROW)
         self._chunk = max(1, BLAS_SINGLE_THREAD_WORK // self._matrix.size)
+        self._history = np.zeros((channels, HISTORY), dtype=np.float32)
+        self._padded = np.zeros((channels, 0), dtype=np.float32)  # history + block + zeros to whole rows, reused
+        self._out = np.zeros((0, self._matrix.shape[1]), dtype=np.float32)
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """Per-channel true peak (linear) of a (channels, frames) float32 block."""
@@ -66,16 +68,19 @@ class TruePeakMeter:
             return np.asarray(np.abs(block).max(axis=1), dtype=np.float64)
         frames = block.shape[1]
         rows = -(-frames // ROW)
-        padded = np.zeros((self._channels, HISTORY + rows * ROW), dtype=np.float32)
+        if self._padded.shape[1] != HISTORY + rows * ROW:
+            self._padded = np.zeros((self._channels, HISTORY + rows * ROW), dtype=np.float32)
+            self._out = np.empty((self._channels * rows, self._matrix.shape[1]), dtype=np.float32)
+        padded, out = self._padded, self._out
         padded[:, :HISTORY] = self._history
         padded[:, HISTORY : HISTORY + frames] = block
-        self._history = padded[:, frames : frames + HISTORY].copy()
+        padded[:, HISTORY + frames :] = 0.0
+        self._history[:] = padded[:, frames : frames + HISTORY]
         step = padded.strides[1]
         windows = as_strided(
             padded, (self._channels, rows, ROW + HISTORY), (padded.strides[0], ROW * step, step), writeable=False
         )
         windows = windows.reshape(-1, ROW + HISTORY)  # one copy: the rows overlap by HISTORY samples
-        out = np.empty((len(windows), self._matrix.shape[1]), dtype=np.float32)
         for start in range(0, len(windows), self._chunk):
             np.matmul(windows[start : start + self._chunk], self._matrix, out=out[start : start + self._chunk])
         values = out.reshape(self._channels, -1)[:, : frames * self.factor]

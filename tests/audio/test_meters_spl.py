@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hark_fleet.audio.meters import MeterEngine, calibration_offset
-from hark_fleet.audio.meters.spl import a_weighting_sos
-from scipy.signal import sosfreqz
+from hark_fleet.audio.meters.spl import FastLevel, a_weighting_sos, tenth_percentile
+from scipy.signal import lfilter, sosfreqz
 
 from tests.audio.test_meters_signals import sine
 
@@ -94,3 +94,25 @@ def test_spl_of_silence_is_none_inside_the_spl_object() -> None:
     engine = MeterEngine(48000, 1, calibration={0: 114.0})
     spl = engine.process(np.zeros((4800, 1), np.float32))["channels"][0]["spl"]
     assert spl == {"laeq_db": None, "lamax_db": None, "la90_db": None}
+
+
+def test_fast_level_in_runs_equals_the_sample_by_sample_recursion_for_any_block_sizes() -> None:
+    rate = 48000
+    c = np.exp(-1.0 / (0.125 * rate))
+    fast = FastLevel(rate, 2)
+    rng = np.random.default_rng(11)
+    state = None
+    for frames in [4800, 1, 15, 16, 17, 1000, 4801, 4800, 33]:
+        squares = (rng.standard_normal((2, frames)) * 10 ** rng.uniform(-5, 0, (2, 1))) ** 2
+        if state is None:
+            state = c * squares.mean(axis=1, keepdims=True)
+        expected, state = lfilter([1.0 - c], [1.0, -c], squares, axis=1, zi=state)
+        fast.squares_buffer(frames)[:] = squares
+        np.testing.assert_allclose(fast.levels(frames), expected, rtol=1e-10)
+
+
+def test_tenth_percentile_is_numpys_linear_percentile() -> None:
+    rng = np.random.default_rng(12)
+    for count in (1, 2, 9, 10, 11, 100, 101):
+        values = rng.random((3, count))
+        np.testing.assert_allclose(tenth_percentile(values), np.percentile(values, 10.0, axis=1), rtol=1e-12)
