@@ -420,7 +420,7 @@ class Hub:
         self.mosquitto = ManagedMosquitto(binary, self.config.data_dir, const.HUB_MQTT_USERNAME, secret, tls)
         host, port = self.config.embedded_mqtt_address
         host, port = await self.mosquitto.start(host, port, fallback_to_free_port=not self.config.embedded_bind_is_explicit)
-        log.info("embedded broker: Mosquitto (%s) listening on %s:%d%s", binary, host, port, " (mqtts)" if self.tls else "")
+        log.info("embedded mqtt broker listening on %s:%d%s (Mosquitto, %s)", host, port, " (mqtts)" if self.tls else "", binary)
         address = BrokerAddress(host, port, username=const.HUB_MQTT_USERNAME, password=secret)
         if self.tls:
             public = BrokerAddress(host, port, tls=True)

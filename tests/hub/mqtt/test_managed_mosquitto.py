@@ -77,7 +77,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
 
 def test_the_hub_runs_its_own_mosquitto_and_says_so(hub: HubProcess) -> None:
     assert len(managed_pids(hub.data_dir)) == 1
-    assert "embedded broker: Mosquitto" in hub.log()
+    assert f"embedded mqtt broker listening on 127.0.0.1:{hub.mqtt_port} (Mosquitto, " in hub.log()
     wait_for(lambda: f"mqtt mqtt://127.0.0.1:{hub.mqtt_port} (embedded Mosquitto)" in hub.log(), 10, "the startup line")
     assert readyz(hub)["checks"]["embedded_broker"] == {"ok": True}
     load = httpx.get(f"{hub.url}/api/load", timeout=5).json()["data"]
@@ -206,14 +206,14 @@ def test_hubs_side_by_side_each_run_their_own_mosquitto(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "line"),
     [
-        ({"HARK_EMBEDDED_BROKER": "in-process"}, "embedded mqtt broker listening on"),
+        ({"HARK_EMBEDDED_BROKER": "in-process"}, "(embedded, in-process)"),
         ({"HARK_MOSQUITTO_BIN": "/nonexistent"}, "embedded broker: in-process (HARK_MOSQUITTO_BIN /nonexistent is not"),
     ],
     ids=["asked", "auto-without-binary"],
 )
 def test_the_in_process_broker_when_asked_or_without_mosquitto(tmp_path: Path, env: dict[str, str], line: str) -> None:
     with running_hub(tmp_path / "hub", env_extra=env) as hub:
-        assert line in hub.log()
+        wait_for(lambda: line in hub.log(), 10, line)
         assert managed_pids(hub.data_dir) == []
         assert readyz(hub)["checks"]["embedded_broker"] == {"ok": True}
         assert httpx.get(f"{hub.url}/api/load", timeout=5).json()["data"]["broker"]["kind"] == "in-process"
