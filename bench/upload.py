@@ -9,7 +9,7 @@ time for a fresh recording whose job the bench has claimed as the node
 heartbeat carrying the capture's ``recording`` fields, as the node does when capture ends:
 
 * ``node``: the node's own ``RecordingClient.upload`` (node/recording_client.py: a ``HEAD`` for
-  the offset, then 16 MiB PUTs streamed in 256 KiB reads through Tornado's HTTP client) in a
+  the offset, then 64 MiB PUTs (``UPLOAD_CHUNK_BYTES``) streamed in 256 KiB reads through Tornado's HTTP client) in a
   child process of its own, with the progress callback the node's job runner passes (one job
   heartbeat after each chunk, whose time is shown apart). Before the upload the child computes the file's sha256 with the
   node's ``file_sha256``, timed separately (the node does it when it finalizes a recording, not
@@ -48,10 +48,10 @@ so it is in the page cache for both uploads. Everything talks over loopback.
 
 Run it from the repository root::
 
-    .venv/bin/python bench/upload.py [--size-mb 200] [--repeat 3] [--node-chunk-mib 16]
+    .venv/bin/python bench/upload.py [--size-mb 200] [--repeat 3] [--node-chunk-mib 64]
 
 ``--node-chunk-mib`` is for diagnosis: it sets the node's bytes per PUT in the child
-(``UPLOAD_CHUNK_BYTES``, 16 MiB by default) to see what the chunking costs.
+(``UPLOAD_CHUNK_BYTES``, 64 MiB by default) to see what the chunking costs.
 
 The hub, the node child and curl are stopped at the end, also on Ctrl-C, SIGTERM or an error,
 and the temporary directory is removed.
