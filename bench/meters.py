@@ -1,52 +1,62 @@
-"""CPU cost of hark's audio meters, and integrated loudness against libebur128 and pyloudnorm.
+"""CPU cost of hark's audio meters fed as a node feeds them, and integrated loudness against libebur128.
 
 What is measured
 ----------------
-1. Real-time metering. ``audio.meters.MeterEngine`` meters ``--seconds`` of 48 kHz noise with a level
-   envelope, fed in 100 ms blocks (what the node does), for 2, 8 and 32 channels. Every meter runs:
-   sample peak, RMS, DC, clip count, silence, true peak (4x), K-weighted momentary / short-term /
-   integrated loudness and LRA for the default programme plus one stereo programme. Each count is run
-   twice: with calibrated SPL on every channel (A-weighting, LAeq, LAmax, LA90) and without SPL. The
-   figure is the share of one core the metering needs to keep up: CPU seconds (``time.process_time``,
-   which counts every thread of the process) over audio seconds. The target is 8 channels under 2 %.
+1. All meters incl. SPL, 8 ch 48 kHz, as a share of one core. A child process runs ``audio.meters.MeterEngine``
+   on 8 channels of 48 kHz noise with a level envelope, fed one 100 ms block every 100 ms of wall time (what the
+   node's meter thread does), with every meter on: sample peak, RMS, DC, clip count, silence, true peak (4x),
+   K-weighted momentary / short-term / integrated loudness and LRA for the whole source and a stereo programme,
+   and calibrated SPL on every channel (A-weighting, LAeq, LAmax, LA90). The figure is the child's CPU time
+   (every thread, ``time.process_time``) over the wall time it was fed for, after a 1 s warm-up; the parent
+   also reads the child's utime + stime from /proc before and after, as an outside check. Metering as fast
+   as possible in a loop reads about half of this (warm caches, no wake-ups), which is why it is not the figure.
+   The same run without SPL alternates with it. Target: under 2 % of a core with SPL.
 
-2. Integrated loudness of 60 s of stereo noise with an envelope, timed (``time.process_time``) for:
-   ``pyebur128`` (libebur128 in C, MODE_I, fed at once), hark's ``LoudnessMeter`` fed at once and in
-   100 ms blocks, and ``pyloudnorm`` (numpy, offline). Times are the best of ``--repeat`` runs and are
-   shown as ratios to pyebur128, with each tool's reading. The target is hark no slower than 2x libebur128.
+2. Integrated loudness against libebur128. 60 s of stereo noise with an envelope, cut into the (4800, 2)
+   float32 blocks of 100 ms a node has, is fed block by block to ``pyebur128`` (libebur128, MODE_I) and to
+   hark's ``LoudnessMeter`` (which includes turning each block into the (channels, frames) float64 it takes),
+   and each reads integrated loudness at the end. The figure is hark's CPU time over libebur128's, per round
+   (both measured in the same round), each the total of ``PASSES`` passes. Target: no slower than 1.2x.
 
 How
 ---
-Signals are made in memory with a fixed seed (no I/O). One warm-up pass precedes each timing, and
-each figure is the median (part 1) or the best (part 2) of ``--repeat`` runs, so a busy neighbour on the
-machine shows up as spread rather than as the figure. Run it from the repository root::
+Both figures come from alternating rounds (bench/rounds.py): with and without SPL, hark and libebur128, in the
+same time window, order reversed every other round; each figure is the median of the rounds with its range,
+and the 1-minute load average before and after each round is printed. A machine already busy when the bench
+starts gets a warning. Run it from the repository root::
 
-    .venv/bin/python bench/meters.py [--seconds 30] [--repeat 3]
+    .venv/bin/python bench/meters.py [--rounds 3] [--seconds 15]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
-import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hark_fleet.audio.meters import LoudnessMeter, MeterEngine, Programme  # noqa: E402
+from rounds import MIN_ROUNDS, Round, alternate, busy_warning, load_average, load_text, ratios, summarize  # noqa: E402
 
 RATE = 48000
-BLOCK = RATE // 10
-CHANNEL_COUNTS = (2, 8, 32)
-TARGET_8CH_PCT = 2.0
-TARGET_RATIO = 2.0
+BLOCK = RATE // 10  # 100 ms, the node's meter interval
+CHANNELS = 8
+WARM_UP_BLOCKS = 10
+TARGET_SHARE_PCT = 2.0  # all meters incl. SPL, 8 ch 48 kHz, % of one core
+TARGET_RATIO = 1.2  # integrated loudness, hark over libebur128, both fed 100 ms blocks
 LOUDNESS_SECONDS = 60.0
+PASSES = 5  # passes over the loudness signal per subject and round
+SUBJECT_SPL, SUBJECT_PLAIN = "all meters incl. SPL", "all meters, no SPL"
+SUBJECT_HARK, SUBJECT_EBUR = "hark LoudnessMeter", "libebur128"
 
 
 def noise_with_envelope(seconds: float, channels: int, seed: int = 1) -> np.ndarray:
@@ -58,116 +68,185 @@ def noise_with_envelope(seconds: float, channels: int, seed: int = 1) -> np.ndar
     return (0.1 * rng.standard_normal((frames, channels)) * gain[:, None]).astype(np.float32)
 
 
-def metering_share(signal: np.ndarray, spl: bool, repeat: int) -> list[float]:
-    """CPU share (percent of one core) of metering `signal` in real time, once per repeat."""
-    channels = signal.shape[1]
-    blocks = [signal[start : start + BLOCK] for start in range(0, len(signal), BLOCK)]
-    audio_s = len(signal) / RATE
-    shares = []
-    for _ in range(repeat + 1):
-        engine = MeterEngine(
-            RATE,
-            channels,
-            programmes={"stereo": [0, 1]},
-            calibration={c: 110.0 for c in range(channels)} if spl else None,
-        )
-        started = time.process_time()
-        for block in blocks:
-            engine.process(block)
-        shares.append(100.0 * (time.process_time() - started) / audio_s)
-    return shares[1:]  # the first pass warms caches and imports
+def blocks_of(signal: np.ndarray) -> list[np.ndarray]:
+    """The signal as a node's meter thread gets it: contiguous (BLOCK, channels) float32 blocks."""
+    return [np.ascontiguousarray(signal[start : start + BLOCK]) for start in range(0, len(signal) - BLOCK + 1, BLOCK)]
 
 
-def best_time(run: Callable[[], float], repeat: int) -> tuple[float, float]:
-    """(best CPU seconds, reading) of `run` over a warm-up and `repeat` runs."""
-    reading = run()
-    times = []
-    for _ in range(repeat):
-        started = time.process_time()
-        reading = run()
-        times.append(time.process_time() - started)
-    return min(times), reading
+# -- 1. real-time metering, in a child process ------------------------------------------------------------------
 
 
-def with_pyebur128(signal: np.ndarray) -> float:
-    """libebur128's integrated loudness of the signal."""
+def child(spl: bool, seconds: float) -> int:
+    """Meter `seconds` of audio paced in real time; print the CPU and wall time of the paced part as JSON."""
+    blocks = blocks_of(noise_with_envelope(seconds + WARM_UP_BLOCKS * BLOCK / RATE, CHANNELS))
+    engine = MeterEngine(
+        RATE,
+        CHANNELS,
+        programmes={"stereo": [0, 1]},
+        calibration={c: 110.0 for c in range(CHANNELS)} if spl else None,
+    )
+    interval = BLOCK / RATE
+    deadline = time.monotonic()
+    late = 0
+    started_cpu = started_wall = 0.0
+    for number, block in enumerate(blocks):
+        if number == WARM_UP_BLOCKS:
+            print("start", flush=True)  # the parent reads /proc now
+            started_cpu, started_wall = time.process_time(), time.monotonic()
+            deadline = started_wall
+        engine.process(block)
+        deadline += interval
+        wait = deadline - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        else:
+            late += 1
+    cpu, wall = time.process_time() - started_cpu, time.monotonic() - started_wall
+    print(json.dumps({"cpu_s": cpu, "wall_s": wall, "blocks": len(blocks) - WARM_UP_BLOCKS, "late": late}), flush=True)
+    sys.stdin.readline()  # the parent reads /proc again before this process ends
+    return 0
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """utime + stime of a process, every thread, from /proc (None where there is no /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def paced_round(spl: bool, seconds: float, number: int, subject: str) -> Round:
+    """One child run: its CPU share of one core, by its own clock and from /proc."""
+    result = Round(subject, number)
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", "spl" if spl else "plain", "--seconds", str(seconds)]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None and process.stdin is not None
+        if process.stdout.readline().strip() != "start":
+            raise RuntimeError("the metering child did not start")
+        outside_before, wall_before = proc_cpu_s(process.pid), time.monotonic()
+        report = json.loads(process.stdout.readline())
+        outside_after, wall_after = proc_cpu_s(process.pid), time.monotonic()
+        process.stdin.write("\n")
+        process.stdin.flush()
+        process.wait()
+    figures = {"share_pct": 100.0 * report["cpu_s"] / report["wall_s"], "late": float(report["late"])}
+    if outside_before is not None and outside_after is not None:
+        figures["outside_pct"] = 100.0 * (outside_after - outside_before) / (wall_after - wall_before)
+    return result.done(**figures)
+
+
+# -- 2. integrated loudness against libebur128 ------------------------------------------------------------------
+
+
+def with_libebur128(blocks: list[np.ndarray]) -> float:
+    """libebur128's integrated loudness of the blocks, fed one by one (interleaved float32, as they come)."""
     import pyebur128
 
-    state = pyebur128.R128State(signal.shape[1], RATE, pyebur128.MeasurementMode.MODE_I)
-    state.add_frames(signal.reshape(-1), len(signal))
+    state = pyebur128.R128State(blocks[0].shape[1], RATE, pyebur128.MeasurementMode.MODE_I)
+    for block in blocks:
+        state.add_frames(block.reshape(-1), len(block))
     return float(pyebur128.get_loudness_global(state))
 
 
-def with_hark(signal: np.ndarray, block: int | None) -> float:
-    """hark's integrated loudness of the signal, fed at once (block None) or in blocks."""
-    meter = LoudnessMeter(RATE, signal.shape[1], [Programme("all", (0, 1), (1.0, 1.0))])
-    samples = np.ascontiguousarray(signal.T, dtype=np.float64)
-    step = block or samples.shape[1]
-    for start in range(0, samples.shape[1], step):
-        meter.process(samples[:, start : start + step])
+def with_hark(blocks: list[np.ndarray]) -> float:
+    """hark's integrated loudness of the blocks, fed one by one, each turned into (channels, frames) float64."""
+    channels = blocks[0].shape[1]
+    meter = LoudnessMeter(RATE, channels, [Programme("all", tuple(range(channels)), (1.0,) * channels)])
+    for block in blocks:
+        meter.process(np.ascontiguousarray(block.T, dtype=np.float64))
     value = meter.readings()[0].integrated_lufs
     return float("nan") if value is None else value
 
 
-def with_pyloudnorm(signal: np.ndarray) -> float:
-    """pyloudnorm's integrated loudness of the signal."""
-    import pyloudnorm
+def loudness_round(blocks: list[np.ndarray], number: int, subject: str) -> Round:
+    """CPU seconds of PASSES passes of one tool over the blocks, and its reading."""
+    run = with_hark if subject == SUBJECT_HARK else with_libebur128
+    result = Round(subject, number)
+    started = time.process_time()
+    for _ in range(PASSES):
+        reading = run(blocks)
+    return result.done(cpu_s=time.process_time() - started, lufs=reading)
 
-    return float(pyloudnorm.Meter(RATE).integrated_loudness(signal.astype(np.float64)))
+
+# -- report ----------------------------------------------------------------------------------------------------
 
 
-def run(seconds: float, repeat: int) -> int:
+def verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+def run(rounds: int, seconds: float) -> int:
+    load_at_start = load_average()
     print("hark audio meters benchmark")
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "n/a"
     print(f"  machine   {platform.machine()} {platform.system()} {platform.release()}, {os.cpu_count()} CPUs ({usable} usable)")
     print(f"  python    {platform.python_implementation()} {platform.python_version()}, numpy {np.__version__}")
-    print(f"  params    {seconds:g} s of audio per run at {RATE} Hz, {BLOCK}-frame (100 ms) blocks, {repeat} runs")
+    print(f"  params    {rounds} rounds; {CHANNELS} ch at {RATE} Hz in 100 ms blocks, {seconds:g} s paced per run")
+    warning = busy_warning(load_at_start)
+    if warning:
+        print(warning)
     print()
-    print("1. CPU share of one core to meter in real time (median of runs, min-max in brackets)")
-    print(f"   {'channels':>8}  {'all meters + SPL':>24}  {'all meters, no SPL':>24}  {'per 100 ms block':>16}")
-    ok = True
-    for channels in CHANNEL_COUNTS:
-        signal = noise_with_envelope(seconds, channels)
-        cells = []
-        medians = []
-        for spl in (True, False):
-            shares = metering_share(signal, spl, repeat)
-            medians.append(statistics.median(shares))
-            cells.append(f"{medians[-1]:6.2f} % [{min(shares):.2f}-{max(shares):.2f}]")
-        block_ms = medians[0] / 100.0 * 100.0  # share x 100 ms of audio per block
-        print(f"   {channels:>8}  {cells[0]:>24}  {cells[1]:>24}  {block_ms:>13.3f} ms")
-        if channels == 8:
-            ok = ok and medians[0] < TARGET_8CH_PCT
-    print(f"   target: 8 channels under {TARGET_8CH_PCT:g} % of a core with every meter")
+
+    print(f"1. Real-time metering, {CHANNELS} ch {RATE // 1000} kHz, one 100 ms block every 100 ms (% of one core)")
+    paced: list[Round] = []
+    for number, subject in alternate([SUBJECT_SPL, SUBJECT_PLAIN], rounds):
+        result = paced_round(subject == SUBJECT_SPL, seconds, number, subject)
+        paced.append(result)
+        outside = f", /proc {result.figures['outside_pct']:.2f} %" if "outside_pct" in result.figures else ""
+        print(
+            f"   round {number + 1} {subject:<22} {result.figures['share_pct']:5.2f} %{outside}, "
+            f"{int(result.figures['late'])} late blocks, load {result.load_before:.2f} -> {result.load_after:.2f}"
+        )
+
+    blocks = blocks_of(noise_with_envelope(LOUDNESS_SECONDS, 2, seed=7))
     print()
-    print(f"2. Integrated loudness of {LOUDNESS_SECONDS:g} s of stereo noise with an envelope (best of {repeat})")
-    signal = noise_with_envelope(LOUDNESS_SECONDS, 2, seed=7)
-    reference_s, reference = best_time(lambda: with_pyebur128(signal), repeat)
-    rows = [
-        ("pyebur128 (libebur128)", reference_s, reference),
-        ("hark, one call", *best_time(lambda: with_hark(signal, None), repeat)),
-        ("hark, 100 ms blocks", *best_time(lambda: with_hark(signal, BLOCK), repeat)),
-        ("pyloudnorm", *best_time(lambda: with_pyloudnorm(signal), repeat)),
-    ]
-    print(f"   {'tool':<24} {'CPU s':>8} {'x pyebur128':>12} {'LUFS':>9} {'vs libebur128':>14}")
-    for name, cpu_s, value in rows:
-        print(f"   {name:<24} {cpu_s:8.3f} {cpu_s / reference_s:12.2f} {value:9.3f} {value - reference:+14.3f}")
-    print(f"   target: hark no slower than {TARGET_RATIO:g}x libebur128")
-    hark_ratio = rows[1][1] / reference_s
-    ok = ok and hark_ratio <= TARGET_RATIO
+    print(f"2. Integrated loudness of {LOUDNESS_SECONDS:g} s of stereo noise, both fed the same 100 ms blocks ({PASSES} passes)")
+    loudness: list[Round] = []
+    with_hark(blocks[:50]), with_libebur128(blocks[:50])  # warm-up: imports, first allocations
+    for number, subject in alternate([SUBJECT_EBUR, SUBJECT_HARK], rounds):
+        result = loudness_round(blocks, number, subject)
+        loudness.append(result)
+        print(
+            f"   round {number + 1} {subject:<22} {result.figures['cpu_s']:6.3f} CPU s, {result.figures['lufs']:8.3f} LUFS, "
+            f"load {result.load_before:.2f} -> {result.load_after:.2f}"
+        )
+
+    share = summarize(paced, SUBJECT_SPL, "share_pct")
+    plain = summarize(paced, SUBJECT_PLAIN, "share_pct")
+    outside = summarize(paced, SUBJECT_SPL, "outside_pct")
+    ratio = ratios(loudness, SUBJECT_HARK, SUBJECT_EBUR, "cpu_s")
+    hark_lufs = summarize(loudness, SUBJECT_HARK, "lufs").median
+    ebur_lufs = summarize(loudness, SUBJECT_EBUR, "lufs").median
+    share_met, ratio_met = share.median < TARGET_SHARE_PCT, ratio.median <= TARGET_RATIO
     print()
-    print("targets met" if ok else "a target was missed")
-    return 0 if ok else 1
+    print(f"Figures (median of {rounds} rounds, range in brackets; {load_text(paced + loudness)})")
+    print(
+        f"  all meters incl. SPL, {CHANNELS} ch {RATE // 1000} kHz:  {share.text('{:.2f}', '%')} of one core"
+        f"   target < {TARGET_SHARE_PCT:g} %   {verdict(share_met)}"
+    )
+    print(f"      (from /proc: {outside.text('{:.2f}', '%')}; without SPL: {plain.text('{:.2f}', '%')})")
+    print(
+        f"  integrated loudness vs libebur128, 100 ms blocks:  {ratio.text('{:.2f}', 'x')}"
+        f"   target <= {TARGET_RATIO:g}x   {verdict(ratio_met)}"
+    )
+    print(f"      (readings: hark {hark_lufs:.3f} LUFS, libebur128 {ebur_lufs:.3f} LUFS)")
+    if warning:
+        print(warning)
+    return 0 if share_met and ratio_met else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="CPU cost of hark's audio meters, and integrated loudness against references.")
-    parser.add_argument("--seconds", type=float, default=30.0, help="seconds of audio metered per run (default 30)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per figure, after one warm-up (default 3)")
+    parser = argparse.ArgumentParser(description="CPU cost of hark's audio meters, and integrated loudness against libebur128.")
+    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS, help=f"alternating rounds (default and minimum {MIN_ROUNDS})")
+    parser.add_argument("--seconds", type=float, default=15.0, help="seconds of real-time metering per run (default 15)")
+    parser.add_argument("--child", choices=["spl", "plain"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.seconds < 1 or args.repeat < 1:
-        parser.error("--seconds must be at least 1 and --repeat at least 1")
-    return run(args.seconds, args.repeat)
+    if args.child:
+        return child(args.child == "spl", args.seconds)
+    if args.rounds < MIN_ROUNDS or args.seconds < 2:
+        parser.error(f"--rounds must be at least {MIN_ROUNDS} and --seconds at least 2")
+    return run(args.rounds, args.seconds)
 
 
 if __name__ == "__main__":
