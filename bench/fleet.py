@@ -1,96 +1,62 @@
-"""Fleet ingest of the hark hub over MQTT: N simulated nodes, their meters and heartbeats.
+"""Fleet ingest of the hark hub over MQTT, against a bare paho subscriber, in alternating rounds.
 
 What is measured
 ----------------
-1. For each N of ``--nodes`` (default 100, 500, 1000): N enrolled nodes each send a meter
-   frame at 10 Hz (QoS 0, ``hark/v1/nodes/{id}/meters``) and a heartbeat every 10 s (QoS 1,
-   ``.../heartbeat``, each with a unique ``msg_id``), offsets spread evenly over both periods:
-   the target is N x 10.1 messages/s. After a 3 s warm-up, over ``--duration`` seconds:
+``--nodes`` nodes (default 1000) are enrolled through the API; each gets its own MQTT connection,
+logged in as itself (username and client id = its node id, password = the credential enrollment
+returned). Then ``--rounds`` rounds (default 3, at least 3) each measure two subjects in the same
+window, the order reversed every other round (``bench/rounds.py``):
 
-   * ingested msg/s: the delta of ``hark_mqtt_messages_received_total`` (meters + heartbeat)
-     scraped from the hub's ``GET /metrics`` at the start and the end of the window, and the
-     delta of ``hark_mqtt_messages_dropped_total`` per reason;
-   * the generator's send rate, and the backlog: messages sent minus messages the hub counted,
-     sampled once a second; its growth (least-squares slope, msg/s) says whether the hub falls
-     behind. After the window the generator stops and the hub gets up to 15 s to catch up;
-     what it still has not counted then is reported as lost (dropped by the broker, or never
-     read);
-   * delay from publish to the hub's state: every meter frame carries its publish time (epoch
-     microseconds, as an ISO 8601 ``ts``) and a per-tick ``seq``. A thread polls
-     ``GET /api/v1/nodes/{id}/meters`` for 20 sample nodes round-robin (``--probe-rate``
-     requests/s in total, on one keep-alive connection) and, for every frame it has not seen
-     before, takes ``received_at`` (stamped by the hub when its event loop handled the frame)
-     minus the publish time. Both clocks are this machine's, so no clock offset is involved; the
-     polling rate only sets the number of samples, not the delay. The same thread records how
-     long the hub took to answer those GETs (an event-loop responsiveness figure). Each GET
-     costs the hub a node lookup on its database thread, a few percent of a core at 40/s. The
-     delay includes the broker's delivery: with Mosquitto's default ``set_tcp_nodelay false``
-     its small sends to the hub can wait for the hub's delayed ACK (up to 40 ms on Linux);
-     ``--tcp-nodelay`` turns that off to see the hub's own share;
-   * CPU (utime + stime from ``/proc``) over the window, as % of one core (can exceed 100 % for
-     a process with several threads) and as % of the machine: the hub process and, within it,
-     its main thread (the asyncio loop) and its other threads (paho's network thread, the
-     SQLite worker, executors; "busiest" is the largest single one), the load generator
-     processes and the broker; "machine busy" is all CPUs from ``/proc/stat`` and "others" what
-     processes outside this benchmark used (on a shared machine, a sign the figures are noisy).
+* **bare paho**: one paho client (``loop_forever``) subscribed to ``hark/v1/nodes/+/#`` at QoS 1
+  like the hub, doing ``json.loads`` on every payload and counting it;
+* **hark hub**: a real ``python -m hark_fleet.hub run``; what it applied is the delta of its
+  ``hark_mqtt_ingested_total`` (meter frames stored in its latest state, heartbeats counted after
+  their commit), scraped from ``GET /metrics``. What it merely read off the wire does not count.
 
-2. Ingest ceilings, the same message mix (1 heartbeat per 100 meter frames) sent by one
-   generator process as fast as the consumer takes it, for ``--ceiling-duration`` seconds after
-   a 1 s warm-up:
+While one subject is measured the other is idle: with ``--broker system`` both use the same
+Mosquitto and the hub is paused (SIGSTOP) during the bare round (then resumed and given time to
+catch up before its own round); with ``--broker embedded`` the hub runs its default embedded broker
+(``HARK_MQTT_URL`` unset; ``--embedded`` sets ``HARK_EMBEDDED_BROKER``: ``auto``, ``mosquitto`` or
+``in-process``), the nodes log in to it, and the bare subscriber's round runs on the system
+Mosquitto (``--system-url``, default ``mqtt://127.0.0.1:1883``), the only broker it may log in to.
 
-   * a bare subscriber: a child process with one paho client (``loop_forever``) subscribed to
-     ``hark/v1/nodes/+/#`` at QoS 1 like the hub, doing ``json.loads`` on each payload and
-     counting; measured before the hub is started, so it is alone on the broker;
-   * the hub: the same load on the enrolled nodes, messages/s from its received counter
-     (scraped at the start and end of the window; the window runs between the middles of
-     the two scrapes);
-   * the hub again with meter frames only, to show what the heartbeats' database work costs.
+Each subject's round has two parts:
 
-   It prints the ratio hub ceiling / bare ceiling (both with heartbeats). The generator keeps
-   at most ``--ceiling-backlog`` K messages (default 20000) ahead of what the consumer has
-   counted (credit refreshed every 100 ms): the consumer always has a queue of thousands of
-   messages waiting, so it runs at its own ceiling, while the broker drops nothing and needs
-   little CPU. ``--ceiling-backlog 0`` sends purely flat out instead: the broker then takes in
-   several times what the consumer can handle and drops the rest (beyond
-   ``max_queued_messages``; the consumer still gets 1 % heartbeats), which costs it most of a
-   core. On a two-core machine that leaves the consumer short of CPU whenever anything else
-   runs, and the ratio swings widely from run to run (0.47-0.80 observed, against 0.47-0.50
-   with the default). The table shows everyone's CPU share, so a starved consumer is visible.
+1. **Fleet load**: every node sends a meter frame at 10 Hz (QoS 0) and a heartbeat every 10 s
+   (QoS 1, unique ``msg_id``), offsets spread over both periods: N x 10.1 msg/s. After a 3 s
+   warm-up, over ``--duration`` seconds: the applied rate, the backlog (sent minus applied, sampled
+   each second; its least-squares slope says whether the subject falls behind), the consumer's CPU,
+   and the delay from publish to the subject's state. Each frame carries its publish time (``ts``,
+   epoch microseconds as ISO 8601; both clocks are this machine's). For the hub: a thread polls
+   ``GET /api/v1/nodes/{id}/meters`` of 20 sample nodes (``--probe-rate`` requests/s) and takes
+   ``received_at`` (stamped when the hub stored the frame) minus ``ts`` for every frame not seen
+   before ("state"), and an SSE client on ``/api/v1/meter-events`` for the same 20 nodes takes
+   arrival minus ``ts`` of every frame ("SSE"). For the bare subscriber: receipt minus ``ts`` of one
+   meter frame in 20, in its callback.
+2. **Ceiling**: the same mix (one heartbeat per 100 meter frames) as fast as the subject applies
+   it, for ``--ceiling-duration`` seconds after a 1 s warm-up. The generators keep at most
+   ``--ceiling-backlog`` messages (default 20000) ahead of what the subject applied, so the subject
+   always has thousands waiting (it runs at its own ceiling) while the broker drops nothing.
 
-3. Machine context and the targets: at N=1000 (~10k msg/s) no growing backlog, p99 delay
-   under 250 ms, and an ingest ceiling of at least 70 % of the bare subscriber's.
+The ratio is hub ceiling / bare ceiling of the same round; the figures are the median of the rounds
+with their range (low-high), and the 1-minute load average before and after each round is shown.
+A warning is printed when the machine was busy before the bench started.
 
-How
----
-Mosquitto (``tests.harness.Mosquitto``) on a free loopback port, anonymous, no persistence,
-``max_queued_messages 100000`` and ``max_inflight_messages 65535`` (for QoS 0 Mosquitto then
-drops only beyond 100000 queued packets per client; 0 would mean an unbounded queue),
-``sys_interval 1`` so that its ``$SYS/broker/publish/messages/dropped`` is read once a second.
-The hub is a real ``python -m hark_fleet.hub run`` with ``HARK_MQTT_URL`` pointing at it, SQLite in a
-temporary data directory, ``HARK_LOG_LEVEL=WARNING``. ``max(--nodes)`` nodes are enrolled with
-``POST /api/v1/nodes/enroll`` from a pool of threads.
+Targets (at 1,000 nodes x 10 Hz): p99 publish -> hub state under 250 ms, no growing backlog, and a
+ceiling ratio of at least 0.70.
 
-The load generator is ``--generators`` separate processes (default 1), each with one raw MQTT
-3.1.1 connection (a plain socket, clean session, keep-alive off) publishing on behalf of its
-share of the nodes, which the anonymous broker allows. Packets are pre-encoded: per node only
-its topic bytes are kept; per 5 ms tick one payload is built from a template (publish time and
-seq patched in) and the tick's packets are one ``bytes.join`` and one ``sendall``, so a message
-costs well under a microsecond of generator CPU. Heartbeats are patched the same way (msg_id,
-ts, seq) and sent at QoS 1; the broker's PUBACKs are counted by a reader thread. Every node
-has a meter slot (node index mod 20) in the 100 ms period and a heartbeat phase in the 10 s
-one. The generator keeps an absolute schedule; if it falls behind it sends what is due at
-once, and it reports how far behind it ever was.
+Load generators: ``--generators`` processes (default 2), each holding the connections of its share
+of the nodes (raw MQTT 3.1.1 sockets, clean session, keep-alive off, packets pre-encoded from a
+template with the publish time and seq patched in; one ``sendall`` per node per tick).
 
 Run it from the repository root::
 
-    .venv/bin/python bench/fleet.py [--nodes 100,500,1000] [--duration 20] [--ceiling-duration 5]
-                                    [--ceiling-backlog 20000] [--generators 1] [--probe-rate 40]
-                                    [--tcp-nodelay]
+    .venv/bin/python bench/fleet.py [--broker system|embedded] [--embedded auto|mosquitto|in-process]
+                                    [--nodes 1000] [--rounds 3] [--duration 15] [--ceiling-duration 5]
 
-It exits 0 when every target measured is met, 2 when one is missed, 1 on an error.
-
-The hub, the broker and every child process are stopped at the end, also on Ctrl-C, SIGTERM
-or an error, and the temporary directory is removed.
+It exits 0 when every target is met, 2 when one is missed, 1 on an error. The hub, the generators
+and the bare subscriber are stopped at the end (also on Ctrl-C), the hub's session on the system
+broker is removed, and the temporary directory is deleted.
 """
 
 from __future__ import annotations
@@ -101,25 +67,25 @@ import http.client
 import json
 import multiprocessing
 import os
-import platform
 import re
 import secrets
+import selectors
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -129,7 +95,7 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-import hub_http  # noqa: E402
+import rounds as rnd  # noqa: E402
 from hark_fleet.protocol.messages import (  # noqa: E402
     AudioInterface,
     Clock,
@@ -141,51 +107,33 @@ from hark_fleet.protocol.messages import (  # noqa: E402
     OutboxLevel,
 )
 from hark_fleet.protocol.topics import HUB_SUBSCRIPTION, TOPIC_ROOT  # noqa: E402
-from hub_http import (  # noqa: E402
-    HOST,
-    READY_TIMEOUT_S,
-    STOP_TIMEOUT_S,
-    free_port,
-    http_request,
-    log_tail,
-    start_process,
-    stop_process,
-    wait_for_200,
-)
 
+HOST = "127.0.0.1"
 METER_HZ = 10.0
 HEARTBEAT_INTERVAL_S = 10.0
-TICK_S = 0.005  # the generator's schedule granularity: 20 meter slots per 100 ms
+SLOTS = 20  # meter slots per 100 ms: one tick each 5 ms
 WARMUP_S = 3.0
 CEILING_WARMUP_S = 1.0
-HEARTBEATS_PER_METERS = 100  # ceilings: one heartbeat per this many meter frames (the fleet's mix)
+HEARTBEATS_PER_METERS = 100
 SAMPLE_NODES = 20
-BACKLOG_SAMPLE_S = 1.0
-SETTLE_TIMEOUT_S = 15.0
-ENROLL_THREADS = 8
-MAX_INFLIGHT = 65535
-MAX_QUEUED = 100000
+BARE_SAMPLE_EVERY = 20
 TARGET_P99_MS = 250.0
-TARGET_CEILING_RATIO = 0.70
-NOISY_OTHERS_PCT = 10.0  # other processes using more than this % of the machine make a window's figures suspect
+TARGET_RATIO = 0.70
 TARGET_NODES = 1000
-BARE_LABEL = "bare paho + json.loads"
-HUB_LABEL = "hark hub"
-HUB_METERS_LABEL = "hark hub, meters only"
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+GROWING = 0.02  # a backlog growing by more than this share of the offered rate: the consumer falls behind
+BARE = "bare paho"
+HUB = "hark hub"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# Counters a generator process shares with the parent (RawArray of int64; aligned reads are atomic).
-# C_CREDIT is written by the parent: with --ceiling-backlog, flat out stops sending at that total.
-C_METERS, C_HEARTBEATS, C_PUBACK_BYTES, C_ERRORS, C_CREDIT = range(5)
-NO_CREDIT_LIMIT = -1
-CREDIT_INTERVAL_S = 0.1
+# shared counters of a generator (RawArray of int64): messages sent, errors, and the credit the parent grants
+C_SENT, C_ERRORS, C_CREDIT = range(3)
+NO_LIMIT = 1 << 62
 
 
-# -- raw MQTT 3.1.1 ------------------------------------------------------------------
+# -- raw MQTT 3.1.1 ----------------------------------------------------------------------------
 
 
 def _varint(value: int) -> bytes:
-    """MQTT remaining-length encoding."""
     out = bytearray()
     while True:
         byte, value = value % 128, value // 128
@@ -198,31 +146,34 @@ def _mqtt_str(data: bytes) -> bytes:
     return len(data).to_bytes(2, "big") + data
 
 
-def _connect_packet(client_id: str) -> bytes:
-    # Protocol name, level 4 (3.1.1), flags: clean session; keep-alive 0 (off).
-    body = _mqtt_str(b"MQTT") + b"\x04\x02\x00\x00" + _mqtt_str(client_id.encode())
+def connect_packet(client_id: str, username: str, password: str) -> bytes:
+    """CONNECT, MQTT 3.1.1, clean session, keep-alive off, with a username and password."""
+    body = _mqtt_str(b"MQTT") + b"\x04\xc2\x00\x00" + _mqtt_str(client_id.encode())
+    body += _mqtt_str(username.encode()) + _mqtt_str(password.encode())
     return b"\x10" + _varint(len(body)) + body
 
 
-def mqtt_connect(host: str, port: int, client_id: str) -> socket.socket:
-    """A connected, accepted raw MQTT session (CONNECT sent, CONNACK checked)."""
-    sock = socket.create_connection((host, port), timeout=10)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.sendall(_connect_packet(client_id))
-    connack = b""
-    while len(connack) < 4:
-        chunk = sock.recv(4 - len(connack))
-        if not chunk:
-            raise ConnectionError("the broker closed the connection before CONNACK")
-        connack += chunk
-    if connack[0] != 0x20 or connack[3] != 0:
-        raise ConnectionError(f"the broker refused the connection: {connack.hex()}")
-    sock.settimeout(None)
-    return sock
+def connect_all(host: str, port: int, nodes: list[tuple[str, str]]) -> list[socket.socket]:
+    """One accepted connection per node (all CONNECTs sent, then every CONNACK checked)."""
+    socks = []
+    for node_id, credential in nodes:
+        sock = socket.create_connection((host, port), timeout=30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(connect_packet(node_id, node_id, credential))
+        socks.append(sock)
+    for sock, (node_id, _) in zip(socks, nodes, strict=True):
+        connack = b""
+        while len(connack) < 4:
+            chunk = sock.recv(4 - len(connack))
+            if not chunk:
+                raise ConnectionError(f"the broker closed {node_id}'s connection before CONNACK")
+            connack += chunk
+        if connack[0] != 0x20 or connack[3] != 0:
+            raise ConnectionError(f"the broker refused {node_id}: {connack.hex()}")
+    return socks
 
 
 def _split_template(raw: bytes, markers: list[bytes]) -> list[bytes]:
-    """Cut an encoded template at each marker (in order): len(markers) + 1 parts."""
     parts = []
     for marker in markers:
         before, sep, raw = raw.partition(marker)
@@ -233,7 +184,7 @@ def _split_template(raw: bytes, markers: list[bytes]) -> list[bytes]:
 
 
 def meter_template() -> list[bytes]:
-    """A meter frame as a node sends it (two channels, L and R), cut at ts and seq."""
+    """A meter frame as a node sends it (two channels), cut at ts and seq."""
     frame = MeterFrame(
         ts="@@TS@@",
         seq=918273645,
@@ -267,7 +218,6 @@ def heartbeat_template() -> list[bytes]:
 
 
 def iso_us(at: float) -> str:
-    """ISO 8601 UTC with microseconds and a Z: a meter frame's `ts`, which carries the publish time."""
     return datetime.fromtimestamp(at, UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
@@ -275,191 +225,210 @@ def parse_iso(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-# -- load generator (runs in its own process) ---------------------------------------------
+# -- load generator (its own process) ---------------------------------------------------------
 
 
 class Generator:
-    """One raw MQTT connection publishing meters and heartbeats for a share of the nodes."""
+    """The connections of a share of the nodes, publishing meters and heartbeats on each node's own."""
 
-    def __init__(self, sock: socket.socket, counters: Any, label: str) -> None:
-        self.sock = sock
+    def __init__(self, nodes: list[tuple[int, str, str]], counters: Any, label: str) -> None:
+        self.nodes = nodes  # (global index, node id, credential)
         self.counters = counters
         self.label = label
+        self.socks: list[socket.socket] = []
         self.meter = meter_template()
         self.beat = heartbeat_template()
+        self.meter_topics = [_mqtt_str(f"{TOPIC_ROOT}/{n}/meters".encode()) for _, n, _ in nodes]
+        self.beat_topics = [_mqtt_str(f"{TOPIC_ROOT}/{n}/heartbeat".encode()) for _, n, _ in nodes]
         self.packet_id = 0
         self.beats_made = 0
-        self.reader = threading.Thread(target=self._read_acks, name="pubacks", daemon=True)
-        self.reader.start()
 
-    def _read_acks(self) -> None:
-        """Count what the broker sends back: nothing but 4-byte PUBACKs after the CONNACK."""
-        counters = self.counters
-        try:
-            while True:
-                data = self.sock.recv(65536)
-                if not data:
-                    break
-                counters[C_PUBACK_BYTES] += len(data)
-        except OSError:
-            pass
-        counters[C_ERRORS] += 1
+    def connect(self, host: str, port: int) -> None:
+        self.close()
+        self.socks = connect_all(host, port, [(n, c) for _, n, c in self.nodes])
+        self._drain = selectors.DefaultSelector()
+        for sock in self.socks:
+            sock.setblocking(False)
+            self._drain.register(sock, selectors.EVENT_READ)
 
-    @staticmethod
-    def topic_field(node_id: str, kind: str) -> bytes:
-        return _mqtt_str(f"{TOPIC_ROOT}/{node_id}/{kind}".encode())
+    def close(self) -> None:
+        for sock in self.socks:
+            with contextlib.suppress(OSError):
+                sock.setblocking(True)
+                sock.sendall(b"\xe0\x00")
+            sock.close()
+        self.socks = []
 
-    def meter_packets(self, topic_fields: list[bytes], now: float, seq: int) -> bytes:
-        """QoS 0 PUBLISH packets, one per topic, with one payload (publish time `now`, `seq`)."""
-        if not topic_fields:
-            return b""
+    def drain(self) -> None:
+        """Read the PUBACKs the broker sent back (and notice a closed connection)."""
+        for key, _ in self._drain.select(0):
+            sock: Any = key.fileobj
+            try:
+                if not sock.recv(65536):
+                    self.counters[C_ERRORS] += 1
+                    self._drain.unregister(sock)
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.counters[C_ERRORS] += 1
+                self._drain.unregister(sock)
+
+    def send(self, index: int, data: bytes) -> None:
+        sock = self.socks[index]
+        view = memoryview(data)
+        while view:
+            try:
+                sent = sock.send(view)
+            except BlockingIOError:
+                selectors.DefaultSelector().select(0.01)
+                self.drain()
+                continue
+            view = view[sent:]
+
+    def meter_payload(self, now: float, seq: int) -> bytes:
         m = self.meter
-        payload = b"".join((m[0], b'"', iso_us(now).encode(), b'"', m[1], str(seq).encode(), m[2]))
-        # All node topics have the same length (node ids are fixed-length), so one header fits all;
-        # group by length anyway in case they do not.
-        if len({len(t) for t in topic_fields}) == 1:
-            header = b"\x30" + _varint(len(topic_fields[0]) + len(payload))
-            return header + (payload + header).join(topic_fields) + payload
-        return b"".join(b"\x30" + _varint(len(t) + len(payload)) + t + payload for t in topic_fields)
+        return b"".join((m[0], b'"', iso_us(now).encode(), b'"', m[1], str(seq).encode(), m[2]))
 
-    def heartbeat_packet(self, topic_field: bytes, now: float, seq: int) -> bytes:
-        """One QoS 1 PUBLISH with a unique msg_id."""
+    def meter_packet(self, index: int, payload: bytes) -> bytes:
+        topic = self.meter_topics[index]
+        return b"\x30" + _varint(len(topic) + len(payload)) + topic + payload
+
+    def heartbeat_packet(self, index: int, now: float, seq: int) -> bytes:
         self.beats_made += 1
         self.packet_id = self.packet_id % 65535 + 1
         b = self.beat
         msg_id = f"{self.label}-{self.beats_made}".encode()
         payload = b"".join((b[0], b'"', msg_id, b'"', b[1], b'"', iso_us(now).encode(), b'"', b[2], str(seq).encode(), b[3]))
-        variable = topic_field + self.packet_id.to_bytes(2, "big")
+        variable = self.beat_topics[index] + self.packet_id.to_bytes(2, "big")
         return b"\x32" + _varint(len(variable) + len(payload)) + variable + payload
 
-    def load(self, conn: Connection, nodes: list[tuple[int, str]], total_nodes: int) -> dict[str, Any]:
-        """Meters at METER_HZ and heartbeats every HEARTBEAT_INTERVAL_S per node, until "stop" arrives."""
-        slots = round(1 / METER_HZ / TICK_S)
-        beat_ticks = round(HEARTBEAT_INTERVAL_S / TICK_S)
-        meter_slots: list[list[bytes]] = [[] for _ in range(slots)]
-        beat_phases: dict[int, list[bytes]] = {}
-        for index, node_id in nodes:
-            meter_slots[index % slots].append(self.topic_field(node_id, "meters"))
-            phase = index * beat_ticks // max(1, total_nodes)
-            beat_phases.setdefault(phase, []).append(self.topic_field(node_id, "heartbeat"))
-        counters = self.counters
-        sock = self.sock
+    def load(self, seconds: float) -> dict[str, Any]:
+        """Every node: a meter frame at 10 Hz in its slot, a heartbeat every 10 s at its phase, on an absolute schedule."""
+        tick_s = 1.0 / METER_HZ / SLOTS
+        beat_ticks = int(HEARTBEAT_INTERVAL_S / tick_s)
+        by_slot: list[list[int]] = [[] for _ in range(SLOTS)]
+        by_beat: dict[int, list[int]] = {}
+        for local, (index, _, _) in enumerate(self.nodes):
+            by_slot[index % SLOTS].append(local)
+            by_beat.setdefault((index * 7919) % beat_ticks, []).append(local)
         start = time.monotonic()
-        tick = 0
-        max_lag = 0.0
-        late_ticks = 0
-        while True:
-            due = start + tick * TICK_S
-            now_mono = time.monotonic()
-            if due > now_mono:
-                time.sleep(due - now_mono)
+        ticks = int(seconds / tick_s)
+        behind = 0.0
+        sent = 0
+        for tick in range(ticks):
+            due = start + tick * tick_s
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
             else:
-                lag = now_mono - due
-                if lag > TICK_S:
-                    late_ticks += 1
-                max_lag = max(max_lag, lag)
-            if tick % 20 == 0 and conn.poll():
-                break  # "stop"
+                behind = max(behind, -delay)
             now = time.time()
-            meters = meter_slots[tick % slots]
-            beats = beat_phases.get(tick % beat_ticks, ())
-            blob = self.meter_packets(meters, now, tick)
-            if beats:
-                blob += b"".join(self.heartbeat_packet(t, now, tick) for t in beats)
-            if blob:
-                sock.sendall(blob)
-            counters[C_METERS] += len(meters)
-            counters[C_HEARTBEATS] += len(beats)
-            tick += 1
-        conn.recv()
-        return {"ticks": tick, "late_ticks": late_ticks, "max_lag_s": max_lag, "elapsed_s": time.monotonic() - start}
+            payload = self.meter_payload(now, tick)
+            for local in by_slot[tick % SLOTS]:
+                self.send(local, self.meter_packet(local, payload))
+            sent += len(by_slot[tick % SLOTS])
+            for local in by_beat.get(tick % beat_ticks, ()):
+                self.send(local, self.heartbeat_packet(local, now, tick))
+                sent += 1
+            self.counters[C_SENT] = sent
+            if tick % 20 == 0:
+                self.drain()
+        return {"behind_s": behind, "elapsed_s": time.monotonic() - start}
 
-    def flat_out(self, conn: Connection, node_ids: list[str], seconds: float, heartbeats: bool) -> dict[str, Any]:
-        """The fleet's message mix (or meters only) as fast as the broker takes it, for `seconds` or until "stop"."""
-        meters = [self.topic_field(n, "meters") for n in node_ids]
-        beats = [self.topic_field(n, "heartbeat") for n in node_ids]
-        batch = HEARTBEATS_PER_METERS * 5
-        beats_per_batch = batch // HEARTBEATS_PER_METERS if heartbeats else 0
-        cycle = meters * (batch // len(meters) + 2)  # any slice of `batch` from a cursor < len(meters) fits
+    def flat_out(self, seconds: float) -> dict[str, Any]:
+        """The same mix as fast as the credit allows: one sendall of 10 frames per node, round-robin."""
         counters = self.counters
-        sock = self.sock
-        cursor = 0
-        beat_cursor = 0
-        seq = 0
+        sent = counters[C_SENT]
+        per_node = 10
         start = time.monotonic()
-        deadline = start + seconds
-        while time.monotonic() < deadline:
-            if seq % 50 == 0 and conn.poll():
-                conn.recv()
-                break
-            credit = counters[C_CREDIT]
-            if credit != NO_CREDIT_LIMIT and counters[C_METERS] + counters[C_HEARTBEATS] >= credit:
-                time.sleep(0.0005)  # as far ahead of the consumer as allowed
-                seq += 1  # keeps the stop check above going
+        end = start + seconds
+        local = 0
+        count = len(self.nodes)
+        seq = 0
+        while time.monotonic() < end:
+            if sent + per_node > counters[C_CREDIT]:
+                time.sleep(0.001)
+                self.drain()
                 continue
             now = time.time()
             seq += 1
-            chunk = cycle[cursor : cursor + batch]
-            cursor = (cursor + batch) % len(meters)
-            parts = [self.meter_packets(chunk, now, seq)]
-            for _ in range(beats_per_batch):
-                parts.append(self.heartbeat_packet(beats[beat_cursor], now, seq))
-                beat_cursor = (beat_cursor + 1) % len(beats)
-            sock.sendall(b"".join(parts))
-            counters[C_METERS] += batch
-            counters[C_HEARTBEATS] += beats_per_batch
+            payload = self.meter_payload(now, seq)
+            batch = [self.meter_packet(local, payload)] * per_node
+            if seq % (HEARTBEATS_PER_METERS // per_node) == 0:
+                batch.append(self.heartbeat_packet(local, now, seq))
+            self.send(local, b"".join(batch))
+            sent += len(batch)
+            counters[C_SENT] = sent
+            local = (local + 1) % count
+            if seq % 200 == 0:
+                self.drain()
         return {"elapsed_s": time.monotonic() - start}
 
 
-def generator_main(conn: Connection, host: str, port: int, label: str, counters: Any) -> None:
-    """Entry point of a generator process: connect, then obey commands from the parent."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # on Ctrl-C the parent stops this process
-    try:
-        sock = mqtt_connect(host, port, f"hark-bench-{label}-{os.getpid()}")
-    except OSError as err:
-        conn.send({"error": f"{type(err).__name__}: {err}"})
-        return
-    generator = Generator(sock, counters, label)
-    conn.send({"ready": True})
+def generator_main(conn: Connection, nodes: list[tuple[int, str, str]], label: str, counters: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    generator = Generator(nodes, counters, label)
     try:
         while True:
             command = conn.recv()
-            if command[0] == "quit":
-                break
-            if command[0] == "load":
-                conn.send(generator.load(conn, command[1], command[2]))
-            elif command[0] == "flat":
-                conn.send(generator.flat_out(conn, command[1], command[2], command[3]))
-    except (EOFError, OSError) as err:
-        with contextlib.suppress(OSError):
-            conn.send({"error": f"{type(err).__name__}: {err}"})
+            try:
+                if command[0] == "quit":
+                    break
+                if command[0] == "connect":
+                    generator.connect(command[1], command[2])
+                    conn.send({"ok": True})
+                elif command[0] == "close":
+                    generator.close()
+                    conn.send({"ok": True})
+                elif command[0] == "load":
+                    conn.send(generator.load(command[1]))
+                elif command[0] == "flat":
+                    conn.send(generator.flat_out(command[1]))
+            except OSError as err:
+                conn.send({"error": f"{type(err).__name__}: {err}"})
+    except EOFError:
+        pass
     finally:
-        with contextlib.suppress(OSError):
-            sock.sendall(b"\xe0\x00")  # DISCONNECT
-        sock.close()
+        generator.close()
 
 
-# -- bare subscriber (runs in its own process) ------------------------------------------
+# -- bare subscriber (its own process) ----------------------------------------------------------
 
 
-def bare_subscriber_main(host: str, port: int, counters: Any) -> None:
-    """A paho client subscribed like the hub, doing json.loads on every message; counters[0] counts them."""
+def bare_main(conn: Connection, host: str, port: int, counters: Any) -> None:
+    """paho subscribed like the hub, json.loads on every message; counters[0]: messages, [1]: subscribed.
+
+    One meter frame in BARE_SAMPLE_EVERY gives a delay sample (receipt minus its publish time) while
+    counters[2] is 1; the parent asks for them over `conn`.
+    """
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     loads = json.loads
+    delays: list[float] = []
 
     def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         client.subscribe(HUB_SUBSCRIPTION, qos=1)
 
     def on_subscribe(client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
-        counters[1] = 1  # subscribed
+        counters[1] = 1
 
     def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        loads(message.payload)
-        counters[0] += 1
+        value = loads(message.payload)
+        count = counters[0] = counters[0] + 1
+        if count % BARE_SAMPLE_EVERY == 0 and counters[2] and "interval_ms" in value:
+            delays.append(time.time() - parse_iso(value["ts"].rstrip("Z")))
 
+    def answer() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            while True:
+                conn.recv()
+                taken = list(delays)
+                delays.clear()
+                conn.send(taken)
+
+    threading.Thread(target=answer, daemon=True).start()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"hark-bench-bare-{os.getpid()}", protocol=mqtt.MQTTv311)
     client.max_queued_messages_set(0)
     client.max_inflight_messages_set(100)
@@ -470,1065 +439,619 @@ def bare_subscriber_main(host: str, port: int, counters: Any) -> None:
     client.loop_forever()
 
 
-# -- CPU accounting -----------------------------------------------------------------------
+# -- the hub's HTTP side --------------------------------------------------------------------------
 
 
-def _stat_cpu_s(path: str) -> float | None:
+def http_json(
+    port: int, method: str, path: str, body: Any = None, token: str | None = None, timeout: float = 30
+) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        with open(path, encoding="ascii") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, ValueError, IndexError):
-        return None
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+        try:
+            return response.status, json.loads(raw) if raw else None
+        except ValueError:
+            return response.status, raw
+    finally:
+        conn.close()
 
 
-def thread_cpu_s(pid: int) -> dict[int, float]:
-    """CPU seconds per thread of a process (tid -> seconds); empty where /proc is missing."""
-    out: dict[int, float] = {}
-    with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            value = _stat_cpu_s(f"/proc/{pid}/task/{tid}/stat")
-            if value is not None:
-                out[int(tid)] = value
-    return out
+INGESTED = re.compile(rb'^hark_mqtt_ingested_total\{kind="([^"]+)"\} ([0-9.e+]+)$', re.M)
 
 
-def machine_busy_s() -> tuple[float, float] | None:
-    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            values = [int(v) for v in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    total = sum(values[:8])
-    return (total - idle) / CLK_TCK, total / CLK_TCK
-
-
-@dataclass
-class CpuSnapshot:
-    """CPU seconds of the processes taking part, at one moment."""
-
-    at: float
-    hub: float | None = None
-    hub_threads: dict[int, float] = field(default_factory=dict)
-    generators: float = 0.0
-    broker: float | None = None
-    consumer: float | None = None
-    bench: float | None = None
-    machine: tuple[float, float] | None = None
-
-
-@dataclass
-class CpuUse:
-    """CPU over a window, in % of one core (machine: % of all cores)."""
-
-    hub: float | None = None
-    hub_loop: float | None = None
-    hub_other: float | None = None
-    hub_busiest_other: float | None = None
-    generators: float | None = None
-    broker: float | None = None
-    consumer: float | None = None
-    bench: float | None = None
-    machine: float | None = None  # % of all cores busy, whoever used them
-    others: float | None = None  # % of all cores used by processes outside this benchmark
-
-    def of_machine(self, value: float | None) -> float | None:
-        return None if value is None else value / (os.cpu_count() or 1)
-
-
-def cpu_use(before: CpuSnapshot, after: CpuSnapshot, hub_pid: int | None) -> CpuUse:
-    wall = after.at - before.at
-
-    def pct(a: float | None, b: float | None) -> float | None:
-        return None if a is None or b is None or wall <= 0 else 100 * (b - a) / wall
-
-    use = CpuUse(
-        hub=pct(before.hub, after.hub),
-        generators=pct(before.generators, after.generators),
-        broker=pct(before.broker, after.broker),
-        consumer=pct(before.consumer, after.consumer),
-        bench=pct(before.bench, after.bench),
-    )
-    if hub_pid is not None and after.hub_threads:
-        deltas = {tid: after.hub_threads[tid] - before.hub_threads.get(tid, 0.0) for tid in after.hub_threads}
-        loop = deltas.pop(hub_pid, 0.0)
-        use.hub_loop = 100 * loop / wall
-        use.hub_other = 100 * sum(deltas.values()) / wall
-        use.hub_busiest_other = 100 * max(deltas.values(), default=0.0) / wall
-    if before.machine and after.machine and after.machine[1] > before.machine[1]:
-        use.machine = 100 * (after.machine[0] - before.machine[0]) / (after.machine[1] - before.machine[1])
-        ours = sum(v for v in (use.hub, use.generators, use.broker, use.consumer, use.bench) if v is not None)
-        use.others = max(0.0, use.machine - ours / (os.cpu_count() or 1))
-    return use
-
-
-# -- the hub over HTTP ----------------------------------------------------------------------
-
-_SAMPLE_RE = re.compile(r'^(hark_mqtt_messages_(?:received|dropped)_total)\{(\w+)="([^"]*)"\}\s+(\S+)$', re.M)
-
-
-@dataclass
-class HubCounters:
-    received: dict[str, float]
-    dropped: dict[str, float]
-
-    @property
-    def ingested(self) -> float:
-        return self.received.get("meters", 0.0) + self.received.get("heartbeat", 0.0)
-
-
-class HubClient:
-    """Keep-alive HTTP to the hub for metrics scrapes (one per thread that uses it)."""
+class HubScraper:
+    """The hub's applied-message count, from `GET /metrics` on a keep-alive connection."""
 
     def __init__(self, port: int, token: str) -> None:
         self.port = port
         self.token = token
-        self._local = threading.local()
+        self.conn: http.client.HTTPConnection | None = None
 
-    def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
-        for attempt in range(2):
-            if conn is None:
-                conn = self._local.conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+    def applied(self) -> float:
+        for _ in range(3):
             try:
-                conn.request("GET", path, headers={"Authorization": f"Bearer {self.token}", "Accept": "*/*"})
-                response = conn.getresponse()
-                return response.status, response.read()
+                if self.conn is None:
+                    self.conn = http.client.HTTPConnection(HOST, self.port, timeout=30)
+                self.conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {self.token}"})
+                response = self.conn.getresponse()
+                text = response.read()
+                return sum(float(v) for kind, v in INGESTED.findall(text) if kind != b"status")
             except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = self._local.conn = None
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    def counters(self) -> HubCounters:
-        status, body = self.get("/metrics")
-        if status != 200:
-            raise RuntimeError(f"GET /metrics answered HTTP {status}")
-        received: dict[str, float] = {}
-        dropped: dict[str, float] = {}
-        for name, _label, value, number in _SAMPLE_RE.findall(body.decode()):
-            (received if name.endswith("received_total") else dropped)[value] = float(number)
-        return HubCounters(received, dropped)
+                self.conn = None
+        raise RuntimeError("the hub does not answer GET /metrics")
 
 
-class DelaySampler(threading.Thread):
-    """Polls the latest meter frame of sample nodes; each new frame gives one publish-to-state delay."""
+class StateProbe(threading.Thread):
+    """Polls the latest frame of the sample nodes: `received_at` (when the hub stored it) minus its publish time."""
 
-    def __init__(self, client: HubClient, node_ids: list[str], rate: float) -> None:
-        super().__init__(name="delay-sampler", daemon=True)
-        self.client = client
-        self.node_ids = node_ids
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self.stop_event = threading.Event()
-        self.samples: list[tuple[float, float]] = []  # (publish time, delay s)
-        self.api: list[tuple[float, float]] = []  # (request start, seconds to answer)
-        self.errors = 0
-        self._seen: dict[str, int] = {}
+    def __init__(self, port: int, token: str, node_ids: list[str], rate: float) -> None:
+        super().__init__(name="state-probe", daemon=True)
+        self.port, self.token, self.node_ids, self.rate = port, token, node_ids, rate
+        self.delays: list[float] = []
+        self.recording = False
+        self.stopping = threading.Event()
+        self.seen: dict[str, int] = {}
 
     def run(self) -> None:
-        index = 0
-        next_at = time.monotonic()
-        while not self.stop_event.is_set():
-            node_id = self.node_ids[index % len(self.node_ids)]
-            index += 1
-            started_wall, started = time.time(), time.perf_counter()
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=30)
+        gap = 1.0 / self.rate
+        i = 0
+        while not self.stopping.is_set():
+            node_id = self.node_ids[i % len(self.node_ids)]
+            i += 1
             try:
-                status, body = self.client.get(f"/api/v1/nodes/{node_id}/meters", timeout=30)
+                conn.request("GET", f"/api/v1/nodes/{node_id}/meters", headers={"Authorization": f"Bearer {self.token}"})
+                response = conn.getresponse()
+                raw = response.read()
             except (OSError, http.client.HTTPException):
-                self.errors += 1
-                status, body = 0, b""
-            self.api.append((started_wall, time.perf_counter() - started))
-            if status == 200:
-                data = json.loads(body)["data"]
-                if self._seen.get(node_id) != data["seq"]:
-                    self._seen[node_id] = data["seq"]
-                    published = parse_iso(data["ts"])
-                    self.samples.append((published, data["received_at"] - published))
-            elif status != 404:  # 404: no frame from this node yet
-                self.errors += 1
-            next_at += self.interval
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                self.stop_event.wait(delay)
-            else:
-                next_at = time.monotonic()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.join(35)
+                conn = http.client.HTTPConnection(HOST, self.port, timeout=30)
+                continue
+            if response.status == 200 and self.recording:
+                data = json.loads(raw)["data"]
+                if self.seen.get(node_id) != data["seq"]:
+                    self.seen[node_id] = data["seq"]
+                    self.delays.append(data["received_at"] - parse_iso(data["ts"].rstrip("Z")))
+            self.stopping.wait(gap)
 
 
-def enroll_nodes(port: int, token: str, count: int) -> list[str]:
-    """Enroll `count` nodes through the API with a pool of threads, showing progress; their ids in order."""
-    ids: list[str | None] = [None] * count
-    started = time.monotonic()
+class SseProbe(threading.Thread):
+    """An SSE client on the sample nodes' meter events: arrival minus publish time of every frame.
 
-    def enroll(i: int) -> tuple[int, str]:
-        status, payload = http_request(
-            port, "/api/v1/nodes/enroll", body={"name": f"bench-node-{i:05d}", "site": None}, token=token, timeout=30
-        )
-        if status != 201:
-            raise RuntimeError(f"enroll answered HTTP {status}: {payload}")
-        return i, payload["data"]["node"]["id"]
+    The ceiling windows flood it (the sample nodes' share of everything sent flat out), so the hub may drop it as a
+    client that lags; it then connects again and counts the reconnection.
+    """
 
-    done = 0
-    tty = sys.stdout.isatty()
-    step = max(1, count // (20 if tty else 4))
-    with ThreadPoolExecutor(ENROLL_THREADS) as pool:
-        futures = [pool.submit(enroll, i) for i in range(count)]
-        try:
-            for future in as_completed(futures):
-                i, node_id = future.result()
-                ids[i] = node_id
-                done += 1
-                if done % step == 0 or done == count:
-                    rate = done / max(1e-9, time.monotonic() - started)
-                    line = f"  enrolled {done}/{count} nodes ({rate:.0f}/s)"
-                    print("\r" + line if tty else line, end="" if tty else "\n", flush=True)
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-    if tty:
-        print()
-    return [node_id for node_id in ids if node_id is not None]
+    def __init__(self, port: int, token: str, node_ids: list[str]) -> None:
+        super().__init__(name="sse-probe", daemon=True)
+        self.port, self.token, self.node_ids = port, token, node_ids
+        self.delays: list[float] = []
+        self.recording = False
+        self.reconnects = 0
+        self.error = ""
+        self.stopping = threading.Event()
 
-
-# -- results ---------------------------------------------------------------------------------
-
-
-@dataclass
-class PhaseResult:
-    """One N: what the window measured."""
-
-    nodes: int
-    window_s: float
-    sent_meters: int
-    sent_heartbeats: int
-    ingested: float
-    ingested_by_kind: dict[str, float]
-    dropped: dict[str, float]
-    backlog: list[tuple[float, float]]  # (seconds into the window, messages)
-    backlog_slope: float
-    lost: int
-    settle_s: float
-    delays_ms: list[float]
-    api_ms: list[float]
-    sampler_errors: int
-    cpu: CpuUse
-    generator_max_lag_s: float
-    generator_late_ticks: int
-    broker_dropped: float | None
-    pubacks_missing: int
-
-    @property
-    def target_rate(self) -> float:
-        return self.nodes * (METER_HZ + 1 / HEARTBEAT_INTERVAL_S)
-
-    @property
-    def sent_rate(self) -> float:
-        return (self.sent_meters + self.sent_heartbeats) / self.window_s
-
-    @property
-    def ingest_rate(self) -> float:
-        return self.ingested / self.window_s
-
-    @property
-    def growing(self) -> bool:
-        """The backlog grows if it rose by more than 1 % of the target rate per second, or messages were lost."""
-        return self.backlog_slope > 0.01 * self.target_rate or self.lost > 0
+    def run(self) -> None:
+        query = "&".join(f"node_id={n}" for n in self.node_ids)
+        while not self.stopping.is_set():
+            try:
+                conn = http.client.HTTPConnection(HOST, self.port, timeout=3600)
+                conn.request("GET", f"/api/v1/meter-events?{query}", headers={"Authorization": f"Bearer {self.token}"})
+                response = conn.getresponse()
+                if response.status != 200:
+                    self.error = f"HTTP {response.status}"
+                    return
+                while True:
+                    line = response.readline()
+                    if not line:
+                        break
+                    if line.startswith(b"data: ") and self.recording:
+                        at = time.time()
+                        self.delays.append(at - parse_iso(json.loads(line[6:])["ts"].rstrip("Z")))
+            except (OSError, http.client.HTTPException, ValueError) as err:
+                self.error = repr(err)
+            self.reconnects += 1
+            self.stopping.wait(0.2)
 
 
-@dataclass
-class CeilingResult:
-    label: str
-    rate: float
-    messages: float
-    window_s: float
-    sent_rate: float
-    cpu: CpuUse
-    broker_dropped: float | None
+# -- CPU ---------------------------------------------------------------------------------------------
 
 
-def _percentile(values: list[float], fraction: float) -> float:
-    return hub_http._percentile(sorted(values), fraction)
+def cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def _slope(points: list[tuple[float, float]]) -> float:
-    """Least-squares slope of y over x (0 with fewer than 2 points)."""
+def tree_cpu_s(pid: int) -> float:
+    """CPU of a process and its children (the hub and its managed Mosquitto)."""
+    total = cpu_s(pid)
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            total += cpu_s(int(child))
+    return total
+
+
+# -- the run -----------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def slope(points: list[tuple[float, float]]) -> float:
     if len(points) < 2:
         return 0.0
-    n = len(points)
-    mean_x = sum(x for x, _ in points) / n
-    mean_y = sum(y for _, y in points) / n
-    var = sum((x - mean_x) ** 2 for x, _ in points)
-    return sum((x - mean_x) * (y - mean_y) for x, y in points) / var if var else 0.0
+    mx = statistics.fmean(p[0] for p in points)
+    my = statistics.fmean(p[1] for p in points)
+    den = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / den if den else 0.0
 
 
-# -- the run -----------------------------------------------------------------------------------
+def listener_pid(port: int) -> int | None:
+    """The process listening on a local TCP port (the system broker), from `ss`; None if unknown."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, timeout=5).stdout
+        found = re.search(r"pid=(\d+)", out)
+        if found:
+            return int(found.group(1))
+    return None
 
 
-class BrokerMonitor:
-    """Reads Mosquitto's $SYS/broker/publish/messages/dropped (published once a second)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        self.dropped: float | None = None
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"hark-bench-sys-{os.getpid()}")
-        self._client.on_connect = lambda c, *_: c.subscribe("$SYS/broker/publish/messages/dropped")
-        self._client.on_message = self._on_message
-        self._client.connect(host, port, keepalive=30)
-        self._client.loop_start()
-
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        with contextlib.suppress(ValueError):
-            self.dropped = float(message.payload)
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
 
 
-class Fleet:
-    """The processes of one run and the measurements on them."""
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    temp: Path
+    hub: subprocess.Popen[bytes] | None = None
+    hub_port: int = 0
+    hub_log: Path = field(init=False)
+    token: str = ""
+    nodes: list[tuple[str, str]] = field(default_factory=list)
+    generators: list[tuple[Any, Connection, Any]] = field(default_factory=list)
+    bare: tuple[Any, Connection, Any] | None = None
+    hub_broker: tuple[str, int] = ("", 0)
+    system_broker: tuple[str, int] = ("", 0)
+    paused: bool = False
 
-    def __init__(self, args: argparse.Namespace, temp_dir: Path) -> None:
-        self.args = args
-        self.temp_dir = temp_dir
-        self.context = multiprocessing.get_context("spawn")
-        self.broker: Any = None
-        self.broker_monitor: BrokerMonitor | None = None
-        self.hub: subprocess.Popen[bytes] | None = None
-        self.hub_log = temp_dir / "hub.log"
-        self.hub_port = 0
-        self.client: HubClient | None = None
-        self.generators: list[tuple[multiprocessing.process.BaseProcess, Connection, Any]] = []
-        self.children: list[multiprocessing.process.BaseProcess] = []
+    def __post_init__(self) -> None:
+        self.hub_log = self.temp / "hub.log"
+        self.ctx = multiprocessing.get_context("spawn")
+        system = urlsplit(self.args.system_url)
+        self.system_broker = (system.hostname or HOST, system.port or 1883)
 
-    # -- processes ---------------------------------------------------------------------
-
-    def start_broker(self) -> None:
-        from tests.harness import Mosquitto
-
-        self.broker = Mosquitto(
-            self.temp_dir / "mosquitto",
-            extra_config=f"max_queued_messages {MAX_QUEUED}\nmax_inflight_messages {MAX_INFLIGHT}\nsys_interval 1\n"
-            + ("set_tcp_nodelay true\n" if self.args.tcp_nodelay else ""),
-        )
-        self.broker.start()
-        self.broker_monitor = BrokerMonitor(self.broker.host, self.broker.port)
+    # -- processes
 
     def start_hub(self) -> None:
         self.hub_port = free_port()
         password = secrets.token_urlsafe(24)
         env = {k: v for k, v in os.environ.items() if not k.startswith("HARK_")}
         env.update(
-            HARK_DATA_DIR=str(self.temp_dir / "hub"),
+            HARK_DATA_DIR=str(self.temp / "hub"),
             HARK_HTTP_HOST=HOST,
             HARK_HTTP_PORT=str(self.hub_port),
-            HARK_MQTT_URL=self.broker.url,
             HARK_ADMIN_PASSWORD=password,
             HARK_LOG_LEVEL="WARNING",
         )
-        self.hub = start_process([sys.executable, "-m", "hark_fleet.hub", "run"], env, self.hub_log)
-        try:
-            wait_for_200(self.hub_port, "/readyz", self.hub, READY_TIMEOUT_S)
-        except RuntimeError as err:
-            raise RuntimeError(f"hub: {err}\n{log_tail(self.hub_log)}") from err
-        status, payload = http_request(self.hub_port, "/api/v1/auth/login", body={"username": "admin", "password": password})
-        if status != 200:
-            raise RuntimeError(f"hub: login failed with HTTP {status}: {payload}")
-        self.client = HubClient(self.hub_port, payload["data"]["token"])
-
-    def start_generators(self, count: int) -> None:
-        token = secrets.token_hex(3)
-        for g in range(count):
-            receiver, sender = self.context.Pipe()
-            counters = self.context.RawArray("q", 5)
-            process = self.context.Process(
-                target=generator_main,
-                args=(sender, self.broker.host, self.broker.port, f"g{g}-{token}", counters),
-                name=f"fleet-generator-{g}",
+        if self.args.broker == "system":
+            env["HARK_MQTT_URL"] = self.args.system_url
+            self.hub_broker = self.system_broker
+        else:
+            port = free_port()
+            env["HARK_EMBEDDED_MQTT_BIND"] = f"{HOST}:{port}"
+            env["HARK_EMBEDDED_BROKER"] = self.args.embedded
+            self.hub_broker = (HOST, port)
+        with open(self.hub_log, "wb") as log:
+            self.hub = subprocess.Popen(
+                [sys.executable, "-m", "hark_fleet.hub", "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT
             )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.hub.poll() is not None:
+                raise RuntimeError(f"the hub exited: {self.tail()}")
+            with contextlib.suppress(OSError):
+                if http_json(self.hub_port, "GET", "/readyz", timeout=2)[0] == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the hub was not ready in 60 s: {self.tail()}")
+            time.sleep(0.2)
+        status, body = http_json(self.hub_port, "POST", "/api/v1/auth/login", {"username": "admin", "password": password})
+        if status != 200:
+            raise RuntimeError(f"login: HTTP {status} {body}")
+        self.token = body["data"]["token"]
+
+    def tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.hub_log.read_text(errors="replace").splitlines()[-20:])
+        return ""
+
+    def enroll(self, count: int) -> None:
+        def one(i: int) -> tuple[str, str]:
+            status, body = http_json(
+                self.hub_port, "POST", "/api/v1/nodes/enroll", {"name": f"bench-node-{i:05d}"}, token=self.token, timeout=60
+            )
+            if status != 201:
+                raise RuntimeError(f"enroll: HTTP {status} {body}")
+            return body["data"]["node"]["id"], body["data"]["credential"]
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            self.nodes = list(pool.map(one, range(count)))
+        print(f"  enrolled {count} nodes in {time.monotonic() - started:.1f} s", flush=True)
+
+    def start_generators(self) -> None:
+        label = secrets.token_hex(3)
+        count = self.args.generators
+        for g in range(count):
+            share = [(i, n, c) for i, (n, c) in enumerate(self.nodes) if i % count == g]
+            receiver, sender = self.ctx.Pipe()
+            counters = self.ctx.RawArray("q", 3)
+            counters[C_CREDIT] = NO_LIMIT
+            process = self.ctx.Process(target=generator_main, args=(sender, share, f"{label}-{g}", counters), daemon=True)
             process.start()
             sender.close()
-            self.children.append(process)
-            if not receiver.poll(30):
-                raise RuntimeError(f"generator {g} did not start")
-            hello = receiver.recv()
-            if "error" in hello:
-                raise RuntimeError(f"generator {g}: {hello['error']}")
             self.generators.append((process, receiver, counters))
 
-    def check_alive(self) -> None:
-        if self.hub is not None and self.hub.poll() is not None:
-            raise RuntimeError(f"the hub exited with code {self.hub.returncode}\n{log_tail(self.hub_log)}")
-        if self.broker is not None and self.broker.proc is not None and self.broker.proc.poll() is not None:
-            raise RuntimeError(f"the broker exited with code {self.broker.proc.returncode}")
-        for process, _, counters in self.generators:
-            if not process.is_alive() or counters[C_ERRORS]:
-                raise RuntimeError(f"{process.name} lost its broker connection or exited")
+    def command(self, *command: Any) -> list[dict[str, Any]]:
+        for _, conn, _ in self.generators:
+            conn.send(command)
+        answers = [conn.recv() for _, conn, _ in self.generators]
+        for answer in answers:
+            if "error" in answer:
+                raise RuntimeError(f"generator: {answer['error']}")
+        return answers
 
-    def stop_all(self) -> None:
-        for process, conn, _ in self.generators:
-            with contextlib.suppress(OSError, ValueError):
-                if process.is_alive():
-                    conn.send(("stop",))  # ends a load or flat run
-                    conn.send(("quit",))
-        for process in self.children:
-            process.join(3)
-            if process.is_alive():
-                process.terminate()
-                process.join(3)
-            if process.is_alive():
-                process.kill()
-                process.join()
-        if self.hub is not None:
-            stop_process(self.hub, STOP_TIMEOUT_S)
-        if self.broker_monitor is not None:
-            with contextlib.suppress(Exception):  # noqa: BLE001 - best effort on the way out
-                self.broker_monitor.close()
-        if self.broker is not None:
-            self.broker.stop()
+    def send_all(self, *command: Any) -> None:
+        for _, conn, _ in self.generators:
+            conn.send(command)
 
-    # -- measurement helpers -----------------------------------------------------------
+    def collect(self) -> list[dict[str, Any]]:
+        answers = [conn.recv() for _, conn, _ in self.generators]
+        for answer in answers:
+            if "error" in answer:
+                raise RuntimeError(f"generator: {answer['error']}")
+        return answers
 
-    def generator_totals(self) -> tuple[int, int, int]:
-        """(meters, heartbeats, PUBACKs) sent/received by all generators so far."""
-        meters = sum(c[C_METERS] for _, _, c in self.generators)
-        beats = sum(c[C_HEARTBEATS] for _, _, c in self.generators)
-        pubacks = sum(c[C_PUBACK_BYTES] for _, _, c in self.generators) // 4
-        return meters, beats, pubacks
+    def sent(self) -> int:
+        return sum(c[C_SENT] for _, _, c in self.generators)
 
-    def snapshot(self, consumer_pid: int | None = None) -> CpuSnapshot:
-        gen = 0.0
-        for process, _, _ in self.generators:
-            gen += _stat_cpu_s(f"/proc/{process.pid}/stat") or 0.0
-        hub_pid = self.hub.pid if self.hub is not None else None
-        return CpuSnapshot(
-            at=time.monotonic(),
-            hub=_stat_cpu_s(f"/proc/{hub_pid}/stat") if hub_pid else None,
-            hub_threads=thread_cpu_s(hub_pid) if hub_pid else {},
-            generators=gen,
-            broker=_stat_cpu_s(f"/proc/{self.broker.proc.pid}/stat"),
-            consumer=_stat_cpu_s(f"/proc/{consumer_pid}/stat") if consumer_pid else None,
-            bench=_stat_cpu_s(f"/proc/{os.getpid()}/stat"),
-            machine=machine_busy_s(),
-        )
-
-    def broker_dropped(self) -> float | None:
-        return self.broker_monitor.dropped if self.broker_monitor else None
-
-    def _sleep_checking(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(left, 0.25))
-            self.check_alive()
-
-    # -- one N -----------------------------------------------------------------------------
-
-    def run_phase(self, node_ids: list[str], duration_s: float) -> PhaseResult:
-        assert self.client is not None and self.hub is not None
-        n = len(node_ids)
-        client = self.client
-        base_counts = client.counters()
-        base_sent = self.generator_totals()
-        shares: list[list[tuple[int, str]]] = [[] for _ in self.generators]
-        for i, node_id in enumerate(node_ids):
-            shares[i % len(shares)].append((i, node_id))
-        for (_, conn, _), share in zip(self.generators, shares, strict=True):
-            conn.send(("load", share, n))
-        step = max(1, n // SAMPLE_NODES)
-        sampler = DelaySampler(client, node_ids[::step][:SAMPLE_NODES], self.args.probe_rate)
-        sampler.start()
-        generator_results: list[dict[str, Any]] = []
-        try:
-            self._sleep_checking(WARMUP_S)
-
-            def backlog_now() -> tuple[float, HubCounters, tuple[int, int, int]]:
-                counts = client.counters()
-                sent = self.generator_totals()
-                backlog = (sent[0] + sent[1] - base_sent[0] - base_sent[1]) - (counts.ingested - base_counts.ingested)
-                return backlog, counts, sent
-
-            cpu_before = self.snapshot()
-            dropped_before = self.broker_dropped()
-            backlog0, counts0, sent0 = backlog_now()
-            window_start_wall = time.time()
-            t0 = time.monotonic()
-            backlog = [(0.0, backlog0)]
-            while (elapsed := time.monotonic() - t0) < duration_s:
-                time.sleep(min(BACKLOG_SAMPLE_S, duration_s - elapsed))
-                self.check_alive()
-                value, _, _ = backlog_now()
-                backlog.append((time.monotonic() - t0, value))
-            cpu_after = self.snapshot()
-            _, counts1, sent1 = backlog_now()
-            window_s = time.monotonic() - t0
-            window_end_wall = time.time()
-            dropped_after = self.broker_dropped()
-        finally:
-            with contextlib.suppress(OSError, EOFError):  # a generator that died is reported by check_alive
-                for _, conn, _ in self.generators:
-                    conn.send(("stop",))
-                for _, conn, _ in self.generators:
-                    if conn.poll(30):
-                        generator_results.append(conn.recv())
-            sampler.stop()
-        # Let the hub catch up, then see what never arrived.
-        settle_start = time.monotonic()
-        sent_total = sum(self.generator_totals()[:2]) - base_sent[0] - base_sent[1]
-        last, last_change = -1.0, time.monotonic()
-        while time.monotonic() - settle_start < SETTLE_TIMEOUT_S:
-            got = client.counters().ingested - base_counts.ingested
-            if got >= sent_total:
-                break
-            if got != last:
-                last, last_change = got, time.monotonic()
-            elif time.monotonic() - last_change > 3.0:
-                break  # no progress: the rest is lost
-            time.sleep(0.1)
-        settle_s = time.monotonic() - settle_start
-        lost = int(sent_total - (client.counters().ingested - base_counts.ingested))
-        _, _, pubacks = self.generator_totals()
-        delays = [d * 1000 for published, d in sampler.samples if window_start_wall <= published <= window_end_wall]
-        api = [s * 1000 for started, s in sampler.api if window_start_wall <= started <= window_end_wall]
-        return PhaseResult(
-            nodes=n,
-            window_s=window_s,
-            sent_meters=sent1[0] - sent0[0],
-            sent_heartbeats=sent1[1] - sent0[1],
-            ingested=counts1.ingested - counts0.ingested,
-            ingested_by_kind={k: v - counts0.received.get(k, 0.0) for k, v in counts1.received.items()},
-            dropped={k: v - counts0.dropped.get(k, 0.0) for k, v in counts1.dropped.items() if v - counts0.dropped.get(k, 0.0)},
-            backlog=backlog,
-            backlog_slope=_slope(backlog),
-            lost=lost,
-            settle_s=settle_s,
-            delays_ms=delays,
-            api_ms=api,
-            sampler_errors=sampler.errors,
-            cpu=cpu_use(cpu_before, cpu_after, self.hub.pid),
-            generator_max_lag_s=max((r.get("max_lag_s", 0.0) for r in generator_results), default=0.0),
-            generator_late_ticks=sum(r.get("late_ticks", 0) for r in generator_results),
-            broker_dropped=None if dropped_before is None or dropped_after is None else dropped_after - dropped_before,
-            pubacks_missing=sum(self.generator_totals()[1:2]) - pubacks,
-        )
-
-    # -- ceilings ----------------------------------------------------------------------------
-
-    def flat_out(
-        self,
-        node_ids: list[str],
-        seconds: float,
-        heartbeats: bool,
-        consumed: Callable[[], float],
-        consumer_pid: int | None,
-    ) -> tuple[float, float, float, CpuUse, float | None]:
-        """Generator 0 flat out; (consumed in window, window s, sent msg/s, CPU, broker drops) after a warm-up.
-
-        With --ceiling-backlog K the generator never gets more than K messages ahead of what the
-        consumer has counted (the credit is refreshed every CREDIT_INTERVAL_S), so the consumer
-        always has a queue waiting and the broker neither drops nor spends CPU on what would be dropped.
-        """
-        process, conn, counters = self.generators[0]
-        backlog = self.args.ceiling_backlog
-        sent_start = counters[C_METERS] + counters[C_HEARTBEATS]
-        consumed_start = consumed()
-        counters[C_CREDIT] = sent_start + backlog if backlog else NO_CREDIT_LIMIT
-        conn.send(("flat", node_ids, CEILING_WARMUP_S + seconds + 30, heartbeats))
-
-        def read_consumed() -> tuple[float, float]:
-            """The consumer's count and when it was taken (the middle of a scrape, which takes a while when busy)."""
-            started = time.monotonic()
-            count = consumed()
-            if backlog:
-                counters[C_CREDIT] = sent_start + int(count - consumed_start) + backlog
-            return count, (started + time.monotonic()) / 2
-
-        def run_for(duration: float) -> None:
-            if not backlog:
-                self._sleep_checking(duration)
-                return
-            deadline = time.monotonic() + duration
-            while (left := deadline - time.monotonic()) > 0:
-                time.sleep(min(left, CREDIT_INTERVAL_S))
-                read_consumed()
-                self.check_alive()
-
-        try:
-            run_for(CEILING_WARMUP_S)
-            cpu_before = self.snapshot(consumer_pid)
-            dropped_before = self.broker_dropped()
-            sent_before = sum(self.generator_totals()[:2])
-            count_before, t0 = read_consumed()
-            run_for(seconds)
-            count_after, t1 = read_consumed()
-            window = t1 - t0
-            sent_after = sum(self.generator_totals()[:2])
-            cpu_after = self.snapshot(consumer_pid)
-            dropped_after = self.broker_dropped()
-        finally:
-            counters[C_CREDIT] = NO_CREDIT_LIMIT
-            with contextlib.suppress(OSError, EOFError):
-                conn.send(("stop",))
-                if conn.poll(30):
-                    conn.recv()
-        drops = None if dropped_before is None or dropped_after is None else dropped_after - dropped_before
-        return (
-            count_after - count_before,
-            window,
-            (sent_after - sent_before) / window,
-            cpu_use(cpu_before, cpu_after, self.hub.pid if self.hub else None),
-            drops,
-        )
-
-    def bare_ceiling(self, seconds: float, nodes: int) -> CeilingResult:
-        counters = self.context.RawArray("q", 2)
-        process = self.context.Process(
-            target=bare_subscriber_main, args=(self.broker.host, self.broker.port, counters), name="bare-subscriber"
-        )
+    def start_bare(self) -> None:
+        receiver, sender = self.ctx.Pipe()
+        counters = self.ctx.RawArray("q", 3)
+        host, port = self.system_broker
+        process = self.ctx.Process(target=bare_main, args=(sender, host, port, counters), daemon=True)
         process.start()
-        self.children.append(process)
-        try:
-            deadline = time.monotonic() + 15
-            while not counters[1]:
-                if time.monotonic() > deadline or not process.is_alive():
-                    raise RuntimeError("the bare subscriber did not subscribe")
-                time.sleep(0.05)
-            fake_ids = [f"nod_{secrets.token_hex(13)}" for _ in range(nodes)]  # same length as real ids
-            count, window, sent_rate, cpu, drops = self.flat_out(fake_ids, seconds, True, lambda: counters[0], process.pid)
-        finally:
+        deadline = time.monotonic() + 15
+        while not counters[1]:
+            if time.monotonic() > deadline or not process.is_alive():
+                raise RuntimeError(f"the bare subscriber did not subscribe on {host}:{port}")
+            time.sleep(0.05)
+        self.bare = (process, receiver, counters)
+
+    def stop_bare(self) -> None:
+        if self.bare is not None:
+            process = self.bare[0]
             process.terminate()
             process.join(5)
-        return CeilingResult(BARE_LABEL, count / window, count, window, sent_rate, cpu, drops)
+            if process.is_alive():
+                process.kill()
+            self.bare = None
 
-    def hub_ceiling(self, seconds: float, node_ids: list[str], heartbeats: bool) -> CeilingResult:
-        assert self.client is not None
-        client = self.client
-        count, window, sent_rate, cpu, drops = self.flat_out(
-            node_ids, seconds, heartbeats, lambda: client.counters().ingested, None
-        )
-        # The hub works through what the broker queued for it before anything else is measured.
-        self._wait_quiet()
-        label = HUB_LABEL if heartbeats else HUB_METERS_LABEL
-        return CeilingResult(label, count / window, count, window, sent_rate, cpu, drops)
+    def pause_hub(self, paused: bool) -> None:
+        if self.hub is not None and self.args.broker == "system" and paused != self.paused:
+            self.hub.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+            self.paused = paused
 
-    def _wait_quiet(self) -> None:
-        assert self.client is not None
-        last, stable_since, deadline = -1.0, time.monotonic(), time.monotonic() + 60
+    def stop_all(self) -> None:
+        self.stop_bare()
+        self.pause_hub(False)
+        for process, conn, _ in self.generators:
+            with contextlib.suppress(OSError):
+                conn.send(("quit",))
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+        if self.hub is not None and self.hub.poll() is None:
+            self.hub.send_signal(signal.SIGTERM)
+            try:
+                self.hub.wait(30)
+            except subprocess.TimeoutExpired:
+                self.hub.kill()
+        if self.args.broker == "system":
+            self.remove_hub_session()
+
+    def remove_hub_session(self) -> None:
+        """The hub keeps a persistent session; one left on the shared system broker would queue messages forever."""
+        from hark_fleet.hub.mqtt.bridge import bridge_client_id
+
+        client_id = bridge_client_id(self.temp / "hub")
+        host, port = self.system_broker
+        body = _mqtt_str(b"MQTT") + b"\x04\x02\x00\x00" + _mqtt_str(client_id.encode())
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(b"\x10" + _varint(len(body)) + body)
+            sock.recv(4)
+            sock.sendall(b"\xe0\x00")
+
+    # -- one subject's round
+
+    def applied_counter(self, subject: str) -> Any:
+        if subject == HUB:
+            scraper = HubScraper(self.hub_port, self.token)
+            return scraper.applied
+        assert self.bare is not None
+        counters = self.bare[2]
+        return lambda: float(counters[0])
+
+    def consumer_cpu(self, subject: str) -> float:
+        if subject == HUB:
+            assert self.hub is not None
+            return tree_cpu_s(self.hub.pid)
+        assert self.bare is not None
+        return cpu_s(self.bare[0].pid)
+
+    def settle(self, applied: Any, quiet_s: float = 1.0, timeout: float = 20.0) -> None:
+        """Wait until the consumer's count stops moving (what it still had queued is done)."""
+        deadline = time.monotonic() + timeout
+        last = applied()
+        still = time.monotonic()
         while time.monotonic() < deadline:
-            got = self.client.counters().ingested
-            if got != last:
-                last, stable_since = got, time.monotonic()
-            elif time.monotonic() - stable_since > 1.0:
+            time.sleep(0.25)
+            now = applied()
+            if now != last:
+                last, still = now, time.monotonic()
+            elif time.monotonic() - still >= quiet_s:
                 return
-            time.sleep(0.2)
 
-
-# -- report -----------------------------------------------------------------------------------
-
-TITLE = "hark hub fleet benchmark (MQTT ingest)"
-
-
-def _f(value: float | None, fmt: str = "{:.0f}", none: str = "n/a") -> str:
-    return none if value is None else fmt.format(value)
-
-
-def _pct(value: float | None) -> str:
-    return _f(value, "{:.0f} %")
-
-
-def _p(values: list[float], fraction: float) -> float | None:
-    return _percentile(values, fraction) if values else None
-
-
-def _phase_tables(phases: list[PhaseResult]) -> list[hub_http._TextTable]:
-    rates = []
-    delays = []
-    cpu = []
-    for p in phases:
-        drops = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(p.dropped.items())) or "0"
-        rates.append(
-            [
-                f"{p.nodes:,}",
-                f"{p.target_rate:,.0f}",
-                f"{p.sent_rate:,.0f}",
-                f"{p.ingest_rate:,.0f}",
-                drops,
-                f"{p.backlog[0][1]:,.0f} → {p.backlog[-1][1]:,.0f} (max {max(v for _, v in p.backlog):,.0f})",
-                f"{p.backlog_slope:+,.0f}/s " + ("GROWING" if p.growing else "flat"),
-                f"{p.lost:,}",
-            ]
-        )
-        delays.append(
-            [
-                f"{p.nodes:,}",
-                _f(_p(p.delays_ms, 0.50), "{:.1f}"),
-                _f(_p(p.delays_ms, 0.99), "{:.1f}"),
-                _f(max(p.delays_ms) if p.delays_ms else None, "{:.1f}"),
-                f"{len(p.delays_ms):,}",
-                _f(_p(p.api_ms, 0.50), "{:.1f}"),
-                _f(_p(p.api_ms, 0.99), "{:.1f}"),
-                f"{p.generator_max_lag_s * 1000:.1f}",
-            ]
-        )
-        c = p.cpu
-        busiest = f" (busiest {c.hub_busiest_other:.0f} %)" if c.hub_busiest_other is not None else ""
-        cpu.append(
-            [
-                f"{p.nodes:,}",
-                _pct(c.hub),
-                _pct(c.hub_loop),
-                _pct(c.hub_other) + busiest,
-                _pct(c.of_machine(c.hub)),
-                _pct(c.generators),
-                _pct(c.broker),
-                _pct(c.machine),
-                _pct(c.others),
-            ]
-        )
-    return [
-        (
-            "message rates per N (measurement window)",
-            ["N", "target msg/s", "sent msg/s", "ingested msg/s", "hub drops", "backlog start → end", "backlog slope", "lost"],
-            rates,
-            1,
-        ),
-        (
-            "publish → hub state delay (meter frames of 20 sample nodes), and the hub's GET answer time",
-            ["N", "delay p50 ms", "delay p99 ms", "max ms", "samples", "GET p50 ms", "GET p99 ms", "generator max lag ms"],
-            delays,
-            1,
-        ),
-        (
-            "CPU in the window (% of one core; 'machine' columns: % of all cores)",
-            [
-                "N",
-                "hub",
-                "hub loop thread",
-                "hub other threads",
-                "hub (machine)",
-                "generator",
-                "broker",
-                "machine busy",
-                "others",
-            ],
-            cpu,
-            1,
-        ),
-    ]
-
-
-def _ceiling_table(ceilings: list[CeilingResult], ratio: float | None, backlog: int) -> hub_http._TextTable:
-    rows = []
-    for c in ceilings:
-        rows.append(
-            [
-                c.label,
-                f"{c.rate:,.0f}",
-                _pct(c.cpu.consumer if c.cpu.consumer is not None else c.cpu.hub),
-                f"{c.sent_rate:,.0f}",
-                _pct(c.cpu.generators),
-                _pct(c.cpu.broker),
-                _f(c.broker_dropped, "{:,.0f}"),
-                _pct(c.cpu.machine),
-                _pct(c.cpu.others),
-            ]
-        )
-    if ratio is not None:
-        rows.append(["hub / bare (ratio)", f"{ratio:.2f}x", "", "", "", "", "", "", ""])
-    columns = [
-        "consumer",
-        "msg/s",
-        "consumer CPU",
-        "generator sent msg/s",
-        "generator CPU",
-        "broker CPU",
-        "broker drops",
-        "machine busy",
-        "others",
-    ]
-    mode = f"at most {backlog:,} messages ahead of the consumer" if backlog else "flat out"
-    return (f"ingest ceiling: generator {mode}, 1 heartbeat per 100 meter frames unless noted", columns, rows, 1)
-
-
-def _targets(phases: list[PhaseResult], ratio: float | None, ceilings: list[CeilingResult]) -> tuple[list[list[str]], list[bool]]:
-    rows: list[list[str]] = []
-    verdicts: list[bool] = []
-    target = next((p for p in phases if p.nodes == TARGET_NODES), None)
-    if target is not None:
-        keeps_up = not target.growing and target.ingest_rate >= 0.98 * target.sent_rate
-        p99 = _p(target.delays_ms, 0.99)
-        verdicts.append(keeps_up)
-        rows.append(
-            [
-                f"N={TARGET_NODES:,}: the hub keeps up, no growing backlog",
-                f"ingested {target.ingest_rate:,.0f} of {target.sent_rate:,.0f} msg/s sent, "
-                f"backlog slope {target.backlog_slope:+,.0f}/s, lost {target.lost:,}",
-                "PASS" if keeps_up else "FAIL",
-            ]
-        )
-        if p99 is not None:
-            verdicts.append(p99 < TARGET_P99_MS)
-        rows.append(
-            [
-                f"N={TARGET_NODES:,}: p99 publish → state < {TARGET_P99_MS:.0f} ms",
-                _f(p99, "{:.1f} ms") + f" ({len(target.delays_ms):,} samples)",
-                "n/a" if p99 is None else ("PASS" if p99 < TARGET_P99_MS else "FAIL"),
-            ]
-        )
-    else:
-        rows.append([f"N={TARGET_NODES:,}", "not measured (add it to --nodes)", "n/a"])
-    by_label = {c.label: c for c in ceilings}
-    if ratio is not None:
-        verdicts.append(ratio >= TARGET_CEILING_RATIO)
-        rows.append(
-            [
-                f"ingest ceiling ≥ {TARGET_CEILING_RATIO:.0%} of the bare subscriber's",
-                f"{ratio:.0%} ({by_label[HUB_LABEL].rate:,.0f} / {by_label[BARE_LABEL].rate:,.0f} msg/s)",
-                "PASS" if ratio >= TARGET_CEILING_RATIO else "FAIL",
-            ]
-        )
-    else:
-        rows.append(["ingest ceiling vs the bare subscriber", "not measured (--ceiling-duration 0)", "n/a"])
-    return rows, verdicts
-
-
-def _notes(phases: list[PhaseResult], ceilings: list[CeilingResult]) -> list[str]:
-    notes = []
-    for p in phases:
-        kinds = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(p.ingested_by_kind.items()) if v)
-        notes.append(
-            f"N={p.nodes:,}: in the {p.window_s:.1f} s window the generator sent {p.sent_meters:,} meter frames and "
-            f"{p.sent_heartbeats:,} heartbeats, the hub counted {kinds or 'nothing'}; the broker dropped "
-            f"{_f(p.broker_dropped, '{:,.0f}')}; late generator ticks {p.generator_late_ticks}; heartbeats without PUBACK "
-            f"{p.pubacks_missing}; failed meter GETs {p.sampler_errors}; after the window the hub caught up in {p.settle_s:.1f} s"
-        )
-        notes.append(
-            f"N={p.nodes:,}: backlog (sent - counted) every {BACKLOG_SAMPLE_S:g} s: "
-            + " ".join(f"{v:,.0f}" for _, v in p.backlog)
-        )
-    for c in ceilings:
-        notes.append(f"ceiling {c.label}: {c.messages:,.0f} messages counted in {c.window_s:.2f} s")
-    noisy = [(f"N={p.nodes:,}", p.cpu.others) for p in phases] + [(f"ceiling {c.label}", c.cpu.others) for c in ceilings]
-    for what, others in noisy:
-        if others is not None and others > NOISY_OTHERS_PCT:
-            notes.append(
-                f"WARNING {what}: processes outside this benchmark used {others:.0f} % of the machine during the window; "
-                "its figures are not reliable, run again on a quieter machine"
+    def measure(self, subject: str, number: int, probes: tuple[StateProbe, SseProbe] | None) -> rnd.Round:
+        args = self.args
+        result = rnd.Round(subject, number)
+        if subject == BARE:
+            self.pause_hub(True)
+            self.start_bare()
+            host, port = self.system_broker
+        else:
+            self.pause_hub(False)
+            host, port = self.hub_broker
+        applied = self.applied_counter(subject)
+        try:
+            self.settle(applied)
+            self.command("connect", host, port)
+            time.sleep(1.0)
+            # 1. fleet load
+            for _, _, c in self.generators:
+                c[C_CREDIT] = NO_LIMIT
+            self.send_all("load", WARMUP_S + args.duration)
+            time.sleep(WARMUP_S)
+            broker_pid = listener_pid(port) if (subject == BARE or args.broker == "system") else None
+            broker0 = cpu_s(broker_pid) if broker_pid else 0.0
+            sent0, applied0, cpu0, t0 = self.sent(), applied(), self.consumer_cpu(subject), time.monotonic()
+            backlog: list[tuple[float, float]] = []
+            if probes is not None and subject == HUB:
+                for probe in probes:
+                    probe.delays.clear()
+                    probe.recording = True
+            if subject == BARE:
+                assert self.bare is not None
+                self.bare[2][2] = 1
+            spy = None
+            if args.py_spy and subject == HUB and self.hub is not None:
+                spy = subprocess.Popen(
+                    [args.py_spy_bin, "record", "-p", str(self.hub.pid), "-d", str(int(args.duration - 1)), "-r", "200",
+                     "-f", "raw", "-o", f"{args.py_spy}.round{number + 1}.txt"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+            while time.monotonic() - t0 < args.duration - 0.5:
+                time.sleep(1.0)
+                backlog.append((time.monotonic() - t0, (self.sent() - sent0) - (applied() - applied0)))
+            sent1, applied1, cpu1, t1 = self.sent(), applied(), self.consumer_cpu(subject), time.monotonic()
+            broker1 = cpu_s(broker_pid) if broker_pid else 0.0
+            if spy is not None:
+                spy.wait(30)
+            if subject == HUB and probes is not None:
+                for probe in probes:
+                    probe.recording = False
+                state, sse = list(probes[0].delays), list(probes[1].delays)
+            else:
+                assert self.bare is not None
+                self.bare[2][2] = 0
+                self.bare[1].send("delays")
+                state, sse = self.bare[1].recv(), []
+            behind = max(a.get("behind_s", 0.0) for a in self.collect())
+            elapsed = t1 - t0
+            result.figures.update(
+                offered=(sent1 - sent0) / elapsed,
+                applied=(applied1 - applied0) / elapsed,
+                backlog_slope=slope(backlog),
+                p50_ms=percentile(state, 0.50) * 1000,
+                p99_ms=percentile(state, 0.99) * 1000,
+                samples=len(state),
+                cpu_pct=(cpu1 - cpu0) / elapsed * 100,
+                generator_behind_ms=behind * 1000,
             )
-    if any("unknown_kind" in p.dropped for p in phases):
-        notes.append(
-            "unknown_kind drops are the hub's own acks: it publishes them on hark/v1/nodes/{id}/cmd/ack, which its "
-            "hark/v1/nodes/+/# subscription delivers back to it, and kind 'cmd' has no route"
+            if broker_pid:
+                result.figures["broker_cpu_pct"] = (broker1 - broker0) / elapsed * 100
+            if sse:
+                result.figures.update(sse_p99_ms=percentile(sse, 0.99) * 1000, sse_samples=len(sse))
+            self.settle(applied, timeout=10)
+            # 2. ceiling
+            base = applied()
+            for _, _, c in self.generators:
+                c[C_CREDIT] = c[C_SENT] + args.ceiling_backlog // len(self.generators)
+            self.send_all("flat", CEILING_WARMUP_S + args.ceiling_duration + 0.5)
+            sent_base = self.sent()
+            stop_credit = threading.Event()
+
+            def refresh_credit() -> None:
+                while not stop_credit.is_set():
+                    done = applied() - base
+                    allowed = sent_base + done + args.ceiling_backlog
+                    share = (allowed - self.sent()) / len(self.generators)
+                    for _, _, c in self.generators:
+                        c[C_CREDIT] = int(c[C_SENT] + max(0.0, share))
+                    stop_credit.wait(0.1)
+
+            credit = threading.Thread(target=refresh_credit, daemon=True)
+            credit.start()
+            time.sleep(CEILING_WARMUP_S)
+            a0, c0, t0 = applied(), self.consumer_cpu(subject), time.monotonic()
+            time.sleep(args.ceiling_duration)
+            a1, c1, t1 = applied(), self.consumer_cpu(subject), time.monotonic()
+            stop_credit.set()
+            credit.join()
+            self.collect()
+            result.figures.update(ceiling=(a1 - a0) / (t1 - t0), ceiling_cpu_pct=(c1 - c0) / (t1 - t0) * 100)
+            for _, _, c in self.generators:
+                c[C_CREDIT] = NO_LIMIT
+            self.command("close")
+            errors = sum(c[C_ERRORS] for _, _, c in self.generators)
+            if errors:
+                result.figures["connection_errors"] = errors
+        finally:
+            if subject == BARE:
+                self.stop_bare()
+                self.pause_hub(False)
+        return result.done()
+
+
+def fmt(value: float | None, spec: str = "{:,.0f}") -> str:
+    if value is None or value != value:
+        return "n/a"
+    return spec.format(value)
+
+
+def report(args: argparse.Namespace, results: list[rnd.Round], load_at_start: float) -> int:
+    print()
+    broker = "system Mosquitto " + args.system_url if args.broker == "system" else f"embedded ({args.embedded})"
+    print(f"hark fleet bench: {args.nodes} nodes x 10 Hz, one connection and credential per node, broker: {broker}")
+    if args.broker == "embedded":
+        print(f"  (the bare subscriber's rounds run on the system Mosquitto {args.system_url})")
+    warning = rnd.busy_warning(load_at_start)
+    if warning:
+        print(warning)
+    print(
+        f"\n{'round':>5} {'subject':<10} {'load':>11} {'offered':>8} {'applied':>8} {'backlog/s':>9} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'SSE p99':>7} {'CPU %':>6} {'broker %':>8} {'gen late':>8} {'ceiling':>8} {'CPU %':>6}"
+    )
+    grew = []
+    for r in results:
+        f = r.figures
+        print(
+            f"{r.number + 1:>5} {r.subject:<10} {r.load_before:>5.2f}-{r.load_after:<5.2f} {fmt(f.get('offered')):>8} "
+            f"{fmt(f.get('applied')):>8} {fmt(f.get('backlog_slope'), '{:+,.0f}'):>9} {fmt(f.get('p50_ms'), '{:.1f}'):>7} "
+            f"{fmt(f.get('p99_ms'), '{:.1f}'):>7} {fmt(f.get('sse_p99_ms'), '{:.1f}'):>7} {fmt(f.get('cpu_pct')):>6} "
+            f"{fmt(f.get('broker_cpu_pct')):>8} {fmt(f.get('generator_behind_ms'), '{:.0f}ms'):>8} "
+            f"{fmt(f.get('ceiling')):>8} {fmt(f.get('ceiling_cpu_pct')):>6}"
         )
-    return notes
-
-
-def report(
-    context: list[tuple[str, str]], phases: list[PhaseResult], ceilings: list[CeilingResult], ceiling_backlog: int = 0
-) -> bool:
-    """Print everything; False if a target was missed."""
-    by_label = {c.label: c for c in ceilings}
-    bare, hub = by_label.get(BARE_LABEL), by_label.get(HUB_LABEL)
-    ratio = hub.rate / bare.rate if hub is not None and bare is not None and bare.rate > 0 else None
-    tables = _phase_tables(phases)
-    if ceilings:
-        tables.append(_ceiling_table(ceilings, ratio, ceiling_backlog))
-    target_rows, verdicts = _targets(phases, ratio, ceilings)
-    tables.append(("targets", ["target", "measured", "result"], target_rows, 2))
-    print_report(context, tables, _notes(phases, ceilings))
-    return all(verdicts)
-
-
-def print_report(context: list[tuple[str, str]], tables: list[hub_http._TextTable], notes: list[str], title: str = TITLE) -> None:
-    """Like bench/hub_http.py's report printing (rich if available, plain otherwise), under `title` (this benchmark's)."""
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        print(title)
-        width = max(len(key) for key, _ in context)
-        for key, value in context:
-            print(f"  {key.ljust(width)}  {value}")
-        for title, header, body, left in tables:
-            print(f"\n{title}")
-            widths = [max(len(cell) for cell in column) for column in zip(header, *body, strict=True)]
-            for line in [header, *body]:
-                cells = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))]
-                print("  " + "  ".join(cells))
-        for note in notes:
-            print(note)
-        return
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)  # piped output: rich would otherwise wrap the tables at 80 columns
-    info = Table(title=title, show_header=False, box=None)
-    info.add_column(style="bold")
-    info.add_column()
-    for key, value in context:
-        info.add_row(key, value)
-    console.print(info)
-    for title, header, body, left in tables:
-        table = Table(title=title)
-        for i, name in enumerate(header):
-            table.add_column(name, justify="left" if i < left else "right")
-        for row in body:
-            table.add_row(*row)
-        console.print(table)
-    for note in notes:
-        console.print(note, style="yellow", markup=False)
-
-
-# -- main ------------------------------------------------------------------------------------
-
-
-def _versions() -> str:
-    parts = []
-    for name in ("paho-mqtt", "msgspec", "tornado", "peewee", "prometheus_client"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            parts.append(f"{name} {metadata.version(name)}")
-    return ", ".join(parts)
-
-
-def _mosquitto_version() -> str:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run([binary, "-h"], capture_output=True, text=True, timeout=5)
-        first = (out.stdout or out.stderr).splitlines()[0]
-        return first.strip()
-    return "unknown"
+        if f.get("backlog_slope", 0.0) > GROWING * f.get("offered", 0.0):
+            grew.append(f"{r.subject} in round {r.number + 1}")
+    print(
+        "  (CPU %: of one core, the consumer over the load window and over the ceiling window; broker %: the system "
+        "Mosquitto's, where it is measured; gen late: how far the generators fell behind their schedule)"
+    )
+    p99 = rnd.summarize(results, HUB, "p99_ms")
+    sse = rnd.summarize(results, HUB, "sse_p99_ms")
+    slope_hub = rnd.summarize(results, HUB, "backlog_slope")
+    applied = rnd.summarize(results, HUB, "applied")
+    ceiling_hub = rnd.summarize(results, HUB, "ceiling")
+    ceiling_bare = rnd.summarize(results, BARE, "ceiling")
+    ratio = rnd.ratios(results, HUB, BARE, "ceiling")
+    print(f"\nmedian (low-high) of {ratio.count} rounds, {rnd.load_text(results)}:")
+    print(f"  hub applied at load        {applied.text('{:,.0f}', 'msg/s')} (offered {args.nodes * 10.1:,.0f})")
+    print(f"  p99 publish -> hub state   {p99.text('{:.1f}', 'ms')}   (target < {TARGET_P99_MS:.0f} ms)")
+    print(f"  p99 publish -> SSE client  {sse.text('{:.1f}', 'ms')}")
+    print(f"  hub backlog growth         {slope_hub.text('{:+,.0f}', 'msg/s')}")
+    print(f"  ceiling: hub {ceiling_hub.text('{:,.0f}', 'msg/s')}, bare paho {ceiling_bare.text('{:,.0f}', 'msg/s')}")
+    print(f"  ceiling ratio hub / bare   {ratio.text('{:.2f}', 'x')}   (target >= {TARGET_RATIO:.2f}x)")
+    if grew:
+        print(f"  backlog grew (more than {GROWING:.0%} of the offered rate) for: {', '.join(grew)}")
+    errors = sum(r.figures.get("connection_errors", 0) for r in results)
+    if errors:
+        print(f"  WARNING: {errors:.0f} node connections were closed by the broker during the rounds")
+    met = p99.median < TARGET_P99_MS and ratio.median >= TARGET_RATIO and slope_hub.median < GROWING * args.nodes * 10
+    if args.nodes != TARGET_NODES:
+        print(f"  (the targets are stated for {TARGET_NODES} nodes)")
+    print(f"\ntargets {'met' if met else 'MISSED'}")
+    return 0 if met else 2
 
 
 def run(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, hub_http._raise_keyboard_interrupt)  # a SIGTERM cleans up like Ctrl-C
-    temp_dir = Path(tempfile.mkdtemp(prefix="hark-fleet-"))
-    fleet = Fleet(args, temp_dir)
-    try:
-        print(f"starting Mosquitto and {args.generators} generator process(es) ...", flush=True)
-        fleet.start_broker()
-        fleet.start_generators(args.generators)
-        ceilings: list[CeilingResult] = []
-        max_n = max(args.nodes)
-        if args.ceiling_duration > 0:
-            print(f"ceiling: bare paho subscriber, {args.ceiling_duration:g} s ...", flush=True)
-            ceilings.append(fleet.bare_ceiling(args.ceiling_duration, max_n))
-        print("starting the hub ...", flush=True)
-        fleet.start_hub()
-        assert fleet.client is not None and fleet.hub is not None
-        print(f"enrolling {max_n} nodes ...", flush=True)
-        node_ids = enroll_nodes(fleet.hub_port, fleet.client.token, max_n)
-        phases: list[PhaseResult] = []
-        for n in args.nodes:
-            print(
-                f"N={n}: {n} nodes, target {n * (METER_HZ + 1 / HEARTBEAT_INTERVAL_S):,.0f} msg/s, "
-                f"{WARMUP_S:g} s warm-up + {args.duration:g} s ...",
-                flush=True,
-            )
-            phases.append(fleet.run_phase(node_ids[:n], args.duration))
-            p = phases[-1]
-            print(
-                f"  sent {p.sent_rate:,.0f} msg/s, hub ingested {p.ingest_rate:,.0f} msg/s, "
-                f"delay p99 {_f(_p(p.delays_ms, 0.99), '{:.1f}')} ms, hub CPU {_pct(p.cpu.hub)}",
-                flush=True,
-            )
-        if args.ceiling_duration > 0:
-            print(f"ceiling: hub, {args.ceiling_duration:g} s ...", flush=True)
-            ceilings.append(fleet.hub_ceiling(args.ceiling_duration, node_ids, heartbeats=True))
-            print(f"ceiling: hub, meters only, {args.ceiling_duration:g} s ...", flush=True)
-            ceilings.append(fleet.hub_ceiling(args.ceiling_duration, node_ids, heartbeats=False))
-        fleet.check_alive()
+    load_at_start = rnd.load_average()
+    temp = Path(tempfile.mkdtemp(prefix="hark-fleet-"))
+    bench = Bench(args, temp)
+    interrupted = False
 
-        cpu_count = os.cpu_count() or 1
-        load = os.getloadavg() if hasattr(os, "getloadavg") else None
-        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "n/a"
-        context = [
-            ("machine", f"{platform.machine()} {platform.system()} {platform.release()}"),
-            ("CPUs", f"{cpu_count} (usable by this process: {usable}); load average at the end {_f(load and load[0], '{:.2f}')}"),
-            ("Python", f"{platform.python_implementation()} {platform.python_version()}; {_versions()}"),
-            (
-                "broker",
-                f"{_mosquitto_version()}, max_queued_messages {MAX_QUEUED}, max_inflight_messages {MAX_INFLIGHT}, "
-                + ("set_tcp_nodelay true" if args.tcp_nodelay else "set_tcp_nodelay false (Mosquitto's default: Nagle on)"),
-            ),
-            ("hub", "python -m hark_fleet.hub run, SQLite, HARK_MQTT_URL to the broker above, log level WARNING"),
-            (
-                "load",
-                f"{args.generators} generator process(es), raw MQTT 3.1.1 over one socket each; per node "
-                f"meters {METER_HZ:g} Hz QoS 0 + heartbeat every {HEARTBEAT_INTERVAL_S:g} s QoS 1",
-            ),
-            (
-                "parameters",
-                f"N = {', '.join(map(str, args.nodes))}; warm-up {WARMUP_S:g} s, window {args.duration:g} s; "
-                f"delay probes {args.probe_rate:g} GET/s over {SAMPLE_NODES} nodes; "
-                f"ceilings {CEILING_WARMUP_S:g} s + {args.ceiling_duration:g} s, generator "
-                + (f"at most {args.ceiling_backlog:,} messages ahead of the consumer" if args.ceiling_backlog else "flat out"),
-            ),
-        ]
-        return 0 if report(context, phases, ceilings, args.ceiling_backlog) else 2
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    results: list[rnd.Round] = []
+    try:
+        print(f"starting the hub ({args.broker} broker) ...", flush=True)
+        bench.start_hub()
+        bench.enroll(args.nodes)
+        bench.start_generators()
+        sample = [n for n, _ in bench.nodes[:: max(1, len(bench.nodes) // SAMPLE_NODES)]][:SAMPLE_NODES]
+        state = StateProbe(bench.hub_port, bench.token, sample, args.probe_rate)
+        sse = SseProbe(bench.hub_port, bench.token, sample)
+        state.start()
+        sse.start()
+        for number, subject in rnd.alternate([BARE, HUB], args.rounds):
+            print(f"  round {number + 1}: {subject} (load {rnd.load_average():.2f}) ...", flush=True)
+            results.append(bench.measure(subject, number, (state, sse)))
+            if bench.hub is not None and bench.hub.poll() is not None:
+                raise RuntimeError(f"the hub exited: {bench.tail()}")
+        state.stopping.set()
+        sse.stopping.set()
+        if sse.reconnects:
+            print(f"  (the SSE probe connected again {sse.reconnects} times: the hub drops it when a ceiling window floods it)")
+        if sse.error and not sse.delays:
+            print(f"  (SSE probe: {sse.error})")
     except KeyboardInterrupt:
-        print("\ninterrupted; stopping everything", file=sys.stderr)
-        return 130
-    except RuntimeError as err:
+        interrupted = True
+    except Exception as err:  # noqa: BLE001 - any failure: report it, stop every process, exit 1
         print(f"error: {err}", file=sys.stderr)
+        bench.stop_all()
+        shutil.rmtree(temp, ignore_errors=True)
         return 1
-    finally:
-        # Cleanup is bounded; do not let a second Ctrl-C cut it short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        fleet.stop_all()
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _node_counts(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of node counts") from err
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError("node counts must be positive")
-    return values
+    bench.stop_all()
+    shutil.rmtree(temp, ignore_errors=True)
+    if interrupted:
+        print("interrupted", file=sys.stderr)
+        return 1
+    return report(args, results, load_at_start)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Benchmark the hark hub's MQTT fleet ingest with N simulated nodes.")
-    parser.add_argument("--nodes", type=_node_counts, default=[100, 500, 1000], help="node counts (default 100,500,1000)")
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds measured per N after a 3 s warm-up (default 20)")
-    parser.add_argument(
-        "--ceiling-duration",
-        type=float,
-        default=5.0,
-        help="seconds measured per ceiling, after a 1 s warm-up; 0 skips them (default 5)",
-    )
-    parser.add_argument(
-        "--ceiling-backlog",
-        type=int,
-        default=20000,
-        metavar="K",
-        help="ceilings: the generator stays at most K messages ahead of the consumer, so the broker drops nothing "
-        "and the consumer is not short of CPU (default 20000; 0: purely flat out)",
-    )
-    parser.add_argument("--generators", type=int, default=1, help="load generator processes (default 1)")
-    parser.add_argument(
-        "--tcp-nodelay",
-        action="store_true",
-        help="set_tcp_nodelay true on the broker (its default leaves Nagle on, which delays small sends to the hub)",
-    )
-    parser.add_argument(
-        "--probe-rate", type=float, default=40.0, help="GET /api/v1/nodes/{id}/meters per second for delays (default 40)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--broker", choices=("system", "embedded"), default="system")
+    parser.add_argument("--embedded", choices=("auto", "mosquitto", "in-process"), default="auto")
+    parser.add_argument("--system-url", default="mqtt://127.0.0.1:1883")
+    parser.add_argument("--nodes", type=int, default=TARGET_NODES)
+    parser.add_argument("--rounds", type=int, default=rnd.MIN_ROUNDS)
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--ceiling-duration", type=float, default=5.0)
+    parser.add_argument("--ceiling-backlog", type=int, default=20000)
+    parser.add_argument("--generators", type=int, default=2)
+    parser.add_argument("--probe-rate", type=float, default=20.0)
+    parser.add_argument("--py-spy", metavar="PREFIX", help="profile the hub's load windows with py-spy into PREFIX.roundN.txt")
+    parser.add_argument("--py-spy-bin", default=str(Path(sys.executable).parent / "py-spy"))
     args = parser.parse_args(argv)
-    if args.duration <= 0 or args.generators < 1 or args.probe_rate <= 0 or args.ceiling_duration < 0 or args.ceiling_backlog < 0:
-        parser.error(
-            "--duration and --probe-rate must be positive, --generators at least 1, "
-            "--ceiling-duration and --ceiling-backlog not negative"
-        )
+    if args.rounds < rnd.MIN_ROUNDS:
+        parser.error(f"--rounds: at least {rnd.MIN_ROUNDS}")
     return run(args)
 
 
