@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
 import json
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
@@ -64,8 +66,37 @@ _MSGSPEC_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _MSGSPEC_FIELD = re.compile(r"field `(?P<name>[^`]+)`")
 
 
+_encoder = msgspec.json.Encoder()
+
+
 def json_dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact UTF-8 JSON of an answer (msgspec; the stdlib for what msgspec refuses, e.g. a dict with bool keys).
+
+    msgspec passes `msgspec.Raw` through as it is (a page encoded on the database thread) and writes NaN and
+    infinities as null, where the stdlib wrote the invalid `NaN`.
+    """
+    try:
+        return _encoder.encode(value)
+    except (TypeError, ValueError, OverflowError):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedAnswer:
+    """A JSON answer encoded off the event loop (e.g. on the database thread), with the ETag Tornado would give it."""
+
+    body: bytes
+    etag: str  # Tornado's form: the quoted hex SHA-1 of the body
+
+
+def encode_answer(payload: Any) -> EncodedAnswer:
+    body = json_dumps(payload)
+    return EncodedAnswer(body, f'"{hashlib.sha1(body).hexdigest()}"')  # Tornado's own ETag (RequestHandler.compute_etag)
+
+
+def encode_page(items: list[Any] | msgspec.Raw, next_cursor: str | None) -> EncodedAnswer:
+    """`write_page`'s answer, encoded where it is called."""
+    return encode_answer({"data": items, "meta": {"next_cursor": next_cursor}})
 
 
 def validation_fields(err: msgspec.ValidationError) -> dict[str, str]:
@@ -375,8 +406,19 @@ class BaseHandler(tornado.web.RequestHandler):
     def write_data(self, data: Any, status: int = 200) -> None:
         self.write_json({"data": data}, status)
 
-    def write_page(self, items: list[Any], next_cursor: str | None) -> None:
+    def write_page(self, items: list[Any] | msgspec.Raw, next_cursor: str | None) -> None:
         self.write_json({"data": items, "meta": {"next_cursor": next_cursor}})
+
+    def write_encoded(self, answer: EncodedAnswer, status: int = 200) -> None:
+        """An answer encoded elsewhere; a GET whose `If-None-Match` names its ETag gets 304, as Tornado does it."""
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Etag", answer.etag)
+        if status == 200 and self.request.method in ("GET", "HEAD") and self.check_etag_header():
+            self.set_status(304)
+            self.finish()
+            return
+        self.finish(answer.body)
 
     def write_no_content(self) -> None:
         self.set_status(204)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import msgspec
-from hark_fleet.hub.api.base import BaseHandler
+from hark_fleet.hub.api.base import BaseHandler, EncodedAnswer, encode_page
 from hark_fleet.hub.api.listing import ExportHandler, FacetsHandler, ListHandler
+from hark_fleet.hub.auth.principal import SiteScope
 from hark_fleet.hub.clock import iso, utcnow
 from hark_fleet.hub.errors import Forbidden, NotFound
-from hark_fleet.hub.services import nodes, recording_copies, retention_policies, technician, watchdog_resolve
+from hark_fleet.hub.services import nodes, nodes_page, recording_copies, retention_policies, technician, watchdog_resolve
+from hark_fleet.hub.services.listing import ListRequest, parse_list_request
 from hark_fleet.hub.services.nodes import NODE_LIST
 from hark_fleet.protocol.messages import HealthReport, Heartbeat, MeterFrame
 from hark_fleet.protocol.topics import command_topic
@@ -46,11 +49,42 @@ class InterfacePatchBody(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool | msgspec.UnsetType = msgspec.UNSET
 
 
+PAGE_CACHE_MAX = 64  # answers kept; cleared when full
+PAGE_CACHE_MAX_BYTES = 256 * 1024  # a larger answer is not kept
+_pages: dict[tuple[Any, ...], tuple[Any, EncodedAnswer]] = {}
+
+
+def read_node_page(request: ListRequest, scope: SiteScope) -> EncodedAnswer:
+    """One page of the node list, read, encoded and hashed in one call on the database thread.
+
+    The answer to the same request from the same scope is given again only while the database has not changed
+    since it was read (`nodes_page.data_version`: any write through this hub or any commit by another process
+    changes it); on PostgreSQL every request reads afresh.
+    """
+    version = nodes_page.data_version()  # before the read: a write during the read makes the next request read again
+    key = nodes_page.page_key(request, scope)
+    if version is not None:
+        hit = _pages.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+    items, next_cursor = nodes_page.node_page(request, scope)
+    answer = encode_page(items, next_cursor)
+    if version is not None and len(answer.body) <= PAGE_CACHE_MAX_BYTES:
+        if len(_pages) >= PAGE_CACHE_MAX:
+            _pages.clear()
+        _pages[key] = (version, answer)
+    return answer
+
+
 class NodesHandler(ListHandler):
-    """`GET /api/v1/nodes`."""
+    """`GET /api/v1/nodes`: one database call reads, encodes and hashes the page (`read_node_page`), off the loop."""
 
     spec = NODE_LIST
     permissions = {"get": "node:read"}
+
+    async def get(self) -> None:
+        request = parse_list_request(self.spec, self.query_args())
+        self.write_encoded(await self.hub.db.run(read_node_page, request, self.scope))
 
 
 class NodeFacetsHandler(FacetsHandler):
