@@ -26,8 +26,9 @@ subject's stream; after ``--warmup`` seconds (default 5) the window of ``--durat
   ``event: reset``, a closed connection), and the hub's ``hark_sse_clients_dropped_total`` over the round;
 * the hub's intake: ``hark_mqtt_messages_received_total{kind="meters"}`` per second over the window, against what was
   published (a hub whose intake falls behind while it serves clients shows it here);
-* CPU of the subject's process over the window (% of one core), its memory (RSS) at the end, and the load average
-  before and after the round.
+* CPU of the subject's process over the window (% of one core), its memory (RSS) at the end, the busiest client
+  process's CPU (near 100 %: the clients, not the subject, set the limit), and the load average before and after the
+  round.
 
 With ``--stalled N``, every round also opens N clients that read the response headers and then nothing more (a 4 KiB
 receive buffer, reading paused). They are not in the delivery figures: the question is whether the others still get
@@ -125,7 +126,8 @@ def _mqtt_str(data: bytes) -> bytes:
 
 
 def connect_packet(client_id: str) -> bytes:
-    variable = _mqtt_str(b"MQTT") + b"\x04\x02" + (60).to_bytes(2, "big")  # 3.1.1, clean session, keepalive 60 s
+    # 3.1.1, clean session, keepalive 0: the bare server only reads, and the broker would drop it after 1.5 keepalives
+    variable = _mqtt_str(b"MQTT") + b"\x04\x02" + (0).to_bytes(2, "big")
     body = variable + _mqtt_str(client_id.encode())
     return b"\x10" + _varint(len(body)) + body
 
@@ -611,12 +613,15 @@ class Bench:
         errors = [e for r in opened for e in r["errors"]]
         self.sleep(args.warmup)
         hub_before, cpu_before, sent_before = self.hub_meters(), cpu_s(pid), self.published.value
+        clients_before = [cpu_s(p.pid) for p, _ in self.clients]
         self.ask([("mark",)] * procs)
         t0 = time.monotonic()
         self.sleep(args.duration)
         collected = self.ask([("collect",)] * procs)
         window = time.monotonic() - t0
         hub_after, cpu_after, sent_after = self.hub_meters(), cpu_s(pid), self.published.value
+        clients_after = [cpu_s(p.pid) for p, _ in self.clients]
+        client_cpu = [100 * (b - a) / window for a, b in zip(clients_before, clients_after, strict=True) if a is not None and b]
         rss = rss_mb(pid)
         self.ask([("close",)] * procs)
         dropped_by_hub = self.metric("hark_sse_clients_dropped_total", '{stream="meters"}') - dropped_before
@@ -634,6 +639,7 @@ class Bench:
             "published_per_s": published / window,
             "cpu_pct": 100 * (cpu_after - cpu_before) / window if cpu_before is not None and cpu_after is not None else -1,
             "rss_mb": rss if rss is not None else -1,
+            "client_cpu_pct": max(client_cpu, default=-1.0),  # the busiest client process: near 100 %, the clients limit
         }
         if subject == "hub":
             figures["intake_pct"] = 100 * (hub_after - hub_before) / published if published else 0.0
@@ -704,7 +710,8 @@ def report(done: list[rounds.Round], counts: list[int], args: argparse.Namespace
         f = r.figures
         print(
             f"  round {r.number + 1} {r.subject:<4} {int(f['clients']):>5} clients: delivery {f['delivery_pct']:.2f} %, "
-            f"p99 {f['p99_ms']:.0f} ms, dropped {f['dropped']:.0f}, cpu {f['cpu_pct']:.0f} %, "
+            f"p99 {f['p99_ms']:.0f} ms, dropped {f['dropped']:.0f}, cpu {f['cpu_pct']:.0f} % (busiest client process "
+            f"{f['client_cpu_pct']:.0f} %), published {f['published_per_s']:,.0f}/s, connect errors {f['connect_errors']:.0f}, "
             f"load {r.load_before:.2f} -> {r.load_after:.2f}"
         )
     return ok
