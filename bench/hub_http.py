@@ -1,52 +1,64 @@
-"""HTTP throughput and latency of the hark hub, against a bare Tornado hello world.
+"""HTTP throughput and latency of the hark hub's node list, against a bare Tornado JSON handler, in alternating rounds.
 
-What is measured
-----------------
-Three targets, one after the other, each with the same load:
+What is measured (what issue 22 asks)
+-------------------------------------
+Four targets, measured in alternating rounds in the same time window (``bench/rounds.py``: every target once per
+round, the order reversed every other round, at least 3 rounds):
 
-* ``bare``     -- a minimal Tornado application (one ``RequestHandler`` whose ``get()``
-                  writes ``{"status":"ok"}``), run as its own process. This is the
-                  reference: the best a single-process Tornado server on this machine does.
-* ``healthz``  -- the hark hub's ``GET /healthz`` (public; hark's handler base, metrics and
-                  routing, no database).
-* ``nodes``    -- the hark hub's authenticated ``GET /api/v1/nodes`` on an empty database
-                  (bearer-token authentication plus a database query, answering
-                  ``{"data": [], "meta": {"next_cursor": null}}``).
+* ``bare``     -- a minimal Tornado application, run as its own process: one ``RequestHandler`` whose ``get()``
+                  writes ``{"status":"ok"}`` (a 15-byte JSON body). The reference the issue names: the best a
+                  single-process Tornado JSON handler does on this machine. It is deliberately minimal; it does
+                  not serialize a body the size of a 50-node page (the bench prints each target's bytes per
+                  answer, so the difference is visible).
+* ``healthz``  -- the hark hub's ``GET /healthz`` (public; hark's handler base, metrics and routing, no database).
+* ``nodes``    -- the hark hub's authenticated ``GET /api/v1/nodes?limit=50`` (bearer token of the admin's login
+                  session) with ``--nodes`` (default 1,000) nodes enrolled, each of which has sent one heartbeat,
+                  so the JSON columns a real fleet fills (metrics, interfaces, version, clock) are filled. The
+                  answer is a real page: 50 nodes and a ``next_cursor``, checked before the rounds start.
+                  This is the issue's figure. The hub may answer a repeated request from its page cache
+                  (``hub/api/nodes.py``), which holds an answer only while the database is unchanged (SQLite:
+                  ``total_changes`` and ``PRAGMA data_version``); this fleet is quiet during the rounds, so
+                  after the first request every answer of this target comes from that cache.
+* ``nodes-paged`` -- the same request with ``&cursor=``, a different cursor each request, in turn over every
+                  node that has a full page after it (950 of 1,000): more distinct pages than the cache keeps,
+                  so no answer comes from it. Every request reads, converts, encodes and hashes its page:
+                  the figure of the uncached path, printed next to the issue's.
 
-For each target it prints requests per second, p50 and p99 latency in milliseconds and the
-number of errors (non-2xx answers and broken connections), and then the ratios of the hub's
-figures to the bare server's: how much of Tornado's raw request rate hark keeps, and how much
-longer its tail latency is.
+Each measurement is ``--connections`` (default 50) keep-alive connections for ``--duration`` seconds (default 10),
+after a 2 s warm-up whose answers are discarded. Only 2xx answers count as served; errors are every non-2xx answer,
+broken connection and timeout. For each round the bench prints req/s, p50 and p99 in ms, errors, bytes per
+answer (headers included), the ratio to ``bare`` in that round, the CPU of the load generator and of the server,
+and the 1-minute load average before and after. It then prints, per target, the median and the range over the
+rounds, the median and range of the per-round ratios of each hark target to ``bare``, and whether the issue's
+figures are met:
+``nodes/bare >= 0.5x`` and ``nodes p99 < 50 ms`` (``nodes-paged``'s beside them). A warning is printed when the
+machine was already busy before the bench started (load average above half the cores).
+
+The load generator
+------------------
+``wrk`` (https://github.com/wg/wrk; Debian/Ubuntu: ``apt-get install -y wrk``) when it is on PATH: a C load
+generator, so it is not the bottleneck (its CPU is shown per round; ``--threads``, default 1, wrk threads). Its
+figures come from a Lua ``done()`` hook (exact request count, duration, bytes, error counts and the p50/p99 of its
+latency histogram). Without wrk the bench falls back to a thin asyncio client in a separate process (``--load
+python``), which on a 2-core machine takes a core of its own and can bound the figures: the table then says so.
+``--load wrk`` refuses to run without wrk.
 
 How
 ---
-The hub is a real ``hark-hub run`` process (``python -m hark_fleet.hub run``) on a fresh temporary data
-directory (SQLite, embedded MQTT broker) with free ports, a random admin password and
-``HARK_LOG_LEVEL=WARNING``; the script waits for ``GET /readyz`` to answer 200 and logs in
-with ``POST /api/v1/auth/login`` to get a bearer token. The bare server is a separate Python
-process started from an inline script.
-
-The load generator runs in a third process (``multiprocessing``, spawn), so that it shares
-no GIL with either server. It is a deliberately thin asyncio client: ``--connections``
-keep-alive HTTP/1.1 connections opened with ``asyncio.open_connection``, each sending one
-request at a time (closed loop), reading the header block and then ``Content-Length`` bytes
-of body. Each target gets a 2 s warm-up whose answers are discarded, then ``--duration``
-seconds of measurement; a response counts if it completes inside the measurement window, and
-its latency is the ``time.perf_counter`` time from writing the request to reading the last
-body byte.
-
-On a small machine the client and the server compete for CPU, so the table also shows the
-CPU used by the client process and by the server process during the measurement window
-(100 % = one core; the server's figure covers all its threads, so it can exceed 100 %; read
-from ``/proc`` where available). A client near 100 % would mean the figures are bounded by the
-client, not the server.
+The hub is a real ``hark-hub run`` process (``python -m hark_fleet.hub run``) on a fresh temporary data directory
+(SQLite, the default embedded broker) with free ports, a random admin password and ``HARK_LOG_LEVEL=WARNING``;
+the script waits for ``GET /readyz``, logs in with ``POST /api/v1/auth/login``, enrolls the nodes with ``POST
+/api/v1/nodes/enroll`` and sends each one heartbeat with its own credential (``POST
+/api/v1/nodes/{id}/heartbeat``, saying a one-hour interval so no node goes offline during the run). The bare
+server is a separate Python process.
 
 Run it from the repository root::
 
-    .venv/bin/python bench/hub_http.py [--duration 10] [--connections 16]
+    .venv/bin/python bench/hub_http.py [--rounds 3] [--duration 10] [--connections 50] [--nodes 1000]
 
-Both server processes are stopped at the end (SIGTERM, then SIGKILL after 10 s), also on
-Ctrl-C or an error, and the temporary directory is removed.
+``--hold`` sets everything up, prints the hub's port, pid and a bearer token, and waits for Ctrl-C (to profile the
+hub, e.g. with ``py-spy record --pid <pid>`` while running wrk by hand). Both server processes are stopped at the
+end (SIGTERM, then SIGKILL after 10 s), also on Ctrl-C or an error, and the temporary directory is removed.
 """
 
 from __future__ import annotations
@@ -59,6 +71,7 @@ import math
 import multiprocessing
 import os
 import platform
+import resource
 import secrets
 import shutil
 import signal
@@ -70,14 +83,21 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import tornado
+from hark_fleet.hub.api.nodes import PAGE_CACHE_MAX
 from hark_fleet.hub.processes import free_port, stop_process
+from hark_fleet.hub.services.listing import encode_cursor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rounds import MIN_ROUNDS, Round, alternate, busy_warning, cores, load_average, load_text, ratios, summarize  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -86,6 +106,11 @@ READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 # How long to wait for the load process beyond warm-up plus duration before giving up on it.
 LOAD_GRACE_S = 30.0
+PAGE = 50
+SUBJECTS = ("bare", "healthz", "nodes", "nodes-paged")
+TARGET_RATIO = 0.5  # the issue: nodes at >= 0.5x bare Tornado
+TARGET_P99_MS = 50.0  # ... with p99 < 50 ms at 50 connections
+SEED_WORKERS = 8
 
 BARE_SERVER_SOURCE = textwrap.dedent(
     """
@@ -110,6 +135,39 @@ BARE_SERVER_SOURCE = textwrap.dedent(
     """
 )
 
+# wrk's summary as one JSON line (latencies in microseconds); errors.status counts answers with status >= 400.
+WRK_SCRIPT = textwrap.dedent(
+    """
+    done = function(summary, latency, requests)
+      local e = summary.errors
+      io.write(string.format(
+        'HARK_WRK {"requests":%.0f,"duration_us":%.0f,"bytes":%.0f,"connect":%.0f,"read":%.0f,"write":%.0f,' ..
+        '"status":%.0f,"timeout":%.0f,"p50_us":%.1f,"p99_us":%.1f}\\n',
+        summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+        latency:percentile(50.0), latency:percentile(99.0)))
+    end
+    """
+)
+
+# Each request the next path of PATHS; thread k of wrk starts at its own offset (so threads do not ask in step).
+WRK_PATHS_SCRIPT = textwrap.dedent(
+    """
+    local paths = {
+    PATHS
+    }
+    local started = 0
+    setup = function(thread)
+      thread:set("offset", started * 997)
+      started = started + 1
+    end
+    local i = nil
+    request = function()
+      if i == nil then i = offset or 0 end
+      i = i + 1
+      return wrk.format(nil, paths[(i % #paths) + 1])
+    end
+    """
+)
 
 # -- results -------------------------------------------------------------------
 
@@ -118,7 +176,7 @@ BARE_SERVER_SOURCE = textwrap.dedent(
 class LoadResult:
     """What one load run measured inside its measurement window."""
 
-    requests: int
+    requests: int  # 2xx answers completed inside the window
     errors: int
     duration_s: float
     p50_ms: float
@@ -127,6 +185,7 @@ class LoadResult:
     server_cpu_pct: float | None
     statuses: dict[int, int] = field(default_factory=dict)
     failure: str | None = None
+    bytes_per_answer: float | None = None
 
     @property
     def rps(self) -> float:
@@ -135,7 +194,7 @@ class LoadResult:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One thing to measure: a server address, a path and extra request headers."""
+    """One thing to measure: a server address, a path (or paths taken in turn) and extra request headers."""
 
     label: str
     description: str
@@ -145,17 +204,30 @@ class Target:
     server_pid: int | None = None
     method: str = "GET"
     body: bytes = b""
+    paths: tuple[str, ...] = ()  # when set: each request the next of these, round-robin (instead of `path`)
 
-    def request(self) -> bytes:
-        """The raw HTTP/1.1 request the load process sends over and over."""
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}{self.path}"
+
+    def requests(self) -> list[bytes]:
+        """The raw HTTP/1.1 requests the load process sends, in turn, over and over."""
         headers = {"Host": f"{HOST}:{self.port}", "User-Agent": "hark-bench", "Accept": "*/*", **self.headers}
         if self.body:
             headers["Content-Length"] = str(len(self.body))
         lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        return f"{self.method} {self.path} HTTP/1.1\r\n{lines}\r\n".encode("latin-1") + self.body
+        paths = self.paths or (self.path,)
+        return [f"{self.method} {path} HTTP/1.1\r\n{lines}\r\n".encode("latin-1") + self.body for path in paths]
+
+    def wrk_script(self) -> str:
+        """wrk's Lua: the summary hook, and for `paths` a request function taking them in turn (threads from own offsets)."""
+        if not self.paths:
+            return WRK_SCRIPT
+        listed = ",\n".join(json.dumps(p) for p in self.paths)
+        return WRK_SCRIPT + WRK_PATHS_SCRIPT.replace("PATHS", listed)
 
 
-# -- load generator (runs in its own process) ------------------------------------
+# -- fallback load generator (Python, runs in its own process) ---------------------
 
 
 def _percentile(sorted_values: list[float], fraction: float) -> float:
@@ -219,7 +291,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, keep_alive
 
 
-async def _connection_loop(port: int, request: bytes, state: _LoadState) -> None:
+async def _connection_loop(port: int, requests: list[bytes], offset: int, state: _LoadState) -> None:
     """One keep-alive connection sending requests back to back until the window closes."""
     perf_counter = time.perf_counter
     reader: asyncio.StreamReader | None = None
@@ -236,7 +308,8 @@ async def _connection_loop(port: int, request: bytes, state: _LoadState) -> None
                     continue
             started = perf_counter()
             try:
-                writer.write(request)
+                writer.write(requests[offset % len(requests)])
+                offset += 1
                 status, keep_alive = await _read_response(reader)
             except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 if state.in_window(perf_counter()):
@@ -259,7 +332,7 @@ async def _connection_loop(port: int, request: bytes, state: _LoadState) -> None
 
 
 async def _run_load(
-    port: int, request: bytes, connections: int, warmup_s: float, duration_s: float, server_pid: int | None
+    port: int, requests: list[bytes], connections: int, warmup_s: float, duration_s: float, server_pid: int | None
 ) -> LoadResult:
     now = time.perf_counter()
     state = _LoadState(now + warmup_s, now + warmup_s + duration_s)
@@ -274,11 +347,12 @@ async def _run_load(
         return client_after - client_before, server
 
     cpu_task = asyncio.create_task(sample_cpu())
-    await asyncio.gather(*(_connection_loop(port, request, state) for _ in range(connections)))
+    spread = max(1, len(requests) // connections)
+    await asyncio.gather(*(_connection_loop(port, requests, i * spread, state) for i in range(connections)))
     client_cpu_s, server_cpu_s = await cpu_task
     latencies = sorted(state.latencies)
     return LoadResult(
-        requests=len(latencies),
+        requests=sum(n for status, n in state.statuses.items() if 200 <= status < 300),
         errors=state.errors,
         duration_s=duration_s,
         p50_ms=_percentile(latencies, 0.50) * 1000,
@@ -292,7 +366,7 @@ async def _run_load(
 def load_process_main(
     result_pipe: Connection,
     port: int,
-    request: bytes,
+    requests: list[bytes],
     connections: int,
     warmup_s: float,
     duration_s: float,
@@ -301,20 +375,20 @@ def load_process_main(
     """Entry point of the load process: run the load and send a LoadResult back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # on Ctrl-C the parent stops this process
     try:
-        result = asyncio.run(_run_load(port, request, connections, warmup_s, duration_s, server_pid))
+        result = asyncio.run(_run_load(port, requests, connections, warmup_s, duration_s, server_pid))
     except Exception as err:  # noqa: BLE001 - reported to the parent instead of a traceback in a child
         result = LoadResult(0, 0, duration_s, 0.0, 0.0, 0.0, None, failure=f"{type(err).__name__}: {err}")
     result_pipe.send(result)
     result_pipe.close()
 
 
-def measure(target: Target, connections: int, duration_s: float) -> LoadResult:
-    """Run the load against one target in a separate process and return what it measured."""
+def measure_python(target: Target, connections: int, duration_s: float) -> LoadResult:
+    """Run the Python load generator against one target in a separate process (warm-up included)."""
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(
         target=load_process_main,
-        args=(sender, target.port, target.request(), connections, WARMUP_S, duration_s, target.server_pid),
+        args=(sender, target.port, target.requests(), connections, WARMUP_S, duration_s, target.server_pid),
         name=f"load-{target.label}",
     )
     process.start()
@@ -332,7 +406,62 @@ def measure(target: Target, connections: int, duration_s: float) -> LoadResult:
             process.join(5)
 
 
-# -- servers ---------------------------------------------------------------------
+# -- wrk --------------------------------------------------------------------------
+
+
+def wrk_path() -> str | None:
+    return shutil.which("wrk")
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run_wrk(target: Target, connections: int, threads: int, duration_s: float, script: Path) -> dict[str, float]:
+    """One wrk run; its summary from the Lua hook."""
+    args = [wrk_path() or "wrk", f"-t{max(1, min(threads, connections))}", f"-c{connections}", f"-d{duration_s:g}s"]
+    args += ["--timeout", "10s", "-s", str(script)]
+    for name, value in target.headers.items():
+        args += ["-H", f"{name}: {value}"]
+    args.append(target.url)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=duration_s + LOAD_GRACE_S, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("HARK_WRK "):
+            summary: dict[str, float] = json.loads(line.removeprefix("HARK_WRK "))
+            return summary
+    raise RuntimeError(f"wrk gave no summary (exit {done.returncode}): {(done.stderr or done.stdout).strip()[-500:]}")
+
+
+def measure_wrk(target: Target, connections: int, threads: int, duration_s: float, script: Path) -> LoadResult:
+    """A discarded warm-up run, then the measured one (wrk's and the server's CPU over the measured run only)."""
+    try:
+        _run_wrk(target, connections, threads, WARMUP_S, script)
+        client_before = _children_cpu_s()
+        server_before = _process_cpu_s(target.server_pid) if target.server_pid else None
+        summary = _run_wrk(target, connections, threads, duration_s, script)
+        client_s = _children_cpu_s() - client_before
+        server_after = _process_cpu_s(target.server_pid) if target.server_pid else None
+    except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError) as err:
+        return LoadResult(0, 0, duration_s, 0.0, 0.0, 0.0, None, failure=f"{type(err).__name__}: {err}")
+    window_s = summary["duration_us"] / 1e6 or duration_s
+    answered = int(summary["requests"])
+    failed_status = int(summary["status"])
+    broken = int(summary["connect"] + summary["read"] + summary["write"] + summary["timeout"])
+    server_s = server_after - server_before if server_before is not None and server_after is not None else None
+    return LoadResult(
+        requests=answered - failed_status,
+        errors=failed_status + broken,
+        duration_s=window_s,
+        p50_ms=summary["p50_us"] / 1000,
+        p99_ms=summary["p99_us"] / 1000,
+        client_cpu_pct=100 * client_s / window_s,
+        server_cpu_pct=None if server_s is None else 100 * server_s / window_s,
+        bytes_per_answer=summary["bytes"] / answered if answered else None,
+    )
+
+
+# -- servers and the fleet ---------------------------------------------------------
 
 
 def http_request(port: int, path: str, *, body: Any = None, token: str | None = None, timeout: float = 5.0) -> tuple[int, Any]:
@@ -387,101 +516,154 @@ def log_tail(path: Path, lines: int = 20) -> str:
     return ""
 
 
+def heartbeat(seq: int) -> dict[str, Any]:
+    """A heartbeat like a recording node's, saying a one-hour interval (no node goes offline during the bench)."""
+    return {
+        "msg_id": secrets.token_hex(8),
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "seq": seq,
+        "agent_version": "0.1.0",
+        "uptime_s": 86400.0 + seq,
+        "cpu_pct": 12.5,
+        "memory": {"used_pct": 41.2, "total_bytes": 4_000_000_000},
+        "disk": {"path": "/var/lib/hark", "used_pct": 37.0, "free_bytes": 80_000_000_000},
+        "temperature_c": 48.3,
+        "interfaces": [
+            {"id": "hw:0", "name": "USB Audio Interface", "channels": 8, "rates": [44100, 48000, 96000], "default": True},
+            {"id": "hw:1", "name": "bcm2835 Headphones", "channels": 2, "rates": [44100, 48000]},
+        ],
+        "clock": {"offset_ms": 0.4, "quality": "ntp"},
+        "outbox": {"depth": 0, "capacity": 10000},
+        "audio": {"state": "idle", "overflows": 0, "lost_frames": 0, "opens": 1},
+        "load": [0.31, 0.28, 0.25],
+        "interval_s": 3600.0,
+    }
+
+
+def paged_paths(port: int, token: str, path: str) -> list[str]:
+    """`path` with the cursor after each node that still has a full page after it: each a different, full page."""
+    ids: list[str] = []
+    cursor = None
+    while True:
+        status, payload = http_request(port, "/api/v1/nodes?limit=200" + (f"&cursor={cursor}" if cursor else ""), token=token)
+        if status != 200:
+            raise RuntimeError(f"GET /api/v1/nodes answered HTTP {status}: {payload}")
+        ids += [node["id"] for node in payload["data"]]
+        cursor = payload["meta"]["next_cursor"]
+        if cursor is None:
+            break
+    return [f"{path}&cursor={encode_cursor(node_id)}" for node_id in ids[: max(1, len(ids) - PAGE)]]
+
+
+def seed_fleet(port: int, token: str, count: int) -> None:
+    """Enroll `count` nodes through the API; each sends one heartbeat with its own credential."""
+    started = time.monotonic()
+
+    def enroll(i: int) -> None:
+        status, payload = http_request(
+            port, "/api/v1/nodes/enroll", body={"name": f"bench-node-{i:05d}"}, token=token, timeout=30
+        )
+        if status != 201:
+            raise RuntimeError(f"enroll answered HTTP {status}: {payload}")
+        node_id, credential = payload["data"]["node"]["id"], payload["data"]["credential"]
+        path = f"/api/v1/nodes/{node_id}/heartbeat"
+        status, payload = http_request(port, path, body=heartbeat(i + 1), token=credential, timeout=30)
+        if status != 200:
+            raise RuntimeError(f"heartbeat answered HTTP {status}: {payload}")
+
+    with ThreadPoolExecutor(SEED_WORKERS) as pool:
+        for done, _ in enumerate(pool.map(enroll, range(count)), 1):
+            if done % 250 == 0 or done == count:
+                print(f"  {done}/{count} nodes enrolled, one heartbeat each ({time.monotonic() - started:.0f} s)", flush=True)
+
+
 # -- report ----------------------------------------------------------------------
-
-
-# (title, column names, rows, number of left-aligned leading columns)
-_TextTable = tuple[str, list[str], list[list[str]], int]
-
-
-def _ratio(numerator: float, denominator: float) -> str:
-    return f"{numerator / denominator:.2f}x" if denominator > 0 else "n/a"
 
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f} %"
 
 
-def report(context: list[tuple[str, str]], targets: list[Target], results: dict[str, LoadResult]) -> None:
-    """Print the context, one row per target, and the hub/bare ratios (rich if available)."""
-    columns = ["target", "request", "req/s", "p50 ms", "p99 ms", "errors", "client CPU", "server CPU"]
-    rows = []
-    for target in targets:
-        result = results[target.label]
-        rows.append(
+def _table(header: list[str], body: list[list[str]], left: int) -> None:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *body, strict=True)]
+    for line in [header, *body]:
+        cells = [cell.ljust(w) if i < left else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))]
+        print("  " + "  ".join(cells).rstrip())
+
+
+def report(context: list[tuple[str, str]], targets: dict[str, Target], rounds: list[Round], results: list[LoadResult]) -> bool:
+    """Print the context, every round, the medians and ranges, the ratios and the verdict; True if the figures are met."""
+    print("\nhark hub HTTP benchmark")
+    width = max(len(key) for key, _ in context)
+    for key, value in context:
+        print(f"  {key.ljust(width)}  {value}")
+    bare_rps = {r.number: r.figures["rps"] for r in rounds if r.subject == "bare"}
+    print("\nrounds (measurement window only; ratio = req/s over bare's in the same round)")
+    body = []
+    for r, result in zip(rounds, results, strict=True):
+        base = bare_rps.get(r.number)
+        body.append(
             [
-                target.label,
-                target.description,
+                str(r.number + 1),
+                r.subject,
                 f"{result.rps:,.0f}",
                 f"{result.p50_ms:.2f}",
                 f"{result.p99_ms:.2f}",
                 str(result.errors),
+                "n/a" if result.bytes_per_answer is None else f"{result.bytes_per_answer:,.0f}",
+                f"{result.rps / base:.2f}x" if base else "n/a",
                 _pct(result.client_cpu_pct),
                 _pct(result.server_cpu_pct),
+                f"{r.load_before:.2f} -> {r.load_after:.2f}",
             ]
         )
-    bare = results["bare"]
-    ratios = [
-        [
-            f"{label} / bare",
-            _ratio(results[label].rps, bare.rps),
-            _ratio(results[label].p99_ms, bare.p99_ms),
-        ]
-        for label in ("healthz", "nodes")
-    ]
-    ratio_columns = ["", "req/s ratio", "p99 ratio"]
-    notes = [f"{label}: statuses {dict(sorted(result.statuses.items()))}" for label, result in results.items() if result.errors]
-    notes += [f"{label}: load process failed: {result.failure}" for label, result in results.items() if result.failure]
-    tables: list[_TextTable] = [
-        ("results (measurement window only)", columns, rows, 2),
-        ("hark vs bare Tornado", ratio_columns, ratios, 1),
-    ]
-    if not _print_rich(context, tables, notes):
-        _print_plain(context, tables, notes)
+    header = ["round", "target", "req/s", "p50 ms", "p99 ms", "errors", "bytes/answer", "ratio", "load gen CPU"]
+    _table([*header, "server CPU", "load avg"], body, 2)
 
-
-def _print_rich(context: list[tuple[str, str]], tables: list[_TextTable], notes: list[str]) -> bool:
-    """Print with rich tables; False if rich is not installed."""
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        return False
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=120)  # piped output: rich would otherwise wrap the tables at 80 columns
-    info = Table(title="hark hub HTTP benchmark", show_header=False, box=None)
-    info.add_column(style="bold")
-    info.add_column()
-    for key, value in context:
-        info.add_row(key, value)
-    console.print(info)
-    for title, header, body, left in tables:
-        table = Table(title=title)
-        for i, name in enumerate(header):
-            table.add_column(name, justify="left" if i < left else "right")
-        for row in body:
-            table.add_row(*row)
-        console.print(table)
-    for note in notes:
-        console.print(note, style="yellow", markup=False)
-    return True
-
-
-def _print_plain(context: list[tuple[str, str]], tables: list[_TextTable], notes: list[str]) -> None:
-    """Print as aligned plain text."""
-    print("hark hub HTTP benchmark")
-    width = max(len(key) for key, _ in context)
-    for key, value in context:
-        print(f"  {key.ljust(width)}  {value}")
-    for title, header, body, left in tables:
-        print(f"\n{title}")
-        widths = [max(len(cell) for cell in column) for column in zip(header, *body, strict=True)]
-        for line in [header, *body]:
-            cells = [cell.ljust(w) if i < left else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))]
-            print("  " + "  ".join(cells))
-    for note in notes:
-        print(note)
+    print(f"\nmedian (range) over {max(r.number for r in rounds) + 1} rounds")
+    body = []
+    for label in SUBJECTS:
+        errors = sum(res.errors for r, res in zip(rounds, results, strict=True) if r.subject == label)
+        body.append(
+            [
+                label,
+                targets[label].description,
+                summarize(rounds, label, "rps").text("{:,.0f}"),
+                summarize(rounds, label, "p50_ms").text("{:.2f}"),
+                summarize(rounds, label, "p99_ms").text("{:.2f}"),
+                str(errors),
+            ]
+        )
+    _table(["target", "request", "req/s", "p50 ms", "p99 ms", "errors"], body, 2)
+    nodes_ratio = ratios(rounds, "nodes", "bare", "rps")
+    nodes_p99 = summarize(rounds, "nodes", "p99_ms")
+    print("\nhark vs bare Tornado (per-round ratios of req/s, median (range))")
+    for label in SUBJECTS[1:]:
+        print(f"  {label + ' / bare':<20}  {ratios(rounds, label, 'bare', 'rps').text('{:.2f}', 'x')}")
+    print(f"  {load_text(rounds)}")
+    ratio_ok = nodes_ratio.count > 0 and nodes_ratio.median >= TARGET_RATIO
+    p99_ok = nodes_p99.count > 0 and nodes_p99.median < TARGET_P99_MS
+    errors = sum(res.errors for r, res in zip(rounds, results, strict=True) if r.subject == "nodes")
+    print("\nissue 22's figures for authenticated GET /api/v1/nodes?limit=50")
+    print(f"  req/s >= {TARGET_RATIO}x bare Tornado:  {nodes_ratio.text('{:.2f}', 'x')}  {'met' if ratio_ok else 'NOT MET'}")
+    print(f"  p99 < {TARGET_P99_MS:.0f} ms:                  {nodes_p99.text('{:.1f}', 'ms')}  {'met' if p99_ok else 'NOT MET'}")
+    paged_ratio = ratios(rounds, "nodes-paged", "bare", "rps")
+    paged_p99 = summarize(rounds, "nodes-paged", "p99_ms")
+    print(
+        f"  (never from the hub's page cache, a different page each request: {paged_ratio.text('{:.2f}', 'x')}, "
+        f"p99 {paged_p99.text('{:.1f}', 'ms')})"
+    )
+    if errors:
+        print(f"  errors: {errors} (non-2xx answers, broken connections, timeouts)")
+    for r, result in zip(rounds, results, strict=True):
+        if result.failure:
+            print(f"round {r.number + 1} {r.subject}: the load generator failed: {result.failure}")
+        elif result.statuses and any(not 200 <= s < 300 for s in result.statuses):
+            print(f"round {r.number + 1} {r.subject}: statuses {dict(sorted(result.statuses.items()))}")
+        if result.client_cpu_pct > 80:
+            busy = f"the load generator used {result.client_cpu_pct:.0f} % of a core: it may bound the figures"
+            print(f"round {r.number + 1} {r.subject}: {busy}")
+    return ratio_ok and p99_ok and not errors
 
 
 # -- main ------------------------------------------------------------------------
@@ -491,8 +673,24 @@ def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run(duration_s: float, connections: int) -> int:
+@dataclass
+class Options:
+    rounds: int
+    duration_s: float
+    connections: int
+    nodes: int
+    threads: int
+    load: str
+    hold: bool
+
+
+def run(options: Options) -> int:
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a SIGTERM cleans up like Ctrl-C
+    load_at_start = load_average()
+    use_wrk = options.load == "wrk" or (options.load == "auto" and wrk_path() is not None)
+    if use_wrk and wrk_path() is None:
+        print("wrk is not installed (Debian/Ubuntu: apt-get install -y wrk); or run with --load python", file=sys.stderr)
+        return 2
     temp_dir = Path(tempfile.mkdtemp(prefix="hark-bench-"))
     processes: list[subprocess.Popen[bytes]] = []
     hub_log = temp_dir / "hub.log"
@@ -531,43 +729,98 @@ def run(duration_s: float, connections: int) -> int:
             print(f"hub: login failed with HTTP {status}: {payload}", file=sys.stderr)
             return 1
         token = payload["data"]["token"]
-        status, payload = http_request(hub_port, "/api/v1/nodes", token=token)
+        print(f"enrolling {options.nodes} nodes ...", flush=True)
+        seed_fleet(hub_port, token, options.nodes)
+        path = f"/api/v1/nodes?limit={PAGE}"
+        status, payload = http_request(hub_port, path, token=token)
         if status != 200:
-            print(f"hub: GET /api/v1/nodes answered HTTP {status}: {payload}", file=sys.stderr)
+            print(f"hub: GET {path} answered HTTP {status}: {payload}", file=sys.stderr)
+            return 1
+        expected = min(PAGE, options.nodes)
+        if len(payload["data"]) != expected or (options.nodes > PAGE and not payload["meta"]["next_cursor"]):
+            print(f"hub: GET {path} answered {len(payload['data'])} nodes, expected {expected} and a cursor", file=sys.stderr)
             return 1
 
-        targets = [
-            Target("bare", "bare Tornado GET /", bare_port, "/", server_pid=bare.pid),
-            Target("healthz", "hark GET /healthz", hub_port, "/healthz", server_pid=hub.pid),
-            Target(
-                "nodes", "hark GET /api/v1/nodes (auth)", hub_port, "/api/v1/nodes", {"Authorization": f"Bearer {token}"}, hub.pid
+        paths = paged_paths(hub_port, token, path)
+        if len(paths) <= PAGE_CACHE_MAX:
+            print(f"note: {len(paths)} distinct pages only: nodes-paged may be answered from the hub's page cache")
+
+        if options.hold:
+            print(f"\nhub pid {hub.pid}, http://{HOST}:{hub_port}{path}\nAuthorization: Bearer {token}")
+            print(f"bare Tornado pid {bare.pid}, http://{HOST}:{bare_port}/\nwaiting; Ctrl-C stops both", flush=True)
+            while hub.poll() is None:
+                time.sleep(1)
+            return 1
+
+        auth = {"Authorization": f"Bearer {token}"}
+        targets = {
+            "bare": Target("bare", "bare Tornado GET / (minimal JSON handler)", bare_port, "/", server_pid=bare.pid),
+            "healthz": Target("healthz", "hark GET /healthz", hub_port, "/healthz", server_pid=hub.pid),
+            "nodes": Target("nodes", f"hark GET {path} (auth, {options.nodes} nodes)", hub_port, path, auth, hub.pid),
+            "nodes-paged": Target(
+                "nodes-paged",
+                f"the same, &cursor= one of {len(paths)} in turn",
+                hub_port,
+                path,
+                auth,
+                hub.pid,
+                paths=tuple(paths),
             ),
-        ]
-        results: dict[str, LoadResult] = {}
-        for target in targets:
+        }
+        scripts = {}
+        for label, target in targets.items():
+            scripts[label] = temp_dir / f"{label}.lua"
+            scripts[label].write_text(target.wrk_script(), encoding="utf-8")
+        rounds: list[Round] = []
+        results: list[LoadResult] = []
+        for number, label in alternate(SUBJECTS, options.rounds):
+            target = targets[label]
             print(
-                f"measuring {target.label}: {target.description} "
-                f"({WARMUP_S:.0f} s warm-up + {duration_s:g} s, {connections} connections) ...",
+                f"round {number + 1}/{options.rounds}: {label} ({WARMUP_S:g} s warm-up + {options.duration_s:g} s, "
+                f"{options.connections} connections, load {load_average():.2f}) ...",
                 flush=True,
             )
-            results[target.label] = measure(target, connections, duration_s)
+            current = Round(label, number)
+            if use_wrk:
+                result = measure_wrk(target, options.connections, options.threads, options.duration_s, scripts[label])
+            else:
+                result = measure_python(target, options.connections, options.duration_s)
+            rounds.append(current.done(rps=result.rps, p50_ms=result.p50_ms, p99_ms=result.p99_ms, errors=result.errors))
+            results.append(result)
             for process, name, log in ((hub, "hub", hub_log), (bare, "bare server", bare_log)):
                 if process.poll() is not None:
                     print(f"{name} exited with code {process.returncode} during the run\n{log_tail(log)}", file=sys.stderr)
                     return 1
 
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "n/a"
+        if use_wrk:
+            version = subprocess.run([wrk_path() or "wrk", "-v"], capture_output=True, text=True, check=False)
+            first_line = (version.stdout or version.stderr).strip().splitlines()[:1]
+            generator = f"{first_line[0] if first_line else 'wrk'}, {options.threads} thread(s), closed loop"
+        else:
+            generator = "Python asyncio raw HTTP/1.1 in its own process, closed loop (wrk not used: it may bound the figures)"
         context = [
             ("machine", f"{platform.machine()} {platform.system()} {platform.release()}"),
-            ("CPUs", f"{os.cpu_count()} (usable by this process: {usable})"),
+            ("CPUs", f"{cores()} (usable by this process: {usable})"),
             ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
             ("tornado", tornado.version),
-            ("parameters", f"duration {duration_s:g} s per target, warm-up {WARMUP_S:g} s, {connections} keep-alive connections"),
-            ("load client", "1 process, asyncio raw HTTP/1.1, closed loop (one request in flight per connection)"),
+            (
+                "parameters",
+                f"{options.rounds} alternating rounds, {options.duration_s:g} s each after {WARMUP_S:g} s warm-up, "
+                f"{options.connections} keep-alive connections, {options.nodes} nodes, page of {PAGE}",
+            ),
+            ("load generator", generator),
+            ("load at start", f"{load_at_start:.2f} ({cores()} cores)"),
         ]
-        print()
-        report(context, targets, results)
-        return 1 if any(r.failure for r in results.values()) else 0
+        warning = busy_warning(load_at_start)
+        if warning:
+            print(f"\n{warning}")
+        met = report(context, targets, rounds, results)
+        if warning:
+            print(f"\n{warning}")
+        if any(r.failure for r in results):
+            return 1
+        return 0 if met else 3
     except KeyboardInterrupt:
         print("\ninterrupted; stopping the servers", file=sys.stderr)
         return 130
@@ -581,15 +834,24 @@ def run(duration_s: float, connections: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Benchmark hark hub HTTP against a bare Tornado hello world.")
+    parser = argparse.ArgumentParser(description="Authenticated GET /api/v1/nodes?limit=50 against a bare Tornado JSON handler.")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, at least 3 (default 3)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per target and round, after a 2 s warm-up")
+    parser.add_argument("--connections", type=int, default=50, help="concurrent keep-alive connections (default 50)")
+    parser.add_argument("--nodes", type=int, default=1000, help="enrolled nodes (default 1000)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument(
-        "--duration", type=float, default=10.0, help="seconds measured per target, after a 2 s warm-up (default 10)"
+        "--load", choices=("auto", "wrk", "python"), default="auto", help="load generator (auto: wrk if installed)"
     )
-    parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections (default 16)")
+    parser.add_argument(
+        "--hold", action="store_true", help="set up, print the hub's pid, URL and token, and wait (for profiling)"
+    )
     args = parser.parse_args(argv)
-    if args.duration <= 0 or args.connections < 1:
-        parser.error("--duration must be positive and --connections at least 1")
-    return run(args.duration, args.connections)
+    if args.duration <= 0 or args.connections < 1 or args.nodes < 1 or args.threads < 1:
+        parser.error("--duration must be positive; --connections, --nodes and --threads at least 1")
+    if args.rounds < MIN_ROUNDS:
+        parser.error(f"--rounds must be at least {MIN_ROUNDS}")
+    return run(Options(args.rounds, args.duration, args.connections, args.nodes, args.threads, args.load, args.hold))
 
 
 if __name__ == "__main__":
