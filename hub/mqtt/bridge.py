@@ -351,6 +351,7 @@ class MqttBridge:
             self._signal_lost()
             return
         self.reads += 1
+        tls = isinstance(sock, ssl.SSLSocket)
         buffer = self._buffer
         got = 0
         closed = False
@@ -362,8 +363,8 @@ class MqttBridge:
                     break
                 buffer += data
                 got += len(data)
-                if len(data) < READ_CHUNK:
-                    break  # drained for now; the next wake-up takes what arrives meanwhile
+                if len(data) < READ_CHUNK and not (tls and sock.pending()):  # type: ignore[attr-defined]
+                    break  # drained for now (TLS: its decrypted records too); the next wake-up takes what arrives meanwhile
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             pass
         except OSError as err:
