@@ -311,22 +311,56 @@ class MeterStore:
                 self.ended.append(ended.summary(node_id))
         self.frames_in += len(frames)
         if self.subscribers:
-            for node_id, frame in frames:
-                self._fan_out(node_id, frame, now)
+            self._fan_out_batch(frames, now)
         return len(frames)
 
-    def _fan_out(self, node_id: str, frame: MeterFrame, now: float) -> None:
+    def _fan_out_batch(self, frames: list[tuple[str, MeterFrame]], now: float) -> None:
+        """A read's frames to every subscriber: those that follow every node everywhere at full rate (an overview)
+        get the batch as one chunk, encoded and joined once; the others frame by frame."""
+        whole = [sub for sub in self.subscribers if sub.node_ids is None and not sub.gap and sub.scope.everywhere]
+        if len(whole) < 2:  # one chunk for one subscriber saves nothing
+            for node_id, frame in frames:
+                self._fan_out(node_id, frame, now)
+            return
+        others = self.subscribers.difference(whole)
+        sites, payloads = self.sites, []
+        for node_id, frame in frames:
+            site = sites.get(node_id, UNKNOWN_SITE)
+            if site is UNKNOWN_SITE:
+                self._fan_out(node_id, frame, now)  # looks the site up; nobody sees it yet
+                continue
+            payload = sse_frame(node_id, frame)
+            payloads.append(payload)
+            if others:
+                self._fan_out(node_id, frame, now, others, payload)
+        if not payloads:
+            return
+        chunk, count = b"".join(payloads), len(payloads)
+        dropped = [sub for sub in whole if not sub.put_many(chunk, count)]
+        self.frames_out += count * (len(whole) - len(dropped))
+        if dropped:
+            self.subscribers.difference_update(dropped)
+            self.subscribers_dropped += len(dropped)
+
+    def _fan_out(
+        self,
+        node_id: str,
+        frame: MeterFrame,
+        now: float,
+        subscribers: set[MeterSubscriber] | None = None,
+        payload: bytes | None = None,
+    ) -> None:
+        """One frame to every subscriber that wants it (or to those of `subscribers`), encoded once."""
         site = self.sites.get(node_id, UNKNOWN_SITE)
         if site is UNKNOWN_SITE:
             if self._lookup_site is not None and node_id not in self._looking_up:
                 self._looking_up.add(node_id)
                 self._lookup_site(node_id)
             return  # nobody sees a frame before the hub knows which site it belongs to
-        payload: bytes | None = None
         sent = 0
         dropped: list[MeterSubscriber] | None = None
-        for sub in self.subscribers:
-            if not sub.wants(node_id, site) or (sub.gap and not sub.takes(node_id, frame, now)):  # type: ignore[arg-type]
+        for sub in self.subscribers if subscribers is None else subscribers:
+            if sub.dropped or not sub.wants(node_id, site) or (sub.gap and not sub.takes(node_id, frame, now)):  # type: ignore[arg-type]
                 continue
             if payload is None:
                 payload = sse_frame(node_id, frame)

@@ -24,12 +24,13 @@ SEND_BUFFER = 128 * 1024  # SO_SNDBUF of a stream's socket (Linux doubles it): b
 class Outbox:
     """Encoded frames waiting for one stream client's socket; `dropped` once they were too many."""
 
-    __slots__ = ("max_frames", "max_bytes", "frames", "size", "dropped", "on_drop", "_waiter")
+    __slots__ = ("max_frames", "max_bytes", "frames", "count", "size", "dropped", "on_drop", "_waiter")
 
     def __init__(self, max_frames: int, max_bytes: int = MAX_UNSENT_BYTES) -> None:
         self.max_frames = max_frames
         self.max_bytes = max_bytes
-        self.frames: list[bytes] = []
+        self.frames: list[bytes] = []  # chunks of one frame or more
+        self.count = 0  # frames in them
         self.size = 0
         self.dropped = False
         self.on_drop: Callable[[], None] | None = None  # the stream handler's: called once, when dropped
@@ -37,12 +38,16 @@ class Outbox:
 
     def put(self, frame: bytes) -> bool:
         """Queue one frame; False when that made this client too far behind (it is dropped now) or it already was."""
+        return self.put_many(frame, 1)
+
+    def put_many(self, chunk: bytes, count: int) -> bool:
+        """Queue `count` frames already joined into one chunk (a batch every subscriber of it gets whole); as `put`."""
         if self.dropped:
             return False
-        frames = self.frames
-        frames.append(frame)
-        self.size += len(frame)
-        if len(frames) > self.max_frames or self.size > self.max_bytes:
+        self.frames.append(chunk)
+        self.count += count
+        self.size += len(chunk)
+        if self.count > self.max_frames or self.size > self.max_bytes:
             self.drop()
             return False
         if self._waiter is not None:
@@ -55,7 +60,7 @@ class Outbox:
             return
         self.dropped = True
         self.frames = []
-        self.size = 0
+        self.count = self.size = 0
         self.wake()
         if self.on_drop is not None:
             self.on_drop()
@@ -66,7 +71,7 @@ class Outbox:
         if not frames:
             return b""
         self.frames = []
-        self.size = 0
+        self.count = self.size = 0
         return frames[0] if len(frames) == 1 else b"".join(frames)
 
     def wake(self) -> None:

@@ -106,6 +106,8 @@ class StreamHandler(BaseHandler):
         self._closing = True
         if self._outbox is not None:
             self._outbox.wake()
+        if self._writing:  # a socket that does not take its last write would hold the hub's shutdown
+            asyncio.get_running_loop().call_soon(self._abort)
 
     def on_connection_close(self) -> None:
         self.close_stream()

@@ -66,6 +66,31 @@ def test_a_subscriber_whose_unsent_bytes_pass_the_bound_is_dropped_before_its_fr
     assert sub.frames == [] and sub.take() == b""  # what waited is let go at once
 
 
+def test_a_read_s_frames_reach_overview_subscribers_as_one_chunk_and_the_others_frame_by_frame() -> None:
+    store = MeterStore()
+    for node_id in ("n1", "n2", "n3"):
+        store.set_site(node_id, "north" if node_id != "n3" else "south")
+    overviews = [store.subscribe(ALL_SITES, None) for _ in range(2)]
+    north = store.subscribe(SiteScope(frozenset({"north"})), None)
+    one_node = store.subscribe(ALL_SITES, frozenset({"n2"}))
+    store.add_batch([("n1", frame(1)), ("n2", frame(2)), ("n3", frame(3)), ("n4", frame(4))])  # n4: site not known yet
+    for sub in overviews:
+        assert len(sub.frames) == 1 and sub.count == 3
+        sent = [json.loads(part.split(b"data: ", 1)[1]) for part in sub.take().split(b"\n\n") if part]
+        assert [(f["node_id"], f["seq"]) for f in sent] == [("n1", 1), ("n2", 2), ("n3", 3)]
+    assert [json.loads(p.split(b"data: ", 1)[1])["node_id"] for p in north.frames] == ["n1", "n2"]
+    assert len(one_node.frames) == 1 and store.frames_out == 2 * 3 + 2 + 1
+    small = MeterSubscriber(ALL_SITES, None, size=5)  # the frame bound counts the frames in a chunk
+    store.subscribers.add(small)
+    for sub in overviews:
+        sub.take()
+    store.add_batch([("n1", frame(5)), ("n2", frame(6)), ("n3", frame(7))])
+    assert not small.dropped
+    store.add_batch([("n1", frame(8)), ("n2", frame(9)), ("n3", frame(10))])
+    assert small.dropped and small not in store.subscribers and store.subscribers_dropped == 1
+    assert not any(sub.dropped for sub in overviews)
+
+
 def test_the_sse_payload_is_the_frame_with_its_node_id() -> None:
     payload = sse_frame("n1", frame(7))
     assert payload.startswith(b"event: meter\ndata: ") and payload.endswith(b"\n\n")
