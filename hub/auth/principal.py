@@ -76,6 +76,8 @@ class Principal:
     via: str = "password"
     hidden: frozenset[str] = frozenset()  # sites whose visibility keeps them from this caller
     permissions: frozenset[str] = field(init=False)
+    # permission -> SiteScope, worked out once per principal (the authenticator keeps a principal per token)
+    _scopes: dict[str, SiteScope] = field(init=False, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         grants = tuple(Grant(with_implied(g.permissions), g.sites) for g in self.grants)
@@ -84,6 +86,7 @@ class Principal:
         for grant in grants:
             granted |= grant.permissions
         object.__setattr__(self, "permissions", frozenset(granted))
+        object.__setattr__(self, "_scopes", {})
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions
@@ -94,6 +97,12 @@ class Principal:
         `recording:read_own` is the recordings the caller may read: those of the sites where it holds
         `recording:read`, and the ones it started whatever their site.
         """
+        known = self._scopes.get(permission)
+        if known is None:
+            known = self._scopes[permission] = self._scope(permission)
+        return known
+
+    def _scope(self, permission: str) -> SiteScope:
         if permission == READ_OWN:
             read = self.scope(READ) if self.can(READ) else SiteScope(frozenset(), hidden=self.hidden)
             return SiteScope(read.sites, owner=self.user_id or self.id, hidden=read.hidden)

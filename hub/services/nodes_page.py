@@ -5,9 +5,9 @@ column, decodes its JSON columns and the handler encodes them again; a page of 5
 of the database thread. Here the page's query selects only the columns the answer shows, takes the rows
 as the driver returns them, converts the times with a string slice where the stored form allows it, and
 passes the JSON columns through as the JSON text they are stored as (`JSONField` writes compact, sorted
-JSON), so they are neither decoded nor encoded again; and peewee compiles the SQL of a given request once
-(the rows are read afresh every time). The answer is the same as `node_to_api` gives,
-field for field (tests/hub/api/test_nodes_page.py compares them).
+JSON), so they are neither decoded nor encoded again; and peewee compiles the SQL of a kind of request once
+(the cursor is put in per page; the rows are read afresh every time). The answer is the same as `node_to_api`
+gives, field for field (tests/hub/api/test_nodes_page.py compares them).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ _EMPTY_LIST = msgspec.Raw(b"[]")
 _EMPTY_OBJECT = msgspec.Raw(b"{}")
 SQL_CACHE_MAX = 512  # compiled page queries kept (SQL text and parameters, never rows)
 _SQL: dict[tuple[Any, ...], tuple[str, list[Any]]] = {}
+_AFTER = "\x00hark-node-page-cursor\x00"  # the cursor's place in a compiled query (no node id holds a NUL)
 _connection: Any = None  # the SQLite connection `data_version` last saw, and how many it has seen
 _generation = 0
 
@@ -168,20 +169,33 @@ def data_version() -> tuple[int, int, int] | None:
     return _generation, connection.total_changes, version
 
 
+def _query(request: ListRequest, scope: SiteScope, after: str | None) -> peewee.ModelSelect:
+    query = build_query(NODE_LIST, request, scope).select(*COLUMNS)
+    if after is not None:
+        query = query.where(Node.id > after)
+    return query.order_by(Node.id).limit(request.limit + 1)
+
+
 def _compiled(db: peewee.Database, request: ListRequest, scope: SiteScope) -> tuple[str, list[Any]]:
-    """The page's SQL and parameters; peewee builds them once per distinct request (its SQL costs more than the read)."""
-    key = (db, *page_key(request, scope))
+    """The page's SQL and parameters; peewee builds them once per kind of request (its SQL costs more than the read).
+
+    The cursor is what changes from page to page: it is compiled as a placeholder value and put in per request.
+    """
+    paged = request.after is not None
+    filters = tuple(sorted(request.filters.items()))
+    key: tuple[Any, ...] = (db, filters, request.q, request.time_from, request.time_to, request.ids, request.limit, paged, scope)
     compiled = _SQL.get(key)
     if compiled is None:
-        query = build_query(NODE_LIST, request, scope).select(*COLUMNS)
-        if request.after is not None:
-            query = query.where(Node.id > request.after)
-        query = query.order_by(Node.id).limit(request.limit + 1)
-        compiled = db.get_sql_context().sql(query).query()
+        compiled = db.get_sql_context().sql(_query(request, scope, _AFTER if paged else None)).query()
+        if paged and compiled[1].count(_AFTER) != 1:  # nowhere to put the cursor in (not expected): compile each time
+            return db.get_sql_context().sql(_query(request, scope, request.after)).query()
         if len(_SQL) >= SQL_CACHE_MAX:
             _SQL.clear()
         _SQL[key] = compiled
-    return compiled
+    if not paged:
+        return compiled
+    sql, params = compiled
+    return sql, [request.after if p == _AFTER else p for p in params]
 
 
 def node_page(request: ListRequest, scope: SiteScope) -> tuple[msgspec.Raw, str | None]:
