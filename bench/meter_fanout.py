@@ -17,9 +17,9 @@ bench's own, so ``--nodes`` x 10 frames/s are offered (1,000 by default). For ea
 In a round, C clients (``--client-procs`` processes of raw asyncio connections, opened at most 32 at a time) open the
 subject's stream; after ``--warmup`` seconds (default 5) the window of ``--duration`` seconds (default 10) gives:
 
-* delivery %: the ``event: meter`` lines the clients received in the window over what they would have received had
-  every client got every frame the generator published in the window (clients x published). Only delivered frames
-  count. The slowest client's delivery % too;
+* delivery %: the ``event: meter`` lines the readers received per second of the window (each client process times
+  its own window) over what they were due, the generator's published frames per second for each of the C readers (a
+  reader that never connected counts as 0). Only delivered frames count. The slowest reader's delivery % too;
 * delay p50 / p99: every frame's ``ts`` is its publish time; a client takes its receive time minus ``ts`` for every
   frame of a sample of its reads (at most ``SAMPLE_READS_PER_S`` reads a second per process). Same machine, same clock;
 * dropped: clients the subject dropped or whose stream ended in the warm-up or the window (the hub's
@@ -612,31 +612,32 @@ class Bench:
         opened = self.ask([("open", port, self.token, share[i], stalled[i]) for i in range(procs)], CONNECT_TIMEOUT_S * 3)
         errors = [e for r in opened for e in r["errors"]]
         self.sleep(args.warmup)
-        hub_before, cpu_before, sent_before = self.hub_meters(), cpu_s(pid), self.published.value
+        hub_before, cpu_before = self.hub_meters(), cpu_s(pid)
+        sent_before, sent_t0 = self.published.value, time.monotonic()
         clients_before = [cpu_s(p.pid) for p, _ in self.clients]
         self.ask([("mark",)] * procs)
-        t0 = time.monotonic()
         self.sleep(args.duration)
         collected = self.ask([("collect",)] * procs)
-        window = time.monotonic() - t0
-        hub_after, cpu_after, sent_after = self.hub_meters(), cpu_s(pid), self.published.value
+        sent_after, sent_t1 = self.published.value, time.monotonic()
+        hub_after, cpu_after = self.hub_meters(), cpu_s(pid)
+        window = sent_t1 - sent_t0  # the CPU readings are taken right around it
         clients_after = [cpu_s(p.pid) for p, _ in self.clients]
         client_cpu = [100 * (b - a) / window for a, b in zip(clients_before, clients_after, strict=True) if a is not None and b]
         rss = rss_mb(pid)
         self.ask([("close",)] * procs)
         dropped_by_hub = self.metric("hark_sse_clients_dropped_total", '{stream="meters"}') - dropped_before
         published = sent_after - sent_before
-        events = [e for r in collected for e in r["events"]]
+        offered = published / (sent_t1 - sent_t0)  # frames/s the generator published, each client's due
+        rates = [e / r["window_s"] for r in collected for e in r["events"]]  # frames/s each connected reader got
         delays = sorted(d * 1000 for r in collected for d in r["delays"])
-        expected = published * count
         figures: dict[str, float] = {
-            "delivery_pct": 100 * sum(events) / expected if expected else 0.0,
-            "slowest_pct": 100 * min(events) / published if events and published else 0.0,
+            "delivery_pct": 100 * sum(rates) / (offered * count) if offered else 0.0,  # a reader never connected: 0
+            "slowest_pct": 100 * min(rates) / offered if rates and offered else 0.0,
             "p50_ms": _percentile(delays, 0.50),
             "p99_ms": _percentile(delays, 0.99),
-            "dropped": sum(r["dropped"] for r in collected) + max(0, count - len(events)),  # ... or never connected
+            "dropped": sum(r["dropped"] for r in collected) + max(0, count - len(rates)),  # ... or never connected
             "connect_errors": len(errors),
-            "published_per_s": published / window,
+            "published_per_s": offered,
             "cpu_pct": 100 * (cpu_after - cpu_before) / window if cpu_before is not None and cpu_after is not None else -1,
             "rss_mb": rss if rss is not None else -1,
             "client_cpu_pct": max(client_cpu, default=-1.0),  # the busiest client process: near 100 %, the clients limit
