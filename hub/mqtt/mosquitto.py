@@ -213,6 +213,7 @@ class ManagedMosquitto:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in a terminal reaches the hub only, which stops it in order
+            env={k: v for k, v in os.environ.items() if not k.startswith("HARK_")},  # the hub's secrets stay with the hub
             preexec_fn=_die_with_parent(os.getpid()),
         )
         self._proc = proc

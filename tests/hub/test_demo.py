@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from hark_fleet.hub.mqtt.mosquitto_conf import find_binary
 
 from tests.harness import ROOT, free_port, port_open, wait_for
 
@@ -73,6 +74,8 @@ def test_demo_runs_three_nodes_prints_the_login_and_stops_on_ctrl_c(tmp_path: Pa
             return len(nodes) == 3 and all(n["status"] == "online" for n in nodes)
 
         wait_for(all_online, 30, "the three simulated nodes online")
+        if find_binary(None) is not None:  # where Mosquitto is installed, the demo runs on it
+            assert "(embedded Mosquitto)" in log.read_text()
         sites = httpx.get(f"http://127.0.0.1:{port}/api/v1/sites", headers={"Authorization": f"Bearer {token}"}).json()["data"]
         assert {(s["id"], s["time_zone"], s["node_count"]) for s in sites} == {
             ("main-hall", "Europe/Berlin", 2),
@@ -92,6 +95,8 @@ def test_demo_runs_three_nodes_prints_the_login_and_stops_on_ctrl_c(tmp_path: Pa
         left = stop_demo(demo, tmp_path)
     assert not port_open("127.0.0.1", port)
     assert left == [], "the demo left processes behind"
+    brokers = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    assert brokers == [], "the demo's broker left behind"
     assert "Traceback" not in log.read_text()
 
 
@@ -132,8 +137,9 @@ def test_demo_started_in_the_background_stays_on_loopback_and_stops_on_sigint(tm
         children = started_by_demo(tmp_path)
         for pid in children:
             assert psutil.Process(pid).environ().get("HARK_MDNS_INTERFACES") == "127.0.0.1"
-        wait_for(lambda: len(listening_addresses(children)) >= 5, 30, "the hub, its broker and three node endpoints listening")
-        listening = listening_addresses(children)
+        family = children + [c.pid for pid in children for c in psutil.Process(pid).children()]  # the hub's Mosquitto
+        wait_for(lambda: len(listening_addresses(family)) >= 5, 30, "the hub, its broker and three node endpoints listening")
+        listening = listening_addresses(family)
         assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
         os.kill(demo.pid, signal.SIGINT)
         assert demo.wait(30) == 0
