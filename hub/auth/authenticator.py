@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 
 from hark_fleet.hub.auth.principal import Principal
@@ -23,15 +25,23 @@ class Authenticator:
     round trip per request; every change to sessions or credentials made through this
     hub calls `forget_all()`, so a revocation takes effect at once here (and within
     CACHE_TTL_S on other hub processes sharing the database).
+
+    A secret being looked up is looked up once: requests that arrive with it meanwhile
+    (when its entry has just expired, every busy connection of that client does) wait for
+    that lookup instead of queueing their own on the database thread.
     """
 
     def __init__(self, db: HubDatabase) -> None:
         self.db = db
         self._cache: dict[str, tuple[Principal, float]] = {}
+        self._pending: dict[str, asyncio.Future[Principal]] = {}
+        self._generation = 0  # bumped by forget_all: a lookup begun before it is not kept
         self.refusals = RepeatedRefusals()  # which refusals get an audit row (see hub.auth.refusals)
 
     def forget_all(self) -> None:
         self._cache.clear()
+        self._pending.clear()
+        self._generation += 1
 
     async def authenticate(self, token: str) -> Principal:
         if len(token) > 512:
@@ -41,10 +51,25 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and now - hit[1] < CACHE_TTL_S:
             return hit[0]
+        pending = self._pending.get(digest)
+        if pending is None:
+            pending = self._pending[digest] = asyncio.ensure_future(self._lookup_and_keep(token, digest))
+            pending.add_done_callback(functools.partial(self._lookup_done, digest))
+        return await asyncio.shield(pending)  # a caller that goes away does not cancel the others' lookup
+
+    def _lookup_done(self, digest: str, done: asyncio.Future[Principal]) -> None:
+        if self._pending.get(digest) is done:
+            del self._pending[digest]
+        if not done.cancelled():
+            done.exception()  # retrieved: a refusal whose callers all went away is not logged as unhandled
+
+    async def _lookup_and_keep(self, token: str, digest: str) -> Principal:
+        generation, started = self._generation, time.monotonic()
         principal = await self._lookup(token)
-        if len(self._cache) >= CACHE_MAX:
-            self._cache.clear()
-        self._cache[digest] = (principal, now)
+        if generation == self._generation:  # nothing was revoked through this hub meanwhile
+            if len(self._cache) >= CACHE_MAX:
+                self._cache.clear()
+            self._cache[digest] = (principal, started)
         return principal
 
     async def _lookup(self, token: str) -> Principal:
