@@ -171,8 +171,14 @@ class FleetIngest:
         self._flush_handle = None
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self.flush())
+            self._flushing.add_done_callback(self._flushed)
         else:  # one flush at a time keeps the order; try again shortly
             self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY_S, self._start_flush)
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        """A flush is awaited by no one: what went wrong in it is logged here, not lost with the task."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("storing node messages failed; unacknowledged, nodes send them again", exc_info=task.exception())
 
     async def flush(self) -> None:
         """Apply what is pending in one transaction, then acknowledge it to each node."""
