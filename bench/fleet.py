@@ -971,7 +971,11 @@ def report(args: argparse.Namespace, results: list[rnd.Round], load_at_start: fl
     ratio = rnd.ratios(results, HUB, BARE, "ceiling")
     print(f"\nmedian (low-high) of {ratio.count} rounds, {rnd.load_text(results)}:")
     print(f"  hub applied at load        {applied.text('{:,.0f}', 'msg/s')} (offered {args.nodes * 10.1:,.0f})")
-    print(f"  p99 publish -> hub state   {p99.text('{:.1f}', 'ms')}   (target < {TARGET_P99_MS:.0f} ms)")
+    samples = rnd.summarize(results, HUB, "samples")
+    print(
+        f"  p99 publish -> hub state   {p99.text('{:.1f}', 'ms')}   (target < {TARGET_P99_MS:.0f} ms; "
+        f"{samples.text('{:.0f}')} frames sampled per round)"
+    )
     print(f"  p99 publish -> SSE client  {sse.text('{:.1f}', 'ms')}")
     print(f"  hub backlog growth         {slope_hub.text('{:+,.0f}', 'msg/s')}")
     print(f"  ceiling: hub {ceiling_hub.text('{:,.0f}', 'msg/s')}, bare paho {ceiling_bare.text('{:,.0f}', 'msg/s')}")
