@@ -29,6 +29,7 @@ class LoadMonitor:
         self._lags: deque[float] = deque(maxlen=SAMPLES)  # seconds late, newest last
         self._received: deque[tuple[float, float]] = deque(maxlen=SAMPLES)  # (monotonic time, messages so far)
         self._task: asyncio.Task[None] | None = None
+        self._shed_counted: dict[str, int] = {}  # what hark_mqtt_shed_total already holds, by kind
 
     async def start(self) -> None:
         self._sample_received()
@@ -46,6 +47,26 @@ class LoadMonitor:
             await asyncio.sleep(TICK_S)
             self._lags.append(max(0.0, loop.time() - asked - TICK_S))
             self._sample_received()
+            self._count_shed()
+
+    def _count_shed(self) -> None:
+        """Bring `hark_mqtt_shed_total{kind}` up to what the in-process broker shed (it counts in plain integers)."""
+        broker = self.hub.broker
+        if broker is None:
+            return
+        for kind, total in broker.shedder.shed_counts.items():
+            counted = self._shed_counted.get(kind, 0)
+            if total > counted:
+                self.hub.metrics.mqtt_shed.labels(kind).inc(total - counted)
+                self._shed_counted[kind] = total
+
+    def broker_figures(self) -> dict[str, Any]:
+        """The broker's kind and state, with what the in-process broker shed (none for the others)."""
+        figures = dict(self.hub.broker_figures())
+        broker = self.hub.broker
+        figures["shed_total"] = broker.shed_total if broker is not None else 0
+        figures["shedding"] = broker.shedding if broker is not None else False
+        return figures
 
     def _messages_received(self) -> float:
         """MQTT messages the bridge has taken in since the hub started (every kind)."""
@@ -75,7 +96,7 @@ class LoadMonitor:
             "event_loop_lag_max_ms": round(max(lags) * 1000, 2) if lags else 0.0,
             "mqtt_messages_per_s": round(self.mqtt_rate(), 2),
             "mqtt_connected": hub.bridge is not None and hub.bridge.connected,
-            "broker": hub.broker_figures(),
+            "broker": self.broker_figures(),
             "db_queue_depth": hub.db.queue_depth(),
             "window_s": WINDOW_S,
             "uptime_s": round(time.time() - hub.started_at, 1),

@@ -34,6 +34,9 @@ class HubMetrics:
             registry=self.registry,
         )
         self.heartbeats_stored = Counter("hark_heartbeats_stored", "Heartbeats committed to the database", registry=self.registry)
+        self.mqtt_shed = Counter(
+            "hark_mqtt_shed", "QoS 0 frames the in-process broker dropped under overload", ("kind",), registry=self.registry
+        )
         self.mqtt_published = Counter("hark_mqtt_messages_published", "MQTT messages published", registry=self.registry)
         self.mqtt_connected = Gauge("hark_mqtt_connected", "1 while the hub is connected to its broker", registry=self.registry)
         self.sse_clients = Gauge("hark_sse_clients", "Open SSE streams", ("stream",), registry=self.registry)

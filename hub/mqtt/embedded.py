@@ -10,21 +10,28 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.adapters import ReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, BrokerError, MQTTError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.publish import PublishPacket
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
 from hark_fleet.hub.errors import StartupError
 from hark_fleet.hub.mqtt.access import BrokerAccess
+from hark_fleet.hub.mqtt.shedding import Shedder, shed_kind
 
 log = logging.getLogger(__name__)
 
 TLS_LISTENER = "nodes-tls"
+BROADCAST_BATCH = 512  # messages handed to subscribers per wake-up of the broadcast loop
+SUBSCRIBER_BUFFER_CAP = 64 * 1024  # QoS 0 deliveries to a connection with this much unsent are dropped (asyncio's
+# high-water mark: past it amqtt's QoS 1 sends wait for the buffer to drain, and QoS 0 frames written on would starve them)
+SUBSCRIBER_SNDBUF = 128 * 1024  # the kernel's send buffer of a QoS 0 subscriber: what it holds is as late as the rest
+TARGETS_CACHE_MAX = 100_000  # topics whose matching subscription filters are remembered
 
 
 class HarkAuthPlugin(BaseAuthPlugin):
@@ -59,6 +66,48 @@ class HarkTopicPlugin(BaseTopicPlugin):
         return self.access.may(session.username, topic, action.value)
 
 
+def _varint(value: int) -> bytes:
+    """MQTT remaining-length encoding."""
+    out = bytearray()
+    while True:
+        byte, value = value % 128, value // 128
+        out.append(byte | 0x80 if value else byte)
+        if not value:
+            return bytes(out)
+
+
+class HarkHandler(BrokerProtocolHandler):
+    """amqtt's per-connection handler, with QoS 0 PUBLISH taken straight to the broker (`HarkBroker.publish_qos0`).
+
+    amqtt queues every incoming PUBLISH on the session, wakes the session's message loop, asks the
+    topic plugins (a task each), then queues it again for the broadcast loop. A plain QoS 0 frame
+    (not retained, a valid topic) is decided here instead, as soon as it is read: shed if the broker
+    is overloaded and it is a meter frame, else checked and queued for broadcast. Everything else
+    (QoS 1 and 2, retained, invalid topics) goes amqtt's way.
+    """
+
+    broker: HarkBroker | None = None
+
+    async def handle_publish(self, publish_packet: PublishPacket) -> None:
+        broker, session = self.broker, self.session
+        topic, data = publish_packet.topic_name, publish_packet.data
+        if (
+            broker is None
+            or session is None
+            or publish_packet.qos != 0
+            or publish_packet.retain_flag
+            or publish_packet.dup_flag
+            or not topic
+            or data is None
+            or "#" in topic
+            or "+" in topic
+            or topic.startswith("$")
+        ):
+            await super().handle_publish(publish_packet)
+            return
+        broker.publish_qos0(session, topic, data)
+
+
 class HarkBroker(Broker):
     """amqtt's broker, authenticating before sessions are touched and checking every delivery's access.
 
@@ -75,6 +124,129 @@ class HarkBroker(Broker):
     """
 
     tls_context: ssl.SSLContext | None = None
+    access: BrokerAccess | None = None
+    shedder: Shedder | None = None
+    _targets_cache: dict[str, list[str]] | None = None
+    _qos0_transports: dict[str, asyncio.WriteTransport] | None = None  # by client id: where QoS 0 frames were written
+
+    # -- the message path: QoS 0 straight to the broadcast, shed under overload, delivered in batches --------
+
+    def publish_qos0(self, session: Session, topic: str, data: bytes | bytearray) -> None:
+        """A QoS 0 PUBLISH just read from `session`: shed, refused, or queued for broadcast."""
+        shedder = self.shedder
+        kind = shed_kind(topic)
+        if shedder is not None and kind is not None and shedder.shed(kind, self._broadcast_queue.qsize()):
+            return
+        if not self._may(session, topic, Action.PUBLISH):
+            log.info("mqtt: %s may not publish to %s: dropped", session.client_id, topic)
+            return
+        self._broadcast_queue.put_nowait({"session": session, "topic": topic, "data": data, "qos": 0})
+
+    def most_buffered(self) -> int:
+        """The most bytes waiting unsent on a connection QoS 0 frames were written to (closed ones forgotten)."""
+        transports = self._qos0_transports or {}
+        most = 0
+        for client_id, transport in list(transports.items()):
+            if transport.is_closing():
+                del transports[client_id]
+            else:
+                most = max(most, transport.get_write_buffer_size())
+        return most
+
+    def _may(self, session: Session, topic: str, action: Action) -> bool:
+        access = self.access
+        return access is not None and access.may(session.username, topic, action.value)
+
+    def _filters_for(self, topic: str) -> list[str]:
+        """The subscription filters `topic` matches (remembered until the set of filters changes)."""
+        cache = self._targets_cache
+        if cache is None or len(cache) > TARGETS_CACHE_MAX:
+            cache = self._targets_cache = {}
+        filters = cache.get(topic)
+        if filters is None:
+            filters = cache[topic] = [f for f in self._subscriptions if self._matches(topic, f)]
+        return filters
+
+    def _filters_changed(self) -> None:
+        self._targets_cache = None
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        fresh = subscription[0] not in self._subscriptions
+        result = await super().add_subscription(subscription, session)
+        if fresh:
+            self._filters_changed()
+        return result
+
+    async def _del_all_subscriptions(self, session: Session) -> None:
+        await super()._del_all_subscriptions(session)
+        self._filters_changed()
+
+    async def _run_broadcast(self, running_tasks: Any) -> None:
+        """Hand every waiting message to its subscribers, not one per wake-up as amqtt does (its backlog then grows
+        with the number of busy connections): up to BROADCAST_BATCH per call."""
+        queue = self._broadcast_queue
+        broadcast = await queue.get()
+        for _ in range(BROADCAST_BATCH):
+            await self._deliver(broadcast, running_tasks)
+            if queue.empty():
+                break
+            broadcast = queue.get_nowait()
+        else:
+            await self._deliver(broadcast, running_tasks)
+
+    async def _deliver(self, broadcast: dict[str, Any], running_tasks: Any) -> None:
+        """One message to every session subscribed to its topic that may receive it, at the lower of the
+        publish and subscription QoS (amqtt delivers at the subscription's: a QoS 0 frame to a QoS 1
+        subscriber then waits for a PUBACK, five seconds at most, and is logged as failed after that)."""
+        topic = broadcast["topic"]
+        data = broadcast["data"]
+        published_qos = broadcast.get("qos")
+        if not topic or data is None:
+            return
+        for topic_filter in self._filters_for(topic):
+            for target, subscribed_qos in list(self._subscriptions.get(topic_filter, ())):
+                qos = subscribed_qos if published_qos is None else min(published_qos, subscribed_qos)
+                if not self._may(target, topic, Action.RECEIVE):
+                    continue
+                if target.transitions.state != "connected":
+                    # As amqtt: kept for a persistent, non-anonymous session only at QoS 1 and 2 [MQTT 3.1.2.4]
+                    if not target.clean_session and qos in (1, 2) and not target.is_anonymous:
+                        await self._retain_broadcast_message(broadcast, qos, target)
+                    continue
+                handler = self._get_handler(target)
+                if handler is None:
+                    continue
+                if qos == 0 and isinstance(handler.writer, StreamWriterAdapter):
+                    self._write_qos0(target, handler.writer, topic, data)
+                else:
+                    running_tasks.append(asyncio.ensure_future(handler.mqtt_publish(topic, data, qos, retain=False)))
+
+    def _write_qos0(self, target: Session, writer: StreamWriterAdapter, topic: str, data: bytes | bytearray) -> None:
+        """A QoS 0 PUBLISH written out at once (no task, no drain); dropped for a subscriber SUBSCRIBER_BUFFER_CAP behind."""
+        if writer.is_closed:
+            return
+        transport = writer._writer.transport
+        if self._qos0_transports is None:
+            self._qos0_transports = {}
+        key = target.client_id or ""
+        if self._qos0_transports.get(key) is not transport:
+            self._qos0_transports[key] = transport
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SUBSCRIBER_SNDBUF)
+        waiting = transport.get_write_buffer_size()
+        if self.shedder is not None:
+            self.shedder.note_buffer(waiting)
+        # While the transport is paused (past its high-water mark until it drains to the low one) amqtt's QoS 1
+        # sends wait in drain(): QoS 0 frames written meanwhile would keep it paused and starve them.
+        if waiting > SUBSCRIBER_BUFFER_CAP or getattr(writer._writer._protocol, "_paused", False):
+            if self.shedder is not None:
+                self.shedder.shed_counts[shed_kind(topic) or "other"] += 1
+            return
+        name = topic.encode()
+        size = 2 + len(name) + len(data)
+        writer.write(b"".join((b"\x30", _varint(size), len(name).to_bytes(2, "big"), name, data)))
 
     def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:
         if self.tls_context is None:
@@ -85,7 +257,8 @@ class HarkBroker(Broker):
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
     ) -> tuple[BrokerProtocolHandler, Session]:
         try:
-            handler, incoming = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+            handler, incoming = await HarkHandler.init_from_connect(reader, writer, self.plugins_manager)
+            handler.broker = self
         except MQTTError:
             await writer.close()
             raise
@@ -142,18 +315,24 @@ class HarkBroker(Broker):
             await asyncio.wait(tasks)
 
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Session) -> None:
+        """The retained messages of one of `session`'s own subscriptions, sent without waiting for them.
+
+        amqtt calls this on every connect for every filter in the broker, anyone's: with a thousand nodes that is a
+        thousand filters times a thousand retained statuses per connect. Only the session's own filters count here.
+        amqtt also iterates its subscriptions around this call, so it must not yield to the loop (another client
+        subscribing meanwhile ends the connecting client's session): the sends are scheduled, not awaited.
+        """
         topic_filter, qos = subscription
+        if not any(subscriber is session for subscriber, _ in self._subscriptions.get(topic_filter, ())):
+            return
         handler = self._get_handler(session)
         if handler is None:
             return
-        tasks = []
         for topic, retained in list(self._retained_messages.items()):
-            if self._matches(topic, topic_filter) and await self._topic_filtering(session, topic, Action.RECEIVE):
-                tasks.append(
+            if self._matches(topic, topic_filter) and self._may(session, topic, Action.RECEIVE):
+                self._tasks_queue.append(
                     asyncio.ensure_future(handler.mqtt_publish(topic, retained.data, min(qos, retained.qos or qos), retain=True))
                 )
-        if tasks:
-            await asyncio.wait(tasks)
 
 
 async def refuse_connect(writer: WriterAdapter) -> None:
@@ -206,6 +385,7 @@ class EmbeddedBroker:
         self.access = access
         self.tls_context = tls_context
         self._broker: Broker | None = None
+        self.shedder = Shedder()
         self.host = ""
         self.port = 0
         self.local_port = 0  # with TLS: the plain loopback listener of the hub's own bridge
@@ -230,6 +410,8 @@ class EmbeddedBroker:
     async def _start(self, host: str, port: int) -> None:
         broker = HarkBroker(_broker_config(host, port, self.tls_context is not None))
         broker.tls_context = self.tls_context
+        broker.access = self.access
+        broker.shedder = self.shedder
         for plugin in broker.plugins_manager.plugins:
             if isinstance(plugin, (HarkAuthPlugin, HarkTopicPlugin)):
                 plugin.access = self.access
@@ -239,6 +421,17 @@ class EmbeddedBroker:
         if self.tls_context is not None:
             self.local_port = broker._servers["default"].instance.sockets[0].getsockname()[1]
         self._broker = broker
+        self.shedder.start(broker._broadcast_queue.qsize, broker.most_buffered)
+
+    @property
+    def shedding(self) -> bool:
+        """Whether QoS 0 meter frames are being shed now (the broker is overloaded)."""
+        return self.shedder.shedding
+
+    @property
+    def shed_total(self) -> int:
+        """QoS 0 frames shed since the start."""
+        return self.shedder.shed_total
 
     async def kick(self, client_id: str) -> bool:
         """Drop a connected client (its will is published); it must log in again to come back."""
@@ -287,6 +480,7 @@ class EmbeddedBroker:
         return dropped
 
     async def stop(self) -> None:
+        await self.shedder.stop()
         if self._broker is not None and self.running:
             await self._broker.shutdown()
         self._broker = None
