@@ -1020,6 +1020,8 @@ def run(args: argparse.Namespace) -> int:
                 raise RuntimeError(f"the hub exited: {bench.tail()}")
         state.stopping.set()
         sse.stopping.set()
+        if any(r.subject == HUB and r.figures.get("applied", 0.0) < 0.5 * r.figures.get("offered", 0.0) for r in results):
+            print(f"  a hub round applied less than half of what was offered; the hub's log ends with:\n{bench.tail()}")
         if sse.reconnects:
             print(f"  (the SSE probe connected again {sse.reconnects} times: the hub drops it when a ceiling window floods it)")
         if sse.error and not sse.delays:

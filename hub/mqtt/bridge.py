@@ -340,6 +340,7 @@ class MqttBridge:
     def _watch(self, fd: int) -> None:
         assert self._loop is not None
         self._fd = fd
+        self._buffer.clear()  # a partial packet of the last connection is no start for this one
         self._loop.add_reader(fd, self._read)
         if self._client.want_write():
             self._loop.add_writer(fd, self._client.loop_write)
