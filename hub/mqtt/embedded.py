@@ -10,11 +10,13 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from amqtt.adapters import ReaderAdapter, StreamWriterAdapter, WriterAdapter
+from amqtt.adapters import BufferReader, ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, BrokerError, MQTTError
+from amqtt.mqtt import packet_class
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.packet import CONNECT, RESERVED_0, RESERVED_15, MQTTFixedHeader
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.publish import PublishPacket
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
@@ -32,6 +34,23 @@ SUBSCRIBER_BUFFER_CAP = 64 * 1024  # QoS 0 deliveries to a connection with this 
 # high-water mark: past it amqtt's QoS 1 sends wait for the buffer to drain, and QoS 0 frames written on would starve them)
 SUBSCRIBER_SNDBUF = 128 * 1024  # the kernel's send buffer of a QoS 0 subscriber: what it holds is as late as the rest
 TARGETS_CACHE_MAX = 100_000  # topics whose matching subscription filters are remembered
+READ_CHUNK = 64 * 1024  # bytes a connection's reader takes per wake-up
+MAX_PACKET = 16 * 1024 * 1024  # a longer packet closes the connection (amqtt would buffer whatever is announced)
+HANDLERS = {  # packet type -> the ProtocolHandler method amqtt's reader calls for it (in a task of its own)
+    2: "handle_connack",
+    3: "handle_publish",
+    4: "handle_puback",
+    5: "handle_pubrec",
+    6: "handle_pubrel",
+    7: "handle_pubcomp",
+    8: "handle_subscribe",
+    9: "handle_suback",
+    10: "handle_unsubscribe",
+    11: "handle_unsuback",
+    12: "handle_pingreq",
+    13: "handle_pingresp",
+    14: "handle_disconnect",
+}
 
 
 class HarkAuthPlugin(BaseAuthPlugin):
@@ -87,6 +106,98 @@ class HarkHandler(BrokerProtocolHandler):
     """
 
     broker: HarkBroker | None = None
+
+    async def _reader_loop(self) -> None:
+        """Read the connection in chunks and split packets here: a plain QoS 0 PUBLISH is decided at once (no task,
+        no awaits per byte); every other packet is parsed by amqtt's classes and handled as amqtt's reader does.
+
+        amqtt's reader awaits every field of every packet and starts a task per packet: reading alone then
+        costs more than the hub can afford for frames it will shed.
+        """
+        if not isinstance(self.reader, StreamReaderAdapter) or self.session is None or self._reader_ready is None:
+            await super()._reader_loop()
+            return
+        stream = self.reader._reader
+        running: set[asyncio.Task[None]] = set()
+        buffer = bytearray()
+        self._reader_ready.set()
+        try:
+            while True:
+                chunk = await stream.read(READ_CHUNK)
+                if not chunk:
+                    break
+                buffer += chunk
+                used = await self._take_packets(buffer, running)
+                if used < 0:
+                    break
+                del buffer[:used]
+        except asyncio.CancelledError:
+            pass
+        except (MQTTError, AMQTTError, OSError, ValueError) as err:
+            log.debug("mqtt: reader of %s ends: %s", self.session.client_id if self.session else None, err)
+        for task in running:
+            task.cancel()
+        await self.handle_connection_closed()
+        self._reader_stopped.set()
+        await self.stop()
+
+    async def _take_packets(self, buffer: bytearray, running: set[asyncio.Task[None]]) -> int:
+        """Handle the complete packets at the start of `buffer`; the bytes used (-1: close the connection)."""
+        at, end = 0, len(buffer)
+        broker, session = self.broker, self.session
+        while end - at >= 2:
+            length, shift, offset = 0, 0, at + 1
+            while True:
+                if offset >= end:
+                    return at
+                byte = buffer[offset]
+                length |= (byte & 0x7F) << shift
+                offset += 1
+                if not byte & 0x80:
+                    break
+                shift += 7
+                if shift > 21:
+                    return -1  # a malformed remaining length
+            if length > MAX_PACKET:
+                log.warning(
+                    "mqtt: %s sent a packet of %d bytes: connection closed", session.client_id if session else None, length
+                )
+                return -1
+            stop = offset + length
+            if stop > end:
+                return at
+            first = buffer[at]
+            kind = first >> 4
+            if kind == 3 and first & 0x0F == 0 and broker is not None and session is not None and length >= 2:
+                # PUBLISH, QoS 0, not retained, not a duplicate
+                topic_end = offset + 2 + int.from_bytes(buffer[offset : offset + 2], "big")
+                if topic_end <= stop:
+                    try:
+                        topic = buffer[offset + 2 : topic_end].decode()
+                    except UnicodeDecodeError:
+                        return -1
+                    if topic and "#" not in topic and "+" not in topic and not topic.startswith("$"):
+                        broker.publish_qos0(session, topic, bytes(buffer[topic_end:stop]))
+                        at = stop
+                        continue
+            if kind in (RESERVED_0, RESERVED_15):
+                return -1
+            raw = bytes(buffer[at:stop])
+            at = stop
+            packet_reader = BufferReader(raw)
+            fixed_header = await MQTTFixedHeader.from_stream(packet_reader)
+            if fixed_header is None:
+                return -1
+            packet = await packet_class(fixed_header).from_stream(packet_reader, fixed_header=fixed_header)
+            if kind == CONNECT:
+                await self.handle_connect(packet)
+                continue
+            method = HANDLERS.get(kind)
+            if method is not None:
+                task = asyncio.create_task(getattr(self, method)(packet))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        return at
 
     async def handle_publish(self, publish_packet: PublishPacket) -> None:
         broker, session = self.broker, self.session
