@@ -96,13 +96,13 @@ def _varint(value: int) -> bytes:
 
 
 class HarkHandler(BrokerProtocolHandler):
-    """amqtt's per-connection handler, with QoS 0 PUBLISH taken straight to the broker (`HarkBroker.publish_qos0`).
+    """amqtt's per-connection handler, with QoS 0 and 1 PUBLISH taken straight to the broker (`HarkBroker.publish`).
 
     amqtt queues every incoming PUBLISH on the session, wakes the session's message loop, asks the
-    topic plugins (a task each), then queues it again for the broadcast loop. A plain QoS 0 frame
-    (not retained, a valid topic) is decided here instead, as soon as it is read: shed if the broker
-    is overloaded and it is a meter frame, else checked and queued for broadcast. Everything else
-    (QoS 1 and 2, retained, invalid topics) goes amqtt's way.
+    topic plugins (a task each), then queues it again for the broadcast loop. A plain QoS 0 or 1
+    PUBLISH (not retained, a valid topic) is decided by the reader instead, as soon as it is read:
+    a QoS 0 meter frame shed if the broker is overloaded, else checked and queued for broadcast
+    (QoS 1: then acknowledged). Everything else (QoS 2, retained, invalid topics) goes amqtt's way.
     """
 
     broker: HarkBroker | None = None
@@ -168,16 +168,20 @@ class HarkHandler(BrokerProtocolHandler):
                 return at
             first = buffer[at]
             kind = first >> 4
-            if kind == 3 and first & 0x0F == 0 and broker is not None and session is not None and length >= 2:
-                # PUBLISH, QoS 0, not retained, not a duplicate
+            qos = (first >> 1) & 3
+            if kind == 3 and qos < 2 and not first & 0x01 and broker is not None and session is not None and length >= 2:
+                # PUBLISH at QoS 0 or 1, not retained
                 topic_end = offset + 2 + int.from_bytes(buffer[offset : offset + 2], "big")
-                if topic_end <= stop:
+                payload_at = topic_end + 2 * qos  # a QoS 1 PUBLISH has its packet id after the topic
+                if payload_at <= stop and (qos == 1 or not first & 0x08):  # a QoS 0 duplicate is invalid: amqtt's way
                     try:
                         topic = buffer[offset + 2 : topic_end].decode()
                     except UnicodeDecodeError:
                         return -1
                     if topic and "#" not in topic and "+" not in topic and not topic.startswith("$"):
-                        broker.publish_qos0(session, topic, bytes(buffer[topic_end:stop]))
+                        broker.publish(session, topic, bytes(buffer[payload_at:stop]), qos)
+                        if qos == 1 and self.writer is not None:
+                            self.writer.write(b"\x40\x02" + bytes(buffer[topic_end:payload_at]))  # PUBACK
                         at = stop
                         continue
             if kind in (RESERVED_0, RESERVED_15):
@@ -216,7 +220,7 @@ class HarkHandler(BrokerProtocolHandler):
         ):
             await super().handle_publish(publish_packet)
             return
-        broker.publish_qos0(session, topic, data)
+        broker.publish(session, topic, data)
 
 
 class HarkBroker(Broker):
@@ -242,16 +246,18 @@ class HarkBroker(Broker):
 
     # -- the message path: QoS 0 straight to the broadcast, shed under overload, delivered in batches --------
 
-    def publish_qos0(self, session: Session, topic: str, data: bytes | bytearray) -> None:
-        """A QoS 0 PUBLISH just read from `session`: shed, refused, or queued for broadcast."""
+    def publish(self, session: Session, topic: str, data: bytes | bytearray, qos: int = 0) -> None:
+        """A QoS 0 or 1 PUBLISH (not retained) just read from `session`: shed (QoS 0 meter frames under overload),
+        refused, or queued for broadcast. A QoS 1 one is acknowledged by the caller, as amqtt does once it is queued."""
         shedder = self.shedder
-        kind = shed_kind(topic)
-        if shedder is not None and kind is not None and shedder.shed(kind, self._broadcast_queue.qsize()):
-            return
+        if qos == 0 and shedder is not None:
+            kind = shed_kind(topic)
+            if kind is not None and shedder.shed(kind, self._broadcast_queue.qsize()):
+                return
         if not self._may(session, topic, Action.PUBLISH):
             log.info("mqtt: %s may not publish to %s: dropped", session.client_id, topic)
             return
-        self._broadcast_queue.put_nowait({"session": session, "topic": topic, "data": data, "qos": 0})
+        self._broadcast_queue.put_nowait({"session": session, "topic": topic, "data": data, "qos": qos})
 
     def most_buffered(self) -> int:
         """The most bytes waiting unsent on a connection QoS 0 frames were written to (closed ones forgotten)."""
