@@ -574,7 +574,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=MIN_ROUNDS)
     parser.add_argument("--workers", type=int, default=1, help="load generator processes")
     parser.add_argument("--heartbeat-s", type=float, default=10.0)
-    parser.add_argument("--steps", default="500,1000,1500,2000,2500,3000,4000,5000,6000", help="ceiling search, meter frames/s")
+    parser.add_argument(
+        "--steps", default="100,250,500,1000,1500,2000,2500,3000,4000,5000,6000,8000", help="ceiling search, meter frames/s"
+    )
     parser.add_argument("--step-s", type=float, default=4.0)
     parser.add_argument("--overload-s", type=float, default=15.0)
     parser.add_argument("--recover-timeout-s", type=float, default=30.0)

@@ -353,8 +353,6 @@ class HarkBroker(Broker):
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SUBSCRIBER_SNDBUF)
         waiting = transport.get_write_buffer_size()
-        if self.shedder is not None:
-            self.shedder.note_buffer(waiting)
         # While the transport is paused (past its high-water mark until it drains to the low one) amqtt's QoS 1
         # sends wait in drain(): QoS 0 frames written meanwhile would keep it paused and starve them.
         if waiting > SUBSCRIBER_BUFFER_CAP or getattr(writer._writer._protocol, "_paused", False):

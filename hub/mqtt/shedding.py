@@ -12,7 +12,9 @@ Overloaded means either of, checked cheaply:
 - the broadcast backlog (messages read but not yet handed to subscribers) is above
   `queue_high` (checked on every frame);
 - a subscriber's connection (the hub's own, in practice) holds more than `buffer_high` bytes
-  its reader has not taken (noted at every delivery): the hub falls behind what it is sent.
+  its reader has not taken at two ticks running: the hub falls behind what it is sent, for
+  longer than a hiccup (a stall shorter than that is absorbed by the socket buffers; frames
+  that would overflow them are dropped at delivery, counted the same way).
 
 Both measure work the broker took on and cannot finish. The event loop's lag is not a trigger:
 on a machine busy with other processes the loop is late whatever the broker does, and
@@ -89,11 +91,6 @@ class Shedder:
             return True
         return False
 
-    def note_buffer(self, size: int) -> None:
-        """A subscriber's connection has `size` bytes waiting to be written."""
-        if size > self.buffer_high and not self.shedding:
-            self._start(f"a subscriber has {size // 1024} KiB waiting")
-
     def _start(self, why: str) -> None:
         self.shedding = True
         self.episodes += 1
@@ -102,11 +99,12 @@ class Shedder:
 
     def update(self, queued: int, buffered: int) -> None:
         """Once a tick: start or stop shedding from the backlog and the largest subscriber's unsent bytes."""
+        backed_up = buffered > self.buffer_high and self.buffered > self.buffer_high  # two ticks running: not a hiccup
         self.buffered = buffered
         if not self.shedding:
             if queued > self.queue_high:
                 self._start(f"{queued} messages wait for broadcast")
-            elif buffered > self.buffer_high:
+            elif backed_up:
                 self._start(f"a subscriber has {buffered // 1024} KiB waiting")
         elif (
             time.monotonic() - self._since >= HOLD_S
