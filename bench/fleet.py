@@ -462,6 +462,7 @@ def http_json(
 
 
 INGESTED = re.compile(rb'^hark_mqtt_ingested_total\{kind="([^"]+)"\} ([0-9.e+]+)$', re.M)
+RECEIVED = re.compile(rb'^hark_mqtt_messages_received_total\{kind="([^"]+)"\} ([0-9.e+]+)$', re.M)
 
 
 class HubScraper:
@@ -471,8 +472,14 @@ class HubScraper:
         self.port = port
         self.token = token
         self.conn: http.client.HTTPConnection | None = None
+        self.received = 0.0  # read off the wire (meters and outbox kinds), as of the last scrape
+        self.lock = threading.Lock()  # the ceiling's credit thread scrapes too: one request at a time on the connection
 
     def applied(self) -> float:
+        with self.lock:
+            return self._applied()
+
+    def _applied(self) -> float:
         for _ in range(3):
             try:
                 if self.conn is None:
@@ -480,6 +487,7 @@ class HubScraper:
                 self.conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {self.token}"})
                 response = self.conn.getresponse()
                 text = response.read()
+                self.received = sum(float(v) for kind, v in RECEIVED.findall(text) if kind != b"status")
                 return sum(float(v) for kind, v in INGESTED.findall(text) if kind != b"status")
             except (OSError, http.client.HTTPException):
                 self.conn = None
@@ -627,6 +635,7 @@ class Bench:
     hub_broker: tuple[str, int] = ("", 0)
     system_broker: tuple[str, int] = ("", 0)
     paused: bool = False
+    scraper: Any = None
 
     def __post_init__(self) -> None:
         self.hub_log = self.temp / "hub.log"
@@ -790,7 +799,7 @@ class Bench:
 
     def applied_counter(self, subject: str) -> Any:
         if subject == HUB:
-            scraper = HubScraper(self.hub_port, self.token)
+            scraper = self.scraper = HubScraper(self.hub_port, self.token)
             return scraper.applied
         assert self.bare is not None
         counters = self.bare[2]
@@ -839,6 +848,7 @@ class Bench:
             broker_pid = listener_pid(port) if (subject == BARE or args.broker == "system") else None
             broker0 = cpu_s(broker_pid) if broker_pid else 0.0
             sent0, applied0, cpu0, t0 = self.sent(), applied(), self.consumer_cpu(subject), time.monotonic()
+            read0 = self.scraper.received if subject == HUB else 0.0
             backlog: list[tuple[float, float]] = []
             if probes is not None and subject == HUB:
                 for probe in probes:
@@ -858,6 +868,7 @@ class Bench:
                 time.sleep(1.0)
                 backlog.append((time.monotonic() - t0, (self.sent() - sent0) - (applied() - applied0)))
             sent1, applied1, cpu1, t1 = self.sent(), applied(), self.consumer_cpu(subject), time.monotonic()
+            read1 = self.scraper.received if subject == HUB else 0.0
             broker1 = cpu_s(broker_pid) if broker_pid else 0.0
             if spy is not None:
                 spy.wait(30)
@@ -882,6 +893,8 @@ class Bench:
                 cpu_pct=(cpu1 - cpu0) / elapsed * 100,
                 generator_behind_ms=behind * 1000,
             )
+            if subject == HUB:
+                result.figures["read"] = (read1 - read0) / elapsed  # off the wire, applied or not
             if broker_pid:
                 result.figures["broker_cpu_pct"] = (broker1 - broker0) / elapsed * 100
             if sse:
@@ -956,6 +969,8 @@ def report(args: argparse.Namespace, results: list[rnd.Round], load_at_start: fl
             f"{fmt(f.get('broker_cpu_pct')):>8} {fmt(f.get('generator_behind_ms'), '{:.0f}ms'):>8} "
             f"{fmt(f.get('ceiling')):>8} {fmt(f.get('ceiling_cpu_pct')):>6}"
         )
+        if r.subject == HUB and f.get("read", 0.0) - f.get("applied", 0.0) > GROWING * f.get("offered", 0.0):
+            print(f"      the hub read {fmt(f.get('read'))} msg/s off the wire but applied {fmt(f.get('applied'))}")
         if f.get("backlog_slope", 0.0) > GROWING * f.get("offered", 0.0):
             grew.append(f"{r.subject} in round {r.number + 1}")
     print(
