@@ -98,8 +98,8 @@ class MeterEngine:
             raise InvalidBlock("the block holds NaN or infinite samples")
         levels = self._levels.process(wide, sums)
         true_peak = self._true_peak.process(samples)
-        self._loudness.process(wide)
-        spl = self._spl.process(wide) if self._spl is not None else {}
+        self._loudness.process(samples)  # float32: their filters take it as it is or widen it themselves
+        spl = self._spl.process(samples) if self._spl is not None else {}
         peak, mean_square, dc, clip, silent = (
             levels.peak.tolist(),
             levels.mean_square.tolist(),

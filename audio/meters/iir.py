@@ -42,7 +42,7 @@ def cascade_state_space(sos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 class BlockIir:
     """A filter given as second-order sections run over (channels, frames) float64 blocks, its state kept across blocks."""
 
-    def __init__(self, sos: np.ndarray, channels: int) -> None:
+    def __init__(self, sos: np.ndarray, channels: int, dtype: type[np.floating] = np.float64) -> None:
         a, b, c, d = cascade_state_space(sos)
         order = len(a)
         powers = [np.eye(order)]
@@ -62,18 +62,23 @@ class BlockIir:
         for m in range(1, order):
             adjugate.append(self._decay @ adjugate[-1] + self._chi[m] * np.eye(order))
         self._mix = [adjugate[order - 1 - slot].T.copy() for slot in range(order)]  # slot k of u_(n-N) .. u_(n-1)
+        # float32 makes the large products (a run's samples in and out) twice as fast; the recursion stays float64
+        self._dtype = np.dtype(dtype)
+        self._through, self._from_state, self._to_state = (
+            m.astype(self._dtype) for m in (self._through, self._from_state, self._to_state)
+        )
         self._order = order
         self._channels = channels
         self._state = np.zeros((channels, order))
-        self._out = np.zeros((channels, 0))
+        self._out = np.zeros((channels, 0), dtype=self._dtype)
         self._decay_powers = np.zeros((order, 0))  # [(F^0).T | (F^1).T | ...], as many as the last block had runs
 
     def process(self, block: np.ndarray) -> np.ndarray:
-        """The filtered (channels, frames) block, in a buffer the next call reuses (large fresh arrays cost page faults)."""
+        """The filtered (channels, frames) block, of the filter's dtype, in a buffer the next call reuses (no fresh pages)."""
         channels, frames = block.shape
         full, rest = divmod(frames, RUN)
         if self._out.shape != block.shape:
-            self._out = np.empty((channels, frames))
+            self._out = np.empty((channels, frames), dtype=self._dtype)
         out = self._out
         last = self._state
         if full:
@@ -82,7 +87,7 @@ class BlockIir:
         if rest:
             tail = block[:, full * RUN :]
             out[:, full * RUN :] = tail @ self._through[:rest, :rest] + last @ self._from_state[:, :rest]
-            last = last @ self._partial_decay[rest] + tail @ self._to_state[RUN - rest :]
+            last = last @ self._partial_decay[rest] + (tail @ self._to_state[RUN - rest :]).astype(np.float64)
         self._state = last
         return out
 
@@ -98,14 +103,14 @@ class BlockIir:
         channels, full, _ = runs.shape
         order = self._order
         inputs = np.zeros((channels, full + order, order))  # u_n = x[run n] @ P, after `order` zeros
-        np.matmul(runs, self._to_state, out=inputs[:, order:])
+        inputs[:, order:] = runs @ self._to_state
         mixed = inputs[:, : full + 1] @ self._mix[0]  # w_n = sum over slots of u_(n-N+slot) @ M_(N-1-slot).T
         for slot in range(1, order):
             mixed += inputs[:, slot : slot + full + 1] @ self._mix[slot]
         from_rest = lfilter([1.0], self._chi, mixed.transpose(0, 2, 1), axis=2)  # each run's state from a zero start
         states = from_rest.transpose(0, 2, 1) + (self._state @ self._powers(full + 1)).reshape(channels, full + 1, order)
         np.matmul(runs, self._through, out=out)
-        out += states[:, :full] @ self._from_state
+        out += states[:, :full].astype(self._dtype) @ self._from_state
         return np.ascontiguousarray(states[:, full])
 
     def _powers(self, count: int) -> np.ndarray:

@@ -157,7 +157,7 @@ class GatedHistogram:
 
 
 class LoudnessMeter:
-    """Loudness of several programmes over one multichannel stream, fed (channels, frames) float64 blocks."""
+    """Loudness of several programmes over one multichannel stream, fed (channels, frames) float blocks."""
 
     def __init__(self, sample_rate: int, channels: int, programmes: Sequence[Programme]) -> None:
         self._filter = KWeightingFilter(sample_rate, channels)
@@ -186,7 +186,7 @@ class LoudnessMeter:
         frames = squares.shape[1]
         first = self._segment - self._position % self._segment  # index in the block where the current segment ends
         if first >= frames:  # the usual case, a block of at most one segment, needs no split
-            total = squares.sum(axis=1)
+            total = squares.sum(axis=1, dtype=np.float64)
             if first == frames:
                 self._complete_segment(self._partial + total)
                 self._partial[:] = 0.0
@@ -195,7 +195,7 @@ class LoudnessMeter:
         else:
             ends = list(range(first, frames + 1, self._segment))
             starts = [0, *(end for end in ends if end < frames)]
-            pieces = np.add.reduceat(squares, starts, axis=1).T
+            pieces = np.add.reduceat(squares, starts, axis=1, dtype=np.float64).T
             self._complete_segment(self._partial + pieces[0])
             for piece in pieces[1 : len(ends)]:
                 self._complete_segment(piece)

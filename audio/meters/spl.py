@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 from hark_fleet.audio.meters.const import FAST_TIME_CONSTANT_S, LA90_STEP_S, REFERENCE_SPL_DB
+from hark_fleet.audio.meters.iir import BlockIir
 from hark_fleet.audio.meters.units import power_db
 from scipy.signal import bilinear_zpk, lfilter, sosfilt, sosfreqz, zpk2sos
 
@@ -113,15 +114,20 @@ class SplMeter:
         self._rows = list(self.channels)
         self._sos = a_weighting_sos(sample_rate)
         self._zi = np.zeros((len(self._sos), len(self.channels), 2))
+        # from 3 channels on, a block filter with float32 products (as K-weighting, audio/meters/kweighting.py)
+        self._block = BlockIir(self._sos, len(self.channels), np.float32) if len(self.channels) >= 3 else None
         self._fast = FastLevel(sample_rate, len(self.channels))
         self._step = max(1, round(LA90_STEP_S * sample_rate))
         self._position = 0
 
     def process(self, block: np.ndarray) -> dict[int, dict[str, float | None]]:
-        """For each calibrated channel of a (channels, frames) float64 block: {laeq_db, lamax_db, la90_db}."""
+        """For each calibrated channel of a (channels, frames) float block: {laeq_db, lamax_db, la90_db}."""
         frames = block.shape[1]
         selected = block if len(self._rows) == block.shape[0] else block[self._rows]  # every channel: no copy
-        weighted, self._zi = sosfilt(self._sos, selected, axis=1, zi=self._zi)
+        if self._block is not None:
+            weighted = self._block.process(np.asarray(selected, dtype=np.float32))
+        else:
+            weighted, self._zi = sosfilt(self._sos, selected, axis=1, zi=self._zi)
         squares = np.multiply(weighted, weighted, out=self._fast.squares_buffer(frames))
         laeq = squares.sum(axis=1) / frames  # before `levels` reuses the squares
         fast = self._fast.levels(frames)
