@@ -58,7 +58,7 @@ def k_weighting_sos(sample_rate: int) -> np.ndarray:
 
 
 class KWeightingFilter:
-    """Streaming K-weighting of (channels, frames) float64 blocks, its state carried from block to block.
+    """Streaming K-weighting of (channels, frames) float blocks, its state carried from block to block.
 
     From 3 channels on, the two stages run as one block filter (audio/meters/iir.py) with float32 products: within
     1e-5 of full scale of the float64 filter's output (a block's level within 0.01 dB even 80 dB under a loud past)
