@@ -18,8 +18,10 @@ Each round (``--rounds``, at least 3):
    (``hark_mqtt_shed_total{kind="meters"}``), heartbeats stored against heartbeats sent in the window
    (``hark_heartbeats_stored_total``; where the hub has no such counter, those received off the wire, said
    so in the output), nodes the hub marked offline, the hub's CPU (% of one core), and then, the offer back
-   at half the ceiling, the seconds until it recovered: ``broker.shedding`` false in ``GET /api/load`` and
-   the ingest over the last second at least 90 % of the offer (``--recover-timeout-s`` at most).
+   at half the ceiling, the seconds until it recovered: ``broker.shedding`` false in ``GET /api/load``,
+   nothing shed and the ingest at least 90 % of the offer over a 0.5 s sample (so 0.0 means within the
+   first 0.5 s; ``--recover-timeout-s`` at most). Heartbeats sent and stored are counted over the same
+   window, so one in flight at either end can make "stored" exceed "sent" by a few.
 
 "Ingested" is ``hark_mqtt_ingested_total{kind="meters"}`` where the hub has it (decoded and applied), else
 ``hark_mqtt_messages_received_total{kind="meters"}`` (read off the wire), said so in the output.
@@ -31,7 +33,10 @@ is full (the broker stopped reading it) gets no new meter frames until it drains
 
 Run it from the repository root::
 
-    .venv/bin/python bench/broker_overload.py [--nodes 1000] [--rounds 3] [--overload-s 15]
+    .venv/bin/python bench/broker_overload.py [--nodes 1000] [--rounds 3] [--workers 1] [--overload-s 15]
+
+One worker process is a single Python loop: on a busy machine it falls behind and then sends what is due
+at once, so the offered rate it reports is what it wrote, bursts included.
 
 It prints the median and the range over the rounds of each figure, and the load average around every round.
 """
