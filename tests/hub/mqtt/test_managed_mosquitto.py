@@ -148,7 +148,7 @@ def test_a_killed_mosquitto_is_restarted_and_the_hub_reconnects(tmp_path: Path) 
         reason = readyz(hub)["checks"]["embedded_broker"]["reason"]
         assert "restarting" in reason, reason
         load = httpx.get(f"{hub.url}/api/load", timeout=5).json()["data"]
-        assert load["broker"] == {"kind": "mosquitto", "running": False}
+        assert load["broker"] == {"kind": "mosquitto", "running": False, "shed_total": 0, "shedding": False}
         hold.unlink()
         wait_for(lambda: readyz(hub)["status"] == "ready", 60, "the broker back and the bridge reconnected", interval=0.2)
         assert managed_pids(hub.data_dir) != [pid]
