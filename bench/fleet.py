@@ -13,12 +13,13 @@ window, the order reversed every other round (``bench/rounds.py``):
   ``hark_mqtt_ingested_total`` (meter frames stored in its latest state, heartbeats counted after
   their commit), scraped from ``GET /metrics``. What it merely read off the wire does not count.
 
-While one subject is measured the other is idle: with ``--broker system`` both use the same
-Mosquitto and the hub is paused (SIGSTOP) during the bare round (then resumed and given time to
-catch up before its own round); with ``--broker embedded`` the hub runs its default embedded broker
-(``HARK_MQTT_URL`` unset; ``--embedded`` sets ``HARK_EMBEDDED_BROKER``: ``auto``, ``mosquitto`` or
-``in-process``), the nodes log in to it, and the bare subscriber's round runs on the system
-Mosquitto (``--system-url``, default ``mqtt://127.0.0.1:1883``), the only broker it may log in to.
+While one subject is measured the other is idle: the bare subscriber's rounds run on a Mosquitto of
+the bench's own (same binary, loopback, anonymous), where the nodes connect for those rounds, so the
+hub, idle on its own broker meanwhile, neither competes for the messages nor has to be paused. The
+hub's broker is, with ``--broker system``, the system Mosquitto (``--system-url``, default
+``mqtt://127.0.0.1:1883``); with ``--broker embedded`` its default embedded broker (``HARK_MQTT_URL``
+unset; ``--embedded`` sets ``HARK_EMBEDDED_BROKER``: ``auto``, ``mosquitto`` or ``in-process``),
+which the nodes log in to with their credentials.
 
 Each subject's round has two parts:
 
@@ -634,6 +635,8 @@ class Bench:
     bare: tuple[Any, Connection, Any] | None = None
     hub_broker: tuple[str, int] = ("", 0)
     system_broker: tuple[str, int] = ("", 0)
+    bare_broker: tuple[str, int] = ("", 0)
+    bare_mosquitto: Any = None
     paused: bool = False
     scraper: Any = None
 
@@ -741,7 +744,7 @@ class Bench:
     def start_bare(self) -> None:
         receiver, sender = self.ctx.Pipe()
         counters = self.ctx.RawArray("q", 3)
-        host, port = self.system_broker
+        host, port = self.bare_broker
         process = self.ctx.Process(target=bare_main, args=(sender, host, port, counters), daemon=True)
         process.start()
         deadline = time.monotonic() + 15
@@ -759,6 +762,15 @@ class Bench:
             if process.is_alive():
                 process.kill()
             self.bare = None
+
+    def start_bare_broker(self) -> None:
+        """The bare subscriber's rounds run on a Mosquitto of the bench's own (same binary, loopback, anonymous), so
+        that the hub, idle meanwhile on its broker, neither competes for the messages nor has to be paused."""
+        from tests.harness import Mosquitto
+
+        self.bare_mosquitto = Mosquitto(self.temp / "bare-mosquitto")
+        self.bare_mosquitto.start()
+        self.bare_broker = (self.bare_mosquitto.host, self.bare_mosquitto.port)
 
     def pause_hub(self, paused: bool) -> None:
         if self.hub is not None and self.args.broker == "system" and paused != self.paused:
@@ -782,6 +794,8 @@ class Bench:
                 self.hub.kill()
         if self.args.broker == "system":
             self.remove_hub_session()
+        if self.bare_mosquitto is not None:
+            self.bare_mosquitto.stop()
 
     def remove_hub_session(self) -> None:
         """The hub keeps a persistent session; one left on the shared system broker would queue messages forever."""
@@ -829,9 +843,8 @@ class Bench:
         args = self.args
         result = rnd.Round(subject, number)
         if subject == BARE:
-            self.pause_hub(True)
             self.start_bare()
-            host, port = self.system_broker
+            host, port = self.bare_broker
         else:
             self.pause_hub(False)
             host, port = self.hub_broker
@@ -861,7 +874,7 @@ class Bench:
             if args.py_spy and subject == HUB and self.hub is not None:
                 spy = subprocess.Popen(
                     [args.py_spy_bin, "record", "-p", str(self.hub.pid), "-d", str(int(args.duration - 1)), "-r", "200",
-                     "-f", "raw", "-o", f"{args.py_spy}.round{number + 1}.txt"],
+                     "--idle", "-f", "raw", "-o", f"{args.py_spy}.round{number + 1}.txt"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
             while time.monotonic() - t0 < args.duration - 0.5:
@@ -950,8 +963,7 @@ def report(args: argparse.Namespace, results: list[rnd.Round], load_at_start: fl
     print()
     broker = "system Mosquitto " + args.system_url if args.broker == "system" else f"embedded ({args.embedded})"
     print(f"hark fleet bench: {args.nodes} nodes x 10 Hz, one connection and credential per node, broker: {broker}")
-    if args.broker == "embedded":
-        print(f"  (the bare subscriber's rounds run on the system Mosquitto {args.system_url})")
+    print("  (the bare subscriber's rounds run on a Mosquitto of the bench's own, the hub idle meanwhile)")
     warning = rnd.busy_warning(load_at_start)
     if warning:
         print(warning)
@@ -974,8 +986,9 @@ def report(args: argparse.Namespace, results: list[rnd.Round], load_at_start: fl
         if f.get("backlog_slope", 0.0) > GROWING * f.get("offered", 0.0):
             grew.append(f"{r.subject} in round {r.number + 1}")
     print(
-        "  (CPU %: of one core, the consumer over the load window and over the ceiling window; broker %: the system "
-        "Mosquitto's, where it is measured; gen late: how far the generators fell behind their schedule)"
+        "  (CPU %: of one core, the consumer over the load window and over the ceiling window; broker %: the "
+        "Mosquitto's the subject reads from (the embedded one: in the hub's CPU); gen late: how far the generators fell "
+        "behind their schedule)"
     )
     p99 = rnd.summarize(results, HUB, "p99_ms")
     sse = rnd.summarize(results, HUB, "sse_p99_ms")
@@ -1020,6 +1033,7 @@ def run(args: argparse.Namespace) -> int:
     results: list[rnd.Round] = []
     try:
         print(f"starting the hub ({args.broker} broker) ...", flush=True)
+        bench.start_bare_broker()
         bench.start_hub()
         bench.enroll(args.nodes)
         bench.start_generators()
@@ -1067,7 +1081,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ceiling-duration", type=float, default=5.0)
     parser.add_argument("--ceiling-backlog", type=int, default=20000)
     parser.add_argument("--generators", type=int, default=2)
-    parser.add_argument("--probe-rate", type=float, default=20.0)
+    parser.add_argument("--probe-rate", type=float, default=10.0)
     parser.add_argument("--py-spy", metavar="PREFIX", help="profile the hub's load windows with py-spy into PREFIX.roundN.txt")
     parser.add_argument("--py-spy-bin", default=str(Path(sys.executable).parent / "py-spy"))
     args = parser.parse_args(argv)
