@@ -438,27 +438,51 @@ class Hub:
             if self.config.mqtt_dynsec:
                 await self._start_dynsec(address)
         elif binary is not None:
-            address = await self._start_mosquitto(binary)
+            address = await self._start_mosquitto_or_fall_back(binary)
         else:
-            secret = new_password(32)
-            self.broker = EmbeddedBroker(BrokerAccess(secret), self.tls_contexts[0] if self.tls_contexts else None)
-            self.broker.access.set_node_credentials(await self.db.run(credential_table))
-            host, port = self.config.embedded_mqtt_address
-            host, port = await self.broker.start(host, port, fallback_to_free_port=not self.config.embedded_bind_is_explicit)
-            log.info("embedded mqtt broker listening on %s:%d%s", host, port, " (mqtts)" if self.tls else "")
-            address = BrokerAddress(host, port, username=const.HUB_MQTT_USERNAME, password=secret)
-            if self.tls:
-                public = BrokerAddress(host, port, tls=True)
-                if host in ("0.0.0.0", "::", ""):
-                    public = BrokerAddress(urlsplit(self.public_url).hostname or socket.gethostname(), port, tls=True)
-                self._public_mqtt = public.url()
-                address = BrokerAddress("127.0.0.1", self.broker.local_port, username=address.username, password=secret)
+            address = await self._start_in_process()
         self.broker_address = address
         self.bridge = MqttBridge(address, client_id=bridge_client_id(self.config.data_dir), metrics=self.metrics)
         self.ingest.register()
         self.bridge.start()
         if not await self.bridge.wait_connected(5.0):
             log.warning("mqtt broker %s not reachable yet; retrying in the background", address.url())
+
+    async def _start_in_process(self) -> BrokerAddress:
+        """Run the in-process (amqtt) broker; it checks node logins against the database's credential hashes."""
+        secret = new_password(32)
+        self.broker = EmbeddedBroker(BrokerAccess(secret), self.tls_contexts[0] if self.tls_contexts else None)
+        self.broker.access.set_node_credentials(await self.db.run(credential_table))
+        host, port = self.config.embedded_mqtt_address
+        host, port = await self.broker.start(host, port, fallback_to_free_port=not self.config.embedded_bind_is_explicit)
+        log.info("embedded mqtt broker listening on %s:%d%s", host, port, " (mqtts)" if self.tls else "")
+        address = BrokerAddress(host, port, username=const.HUB_MQTT_USERNAME, password=secret)
+        if self.tls:
+            public = BrokerAddress(host, port, tls=True)
+            if host in ("0.0.0.0", "::", ""):
+                public = BrokerAddress(urlsplit(self.public_url).hostname or socket.gethostname(), port, tls=True)
+            self._public_mqtt = public.url()
+            address = BrokerAddress("127.0.0.1", self.broker.local_port, username=address.username, password=secret)
+        return address
+
+    async def _start_mosquitto_or_fall_back(self, binary: Path) -> BrokerAddress:
+        """Mosquitto; under `auto`, the in-process broker when it cannot start (a full disk: its files cannot be written).
+
+        Every node can log in to the in-process broker: it checks the credential hashes the database keeps for all of them.
+        """
+        try:
+            return await self._start_mosquitto(binary)
+        except StartupError as err:
+            if self.config.embedded_broker != "auto":
+                raise
+            if self.dynsec is not None:
+                await self.dynsec.close()
+            if self.mosquitto is not None:
+                await self.mosquitto.stop()
+            self.dynsec = self.mosquitto = None
+            self._public_mqtt = None
+            log.warning("embedded broker: in-process, as Mosquitto cannot start: %s", err)
+            return await self._start_in_process()
 
     async def _start_dynsec(self, address: BrokerAddress, prune: bool = False) -> None:
         """Manage node identities on Mosquitto through its dynamic security plugin (`prune`: drop unknown clients)."""
