@@ -52,6 +52,7 @@ REAL_SOURCES = (
     ("Foyer", "synthetic:noise?dbfs=-24&channels=1"),
 )
 OFFLINE = 4
+GENERATOR_SECONDS = 3600.0  # longer than any measurement; stop() ends the generator sooner
 DEGRADED = 4
 PENDING = 2
 VIEWPORT: ViewportSize = {"width": 1440, "height": 900}
@@ -112,6 +113,7 @@ class ScaleFleet:
     real_nodes: list[NodeProcess] = field(default_factory=list)
     node_ids: list[str] = field(default_factory=list)  # every enrolled node, the real ones first
     live_ids: list[str] = field(default_factory=list)  # the simulated nodes with meters and heartbeats
+    live: list[tuple[str, str]] = field(default_factory=list)  # their (id, credential): each logs in with its own
     generator: Any = None  # multiprocessing process
     _conn: Any = None
     _counters: Any = None
@@ -147,7 +149,8 @@ class ScaleFleet:
         simulated = enrolled[self.real :]
         offline = simulated[:OFFLINE]
         pending = simulated[OFFLINE : OFFLINE + PENDING]
-        self.live_ids = [node_id for node_id, _ in simulated[OFFLINE + PENDING :]]
+        self.live = simulated[OFFLINE + PENDING :]
+        self.live_ids = [node_id for node_id, _ in self.live]
         progress(f"{len(self.live_ids)} simulated nodes publishing, {self.real} real nodes starting ...")
         self._start_generator()
         with self.client() as admin:
@@ -196,21 +199,24 @@ class ScaleFleet:
 
         context = multiprocessing.get_context("spawn")
         receiver, sender = context.Pipe()
-        self._counters = context.RawArray("q", 5)
+        self._counters = context.RawArray("q", 3)
+        self._counters[fleet.C_CREDIT] = fleet.NO_LIMIT
+        nodes = [(index, node_id, credential) for index, (node_id, credential) in enumerate(self.live)]
         self.generator = context.Process(
             target=fleet.generator_main,
-            args=(sender, self.broker.host, self.broker.port, f"scale-{uuid.uuid4().hex[:4]}", self._counters),
+            args=(sender, nodes, f"scale-{uuid.uuid4().hex[:4]}", self._counters),
             name="fleet-scale-generator",
         )
         self.generator.start()
         sender.close()
+        receiver.send(("connect", self.broker.host, self.broker.port))
         if not receiver.poll(30):
-            raise RuntimeError("the generator did not start")
+            raise RuntimeError("the generator did not connect")
         hello = receiver.recv()
         if "error" in hello:
             raise RuntimeError(f"generator: {hello['error']}")
         self._conn = receiver
-        receiver.send(("load", list(enumerate(self.live_ids)), len(self.live_ids)))
+        receiver.send(("load", GENERATOR_SECONDS))  # runs until then or until stop() ends the process
 
     def wait_live(self, timeout: float) -> None:
         """Until every publishing node (real and simulated) is online (simulated heartbeats are spread over 10 s)."""
@@ -232,11 +238,7 @@ class ScaleFleet:
     def stop(self) -> int:
         """Stop everything; the hub's exit code."""
         if self.generator is not None:
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                self._conn.send(("stop",))
-                self._conn.send(("quit",))
-            self.generator.join(5)
-            if self.generator.is_alive():
+            if self.generator.is_alive():  # busy in its "load": it reads no command until that ends
                 self.generator.terminate()
                 self.generator.join(5)
             self.generator = None
