@@ -432,7 +432,9 @@ def test_the_schedules_pages_fit_a_phone_and_pass_axe(
             console_fleet,
             name="Phone check",
             target={"node_ids": [boxes["Polar box"]]},
-            start_local=f"{a_monday_ahead().isoformat()}T03:00:00",
+            # 8 days ahead: its takes fall in the page's default window (the next two weeks) on any day at any
+            # hour (a Monday two weeks ahead at 03:00 lay outside it from Monday 00:00 to 03:00 Berlin time)
+            start_local=f"{(datetime.now(BERLIN).date() + timedelta(days=8)).isoformat()}T03:00:00",
             duration_s=60,
             rrule="FREQ=DAILY",
             on_conflict="allow",
