@@ -51,40 +51,55 @@ class InterfacePatchBody(msgspec.Struct, forbid_unknown_fields=True):
 
 PAGE_CACHE_MAX = 64  # answers kept; cleared when full
 PAGE_CACHE_MAX_BYTES = 256 * 1024  # a larger answer is not kept
-_pages: dict[tuple[Any, ...], tuple[Any, EncodedAnswer]] = {}
+
+
+class NodePages:
+    """The answers to recent node list requests, given again only while the database has not changed since their read.
+
+    Checked and filled on the event loop: a repeated page costs no database round trip. `ChangeWatch` tells whether
+    anything committed since (any write through this hub, or by another process); on PostgreSQL nothing is kept and
+    every request reads afresh. The token is taken before the read, so a write during the read makes the next request
+    read again.
+    """
+
+    def __init__(self) -> None:
+        self.watch = nodes_page.ChangeWatch()
+        self._pages: dict[tuple[Any, ...], tuple[Any, EncodedAnswer]] = {}
+
+    async def answer(self, hub: Any, request: ListRequest, scope: SiteScope) -> EncodedAnswer:
+        token = self.watch.token()
+        key = nodes_page.page_key(request, scope)
+        if token is not None:
+            hit = self._pages.get(key)
+            if hit is not None and hit[0] == token:
+                return hit[1]
+        answer: EncodedAnswer = await hub.db.run(read_node_page, request, scope)
+        if token is not None and len(answer.body) <= PAGE_CACHE_MAX_BYTES:
+            if len(self._pages) >= PAGE_CACHE_MAX:
+                self._pages.clear()
+            self._pages[key] = (token, answer)
+        return answer
+
+
+PAGES = NodePages()
 
 
 def read_node_page(request: ListRequest, scope: SiteScope) -> EncodedAnswer:
-    """One page of the node list, read, encoded and hashed in one call on the database thread.
-
-    The answer to the same request from the same scope is given again only while the database has not changed
-    since it was read (`nodes_page.data_version`: any write through this hub or any commit by another process
-    changes it); on PostgreSQL every request reads afresh.
-    """
-    version = nodes_page.data_version()  # before the read: a write during the read makes the next request read again
-    key = nodes_page.page_key(request, scope)
-    if version is not None:
-        hit = _pages.get(key)
-        if hit is not None and hit[0] == version:
-            return hit[1]
+    """One page of the node list, read, encoded and hashed in one call on the database thread."""
     items, next_cursor = nodes_page.node_page(request, scope)
-    answer = encode_page(items, next_cursor)
-    if version is not None and len(answer.body) <= PAGE_CACHE_MAX_BYTES:
-        if len(_pages) >= PAGE_CACHE_MAX:
-            _pages.clear()
-        _pages[key] = (version, answer)
-    return answer
+    return encode_page(items, next_cursor)
 
 
 class NodesHandler(ListHandler):
-    """`GET /api/v1/nodes`: one database call reads, encodes and hashes the page (`read_node_page`), off the loop."""
+    """`GET /api/v1/nodes`: a page read, encoded and hashed in one database call (`read_node_page`), off the loop,
+    or given again from `PAGES` while nothing changed."""
 
     spec = NODE_LIST
     permissions = {"get": "node:read"}
 
     async def get(self) -> None:
         request = parse_list_request(self.spec, self.query_args())
-        self.write_encoded(await self.hub.db.run(read_node_page, request, self.scope))
+        self.write_encoded(await PAGES.answer(self.hub, request, self.scope))
 
 
 class NodeFacetsHandler(FacetsHandler):

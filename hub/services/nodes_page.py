@@ -12,6 +12,7 @@ gives, field for field (tests/hub/api/test_nodes_page.py compares them).
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime
 from typing import Any
 
@@ -30,8 +31,6 @@ _EMPTY_OBJECT = msgspec.Raw(b"{}")
 SQL_CACHE_MAX = 512  # compiled page queries kept (SQL text and parameters, never rows)
 _SQL: dict[tuple[Any, ...], tuple[str, list[Any]]] = {}
 _AFTER = "\x00hark-node-page-cursor\x00"  # the cursor's place in a compiled query (no node id holds a NUL)
-_connection: Any = None  # the SQLite connection `data_version` last saw, and how many it has seen
-_generation = 0
 
 
 class NodeItem(msgspec.Struct, omit_defaults=False):
@@ -150,23 +149,40 @@ def page_key(request: ListRequest, scope: SiteScope) -> tuple[Any, ...]:
     return (filters, request.q, request.time_from, request.time_to, request.ids, request.limit, request.after, scope)
 
 
-def data_version() -> tuple[int, int, int] | None:
-    """A token that changes whenever the database may have changed, or None where there is no cheap one.
+class ChangeWatch:
+    """Tells, on the event loop and without the database thread, whether the SQLite database may have changed.
 
-    SQLite (one connection per worker thread): the rows this connection changed so far (`total_changes`) and
-    `PRAGMA data_version`, which changes when any other connection or process commits. While the token stays the
-    same, a read gives what the last read gave. A new connection (reopened after a close) starts another series.
-    PostgreSQL: None (other connections write, and nothing cheap tells).
+    It keeps a connection of its own to the database file, used for nothing but `PRAGMA data_version`, whose value
+    changes whenever any other connection commits: the hub's database thread, or another process (a `hark-hub`
+    command). A few microseconds, no lock, no thread hand-off; a token that stays the same means a read gives what
+    the last read gave. PostgreSQL (other connections write, and nothing cheap tells) and in-memory databases: None.
     """
-    global _connection, _generation
-    db = database_proxy.obj
-    if not isinstance(db, peewee.SqliteDatabase):
-        return None
-    connection = db.connection()
-    if connection is not _connection:
-        _connection, _generation = connection, _generation + 1
-    (version,) = connection.execute("PRAGMA data_version").fetchone()
-    return _generation, connection.total_changes, version
+
+    def __init__(self) -> None:
+        self._path: str | None = None
+        self._connection: sqlite3.Connection | None = None
+        self._series = 0  # a new connection (another database, a reopened file) starts another series
+
+    def token(self) -> tuple[int, int] | None:
+        db = database_proxy.obj
+        if not isinstance(db, peewee.SqliteDatabase) or not db.database or db.database == ":memory:":
+            return None
+        path = str(db.database)
+        try:
+            if path != self._path or self._connection is None:
+                self.close()
+                self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                self._path, self._series = path, self._series + 1
+            (version,) = self._connection.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error:
+            self.close()
+            return None
+        return self._series, version
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        self._connection, self._path = None, None
 
 
 def _query(request: ListRequest, scope: SiteScope, after: str | None) -> peewee.ModelSelect:
