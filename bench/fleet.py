@@ -987,7 +987,8 @@ def report(args: argparse.Namespace, results: list[rnd.Round], load_at_start: fl
             grew.append(f"{r.subject} in round {r.number + 1}")
     print(
         "  (CPU %: of one core, the consumer over the load window and over the ceiling window; broker %: the "
-        "Mosquitto's the subject reads from (the embedded one: in the hub's CPU); gen late: how far the generators fell "
+        "Mosquitto's the subject reads from (the embedded one, in-process or the hub's Mosquitto child: in the hub's "
+        "CPU, which counts its children); gen late: how far the generators fell "
         "behind their schedule)"
     )
     p99 = rnd.summarize(results, HUB, "p99_ms")
