@@ -421,13 +421,7 @@ class Hub:
         host, port = self.config.embedded_mqtt_address
         host, port = await self.mosquitto.start(host, port, fallback_to_free_port=not self.config.embedded_bind_is_explicit)
         log.info("embedded mqtt broker listening on %s:%d%s (Mosquitto, %s)", host, port, " (mqtts)" if self.tls else "", binary)
-        address = BrokerAddress(host, port, username=const.HUB_MQTT_USERNAME, password=secret)
-        if self.tls:
-            public = BrokerAddress(host, port, tls=True)
-            if host in ("0.0.0.0", "::", ""):
-                public = BrokerAddress(urlsplit(self.public_url).hostname or socket.gethostname(), port, tls=True)
-            self._public_mqtt = public.url()
-            address = BrokerAddress("127.0.0.1", self.mosquitto.local_port, username=address.username, password=secret)
+        address = self._embedded_address(host, port, self.mosquitto.local_port, secret)
         await self._start_dynsec(address, prune=True)
         return address
 
@@ -456,14 +450,18 @@ class Hub:
         host, port = self.config.embedded_mqtt_address
         host, port = await self.broker.start(host, port, fallback_to_free_port=not self.config.embedded_bind_is_explicit)
         log.info("embedded mqtt broker listening on %s:%d%s", host, port, " (mqtts)" if self.tls else "")
-        address = BrokerAddress(host, port, username=const.HUB_MQTT_USERNAME, password=secret)
-        if self.tls:
-            public = BrokerAddress(host, port, tls=True)
-            if host in ("0.0.0.0", "::", ""):
-                public = BrokerAddress(urlsplit(self.public_url).hostname or socket.gethostname(), port, tls=True)
-            self._public_mqtt = public.url()
-            address = BrokerAddress("127.0.0.1", self.broker.local_port, username=address.username, password=secret)
-        return address
+        return self._embedded_address(host, port, self.broker.local_port, secret)
+
+    def _embedded_address(self, host: str, port: int, local_port: int, secret: str) -> BrokerAddress:
+        """How the hub logs in to its embedded broker listening on `host:port`; with TLS, nodes are told the mqtts
+        address and the hub uses the plain listener on loopback (`local_port`)."""
+        if not self.tls:
+            return BrokerAddress(host, port, username=const.HUB_MQTT_USERNAME, password=secret)
+        public = BrokerAddress(host, port, tls=True)
+        if host in ("0.0.0.0", "::", ""):
+            public = BrokerAddress(urlsplit(self.public_url).hostname or socket.gethostname(), port, tls=True)
+        self._public_mqtt = public.url()
+        return BrokerAddress("127.0.0.1", local_port, username=const.HUB_MQTT_USERNAME, password=secret)
 
     async def _start_mosquitto_or_fall_back(self, binary: Path) -> BrokerAddress:
         """Mosquitto; under `auto`, the in-process broker when it cannot start (a full disk: its files cannot be written).

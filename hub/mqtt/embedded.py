@@ -24,6 +24,7 @@ from amqtt.session import Session
 from amqtt.utils import gen_client_id
 from hark_fleet.hub.errors import StartupError
 from hark_fleet.hub.mqtt.access import BrokerAccess
+from hark_fleet.hub.mqtt.listen import port_available
 from hark_fleet.hub.mqtt.shedding import Shedder, shed_kind
 
 log = logging.getLogger(__name__)
@@ -477,22 +478,6 @@ def _broker_config(host: str, port: int, tls: bool) -> dict[str, Any]:
     }
 
 
-def _port_available(host: str, port: int) -> bool:
-    """Whether a listener could bind `host:port` now (as amqtt does, with SO_REUSEADDR)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror:
-        return False
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(address)
-        except OSError:
-            return False
-    return True
-
-
 class EmbeddedBroker:
     """An amqtt broker listening on one TCP address, with the hub's access policy."""
 
@@ -511,7 +496,7 @@ class EmbeddedBroker:
 
     async def start(self, host: str, port: int, fallback_to_free_port: bool) -> tuple[str, int]:
         """Listen on `host:port`; if taken and allowed, on a free port. Return the address used."""
-        if port != 0 and not _port_available(host, port):
+        if port != 0 and not port_available(host, port):
             if not fallback_to_free_port:
                 raise StartupError(f"HARK_EMBEDDED_MQTT_BIND {host}:{port} is already in use; free it or choose another address")
             log.warning("mqtt port %s:%d is taken (another broker?); the embedded broker uses a free port", host, port)

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections import deque
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from hark_fleet.hub.errors import StartupError
 from hark_fleet.hub.mqtt import mosquitto_conf as conf
+from hark_fleet.hub.mqtt.listen import port_available
 from hark_fleet.hub.processes import free_port
 from hark_fleet.protocol.atomic_file import write_atomic
 from hark_fleet.protocol.backoff import backoff_delay
@@ -62,22 +62,6 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
             os._exit(1)
 
     return preexec
-
-
-def port_available(host: str, port: int) -> bool:
-    """Whether a listener could bind `host:port` now (with SO_REUSEADDR, as Mosquitto binds)."""
-    try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror:
-        return False
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(address)
-        except OSError:
-            return False
-    return True
 
 
 def describe_exit(code: int | None) -> str:
