@@ -16,9 +16,10 @@ round, the order reversed every other round, at least 3 rounds):
                   so the JSON columns a real fleet fills (metrics, interfaces, version, clock) are filled. The
                   answer is a real page: 50 nodes and a ``next_cursor``, checked before the rounds start.
                   This is the issue's figure. The hub may answer a repeated request from its page cache
-                  (``hub/api/nodes.py``, checked on the event loop), which holds an answer only while the database is unchanged (SQLite:
-                  ``PRAGMA data_version`` on a connection of its own); this fleet is quiet during the rounds, so
-                  after the first request every answer of this target comes from that cache.
+                  (``hub/api/nodes.py``, checked on the event loop), which holds an answer only while the
+                  database is unchanged (SQLite: ``PRAGMA data_version`` on a connection of its own); this
+                  fleet is quiet during the rounds, so after the first request every answer of this target
+                  comes from that cache.
 * ``nodes-paged`` -- the same request with ``&cursor=``, a different cursor each request, in turn over every
                   node that has a full page after it (950 of 1,000): more distinct pages than the cache keeps,
                   so no answer comes from it. Every request reads, converts, encodes and hashes its page:
