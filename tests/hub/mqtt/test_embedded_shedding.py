@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import re
-import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,8 +24,10 @@ import msgspec
 import pytest
 from hark_fleet.protocol.messages import Heartbeat, MeterChannel, MeterFrame, Status
 
-from tests.harness import HubProcess, running_hub, wait_for
+from tests.harness import ROOT, HubProcess, running_hub, wait_for
 from tests.hub.mqtt.peer import Peer
+
+BENCH_DIR = ROOT / "bench"
 
 FLOOD_NODES = 6
 BEAT_NODES = 3
@@ -37,17 +39,13 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value % 128, value // 128
-        out.append(byte | 0x80 if value else byte)
-        if not value:
-            return bytes(out)
+def bench_fleet() -> Any:
+    """bench/fleet.py, whose raw MQTT clients (one connection and credential per node) the flood reuses."""
+    if str(BENCH_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCH_DIR))
+    import fleet  # bench/fleet.py
 
-
-def _mqtt_str(data: bytes) -> bytes:
-    return len(data).to_bytes(2, "big") + data
+    return fleet
 
 
 def meter_payload(seq: int) -> bytes:
@@ -57,19 +55,13 @@ def meter_payload(seq: int) -> bytes:
 
 def flood_main(port: int, nodes: list[tuple[str, str]], stop: Any, sent: Any) -> None:
     """Every flood node on its own raw connection, QoS 0 meter frames as fast as the sockets take them."""
-    socks = []
-    for node_id, credential in nodes:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        body = _mqtt_str(b"MQTT") + b"\x04\xc2\x00\x00" + _mqtt_str(node_id.encode())
-        body += _mqtt_str(node_id.encode()) + _mqtt_str(credential.encode())
-        sock.sendall(b"\x10" + _varint(len(body)) + body)
-        assert sock.recv(4)[3] == 0, "flood node refused"
-        socks.append(sock)
+    fleet = bench_fleet()
+    socks = fleet.connect_all("127.0.0.1", port, nodes)
     payload = meter_payload(1)
     packets = []
     for node_id, _ in nodes:
-        topic = _mqtt_str(f"hark/v1/nodes/{node_id}/meters".encode())
-        packets.append((b"\x30" + _varint(len(topic) + len(payload)) + topic + payload) * 50)
+        topic = fleet._mqtt_str(f"hark/v1/nodes/{node_id}/meters".encode())
+        packets.append((b"\x30" + fleet._varint(len(topic) + len(payload)) + topic + payload) * 50)
     count = 0
     while not stop.is_set():
         for sock, batch in zip(socks, packets, strict=True):

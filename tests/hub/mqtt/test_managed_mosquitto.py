@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from hark_fleet.hub.mqtt.mosquitto_conf import find_binary, find_dynsec_plugin
+from hark_fleet.hub.mqtt.mosquitto_conf import find_binary
 from hark_fleet.protocol.tls import client_context
 from hark_fleet.provision.ca import CLIENT, CertificateAuthority
 from paho.mqtt.enums import CallbackAPIVersion
@@ -27,9 +27,6 @@ from tests.harness import ROOT, HubProcess, mqtt_login, running_hub, wait_for
 from tests.hub.mqtt.peer import Peer
 
 MOSQUITTO = find_binary(None)
-pytestmark = pytest.mark.skipif(
-    MOSQUITTO is None or find_dynsec_plugin(MOSQUITTO) is None, reason="Mosquitto with its dynamic security plugin is needed"
-)
 MANAGED = {"HARK_EMBEDDED_BROKER": "mosquitto"}
 
 

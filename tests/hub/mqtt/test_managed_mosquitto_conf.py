@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from hark_fleet.hub.mqtt.mosquitto_conf import (
 from hark_fleet.protocol.errors import ConfigError
 
 
-@pytest.mark.skipif(shutil.which("mosquitto_ctrl") is None, reason="mosquitto_ctrl is needed")
 def test_passwords_are_hashed_as_mosquitto_hashes_them(tmp_path: Path) -> None:
     path = tmp_path / "dynsec.json"
     subprocess.run(["mosquitto_ctrl", "dynsec", "init", str(path), "admin", "s3cret"], check=True, capture_output=True)
