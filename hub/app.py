@@ -266,6 +266,10 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/notifications/{{id}}", notifications.NotificationHandler),
     (f"{V1}/notification-channels/{{id}}/deliveries", notifications.ChannelDeliveriesHandler),
     (f"{V1}/settings/notifications", notifications.NotifySettingsHandler),
+    # live listen (issue 23) -- routes go here
+    # listen sessions (issue 23) -- routes go here
+    # listen settings (issue 23) -- routes go here
+    # share links and the public share page (issue 23) -- routes go here
     # fleet status and load
     (f"{V1}/status", status.StatusHandler),
     ("/api/load", status.LoadHandler),  # public, for a load balancer
@@ -281,6 +285,7 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/recording-jobs/{{id}}/heartbeat", recording_jobs.JobHeartbeatHandler),
     (f"{V1}/recording-jobs/{{id}}/cancelled", recording_jobs.JobCancelledHandler),
     (f"{V1}/recording-jobs/{{id}}/failed", recording_jobs.JobFailedHandler),
+    # live listen chunks (agent, issue 23) -- routes go here
     # scheduled jobs (agent, issue 19) -- routes go here
     (f"{V1}/nodes/{{id}}/recording-jobs/scheduled", scheduled_jobs.ScheduledJobsHandler),
     (f"{V1}/recording-jobs/{{id}}/missed", scheduled_jobs.JobMissedHandler),

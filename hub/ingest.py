@@ -85,6 +85,7 @@ class FleetIngest:
         # watchdog/remediation, watchdog/calibration/{id}: decoded below
         bridge.route("watchdog", self.on_watchdog, None, applied_later=True)
         bridge.route("applied", self.on_outbox, ConfigApplied, applied_later=True)
+        bridge.route("listen", self.hub.listen.on_chunk, None)  # live listen audio, relayed as it comes (issue 23)
 
     async def start(self) -> None:
         self.started_at = utcnow()

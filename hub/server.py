@@ -26,6 +26,7 @@ from hark_fleet.hub.disk_watch import DiskWatch
 from hark_fleet.hub.errors import StartupError
 from hark_fleet.hub.events import EventBus
 from hark_fleet.hub.ingest import FleetIngest
+from hark_fleet.hub.listen.runtime import ListenHub
 from hark_fleet.hub.load import LoadMonitor
 from hark_fleet.hub.metrics import HubMetrics
 from hark_fleet.hub.mqtt.access import BrokerAccess
@@ -85,6 +86,7 @@ class Hub:
         self.upload_runner = UploadRunner(self)  # recordings to the off-site providers (issue 20)
         self.retention = RetentionRunner(self)  # evicts confirmed copies by policy and when space is short (issue 20)
         self.notifier = Notifier(self)  # fleet events to notification channels, through a durable outbox (issue 21)
+        self.listen = ListenHub(self)  # live listen: node streams fanned out to listeners, sessions (issue 23)
         self.storage: RecordingStorage = LocalStorage(config.data_dir / "recordings")
         self.uploads = PartialUploads(config.data_dir / "uploads")
         self.secrets = SecretBox.open_dir(config.data_dir)  # provider credentials sealed at rest (issue 20)
@@ -322,6 +324,7 @@ class Hub:
         await self.upload_runner.start()
         await self.retention.start()
         await self.notifier.start()
+        await self.listen.start()
         # before anything slow (mDNS probing): requests arrive as soon as the listener is up
         if config.oidc_issuer and config.oidc_client_id and config.oidc_client_secret:
             self.oidc = OidcClient(
@@ -575,6 +578,7 @@ class Hub:
         await self.schedules.stop()
         await self.upload_runner.stop()  # uploads in flight go back to the queue, resume kept
         await self.retention.stop()
+        await self.listen.stop()
         await self.notifier.stop()
         await self.disk.stop()
         await self.load.stop()

@@ -81,7 +81,7 @@ if [ "$hub" = 1 ]; then
   packages+=(mosquitto)  # the hub runs it as its embedded broker (HARK_EMBEDDED_BROKER=auto)
 fi
 if [ "$node" = 1 ]; then
-  packages+=(libportaudio2 libsndfile1 polkitd)
+  packages+=(libportaudio2 libsndfile1 libopus0 polkitd)  # libopus0: live listen's Opus encoder
 fi
 missing=()
 for package in "${packages[@]}"; do

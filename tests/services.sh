@@ -48,9 +48,10 @@ fi
 # --- Audio (PortAudio for sounddevice/pyaudio, PulseAudio with a null sink, an ALSA file PCM) ---
 # libportaudio2 is what sounddevice loads; portaudio19-dev builds pyaudio; the tests start their
 # own PulseAudio and capture from the ALSA PCM `harkfile`, whose samples come from the raw
-# S16_LE file named by HARK_ALSA_INFILE (see tests/audio/conftest.py).
+# S16_LE file named by HARK_ALSA_INFILE (see tests/audio/conftest.py). libopus0 is the Opus
+# encoder a node's live listen loads (opuslib-next).
 audio_missing=()
-for pkg in libportaudio2 portaudio19-dev sox pulseaudio pulseaudio-utils libasound2-plugins espeak-ng; do
+for pkg in libportaudio2 libopus0 portaudio19-dev sox pulseaudio pulseaudio-utils libasound2-plugins espeak-ng; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || audio_missing+=("$pkg")
 done
 if [ "${#audio_missing[@]}" -gt 0 ]; then

@@ -11,6 +11,7 @@ ALL_PERMISSIONS: tuple[str, ...] = (
     "node:manage",
     "node:control",
     "listen:monitor",
+    "listen:manage",
     "health:read",
     "health:acknowledge",
     "recording:read",
@@ -21,6 +22,7 @@ ALL_PERMISSIONS: tuple[str, ...] = (
     "recording:download",
     "recording:edit",
     "recording:delete",
+    "recording:share",
     "schedule:read",
     "schedule:manage",
     "settings:read",
@@ -62,6 +64,7 @@ BUILTIN_ROLES: dict[str, frozenset[str]] = {
             "recording:playback",
             "recording:download",
             "recording:edit",
+            "recording:share",
             "schedule:manage",
         )
     ),

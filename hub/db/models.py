@@ -891,3 +891,68 @@ class NotificationGate(BaseModel):
 
     class Meta:
         table_name = "notification_gate"
+
+
+class ListenSession(BaseModel):
+    """One listener of a node's live audio (issue 23): `active -> disconnected -> terminated`.
+
+    Sessions of one node asking for the same format share one node stream (`stream_id`): ten
+    listeners cost the node one encoder. `bytes_sent` is what the hub wrote to this listener.
+    """
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    node_id = peewee.CharField(max_length=40, index=True)
+    site = peewee.CharField(max_length=100, null=True, index=True)
+    user_id = peewee.CharField(max_length=40, null=True, index=True)  # the user (or the key's owner); None: a service key
+    actor = JSONField(default=dict)  # {type, id, name} of who opened it
+    client_address = peewee.CharField(max_length=64, null=True)
+    user_agent = peewee.CharField(max_length=300, null=True)
+    codec = peewee.CharField(max_length=8)  # opus | pcm16
+    bitrate = peewee.IntegerField(null=True)  # opus only, bits per second
+    sample_rate = peewee.IntegerField()
+    channels = JSONField(default=list)  # logical channel indices (0-based) of the node's channel map
+    programme = peewee.CharField(max_length=100, null=True)  # the mapped programme asked for, if any
+    stream_id = peewee.CharField(max_length=40, index=True)  # the node stream it listens to
+    state = peewee.CharField(max_length=16, index=True)  # active | disconnected | terminated
+    started_at = peewee.DateTimeField(default=utcnow, index=True)
+    connected_at = peewee.DateTimeField(null=True)  # the client's stream last opened
+    disconnected_at = peewee.DateTimeField(null=True)  # the client's stream last went away
+    ended_at = peewee.DateTimeField(null=True)
+    # client_gone | disconnected | ended | node_offline | node_stopped | hub_stopped
+    end_reason = peewee.CharField(max_length=32, null=True)
+    ended_by = JSONField(null=True)  # {type, id, name} of who ended it, with `reason` when given
+    bytes_sent = peewee.BigIntegerField(default=0)
+    frames_sent = peewee.BigIntegerField(default=0)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "listen_session"
+
+
+class ShareLink(BaseModel):
+    """A link that plays (and may download) one recording without an account (issue 23).
+
+    Only the SHA-256 of the token is kept (`token_sha256`); the token is shown once. The optional
+    password is an argon2 hash. A link is usable while not revoked, not expired and not used up.
+    """
+
+    id = peewee.CharField(primary_key=True, max_length=40)
+    recording_id = peewee.CharField(max_length=40, index=True)
+    site = peewee.CharField(max_length=100, null=True, index=True)
+    token_sha256 = peewee.CharField(max_length=64, unique=True)
+    token_prefix = peewee.CharField(max_length=12)  # the token's first characters, to tell links apart
+    label = peewee.CharField(max_length=200, default="")
+    password_hash = peewee.TextField(null=True)
+    expires_at = peewee.DateTimeField(index=True)
+    max_uses = peewee.IntegerField(null=True)
+    uses = peewee.IntegerField(default=0)
+    allow_download = peewee.BooleanField(default=False)
+    created_by = JSONField(default=dict)  # {type, id, name}
+    created_by_id = peewee.CharField(max_length=40, null=True, index=True)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    revoked_at = peewee.DateTimeField(null=True)
+    revoked_by = JSONField(null=True)
+    last_used_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "share_link"

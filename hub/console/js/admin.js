@@ -4,8 +4,8 @@ import { api, can, listAll, session } from "./api.js";
 import { confirmAction, field, fill, h, notify, secretBox, select, setZonePreference, timeEl, when, zonePreference } from "./dom.js";
 import { plural } from "./words.js";
 
-const PERMISSIONS = ["auth:manage", "audit:read", "node:read", "node:manage", "listen:monitor", "health:read", "health:acknowledge", "recording:read",
-  "recording:read_own", "recording:create", "recording:control", "recording:playback", "recording:download", "recording:edit", "recording:delete",
+const PERMISSIONS = ["auth:manage", "audit:read", "node:read", "node:manage", "listen:monitor", "listen:manage", "health:read", "health:acknowledge", "recording:read",
+  "recording:read_own", "recording:create", "recording:control", "recording:playback", "recording:download", "recording:edit", "recording:delete", "recording:share",
   "schedule:read", "schedule:manage", "settings:read", "settings:manage", "notify:read", "notify:manage", "site:read", "site:manage", "metrics:read"];
 
 const sitesText = (sites) => (sites === null || sites === undefined ? "all sites" : sites.join(", ") || "no site");

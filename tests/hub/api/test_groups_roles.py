@@ -28,6 +28,7 @@ USER_PERMISSIONS = {
     "node:read",
     "node:manage",
     "listen:monitor",
+    "listen:manage",
     "health:read",
     "health:acknowledge",
     "recording:read",
@@ -38,6 +39,7 @@ USER_PERMISSIONS = {
     "recording:download",
     "recording:edit",
     "recording:delete",
+    "recording:share",
     "schedule:read",
     "schedule:manage",
     "settings:read",
@@ -68,6 +70,7 @@ BUILTIN = {
         "recording:playback",
         "recording:download",
         "recording:edit",
+        "recording:share",
         "schedule:manage",
     },
     "technician": {
