@@ -6,14 +6,17 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 KINDS = ("sounddevice", "pyaudio", "file", "synthetic")
-SYNTHETIC_SIGNALS = ("sine", "noise", "silence", "sweep", "stuck")
+SYNTHETIC_SIGNALS = ("sine", "noise", "silence", "sweep", "stuck", "click")
 # step_s/step_db: the level changes by step_db after step_s seconds of capture (a test's failing microphone)
-SYNTHETIC_OPTIONS = ("freq", "dbfs", "channels", "rate", "step_s", "step_db")
+# period: click only, a 1 ms click at every whole multiple of `period` seconds of the wall clock (live listen's delay)
+SYNTHETIC_OPTIONS = ("freq", "dbfs", "channels", "rate", "step_s", "step_db", "period")
 CAPTURE_OPTIONS = ("channels", "rate")
 PORTAUDIO_OPTIONS = ("channels", "rate", "format")
 SAMPLE_FORMATS = ("float32", "int32", "int16")
 MIN_RATE, MAX_RATE = 16_000, 96_000
 MAX_CHANNELS = 64
+MIN_CLICK_PERIOD_S, MAX_CLICK_PERIOD_S = 0.05, 60.0
+CLICK_DBFS = -6.0  # a click's default level: far above a player's detection threshold (0.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,7 @@ class AudioSource:
     sample_format: str = "float32"
     step_s: float | None = None  # synthetic: after this many seconds of capture ...
     step_db: float = 0.0  # ... the level changes by this much (capture opened again: the clock starts again)
+    period: float = 1.0  # synthetic click: seconds between clicks, at whole multiples of time.time()
     options: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -44,6 +48,8 @@ class AudioSource:
         level = f"{self.dbfs:g} dBFS" + (" RMS" if self.target == "noise" else "")
         if self.step_s is not None and self.step_db:
             level += f", {self.step_db:+g} dB after {self.step_s:g}s"
+        if self.target == "click":
+            return f"synthetic click every {self.period:g}s {level}"
         if self.target in ("noise", "stuck"):
             return f"synthetic {self.target} {level}"
         return f"synthetic {self.target} {self.freq:g} Hz {level}"
@@ -87,6 +93,12 @@ def parse_audio_source(text: str) -> AudioSource:
             values["step_s"] = _number(options, "step_s", float, 0.0, 86_400.0)
         if "step_db" in options:
             values["step_db"] = _number(options, "step_db", float, -200.0, 200.0)
+        if "period" in options:
+            if target != "click":
+                raise ValueError("option 'period' is for synthetic:click only")
+            values["period"] = _number(options, "period", float, MIN_CLICK_PERIOD_S, MAX_CLICK_PERIOD_S)
+        if target == "click" and "dbfs" not in options:
+            values["dbfs"] = CLICK_DBFS
     return AudioSource(kind=kind, target=target, options=options, **values)  # type: ignore[arg-type]
 
 
