@@ -34,8 +34,8 @@ All in one run, against one ``hark-hub run`` process:
 How
 ---
 The hub, its readiness wait, the ``GET`` load generator (a separate process, 2 s warm-up, then
-``--duration`` seconds of closed-loop keep-alive HTTP/1.1) and the report printing are those of
-``bench/hub_http.py``. That load generator only sends ``GET`` requests, so the logins are sent by
+``--duration`` seconds of closed-loop keep-alive HTTP/1.1) are those of ``bench/hub_http.py``, the
+report printing that of ``bench/report.py``. That load generator only sends ``GET`` requests, so the logins are sent by
 a POST variant here that reuses its connection loop in the same kind of separate process.
 
 Run it from the repository root::
@@ -81,6 +81,7 @@ from hark_fleet.hub.services.grants import principal_for_user
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hub_http  # noqa: E402
+import report  # noqa: E402
 from hub_http import (  # noqa: E402
     HOST,
     READY_TIMEOUT_S,
@@ -91,7 +92,7 @@ from hub_http import (  # noqa: E402
     free_port,
     http_request,
     log_tail,
-    measure,
+    measure_python,
     start_process,
     stop_process,
     wait_for_200,
@@ -191,7 +192,7 @@ def time_lookups(data_dir: Path, iterations: int) -> list[tuple[str, float]]:
 
 def measure_post(port: int, path: str, body: Any, connections: int, duration_s: float, server_pid: int) -> LoadResult:
     """POST `body` as JSON to `path` under load, from a separate process (hub_http's load generator)."""
-    target = hub_http.Target(
+    target = Target(
         "post",
         f"POST {path}",
         port,
@@ -201,7 +202,7 @@ def measure_post(port: int, path: str, body: Any, connections: int, duration_s: 
         method="POST",
         body=json.dumps(body).encode(),
     )
-    return hub_http.measure(target, connections, duration_s)
+    return measure_python(target, connections, duration_s)
 
 
 # -- report ----------------------------------------------------------------------
@@ -215,8 +216,8 @@ def _load_row(label: str, connections: int, result: LoadResult) -> list[str]:
         f"{result.p50_ms:.2f}",
         f"{result.p99_ms:.2f}",
         str(result.errors),
-        hub_http._pct(result.client_cpu_pct),
-        hub_http._pct(result.server_cpu_pct),
+        report.pct(result.client_cpu_pct),
+        report.pct(result.server_cpu_pct),
     ]
 
 
@@ -226,7 +227,7 @@ def _overhead_row(label: str, connections: int, result: LoadResult, base: LoadRe
     return [
         label,
         str(connections),
-        hub_http._ratio(result.rps, base.rps),
+        report.ratio(result.rps, base.rps),
         f"{(result.p50_ms - base.p50_ms) * 1000:+.0f}",
         f"{(1 / result.rps - 1 / base.rps) * 1e6:+.0f}",
     ]
@@ -272,7 +273,7 @@ def print_report(
         for label, _ in VARIANTS[1:]
     ]
     lookup_rows = [[label, f"{us:,.1f}"] for label, us in lookups]
-    tables: list[hub_http._TextTable] = [
+    tables: list[report.TextTable] = [
         ("password hashing (in this process)", ["", "value"], hashing, 1),
         ("logins over HTTP (measurement window only)", load_columns, login_rows, 1),
         ("GET /metrics over HTTP (measurement window only)", load_columns, metric_rows, 1),
@@ -286,8 +287,7 @@ def print_report(
     ]
     notes = [f"{label}: statuses {dict(sorted(r.statuses.items()))}" for label, r in _all_results(logins, metrics) if r.errors]
     notes += [f"{label}: load process failed: {r.failure}" for label, r in _all_results(logins, metrics) if r.failure]
-    if not hub_http._print_rich(context, tables, notes):
-        hub_http._print_plain(context, tables, notes)
+    report.print_report(context, tables, notes, title="hark hub HTTP benchmark")
     print()
     for paragraph in paragraphs:
         print(textwrap.fill(paragraph, width=110))
@@ -422,7 +422,7 @@ def run(duration_s: float, connections: int, lookups: int) -> int:
                 print(
                     f"measuring GET /metrics {label} ({WARMUP_S:g} s warm-up + {duration_s:g} s, {n} connections) ...", flush=True
                 )
-                metrics[(label, n)] = measure(target, n, duration_s)
+                metrics[(label, n)] = measure_python(target, n, duration_s)
                 if not hub_alive():
                     return 1
 

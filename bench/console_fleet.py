@@ -89,7 +89,8 @@ if str(BENCH_DIR) not in sys.path:
 
 import fleet  # noqa: E402  (puts the repository root on sys.path too)
 import hub_http  # noqa: E402
-from fleet import _f, _stat_cpu_s, machine_busy_s  # noqa: E402
+from report import TextTable, number, print_report  # noqa: E402
+from rounds import machine_busy_s, process_cpu_s  # noqa: E402
 
 from tests.browser import CHROMIUM, headless_chromium  # noqa: E402
 from tests.console.fleet_scale import (  # noqa: E402
@@ -171,7 +172,7 @@ class CpuWindow:
 
     def __call__(self, edge: str) -> None:
         pids = {**self.scale.pids(), "browser": _browser_pids()}
-        seconds = {role: sum(_stat_cpu_s(f"/proc/{pid}/stat") or 0.0 for pid in group) for role, group in pids.items()}
+        seconds = {role: sum(process_cpu_s(pid) or 0.0 for pid in group) for role, group in pids.items()}
         self.marks[edge] = (time.monotonic(), seconds, machine_busy_s())
 
     def result(self) -> tuple[dict[str, float], float | None]:
@@ -186,11 +187,11 @@ class CpuWindow:
 
 
 def _pct(value: float | None) -> str:
-    return _f(value, "{:.1f}")
+    return number(value, "{:.1f}")
 
 
 def _ms(value: float | None) -> str:
-    return _f(value, "{:,.0f}")
+    return number(value, "{:,.0f}")
 
 
 def _spread(values: list[float | None], text: Callable[[float | None], str]) -> str:
@@ -205,7 +206,7 @@ def _spread(values: list[float | None], text: Callable[[float | None], str]) -> 
 ROLES = ("browser", "hub", "broker", "generator", "real nodes")
 
 
-def _tables(rounds: list[Round], variants: list[str]) -> list[hub_http._TextTable]:
+def _tables(rounds: list[Round], variants: list[str]) -> list[TextTable]:
     pages, cpu = [], []
     for r in rounds:
         p = r.page
@@ -229,7 +230,13 @@ def _tables(rounds: list[Round], variants: list[str]) -> list[hub_http._TextTabl
             ]
         )
         cpu.append(
-            [str(r.number), r.variant, *(_pct(r.cpu.get(role)) for role in ROLES), _pct(r.machine_pct), _f(r.load_avg, "{:.2f}")]
+            [
+                str(r.number),
+                r.variant,
+                *(_pct(r.cpu.get(role)) for role in ROLES),
+                _pct(r.machine_pct),
+                number(r.load_avg, "{:.2f}"),
+            ]
         )
     summary = []
     for name in variants:
@@ -241,7 +248,7 @@ def _tables(rounds: list[Round], variants: list[str]) -> list[hub_http._TextTabl
                 _spread([r.page.visit_ms for r in mine], _ms),
                 _spread([r.page.script_pct for r in mine], _pct),
                 _spread([r.page.costs_pct.get("ThreadTime") for r in mine], _pct),
-                _spread([r.page.frames_per_s for r in mine], lambda v: _f(v, "{:,.0f}")),
+                _spread([r.page.frames_per_s for r in mine], lambda v: number(v, "{:,.0f}")),
                 str(sum(r.page.resets for r in mine)),
                 _spread([r.cpu.get("browser") for r in mine], _pct),
                 _spread([r.cpu.get("hub") for r in mine], _pct),
@@ -328,7 +335,7 @@ def _context(args: argparse.Namespace, scale: ScaleFleet, statuses: dict[str, in
     dirty = subprocess.run(["git", "status", "--porcelain", "hub/console"], capture_output=True, text=True, check=False)
     return [
         ("machine", f"{platform.machine()} {platform.system()} {platform.release()}"),
-        ("CPUs", f"{cpu_count}; load average at the end {_f(load and load[0], '{:.2f}')}"),
+        ("CPUs", f"{cpu_count}; load average at the end {number(load and load[0], '{:.2f}')}"),
         ("browser", f"{chromium or CHROMIUM}, headless, {VIEWPORT['width']}x{VIEWPORT['height']}"),
         ("hub", "python -m hark_fleet.hub run, SQLite, HARK_MQTT_URL to an anonymous Mosquitto, log level WARNING"),
         (
@@ -397,7 +404,7 @@ def run(args: argparse.Namespace) -> int:
         statuses = scale.statuses()
         scale.check_alive()
         targets, met = _targets(rounds)
-        fleet.print_report(
+        print_report(
             _context(args, scale, statuses),
             _tables(rounds, [v.name for v in variants]),
             [*targets, *_notes(rounds, scale)],

@@ -124,7 +124,6 @@ TARGET_NODES = 1000
 GROWING = 0.02  # a backlog growing by more than this share of the offered rate: the consumer falls behind
 BARE = "bare paho"
 HUB = "hark hub"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # shared counters of a generator (RawArray of int64): messages sent, errors, and the credit the parent grants
 C_SENT, C_ERRORS, C_CREDIT = range(3)
@@ -571,11 +570,7 @@ class SseProbe(threading.Thread):
 
 
 def cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return rnd.process_cpu_s(pid) or 0.0
 
 
 def tree_cpu_s(pid: int) -> float:

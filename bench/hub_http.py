@@ -98,7 +98,19 @@ from hark_fleet.hub.processes import free_port, stop_process
 from hark_fleet.hub.services.listing import encode_cursor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rounds import MIN_ROUNDS, Round, alternate, busy_warning, cores, load_average, load_text, ratios, summarize  # noqa: E402
+from report import pct, print_table  # noqa: E402
+from rounds import (  # noqa: E402
+    MIN_ROUNDS,
+    Round,
+    alternate,
+    busy_warning,
+    cores,
+    load_average,
+    load_text,
+    process_cpu_s,
+    ratios,
+    summarize,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -239,17 +251,6 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
-def _process_cpu_s(pid: int) -> float | None:
-    """User plus system CPU seconds of a process (all its threads), from /proc; None elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-        # After the command name: state is fields[0], utime is field 14 of the full line -> [11], stime [12].
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 class _LoadState:
     """Counters shared by the connection tasks of one load run."""
 
@@ -341,9 +342,9 @@ async def _run_load(
     async def sample_cpu() -> tuple[float, float | None]:
         """CPU used by this process and by the server between the window's start and end."""
         await asyncio.sleep(max(0.0, state.measure_start - time.perf_counter()))
-        client_before, server_before = time.process_time(), _process_cpu_s(server_pid) if server_pid else None
+        client_before, server_before = time.process_time(), process_cpu_s(server_pid) if server_pid else None
         await asyncio.sleep(max(0.0, state.measure_end - time.perf_counter()))
-        client_after, server_after = time.process_time(), _process_cpu_s(server_pid) if server_pid else None
+        client_after, server_after = time.process_time(), process_cpu_s(server_pid) if server_pid else None
         server = server_after - server_before if server_before is not None and server_after is not None else None
         return client_after - client_before, server
 
@@ -439,10 +440,10 @@ def measure_wrk(target: Target, connections: int, threads: int, duration_s: floa
     try:
         _run_wrk(target, connections, threads, WARMUP_S, script)
         client_before = _children_cpu_s()
-        server_before = _process_cpu_s(target.server_pid) if target.server_pid else None
+        server_before = process_cpu_s(target.server_pid) if target.server_pid else None
         summary = _run_wrk(target, connections, threads, duration_s, script)
         client_s = _children_cpu_s() - client_before
-        server_after = _process_cpu_s(target.server_pid) if target.server_pid else None
+        server_after = process_cpu_s(target.server_pid) if target.server_pid else None
     except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError) as err:
         return LoadResult(0, 0, duration_s, 0.0, 0.0, 0.0, None, failure=f"{type(err).__name__}: {err}")
     window_s = summary["duration_us"] / 1e6 or duration_s
@@ -581,17 +582,6 @@ def seed_fleet(port: int, token: str, count: int) -> None:
 # -- report ----------------------------------------------------------------------
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f} %"
-
-
-def _table(header: list[str], body: list[list[str]], left: int) -> None:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *body, strict=True)]
-    for line in [header, *body]:
-        cells = [cell.ljust(w) if i < left else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))]
-        print("  " + "  ".join(cells).rstrip())
-
-
 def report(context: list[tuple[str, str]], targets: dict[str, Target], rounds: list[Round], results: list[LoadResult]) -> bool:
     """Print the context, every round, the medians and ranges, the ratios and the verdict; True if the figures are met."""
     print("\nhark hub HTTP benchmark")
@@ -613,13 +603,13 @@ def report(context: list[tuple[str, str]], targets: dict[str, Target], rounds: l
                 str(result.errors),
                 "n/a" if result.bytes_per_answer is None else f"{result.bytes_per_answer:,.0f}",
                 f"{result.rps / base:.2f}x" if base else "n/a",
-                _pct(result.client_cpu_pct),
-                _pct(result.server_cpu_pct),
+                pct(result.client_cpu_pct),
+                pct(result.server_cpu_pct),
                 f"{r.load_before:.2f} -> {r.load_after:.2f}",
             ]
         )
     header = ["round", "target", "req/s", "p50 ms", "p99 ms", "errors", "bytes/answer", "ratio", "load gen CPU"]
-    _table([*header, "server CPU", "load avg"], body, 2)
+    print_table([*header, "server CPU", "load avg"], body, 2)
 
     print(f"\nmedian (range) over {max(r.number for r in rounds) + 1} rounds")
     body = []
@@ -635,7 +625,7 @@ def report(context: list[tuple[str, str]], targets: dict[str, Target], rounds: l
                 str(errors),
             ]
         )
-    _table(["target", "request", "req/s", "p50 ms", "p99 ms", "errors"], body, 2)
+    print_table(["target", "request", "req/s", "p50 ms", "p99 ms", "errors"], body, 2)
     nodes_ratio = ratios(rounds, "nodes", "bare", "rps")
     nodes_p99 = summarize(rounds, "nodes", "p99_ms")
     print("\nhark vs bare Tornado (per-round ratios of req/s, median (range))")

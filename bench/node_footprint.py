@@ -103,9 +103,9 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):
         sys.path.insert(0, _path)
 
 import hub_http  # noqa: E402
-from fleet import print_report  # noqa: E402
 from hark_fleet.node.const import DEFAULT_HEARTBEAT_INTERVAL_S  # noqa: E402
 from hub_http import HOST  # noqa: E402
+from report import TextTable, print_report  # noqa: E402
 
 from tests.harness import HubProcess, NodeProcess  # noqa: E402
 
@@ -647,7 +647,7 @@ def report(rounds: list[Round], imports: list[ImportRun], args: argparse.Namespa
         ),
         ("units", "MiB = 2^20 bytes; CPU in % of one core (100 % = one core busy); spread: median, min-max in brackets"),
     ]
-    tables: list[hub_http._TextTable] = [
+    tables: list[TextTable] = [
         (
             "rounds, in run order (rec = recording; ! = 1-minute load above the core count before the round)",
             round_columns,

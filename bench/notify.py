@@ -80,8 +80,8 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fleet import print_report  # noqa: E402
 from hub_http import HOST, READY_TIMEOUT_S, free_port, http_request, log_tail, start_process, stop_process, wait_for_200  # noqa: E402
+from report import print_report  # noqa: E402
 
 TITLE = "hark notification delivery benchmark (queued notifications -> a loopback webhook)"
 SITES = ("bench-a", "bench-b", "bench-c", "bench-d")

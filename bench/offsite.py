@@ -53,8 +53,8 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fleet import print_report  # noqa: E402
 from hub_http import HOST, READY_TIMEOUT_S, free_port, http_request, log_tail, start_process, stop_process, wait_for_200  # noqa: E402
+from report import print_report  # noqa: E402
 
 TITLE = "hark off-site upload benchmark (hub runner -> S3, against boto3 upload_file)"
 MIB = 1024 * 1024

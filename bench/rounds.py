@@ -3,11 +3,13 @@
 A bench runs its baseline and its subject in alternating rounds in the same time window (`alternate`), keeps one
 `Round` per measurement with the 1-minute load average before and after it, and reports each figure as the median of
 at least three rounds with its range (`Summary`). `busy_warning` says when the machine was busy enough to make the
-figures doubtful.
+figures doubtful. The CPU a process, its threads or the whole machine used comes from /proc (`process_cpu_s`,
+`thread_cpu_s`, `machine_busy_s`; nothing where /proc is missing): a bench takes it before and after a window.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 from collections.abc import Iterator, Sequence
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 
 MIN_ROUNDS = 3
 BUSY_LOAD_PER_CORE = 0.5  # a 1-minute load average above this share of the cores, outside the bench itself, is "busy"
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def load_average() -> float:
@@ -105,3 +108,45 @@ def busy_warning(load_before_start: float) -> str | None:
             "the figures below are doubtful; run it again on a quiet machine"
         )
     return None
+
+
+# -- CPU from /proc ----------------------------------------------------------------
+
+
+def stat_cpu_s(path: str) -> float | None:
+    """User plus system CPU seconds from a /proc `stat` file (a process's or one thread's); None if unreadable."""
+    try:
+        with open(path, encoding="ascii") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        # After the command name: state is fields[0], utime is field 14 of the full line -> [11], stime [12].
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds of a process, all its threads; None where /proc is missing or the process is gone."""
+    return stat_cpu_s(f"/proc/{pid}/stat")
+
+
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds per thread of a process (tid -> seconds); empty where /proc is missing."""
+    out: dict[int, float] = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            value = stat_cpu_s(f"/proc/{pid}/task/{tid}/stat")
+            if value is not None:
+                out[int(tid)] = value
+    return out
+
+
+def machine_busy_s() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores, from /proc/stat; None elsewhere."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    total = sum(values[:8])
+    return (total - idle) / CLK_TCK, total / CLK_TCK

@@ -85,7 +85,6 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hub_http  # noqa: E402
-from fleet import machine_busy_s, print_report, thread_cpu_s  # noqa: E402
 from hark_fleet.node.recording_client import READ_BYTES, UPLOAD_CHUNK_BYTES, file_sha256  # noqa: E402
 from hub_http import (  # noqa: E402
     HOST,
@@ -97,6 +96,8 @@ from hub_http import (  # noqa: E402
     stop_process,
     wait_for_200,
 )
+from report import TextTable, pct, print_report  # noqa: E402
+from rounds import machine_busy_s, thread_cpu_s  # noqa: E402
 
 TITLE = "hark recording upload benchmark (node -> hub)"
 MB = 1_000_000
@@ -563,10 +564,6 @@ def _mib(value: int | None) -> str:
     return "n/a" if value is None else f"{value / MIB:.1f}"
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f} %"
-
-
 def report(bench: Bench, results: list[Result], sha_here_s: float) -> None:
     rows = []
     for r in results:
@@ -576,10 +573,10 @@ def report(bench: Bench, results: list[Result], sha_here_s: float) -> None:
                 r.who,
                 f"{r.seconds:.2f}",
                 f"{r.mb_s:.1f}",
-                _pct(r.hub_loop_pct),
-                _pct(r.hub_other_pct),
-                _pct(100 * r.client_cpu_s / r.seconds if r.seconds > 0 else None),
-                _pct(r.machine_pct),
+                pct(r.hub_loop_pct),
+                pct(r.hub_other_pct),
+                pct(100 * r.client_cpu_s / r.seconds if r.seconds > 0 else None),
+                pct(r.machine_pct),
                 _mib(r.rss_baseline),
                 _mib(r.rss_peak_sampled),
                 _mib(r.rss_hwm),
@@ -632,7 +629,7 @@ def report(bench: Bench, results: list[Result], sha_here_s: float) -> None:
             _mib(int(statistics.median((r.rss_peak_sampled or 0) for r in nodes))),
         ],
     ]
-    tables: list[hub_http._TextTable] = [
+    tables: list[TextTable] = [
         ("uploads (in run order)", columns, rows, 2),
         (f"summary over {len(node)} round(s)", ["", "best", "median"], summary, 1),
     ]
