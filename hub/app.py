@@ -20,6 +20,7 @@ from hark_fleet.hub.api import (
     keys,
     legal_hold,
     lifecycle,
+    listen_settings,
     meters,
     nodes,
     notification_channels,
@@ -269,6 +270,7 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     # live listen (issue 23) -- routes go here
     # listen sessions (issue 23) -- routes go here
     # listen settings (issue 23) -- routes go here
+    (f"{V1}/settings/listen", listen_settings.ListenSettingsHandler),
     # share links and the public share page (issue 23) -- routes go here
     # fleet status and load
     (f"{V1}/status", status.StatusHandler),

@@ -7,14 +7,14 @@ One `Setting` row, `notify`, hub-wide; defaults when it was never written. The n
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from hark_fleet.hub.clock import utcnow
-from hark_fleet.hub.db.models import Setting, database_proxy
+from hark_fleet.hub.db.models import database_proxy
 from hark_fleet.hub.errors import InvalidRequest
-from hark_fleet.hub.services.audit import Actor, record
+from hark_fleet.hub.services import settings_documents
+from hark_fleet.hub.services.audit import Actor
+from hark_fleet.hub.services.settings_documents import Bounds
 
 KEY = "notify"
 PERMISSION = "settings:manage"
@@ -28,38 +28,22 @@ class NotifySettings:
     flap_hold_s: float = 300.0  # a condition that flaps is told once per this many seconds
 
 
-# name -> (minimum, maximum) for the numbers; the flag is checked apart.
-BOUNDS: dict[str, tuple[float, float]] = {
-    "storm_window_s": (0, 120),
-    "storm_threshold": (2, 1000),
-    "flap_hold_s": (0, 86400),
+# the numbers' ranges; the flag is checked apart.
+BOUNDS: dict[str, Bounds] = {
+    "storm_window_s": Bounds(0, 120),
+    "storm_threshold": Bounds(2, 1000, whole=True),
+    "flap_hold_s": Bounds(0, 86400),
 }
 FIELDS = tuple(f.name for f in dataclasses.fields(NotifySettings))
 
 
 def load() -> NotifySettings:
     """The settings in force: the stored row's values (known names only), defaults for the rest."""
-    row = Setting.get_or_none(Setting.key == KEY)
-    stored = row.value if row is not None and isinstance(row.value, dict) else {}
-    return NotifySettings(**{name: stored[name] for name in FIELDS if name in stored})
+    return NotifySettings(**settings_documents.stored(KEY, FIELDS))
 
 
 def to_api(settings: NotifySettings) -> dict[str, Any]:
     return dataclasses.asdict(settings)
-
-
-def _number(name: str, value: Any) -> tuple[float | int | None, str | None]:
-    """The value of a numeric setting, or why it is refused."""
-    low, high = BOUNDS[name]
-    whole = name == "storm_threshold"
-    kind = "an integer" if whole else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None, f"must be {kind} from {low:g} to {high:g}"
-    if whole and value != int(value):
-        return None, f"must be {kind} from {low:g} to {high:g}"
-    if not low <= value <= high:
-        return None, f"must be from {low:g} to {high:g}"
-    return (int(value) if whole else float(value)), None
 
 
 def check(values: Any) -> dict[str, Any]:
@@ -77,7 +61,7 @@ def check(values: Any) -> dict[str, Any]:
             else:
                 problems[name] = "must be true or false"
         else:
-            number, problem = _number(name, value)
+            number, problem = BOUNDS[name].check(value)
             if problem is not None:
                 problems[name] = problem
             else:
@@ -94,10 +78,5 @@ def update(actor: Actor, values: Any) -> dict[str, Any]:
         before = load()
         after = dataclasses.replace(before, **changes)
         value = to_api(after)
-        now = utcnow()
-        Setting.insert(key=KEY, value=value, updated_at=now).on_conflict(
-            conflict_target=[Setting.key], update={Setting.value: value, Setting.updated_at: now}
-        ).execute()
-        target = ("notify_settings", KEY)
-        record(actor, "notify_settings.update", permission=PERMISSION, target=target, before=to_api(before), after=value)
+        settings_documents.save(actor, KEY, to_api(before), value, action="notify_settings.update", permission=PERMISSION)
     return value
