@@ -34,6 +34,8 @@ from hark_fleet.hub.api import (
     retention_policies,
     scheduled_jobs,
     schedules,
+    share_links,
+    share_page,
     sites,
     status,
     system,
@@ -272,6 +274,14 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     # listen settings (issue 23) -- routes go here
     (f"{V1}/settings/listen", listen_settings.ListenSettingsHandler),
     # share links and the public share page (issue 23) -- routes go here
+    (f"{V1}/recordings/{{id}}/share-links", share_links.RecordingShareLinksHandler),
+    (f"{V1}/share-links", share_links.ShareLinksHandler),
+    (f"{V1}/share-links/facets", share_links.ShareLinkFacetsHandler),
+    (f"{V1}/share-links/export", share_links.ShareLinkExportHandler),
+    (f"{V1}/share-links/{{id}}", share_links.ShareLinkHandler),
+    ("/s/{token}", share_page.SharePageHandler),
+    ("/s/{token}/audio", share_page.ShareAudioHandler),
+    ("/s/{token}/download", share_page.ShareDownloadHandler),
     # fleet status and load
     (f"{V1}/status", status.StatusHandler),
     ("/api/load", status.LoadHandler),  # public, for a load balancer

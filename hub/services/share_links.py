@@ -187,7 +187,7 @@ def link_page(request: ListRequest, scope: SiteScope) -> Page:
     query_ = _query(request, scope)
     if request.after is not None:
         query_ = query_.where(ShareLink.id < request.after)
-    rows: list[ShareLink] = list(query_.order_by(ShareLink.id.desc()).limit(request.limit + 1))
+    rows: list[Any] = list(query_.order_by(ShareLink.id.desc()).limit(request.limit + 1))
     next_cursor = encode_cursor(rows[request.limit - 1].id) if len(rows) > request.limit else None
     return with_recording_names([link_to_api(r) for r in rows[: request.limit]]), next_cursor
 
@@ -217,7 +217,7 @@ def facets(request: ListRequest, scope: SiteScope, names: Iterable[str]) -> dict
     unknown = sorted(set(chosen) - set(known))
     if unknown:
         raise InvalidRequest("Unknown facet.", fields={"fields": f"no facet named {', '.join(unknown)}"})
-    rows: list[ShareLink] = list(_query(request, scope))
+    rows: list[Any] = list(_query(request, scope))
     result: dict[str, list[dict[str, Any]]] = {}
     for name in dict.fromkeys(chosen):
         counts: dict[Any, int] = {}
