@@ -25,6 +25,7 @@ const VIEWS = {
   retention: () => import("./js/retention.js"),
   notify_channels: () => import("./js/notify_channels.js"),
   notifications: () => import("./js/notifications.js"),
+  listen_sessions: () => import("./js/listen_sessions.js"),
 };
 const ROUTES = [
   [/^\/fleet$/, "node:read", "fleet", "renderFleet", "Fleet"],
@@ -60,6 +61,7 @@ const ROUTES = [
   [/^\/notify\/channels\/([^/]+)$/, "notify:read", "notify_channels", "renderChannel", "Notification channel"],
   [/^\/notifications$/, "notify:read", "notifications", "renderNotifications", "My notifications"],
   [/^\/notifications\/([^/]+)$/, "notify:read", "notifications", "renderNotification", "Notification"],
+  [/^\/listen-sessions$/, "listen:monitor", "listen_sessions", "renderListenSessions", "Listen sessions"],
   [/^\/users$/, "auth:manage", "admin", "renderUsers", "Users"],
   [/^\/keys$/, null, "admin", "renderKeys", "API keys"],
   [/^\/me$/, null, "admin", "renderMe", "Me"],

@@ -7,6 +7,7 @@ import { api, can, follow } from "./api.js";
 import { ago, bytes, confirmAction, field, fill, h, hashParams, notify, pct, secretBox, seconds, select, setHashParams, timeEl, when } from "./dom.js";
 import { clockText, nodeWarnings, statusBadge } from "./fleet.js";
 import { DEFAULT_RANGE, NodeHistory, RANGES } from "./history_charts.js";
+import { listenPanel } from "./listen_panel.js";
 import { MeterView } from "./meters.js";
 import { renderNodeAdmin } from "./node_admin.js";
 import { ACTIVE, RecordingProgress } from "./recording_progress.js";
@@ -64,6 +65,7 @@ export function renderNode(view, nodeId) {
   const staleNote = h("div", { class: "stale-note", role: "status" });
   const summary = h("dl", { class: "facts" });
   const boardSlot = h("div");
+  const listenSlot = h("div");
   const lastLevels = h("div", { class: "last-levels" });
   const metricCards = h("div", { class: "cards metric-cards" });
   const metricAge = h("p", { class: "hint" });
@@ -85,6 +87,7 @@ export function renderNode(view, nodeId) {
     h("div", { class: "title-row" }, title, statusSlot),
     error, staleNote, summary,
     h("section", { "aria-labelledby": "levels-h" }, h("h3", { id: "levels-h" }, "Live levels"), lastLevels, boardSlot),
+    can("listen:monitor") ? h("section", { "aria-labelledby": "listen-h" }, h("h3", { id: "listen-h" }, "Listen live"), listenSlot) : null,
     h("section", { "aria-labelledby": "metrics-h" }, h("h3", { id: "metrics-h" }, "Heartbeat metrics"), metricAge, metricCards),
     h("section", { "aria-labelledby": "history-h", class: "history" },
       h("div", { class: "title-row" }, h("h3", { id: "history-h" }, "History"), rangePicker), historySlot),
@@ -440,6 +443,11 @@ export function renderNode(view, nodeId) {
     meters = new MeterView([nodeId]);
     closers.push(() => meters.close());
     fill(boardSlot, meters.board(nodeId, { large: true, label: "" }).el);
+    if (can("listen:monitor")) {
+      const listen = listenPanel(nodeId);
+      closers.push(() => listen.close());
+      fill(listenSlot, listen.el);
+    }
     history = new NodeHistory(api, nodeId);
     closers.push(() => { clearTimeout(historyTimer); history.destroy(); });
     fill(historySlot, history.el);
