@@ -138,7 +138,7 @@ NODE_CHILD_SOURCE = textwrap.dedent(
     async def main():
         spec = json.loads(sys.stdin.readline())
         path = Path(spec["path"])
-        node.recording_client.UPLOAD_CHUNK_BYTES = spec["chunk_bytes"]  # the node's own value unless --node-chunk-mib
+        hark_fleet.node.recording_client.UPLOAD_CHUNK_BYTES = spec["chunk_bytes"]  # the node's own value unless --node-chunk-mib
         loop = asyncio.get_running_loop()
         started, cpu = time.perf_counter(), time.process_time()
         sha256 = await loop.run_in_executor(None, file_sha256, path)
