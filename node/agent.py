@@ -28,6 +28,8 @@ from hark_fleet.node.hub_client import FetchedConfig, HubClient, answer_data, pi
 from hark_fleet.node.identify import Identify
 from hark_fleet.node.lifecycle import LifecycleRunner
 from hark_fleet.node.lifecycle_actions import NodeActions
+from hark_fleet.node.listen.sender import ListenSender
+from hark_fleet.node.listen.streams import ListenStreams
 from hark_fleet.node.local.provision import Provisioning, format_claim_code, with_local_identity
 from hark_fleet.node.local.server import LocalContext, LocalServer
 from hark_fleet.node.local.technician import ACTION_KIND, TechnicianAccess
@@ -44,6 +46,7 @@ from hark_fleet.node.watchdog.policy import default_watchdog
 from hark_fleet.node.watchdog.runtime import Watchdog
 from hark_fleet.node.worker import wait_any
 from hark_fleet.protocol.backoff import backoff_delay
+from hark_fleet.protocol.listen import ListenCommand
 from hark_fleet.protocol.messages import Ack, ConfigChanged, JobReady, LifecycleCommand, MeterFrame, NewCredential
 from hark_fleet.protocol.version import __version__
 from hark_fleet.protocol.watchdog import CalibrateCommand, ConfigApplied
@@ -119,6 +122,11 @@ class Agent:
             self.watchdog.frames,
             self.watchdog.on_event,
         )
+        # live listen (issue 23): the streams cmd/listen asks for, each on its own ring reader and thread
+        self.listen_sender = ListenSender(
+            self.topics, self.transport.publish, lambda: self.transport.connected, self.hub.post_listen_chunk
+        )
+        self.listen = ListenStreams(self.audio, self.listen_sender.send, self.listen_sender.report_error)
         self.heartbeats = HeartbeatWorker(
             self.topics.heartbeat,
             self.sender,
@@ -208,6 +216,7 @@ class Agent:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self.audio.load_interfaces)
             self.audio.start(loop)
+            self.listen_sender.start(loop)
             await self.hardware.start()
             if state.mqtt_url:
                 self._use_broker(state.mqtt_url, "cached")
@@ -235,6 +244,8 @@ class Agent:
             await _finish(workers, WORKER_STOP_TIMEOUT_S)  # a config request in flight is cancelled, not awaited
             await _finish(list(self._tasks), WORKER_STOP_TIMEOUT_S)
             await self.hardware.stop()
+            await asyncio.get_running_loop().run_in_executor(None, self.listen.close)
+            await self.listen_sender.close()
             await asyncio.get_running_loop().run_in_executor(None, self.audio.stop)
             if self.transport.started:
                 await self.transport.stop()
@@ -447,6 +458,8 @@ class Agent:
             self.lifecycle.submit(command)
         elif isinstance(command, CalibrateCommand):
             self.watchdog.calibrate(command)
+        elif isinstance(command, ListenCommand):
+            self.listen.apply(command)
         elif isinstance(command, ConfigChanged):
             log.info("hub says the config changed (%s): fetching it again", ", ".join(command.changed) or "unspecified")
             self._refetch_config.set()
@@ -577,6 +590,7 @@ class Agent:
             "heartbeat_interval_s": self.heartbeat_interval_s,
             "meter_interval_ms": self.audio.interval_ms,
             "audio": self.audio.stats(),
+            "listen": {**self.listen.stats(), "sent": self.listen_sender.stats()},
             "outbox": {"depth": level.depth, "capacity": level.capacity, "in_flight": self.sender.in_flight},
             "clock": {"offset_ms": self.clock.offset_ms, "quality": self.clock.quality},
             "data_dir": str(self.config.data_dir.resolve()),

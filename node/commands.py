@@ -5,11 +5,16 @@ from __future__ import annotations
 from hark_fleet.node import const
 from hark_fleet.node.errors import NodeError
 from hark_fleet.protocol.decoding import PayloadError, decode
+from hark_fleet.protocol.listen import CODECS, MAX_CHANNELS, OPUS_BITRATES, OPUS_RATES, PCM_RATES, ListenCommand
 from hark_fleet.protocol.messages import Ack, ConfigChanged, JobReady, LifecycleCommand, NewCredential
 from hark_fleet.protocol.watchdog import CalibrateCommand
 
 CMD_CALIBRATE = "calibrate"
-Command = Ack | NewCredential | ConfigChanged | LifecycleCommand | JobReady | CalibrateCommand
+CMD_LISTEN = "listen"  # live listen (issue 23): the whole set of streams the hub wants now
+Command = Ack | NewCredential | ConfigChanged | LifecycleCommand | JobReady | CalibrateCommand | ListenCommand
+MAX_LISTEN_STREAMS = 64  # more than the hub's per-node listener limit can ever ask for
+MAX_LISTEN_LEASE_S = 3600.0
+MAX_LOGICAL_CHANNEL = 255
 
 COMMAND_TYPES: dict[str, type[Command]] = {
     const.CMD_ACK: Ack,
@@ -18,6 +23,7 @@ COMMAND_TYPES: dict[str, type[Command]] = {
     const.CMD_LIFECYCLE: LifecycleCommand,
     const.CMD_JOB: JobReady,
     CMD_CALIBRATE: CalibrateCommand,
+    CMD_LISTEN: ListenCommand,
 }
 
 
@@ -44,7 +50,41 @@ def decode_command(kind: str, payload: bytes) -> Command | None:
         raise MalformedCommand(f"cmd/{kind}: calibration_id must be 1-64 characters without '/', '+', '#'")
     if isinstance(command, NewCredential) and not command.credential.strip():
         raise MalformedCommand(f"cmd/{kind}: the credential is empty")
+    if isinstance(command, ListenCommand):
+        problem = _listen_problem(command)
+        if problem is not None:
+            raise MalformedCommand(f"cmd/{kind}: {problem}")
     return command
+
+
+def _listen_problem(command: ListenCommand) -> str | None:
+    """What makes a `cmd/listen` unusable as a whole (None: nothing); channels the map lacks are the stream's own error."""
+    if command.version < 0:
+        return "version must not be negative"
+    if not 0 < command.lease_s <= MAX_LISTEN_LEASE_S:
+        return f"lease_s must be in 0..{MAX_LISTEN_LEASE_S:g} seconds"
+    if command.transport not in ("mqtt", "http"):
+        return f"transport must be mqtt or http, not {command.transport!r}"
+    if len(command.streams) > MAX_LISTEN_STREAMS:
+        return f"more than {MAX_LISTEN_STREAMS} streams"
+    if len({s.stream_id for s in command.streams}) != len(command.streams):
+        return "a stream_id is listed twice"
+    for stream in command.streams:
+        where = f"stream {stream.stream_id!r}"
+        if not _topic_level(stream.stream_id):
+            return "stream_id must be 1-64 characters without '/', '+', '#'"
+        if not 1 <= len(stream.channels) <= MAX_CHANNELS:
+            return f"{where}: 1 to {MAX_CHANNELS} channels"
+        if any(not 0 <= c <= MAX_LOGICAL_CHANNEL for c in stream.channels):
+            return f"{where}: a channel index out of 0..{MAX_LOGICAL_CHANNEL}"
+        if stream.codec not in CODECS:
+            return f"{where}: codec must be one of {', '.join(CODECS)}, not {stream.codec!r}"
+        rates = OPUS_RATES if stream.codec == "opus" else PCM_RATES
+        if stream.sample_rate not in rates:
+            return f"{where}: {stream.codec} runs at {', '.join(map(str, rates))} Hz, not {stream.sample_rate}"
+        if stream.codec == "opus" and stream.bitrate is not None and not OPUS_BITRATES[0] <= stream.bitrate <= OPUS_BITRATES[1]:
+            return f"{where}: bitrate must be in {OPUS_BITRATES[0]}..{OPUS_BITRATES[1]}"
+    return None
 
 
 def _topic_level(value: str) -> bool:

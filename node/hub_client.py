@@ -23,6 +23,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HT
 log = logging.getLogger(__name__)
 
 MAX_ANSWER_BYTES = 1024 * 1024  # a JSON answer from the hub (config, jobs, technician access)
+LISTEN_CHUNK_TIMEOUT_S = 5.0  # live audio older than this is worthless: the POST gives up
 
 
 class RemoteConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
@@ -151,6 +152,17 @@ class HubClient:
         if data is not None and not isinstance(data, dict):
             raise HubProtocolError("hub channel map answer is not an object")
         return data
+
+    async def post_listen_chunk(self, stream_id: str, chunk: bytes) -> None:
+        """POST one live-listen chunk (issue 23) to the agent route; HubUnreachable, HubRejected as for every request."""
+        await self.fetch(
+            "POST",
+            self.url(f"listen/chunk?stream={quote(stream_id, safe='')}"),
+            body=chunk,
+            headers={"Content-Type": "application/octet-stream"},
+            request_timeout=LISTEN_CHUNK_TIMEOUT_S,
+            expected=(200, 201, 202, 204),
+        )
 
     def api_url(self, path: str) -> str:
         return f"{self.base_url}/api/v1/{path}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hark_fleet.node import const
+from hark_fleet.protocol.listen import listen_topic
 from hark_fleet.protocol.topics import command_topic, node_prefix, parse_node_topic
 
 
@@ -43,6 +44,12 @@ class NodeTopics:
 
     def calibration(self, calibration_id: str) -> str:
         return self._topic(f"watchdog/calibration/{calibration_id}")  # CalibrationResult
+
+    def listen(self, stream_id: str) -> str:
+        return listen_topic(self.node_id, stream_id)  # live listen chunks (QoS 0)
+
+    def listen_error(self, stream_id: str) -> str:
+        return listen_topic(self.node_id, stream_id) + "/error"  # ListenError (QoS 1): the stream cannot run
 
     def lifecycle(self, job_id: str) -> str:
         return self._topic(f"{const.TOPIC_LIFECYCLE}/{job_id}")
