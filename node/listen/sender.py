@@ -176,7 +176,8 @@ class ListenSender:
                 self.http_bytes += len(chunk)
         finally:
             queue.task = None
-            if not queue.frames and self._queues.get(stream.stream_id) is queue:
+            # an idle queue goes, unless its next chunk must still say that frames were lost
+            if not queue.frames and not queue.dropped and self._queues.get(stream.stream_id) is queue:
                 del self._queues[stream.stream_id]
 
 
