@@ -20,6 +20,7 @@ from hark_fleet.hub.api import (
     keys,
     legal_hold,
     lifecycle,
+    listen,
     listen_settings,
     meters,
     nodes,
@@ -270,6 +271,10 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/notification-channels/{{id}}/deliveries", notifications.ChannelDeliveriesHandler),
     (f"{V1}/settings/notifications", notifications.NotifySettingsHandler),
     # live listen (issue 23) -- routes go here
+    (f"{V1}/nodes/{{id}}/listen", listen.NodeListenHandler),
+    (f"{V1}/nodes/{{id}}/listen/stream", listen.ListenStreamHandler),
+    (f"{V1}/nodes/{{id}}/listen/chunk", listen.AgentListenChunkHandler),  # agent route; here as it must precede {sid}
+    (f"{V1}/nodes/{{id}}/listen/{{sid}}", listen.NodeListenSessionHandler),
     # listen sessions (issue 23) -- routes go here
     # listen settings (issue 23) -- routes go here
     (f"{V1}/settings/listen", listen_settings.ListenSettingsHandler),
@@ -298,6 +303,7 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/recording-jobs/{{id}}/cancelled", recording_jobs.JobCancelledHandler),
     (f"{V1}/recording-jobs/{{id}}/failed", recording_jobs.JobFailedHandler),
     # live listen chunks (agent, issue 23) -- routes go here
+    # (POST /nodes/{id}/listen/chunk is in the live listen block above: it must come before /nodes/{id}/listen/{sid})
     # scheduled jobs (agent, issue 19) -- routes go here
     (f"{V1}/nodes/{{id}}/recording-jobs/scheduled", scheduled_jobs.ScheduledJobsHandler),
     (f"{V1}/recording-jobs/{{id}}/missed", scheduled_jobs.JobMissedHandler),

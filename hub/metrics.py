@@ -43,6 +43,19 @@ class HubMetrics:
         self.sse_dropped = Counter(
             "hark_sse_clients_dropped", "SSE clients dropped for falling behind their outbox", ("stream",), registry=self.registry
         )
+        # live listen (issue 23)
+        self.listen_listeners = Gauge("hark_listen_listeners", "Listen sockets connected", registry=self.registry)
+        self.listen_chunks = Counter(
+            "hark_listen_chunks",
+            "Listen chunks from nodes: relayed, or why dropped",
+            ("outcome",),
+            registry=self.registry,
+        )
+        self.listen_frames_dropped = Counter(
+            "hark_listen_frames_dropped",
+            "Listen frames skipped for a backed-up listener",
+            registry=self.registry,
+        )
         self.db_latency = Histogram(
             "hark_db_call_duration_seconds",
             "Time of one database call on a worker",
