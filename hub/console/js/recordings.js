@@ -7,6 +7,7 @@ import { plural } from "./words.js";
 import { RecordingProgress } from "./recording_progress.js";
 import { renderLegalHold } from "./legal_hold.js";
 import { renderCopies } from "./recording_copies.js";
+import { renderShareLinks } from "./share_links.js";
 
 const STATUSES = ["queued", "recording", "uploading", "completed", "interrupted", "failed", "cancelled"];
 const TERMINAL = new Set(["completed", "interrupted", "failed", "cancelled"]);
@@ -201,6 +202,7 @@ export function renderRecording(view, recordingId) {
   const metadata = h("div");
   const actions = h("div", { class: "button-row" });
   const hold = h("div");
+  const sharing = h("div", { class: "share" });
   const copies = h("div", { class: "copies" });
   let recording = null;
   let peaks = null;
@@ -213,6 +215,7 @@ export function renderRecording(view, recordingId) {
     h("p", {}, h("a", { href: "#/recordings" }, "← Recordings")),
     title, error, actions, liveSlot, facts,
     h("section", { "aria-labelledby": "hold-h" }, h("h3", { id: "hold-h" }, "Legal hold"), hold),
+    can("recording:share") && h("section", { "aria-labelledby": "share-h" }, h("h3", { id: "share-h" }, "Share"), sharing),
     h("section", { "aria-labelledby": "copies-h" }, h("h3", { id: "copies-h" }, "Where are the copies"), copies),
     h("section", { "aria-labelledby": "play-h" }, h("h3", { id: "play-h" }, "Listen"), player),
     h("div", { class: "columns" },
@@ -239,6 +242,7 @@ export function renderRecording(view, recordingId) {
     renderMetadata();
     renderActions();
     renderLegalHold(hold, recording, path, () => load());
+    renderShareLinks(sharing, recording, path); // fetches only once the recording is completed (polling has stopped)
     if (TERMINAL.has(recording.status)) renderCopies(copies, path); // where the hub, the providers and the node hold it
     else fill(copies, h("p", { class: "hint" }, "Shown once the recording has ended."));
     if (!TERMINAL.has(recording.status)) {
