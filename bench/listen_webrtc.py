@@ -272,7 +272,7 @@ async def hub_chunks(url: str, token: str) -> Any:
             raise ConnectionError(f"the hub closed the listen socket ({connection.close_code} {connection.close_reason})")
         if isinstance(message, bytes):
             yield message
-        else:
+        elif '"type":"stats"' not in message.replace(" ", ""):
             print(f"hub says: {message[:200]}", file=sys.stderr, flush=True)
 
 
