@@ -11,8 +11,10 @@ const MAGIC = [0x48, 0x4b, 0x4c, 0x31]; // "HKL1"
 const HEADER_BYTES = 26;
 const CODECS = { 1: "opus", 2: "pcm16" };
 const FLAG_DISCONTINUITY = 0x01;
-const TARGET_MS = 60;
-const MAX_MS = 200;
+const TARGET_MS = 60; // the jitter buffer on a quiet network
+const MAX_TARGET_MS = 250;
+const JITTER_WINDOW_MS = 5000;
+const JITTER_MARGIN_MS = 20;
 const BACKOFF_MS = [250, 500, 1000, 2000, 3000];
 const MAX_RECONNECTS = 20;
 const KEEP = 3000; // delays kept for the figures
@@ -91,10 +93,11 @@ export class ListenPlayer {
     this.attempt = 0;
     this.retryTimer = null;
     this.received = []; // [ms, bytes] within RATE_WINDOW_MS
+    this.lateness = []; // [ms, arrival minus capture of the chunk's end] within JITTER_WINDOW_MS
     this.stats = {
       state: "idle", session_id: null, codec: null, delays_ms: [], clicks: [], gaps: 0, lost_frames: 0,
       underruns: 0, resyncs: 0, bytes: 0, bytes_per_s: 0, level_dbfs: null, peak_dbfs: null, reconnects: 0,
-      listeners: null, buffered_ms: null, delay_ms: null, end_reason: null, error: null, playing_since_ms: null, underrun_at: [],
+      listeners: null, buffered_ms: null, target_ms: TARGET_MS, delay_ms: null, end_reason: null, error: null, playing_since_ms: null, underrun_at: [],
     };
     window.harkListen = this.stats;
   }
@@ -113,7 +116,7 @@ export class ListenPlayer {
       await resumed;
       this.worklet = new AudioWorkletNode(this.ctx, "hark-listen", {
         numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [2],
-        processorOptions: { targetMs: TARGET_MS, maxMs: MAX_MS },
+        processorOptions: { targetMs: TARGET_MS },
       });
       this.worklet.port.onmessage = (event) => this.fromWorklet(event.data);
       this.worklet.connect(this.ctx.destination);
@@ -186,6 +189,7 @@ export class ListenPlayer {
       this.format = { codec: message.codec, sampleRate: message.sample_rate, channels: message.channels };
       // A new connection: whatever was buffered is old, the sequence may start again.
       this.expectedSeq = null;
+      this.lateness = [];
       this.worklet.port.postMessage({ type: "reset" });
       this.closeDecoder();
       this.set({ state: "playing", playing_since_ms: this.stats.playing_since_ms ?? Date.now() });
@@ -243,11 +247,29 @@ export class ListenPlayer {
       }
     }
     this.expectedSeq = chunk.seq + chunk.frames.length;
+    this.adapt(now, Date.now() - chunk.captureUs / 1000 - chunk.frames.length * chunk.frameMs);
     chunk.frames.forEach((frame, i) => {
       const captureUs = chunk.captureUs + i * chunk.frameMs * 1000;
       if (chunk.codec === "pcm16") this.play(pcm16ToFloat(frame, chunk.channels), chunk.sampleRate, captureUs);
       else this.decode(chunk, frame, captureUs);
     });
+  }
+
+  /**
+   * The jitter buffer follows the network: its target is the spread of the chunks' lateness over the last
+   * seconds plus a margin (60 ms at least, 250 at most); the worklet drops what exceeds it.
+   */
+  adapt(now, lateness) {
+    this.lateness.push([now, lateness]);
+    while (this.lateness[0][0] < now - JITTER_WINDOW_MS) this.lateness.shift();
+    let low = Infinity;
+    let high = -Infinity;
+    for (const [, value] of this.lateness) { low = Math.min(low, value); high = Math.max(high, value); }
+    const target = Math.round(Math.min(MAX_TARGET_MS, Math.max(TARGET_MS, high - low + JITTER_MARGIN_MS)));
+    if (Math.abs(target - this.stats.target_ms) >= 10) {
+      this.stats.target_ms = target;
+      this.worklet.port.postMessage({ type: "target", ms: target });
+    }
   }
 
   decode(chunk, frame, captureUs) {

@@ -1,23 +1,30 @@
 // The live listen's audio thread: plays decoded PCM from a small jitter buffer and says what it plays.
 // Blocks arrive from the page (listen_player.js) as Float32Arrays per channel at the context's rate, with
-// the capture time of their first sample. Playback starts once TARGET of audio is buffered; an underrun
-// (nothing left mid-quantum) is counted and playback waits for TARGET again; a buffer grown past MAX
-// (the network delivered a burst, or the page stalled) drops the oldest audio down to TARGET (a resync).
-// About every REPORT_S it posts the capture time of the sample at its output with the context frame it
-// is played at (the page maps that frame to wall time), the played level, and any click it heard:
-// the first sample above CLICK_ON after QUIET_S below QUIET (the synthetic click source's clicks).
+// the capture time of their first sample. Playback starts once `target` of audio is buffered (the page
+// raises it when the network is jittery, from ~60 ms); an underrun (nothing left mid-quantum) is counted
+// and playback waits for `target` again. The buffer is kept near `target`: at a (re)start, when it grows
+// past `target` + SLACK_MAX_S (a burst), and when it stayed above `target` + SLACK_DRIFT_S for a whole
+// second, the oldest audio is dropped (a resync). About every REPORT_S it posts the capture time of the
+// sample at its output with the context frame it is played at (the page maps that frame to wall time) and
+// the played level; and any click it hears: the first sample above CLICK_ON once QUIET_S stayed below QUIET
+// (the synthetic click source's clicks; samples between the two, a codec's smeared edge, do not disarm it).
 
 const CLICK_ON = 0.1;
 const QUIET = 0.05;
 const QUIET_S = 0.1;
 const REPORT_S = 0.05;
+const SLACK_MAX_S = 0.14;
+const SLACK_DRIFT_S = 0.03;
+const DRIFT_WINDOW_S = 1;
 
 class ListenProcessor extends AudioWorkletProcessor {
   constructor(options) {
     super();
     const o = options?.processorOptions ?? {};
-    this.target = Math.round(((o.targetMs ?? 60) / 1000) * sampleRate);
-    this.max = Math.round(((o.maxMs ?? 200) / 1000) * sampleRate);
+    this.setTarget(o.targetMs ?? 60);
+    this.low = Infinity; // the least buffered at a quantum's start within the drift window
+    this.lowFrames = 0;
+    this.armed = false;
     this.queue = []; // {data: Float32Array[], at, captureUs}
     this.buffered = 0;
     this.playing = false;
@@ -33,6 +40,11 @@ class ListenProcessor extends AudioWorkletProcessor {
     this.port.onmessage = (event) => this.receive(event.data);
   }
 
+  setTarget(ms) {
+    this.target = Math.round((ms / 1000) * sampleRate);
+    this.max = this.target + Math.round(SLACK_MAX_S * sampleRate);
+  }
+
   receive(message) {
     if (message.type === "pcm") {
       const frames = message.data[0]?.length ?? 0;
@@ -45,16 +57,20 @@ class ListenProcessor extends AudioWorkletProcessor {
       this.buffered = 0;
       this.playing = false;
       this.quiet = 0;
+      this.armed = false;
+    } else if (message.type === "target") {
+      this.setTarget(message.ms);
     } else if (message.type === "stop") {
       this.stopped = true;
     }
   }
 
-  /** Drop the oldest audio until TARGET is left: the delay goes back to what it should be. */
-  trim() {
-    while (this.buffered > this.target && this.queue.length) {
+  /** Drop `frames` of the oldest audio (by default down to `target`): the delay goes back to what it should be. */
+  trim(frames = this.buffered - this.target) {
+    const keep = this.buffered - frames;
+    while (this.buffered > keep && this.queue.length) {
       const block = this.queue[0];
-      const drop = Math.min(block.data[0].length - block.at, this.buffered - this.target);
+      const drop = Math.min(block.data[0].length - block.at, this.buffered - keep);
       block.at += drop;
       this.buffered -= drop;
       if (block.at >= block.data[0].length) this.queue.shift();
@@ -69,7 +85,21 @@ class ListenProcessor extends AudioWorkletProcessor {
     const n = out[0].length;
     let written = 0;
     let captureAtStart = null;
-    if (!this.playing && this.buffered >= this.target) this.playing = true;
+    if (!this.playing && this.buffered >= this.target) {
+      this.playing = true;
+      if (this.buffered > this.target + 128) this.trim();
+      this.low = Infinity;
+      this.lowFrames = 0;
+    }
+    if (this.playing) {
+      this.low = Math.min(this.low, this.buffered);
+      this.lowFrames += n;
+      if (this.lowFrames >= DRIFT_WINDOW_S * sampleRate) {
+        if (this.low > this.target + SLACK_DRIFT_S * sampleRate) this.trim(this.low - this.target);
+        this.low = Infinity;
+        this.lowFrames = 0;
+      }
+    }
     if (this.playing) {
       while (written < n && this.queue.length) {
         const block = this.queue[0];
@@ -120,12 +150,12 @@ class ListenProcessor extends AudioWorkletProcessor {
     this.sumSquares += x * x;
     if (x > this.peak) this.peak = x;
     if (x > CLICK_ON) {
-      if (this.quiet >= this.quietNeeded && captureUs !== null) {
-        this.port.postMessage({ type: "click", frame: currentFrame + i, captureUs });
-      }
+      if (this.armed && captureUs !== null) this.port.postMessage({ type: "click", frame: currentFrame + i, captureUs });
+      this.armed = false;
       this.quiet = 0;
     } else if (x < QUIET) {
       this.quiet += 1;
+      if (this.quiet >= this.quietNeeded) this.armed = true;
     } else {
       this.quiet = 0;
     }
