@@ -87,7 +87,7 @@ function linkRow(link, revoked) {
     h("td", {}, timeEl(link.expires_at)),
     h("td", {}, link.has_password ? "yes" : "no"),
     h("td", {}, link.allow_download ? "yes" : "no"),
-    h("td", {}, revoke));
+    h("td", { class: "actions" }, revoke));
 }
 
 /** Fill `el` with the recording's share links and the Create button (nothing without recording:share). */
@@ -104,9 +104,9 @@ export async function renderShareLinks(el, recording, path) {
     return;
   }
   const table = links.length
-    ? h("table", { class: "share-links" },
+    ? h("div", { class: "table-wrap" }, h("table", { class: "share-links" },
       h("thead", {}, h("tr", {}, ["Label", "State", "Uses", "Expires", "Password", "Download", ""].map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, links.map((link) => linkRow(link, reload))))
+      h("tbody", {}, links.map((link) => linkRow(link, reload)))))
     : h("p", { class: "hint" }, "No share links yet.");
   fill(el, h("div", { class: "button-row" }, create), table);
 }
