@@ -21,6 +21,7 @@ from hark_fleet.hub.api import (
     legal_hold,
     lifecycle,
     listen,
+    listen_sessions,
     listen_settings,
     meters,
     nodes,
@@ -276,6 +277,12 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     (f"{V1}/nodes/{{id}}/listen/chunk", listen.AgentListenChunkHandler),  # agent route; here as it must precede {sid}
     (f"{V1}/nodes/{{id}}/listen/{{sid}}", listen.NodeListenSessionHandler),
     # listen sessions (issue 23) -- routes go here
+    (f"{V1}/listen-sessions", listen_sessions.SessionsHandler),
+    (f"{V1}/listen-sessions/active", listen_sessions.ActiveSessionsHandler),
+    (f"{V1}/listen-sessions/facets", listen_sessions.SessionFacetsHandler),
+    (f"{V1}/listen-sessions/export", listen_sessions.SessionExportHandler),
+    (f"{V1}/listen-sessions/{{id}}", listen_sessions.SessionHandler),
+    (f"{V1}/listen-sessions/{{id}}/disconnect", listen_sessions.DisconnectHandler),
     # listen settings (issue 23) -- routes go here
     (f"{V1}/settings/listen", listen_settings.ListenSettingsHandler),
     # share links and the public share page (issue 23) -- routes go here
