@@ -125,8 +125,7 @@ class ShareRoute(FileSender):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if self.wants_json():
-            super().write_error(status_code, **kwargs)
-            self.set_default_headers()
+            super().write_error(status_code, **kwargs)  # the security headers are on: send_error cleared to the defaults
             return
         exc = kwargs.get("exc_info", (None, None, None))[1]
         message = "The hub could not answer; try again later."

@@ -444,7 +444,7 @@ def open_link(token: str, address: str | None, user_agent: str | None) -> Shared
             usable(resolve(token))  # raced with another open, a revoke or the expiry: say which
         link = ShareLink.get_by_id(shared.link_id)
         record(
-            Actor("anonymous", None, (user_agent or "")[:200] or None, address),
+            Actor("anonymous", None, None, address),
             "share_link.access",
             target=("recording", shared.recording_id),
             after={
@@ -453,6 +453,7 @@ def open_link(token: str, address: str | None, user_agent: str | None) -> Shared
                 "max_uses": link.max_uses,
                 "at": iso(now),
                 "client_address": address,
+                "user_agent": (user_agent or "")[:200] or None,
             },
         )
     return shared
