@@ -102,17 +102,21 @@ def parse_request(
 ) -> tuple[ListRequest, bool | None]:
     """The list parameters and `mine` (None: not given); every problem is named in one 400."""
     rest = {name: values for name, values in args.items() if name != MINE}
+    problems: dict[str, str] = {}
     mine: bool | None = None
-    try:
-        mine = query.boolean(args[MINE][-1]) if args.get(MINE) else None
-    except ValueError as err:
+    if args.get(MINE):
         try:
-            parse_list_request(spec, rest, ids)
-        except InvalidRequest as others:  # every problem in one 400
-            others.extra["fields"] = {**others.extra["fields"], MINE: str(err)}
-            raise
-        raise InvalidRequest("Some query parameters are invalid.", fields={MINE: str(err)}) from err
-    return parse_list_request(spec, rest, ids), mine
+            mine = query.boolean(args[MINE][-1])
+        except ValueError as err:
+            problems[MINE] = str(err)
+    try:
+        request = parse_list_request(spec, rest, ids)
+    except InvalidRequest as err:
+        err.extra.setdefault("fields", {}).update(problems)  # every problem in one 400
+        raise
+    if problems:
+        raise InvalidRequest("Some query parameters are invalid.", fields=problems)
+    return request, mine
 
 
 # -- who sees what --------------------------------------------------------------------------------------------
