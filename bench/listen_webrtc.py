@@ -45,8 +45,11 @@ Each round runs every candidate once, in alternating order (``bench/rounds.py``:
   (the hub's work per listener does not depend on who reads); WebRTC: 9 more peer connections in the same page.
 
 The serving process is the hub for ``websocket`` and the aiortc server for WebRTC (which adds to the hub's cost
-of one WebSocket listener: the hub's CPU in the WebRTC rounds is printed too). The 1-minute load average is shown
-before and after each round; ``bench/rounds.py`` warns when the machine was busy before the bench started.
+of one WebSocket listener: the hub's CPU in the WebRTC rounds is printed too). The hub's figure with 1 listener also
+holds what the console's node page asks of it meanwhile (its levels, who else listens) and the node's stream
+coming in; the cost of each further listener, (CPU with N - CPU with 1) / (N - 1), is what the verdict compares.
+The 1-minute load average is shown before and after each round; ``bench/rounds.py`` warns when the machine was busy
+before the bench started.
 
 How
 ---
