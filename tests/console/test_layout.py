@@ -60,6 +60,7 @@ PAGES: dict[str, tuple[str | None, bool]] = {
     "notify-channels": ("/#/notify/channels", True),
     "notify-channel-new": ("/#/notify/channels/new", True),
     "notifications": ("/#/notifications", True),
+    "listen-sessions": ("/#/listen-sessions", True),
     "users": ("/#/users", True),
     "keys": ("/#/keys", True),
     "me": ("/#/me", True),
