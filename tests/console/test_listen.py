@@ -245,6 +245,24 @@ def test_an_admin_disconnects_a_listener_from_the_sessions_page_and_the_listener
     assert not errors, errors
 
 
+def test_a_dropped_socket_is_reopened_on_the_same_session_and_playback_resyncs(
+    rig: ListenRig, listener_context: BrowserContext
+) -> None:
+    page = listener_context.new_page()
+    errors = watch_errors(page)
+    session_id = start_listening(page, rig, "opus")
+    page.evaluate("() => window.harkListenPlayer.socket.close()")  # as a network drop would, not Stop
+    wait_listen(page, "window.harkListen.reconnects >= 1 && window.harkListen.state === 'playing'", 15)
+    heard = page.evaluate("() => window.harkListen.clicks.length")
+    wait_listen(page, f"window.harkListen.clicks.length >= {heard + 2}", 10)
+    assert page.evaluate("() => window.harkListen.session_id") == session_id
+    seen = session(rig.hub, session_id)
+    assert seen["state"] == "active" and seen["ended_at"] is None, seen
+    page.locator(".listen-panel").get_by_role("button", name="Stop").click()
+    wait_for(lambda: session(rig.hub, session_id)["state"] == "terminated", 10, "the stopped session terminated")
+    assert not errors, errors
+
+
 def test_the_listen_panel_passes_axe_while_it_plays(rig: ListenRig, listener_context: BrowserContext) -> None:
     page = listener_context.new_page()
     start_listening(page, rig, "pcm16")

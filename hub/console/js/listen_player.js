@@ -100,6 +100,7 @@ export class ListenPlayer {
       listeners: null, buffered_ms: null, target_ms: TARGET_MS, delay_ms: null, end_reason: null, error: null, playing_since_ms: null, underrun_at: [],
     };
     window.harkListen = this.stats;
+    window.harkListenPlayer = this; // tests drop its socket as a network would
   }
 
   /**
