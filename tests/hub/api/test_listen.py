@@ -5,7 +5,10 @@ chunk route."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -260,6 +263,10 @@ def test_the_socket_says_hello_then_relays_the_node_chunks_unchanged(hub: HubPro
     wait_for(lambda: len(socket.chunks) == 10, 10, "ten chunks")
     assert socket.chunks == sent
     assert [parse_chunk(c).seq for c in socket.chunks] == list(range(10))
+    stats = wait_for(
+        lambda: next((t for t in socket.texts if t["type"] == "stats" and t["frames_sent"] == 10), None), 10, "stats"
+    )
+    assert stats["bytes_sent"] == sum(len(c) for c in sent) and stats["listeners"] == 1
     with hub.admin() as admin:
         assert admin.delete(f"/api/v1/nodes/{node.node_id}/listen/{opened['id']}").status_code == 204
     assert socket.text("end") == {"type": "end", "reason": "ended"}
@@ -396,3 +403,44 @@ def test_the_agent_chunk_route_relays_like_mqtt_and_refuses_what_is_not_a_chunk(
     with hub.admin() as admin:
         metrics = admin.get("/metrics").text
     assert 'hark_listen_chunks_total{outcome="invalid_chunk"}' in metrics
+
+
+def stalled_socket(hub: HubProcess, stream_url: str, token: str) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads (its receive buffer kept small)."""
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", hub.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    raw.sendall(
+        (
+            f"GET {stream_url} HTTP/1.1\r\nHost: 127.0.0.1:{hub.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += raw.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return raw
+
+
+def test_a_listener_that_stops_reading_gets_frames_dropped_not_the_others_delayed(hub: HubProcess, node: StandInNode) -> None:
+    token = hub.login()
+    opened = [open_session(hub, node.node_id, token=token, codec="pcm16", channels=[0]) for _ in range(2)]
+    stream = node.wait_streams(1)[0]
+    reader = Socket(hub, opened[0]["stream_url"], token)
+    reader.text("hello")
+    stalled = stalled_socket(hub, opened[1]["stream_url"], token)
+    try:
+        frame = b"\x01\x00" * 960  # 20 ms of 48 kHz mono
+        sent = [encode_chunk("pcm16", 1, 48000, i * 30, 0, [frame] * 30) for i in range(60)]  # 36 s of audio, 3.5 MB
+        for payload in sent:
+            assert node.post_chunk(stream["stream_id"], payload).status_code == 204
+        wait_for(lambda: len(reader.chunks) == len(sent), 30, "every chunk at the reading listener")
+        assert reader.chunks == sent
+        with hub.admin() as admin:
+            metrics = admin.get("/metrics").text.splitlines()
+        dropped = [line for line in metrics if line.startswith("hark_listen_frames_dropped_total")]
+        assert dropped and float(dropped[0].split()[-1]) >= 30 * 30, dropped
+    finally:
+        stalled.close()
