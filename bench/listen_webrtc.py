@@ -509,9 +509,11 @@ class WebRtcCandidate(Candidate):
         self.page: Any = None
         self.session: dict[str, Any] | None = None
         self.log_path = bench.temp_dir / f"{self.name}.log"
+        self.port = 0
 
     def start(self) -> None:
-        port = free_port()
+        self.port = port = free_port()
+        self.log_path = self.bench.temp_dir / f"{self.name}-{port}.log"
         args = [sys.executable, str(Path(__file__).resolve()), "--serve", str(port), "--mode", self.mode]
         args += ["--period", f"{self.bench.args.period:g}"]
         if not self.bench.args.synthetic:
@@ -520,9 +522,8 @@ class WebRtcCandidate(Candidate):
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
         self.process = psutil.Process(self.proc.pid)
-        wait_until(
-            lambda: b"HARK_WEBRTC_READY" in self.log_path.read_bytes(), SERVER_READY_TIMEOUT_S, "the aiortc server", self.alive
-        )
+        ready = f"HARK_WEBRTC_READY {port}".encode()
+        wait_until(lambda: ready in self.log_path.read_bytes(), SERVER_READY_TIMEOUT_S, "the aiortc server", self.alive)
         self.page = self.bench.new_page()
         self.page.goto(f"http://127.0.0.1:{port}/")
         state = self.page.evaluate("setupAudio()")
@@ -955,6 +956,8 @@ def run(args: argparse.Namespace) -> int:
     if not subjects:
         print(f"nothing to measure: --only takes {', '.join(SUBJECTS)}", file=sys.stderr)
         return 2
+    from playwright.sync_api import Error as PlaywrightError
+
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     load_at_start = load_average()
     warning = busy_warning(load_at_start)
@@ -985,7 +988,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except RuntimeError as err:
+    except (RuntimeError, PlaywrightError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:
