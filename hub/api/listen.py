@@ -22,6 +22,7 @@ from hark_fleet.protocol.listen import MAX_CHUNK_BYTES
 
 BACKLOG_MS = 1000  # a listener whose socket holds more than this much audio unsent gets frames dropped
 MIN_SEND_BUFFER = 8 * 1024
+PING_S = 10.0
 
 
 class NodeListenHandler(BaseHandler):
@@ -74,6 +75,15 @@ class ListenStreamHandler(BaseHandler, tornado.websocket.WebSocketHandler):
             raise Conflict(f"Listen session {sid} has ended ({row.end_reason or 'terminated'}).", code="session_ended")
         self.session_id = sid
         await super().get(id)
+
+    @property
+    def ping_interval(self) -> float | None:
+        """Pings find a client that vanished without closing (its session then goes `disconnected`)."""
+        return PING_S
+
+    @property
+    def ping_timeout(self) -> float | None:
+        return PING_S
 
     async def open(self, *args: str, **kwargs: str) -> None:
         self.set_nodelay(True)
