@@ -193,6 +193,7 @@ def test_sessions_end_node_offline_when_the_node_stops(fleet: Fleet) -> None:
         for listener in listeners:
             listener.close()
     for listener, opened_session in zip(listeners, opened, strict=True):
+        print(listener.summary())
         assert listener.end is not None and listener.end["reason"] in ("node_offline", "node_stopped"), listener.summary()
         assert listener.texts[-1] == listener.end, listener.texts[-3:]  # the end is the last message before the close
         assert_continuous(listener)
