@@ -207,6 +207,9 @@ def test_an_admin_disconnects_a_listener_from_the_sessions_page_and_the_listener
     try:
         admin = admin_ctx.new_page()
         sign_in(admin, rig.hub.url)
+        # The node's page says who else listens to it.
+        admin.goto(f"{rig.hub.url}/#/nodes/{rig.node_id}")
+        expect(admin.locator(".listen-others")).to_contain_text(rig.operator)
         admin.get_by_role("link", name="Listening").click()
         expect(admin.get_by_role("heading", name="Listen sessions")).to_be_visible()
         row = admin.locator(f".listen-sessions-table tr[data-session-id='{session_id}']")
