@@ -84,6 +84,9 @@ def test_three_listeners_leave_a_recording_on_the_same_box_intact(fleet: Fleet) 
     assert len({s["stream_id"] for s in opened}) == 2, opened  # two formats: the node runs two streams
     listeners = [listening(fleet.hub, token, s, f"{s['codec']}-{i}") for i, s in enumerate(opened)]
     try:
+        on_node = node_listeners(fleet.hub, node.node_id)
+        assert sorted(s["id"] for s in on_node) == sorted(s["id"] for s in opened), on_node
+        assert len({s["stream_id"] for s in on_node}) == 2 and {s["state"] for s in on_node} == {"active"}, on_node
         assert listeners[1].formats == {("pcm16", 2, RATE)} and listeners[0].formats == {("opus", 2, RATE)}
         before = [listener.window() for listener in listeners]
 
@@ -272,4 +275,5 @@ def test_a_client_that_goes_away_is_disconnected_then_terminated_after_the_grace
     ended = wait_session(fleet.hub, opened["id"], "terminated", timeout=30)
     assert ended["end_reason"] == "client_gone" and ended["ended_at"] is not None, ended
     assert ended["bytes_sent"] >= first.bytes + again.bytes - 65536 and ended["frames_sent"] > 0, ended
+    assert ended["bytes_per_s"] > 40000, ended  # pcm16 mono at 24 kHz: 48 kB/s while connected
     assert refused_status(fleet.hub, token, opened["stream_url"]) == 409
