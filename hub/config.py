@@ -64,6 +64,13 @@ def _parse_embedded_broker(raw: str) -> str:
     return kind
 
 
+def _parse_listen_transport(raw: str) -> str:
+    kind = raw.strip().lower()
+    if kind not in ("mqtt", "http"):
+        raise ValueError("expected mqtt (chunks on the node's MQTT connection) or http (POSTs to the agent route)")
+    return kind
+
+
 def _parse_positive_seconds(raw: str) -> float:
     value = float(raw)
     if not 0 < value <= 7 * 86400:
@@ -119,6 +126,7 @@ HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("upload_pass_interval_s", _parse_positive_seconds, 5.0),
     Setting("notify_backoff_base_s", _parse_positive_seconds, 5.0),
     Setting("notify_give_up_s", _parse_positive_seconds, 86400.0),
+    Setting("listen_transport", _parse_listen_transport, "mqtt"),
 )
 
 
@@ -157,6 +165,7 @@ class HubConfig:
     upload_pass_interval_s: float = 5.0  # how often the upload runner looks at the queue (and at once when nudged)
     notify_backoff_base_s: float = 5.0  # a notification's first retry waits up to this long, doubling (full jitter) (issue 21)
     notify_give_up_s: float = 86400.0  # a notification still undelivered this long after its first attempt fails
+    listen_transport: str = "mqtt"  # how nodes send live listen audio: mqtt (QoS 0 chunks) | http (agent route POSTs)
     embedded_broker: str = "auto"  # without HARK_MQTT_URL: auto (Mosquitto when installed) | mosquitto | in-process
     mosquitto_bin: str | None = None  # the Mosquitto binary; else `mosquitto` on PATH or in /usr/sbin
     explicit: frozenset[str] = field(default_factory=frozenset)

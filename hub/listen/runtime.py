@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import struct
 import time
 from dataclasses import dataclass, field
@@ -40,7 +39,6 @@ log = logging.getLogger(__name__)
 SWEEP_S = 1.0  # the grace sweeper's period
 FLUSH_S = 5.0  # byte counters reach the database at most this often
 STATS_S = 2.0  # a connected listener gets a `stats` message this often
-TRANSPORT = os.environ.get("HARK_LISTEN_TRANSPORT", "mqtt")  # what `cmd/listen` tells nodes: mqtt | http
 _COUNT = struct.Struct("<H")
 COUNT_AT = 24  # the chunk header's frame count (hark_fleet.protocol.listen)
 WS_REASONS = {  # end_reason -> what the socket's `end` message says
@@ -104,7 +102,7 @@ class ListenHub:
         self.listeners: dict[str, Listener] = {}
         self.streams: dict[str, NodeStream] = {}
         self.node_streams: dict[str, dict[Format, str]] = {}  # node id -> format -> stream id
-        self.transport = TRANSPORT if TRANSPORT in ("mqtt", "http") else "mqtt"
+        self.transport = hub.config.listen_transport  # what `cmd/listen` tells nodes: mqtt | http
         self.stopping = False
         self._version = 0
         self._lock = asyncio.Lock()

@@ -12,11 +12,13 @@ from hark_fleet.hub.db.models import (
     AuditEvent,
     HealthEvent,
     LifecycleJob,
+    ListenSession,
     Node,
     NotificationChannel,
     Recording,
     RecordingJob,
     Schedule,
+    ShareLink,
     UploadItem,
 )
 from hark_fleet.hub.ids import new_id
@@ -37,6 +39,8 @@ SITED_TARGETS: dict[str, type[peewee.Model]] = {
     "schedule": Schedule,
     "upload_item": UploadItem,  # issue 20: an upload's site is its recording's
     "notification_channel": NotificationChannel,  # issue 21: a site's channel is audited on that site
+    "listen_session": ListenSession,  # issue 23: a listen is audited on its node's site
+    "share_link": ShareLink,  # issue 23: a share link on its recording's site
 }
 
 
