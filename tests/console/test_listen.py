@@ -254,7 +254,7 @@ def test_a_dropped_socket_is_reopened_on_the_same_session_and_playback_resyncs(
     page = listener_context.new_page()
     errors = watch_errors(page)
     session_id = start_listening(page, rig, "opus")
-    page.evaluate("() => window.harkListenPlayer.socket.close()")  # as a network drop would, not Stop
+    page.evaluate("() => window.harkListenPlayer.dropSocket()")  # as a network drop would, not Stop
     wait_listen(page, "window.harkListen.reconnects >= 1 && window.harkListen.state === 'playing'", 15)
     heard = page.evaluate("() => window.harkListen.clicks.length")
     wait_listen(page, f"window.harkListen.clicks.length >= {heard + 2}", 10)

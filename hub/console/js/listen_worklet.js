@@ -1,5 +1,5 @@
 // The live listen's audio thread: plays decoded PCM from a small jitter buffer and says what it plays.
-// Blocks arrive from the page (listen_player.js) as Float32Arrays per channel at the context's rate, with
+// Blocks arrive from the stream worker (listen_stream.js) as Float32Arrays per channel at the context's rate, with
 // the capture time of their first sample. Playback starts once `target` of audio is buffered (the page
 // raises it when the network is jittery, from ~60 ms); an underrun (nothing left mid-quantum) is counted
 // and playback waits for `target` again. The buffer is kept near `target`: at a (re)start, when it grows
@@ -46,7 +46,9 @@ class ListenProcessor extends AudioWorkletProcessor {
   }
 
   receive(message) {
-    if (message.type === "pcm") {
+    if (message.type === "port") {
+      message.port.onmessage = (event) => this.receive(event.data); // the stream worker's PCM
+    } else if (message.type === "pcm") {
       const frames = message.data[0]?.length ?? 0;
       if (!frames) return;
       this.queue.push({ data: message.data, at: 0, captureUs: message.captureUs });
