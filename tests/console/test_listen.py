@@ -165,7 +165,10 @@ def test_the_player_hears_the_clicks_within_300_ms_at_p95_for_30_s_without_a_gap
         "gaps": stats["gaps"],
         "underruns": stats["underruns"],
         "underruns_after_1s": len(late_underruns),
+        "underrun_offsets_s": [round((t - since) / 1000, 1) for t in stats["underrun_at"]],
         "resyncs": stats["resyncs"],
+        "underrun_gaps_ms": stats.get("underrun_gaps_ms"),
+        "target_ms": stats["target_ms"],
         "bytes_per_s": stats["bytes_per_s"],
     }
     (ARTIFACTS / f"listen-{codec}.json").write_text(json.dumps(report, indent=2))

@@ -196,6 +196,7 @@ export class ListenPlayer {
     } else if (message.type === "underrun") {
       this.stats.underruns = message.underruns;
       this.stats.underrun_at.push(Date.now());
+      this.stats.underrun_gaps_ms = (this.stats.underrun_gaps_ms ?? []).concat(Math.round(message.sinceMs));
     } else if (message.type === "resync") {
       this.stats.resyncs = message.resyncs;
     }

@@ -6,8 +6,11 @@
 import { parseChunk, pcm16ToFloat, resample } from "./listen_chunks.js";
 
 const TARGET_MS = 60; // the jitter buffer on a quiet network
+const START_TARGET_MS = 100; // until a whole window of lateness says how jittery the network is
 const MAX_TARGET_MS = 250;
 const JITTER_WINDOW_MS = 5000;
+const SETTLE_MS = 5000; // the start target holds this long
+const WARM_UP_MS = 1000; // the connection's first chunks come irregularly: not the network's jitter
 const JITTER_MARGIN_MS = 20;
 const RATE_WINDOW_MS = 3000;
 const STATS_EVERY_MS = 250;
@@ -19,8 +22,9 @@ let decoder = null;
 let expectedSeq = null;
 let lateness = []; // [ms, arrival minus capture of the chunk's end]
 let received = []; // [ms, bytes]
-let target = TARGET_MS;
-const figures = { bytes: 0, gaps: 0, lost_frames: 0, bytes_per_s: 0, target_ms: TARGET_MS, decode_error: null };
+let target = START_TARGET_MS;
+let firstAt = null; // when the connection's first chunk came
+const figures = { bytes: 0, gaps: 0, lost_frames: 0, bytes_per_s: 0, target_ms: START_TARGET_MS, decode_error: null };
 let statsAt = 0;
 
 self.onmessage = (event) => {
@@ -28,6 +32,7 @@ self.onmessage = (event) => {
   if (message.type === "init") {
     audio = message.port;
     contextRate = message.sampleRate;
+    audio.postMessage({ type: "target", ms: target });
   } else if (message.type === "open") {
     open(message.url);
   } else if (message.type === "drop" || message.type === "close") {
@@ -61,6 +66,7 @@ function text(raw) {
     // A new connection: whatever was buffered is old, the sequence may start again.
     expectedSeq = null;
     lateness = [];
+    firstAt = null;
     audio.postMessage({ type: "reset" });
     closeDecoder();
   }
@@ -95,15 +101,19 @@ function chunk(buffer) {
 
 /**
  * The jitter buffer follows the network: its target covers the spread of the chunks' lateness over the last
- * seconds, one frame (the buffer drains a frame between arrivals) and a margin; 60 ms at least, 250 at most.
+ * seconds, one frame (the buffer drains a frame between arrivals) and a margin; 60 ms at least (100 for the
+ * first seconds), 250 at most.
  */
 function adapt(now, late) {
-  lateness.push([now, late]);
+  firstAt ??= now;
+  const floor = now - firstAt >= SETTLE_MS ? TARGET_MS : START_TARGET_MS;
+  if (now - firstAt >= WARM_UP_MS) lateness.push([now, late]);
+  if (!lateness.length) return;
   while (lateness[0][0] < now - JITTER_WINDOW_MS) lateness.shift();
   let low = Infinity;
   let high = -Infinity;
   for (const [, value] of lateness) { low = Math.min(low, value); high = Math.max(high, value); }
-  const wanted = Math.round(Math.min(MAX_TARGET_MS, Math.max(TARGET_MS, high - low + 20 + JITTER_MARGIN_MS)));
+  const wanted = Math.round(Math.min(MAX_TARGET_MS, Math.max(floor, high - low + 20 + JITTER_MARGIN_MS)));
   if (Math.abs(wanted - target) >= 10 || (wanted > target && wanted - target >= 5)) {
     target = wanted;
     figures.target_ms = target;

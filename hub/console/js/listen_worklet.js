@@ -52,6 +52,7 @@ class ListenProcessor extends AudioWorkletProcessor {
       const frames = message.data[0]?.length ?? 0;
       if (!frames) return;
       this.queue.push({ data: message.data, at: 0, captureUs: message.captureUs });
+      this.lastPcmFrame = currentFrame;
       this.buffered += frames;
       if (this.buffered > this.max) this.trim();
     } else if (message.type === "reset") {
@@ -122,7 +123,9 @@ class ListenProcessor extends AudioWorkletProcessor {
       if (written < n) {
         this.underruns += 1;
         this.playing = false;
-        this.port.postMessage({ type: "underrun", underruns: this.underruns, frame: currentFrame + written });
+        // How long since audio last came says whose delay it was: the network's (long) or this thread's catching up.
+        const sinceMs = ((currentFrame - (this.lastPcmFrame ?? currentFrame)) / sampleRate) * 1000;
+        this.port.postMessage({ type: "underrun", underruns: this.underruns, frame: currentFrame + written, sinceMs });
       }
     }
     for (let i = written; i < n; i++) this.listen(out, i, null);
