@@ -851,6 +851,7 @@ class Bench:
             "p50_ms": statistics.median(one.delays_ms) if one.delays_ms else float("nan"),
             "p95_ms": percentile(one.delays_ms, 0.95),
             "max_ms": max(one.delays_ms, default=float("nan")),
+            "spread_ms": percentile(one.delays_ms, 0.95) - percentile(one.delays_ms, 0.5),
             "p95_many_ms": percentile(many.delays_ms, 0.95),
             "clicks_missed": max(0.0, round(expected) - len(one.delays_ms)),
             "cpu_1_pct": one.cpu_pct(),
@@ -888,6 +889,7 @@ def report(rounds: list[Round], subjects: list[str], args: argparse.Namespace) -
         ("delay p50 (1 listener)", "p50_ms", "{:.0f}", "ms"),
         ("delay p95 (1 listener)", "p95_ms", "{:.0f}", "ms"),
         ("delay max (1 listener)", "max_ms", "{:.0f}", "ms"),
+        ("delay p95 - p50 in a round (steadiness)", "spread_ms", "{:.0f}", "ms"),
         (f"delay p95 ({args.listeners} listeners)", "p95_many_ms", "{:.0f}", "ms"),
         ("clicks missed (1 listener)", "clicks_missed", "{:.0f}", ""),
         ("server CPU, 1 listener", "cpu_1_pct", "{:.2f}", "% core"),
@@ -929,8 +931,14 @@ def conclusion(rounds: list[Round], subjects: list[str], args: argparse.Namespac
     slower = [s for s in others if p95[s].low > ws.high]
     cheaper = all(extra["websocket"] <= extra[s] for s in others)
     if not faster and cheaper:
-        delay = "as low a delay or lower" if not slower else "a lower delay than " + ", ".join(slower)
-        verdict = f"the WebSocket player wins: {delay} than WebRTC and the least CPU per listener"
+        delay = (
+            f"a lower p95 delay than {', '.join(slower)}"
+            if slower
+            else "a p95 delay whose range overlaps WebRTC's (neither is lower beyond the rounds' spread)"
+        )
+        if len(slower) < len(others) and slower:
+            delay += ", and within the range of the others"
+        verdict = f"the WebSocket player wins: {delay}, and the least CPU per further listener"
     elif faster and cheaper:
         verdict = f"{', '.join(faster)} has the lower delay, the WebSocket player the lower cost per listener"
     else:
@@ -941,6 +949,13 @@ def conclusion(rounds: list[Round], subjects: list[str], args: argparse.Namespac
         if verdict.startswith("the WebSocket")
         else ""
     )
+    spread = {s: summarize(rounds, s, "spread_ms").median for s in subjects}
+    steadier = [s for s in others if spread[s] + 20 < spread["websocket"]]
+    if steadier:
+        why += (
+            f"; {', '.join(steadier)} plays at a steadier delay (p95 - p50 {spread[steadier[0]]:.0f} ms against "
+            f"{spread['websocket']:.0f} ms: Chromium's NetEq holds its buffer where the player's worklet lets it float)"
+        )
     reencode = ""
     if "webrtc-reencode" in subjects and "webrtc-pass" in subjects and extra["webrtc-pass"] > 0:
         reencode = f"; re-encoding per listener costs {extra['webrtc-reencode'] / extra['webrtc-pass']:.1f}x the pass-through"
