@@ -206,7 +206,9 @@ class ListenFleet:
         hub_url = self.hub.url
         page = self.new_page()
         page.goto(f"{hub_url}/")
-        if not page.locator("#logout").is_visible():
+        shown = "(e) => e !== null && e.offsetParent !== null"
+        page.wait_for_function(f"() => ['#logout', '#username'].some((s) => ({shown})(document.querySelector(s)))")
+        if not page.locator("#logout").is_visible():  # the context signed in during an earlier page
             page.get_by_label("Username").fill("admin")
             page.get_by_label("Password").fill(ADMIN_PASSWORD)
             page.get_by_role("button", name="Log in").click()
