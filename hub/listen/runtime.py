@@ -256,14 +256,15 @@ class ListenHub:
         listener = self.listeners.get(session_id)
         if listener is None or self.stopping:
             return None
-        previous, listener.socket = listener.socket, socket
         listener.gone_at = None
+        session = await self.hub.db.run(sessions_db.mark_connected, session_id)
+        if session is None or self.listeners.get(session_id) is not listener or self.stopping:
+            return None
+        # Only now, with no await before the caller writes the hello: no chunk can reach the socket ahead of it.
+        previous, listener.socket = listener.socket, socket
         listener.connected_once = True
         if previous is not None and previous is not socket:
             previous.close()  # a reconnect replaces a socket whose end the hub has not noticed yet
-        session = await self.hub.db.run(sessions_db.mark_connected, session_id)
-        if session is None:
-            return None
         session["bytes_sent"], session["frames_sent"] = listener.counters
         self._gauge()
         fmt = listener.fmt

@@ -66,6 +66,7 @@ class Listener:
     texts: list[dict[str, Any]] = field(default_factory=list)
     end: dict[str, Any] | None = None
     chunks: int = 0
+    chunks_before_hello: int = 0  # the contract: the hello comes first, even when the stream already runs
     frames: int = 0
     bytes: int = 0
     first_seq: int | None = None
@@ -124,6 +125,8 @@ class Listener:
         self.texts.append(body)
 
     def _chunk(self, data: bytes) -> None:
+        if self.hello is None:
+            self.chunks_before_hello += 1
         try:
             codec, channels, _frame_ms, flags, rate, seq, _capture_us = chunk_header(data)
             count = len(parse_chunk(data).frames)

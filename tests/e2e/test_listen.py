@@ -68,6 +68,7 @@ def cpu_s(proc: psutil.Process) -> float:
 def assert_continuous(listener: Listener) -> None:
     assert listener.gaps == [] and listener.discontinuities == 0 and not listener.bad_chunks, listener.summary()
     assert listener.error is None, listener.summary()
+    assert listener.chunks_before_hello == 0, "a chunk reached the listener before its hello"
 
 
 @pytest.mark.parametrize("fleet", ["embedded"], indirect=True)
