@@ -585,6 +585,8 @@ class WebSocketCandidate(Candidate):
         self.readers: list[StreamReader] = []
 
     def start(self) -> None:
+        from playwright.sync_api import Error as PlaywrightError
+
         from tests.harness import ADMIN_PASSWORD
 
         hub_url = self.bench.hub.url
@@ -602,7 +604,15 @@ class WebSocketCandidate(Candidate):
         panel.wait_for()
         panel.get_by_label("Quality").select_option("opus")
         panel.get_by_role("button", name="Listen").click()
-        page.wait_for_function("() => window.harkListen && window.harkListen.state === 'playing'", timeout=30_000)
+        settled = "() => window.harkListen && !['idle', 'starting'].includes(window.harkListen.state)"
+        try:
+            page.wait_for_function(settled, timeout=FIRST_CLICK_TIMEOUT_S * 1000)
+        except PlaywrightError:
+            stats = page.evaluate("window.harkListen ?? null")
+            raise RuntimeError(f"the console's player did not start playing: {stats}") from None
+        state, error = page.evaluate("[window.harkListen.state, window.harkListen.error]")
+        if state != "playing":
+            raise RuntimeError(f"the console's player is {state}: {error} ({panel.locator('.listen-status').text_content()})")
 
     def server(self) -> psutil.Process | None:
         return self.bench.hub_process()
@@ -997,7 +1007,10 @@ def run(args: argparse.Namespace) -> int:
             bench.start_fleet()
         bench.start_browser()
         for number, subject in alternate(subjects, args.rounds):
-            rounds.append(bench.run_round(subject, number))
+            try:
+                rounds.append(bench.run_round(subject, number))
+            except (RuntimeError, PlaywrightError) as err:
+                raise RuntimeError(f"round {number + 1}, {subject}: {err}") from None
         report(rounds, subjects, args)
         if warning:
             print(warning)
