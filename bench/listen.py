@@ -421,11 +421,18 @@ def transport_table(rounds: list[Round]) -> tuple[TextTable, str]:
     ]
     mqtt, http = summarize(rounds, "mqtt", "p95_ms"), summarize(rounds, "http", "p95_ms")
     if mqtt.high < http.low:
-        verdict = f"MQTT wins: p95 {mqtt.median:.1f} ms against {http.median:.1f} ms over HTTP, in every round"
+        verdict = f"MQTT has the lower p95 in every round ({mqtt.median:.1f} ms against {http.median:.1f} ms over HTTP)"
     elif http.high < mqtt.low:
-        verdict = f"HTTP wins: p95 {http.median:.1f} ms against {mqtt.median:.1f} ms over MQTT, every round"
+        verdict = f"HTTP has the lower p95 in every round ({http.median:.1f} ms against {mqtt.median:.1f} ms over MQTT)"
     else:
-        verdict = f"a tie within the rounds' spread (p95 MQTT {mqtt.median:.1f} ms, HTTP {http.median:.1f} ms)"
+        verdict = f"a tie at p95 within the rounds' spread (MQTT {mqtt.median:.1f} ms, HTTP {http.median:.1f} ms)"
+    p50 = {t: summarize(rounds, t, "p50_ms").median for t in subjects}
+    node = paired(rounds, "http", "mqtt", "node_cpu_pct").median
+    hub = paired(rounds, "http", "mqtt", "hub_cpu_pct").median
+    verdict += (
+        f"; p50 MQTT {p50['mqtt']:.1f} ms, HTTP {p50['http']:.1f} ms; HTTP costs {node:+.2f} % of a core at the node"
+        f" and {hub:+.2f} % at the hub per stream against MQTT"
+    )
     title = f"3. Transport node -> hub -> WebSocket listener, loopback, opus; {load_text(rounds)}"
     return (title, head, body, 1), f"transport: {verdict}"
 
