@@ -198,9 +198,12 @@ class ListenFleet:
         page.on("pageerror", lambda error: print(f"  page error: {error}", flush=True))
         return page
 
-    def console_player(self, codec: str = "opus", source: str | None = None) -> Any:
+    def console_player(self, codec: str = "opus", source: str | None = None, timeout_s: float = 45.0) -> Any:
         """A new page signed in to the console, on the node's page, its Listen panel playing `codec` (and the
-        "Listen to" choice `source`, an option's value, when given): the page once `window.harkListen` plays."""
+        "Listen to" choice `source`, an option's value, when given): the page once `window.harkListen` plays
+        (RuntimeError with the player's state when it does not within `timeout_s`)."""
+        from playwright.sync_api import Error as PlaywrightError
+
         from tests.harness import ADMIN_PASSWORD
 
         hub_url = self.hub.url
@@ -222,7 +225,15 @@ class ListenFleet:
             choice.select_option(source)
         panel.get_by_label("Quality").select_option(codec)
         panel.get_by_role("button", name="Listen").click()
-        page.wait_for_function("() => window.harkListen && window.harkListen.state === 'playing'", timeout=30_000)
+        settled = "() => window.harkListen && !['idle', 'starting'].includes(window.harkListen.state)"
+        try:
+            page.wait_for_function(settled, timeout=timeout_s * 1000)
+        except PlaywrightError:
+            stats = page.evaluate("window.harkListen ?? null")
+            raise RuntimeError(f"the console's player did not start playing: {stats}") from None
+        state, error = page.evaluate("[window.harkListen.state, window.harkListen.error]")
+        if state != "playing":
+            raise RuntimeError(f"the console's player is {state}: {error} ({panel.locator('.listen-status').text_content()})")
         return page
 
     @staticmethod

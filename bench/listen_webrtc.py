@@ -95,7 +95,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,9 +110,9 @@ for _path in (str(REPO_ROOT), str(BENCH_DIR)):
         sys.path.insert(0, _path)
 
 from hark_fleet.protocol.listen import ChunkError, encode_chunk, parse_chunk  # noqa: E402
+from listen_common import ListenFleet, StreamReader, cpu_s, free_port, log_tail, percentile, stop_process, wait_until  # noqa: E402
 from rounds import MIN_ROUNDS, Round, alternate, busy_warning, load_average, load_text, summarize  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
 SUBJECTS = ("websocket", "webrtc-pass", "webrtc-reencode")
 SAMPLE_RATE = 48000
 FRAME_MS = 20
@@ -427,36 +426,6 @@ def serve(port: int, mode: str, source_url: str | None, token: str, period: floa
 # -- the bench --------------------------------------------------------------------------------------------------------
 
 
-def cpu_s(process: psutil.Process | None) -> float:
-    if process is None:
-        return 0.0
-    try:
-        times = process.cpu_times()
-    except psutil.Error:
-        return 0.0
-    return times.user + times.system
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
-
-
-def wait_until(condition: Any, timeout: float, what: str, alive: Any = None, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if alive is not None:
-            alive()
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-
-
 @dataclass
 class Phase:
     """What one phase of a round measured."""
@@ -592,34 +561,7 @@ class WebSocketCandidate(Candidate):
         self.readers: list[StreamReader] = []
 
     def start(self) -> None:
-        from playwright.sync_api import Error as PlaywrightError
-
-        from tests.harness import ADMIN_PASSWORD
-
-        hub_url = self.bench.hub.url
-        self.page = page = self.bench.new_page()
-        page.goto(f"{hub_url}/")
-        shown = "(e) => e !== null && e.offsetParent !== null"
-        page.wait_for_function(f"() => ['#logout', '#username'].some((s) => ({shown})(document.querySelector(s)))")
-        if not page.locator("#logout").is_visible():  # the context signed in during an earlier round
-            page.get_by_label("Username").fill("admin")
-            page.get_by_label("Password").fill(ADMIN_PASSWORD)
-            page.get_by_role("button", name="Log in").click()
-            page.locator("#logout").wait_for()
-        page.goto(f"{hub_url}/#/nodes/{self.bench.node_id}")
-        panel = page.locator(".listen-panel")
-        panel.wait_for()
-        panel.get_by_label("Quality").select_option("opus")
-        panel.get_by_role("button", name="Listen").click()
-        settled = "() => window.harkListen && !['idle', 'starting'].includes(window.harkListen.state)"
-        try:
-            page.wait_for_function(settled, timeout=FIRST_CLICK_TIMEOUT_S * 1000)
-        except PlaywrightError:
-            stats = page.evaluate("window.harkListen ?? null")
-            raise RuntimeError(f"the console's player did not start playing: {stats}") from None
-        state, error = page.evaluate("[window.harkListen.state, window.harkListen.error]")
-        if state != "playing":
-            raise RuntimeError(f"the console's player is {state}: {error} ({panel.locator('.listen-status').text_content()})")
+        self.page = self.bench.console_player("opus", timeout_s=FIRST_CLICK_TIMEOUT_S)
 
     def server(self) -> psutil.Process | None:
         return self.bench.hub_process()
@@ -658,174 +600,20 @@ class WebSocketCandidate(Candidate):
             reader.halt()
         self.readers = []
         if self.page is not None:
-            with contextlib.suppress(Exception):  # Stop ends the session at the hub
-                self.page.locator(".listen-panel").get_by_role("button", name="Stop").click(timeout=5000)
-                self.page.wait_for_function("() => ['stopped', 'ended'].includes(window.harkListen.state)", timeout=5000)
-            with contextlib.suppress(Exception):
-                self.page.close()
+            self.bench.stop_console_player(self.page)  # Stop ends the session at the hub
             self.page = None
 
 
-class StreamReader(threading.Thread):
-    """One more listener of the hub: a listen session's WebSocket read and counted, nothing played."""
-
-    def __init__(self, bench: Bench, session: dict[str, Any]) -> None:
-        super().__init__(daemon=True)
-        self.bench = bench
-        self.session = session
-        self.url = bench.ws_url(session)
-        self.bytes = 0
-        self.error: str | None = None
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        from websockets.exceptions import ConnectionClosed
-        from websockets.sync.client import connect
-
-        try:
-            with connect(
-                self.url, additional_headers={"Authorization": f"Bearer {self.bench.token}"}, max_size=1 << 20
-            ) as socket:
-                while not self.stopping.is_set():
-                    try:
-                        message = socket.recv(timeout=0.5)
-                    except TimeoutError:
-                        continue
-                    if isinstance(message, bytes):
-                        self.bytes += len(message)
-        except ConnectionClosed as err:
-            if not self.stopping.is_set():
-                self.error = f"the hub closed the socket: {err}"
-        except (OSError, ValueError) as err:
-            self.error = f"{type(err).__name__}: {err}"
-
-    def halt(self) -> None:
-        self.stopping.set()
-        self.join(5)
-        self.bench.end_session(self.session)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def log_tail(path: Path, lines: int = 20) -> str:
-    if not path.exists():
-        return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-class Bench:
-    """The hub, the node, Chromium, and the rounds measured on them."""
+class Bench(ListenFleet):
+    """The hub, the node and Chromium (bench/listen_common.py), and the rounds measured on them."""
 
     def __init__(self, args: argparse.Namespace, temp_dir: Path) -> None:
+        super().__init__(temp_dir)
         self.args = args
-        self.temp_dir = temp_dir
-        self.hub: Any = None
-        self.node: Any = None
-        self.admin: Any = None
-        self.token = ""
-        self.node_id = ""
-        self.playwright: Any = None
-        self.browser: Any = None
-        self.context: Any = None
 
-    # the hub and the node
-
-    def start_fleet(self) -> None:
-        from tests.harness import HubProcess, NodeProcess
-
-        self.hub = HubProcess(self.temp_dir / "hub", env_extra={"HARK_LOG_LEVEL": "WARNING"})
-        self.hub.start()
-        self.token = self.hub.login()
-        self.admin = self.hub.client(self.token)
-        self.api("PUT", "/api/v1/settings/listen", 200, {"max_listeners_per_node": 64, "max_listeners_per_user": 64})
-        enrolled = self.api("POST", "/api/v1/nodes/enroll", 201, {"name": "listen-bench", "site": None})
-        self.node_id = enrolled["node"]["id"]
-        source = f"synthetic:click?period={self.args.period:g}&channels=1&rate={SAMPLE_RATE}"
-        self.node = NodeProcess(
-            self.temp_dir / "node",
-            self.hub.url,
-            self.node_id,
-            enrolled["credential"],
-            env_extra={"HARK_NODE_AUDIO_SOURCE": source},
-        )
-        self.node.start()
-        wait_until(
-            lambda: self.api("GET", f"/api/v1/nodes/{self.node_id}", 200)["status"] == "online",
-            60,
-            "the node to be online",
-            self.alive,
-        )
-
-    def api(self, method: str, path: str, wanted: int, body: Any = None) -> Any:
-        response = self.admin.request(method, path, json=body)
-        if response.status_code != wanted:
-            raise RuntimeError(f"{method} {path} answered HTTP {response.status_code}: {response.text[:500]}")
-        if not response.content:
-            return None
-        data = response.json()["data"]
-        return data.get("node", data) if path == f"/api/v1/nodes/{self.node_id}" else data
-
-    def open_session(self) -> dict[str, Any]:
-        body = {"channels": [0], "codec": "opus", "bitrate": BITRATE, "sample_rate": SAMPLE_RATE}
-        session: dict[str, Any] = self.api("POST", f"/api/v1/nodes/{self.node_id}/listen", 201, body)
-        return session
-
-    def end_session(self, session: dict[str, Any]) -> None:
-        with contextlib.suppress(Exception):
-            self.admin.delete(f"/api/v1/nodes/{self.node_id}/listen/{session['id']}")
-
-    def ws_url(self, session: dict[str, Any]) -> str:
-        return "ws" + self.hub.url.removeprefix("http") + session["stream_url"]
-
-    def hub_process(self) -> psutil.Process | None:
-        return psutil.Process(self.hub.proc.pid) if self.hub is not None and self.hub.proc is not None else None
-
-    def alive(self) -> None:
-        for name, proc, log in (("hub", self.hub, "hub.log"), ("node", self.node, "node.log")):
-            if proc is not None and (proc.proc is None or proc.proc.poll() is not None):
-                raise RuntimeError(f"the {name} exited:\n{log_tail(proc.workdir / log)}")
-
-    # the browser
-
-    def start_browser(self) -> None:
-        from playwright.sync_api import sync_playwright
-
-        if not Path(CHROMIUM).exists():
-            raise RuntimeError(f"{CHROMIUM} is missing: tests/services.sh installs the Debian package chromium")
-        self.playwright = sync_playwright().start()
-        self.browser = self.playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--autoplay-policy=no-user-gesture-required",
-                "--disable-features=WebRtcHideLocalIpsWithMdns",
-                "--mute-audio",
-            ],
-        )
-        self.context = self.browser.new_context()
-        self.context.set_default_timeout(30_000)
-
-    def new_page(self) -> Any:
-        page = self.context.new_page()
-        page.on("pageerror", lambda error: print(f"  page error: {error}", flush=True))
-        return page
+    def open_session(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A listen session in the bench's format (opus, mono) unless `body` says otherwise."""
+        return super().open_session(body or {"channels": [0], "codec": "opus", "bitrate": BITRATE, "sample_rate": SAMPLE_RATE})
 
     # the rounds
 
@@ -888,17 +676,6 @@ class Bench:
             flush=True,
         )
         return result
-
-    def close(self) -> None:
-        for closing in (
-            lambda: self.context.close(),
-            lambda: self.browser.close(),
-            lambda: self.playwright.stop(),
-            lambda: self.node.stop(),
-            lambda: self.hub.stop(),
-        ):
-            with contextlib.suppress(Exception):
-                closing()
 
 
 def report(rounds: list[Round], subjects: list[str], args: argparse.Namespace) -> None:
@@ -1011,8 +788,8 @@ def run(args: argparse.Namespace) -> int:
         if warning:
             print(warning, flush=True)
         if not args.synthetic:
-            bench.start_fleet()
-        bench.start_browser()
+            bench.start_fleet(f"synthetic:click?period={args.period:g}&channels=1&rate={SAMPLE_RATE}")
+        bench.start_browser(("--disable-features=WebRtcHideLocalIpsWithMdns",))
         for number, subject in alternate(subjects, args.rounds):
             try:
                 rounds.append(bench.run_round(subject, number))
