@@ -133,6 +133,7 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("codec", ["opus", "pcm16"])
 def test_the_player_hears_the_clicks_within_300_ms_at_p95_for_30_s_without_a_gap(
     rig: ListenRig, listener_context: BrowserContext, codec: str
