@@ -39,6 +39,12 @@ export class ListenPlayer {
    * `request`: the body of POST /nodes/{id}/listen ({channels} or {programme}, codec, sample_rate, bitrate).
    */
   async start(request) {
+    if (!window.isSecureContext || typeof AudioWorkletNode === "undefined") {
+      // Browsers offer AudioWorklet and WebCodecs only to secure pages: https, or this machine's own address.
+      this.set({ state: "failed", error: "live listen needs the console over HTTPS (or opened on the hub's own machine): "
+        + "browsers play low-delay audio only on secure pages. Give the hub TLS (see Certificates and TLS)." });
+      throw new Error(this.stats.error);
+    }
     const rate = request.sample_rate ?? 48000;
     this.ctx = new AudioContext({ sampleRate: rate, latencyHint: "interactive" });
     this.set({ state: "starting", codec: request.codec ?? "opus" });
