@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from hark_fleet.hub.db.models import database_proxy
-from hark_fleet.hub.errors import InvalidRequest
 from hark_fleet.hub.services import settings_documents
 from hark_fleet.hub.services.audit import Actor
 from hark_fleet.hub.services.settings_documents import Bounds
@@ -49,22 +48,7 @@ def to_api(settings: ListenSettings) -> dict[str, Any]:
 
 def check(values: Any) -> dict[str, Any]:
     """The changes `values` asks for, validated; every problem named in one 400."""
-    if not isinstance(values, dict):
-        raise InvalidRequest("The body must be a JSON object.", fields={"body": "must be an object"})
-    problems: dict[str, str] = {}
-    changes: dict[str, Any] = {}
-    for name, value in values.items():
-        if name not in BOUNDS:
-            problems[name] = "unknown field"
-            continue
-        number, problem = BOUNDS[name].check(value)
-        if problem is not None:
-            problems[name] = problem
-        else:
-            changes[name] = number
-    if problems:
-        raise InvalidRequest("Some listen settings are invalid.", fields=problems)
-    return changes
+    return settings_documents.changes(values, BOUNDS, "listen")
 
 
 def update(actor: Actor, values: Any) -> dict[str, Any]:

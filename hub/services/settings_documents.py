@@ -10,6 +10,7 @@ from typing import Any
 
 from hark_fleet.hub.clock import utcnow
 from hark_fleet.hub.db.models import Setting
+from hark_fleet.hub.errors import InvalidRequest
 from hark_fleet.hub.services.audit import Actor, record
 
 
@@ -31,6 +32,31 @@ class Bounds:
         if not self.low <= value <= self.high:
             return None, f"must be from {self.low:g} to {self.high:g}"
         return (int(value) if self.whole else float(value)), None
+
+
+def changes(values: Any, bounds: dict[str, Bounds], what: str, flags: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The changes `values` asks for: numbers within their `bounds`, `flags` true or false; every problem in one 400."""
+    if not isinstance(values, dict):
+        raise InvalidRequest("The body must be a JSON object.", fields={"body": "must be an object"})
+    problems: dict[str, str] = {}
+    found: dict[str, Any] = {}
+    for name, value in values.items():
+        if name in flags:
+            if isinstance(value, bool):
+                found[name] = value
+            else:
+                problems[name] = "must be true or false"
+        elif name in bounds:
+            number, problem = bounds[name].check(value)
+            if problem is not None:
+                problems[name] = problem
+            else:
+                found[name] = number
+        else:
+            problems[name] = "unknown field"
+    if problems:
+        raise InvalidRequest(f"Some {what} settings are invalid.", fields=problems)
+    return found
 
 
 def stored(key: str, names: tuple[str, ...]) -> dict[str, Any]:
