@@ -11,8 +11,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from hark_fleet.hub import const
 from hark_fleet.hub.config import HubConfig
-from hark_fleet.hub.data_dir_lock import DataDirLock
+from hark_fleet.hub.data_dir_lock import DataDirLock, SqliteOwner
 from hark_fleet.hub.db import maintenance
 from hark_fleet.hub.db.integrity import check_database
 from hark_fleet.hub.disk_watch import make_room_to_start
@@ -83,9 +84,18 @@ def main(argv: list[str] | None = None) -> int:
         return maintenance.reset(config, args.move_aside)
     setup_logging(config.log_level)
     lock = DataDirLock(config.data_dir)
+    owner = sqlite_owner(config)
     try:
         if not lock.take(exclusive=False):
             raise StartupError(f"a restore or reset is running on {config.data_dir}; start the hub once it is done")
+        if owner is not None:
+            running = owner.take()
+            if running is not None:
+                raise StartupError(
+                    f"another hub (pid {running}) is running on the SQLite database {owner.database}; "
+                    "SQLite serves one hub process. To run more than one hub, use PostgreSQL: "
+                    "HARK_DATABASE_URL=postgresql://user@host/db (README: Running more than one hub)"
+                )
         make_room_to_start(config.database_url, config.data_dir)
         check_database(config.database_url, config.data_dir)
         asyncio.run(serve(config))
@@ -93,5 +103,20 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", err)
         return 1
     finally:
+        if owner is not None:
+            owner.release()
         lock.release()
     return 0
+
+
+def sqlite_owner(config: HubConfig) -> SqliteOwner | None:
+    """The lock that keeps a second hub off this hub's SQLite database (None on PostgreSQL)."""
+    url = config.database_url
+    if config.on_postgres:
+        return None
+    if not url:
+        return SqliteOwner((config.data_dir / const.SQLITE_FILE).resolve())
+    path = url.split(":///", 1)[1] if ":///" in url else ""  # sqlite:///relative or sqlite:////absolute
+    if path in ("", ":memory:"):
+        return None
+    return SqliteOwner(Path(path).resolve())

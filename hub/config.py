@@ -71,6 +71,27 @@ def _parse_listen_transport(raw: str) -> str:
     return kind
 
 
+def _parse_mqtt_shared(raw: str) -> str:
+    mode = raw.strip().lower()
+    if mode not in ("auto", "on", "off"):
+        raise ValueError("expected auto (on with PostgreSQL and an external broker), on or off")
+    return mode
+
+
+def _parse_share_group(raw: str) -> str:
+    group = raw.strip()
+    if not group or any(c in group for c in "/+#") or len(group) > 64:
+        raise ValueError("expected a name of up to 64 characters without /, + or #")
+    return group
+
+
+def _parse_pool_size(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 200:
+        raise ValueError("expected a whole number of connections from 1 to 200")
+    return value
+
+
 def _parse_positive_seconds(raw: str) -> float:
     value = float(raw)
     if not 0 < value <= 7 * 86400:
@@ -127,6 +148,9 @@ HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("notify_backoff_base_s", _parse_positive_seconds, 5.0),
     Setting("notify_give_up_s", _parse_positive_seconds, 86400.0),
     Setting("listen_transport", _parse_listen_transport, "mqtt"),
+    Setting("mqtt_shared", _parse_mqtt_shared, "auto"),
+    Setting("mqtt_share_group", _parse_share_group, "hark-hub"),
+    Setting("database_pool_size", _parse_pool_size, 8),
 )
 
 
@@ -168,6 +192,11 @@ class HubConfig:
     listen_transport: str = "mqtt"  # how nodes send live listen audio: mqtt (QoS 0 chunks) | http (agent route POSTs)
     embedded_broker: str = "auto"  # without HARK_MQTT_URL: auto (Mosquitto when installed) | mosquitto | in-process
     mosquitto_bin: str | None = None  # the Mosquitto binary; else `mosquitto` on PATH or in /usr/sbin
+    # More than one hub (issue 24): ingest through `$share/<group>/...` subscriptions (auto: with PostgreSQL and
+    # HARK_MQTT_URL), and the PostgreSQL connections of each hub process (its database threads too)
+    mqtt_shared: str = "auto"
+    mqtt_share_group: str = "hark-hub"
+    database_pool_size: int = 8
     explicit: frozenset[str] = field(default_factory=frozenset)
 
     @property
@@ -183,6 +212,18 @@ class HubConfig:
         if not self.mqtt_url:
             hosts.append(self.embedded_mqtt_address[0])
         return any(h not in LOOPBACK_HOSTS for h in hosts)
+
+    @property
+    def on_postgres(self) -> bool:
+        """PostgreSQL: the database more than one hub process may share."""
+        return bool(self.database_url) and not str(self.database_url).startswith("sqlite")
+
+    @property
+    def shared_subscriptions(self) -> bool:
+        """Whether ingest topics are subscribed as `$share/<group>/...`, spread across the hubs of a deployment."""
+        if self.mqtt_shared != "auto":
+            return self.mqtt_shared == "on"
+        return self.on_postgres and bool(self.mqtt_url)
 
     @property
     def embedded_bind_is_explicit(self) -> bool:

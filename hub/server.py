@@ -19,6 +19,7 @@ from hark_fleet.hub.app import make_app
 from hark_fleet.hub.auth.authenticator import Authenticator
 from hark_fleet.hub.auth.oidc import OidcClient, OidcSettings
 from hark_fleet.hub.auth.tokens import new_password
+from hark_fleet.hub.cluster import new_instance_id
 from hark_fleet.hub.config import HubConfig
 from hark_fleet.hub.db.database import HubDatabase, describe, open_database
 from hark_fleet.hub.db.integrity import record_database
@@ -71,8 +72,12 @@ class Hub:
 
     def __init__(self, config: HubConfig) -> None:
         self.config = config
+        self.instance_id = new_instance_id()  # this process in the deployment (issue 24)
         self.metrics = HubMetrics()
-        self.db = HubDatabase(open_database(config.database_url, config.data_dir), observe=self.metrics.db_latency.observe)
+        self.db = HubDatabase(
+            open_database(config.database_url, config.data_dir, config.database_pool_size),
+            observe=self.metrics.db_latency.observe,
+        )
         self.authenticator = Authenticator(self.db)
         self.broker: EmbeddedBroker | None = None  # the in-process (amqtt) broker
         self.mosquitto: ManagedMosquitto | None = None  # or the Mosquitto the hub runs as its embedded broker

@@ -32,7 +32,7 @@ SQLITE_PRAGMAS = (
 POSTGRES_POOL_SIZE = 8
 
 
-def open_database(url: str | None, data_dir: Path) -> peewee.Database:
+def open_database(url: str | None, data_dir: Path, pool_size: int = POSTGRES_POOL_SIZE) -> peewee.Database:
     """A peewee database for `url`; None means SQLite in WAL mode under `data_dir`."""
     if not url:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -43,7 +43,7 @@ def open_database(url: str | None, data_dir: Path) -> peewee.Database:
         path = params.pop("database")
         return peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
     database = params.pop("database")
-    return PooledPostgresqlDatabase(database, max_connections=POSTGRES_POOL_SIZE, stale_timeout=300, timeout=10, **params)
+    return PooledPostgresqlDatabase(database, max_connections=pool_size, stale_timeout=300, timeout=10, **params)
 
 
 def describe(db: peewee.Database) -> str:
@@ -76,7 +76,7 @@ class HubDatabase:
     def __init__(self, db: peewee.Database, observe: Callable[[float], None] | None = None) -> None:
         self.db = db
         self.is_sqlite = isinstance(db, peewee.SqliteDatabase)
-        workers = 1 if self.is_sqlite else POSTGRES_POOL_SIZE
+        workers = 1 if self.is_sqlite else getattr(db, "_max_connections", None) or POSTGRES_POOL_SIZE
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hark-db")
         self._observe = observe
 

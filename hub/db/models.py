@@ -913,6 +913,7 @@ class ListenSession(BaseModel):
     channels = JSONField(default=list)  # logical channel indices (0-based) of the node's channel map
     programme = peewee.CharField(max_length=100, null=True)  # the mapped programme asked for, if any
     stream_id = peewee.CharField(max_length=40, index=True)  # the node stream it listens to
+    hub_instance = peewee.CharField(max_length=80, null=True, index=True)  # the hub instance its listener is on (issue 24)
     state = peewee.CharField(max_length=16, index=True)  # active | disconnected | terminated
     started_at = peewee.DateTimeField(default=utcnow, index=True)
     connected_at = peewee.DateTimeField(null=True)  # the client's stream last opened
@@ -956,3 +957,48 @@ class ShareLink(BaseModel):
 
     class Meta:
         table_name = "share_link"
+
+
+class HubInstance(BaseModel):
+    """A running (or stopped) hub process of this deployment (issue 24); `seen_at` is renewed every few seconds."""
+
+    id = peewee.CharField(primary_key=True, max_length=80)
+    host = peewee.CharField(max_length=255)
+    pid = peewee.IntegerField()
+    url = peewee.CharField(max_length=500, default="")
+    version = peewee.CharField(max_length=40, default="")
+    started_at = peewee.DateTimeField(default=utcnow)
+    seen_at = peewee.DateTimeField(default=utcnow, index=True)
+    stopped_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "hub_instance"
+
+
+class HubLease(BaseModel):
+    """Work that runs on one instance at a time (issue 24): who holds it, until when, and its fencing token.
+
+    `fence` grows by one at every change of holder; work done under the lease checks it in its transaction.
+    """
+
+    name = peewee.CharField(primary_key=True, max_length=40)
+    holder = peewee.CharField(max_length=80, null=True)
+    fence = peewee.BigIntegerField(default=0)
+    acquired_at = peewee.DateTimeField(null=True)
+    expires_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "hub_lease"
+
+
+class EventLog(BaseModel):
+    """Fleet events of every hub instance, in commit order (issue 24, PostgreSQL): what SSE clients resume from."""
+
+    id = peewee.BigAutoField()
+    type = peewee.CharField(max_length=80)
+    site = peewee.CharField(max_length=100, null=True)
+    data = peewee.TextField()
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        table_name = "event_log"
