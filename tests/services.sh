@@ -102,6 +102,11 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 
+# --- HAProxy (tests/e2e/test_multi_hub.py puts two hubs behind Debian's HAProxy on loopback) ---
+if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+  apt_install haproxy
+fi
+
 # --- PostgreSQL --------------------------------------------------------------
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 if ! command -v pg_isready >/dev/null 2>&1 || ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
@@ -126,4 +131,4 @@ if [ "${installed_pg:-0}" = 1 ]; then
   # A fresh Debian cluster asks for passwords over TCP: give the tests a known one.
   su postgres -c "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
 fi
-echo "tests/services.sh: Mosquitto $(mosquitto -h 2>/dev/null | head -n 1 | awk '{print $3}'), PostgreSQL and audio ready"
+echo "tests/services.sh: Mosquitto $(mosquitto -h 2>/dev/null | head -n 1 | awk '{print $3}'), PostgreSQL, HAProxy and audio ready"
