@@ -20,6 +20,7 @@ from hark_fleet.hub.auth.authenticator import Authenticator
 from hark_fleet.hub.auth.oidc import OidcClient, OidcSettings
 from hark_fleet.hub.auth.tokens import new_password
 from hark_fleet.hub.cluster import new_instance_id
+from hark_fleet.hub.cluster.leases import LeaseManager
 from hark_fleet.hub.config import HubConfig
 from hark_fleet.hub.db.database import HubDatabase, describe, open_database
 from hark_fleet.hub.db.integrity import record_database
@@ -79,6 +80,7 @@ class Hub:
             observe=self.metrics.db_latency.observe,
         )
         self.authenticator = Authenticator(self.db)
+        self.leases = LeaseManager(self)  # singleton work on one instance of the deployment (issue 24)
         self.broker: EmbeddedBroker | None = None  # the in-process (amqtt) broker
         self.mosquitto: ManagedMosquitto | None = None  # or the Mosquitto the hub runs as its embedded broker
         self.bridge: MqttBridge | None = None
@@ -330,6 +332,7 @@ class Hub:
         await self.retention.start()
         await self.notifier.start()
         await self.listen.start()
+        await self.leases.start()  # the singleton roles registered above start here (on PostgreSQL: where held)
         # before anything slow (mDNS probing): requests arrive as soon as the listener is up
         if config.oidc_issuer and config.oidc_client_id and config.oidc_client_secret:
             self.oidc = OidcClient(
@@ -580,6 +583,7 @@ class Hub:
             await self.http_server.close_all_connections()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.leases.stop()  # the singleton roles stop, then their leases are released for another instance
         await self.schedules.stop()
         await self.upload_runner.stop()  # uploads in flight go back to the queue, resume kept
         await self.retention.stop()
