@@ -10,11 +10,12 @@ from hark_fleet.protocol.messages import Ack, ConfigChanged, JobReady, Lifecycle
 from hark_fleet.protocol.watchdog import CalibrateCommand
 
 CMD_CALIBRATE = "calibrate"
-CMD_LISTEN = "listen"  # live listen (issue 23): the whole set of streams the hub wants now
+CMD_LISTEN = "listen"  # live listen (issue 23): the whole set of streams the hub (instance) wants now
 Command = Ack | NewCredential | ConfigChanged | LifecycleCommand | JobReady | CalibrateCommand | ListenCommand
 MAX_LISTEN_STREAMS = 64  # more than the hub's per-node listener limit can ever ask for
 MAX_LISTEN_LEASE_S = 3600.0
 MAX_LOGICAL_CHANNEL = 255
+MAX_LISTEN_HUB = 100  # a hub instance's id (issue 24: each instance's set is kept apart)
 
 COMMAND_TYPES: dict[str, type[Command]] = {
     const.CMD_ACK: Ack,
@@ -63,6 +64,8 @@ def _listen_problem(command: ListenCommand) -> str | None:
         return "version must not be negative"
     if not 0 < command.lease_s <= MAX_LISTEN_LEASE_S:
         return f"lease_s must be in 0..{MAX_LISTEN_LEASE_S:g} seconds"
+    if len(command.hub) > MAX_LISTEN_HUB:
+        return f"hub must be at most {MAX_LISTEN_HUB} characters"
     if command.transport not in ("mqtt", "http"):
         return f"transport must be mqtt or http, not {command.transport!r}"
     if len(command.streams) > MAX_LISTEN_STREAMS:

@@ -1,9 +1,11 @@
 """The live-listen streams a node runs: what the hub's `cmd/listen` asks for, each on a thread of its own.
 
-`ListenStreams.apply(command)` (on the loop) makes the running set the command's set: it starts
-the streams not running, stops those no longer listed, ignores a command older than the last one
-(`version`) and renews the lease; a stream stops by itself when no command renewed the lease in
-time (a hub that went away leaves no encoder running). A stream that cannot run (libopus missing,
+`ListenStreams.apply(command)` (on the loop) replaces its sender's set (`command.hub`: each hub
+instance of a deployment sends its own, issue 24) and makes the running set the union of every
+sender's set by stream id: it starts the streams not running, stops those no sender lists, ignores
+a command older than its sender's last one (`version`) and renews that sender's lease; a stream
+stops by itself when no sender that wants it renewed its lease in time (a hub that went away
+leaves no encoder running for it, while another instance's streams go on). A stream that cannot run (libopus missing,
 a channel the channel map lacks) is reported as a `ListenError` and not started.
 
 Each stream is a thread with its own RingReader (`listen-{stream_id}`) starting at the ring's end
@@ -39,6 +41,7 @@ MAX_READ_S = 0.5  # at most this much audio per read
 MAX_BEHIND_S = 0.5  # further behind than this (a stalled thread): jump to the live end, a discontinuity
 RESAMPLE_QUALITY = "LQ"
 JOIN_S = 2.0
+MAX_SENDERS = 32  # hub instances remembered at once; the one whose lease ends first is forgotten beyond
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,15 @@ class StreamFailure(Exception):
     """Why a stream cannot run (becomes its ListenError)."""
 
 
+@dataclass(slots=True)
+class SenderSet:
+    """One hub instance's latest `cmd/listen`: its version, the end of its lease (on the clock) and its streams."""
+
+    version: int
+    lease_until: float
+    streams: dict[str, ListenStream]
+
+
 class ListenStreams:
     """The node's running listen streams, reconciled with each `cmd/listen`."""
 
@@ -76,9 +88,9 @@ class ListenStreams:
         self.send = send
         self.report_error = report_error
         self.clock = clock
-        self.version: int | None = None
-        self.transport = "mqtt"
-        self.lease_until = 0.0  # on `clock`: streams stop by themselves after it
+        self.version: int | None = None  # of the last command applied, whichever its sender
+        self.transport = "mqtt"  # the last command's: every instance of a deployment says the same
+        self.senders: dict[str, SenderSet] = {}  # hub instance -> its set; the last applied last
         self.stale_commands = 0
         self.failed = 0
         self._runners: dict[str, StreamRunner] = {}
@@ -86,24 +98,54 @@ class ListenStreams:
         self._closed = False
 
     def apply(self, command: ListenCommand) -> bool:
-        """Run exactly the command's streams (on the loop); False when the command is older than the last one."""
+        """Make the command its sender's set and run the union of every sender's (on the loop).
+
+        False when the command is older than its sender's last one.
+        """
         if self._closed:
             return False
-        if self.version is not None and command.version < self.version:
+        previous = self.senders.get(command.hub)
+        if previous is not None and command.version < previous.version:
             self.stale_commands += 1
-            log.info("cmd/listen version %d ignored: version %d is newer", command.version, self.version)
+            log.info("cmd/listen version %d from %r ignored: version %d is newer", command.version, command.hub, previous.version)
             return False
         self.version = command.version
         self.transport = command.transport
-        self.lease_until = self.clock() + command.lease_s
-        wanted = {stream.stream_id: stream for stream in command.streams}
+        self.senders.pop(command.hub, None)  # re-inserted last: on a stream id listed twice, the latest set's definition wins
+        self.senders[command.hub] = SenderSet(
+            command.version, self.clock() + command.lease_s, {stream.stream_id: stream for stream in command.streams}
+        )
+        self.reconcile()
+        return True
+
+    def reconcile(self) -> None:
+        """Run exactly the union of the senders' sets whose lease has not ended; each stream's lease is its senders' latest."""
+        now = self.clock()
+        for hub, sender in list(self.senders.items()):
+            if sender.lease_until < now:
+                del self.senders[hub]  # its lease is over: its streams stopped by themselves, or stop now
+        while len(self.senders) > MAX_SENDERS:
+            del self.senders[min(self.senders, key=lambda h: self.senders[h].lease_until)]
+        wanted: dict[str, ListenStream] = {}
+        lease: dict[str, float] = {}
+        for sender in self.senders.values():
+            for stream_id, stream in sender.streams.items():
+                wanted[stream_id] = stream
+                lease[stream_id] = max(lease.get(stream_id, 0.0), sender.lease_until)
         for stream_id, runner in list(self._runners.items()):
             if wanted.get(stream_id) != runner.stream or not runner.alive:
                 self._stop(stream_id, "no longer wanted" if stream_id not in wanted else "restarted")
         for stream_id, stream in wanted.items():
-            if stream_id not in self._runners:
-                self._start(stream)
-        return True
+            runner = self._runners.get(stream_id)
+            if runner is None:
+                runner = self._start(stream, lease[stream_id])
+            if runner is not None:
+                runner.lease_until = lease[stream_id]
+
+    @property
+    def lease_until(self) -> float:
+        """When the last lease of any sender ends (on `clock`)."""
+        return max((sender.lease_until for sender in self.senders.values()), default=0.0)
 
     def stop_all(self, why: str = "stopped") -> None:
         """Stop every stream (they end within a poll; `close` also waits for them)."""
@@ -136,6 +178,15 @@ class ListenStreams:
             "version": self.version,
             "transport": self.transport,
             "lease_left_s": round(lease_left, 1),
+            "senders": [
+                {
+                    "hub": hub,
+                    "version": sender.version,
+                    "streams": sorted(sender.streams),
+                    "lease_left_s": round(max(0.0, sender.lease_until - self.clock()), 1),
+                }
+                for hub, sender in self.senders.items()
+            ],
             "failed": self.failed,
             "stale_commands": self.stale_commands,
             **totals,
@@ -154,14 +205,14 @@ class ListenStreams:
 
     # -- inside ------------------------------------------------------------------------
 
-    def _start(self, stream: ListenStream) -> None:
+    def _start(self, stream: ListenStream, lease_until: float) -> StreamRunner | None:
         try:
-            runner = StreamRunner(self, stream)
+            runner = StreamRunner(self, stream, lease_until)
         except (StreamFailure, EncoderUnavailable) as err:
             self.failed += 1
             log.warning("listen stream %s cannot run: %s", stream.stream_id, err)
             self.report_error(ListenError(stream.stream_id, str(err)))
-            return
+            return None
         self._runners[stream.stream_id] = runner
         runner.start()
         log.info(
@@ -172,6 +223,7 @@ class ListenStreams:
             stream.sample_rate,
             self.transport,
         )
+        return runner
 
     def _stop(self, stream_id: str, why: str) -> None:
         runner = self._runners.pop(stream_id)
@@ -196,11 +248,12 @@ class ListenStreams:
 class StreamRunner:
     """One stream's thread: ring -> channels -> resampler -> 20 ms frames -> encoder -> send."""
 
-    def __init__(self, owner: ListenStreams, stream: ListenStream) -> None:
+    def __init__(self, owner: ListenStreams, stream: ListenStream, lease_until: float = math.inf) -> None:
         if not 1 <= len(stream.channels) <= MAX_CHANNELS:
             raise StreamFailure(f"a stream has 1 to {MAX_CHANNELS} channels, not {len(stream.channels)}")
         self.owner = owner
         self.stream = stream
+        self.lease_until = lease_until  # on the owner's clock: the latest lease of the senders that want it
         self.ring = owner.audio.ring
         owner.physical_inputs(stream.channels)  # refused now rather than on the thread
         self.encoder: FrameEncoder = make_encoder(stream.codec, stream.sample_rate, len(stream.channels), stream.bitrate)
@@ -268,8 +321,8 @@ class StreamRunner:
         seq = 0
         flags = 0
         while not self._stop.wait(POLL_S):
-            if owner.clock() > owner.lease_until:
-                log.info("listen stream %s: no cmd/listen renewed the lease, stopping", self.stream.stream_id)
+            if owner.clock() > self.lease_until:
+                log.info("listen stream %s: no cmd/listen renewed its lease, stopping", self.stream.stream_id)
                 return
             columns = owner.physical_inputs(self.stream.channels)  # the channel map may change while we listen
             lost_before = reader.lost_frames

@@ -5,6 +5,13 @@ node starts the streams it does not run, stops those no longer listed, and stops
 when no `cmd/listen` renewed the set within `lease_s` (a hub that died leaves no encoder
 running). A newer `version` replaces an older one; an older one arriving late is ignored.
 
+With more than one hub instance (issue 24) each instance sends its own set, naming itself in
+`hub`: the node keeps one set per sender, each with its own version and lease, and runs the
+union of the sets by `stream_id`. One sender's empty set, or its lease running out, stops only
+the streams no other sender wants. Stream ids are a function of the node and the format
+(`stream_id_for`), so instances wanting the same format name the same stream and the node
+encodes it once.
+
 A stream's audio goes to the hub as chunks, on MQTT `hark/v1/nodes/{id}/listen/{stream_id}`
 (QoS 0) or in the body of `POST /api/v1/nodes/{id}/listen/chunk?stream={stream_id}`. The hub
 hands each chunk's bytes unchanged to every listener of the stream as one binary WebSocket
@@ -29,6 +36,7 @@ Frame `i` of a chunk has number `seq + i` and was captured at `capture_us + i * 
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass
 
@@ -72,6 +80,7 @@ class ListenCommand(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     streams: list[ListenStream] = []
     lease_s: float = LEASE_S
     transport: str = "mqtt"  # mqtt | http: how the node sends the chunks
+    hub: str = ""  # the hub instance sending the set (issue 24); "" from a hub that does not say
 
 
 class ListenError(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
@@ -157,6 +166,12 @@ def parse_chunk(data: bytes) -> Chunk:
     if at != len(data):
         raise ChunkError(f"{len(data) - at} bytes after the last frame")
     return Chunk(codec, channels, frame_ms, flags, rate, seq, capture_us, frames)
+
+
+def stream_id_for(node_id: str, channels: list[int] | tuple[int, ...], codec: str, sample_rate: int, bitrate: int | None) -> str:
+    """The stream id of one format on one node, the same on every hub instance (`lst_` and 20 hex digits)."""
+    key = f"{node_id}|{','.join(str(c) for c in channels)}|{codec}|{sample_rate}|{bitrate or 0}"
+    return "lst_" + hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
 def listen_topic(node_id: str, stream_id: str) -> str:
