@@ -21,6 +21,8 @@ from hark_fleet.hub.auth.oidc import OidcClient, OidcSettings
 from hark_fleet.hub.auth.tokens import new_password
 from hark_fleet.hub.cluster import new_instance_id
 from hark_fleet.hub.cluster.leases import LeaseManager
+from hark_fleet.hub.cluster.messages import ClusterMessages
+from hark_fleet.hub.cluster.pg_notify import PgNotify
 from hark_fleet.hub.config import HubConfig
 from hark_fleet.hub.db.database import HubDatabase, describe, open_database
 from hark_fleet.hub.db.integrity import record_database
@@ -79,6 +81,9 @@ class Hub:
             open_database(config.database_url, config.data_dir, config.database_pool_size),
             observe=self.metrics.db_latency.observe,
         )
+        # PostgreSQL: LISTEN for the other instances' events and messages (issue 24); None on SQLite
+        self.pg_notify = PgNotify(config.database_url) if config.on_postgres and config.database_url else None
+        self.cluster_messages = ClusterMessages(self.instance_id, self.db, self.pg_notify)
         self.authenticator = Authenticator(self.db)
         self.leases = LeaseManager(self)  # singleton work on one instance of the deployment (issue 24)
         self.broker: EmbeddedBroker | None = None  # the in-process (amqtt) broker
@@ -318,6 +323,8 @@ class Hub:
         if applied:
             log.info("database migrated: %s", ", ".join(applied))
         await loop.run_in_executor(None, record_database, config.database_url, config.data_dir)
+        if self.pg_notify is not None:
+            await self.pg_notify.start()  # before anything publishes: the other instances' messages from now on
         generated = await self.db.run(ensure_first_admin, config.admin_password, new_password)
         if generated:
             self._announce_admin_password(generated)
@@ -600,6 +607,9 @@ class Hub:
             await self.dynsec.close()
         if self.mosquitto is not None:
             await self.mosquitto.stop()
+        await self.cluster_messages.stop()
+        if self.pg_notify is not None:
+            await self.pg_notify.stop()
         await asyncio.get_running_loop().run_in_executor(None, self.db.close)
         self._cpu.shutdown(wait=True)
         log.info("hark hub stopped")
