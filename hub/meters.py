@@ -8,10 +8,19 @@ encoded for the stream once, whatever the number of subscribers. A subscriber ma
 frames in between are not queued for it, except those with clipped samples, which always go out. A frame costs O(channels)
 updates of running sums and maxima in place; a second is folded into its minute when it ends,
 and a minute becomes a summary when it ends.
+
+A coalesced stream (`subscribe_coalesced`) gets instead one event per tick (a wall-clock multiple of its interval,
+50 ms to 5 s) with the latest frame of each node it sees that sent one since the last tick: a frame only marks its
+node for the next tick, and at the tick each node's frame is encoded once and each group of clients that see the
+same nodes (sites, node filter, interval) gets one event, encoded once, whatever the number of clients or nodes.
+Clipped samples of the frames in between are added up into the frame that goes out. The interval's timer runs on
+the loop only while it has clients.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 from collections import deque
@@ -30,6 +39,8 @@ RANGES_S = {"5m": 300, "15m": 900, "1h": 3600}
 SUBSCRIBER_QUEUE = 1024  # frames a client's socket may leave unsent (1 s of 100 nodes) before it is dropped
 UNKNOWN_SITE = object()
 NEG_INF = float("-inf")  # "none yet" for a maximum: compared without a None check on the hot path
+
+log = logging.getLogger(__name__)
 
 
 def _db(power: float) -> float | None:
@@ -189,6 +200,7 @@ class NodeMeters:
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY_S))
     current: _Second | None = None
     minute: _Minute | None = None  # the minute in progress (its seconds that ended)
+    encoded: bytes | None = None  # the latest frame as a coalesced event's `"node_id":{frame}`, once one needed it
 
     def add(self, frame: MeterFrame, now: float) -> _Minute | None:
         """Fold a frame in; the minute that ended with it, if one did."""
@@ -199,7 +211,7 @@ class NodeMeters:
             closed = self._roll(second)
             current = self.current = _Second(second=second)
         current.add(frame)
-        self.latest, self.received_at = frame, now
+        self.latest, self.received_at, self.encoded = frame, now, None
         return closed
 
     def close(self, now: float | None) -> _Minute | None:
@@ -285,6 +297,10 @@ class MeterStore:
         self.frames_in = 0
         self.frames_out = 0
         self.subscribers_dropped = 0
+        self.tickers: dict[int, _Ticker] = {}  # coalesced streams by interval (ms)
+        self.groups: dict[tuple[Any, ...], _Group] = {}
+        self.ticks_encoded = 0  # coalesced events encoded (one per tick per group)
+        self.ticks_out = 0  # ... and put in a client's outbox
 
     def add(self, node_id: str, frame: MeterFrame, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -295,6 +311,8 @@ class MeterStore:
         if ended is not None:
             self.ended.append(ended.summary(node_id))
         self.frames_in += 1
+        if self.tickers:
+            self._mark(node_id, frame)
         if self.subscribers:
             self._fan_out(node_id, frame, now)
 
@@ -310,6 +328,9 @@ class MeterStore:
             if ended is not None:
                 self.ended.append(ended.summary(node_id))
         self.frames_in += len(frames)
+        if self.tickers:
+            for node_id, frame in frames:
+                self._mark(node_id, frame)
         if self.subscribers:
             self._fan_out_batch(frames, now)
         return len(frames)
@@ -353,9 +374,7 @@ class MeterStore:
         """One frame to every subscriber that wants it (or to those of `subscribers`), encoded once."""
         site = self.sites.get(node_id, UNKNOWN_SITE)
         if site is UNKNOWN_SITE:
-            if self._lookup_site is not None and node_id not in self._looking_up:
-                self._looking_up.add(node_id)
-                self._lookup_site(node_id)
+            self._look_up_site(node_id)
             return  # nobody sees a frame before the hub knows which site it belongs to
         sent = 0
         dropped: list[MeterSubscriber] | None = None
@@ -372,6 +391,11 @@ class MeterStore:
         if dropped:
             self.subscribers.difference_update(dropped)
             self.subscribers_dropped += len(dropped)
+
+    def _look_up_site(self, node_id: str) -> None:
+        if self._lookup_site is not None and node_id not in self._looking_up:
+            self._looking_up.add(node_id)
+            self._lookup_site(node_id)
 
     def set_site(self, node_id: str, site: str | None, known: bool = True) -> None:
         """The node's site, from the database (`known` False: the node does not exist; forget it)."""
@@ -433,9 +457,240 @@ class MeterStore:
         cutoff = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(now) - range_s))
         return [p for p in points if p["ts"] >= cutoff]
 
+    # -- coalesced streams ---------------------------------------------------------------------------
+
+    def subscribe_coalesced(self, scope: SiteScope, node_ids: frozenset[str] | None, interval_ms: int) -> CoalescedSubscriber:
+        """A client of the coalesced stream: one event per tick of `interval_ms` with the latest frame of each node it
+        sees that sent one since the last tick. Clients with the same sites, node filter and interval share a group.
+        On the loop, the interval's timer starts with its first group (outside a loop, `tick` is called by hand)."""
+        ticker = self.tickers.get(interval_ms)
+        if ticker is None:
+            ticker = self.tickers[interval_ms] = _Ticker(interval_ms, time.time())
+            self._start_timer(ticker)
+        key = (interval_ms, scope.sites, scope.hidden, node_ids)
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = _Group(key, SiteScope(scope.sites, None, scope.hidden), node_ids)
+            ticker.groups.add(group)
+        behind = max(3, math.ceil(COALESCED_BEHIND_S * 1000 / interval_ms))
+        sub = CoalescedSubscriber(group, behind)
+        group.subscribers.add(sub)
+        return sub
+
+    def unsubscribe_coalesced(self, sub: CoalescedSubscriber) -> None:
+        """The client left (or was dropped): its group goes with its last client, the interval's timer with its last group."""
+        group = sub.group
+        group.subscribers.discard(sub)
+        if group.subscribers or self.groups.get(group.key) is not group:
+            return
+        del self.groups[group.key]
+        ticker = self.tickers.get(group.key[0])
+        if ticker is None:
+            return
+        ticker.groups.discard(group)
+        if not ticker.groups:
+            del self.tickers[ticker.interval_ms]
+            if ticker.handle is not None:
+                ticker.handle.cancel()
+                ticker.handle = None
+
+    def snapshot(self, sub: CoalescedSubscriber, now: float | None = None) -> bytes:
+        """The first event of a coalesced stream (`snapshot: true`): the latest frame of every node the client sees that
+        sent one in the last `SNAPSHOT_RECENT_S`; b"" when there is none. Encoded once per tick for its group: the frames
+        that came after it are in the next tick."""
+        group = sub.group
+        ticker = self.tickers.get(group.key[0])
+        tick = ticker.tick if ticker is not None else -1
+        if group.snapshot_tick == tick and tick >= 0:
+            return group.snapshot
+        now = time.time() if now is None else now
+        nodes, sites = self.nodes, self.sites
+        candidates = nodes.keys() if group.node_ids is None else group.node_ids
+        parts = []
+        for node_id in candidates:
+            entry = nodes.get(node_id)
+            if entry is None or now - entry.received_at > SNAPSHOT_RECENT_S:
+                continue
+            site = sites.get(node_id, UNKNOWN_SITE)
+            if site is UNKNOWN_SITE or not group.scope.allows(site):  # type: ignore[arg-type]
+                continue
+            parts.append(_node_piece(node_id, entry))
+        payload = _tick_head(tick, now, group.key[0], True) + b",".join(parts) + b"}}\n\n" if parts else b""
+        group.snapshot, group.snapshot_tick = payload, tick
+        return payload
+
+    def tick(self, interval_ms: int, now: float | None = None) -> int:
+        """One tick of `interval_ms`: to each group, one event with the latest frame of each node it sees that sent one
+        since the last tick (each channel's `clip` the clipped samples of all those frames), encoded once and put in
+        every client's outbox (a client too far behind is dropped); no event when nothing changed. How many events."""
+        ticker = self.tickers.get(interval_ms)
+        if ticker is None:
+            return 0
+        now = time.time() if now is None else now
+        number = ticker.tick = max(ticker.tick + 1, int(now * 1000 // interval_ms))
+        dirty, clips = ticker.dirty, ticker.clips
+        if not dirty:
+            return 0
+        ticker.dirty, ticker.clips = set(), {}
+        nodes, sites = self.nodes, self.sites
+        pieces: dict[str, bytes] = {}
+        visible: list[tuple[str, str | None]] = []
+        for node_id in dirty:
+            site = sites.get(node_id, UNKNOWN_SITE)
+            if site is UNKNOWN_SITE:
+                self._look_up_site(node_id)  # nobody sees a frame before the hub knows which site it belongs to
+            elif node_id in nodes:
+                visible.append((node_id, site))  # type: ignore[arg-type]
+        head = _tick_head(number, now, interval_ms, False)
+        events = 0
+        for group in list(ticker.groups):
+            scope, wanted = group.scope, group.node_ids
+            parts = []
+            for node_id, site in visible:
+                if (wanted is None or node_id in wanted) and scope.allows(site):
+                    piece = pieces.get(node_id)
+                    if piece is None:
+                        entry = nodes[node_id]
+                        clipped = clips.get(node_id)
+                        piece = pieces[node_id] = (
+                            _node_piece(node_id, entry) if clipped is None else _clipped_piece(node_id, entry.latest, clipped)
+                        )
+                    parts.append(piece)
+            if not parts:
+                continue
+            payload = head + b",".join(parts) + b"}}\n\n"
+            self.ticks_encoded += 1
+            events += 1
+            dropped = [sub for sub in group.subscribers if not sub.put(payload)]
+            self.ticks_out += len(group.subscribers) - len(dropped)
+            for sub in dropped:
+                self.subscribers_dropped += 1
+                self.unsubscribe_coalesced(sub)
+        return events
+
+    def _mark(self, node_id: str, frame: MeterFrame) -> None:
+        """A node's new frame, for the next tick of every interval (its clipped samples added up until then)."""
+        clipped = None
+        for channel in frame.channels:
+            if channel.clip:
+                clipped = [c.clip for c in frame.channels]
+                break
+        for ticker in self.tickers.values():
+            ticker.dirty.add(node_id)
+            if clipped is not None:
+                seen = ticker.clips.get(node_id)
+                if seen is None:
+                    ticker.clips[node_id] = list(clipped)
+                else:
+                    seen.extend([0] * (len(clipped) - len(seen)))
+                    for i, count in enumerate(clipped):
+                        seen[i] += count
+
+    def _start_timer(self, ticker: _Ticker) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a unit test): ticks come from `tick`
+        self._schedule(loop, ticker)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, ticker: _Ticker) -> None:
+        """The next tick at the next wall-clock multiple of the interval (at once when the last one came late)."""
+        due = (ticker.tick + 1) * ticker.interval_ms / 1000
+        ticker.handle = loop.call_later(max(0.0, due - time.time()), self._on_timer, loop, ticker)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop, ticker: _Ticker) -> None:
+        ticker.handle = None
+        if self.tickers.get(ticker.interval_ms) is not ticker:
+            return  # its last group left
+        try:
+            self.tick(ticker.interval_ms)
+        except Exception:
+            log.exception("a coalesced meter tick failed")
+        if self.tickers.get(ticker.interval_ms) is ticker:
+            self._schedule(loop, ticker)
+
 
 def sse_frame(node_id: str, frame: MeterFrame) -> bytes:
     """`event: meter` with the frame and its `node_id`, encoded once for every subscriber."""
     body = msgspec.json.encode(frame)
     prefix = b'{"node_id":' + msgspec.json.encode(node_id) + (b"," if len(body) > 2 else b"")
     return b"event: meter\ndata: " + prefix + body[1:] + b"\n\n"
+
+
+# -- coalesced streams -------------------------------------------------------------------------------
+
+COALESCE_MIN_MS = 50
+COALESCE_MAX_MS = 5000
+COALESCED_BEHIND_S = 2.0  # a coalesced client that has not taken this much of its ticks (at least 3) is dropped...
+COALESCED_MAX_BYTES = 4 << 20  # ... or this many bytes (a tick of 1,000 nodes is about 400 KB)
+SNAPSHOT_RECENT_S = 3.0  # the first event of a coalesced stream has the nodes that sent a frame this recently
+
+
+class CoalescedSubscriber(Outbox):
+    """One client of a coalesced stream: its group (what it sees, at which tick) and its bounded outbox of ticks."""
+
+    __slots__ = ("group",)
+
+    def __init__(self, group: _Group, max_frames: int, max_bytes: int = COALESCED_MAX_BYTES) -> None:
+        super().__init__(max_frames, max_bytes)
+        self.group = group
+
+
+class _Group:
+    """The coalesced clients that see the same nodes at the same ticks (one scope, one node filter, one interval):
+    one event is encoded per tick for all of them, and one snapshot per tick for those that join in it."""
+
+    __slots__ = ("key", "scope", "node_ids", "subscribers", "snapshot", "snapshot_tick")
+
+    def __init__(self, key: tuple[Any, ...], scope: SiteScope, node_ids: frozenset[str] | None) -> None:
+        self.key = key
+        self.scope = scope
+        self.node_ids = node_ids
+        self.subscribers: set[CoalescedSubscriber] = set()
+        self.snapshot = b""
+        self.snapshot_tick = -1
+
+
+class _Ticker:
+    """The ticks of one interval: the nodes with a new frame since the last tick, the clipped samples of every frame
+    in between (by node and channel), and the loop's timer, which runs only while the interval has a group."""
+
+    __slots__ = ("interval_ms", "groups", "dirty", "clips", "tick", "handle")
+
+    def __init__(self, interval_ms: int, now: float) -> None:
+        self.interval_ms = interval_ms
+        self.groups: set[_Group] = set()
+        self.dirty: set[str] = set()
+        self.clips: dict[str, list[int]] = {}
+        self.tick = int(now * 1000 // interval_ms)  # the last tick's number: ticks are wall-clock multiples of the interval
+        self.handle: asyncio.TimerHandle | None = None
+
+
+def _iso_ms(at: float) -> bytes:
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z").encode()
+
+
+def _tick_head(number: int, at: float, interval_ms: int, snapshot: bool) -> bytes:
+    return b'event: meters\ndata: {"tick":%d,"snapshot":%s,"ts":"%s","interval_ms":%d,"frames":{' % (
+        number,
+        b"true" if snapshot else b"false",
+        _iso_ms(at),
+        interval_ms,
+    )
+
+
+def _node_piece(node_id: str, entry: NodeMeters) -> bytes:
+    """`"node_id":{frame}` of a node's latest frame, for a coalesced event: encoded once per frame, whatever the ticks."""
+    piece = entry.encoded
+    if piece is None:
+        piece = entry.encoded = msgspec.json.encode(node_id) + b":" + msgspec.json.encode(entry.latest)
+    return piece
+
+
+def _clipped_piece(node_id: str, frame: MeterFrame, clipped: list[int]) -> bytes:
+    """As `_node_piece`, with each channel's `clip` the clipped samples of every frame of the tick."""
+    channels = [
+        msgspec.structs.replace(channel, clip=clipped[i]) if i < len(clipped) and clipped[i] != channel.clip else channel
+        for i, channel in enumerate(frame.channels)
+    ]
+    return msgspec.json.encode(node_id) + b":" + msgspec.json.encode(msgspec.structs.replace(frame, channels=channels))

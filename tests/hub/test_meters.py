@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import time
+from typing import Any
 
 import pytest
 from hark_fleet.hub.auth.principal import ALL_SITES, SiteScope
 from hark_fleet.hub.meters import HISTORY_S, SUBSCRIBER_QUEUE, MeterStore, MeterSubscriber, sse_frame
+from hark_fleet.hub.outbox import Outbox
 from hark_fleet.protocol.messages import Loudness, MeterChannel, MeterFrame
 
 
@@ -178,3 +182,121 @@ def test_a_subscriber_with_a_max_rate_gets_that_many_frames_per_second_of_each_n
     # After a pause the next frame goes out at once.
     store.add("n2", frame(99), start + 60.0)
     assert json.loads(thinned.take().split(b"data: ", 1)[1])["seq"] == 99
+
+
+# -- coalesced streams ---------------------------------------------------------------------------------
+
+
+def events(sub: Outbox) -> list[dict[str, Any]]:
+    """The coalesced events waiting in a client's outbox (taken), decoded."""
+    return [json.loads(part.split(b"data: ", 1)[1]) for part in sub.take().split(b"\n\n") if part]
+
+
+def sited_store() -> MeterStore:
+    store = MeterStore()
+    for node_id, site in (("n1", "north"), ("n2", "north"), ("n3", "south")):
+        store.set_site(node_id, site)
+    return store
+
+
+def test_a_tick_is_encoded_once_per_group_however_many_clients_share_it_and_carries_the_latest_frames() -> None:
+    store = sited_store()
+    everyone = [store.subscribe_coalesced(ALL_SITES, None, 100) for _ in range(5)]
+    north = [store.subscribe_coalesced(SiteScope(frozenset({"north"}), owner=f"u{i}"), None, 100) for i in range(2)]
+    only_n3 = store.subscribe_coalesced(ALL_SITES, frozenset({"n3"}), 100)
+    start = 1_800_000_000.0
+    for seq in range(1, 4):  # three frames of each node within one tick
+        for node_id in ("n1", "n2", "n3"):
+            store.add(node_id, frame(seq), start + seq / 100)
+    assert store.tick(100, start + 0.1) == 3 and store.ticks_encoded == 3  # three groups, eight clients
+    assert len({id(sub.frames[0]) for sub in everyone}) == 1  # the same bytes in every outbox of the group
+    assert all(sub.count == 1 for sub in [*everyone, *north, only_n3])
+    first = events(everyone[0])[0]
+    assert first["tick"] == 18_000_000_001 and first["snapshot"] is False and first["interval_ms"] == 100
+    assert {node_id: f["seq"] for node_id, f in first["frames"].items()} == {"n1": 3, "n2": 3, "n3": 3}
+    assert set(events(north[0])[0]["frames"]) == {"n1", "n2"}
+    assert set(events(only_n3)[0]["frames"]) == {"n3"}
+    for sub in [*everyone[1:], north[1]]:
+        sub.take()
+    store.add("n1", frame(4), start + 0.15)  # only n1 changes: only it goes out, and not to whom does not see it
+    assert store.tick(100, start + 0.2) == 2 and store.ticks_encoded == 5
+    assert [list(e["frames"]) for e in events(everyone[0])] == [["n1"]] and events(north[0])[0]["frames"]["n1"]["seq"] == 4
+    assert only_n3.frames == []
+    assert store.tick(100, start + 0.3) == 0 and everyone[0].frames == []  # nothing new: no event
+    store.add("n4", frame(1), start + 0.35)  # a node whose site is not known yet: nobody sees it
+    assert store.tick(100, start + 0.4) == 0
+
+
+def test_clipped_samples_between_ticks_are_added_up_into_the_frame_that_goes_out() -> None:
+    store = sited_store()
+    sub = store.subscribe_coalesced(ALL_SITES, frozenset({"n1"}), 100)
+    start = 1_800_000_000.0
+
+    def clipping(seq: int, clip: int) -> MeterFrame:
+        return MeterFrame(ts="2026-12-01T12:00:00Z", seq=seq, interval_ms=100, channels=[MeterChannel(0, -1.0, -6.0, clip=clip)])
+
+    for seq, clip in ((1, 5), (2, 0), (3, 3), (4, 0)):  # the last frame of the tick has no clip of its own
+        store.add("n1", clipping(seq, clip), start + seq / 100)
+    store.tick(100, start + 0.1)
+    sent = events(sub)[0]["frames"]["n1"]
+    assert sent["seq"] == 4 and sent["channels"][0]["clip"] == 8
+    store.add("n1", clipping(5, 0), start + 0.15)
+    store.tick(100, start + 0.2)
+    assert events(sub)[0]["frames"]["n1"]["channels"][0]["clip"] == 0  # counted once, not carried on
+
+
+def test_a_coalesced_client_first_gets_a_snapshot_of_the_recent_frames_it_may_see_then_the_changes() -> None:
+    store = sited_store()
+    now = time.time()
+    store.add("n1", frame(1), now - 10)  # an old frame: not live any more
+    store.add("n2", frame(2), now - 1)
+    store.add("n3", frame(3), now - 0.5)
+    north = store.subscribe_coalesced(SiteScope(frozenset({"north"})), None, 100)
+    snapshot = store.snapshot(north, now)
+    body = json.loads(snapshot.split(b"data: ", 1)[1])
+    assert snapshot.startswith(b"event: meters\n") and body["snapshot"] is True
+    assert {node_id: f["seq"] for node_id, f in body["frames"].items()} == {"n2": 2}
+    other = store.subscribe_coalesced(SiteScope(frozenset({"north"})), None, 100)
+    assert store.snapshot(other, now) is snapshot  # encoded once per tick for the group
+    store.add("n1", frame(4), now + 0.01)  # after the snapshot: in the next tick
+    store.tick(100, now + 0.1)
+    assert [list(e["frames"]) for e in events(north)] == [["n1"]]
+    lonely = store.subscribe_coalesced(ALL_SITES, frozenset({"n9"}), 100)
+    assert store.snapshot(lonely, now) == b""  # nothing to show: no event
+
+
+def test_a_coalesced_client_that_falls_behind_is_dropped_and_its_group_goes_on() -> None:
+    store = sited_store()
+    slow = store.subscribe_coalesced(ALL_SITES, None, 1000)  # dropped past 3 ticks not taken (2 s at 1 s ticks)
+    fast = store.subscribe_coalesced(ALL_SITES, None, 1000)
+    start = 1_800_000_000.0
+    for tick in range(4):
+        store.add("n1", frame(tick), start + tick)
+        store.tick(1000, start + tick + 0.5)
+        fast.take()
+    assert slow.dropped and slow not in slow.group.subscribers and store.subscribers_dropped == 1
+    assert not fast.dropped and fast in fast.group.subscribers
+
+
+def test_the_tick_timer_runs_on_the_loop_only_while_coalesced_clients_exist() -> None:
+    store = sited_store()
+
+    async def follow() -> list[dict[str, Any]]:
+        sub = store.subscribe_coalesced(ALL_SITES, None, 50)
+        other = store.subscribe_coalesced(SiteScope(frozenset({"south"})), None, 50)
+        ticker = store.tickers[50]
+        assert ticker.handle is not None
+        got: list[dict[str, Any]] = []
+        for seq in range(1, 4):
+            store.add("n1", frame(seq))
+            await sub.wait(5)
+            got += events(sub)
+        store.unsubscribe_coalesced(other)
+        assert store.tickers[50] is ticker  # one group left
+        store.unsubscribe_coalesced(sub)
+        assert store.tickers == {} and store.groups == {} and ticker.handle is None
+        return got
+
+    got = asyncio.run(follow())
+    assert [e["frames"]["n1"]["seq"] for e in got] == [1, 2, 3]
+    assert all(b["tick"] > a["tick"] for a, b in zip(got, got[1:], strict=False))

@@ -98,6 +98,7 @@ class Stream:
 
     def __init__(self, hub: HubProcess, token: str, params: list[tuple[str, str]]) -> None:
         self.frames: list[dict[str, Any]] = []
+        self.ticks: list[dict[str, Any]] = []  # `event: meters` of a coalesced stream
         self.status: int | None = None
         self._client = httpx.Client(base_url=hub.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         self._thread = threading.Thread(target=self._read, args=(params,), daemon=True)
@@ -113,6 +114,8 @@ class Stream:
                         event = line[7:]
                     elif line.startswith("data: ") and event == "meter":
                         self.frames.append(json.loads(line[6:]))
+                    elif line.startswith("data: ") and event == "meters":
+                        self.ticks.append(json.loads(line[6:]))
         except (httpx.HTTPError, RuntimeError):
             pass
 
@@ -189,3 +192,55 @@ def test_a_stream_with_a_max_rate_carries_at_most_that_many_frames_per_second_of
     seqs = [f["seq"] for f in thinned.frames]
     assert 5 <= len(seqs) <= 8, seqs  # 2 per second over 3 s, give or take the first and the HTTP pace
     assert seqs[0] == 1 and seqs == sorted(seqs), seqs
+
+
+def test_a_coalesce_that_is_not_a_duration_from_50ms_to_5s_or_comes_with_a_max_rate_is_400(hub: HubProcess) -> None:
+    with hub.admin() as admin:
+        for bad in ("", "100", "40ms", "6s", "5.5s", "0.0005s", "fast", "100 ms", "-1s", "1e2ms"):
+            refused = admin.get("/api/v1/meter-events", params={"coalesce": bad})
+            assert refused.status_code == 400, (bad, refused.text)
+            error = refused.json()["error"]
+            assert error["code"] == "invalid_request" and set(error["fields"]) == {"coalesce"}, error
+        both = admin.get("/api/v1/meter-events", params={"coalesce": "100ms", "max_rate": "2"})
+        assert both.status_code == 400 and set(both.json()["error"]["fields"]) == {"max_rate"}, both.text
+        for good in ("50ms", "0.5s", "5s"):  # the stream opens (its headers only: HEAD)
+            assert admin.head("/api/v1/meter-events", params={"coalesce": good}).status_code == 200, good
+
+
+def test_a_coalesced_stream_starts_with_the_latest_frames_then_carries_each_tick_s_changes_to_those_who_may_see_them(
+    hub: HubProcess,
+) -> None:
+    north, north_credential = enroll(hub, "north")
+    south, south_credential = enroll(hub, "south")
+    ours = {north, south}
+    assert post_frame(hub, north, north_credential, frame(1)).status_code == 204
+    assert post_frame(hub, south, south_credential, frame(1)).status_code == 204
+    everyone = Stream(hub, hub.login(), [("coalesce", "100ms")])
+    north_only = Stream(hub, user_token(hub, ["north"]), [("coalesce", "0.2s")])
+    one_node = Stream(hub, hub.login(), [("coalesce", "100ms"), ("node_id", south)])
+    streams = (everyone, north_only, one_node)
+    try:
+        wait_for(lambda: all(s.status is not None and s.ticks for s in streams), 10, "the streams' snapshots")
+        for seq in range(2, 5):
+            assert post_frame(hub, north, north_credential, frame(seq)).status_code == 204
+            assert post_frame(hub, south, south_credential, frame(seq)).status_code == 204
+
+        def latest(stream: Stream) -> dict[str, int]:
+            return {node_id: f["seq"] for t in stream.ticks for node_id, f in t["frames"].items() if node_id in ours}
+
+        wait_for(lambda: latest(everyone) == {north: 4, south: 4}, 10, "every node's last frame")
+        wait_for(lambda: latest(north_only) == {north: 4} and latest(one_node) == {south: 4}, 10, "the filtered ticks")
+    finally:
+        for stream in streams:
+            stream.close()
+    assert all(s.status == 200 for s in streams)
+    first = everyone.ticks[0]
+    assert first["snapshot"] is True and {node_id: f["seq"] for node_id, f in first["frames"].items() if node_id in ours} == {
+        north: 1,
+        south: 1,
+    }
+    assert all(t["snapshot"] is False and t["interval_ms"] == 100 for t in everyone.ticks[1:])
+    assert all(a["tick"] < b["tick"] for a, b in zip(everyone.ticks[1:], everyone.ticks[2:], strict=False))
+    assert all(t["interval_ms"] == 200 and south not in t["frames"] for t in north_only.ticks)
+    assert all(set(t["frames"]) == {south} for t in one_node.ticks)
+    assert everyone.frames == []  # no `event: meter` on a coalesced stream
