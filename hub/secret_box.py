@@ -23,7 +23,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hark_fleet.hub.errors import HubError
-from hark_fleet.protocol.atomic_file import write_atomic
+from hark_fleet.protocol.file_lock import read_or_create
 
 KEY_FILE = "secret-box.key"
 VERSION = "v1"
@@ -73,13 +73,9 @@ _key_lock = threading.Lock()
 
 
 def _load_or_make_key(path: Path) -> bytes:
-    with _key_lock:
-        if path.exists():
-            key = path.read_bytes()
-            if len(key) != 32:
-                raise SecretBoxError(f"{path} is not a 32-byte key")
-            return key
+    with _key_lock:  # threads of this process; the file lock, the other hubs sharing the data directory
         path.parent.mkdir(parents=True, exist_ok=True)
-        key = AESGCM.generate_key(bit_length=256)
-        write_atomic(path, key, mode=0o600)
+        key = read_or_create(path, lambda: AESGCM.generate_key(bit_length=256), mode=0o600)
+        if len(key) != 32:
+            raise SecretBoxError(f"{path} is not a 32-byte key")
         return key

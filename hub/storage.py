@@ -8,6 +8,10 @@ Partial uploads are plain files, `<data_dir>/uploads/<recording_id>.part`, so an
 a hub restart and resumes from the part's size. The running sha256 of each part is kept in
 memory while the hub runs; after a restart it is rebuilt by hashing the part once (hashlib's
 state cannot be saved), which costs one read of what was already uploaded.
+
+Several hubs may share the data directory (issue 24): the writer of a part holds `<recording_id>.lock`
+beside it (a `flock`, dropped when its hub dies), so an upload that moves to another hub continues there
+from the part's size, and a hub trusts its running hash only while the part is the file and size it left.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any, BinaryIO, Protocol
 
 from hark_fleet.hub.errors import HubError
 from hark_fleet.protocol.atomic_file import write_atomic
+from hark_fleet.protocol.file_lock import LOCK_SUFFIX, TryLock
 
 log = logging.getLogger(__name__)
 
@@ -204,20 +209,23 @@ def _fsync_dir(path: Path) -> None:
 class _RunningHash:
     digest: hashlib._Hash
     offset: int
+    inode: int  # of the part hashed: a part another hub dropped and began again is another file
 
 
 class PartialUploads:
     """`<root>/<recording_id>.part` files and the running sha256 of each.
 
     Methods block (file I/O and hashing): call them on an executor. One writer per recording
-    at a time is the caller's rule (`claim`/`release`); the hash state is guarded by a lock
-    because the executor may run consecutive calls on different threads.
+    at a time is the caller's rule (`claim`/`release`, which also hold the part's file lock against
+    the other hubs sharing the directory); the hash state is guarded by a lock because the executor
+    may run consecutive calls on different threads.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._hashes: dict[str, _RunningHash] = {}
         self._writers: dict[str, object] = {}
+        self._file_locks: dict[str, TryLock] = {}
         self._lock = threading.Lock()
 
     def path(self, recording_id: str) -> Path:
@@ -240,30 +248,40 @@ class PartialUploads:
         holder = self._writers.get(recording_id)
         if holder is not None and holder is not writer and is_alive(holder):
             return False
+        if holder is None:  # this hub does not hold the part's file lock yet: another hub may be writing it
+            self.root.mkdir(parents=True, exist_ok=True)
+            lock = TryLock(self.root / f"{safe_segment(recording_id)}{LOCK_SUFFIX}")
+            if not lock.take():
+                return False
+            self._file_locks[recording_id] = lock
         self._writers[recording_id] = writer
         return True
 
     def release(self, recording_id: str, writer: object) -> None:
         if self._writers.get(recording_id) is writer:
             del self._writers[recording_id]
+            lock = self._file_locks.pop(recording_id, None)
+            if lock is not None:
+                lock.release()
 
     def prepare(self, recording_id: str) -> int:
         """Make sure the running hash covers the whole part (re-hashing it after a restart); return the offset."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.path(recording_id).touch()  # so an empty file, too, has a part to store
-        offset = self.offset(recording_id)
+        part = self.path(recording_id).stat()
         with self._lock:
             state = self._hashes.get(recording_id)
-            if state is not None and state.offset == offset:
-                return offset
+            if state is not None and state.offset == part.st_size and state.inode == part.st_ino:
+                return state.offset
         digest = hashlib.sha256()
         done = 0
-        with contextlib.suppress(FileNotFoundError), self.path(recording_id).open("rb") as fh:
+        with self.path(recording_id).open("rb") as fh:
+            inode = os.fstat(fh.fileno()).st_ino
             while block := fh.read(READ_BLOCK):
                 digest.update(block)
                 done += len(block)
         with self._lock:
-            self._hashes[recording_id] = _RunningHash(digest, done)
+            self._hashes[recording_id] = _RunningHash(digest, done, inode)
         if done:
             log.info("upload of %s resumes at %d bytes (part re-hashed)", recording_id, done)
         return done
@@ -276,6 +294,9 @@ class PartialUploads:
             raise StorageError(f"upload of {recording_id} was not prepared")
         try:
             with self.path(recording_id).open("ab") as fh:
+                if fh.tell() != state.offset or os.fstat(fh.fileno()).st_ino != state.inode:
+                    # Written or begun again elsewhere since it was prepared (a hub that lost the part's lock).
+                    raise OSError(f"the part of {recording_id} changed under this hub; its upload resumes from the part")
                 fh.write(data)
         except OSError:
             self.forget(recording_id)  # the part may hold some of `data`: re-hash next time

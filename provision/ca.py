@@ -7,6 +7,7 @@ the CRL beside it (`crl.pem`) is rewritten on every revocation.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hark_fleet.protocol.atomic_file import write_atomic
+from hark_fleet.protocol.file_lock import exclusive
 from hark_fleet.protocol.tls import TlsError
 
 CA_DIR = "ca"
@@ -25,11 +27,11 @@ CA_KEY = "ca.key"
 CA_CERT = "ca.pem"
 INDEX = "issued.json"
 CRL = "crl.pem"
+LOCK = "ca.lock"  # held to make the CA and to rewrite the index (hubs may share the data directory)
 CA_DAYS = 3650
 LEAF_DAYS = 825
 SERVER = "server"
 CLIENT = "client"
-
 
 
 class CaMissing(TlsError):
@@ -38,6 +40,7 @@ class CaMissing(TlsError):
 
 class CertificateNotFound(TlsError):
     """No issued certificate matches the serial number or name given."""
+
 
 @dataclass(frozen=True, slots=True)
 class IssuedRecord:
@@ -89,21 +92,37 @@ class CertificateAuthority:
 
     @classmethod
     def open(cls, data_dir: Path, create: bool = True, name: str = "hark hub CA") -> CertificateAuthority:
-        """The CA of `data_dir`; created there when missing and `create`; CaMissing otherwise."""
+        """The CA of `data_dir`; created there when missing and `create`; CaMissing otherwise.
+
+        Hubs sharing the data directory may start at once: one makes the CA under the CA's lock, the others
+        wait for it and read the CA it made.
+        """
         directory = data_dir / CA_DIR
-        key_path, cert_path = directory / CA_KEY, directory / CA_CERT
-        if key_path.exists() and cert_path.exists():
-            try:
-                key = serialization.load_pem_private_key(key_path.read_bytes(), None)
-                cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            except (OSError, ValueError) as err:
-                raise TlsError(f"cannot read the CA in {directory}: {err}") from err
-            if not isinstance(key, ec.EllipticCurvePrivateKey):
-                raise TlsError(f"{key_path} is not an EC key")
-            return cls(directory, key, cert)
+        if (directory / CA_KEY).exists() and (directory / CA_CERT).exists():
+            return cls._load(directory)
         if not create:
             raise CaMissing(f"no CA in {directory}: run `hark-provision ca init` or start the hub once")
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with exclusive(directory / LOCK):
+            if (directory / CA_KEY).exists() and (directory / CA_CERT).exists():
+                return cls._load(directory)
+            return cls._create(directory, name)
+
+    @classmethod
+    def _load(cls, directory: Path) -> CertificateAuthority:
+        key_path, cert_path = directory / CA_KEY, directory / CA_CERT
+        try:
+            key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        except (OSError, ValueError) as err:
+            raise TlsError(f"cannot read the CA in {directory}: {err}") from err
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TlsError(f"{key_path} is not an EC key")
+        return cls(directory, key, cert)
+
+    @classmethod
+    def _create(cls, directory: Path, name: str) -> CertificateAuthority:
+        key_path, cert_path = directory / CA_KEY, directory / CA_CERT
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = _now()
@@ -122,13 +141,14 @@ class CertificateAuthority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write_private(key_path, _key_pem(key))
-        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         ca = cls(directory, key, cert)
+        _write_private(key_path, _key_pem(key))
         ca._save_index([])
         from hark_fleet.provision.revocation import write_crl  # the CRL module builds on this one
 
         write_crl(ca)
+        # The certificate last: a CA is there once its key and certificate are (see `open`), with its index and CRL.
+        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         return ca
 
     # -- the CA itself -------------------------------------------------------------------
@@ -176,7 +196,8 @@ class CertificateAuthority:
             builder = builder.add_extension(x509.SubjectAlternativeName([_san(h) for h in names]), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         record = IssuedRecord(format(cert.serial_number, "x"), subject, kind, cert.not_valid_after_utc.isoformat())
-        self._save_index([*self.issued(), record])
+        with self.locked():  # another hub on this data directory may be adding to the index too
+            self._save_index([*self.issued(), record])
         return IssuedCertificate(record, cert.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key).decode())
 
     # -- the index -----------------------------------------------------------------------
@@ -193,15 +214,20 @@ class CertificateAuthority:
 
     def mark_revoked(self, which: str) -> list[IssuedRecord]:
         """Mark the certificates with serial `which` (hex), or of subject `which`, revoked; return them."""
-        records = self.issued()
-        wanted = which.lower().removeprefix("0x")
-        hits = [r for r in records if r.serial == wanted or r.subject == which]
-        if not hits:
-            raise CertificateNotFound(f"no certificate with serial or subject {which!r}")
-        stamp = _now().isoformat()
-        changed = [replace(r, revoked_at=r.revoked_at or stamp) if r in hits else r for r in records]
-        self._save_index(changed)
+        with self.locked():
+            records = self.issued()
+            wanted = which.lower().removeprefix("0x")
+            hits = [r for r in records if r.serial == wanted or r.subject == which]
+            if not hits:
+                raise CertificateNotFound(f"no certificate with serial or subject {which!r}")
+            stamp = _now().isoformat()
+            changed = [replace(r, revoked_at=r.revoked_at or stamp) if r in hits else r for r in records]
+            self._save_index(changed)
         return [r for r in changed if r.serial in {h.serial for h in hits}]
+
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """The CA's lock (not reentrant): held to read and rewrite the index, and to write the CRL from it."""
+        return exclusive(self.directory / LOCK)
 
     def _save_index(self, records: list[IssuedRecord]) -> None:
         data = json.dumps([asdict(r) for r in records], indent=1).encode()

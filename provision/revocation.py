@@ -56,7 +56,8 @@ def write_crl(ca: CertificateAuthority) -> str:
 def revoke(ca: CertificateAuthority, which: str) -> list[IssuedRecord]:
     """Revoke by serial (hex) or subject (e.g. a node id) and publish the new CRL."""
     records = ca.mark_revoked(which)
-    write_crl(ca)
+    with ca.locked():  # the CRL from the index as it is now: the last one written has every hub's revocations
+        write_crl(ca)
     return records
 
 

@@ -30,6 +30,7 @@ SQLITE_PRAGMAS = (
     ("cache_size", -16000),
 )
 POSTGRES_POOL_SIZE = 8
+MIGRATE_LOCK = 0x68_61_72_6B_24_01  # PostgreSQL advisory lock held while migrating (issue 24: several hubs)
 
 
 def open_database(url: str | None, data_dir: Path, pool_size: int = POSTGRES_POOL_SIZE) -> peewee.Database:
@@ -55,9 +56,19 @@ def describe(db: peewee.Database) -> str:
 
 
 def migrate(db: peewee.Database, target: str | None = None) -> list[str]:
-    """Apply pending migrations in order (up to `target`); return the ones applied."""
+    """Apply pending migrations in order (up to `target`); return the ones applied.
+
+    On PostgreSQL under an advisory lock: hubs starting at once on one database migrate it one after the other
+    (the later ones find nothing left to apply).
+    """
     with db.connection_context():
-        return Runner(db, directory=str(MIGRATIONS_DIR)).up(target)
+        if not isinstance(db, peewee.PostgresqlDatabase):
+            return Runner(db, directory=str(MIGRATIONS_DIR)).up(target)
+        db.execute_sql("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
+        try:
+            return Runner(db, directory=str(MIGRATIONS_DIR)).up(target)
+        finally:
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
 
 
 def schema_status(db: peewee.Database) -> list[tuple[str, bool]]:

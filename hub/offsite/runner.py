@@ -17,6 +17,11 @@ back to the queue with their resume state; a hub killed outright leaves them `up
 next start queues them again (`requeue_interrupted`), so the upload continues from the parts the
 provider already holds instead of starting over. A pause survives a restart (a marker file in the
 data dir).
+
+More than one hub (issue 24): the runner works only on the instance holding the UPLOADS lease. Gaining the
+lease queues again what a dead holder left `uploading` (as a restart does; the claim's lease epoch keeps a
+stale holder's progress out); losing it stops the uploads as a stop does. `nudge()` and `run_now()` on
+another instance wake the holder.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from hark_fleet.hub.clock import iso, utcnow
+from hark_fleet.hub.cluster.leases import UPLOADS
 from hark_fleet.hub.events import FleetEvent
 from hark_fleet.hub.offsite.base import ProviderError, ProviderSpec, UploadResult
 from hark_fleet.hub.offsite.rate_limit import BucketRegistry, throttle_for
@@ -174,7 +180,6 @@ class UploadRunner:
         self._wake = asyncio.Event()
         self._pass_lock = asyncio.Lock()
         self._stopping = threading.Event()
-        self._paused = (hub.config.data_dir / PAUSED_FILE).exists()
         self._pool: ThreadPoolExecutor | None = None
         self._active: dict[str, ActiveUpload] = {}
         self._uploads: set[asyncio.Task[None]] = set()
@@ -194,6 +199,12 @@ class UploadRunner:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Run while this instance holds the UPLOADS lease."""
+        self.hub.leases.role(UPLOADS, self._start_role, self.stop)
+        self.hub.leases.on_nudge(UPLOADS, self._nudged)
+
+    async def _start_role(self) -> None:
+        self._full = True
         self._stopping.clear()
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="hark-upload")
         requeued = await self.hub.db.run(upload_runs.requeue_interrupted, ROUTE)
@@ -217,29 +228,37 @@ class UploadRunner:
             self._pool = None
 
     def nudge(self) -> None:
-        """Something changed (an item queued, a provider or policy saved): look at the whole queue now."""
+        """Something changed (an item queued, a provider or policy saved): look at the whole queue now (on the holder)."""
+        self._nudged()
+        self.hub.leases.nudge(UPLOADS)
+
+    def _nudged(self) -> None:
         self._full = True
         self._wake.set()
 
     async def run_now(self) -> dict[str, Any]:
-        """One pass now (`POST /upload-runner/run`), looking at the whole queue; the status after it."""
+        """One pass now (`POST /upload-runner/run`), looking at the whole queue; the status after it.
+
+        On an instance not holding the UPLOADS lease, the holder is woken instead and this instance's status answered."""
+        if not self.hub.leases.holds(UPLOADS):
+            self.hub.leases.nudge(UPLOADS)
+            return self.status()
         self._full = True
         await self._pass()
         return self.status()
 
     def pause(self) -> None:
         """No new uploads; those in flight stop at their next chunk and go back to the queue (resume kept)."""
-        self._paused = True
         write_atomic(self.hub.config.data_dir / PAUSED_FILE, "paused\n")
 
     def resume(self) -> None:
-        self._paused = False
         (self.hub.config.data_dir / PAUSED_FILE).unlink(missing_ok=True)
         self.nudge()
 
     @property
     def paused(self) -> bool:
-        return self._paused
+        """Paused from any hub sharing the data directory: the flag is the file there, read each time."""
+        return (self.hub.config.data_dir / PAUSED_FILE).exists()
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -249,7 +268,7 @@ class UploadRunner:
         active = [a for a in list(self._active.values()) if sites is None or a.claimed.site in sites]
         throughput = self._throughput.bps()
         backlog = dict(backlog if backlog is not None else self._backlog)
-        if self._paused:
+        if self.paused:
             state = "paused"
         elif self._active:
             state = "running"
@@ -300,7 +319,7 @@ class UploadRunner:
             db = self.hub.db
             await db.run(upload_runs.release_stalled_direct, utcnow())
             await self._promote()
-            if not self._paused and not self._stopping.is_set():
+            if not self.paused and not self._stopping.is_set():
                 await self._claim_some()
             self._backlog = await db.run(upload_runs.backlog, None, ROUTE)
             self.passes += 1
@@ -409,7 +428,7 @@ class UploadRunner:
         claimed = active.claimed
 
         def cancelled() -> bool:
-            if self._stopping.is_set() or self._paused or active.stale or active.window_closed:
+            if self._stopping.is_set() or self.paused or active.stale or active.window_closed:
                 return True
             window = claimed.window
             now = time.monotonic()

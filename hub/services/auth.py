@@ -23,7 +23,7 @@ from hark_fleet.hub.errors import InvalidRequest, NotFound, RateLimited, Unauthe
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import access_policies, login_throttle
 from hark_fleet.hub.services.audit import Actor, record
-from hark_fleet.hub.services.grants import principal_for_user, user_groups
+from hark_fleet.hub.services.grants import ADMIN_LOCK, principal_for_user, user_groups
 
 SESSION_TOKEN_PREFIX = "hks"
 RENEW_AFTER = timedelta(seconds=60)  # sliding expiry is written at most this often per session
@@ -61,30 +61,40 @@ def user_to_api(user: User) -> dict[str, Any]:
 
 
 def ensure_first_admin(password: str | None, generate: Any) -> str | None:
-    """Create `admin` when there are no users; return the password if one was generated."""
+    """Create `admin` when there are no users; return the password if one was generated.
+
+    Hubs starting at once on one empty PostgreSQL database make one admin: the check and the insert run under
+    the admin advisory lock, and only the hub that made the admin returns (and announces) its password.
+    """
     if User.select().exists():
         return None
     generated = None
     if not password:
         password = generated = generate()
-    now = utcnow()
-    user = User.create(
-        id=new_id("usr"),
-        username="admin",
-        password_hash=hash_password(password),
-        roles=["admin"],
-        sites=None,
-        created_at=now,
-        updated_at=now,
-        password_changed_at=now,
-    )
-    record(
-        Actor("system", None, "hub"),
-        "user.create",
-        target=("user", user.id),
-        after={"username": "admin", "roles": ["admin"]},
-        reason="first start",
-    )
+    password_hash = hash_password(password)  # slow on purpose: before the lock
+    with database_proxy.atomic():
+        if isinstance(database_proxy.obj, peewee.PostgresqlDatabase):
+            database_proxy.execute_sql("SELECT pg_advisory_xact_lock(%s)", (ADMIN_LOCK,))
+        if User.select().exists():
+            return None  # another hub made it meanwhile
+        now = utcnow()
+        user = User.create(
+            id=new_id("usr"),
+            username="admin",
+            password_hash=password_hash,
+            roles=["admin"],
+            sites=None,
+            created_at=now,
+            updated_at=now,
+            password_changed_at=now,
+        )
+        record(
+            Actor("system", None, "hub"),
+            "user.create",
+            target=("user", user.id),
+            after={"username": "admin", "roles": ["admin"]},
+            reason="first start",
+        )
     return generated
 
 

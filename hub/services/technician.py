@@ -26,7 +26,7 @@ from hark_fleet.hub.errors import InvalidRequest
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services.audit import Actor, record
 from hark_fleet.hub.services.listing import get_scoped
-from hark_fleet.protocol.atomic_file import write_atomic
+from hark_fleet.protocol.file_lock import read_or_create
 
 PIN_PATTERN = re.compile(r"^[0-9]{4,12}$")
 PIN_SETTING = "technician_pin_hash"
@@ -59,19 +59,20 @@ def pin_settings(settings: dict[str, Any], hashed: str | None) -> dict[str, Any]
     return kept if hashed is None else {**kept, PIN_SETTING: hashed}
 
 
+def _new_key_pem() -> bytes:
+    key = Ed25519PrivateKey.generate()
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
 class TechnicianSigner:
     """The hub's Ed25519 key for technician tokens, made on first use and kept owner-only."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        if path.exists():
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-            assert isinstance(key, Ed25519PrivateKey)
-        else:
-            key = Ed25519PrivateKey.generate()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-            write_atomic(path, pem, mode=0o600)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pem = read_or_create(path, _new_key_pem, mode=0o600)  # one key for every hub sharing the data directory
+        key = serialization.load_pem_private_key(pem, password=None)
+        assert isinstance(key, Ed25519PrivateKey)
         self._key = key
         self.public_pem = (
             key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
