@@ -71,7 +71,7 @@ class ListenStreamHandler(BaseHandler, tornado.websocket.WebSocketHandler):
         row = await self.hub.db.run(listen_sessions.get_of_node, self.scope, id, sid)
         if not listen_sessions.is_own(row, self.principal):
             raise Forbidden("Only the user or key that opened this listen session may open its stream.")
-        if row.state == "terminated" or not self.hub.listen.is_live(sid):
+        if row.state == "terminated" or not await self.hub.listen.take_over(sid):
             raise Conflict(f"Listen session {sid} has ended ({row.end_reason or 'terminated'}).", code="session_ended")
         self.session_id = sid
         await super().get(id)
@@ -173,7 +173,7 @@ class AgentListenChunkHandler(AgentHandler):
         payload = self.body_bytes()
         if len(payload) > MAX_CHUNK_BYTES:
             raise PayloadTooLarge(f"The body is larger than {MAX_CHUNK_BYTES} bytes.", limit=MAX_CHUNK_BYTES)
-        dropped = self.hub.listen.relay(id, stream_id, payload)
+        dropped = await self.hub.listen.relay_posted(id, stream_id, payload)
         if dropped == "unknown_stream":
             raise NotFound(f"No listen stream {stream_id} on node {id}: nobody listens to it now.", code="unknown_stream")
         if dropped is not None:

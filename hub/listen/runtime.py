@@ -7,6 +7,15 @@ Sessions of one node asking for the same format (channels, codec, rate, bitrate)
 listener of it. The node is told the whole set of its streams on `cmd/listen` at every change and again
 every `RENEW_S` (its lease); an empty set once the last listener leaves. Everything here runs on the event
 loop; the database side is `hark_fleet.hub.services.listen_sessions`.
+
+More than one hub instance (issue 24, PostgreSQL): each instance relays to the listeners whose sockets it holds
+and tells the node its own set (`cmd/listen` names the instance; the node runs the union). Stream ids are a
+function of node and format, so listeners of one format on two instances share one node stream; every instance
+receives every chunk (MQTT `listen/#` is not a shared subscription) and ignores, uncounted, those of streams it
+has no listener for. A session records its instance (`hub_instance`): a client whose stream reaches another
+instance (a load balancer, a reconnect) is taken over there; an end decided on another instance (DELETE,
+disconnect) reaches the holder by a cluster message and, failing that, by the holder's check of the database
+every sweep; sessions of an instance that died are ended by any live one (`terminate_orphans`).
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from hark_fleet.hub.services import listen_sessions as sessions_db
 from hark_fleet.hub.services import listen_settings
 from hark_fleet.hub.services.audit import SYSTEM, Actor
 from hark_fleet.hub.services.listen_sessions import Format, OpenBody
-from hark_fleet.protocol.listen import RENEW_S, ChunkError, ListenCommand, ListenError, chunk_header
+from hark_fleet.protocol.listen import RENEW_S, ChunkError, ListenCommand, ListenError, chunk_header, listen_topic
 from hark_fleet.protocol.topics import NodeTopic, command_topic
 
 if TYPE_CHECKING:
@@ -37,6 +46,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SWEEP_S = 1.0  # the grace sweeper's period
+ORPHANS_S = 5.0  # clustered: sessions of instances gone (not seen for LIVE_S) are looked for this often
+MSG_END = "listen.end"  # cluster message: these sessions ended elsewhere; their holder closes their sockets
+MSG_RELEASE = "listen.release"  # cluster message: another instance took these sessions over
 FLUSH_S = 5.0  # byte counters reach the database at most this often
 STATS_S = 2.0  # a connected listener gets a `stats` message this often
 _COUNT = struct.Struct("<H")
@@ -103,6 +115,8 @@ class ListenHub:
         self.streams: dict[str, NodeStream] = {}
         self.node_streams: dict[str, dict[Format, str]] = {}  # node id -> format -> stream id
         self.transport = hub.config.listen_transport  # what `cmd/listen` tells nodes: mqtt | http
+        self.instance: str = hub.instance_id  # this hub process in the deployment (issue 24)
+        self.clustered = bool(hub.config.on_postgres)  # other instances may hold listeners of the same nodes
         self.stopping = False
         self._version = 0
         self._lock = asyncio.Lock()
@@ -111,15 +125,27 @@ class ListenHub:
         self._drops = DropLog(log)
         self.chunks_relayed = 0
         self.chunks_dropped: dict[str, int] = {}
+        self._remote_streams: dict[tuple[str, str], float] = {}  # (node, stream) open on another instance -> until
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Terminate sessions a previous run left open, then begin renewing node streams."""
-        ended = await self.hub.db.run(sessions_db.terminate_all_open, "hub_stopped")
+        """Terminate sessions a previous run left open (clustered: those of instances gone), then begin renewing streams."""
+        if self.clustered:
+            ended = len(await self.hub.db.run(sessions_db.terminate_orphans, self.instance))
+        else:
+            ended = await self.hub.db.run(sessions_db.terminate_all_open, "hub_stopped")
         if ended:
             log.info("%d listen sessions of an earlier run ended (hub_stopped)", ended)
-        self.hub.events.add_listener(self._on_event)
+        add_listener: Any = self.hub.events.add_listener
+        try:
+            add_listener(self._on_event, everywhere=True)  # every instance's node events end the sessions held here
+        except TypeError:  # an events hub of one instance: every event is this instance's
+            add_listener(self._on_event)
+        messages = getattr(self.hub, "cluster_messages", None)
+        if messages is not None:
+            messages.on(MSG_END, self._on_end_message)
+            messages.on(MSG_RELEASE, self._on_release_message)
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -147,26 +173,60 @@ class ListenHub:
         async with self._lock:
             running = dict(self.node_streams.get(node_id, {}))
             session, fmt = await self.hub.db.run(
-                sessions_db.open_session, scope, principal, actor, node_id, body, user_agent, running
+                sessions_db.open_session, scope, principal, actor, node_id, body, user_agent, running, self.instance
             )
             stream_id = session["stream_id"]
-            listener = Listener(session["id"], node_id, stream_id, fmt)
-            self.listeners[listener.session_id] = listener
-            stream = self.streams.get(stream_id)
-            new = stream is None
-            if stream is None:
-                stream = self.streams[stream_id] = NodeStream(stream_id, node_id, fmt)
-                self.node_streams.setdefault(node_id, {})[fmt] = stream_id
-            stream.sessions.add(listener.session_id)
-            self._gauge()
+            new = self._add_listener(Listener(session["id"], node_id, stream_id, fmt))
         if new:
             self.send_command(node_id)
         return session
 
+    def _add_listener(self, listener: Listener) -> bool:
+        """Register a listener and its stream; True when the stream is new here (the node must be told)."""
+        self.listeners[listener.session_id] = listener
+        stream = self.streams.get(listener.stream_id)
+        new = stream is None
+        if stream is None:
+            stream = self.streams[listener.stream_id] = NodeStream(listener.stream_id, listener.node_id, listener.fmt)
+            self.node_streams.setdefault(listener.node_id, {})[listener.fmt] = listener.stream_id
+        stream.sessions.add(listener.session_id)
+        self._gauge()
+        return new
+
+    async def take_over(self, session_id: str) -> bool:
+        """Whether the session's listener is here, taking it over when it is open on another instance (clustered).
+
+        A load balancer may send a listener's stream to another instance than its POST, and a client whose instance
+        died reconnects to another: the session moves here, and its former holder lets go of it.
+        """
+        if session_id in self.listeners:
+            return True
+        if not self.clustered or self.stopping:
+            return False
+        taken = await self.hub.db.run(sessions_db.take_over, session_id, self.instance)
+        if taken is None:
+            return False
+        row, previous = taken
+        new = False
+        async with self._lock:
+            if session_id not in self.listeners:
+                listener = Listener(row.id, row.node_id, row.stream_id, sessions_db.format_of(row))
+                listener.bytes_sent, listener.frames_sent = row.bytes_sent, row.frames_sent
+                listener.flushed = listener.counters
+                new = self._add_listener(listener)
+        if new:
+            self.send_command(row.node_id)
+        if previous is not None and previous != self.instance:
+            log.info("listen session %s taken over from hub instance %s", session_id, previous)
+            self._message(MSG_RELEASE, {"session_ids": [session_id], "to": self.instance})
+        return True
+
     async def end(self, principal: Principal | None, actor: Actor, node_id: str, session_id: str) -> dict[str, Any]:
         """`DELETE /nodes/{id}/listen/{sid}`: own session or listen:manage; terminated `ended`, audited."""
         await self.hub.db.run(sessions_db.check_end, principal, session_id, node_id)
-        ended = await self.end_sessions([session_id], "ended", actor, sessions_db.actor_json(actor), "listen_session.end")
+        ended = await self.end_sessions(
+            [session_id], "ended", actor, sessions_db.actor_json(actor), "listen_session.end", anywhere=True
+        )
         if not ended:
             raise Conflict(f"Listen session {session_id} has already ended.", code="session_ended")
         return ended[0]
@@ -182,7 +242,7 @@ class ListenHub:
         if principal is not None:
             await self.hub.db.run(sessions_db.check_end, principal, session_id, None)
         ended = await self.end_sessions(
-            [session_id], "disconnected", actor, sessions_db.actor_json(actor, reason), "listen_session.disconnect"
+            [session_id], "disconnected", actor, sessions_db.actor_json(actor, reason), "listen_session.disconnect", anywhere=True
         )
         if not ended:
             raise Conflict(f"Listen session {session_id} has already ended.", code="session_ended")
@@ -195,18 +255,35 @@ class ListenHub:
         actor: Actor,
         ended_by: dict[str, Any] | None = None,
         action: str | None = None,
+        anywhere: bool = False,
     ) -> list[dict[str, Any]]:
-        """Terminate sessions with `reason`: their sockets get `end` and close, streams left empty stop on the node."""
+        """Terminate sessions with `reason`: their sockets get `end` and close, streams left empty stop on the node.
+
+        Clustered, only the sessions this instance holds end, unless `anywhere` (an end a user asked for): then
+        those held by another instance end in the database and their holder is told to close their sockets.
+        """
         counters = {sid: self.listeners[sid].counters for sid in session_ids if sid in self.listeners}
-        ended = await self.hub.db.run(sessions_db.terminate, session_ids, reason, actor, ended_by, counters, action)
+        instance = self.instance if self.clustered and not anywhere else None
+        ended = await self.hub.db.run(sessions_db.terminate, session_ids, reason, actor, ended_by, counters, action, instance)
+        self._close_local(session_ids, reason)
+        elsewhere = [s["id"] for s in ended if s["id"] not in counters]
+        if self.clustered and elsewhere:
+            self._message(MSG_END, {"session_ids": elsewhere, "reason": reason})
+        return ended
+
+    def _close_local(self, session_ids: list[str], reason: str | None) -> None:
+        """Forget these listeners here: sockets get `end` (for `reason`; None: closed quietly), empty streams stop."""
         touched: set[str] = set()
         for sid in session_ids:
             listener = self.listeners.pop(sid, None)
             if listener is None:
                 continue
             socket, listener.socket = listener.socket, None
-            if socket is not None and reason in WS_REASONS:
-                socket.end(WS_REASONS[reason])
+            if socket is not None:
+                if reason in WS_REASONS:
+                    socket.end(WS_REASONS[reason])
+                elif reason is None:
+                    socket.close()
             stream = self.streams.get(listener.stream_id)
             if stream is not None:
                 stream.sessions.discard(sid)
@@ -216,6 +293,60 @@ class ListenHub:
         self._gauge()
         for node_id in touched:
             self.send_command(node_id)
+
+    # -- between instances ------------------------------------------------------------------
+
+    def _message(self, kind: str, payload: dict[str, Any]) -> None:
+        messages = getattr(self.hub, "cluster_messages", None)
+        if messages is None:
+            return  # the holder finds out from the database within a sweep
+        try:
+            messages.send_soon(kind, payload)
+        except Exception:
+            log.exception("could not tell the other hub instances (%s); they find out from the database", kind)
+
+    def _on_end_message(self, payload: dict[str, Any], sender: str) -> Any:
+        """Sessions ended on another instance: those held here close (their final counters written)."""
+        ids = [sid for sid in payload.get("session_ids") or [] if isinstance(sid, str) and sid in self.listeners]
+        if sender == self.instance or not ids:
+            return None
+        reason = payload.get("reason")
+        return self._ended_elsewhere({sid: reason if isinstance(reason, str) else "ended" for sid in ids})
+
+    def _on_release_message(self, payload: dict[str, Any], sender: str) -> None:
+        """Another instance took these sessions over (their client's stream reached it): let go of them quietly."""
+        if sender == self.instance:
+            return
+        ids = [sid for sid in payload.get("session_ids") or [] if isinstance(sid, str) and sid in self.listeners]
+        if ids:
+            self._close_local(ids, None)
+
+    async def _ended_elsewhere(self, reasons: dict[str, str]) -> None:
+        counters = {sid: self.listeners[sid].counters for sid in reasons if sid in self.listeners}
+        for reason in sorted(set(reasons.values())):
+            self._close_local([sid for sid, r in reasons.items() if r == reason], reason)
+        if counters:
+            await self.hub.db.run(sessions_db.flush_counters, counters, self.instance)
+
+    async def reconcile(self) -> None:
+        """Clustered: let go of the sessions the database says are no longer this instance's (ended or taken over)."""
+        if not self.clustered or not self.listeners:
+            return
+        gone = await self.hub.db.run(sessions_db.not_held, sorted(self.listeners), self.instance)
+        moved = [sid for sid, reason in gone.items() if reason is None]
+        if moved:
+            self._close_local(moved, None)
+        ended = {sid: reason for sid, reason in gone.items() if reason is not None}
+        if ended:
+            await self._ended_elsewhere(ended)
+
+    async def end_orphans(self) -> list[str]:
+        """Clustered: end the open sessions of instances gone (their sockets died with them); any live instance may."""
+        if not self.clustered:
+            return []
+        ended: list[str] = await self.hub.db.run(sessions_db.terminate_orphans, self.instance)
+        if ended:
+            log.info("%d listen sessions of hub instances gone ended (hub_stopped)", len(ended))
         return ended
 
     def _drop_stream(self, stream: NodeStream) -> None:
@@ -234,7 +365,7 @@ class ListenHub:
     def command_for(self, node_id: str) -> ListenCommand:
         formats = self.node_streams.get(node_id, {})
         streams = [fmt.stream(stream_id) for fmt, stream_id in sorted(formats.items(), key=lambda item: item[1])]
-        return ListenCommand(version=self.next_version(), streams=streams, transport=self.transport)
+        return ListenCommand(version=self.next_version(), streams=streams, transport=self.transport, hub=self.instance)
 
     def send_command(self, node_id: str) -> bool:
         """Publish the node's whole set of streams on `cmd/listen` (QoS 1); forget a node left with none."""
@@ -290,7 +421,7 @@ class ListenHub:
         listener.gone_at = time.monotonic()
         sent, frames = listener.counters
         listener.flushed = (sent, frames)
-        self._spawn(self.hub.db.run(sessions_db.mark_disconnected, session_id, sent, frames))
+        self._spawn(self.hub.db.run(sessions_db.mark_disconnected, session_id, sent, frames, self._mine()))
 
     def hub_stopping(self, socket: ListenSocket) -> None:
         """The hub stops accepting (it closes its streams first): the socket gets `end` hub_stopped and closes."""
@@ -311,14 +442,13 @@ class ListenHub:
         """Write the chunk's bytes to every connected listener of the stream; None when relayed, else why it was dropped."""
         stream = self.streams.get(stream_id)
         if stream is None or stream.node_id != node_id:
+            if self.clustered:
+                return "unknown_stream"  # another instance's listeners' stream: not a drop
             return self._dropped("unknown_stream", node_id, stream_id)
-        try:
-            codec, channels, frame_ms, _flags, rate, _seq, _capture = chunk_header(payload)
-        except ChunkError as err:
-            return self._dropped("invalid_chunk", node_id, stream_id, str(err))
-        fmt = stream.fmt
-        if codec != fmt.codec or channels != len(fmt.channels) or rate != fmt.sample_rate:
-            return self._dropped("wrong_format", node_id, stream_id, f"{codec} {channels} ch {rate} Hz")
+        problem = self._check(stream, payload)
+        if problem is not None:
+            return problem
+        frame_ms = payload[6]  # the header's, checked by _check
         (frames,) = _COUNT.unpack_from(payload, COUNT_AT)
         size = len(payload)
         for session_id in stream.sessions:
@@ -333,6 +463,56 @@ class ListenHub:
                 self.hub.metrics.listen_frames_dropped.inc(frames)
         self.chunks_relayed += 1
         self.hub.metrics.listen_chunks.labels("relayed").inc()
+        return None
+
+    async def relay_posted(self, node_id: str, stream_id: str, payload: bytes) -> str | None:
+        """A chunk a node POSTed (its HTTP transport); None when taken, else why it was refused.
+
+        Clustered, a chunk of a stream open on any instance goes to MQTT's `listen/` topic, so that every instance
+        relays it to its own listeners (this one too, from its subscription); else, and without a broker, `relay`.
+        """
+        bridge = self.hub.bridge
+        if not self.clustered or bridge is None or not bridge.connected:
+            return self.relay(node_id, stream_id, payload)
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.node_id == node_id:
+            problem = self._check(stream, payload)
+        else:
+            try:
+                chunk_header(payload)
+                problem = None
+            except ChunkError as err:
+                problem = self._dropped("invalid_chunk", node_id, stream_id, str(err))
+            if problem is None and not await self._open_anywhere(node_id, stream_id):
+                problem = self._dropped("unknown_stream", node_id, stream_id)
+        if problem is not None:
+            return problem
+        if not bridge.publish(listen_topic(node_id, stream_id), payload, qos=0):
+            return self.relay(node_id, stream_id, payload)
+        return None
+
+    async def _open_anywhere(self, node_id: str, stream_id: str) -> bool:
+        """Whether an open session of any instance listens to this stream (remembered for a few seconds)."""
+        now = time.monotonic()
+        key = (node_id, stream_id)
+        if self._remote_streams.get(key, 0.0) > now:
+            return True
+        if len(self._remote_streams) > 1000:
+            self._remote_streams = {k: t for k, t in self._remote_streams.items() if t > now}
+        if not await self.hub.db.run(sessions_db.stream_open, node_id, stream_id):
+            return False
+        self._remote_streams[key] = now + ORPHANS_S
+        return True
+
+    def _check(self, stream: NodeStream, payload: bytes) -> str | None:
+        """Why the chunk is not one of this stream's (counted as a drop), None when it is."""
+        try:
+            codec, channels, _frame_ms, _flags, rate, _seq, _capture = chunk_header(payload)
+        except ChunkError as err:
+            return self._dropped("invalid_chunk", stream.node_id, stream.stream_id, str(err))
+        fmt = stream.fmt
+        if codec != fmt.codec or channels != len(fmt.channels) or rate != fmt.sample_rate:
+            return self._dropped("wrong_format", stream.node_id, stream.stream_id, f"{codec} {channels} ch {rate} Hz")
         return None
 
     def _dropped(self, reason: str, node_id: str, stream_id: str, detail: str = "") -> str:
@@ -373,14 +553,21 @@ class ListenHub:
     # -- the sweeper ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        last_flush = last_renew = last_stats = time.monotonic()
+        last_flush = last_renew = last_stats = last_orphans = time.monotonic()
         while True:
             await asyncio.sleep(SWEEP_S)
             now = time.monotonic()
             try:
+                await self.reconcile()
                 await self.sweep(now)
             except Exception:
                 log.exception("listen sweep failed; retrying")
+            if self.clustered and now - last_orphans >= ORPHANS_S:
+                last_orphans = now
+                try:
+                    await self.end_orphans()
+                except Exception:
+                    log.exception("ending the listen sessions of hub instances gone failed; retrying")
             if now - last_renew >= RENEW_S:
                 last_renew = now
                 for node_id in list(self.node_streams):
@@ -427,7 +614,7 @@ class ListenHub:
         moved = {sid: listener.counters for sid, listener in self.listeners.items() if listener.counters != listener.flushed}
         if not moved:
             return
-        await self.hub.db.run(sessions_db.flush_counters, moved)
+        await self.hub.db.run(sessions_db.flush_counters, moved, self._mine())
         for sid, counters in moved.items():
             listener = self.listeners.get(sid)
             if listener is not None:
@@ -454,6 +641,10 @@ class ListenHub:
 
     def node_listeners(self, node_id: str) -> int:
         return sum(1 for listener in self.listeners.values() if listener.node_id == node_id)
+
+    def _mine(self) -> str | None:
+        """Clustered: this instance, so that writes touch only the sessions it still holds (None: every session)."""
+        return self.instance if self.clustered else None
 
     def _gauge(self) -> None:
         self.hub.metrics.listen_listeners.set(sum(1 for listener in self.listeners.values() if listener.socket is not None))

@@ -14,9 +14,10 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+import peewee
 from hark_fleet.hub.auth.principal import Principal, SiteScope
 from hark_fleet.hub.clock import iso, utcnow
-from hark_fleet.hub.db.models import ChannelMapAssignment, ChannelMapTemplate, ListenSession, Node, database_proxy
+from hark_fleet.hub.db.models import ChannelMapAssignment, ChannelMapTemplate, HubInstance, ListenSession, Node, database_proxy
 from hark_fleet.hub.errors import Conflict, InvalidRequest, NotFound
 from hark_fleet.hub.ids import new_id
 from hark_fleet.hub.services import audit, listen_settings
@@ -30,6 +31,7 @@ from hark_fleet.protocol.listen import (
     OPUS_RATES,
     PCM_RATES,
     ListenStream,
+    stream_id_for,
 )
 
 MANAGE = "listen:manage"
@@ -62,6 +64,10 @@ class Format:
 
     def stream(self, stream_id: str) -> ListenStream:
         return ListenStream(stream_id, list(self.channels), self.codec, self.sample_rate, self.bitrate)
+
+    def stream_id(self, node_id: str) -> str:
+        """This format's stream on the node: the same id on every hub instance (they share the node's encoder)."""
+        return stream_id_for(node_id, self.channels, self.codec, self.sample_rate, self.bitrate)
 
 
 def format_of(row: ListenSession) -> Format:
@@ -277,10 +283,13 @@ def open_session(
     body: OpenBody,
     user_agent: str | None,
     streams: dict[Format, str],
+    hub_instance: str | None = None,
 ) -> tuple[dict[str, Any], Format]:
     """Open a session on a node (online, in scope, within the limits); `streams` are the node's running streams by format.
 
-    Returns the session (API shape) and its format; its `stream_id` is the running stream's or a new `lst_` id.
+    Returns the session (API shape) and its format; its `stream_id` is the running stream's or the format's own
+    (`Format.stream_id`). The limits count the sessions of every hub instance; on PostgreSQL two instances opening
+    at once on one node or for one owner wait for each other (transaction advisory locks).
     """
     node = get_node(node_id, scope)
     fmt, programme = resolve_format(body, node)
@@ -288,6 +297,10 @@ def open_session(
         raise Conflict(f"Node {node.name} is {node.status}: it can only be listened to while online.", code="node_offline")
     limits = listen_settings.load()
     with database_proxy.atomic():
+        user_id, actor_id = owner_key(principal)
+        if isinstance(database_proxy.obj, peewee.PostgresqlDatabase):
+            for key in sorted({f"listen:{node.id}", f"listen:{user_id or actor_id}"}):
+                database_proxy.execute_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
         on_node = ListenSession.select().where((ListenSession.node_id == node.id) & (ListenSession.state.in_(OPEN_STATES)))
         if on_node.count() >= limits.max_listeners_per_node:
             raise Conflict(
@@ -295,7 +308,6 @@ def open_session(
                 code="listen_limit",
                 limit="max_listeners_per_node",
             )
-        user_id, actor_id = owner_key(principal)
         if owned_open(user_id, actor_id) >= limits.max_listeners_per_user:
             raise Conflict(
                 f"{principal.name} has {limits.max_listeners_per_user} listen sessions open, the most allowed.",
@@ -315,7 +327,8 @@ def open_session(
             sample_rate=fmt.sample_rate,
             channels=list(fmt.channels),
             programme=programme,
-            stream_id=streams.get(fmt) or new_id("lst"),
+            stream_id=streams.get(fmt) or fmt.stream_id(node.id),
+            hub_instance=hub_instance,
             state="active",
             started_at=utcnow(),
         )
@@ -346,25 +359,30 @@ def mark_connected(session_id: str) -> dict[str, Any] | None:
     return session_api(session_id) if updated else None
 
 
-def mark_disconnected(session_id: str, bytes_sent: int, frames_sent: int) -> bool:
-    """The client's stream went away: disconnected (the grace runs), counters written."""
+def _held_by(instance: str | None) -> Any:
+    """Only the sessions whose listener is on `instance` (None: any): another instance may have taken one over."""
+    return ListenSession.hub_instance == instance if instance is not None else True
+
+
+def mark_disconnected(session_id: str, bytes_sent: int, frames_sent: int, instance: str | None = None) -> bool:
+    """The client's stream went away: disconnected (the grace runs), counters written (if still held by `instance`)."""
     now = utcnow()
     return bool(
         ListenSession.update(
             state="disconnected", disconnected_at=now, bytes_sent=bytes_sent, frames_sent=frames_sent, updated_at=now
         )
-        .where((ListenSession.id == session_id) & (ListenSession.state == "active"))
+        .where((ListenSession.id == session_id) & (ListenSession.state == "active") & _held_by(instance))
         .execute()
     )
 
 
-def flush_counters(counters: dict[str, tuple[int, int]]) -> None:
-    """Write the byte and frame counters of live sessions (session id -> (bytes, frames))."""
+def flush_counters(counters: dict[str, tuple[int, int]], instance: str | None = None) -> None:
+    """Write the byte and frame counters of live sessions (session id -> (bytes, frames)) still held by `instance`."""
     now = utcnow()
     with database_proxy.atomic():
         for session_id, (sent, frames) in counters.items():
             ListenSession.update(bytes_sent=sent, frames_sent=frames, updated_at=now).where(
-                ListenSession.id == session_id
+                (ListenSession.id == session_id) & _held_by(instance)
             ).execute()
 
 
@@ -375,8 +393,10 @@ def terminate(
     ended_by: dict[str, Any] | None = None,
     counters: dict[str, tuple[int, int]] | None = None,
     action: str | None = None,
+    instance: str | None = None,
 ) -> list[dict[str, Any]]:
-    """End these sessions (those not already terminated) with `reason`; audited as `action` when given.
+    """End these sessions (those not already terminated, and held by `instance` when given) with `reason`; audited as
+    `action` when given.
 
     Returns the sessions after (API shape), only those this call ended.
     """
@@ -386,7 +406,11 @@ def terminate(
     ended: list[dict[str, Any]] = []
     counters = counters or {}
     with database_proxy.atomic():
-        rows = list(ListenSession.select().where(ListenSession.id.in_(session_ids) & (ListenSession.state != "terminated")))
+        rows = list(
+            ListenSession.select().where(
+                ListenSession.id.in_(session_ids) & (ListenSession.state != "terminated") & _held_by(instance)
+            )
+        )
         names = node_names(r.node_id for r in rows)
         for row in rows:
             before = to_api(row, names.get(row.node_id))
@@ -401,7 +425,12 @@ def terminate(
                 and (row.disconnected_at or row.connected_at) <= row.connected_at
             ):
                 fields["disconnected_at"] = now  # its client was still connected: the stream closes now
-            ListenSession.update(**fields).where(ListenSession.id == row.id).execute()
+            if (
+                not ListenSession.update(**fields)
+                .where((ListenSession.id == row.id) & (ListenSession.state != "terminated"))
+                .execute()
+            ):
+                continue  # another instance ended it meanwhile
             for name, value in fields.items():
                 setattr(row, name, value)
             after = to_api(row, names.get(row.node_id))
@@ -426,6 +455,93 @@ def terminate_all_open(reason: str = "hub_stopped") -> int:
         ListenSession.update(state="terminated", ended_at=now, end_reason=reason, updated_at=now)
         .where(ListenSession.state != "terminated")
         .execute()
+    )
+
+
+LIVE_S = 10.0  # a hub instance not seen for this long is gone (hark_fleet.hub.cluster.leases.LIVE_S)
+
+
+def terminate_orphans(me: str, live_s: float = LIVE_S) -> list[str]:
+    """PostgreSQL: end the open sessions whose hub instance is gone (not seen within `live_s`, or stopped), not `me`'s.
+
+    Their listener's socket died with its instance. Times are the database's clock, as the instances' `seen_at`.
+    Ended `hub_stopped`, not audited (as at a single hub's start); returns their ids. Several instances may run it at once.
+    """
+    live = HubInstance.select(HubInstance.id).where(
+        HubInstance.stopped_at.is_null()
+        & (HubInstance.seen_at > peewee.SQL("(now() AT TIME ZONE 'UTC') - make_interval(secs => %s)", (live_s,)))
+    )
+    orphaned = ListenSession.select(ListenSession.id, ListenSession.hub_instance).where(
+        ListenSession.state.in_(OPEN_STATES)
+        & (ListenSession.hub_instance.is_null() | ((ListenSession.hub_instance != me) & ListenSession.hub_instance.not_in(live)))
+    )
+    ended: list[str] = []
+    now = utcnow()
+    for row in list(orphaned):
+        ended_by = {"type": "system", "id": None, "name": "hub", "reason": f"its hub instance {row.hub_instance} is gone"}
+        fields: dict[str, Any] = {"state": "terminated", "ended_at": now, "end_reason": "hub_stopped", "updated_at": now}
+        updated = (
+            ListenSession.update(**fields, ended_by=ended_by)
+            .where(
+                (ListenSession.id == row.id)
+                & ListenSession.state.in_(OPEN_STATES)
+                & (
+                    ListenSession.hub_instance.is_null()
+                    if row.hub_instance is None
+                    else ListenSession.hub_instance == row.hub_instance
+                )
+            )
+            .execute()
+        )
+        if updated:
+            ended.append(row.id)
+    return ended
+
+
+def take_over(session_id: str, instance: str) -> tuple[ListenSession, str | None] | None:
+    """Move an open session's listener to `instance` (its client's stream reached this instance); (row, previous holder).
+
+    None when the session is terminated or unknown.
+    """
+    for _ in range(3):
+        row = ListenSession.get_or_none((ListenSession.id == session_id) & ListenSession.state.in_(OPEN_STATES))
+        if row is None:
+            return None
+        previous = row.hub_instance
+        if previous == instance:
+            return row, previous
+        held = ListenSession.hub_instance.is_null() if previous is None else ListenSession.hub_instance == previous
+        if (
+            ListenSession.update(hub_instance=instance, updated_at=utcnow())
+            .where((ListenSession.id == session_id) & ListenSession.state.in_(OPEN_STATES) & held)
+            .execute()
+        ):
+            row.hub_instance = instance
+            return row, previous
+    return None
+
+
+def not_held(session_ids: list[str], instance: str) -> dict[str, str | None]:
+    """Of these sessions, those no longer this instance's: id -> end reason when terminated, None when moved elsewhere."""
+    if not session_ids:
+        return {}
+    rows = ListenSession.select(ListenSession.id, ListenSession.state, ListenSession.end_reason).where(
+        ListenSession.id.in_(session_ids)
+        & (
+            (ListenSession.state == "terminated")
+            | ListenSession.hub_instance.is_null()
+            | (ListenSession.hub_instance != instance)
+        )
+    )
+    return {r.id: (r.end_reason or "ended") if r.state == "terminated" else None for r in rows}
+
+
+def stream_open(node_id: str, stream_id: str) -> bool:
+    """Whether a session not terminated, on any hub instance, listens to this node stream."""
+    return bool(
+        ListenSession.select(ListenSession.id)
+        .where((ListenSession.node_id == node_id) & (ListenSession.stream_id == stream_id) & ListenSession.state.in_(OPEN_STATES))
+        .exists()
     )
 
 

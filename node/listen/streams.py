@@ -136,11 +136,9 @@ class ListenStreams:
             if wanted.get(stream_id) != runner.stream or not runner.alive:
                 self._stop(stream_id, "no longer wanted" if stream_id not in wanted else "restarted")
         for stream_id, stream in wanted.items():
-            runner = self._runners.get(stream_id)
-            if runner is None:
-                runner = self._start(stream, lease[stream_id])
-            if runner is not None:
-                runner.lease_until = lease[stream_id]
+            running = self._runners.get(stream_id) or self._start(stream, lease[stream_id])
+            if running is not None:
+                running.lease_until = lease[stream_id]
 
     @property
     def lease_until(self) -> float:
