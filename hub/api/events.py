@@ -22,7 +22,7 @@ class EventStreamHandler(StreamHandler):
                 raise InvalidRequest("Last-Event-ID must be an event id.", fields={"Last-Event-ID": str(err)}) from err
         types_arg = self.get_query_arguments("type")
         types = frozenset(types_arg) if types_arg else None
-        subscription, backlog, complete = self.hub.events.subscribe(self.scope, types, after)
+        subscription, backlog, complete = await self.hub.events.open(self.scope, types, after)
         preamble = [] if complete else [b'event: reset\ndata: {"reason": "events were missed; reload the state"}\n\n']
         try:
             await self.pump(subscription.outbox, preamble + [e.sse() for e in backlog], "events")

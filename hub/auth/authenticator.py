@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable
 
 from hark_fleet.hub.auth.principal import Principal
 from hark_fleet.hub.auth.refusals import RepeatedRefusals
@@ -22,9 +23,11 @@ class Authenticator:
     """Looks bearer secrets up on a database worker and turns misses into 401s.
 
     Hits are kept for a couple of seconds so a busy client does not cost a database
-    round trip per request; every change to sessions or credentials made through this
-    hub calls `forget_all()`, so a revocation takes effect at once here (and within
-    CACHE_TTL_S on other hub processes sharing the database).
+    round trip per request; every change to sessions, credentials, permissions or sites
+    calls `forget_all()`, so a revocation takes effect at once here; with several hub
+    instances on one PostgreSQL it also tells the others (`broadcast`, a cluster message),
+    which clear their caches within milliseconds (`forget_local`), and an instance that lost
+    its listening connection clears its caches once it listens again (issue 24).
 
     A secret being looked up is looked up once: requests that arrive with it meanwhile
     (when its entry has just expired, every busy connection of that client does) wait for
@@ -37,8 +40,16 @@ class Authenticator:
         self._pending: dict[str, asyncio.Future[Principal]] = {}
         self._generation = 0  # bumped by forget_all: a lookup begun before it is not kept
         self.refusals = RepeatedRefusals()  # which refusals get an audit row (see hub.auth.refusals)
+        self.broadcast: Callable[[], None] | None = None  # tells the other hub instances to forget too
 
     def forget_all(self) -> None:
+        """Forget every looked-up secret here and on every other hub instance."""
+        self.forget_local()
+        if self.broadcast is not None:
+            self.broadcast()
+
+    def forget_local(self) -> None:
+        """Forget every looked-up secret on this instance only (another instance told it to)."""
         self._cache.clear()
         self._pending.clear()
         self._generation += 1
