@@ -27,3 +27,14 @@ def test_a_subscriber_that_does_not_take_its_events_is_dropped_and_the_others_go
     assert not reading.dropped
     bus.publish("node.offline", None, {"node_id": "n1"})
     assert b"node.offline" in reading.outbox.take()
+
+
+def test_on_sqlite_a_listener_of_every_instance_gets_what_a_local_one_gets_before_subscribers() -> None:
+    bus = EventBus()
+    sub, _, _ = bus.subscribe(ALL_SITES, None, None)
+    seen: list[tuple[str, int, int]] = []
+    bus.add_listener(lambda e: seen.append(("local", e.id, len(sub.outbox.frames))))
+    bus.add_listener(lambda e: seen.append(("everywhere", e.id, len(sub.outbox.frames))), everywhere=True)
+    event = bus.publish("node.online", None, {"node_id": "n1"})
+    assert event is not None and seen == [("local", event.id, 0), ("everywhere", event.id, 0)]
+    assert len(sub.outbox.frames) == 1
