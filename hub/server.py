@@ -20,6 +20,7 @@ from hark_fleet.hub.auth.authenticator import Authenticator
 from hark_fleet.hub.auth.oidc import OidcClient, OidcSettings
 from hark_fleet.hub.auth.tokens import new_password
 from hark_fleet.hub.cluster import new_instance_id
+from hark_fleet.hub.cluster.caches import invalidate_everywhere
 from hark_fleet.hub.cluster.leases import LeaseManager
 from hark_fleet.hub.cluster.messages import ClusterMessages
 from hark_fleet.hub.cluster.pg_notify import PgNotify
@@ -93,12 +94,15 @@ class Hub:
         self.http_server: HTTPServer | None = None
         self.oidc: OidcClient | None = None
         self.events = EventBus()
+        if self.pg_notify is not None:  # numbered by the shared event log, delivered on every instance (issue 24)
+            self.events.share(self.db, self.pg_notify)
         self.ingest = FleetIngest(self)
         self.schedules = ScheduleDispatcher(self)  # schedules into jobs ahead of time (issue 19)
         self.upload_runner = UploadRunner(self)  # recordings to the off-site providers (issue 20)
         self.retention = RetentionRunner(self)  # evicts confirmed copies by policy and when space is short (issue 20)
         self.notifier = Notifier(self)  # fleet events to notification channels, through a durable outbox (issue 21)
         self.listen = ListenHub(self)  # live listen: node streams fanned out to listeners, sessions (issue 23)
+        invalidate_everywhere(self)  # PostgreSQL: identity caches and meter sites follow the other instances' changes
         self.storage: RecordingStorage = LocalStorage(config.data_dir / "recordings")
         self.uploads = PartialUploads(config.data_dir / "uploads")
         self.secrets = SecretBox.open_dir(config.data_dir)  # provider credentials sealed at rest (issue 20)
@@ -325,6 +329,7 @@ class Hub:
         await loop.run_in_executor(None, record_database, config.database_url, config.data_dir)
         if self.pg_notify is not None:
             await self.pg_notify.start()  # before anything publishes: the other instances' messages from now on
+        await self.events.start()
         generated = await self.db.run(ensure_first_admin, config.admin_password, new_password)
         if generated:
             self._announce_admin_password(generated)
@@ -607,6 +612,7 @@ class Hub:
             await self.dynsec.close()
         if self.mosquitto is not None:
             await self.mosquitto.stop()
+        await self.events.stop()  # what is still queued goes to the shared event log
         await self.cluster_messages.stop()
         if self.pg_notify is not None:
             await self.pg_notify.stop()
