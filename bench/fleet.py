@@ -46,6 +46,32 @@ A warning is printed when the machine was busy before the bench started.
 Targets (at 1,000 nodes x 10 Hz): p99 publish -> hub state under 250 ms, no growing backlog, and a
 ceiling ratio of at least 0.70.
 
+Two hubs against one (``--hubs 2``)
+-----------------------------------
+The ingest ceiling of a deployment of two hubs against one hub, in the same run, in alternating
+rounds (``1 hub``, ``2 hubs``, the order reversed every other round). Both hubs run as deployed:
+on one PostgreSQL database the bench makes (and drops) on 127.0.0.1:5432 (``tests.harness``;
+``HARK_TEST_POSTGRES_URL`` overrides the server), one Mosquitto of the bench's own (anonymous on
+loopback, queues sized like the hub's own Mosquitto), one shared data directory, and
+``HARK_MQTT_SHARED=on``: outbox kinds (heartbeats, ...) reach one hub of the group
+(``$share/hark-hub/...``), meter frames reach every hub. Hub A runs throughout (the nodes are
+enrolled through it); hub B is started for each two-hub round and stopped after it (a stopped hub
+would keep its turn of the shared messages). ``--nodes`` defaults to 200 here, and there is no
+bare subscriber and no fleet-load part: each round measures two ceilings, as above (credit of
+``--ceiling-backlog`` messages, ``--ceiling-duration`` seconds):
+
+* **meters + heartbeats**, the fleet's mix: every hub must store every frame, so a second hub is
+  expected to gain little;
+* **heartbeats only** (QoS 1 outbox messages, the kind shared subscriptions spread).
+
+What the deployment applied sums the hubs' ``hark_mqtt_ingested_total``: a heartbeat counts once,
+on the hub that took it; a meter frame counts once every hub stored it (the lower of the hubs'
+meter counts). For each ceiling window the bench shows the CPU of hub A, hub B, the broker,
+PostgreSQL (the backends of its database and the server's own processes) and the whole machine,
+says what limits the ceiling, and checks what was applied against what was sent (a heartbeat
+applied twice means the subscription was not shared). The ratio two hubs / one hub is taken round
+by round. There are no targets; it exits 0 unless something failed.
+
 Load generators: ``--generators`` processes (default 2), each holding the connections of its share
 of the nodes (raw MQTT 3.1.1 sockets, clean session, keep-alive off, packets pre-encoded from a
 template with the publish time and seq patched in; one ``sendall`` per node per tick).
@@ -54,10 +80,12 @@ Run it from the repository root::
 
     .venv/bin/python bench/fleet.py [--broker system|embedded] [--embedded auto|mosquitto|in-process]
                                     [--nodes 1000] [--rounds 3] [--duration 15] [--ceiling-duration 5]
+    .venv/bin/python bench/fleet.py --hubs 2 [--nodes 200] [--rounds 3] [--ceiling-duration 5]
 
 It exits 0 when every target is met, 2 when one is missed, 1 on an error. The hub, the generators
 and the bare subscriber are stopped at the end (also on Ctrl-C), the hub's session on the system
-broker is removed, and the temporary directory is deleted.
+broker is removed, and the temporary directory is deleted (with ``--hubs 2``: both hubs, the
+broker and the database too).
 """
 
 from __future__ import annotations
@@ -124,6 +152,11 @@ TARGET_NODES = 1000
 GROWING = 0.02  # a backlog growing by more than this share of the offered rate: the consumer falls behind
 BARE = "bare paho"
 HUB = "hark hub"
+ONE_HUB = "1 hub"
+TWO_HUBS = "2 hubs"
+MIX = "mix"  # the fleet's mix: meter frames, one heartbeat per HEARTBEATS_PER_METERS
+BEATS = "beats"  # heartbeats only (QoS 1, outbox messages: the kind shared subscriptions spread)
+TWO_HUB_NODES = 200
 
 # shared counters of a generator (RawArray of int64): messages sent, errors, and the credit the parent grants
 C_SENT, C_ERRORS, C_CREDIT = range(3)
@@ -335,8 +368,9 @@ class Generator:
                 self.drain()
         return {"behind_s": behind, "elapsed_s": time.monotonic() - start}
 
-    def flat_out(self, seconds: float) -> dict[str, Any]:
-        """The same mix as fast as the credit allows: one sendall of 10 frames per node, round-robin."""
+    def flat_out(self, seconds: float, mix: str = MIX) -> dict[str, Any]:
+        """The same mix (`MIX`), or heartbeats only (`BEATS`), as fast as the credit allows: one sendall of 10
+        messages per node, round-robin."""
         counters = self.counters
         sent = counters[C_SENT]
         per_node = 10
@@ -352,10 +386,13 @@ class Generator:
                 continue
             now = time.time()
             seq += 1
-            payload = self.meter_payload(now, seq)
-            batch = [self.meter_packet(local, payload)] * per_node
-            if seq % (HEARTBEATS_PER_METERS // per_node) == 0:
-                batch.append(self.heartbeat_packet(local, now, seq))
+            if mix == BEATS:
+                batch = [self.heartbeat_packet(local, now, seq) for _ in range(per_node)]
+            else:
+                payload = self.meter_payload(now, seq)
+                batch = [self.meter_packet(local, payload)] * per_node
+                if seq % (HEARTBEATS_PER_METERS // per_node) == 0:
+                    batch.append(self.heartbeat_packet(local, now, seq))
             self.send(local, b"".join(batch))
             sent += len(batch)
             counters[C_SENT] = sent
@@ -383,7 +420,7 @@ def generator_main(conn: Connection, nodes: list[tuple[int, str, str]], label: s
                 elif command[0] == "load":
                     conn.send(generator.load(command[1]))
                 elif command[0] == "flat":
-                    conn.send(generator.flat_out(command[1]))
+                    conn.send(generator.flat_out(*command[1:]))
             except OSError as err:
                 conn.send({"error": f"{type(err).__name__}: {err}"})
     except EOFError:
@@ -476,10 +513,14 @@ class HubScraper:
         self.lock = threading.Lock()  # the ceiling's credit thread scrapes too: one request at a time on the connection
 
     def applied(self) -> float:
-        with self.lock:
-            return self._applied()
+        return sum(self.kinds().values())
 
-    def _applied(self) -> float:
+    def kinds(self) -> dict[str, float]:
+        """Applied messages by topic kind (status left out: retained, not fleet traffic)."""
+        with self.lock:
+            return self._kinds()
+
+    def _kinds(self) -> dict[str, float]:
         for _ in range(3):
             try:
                 if self.conn is None:
@@ -488,10 +529,34 @@ class HubScraper:
                 response = self.conn.getresponse()
                 text = response.read()
                 self.received = sum(float(v) for kind, v in RECEIVED.findall(text) if kind != b"status")
-                return sum(float(v) for kind, v in INGESTED.findall(text) if kind != b"status")
+                return {kind.decode(): float(v) for kind, v in INGESTED.findall(text) if kind != b"status"}
             except (OSError, http.client.HTTPException):
                 self.conn = None
         raise RuntimeError("the hub does not answer GET /metrics")
+
+
+class Deployment:
+    """What the hubs of a deployment applied since it was made: a shared kind (heartbeats and the other outbox kinds)
+    counts once on the hub that took it (summed over the hubs), a meter frame once every hub stored it (the lowest
+    of the hubs' counts: meters are not shared, every hub gets every frame)."""
+
+    def __init__(self, scrapers: list[HubScraper]) -> None:
+        self.scrapers = scrapers
+        self.base = [scraper.kinds() for scraper in scrapers]
+        self.last = [dict.fromkeys(base, 0.0) for base in self.base]  # per hub, by kind, since the base
+
+    def applied(self) -> float:
+        last = [
+            {kind: value - base.get(kind, 0.0) for kind, value in scraper.kinds().items()}
+            for scraper, base in zip(self.scrapers, self.base, strict=True)
+        ]
+        self.last = last
+        meters = min(hub.get("meters", 0.0) for hub in last)
+        return meters + sum(value for hub in last for kind, value in hub.items() if kind != "meters")
+
+    def shared(self) -> list[float]:
+        """Per hub, the shared kinds it applied since the base (as of the last `applied`)."""
+        return [sum(value for kind, value in hub.items() if kind != "meters") for hub in self.last]
 
 
 class StateProbe(threading.Thread):
@@ -634,9 +699,18 @@ class Bench:
     bare_mosquitto: Any = None
     paused: bool = False
     scraper: Any = None
+    password: str = ""
+    # --hubs 2: hub B (started for the two-hub rounds only), the bench's PostgreSQL database and Mosquitto
+    hub_b: subprocess.Popen[bytes] | None = None
+    hub_b_port: int = 0
+    hub_b_token: str = ""
+    hub_b_log: Path = field(init=False)
+    database_url: str = ""
+    shared_broker: Any = None
 
     def __post_init__(self) -> None:
         self.hub_log = self.temp / "hub.log"
+        self.hub_b_log = self.temp / "hub-b.log"
         self.ctx = multiprocessing.get_context("spawn")
         system = urlsplit(self.args.system_url)
         self.system_broker = (system.hostname or HOST, system.port or 1883)
@@ -645,16 +719,11 @@ class Bench:
 
     def start_hub(self) -> None:
         self.hub_port = free_port()
-        password = secrets.token_urlsafe(24)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HARK_")}
-        env.update(
-            HARK_DATA_DIR=str(self.temp / "hub"),
-            HARK_HTTP_HOST=HOST,
-            HARK_HTTP_PORT=str(self.hub_port),
-            HARK_ADMIN_PASSWORD=password,
-            HARK_LOG_LEVEL="WARNING",
-        )
-        if self.args.broker == "system":
+        self.password = secrets.token_urlsafe(24)
+        env = self.hub_env(self.hub_port)
+        if self.args.hubs == 2:
+            self.hub_broker = (self.shared_broker.host, self.shared_broker.port)
+        elif self.args.broker == "system":
             env["HARK_MQTT_URL"] = self.args.system_url
             self.hub_broker = self.system_broker
         else:
@@ -662,28 +731,49 @@ class Bench:
             env["HARK_EMBEDDED_MQTT_BIND"] = f"{HOST}:{port}"
             env["HARK_EMBEDDED_BROKER"] = self.args.embedded
             self.hub_broker = (HOST, port)
-        with open(self.hub_log, "wb") as log:
-            self.hub = subprocess.Popen(
+        self.hub = self.launch_hub(env, self.hub_log)
+        self.token = self.ready_and_login(self.hub, self.hub_port, self.hub_log)
+
+    def hub_env(self, port: int) -> dict[str, str]:
+        """A hub's environment; with two hubs, both on the bench's PostgreSQL database and Mosquitto, shared ingest."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HARK_")}
+        env.update(
+            HARK_DATA_DIR=str(self.temp / "hub"),  # with two hubs: one data directory for both, as deployed
+            HARK_HTTP_HOST=HOST,
+            HARK_HTTP_PORT=str(port),
+            HARK_ADMIN_PASSWORD=self.password,
+            HARK_LOG_LEVEL="WARNING",
+        )
+        if self.args.hubs == 2:
+            env.update(HARK_DATABASE_URL=self.database_url, HARK_MQTT_URL=self.shared_broker.url, HARK_MQTT_SHARED="on")
+        return env
+
+    def launch_hub(self, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+        with open(log_path, "ab") as log:
+            return subprocess.Popen(
                 [sys.executable, "-m", "hark_fleet.hub", "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT
             )
+
+    def ready_and_login(self, hub: subprocess.Popen[bytes], port: int, log_path: Path) -> str:
+        """Wait for the hub's /readyz, log in as the first admin; the session's token."""
         deadline = time.monotonic() + 60
         while True:
-            if self.hub.poll() is not None:
-                raise RuntimeError(f"the hub exited: {self.tail()}")
+            if hub.poll() is not None:
+                raise RuntimeError(f"the hub exited: {self.tail(log_path)}")
             with contextlib.suppress(OSError):
-                if http_json(self.hub_port, "GET", "/readyz", timeout=2)[0] == 200:
+                if http_json(port, "GET", "/readyz", timeout=2)[0] == 200:
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the hub was not ready in 60 s: {self.tail()}")
+                raise RuntimeError(f"the hub was not ready in 60 s: {self.tail(log_path)}")
             time.sleep(0.2)
-        status, body = http_json(self.hub_port, "POST", "/api/v1/auth/login", {"username": "admin", "password": password})
+        status, body = http_json(port, "POST", "/api/v1/auth/login", {"username": "admin", "password": self.password})
         if status != 200:
             raise RuntimeError(f"login: HTTP {status} {body}")
-        self.token = body["data"]["token"]
+        return str(body["data"]["token"])
 
-    def tail(self) -> str:
+    def tail(self, log_path: Path | None = None) -> str:
         with contextlib.suppress(OSError):
-            return "\n".join(self.hub_log.read_text(errors="replace").splitlines()[-20:])
+            return "\n".join((log_path or self.hub_log).read_text(errors="replace").splitlines()[-20:])
         return ""
 
     def enroll(self, count: int) -> None:
@@ -768,7 +858,7 @@ class Bench:
         self.bare_broker = (self.bare_mosquitto.host, self.bare_mosquitto.port)
 
     def pause_hub(self, paused: bool) -> None:
-        if self.hub is not None and self.args.broker == "system" and paused != self.paused:
+        if self.hub is not None and self.args.broker == "system" and self.args.hubs == 1 and paused != self.paused:
             self.hub.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
             self.paused = paused
 
@@ -781,16 +871,130 @@ class Bench:
             process.join(5)
             if process.is_alive():
                 process.kill()
+        self.stop_hub_b()
         if self.hub is not None and self.hub.poll() is None:
             self.hub.send_signal(signal.SIGTERM)
             try:
                 self.hub.wait(30)
             except subprocess.TimeoutExpired:
                 self.hub.kill()
-        if self.args.broker == "system":
+        if self.args.broker == "system" and self.args.hubs == 1:
             self.remove_hub_session()
         if self.bare_mosquitto is not None:
             self.bare_mosquitto.stop()
+        if self.shared_broker is not None:
+            self.shared_broker.stop()
+        if self.database_url:
+            from tests.harness import drop_database
+
+            with contextlib.suppress(Exception):
+                drop_database(self.database_url)
+
+    # -- two hubs
+
+    def start_shared(self) -> None:
+        """What both hubs share: a PostgreSQL database of the bench's own and a Mosquitto of its own (anonymous on
+        loopback, queues sized like the hub's own Mosquitto: the default of 1,000 would drop QoS 1 for a lagging hub)."""
+        from hark_fleet.hub.mqtt.mosquitto_conf import MAX_INFLIGHT_MESSAGES, MAX_QUEUED_MESSAGES
+
+        from tests.harness import Mosquitto, create_database
+
+        self.database_url = create_database()
+        self.shared_broker = Mosquitto(
+            self.temp / "mosquitto",
+            extra_config=(
+                f"max_queued_messages {MAX_QUEUED_MESSAGES}\nmax_inflight_messages {MAX_INFLIGHT_MESSAGES}\n"
+                "set_tcp_nodelay true\n"
+            ),
+        )
+        self.shared_broker.start()
+
+    def start_hub_b(self) -> None:
+        self.hub_b_port = free_port()
+        self.hub_b = self.launch_hub(self.hub_env(self.hub_b_port), self.hub_b_log)
+        self.hub_b_token = self.ready_and_login(self.hub_b, self.hub_b_port, self.hub_b_log)
+
+    def stop_hub_b(self) -> None:
+        hub, self.hub_b = self.hub_b, None
+        if hub is not None and hub.poll() is None:
+            hub.send_signal(signal.SIGTERM)
+            try:
+                hub.wait(30)
+            except subprocess.TimeoutExpired:
+                hub.kill()
+
+    def postgres_pids(self) -> list[int]:
+        """The backends of the bench's database and the server's own processes (WAL writer, checkpointer, ...)."""
+        import psycopg2
+
+        from tests.harness import POSTGRES_ADMIN_URL
+
+        name = urlsplit(self.database_url).path.lstrip("/")
+        conn = psycopg2.connect(POSTGRES_ADMIN_URL)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE (datname = %s OR backend_type <> 'client backend') "
+                    "AND pid <> pg_backend_pid()",
+                    (name,),
+                )
+                return [int(row[0]) for row in cur.fetchall()]
+        finally:
+            conn.close()
+
+    def cluster_cpu(self) -> dict[str, float]:
+        """CPU seconds of hub A, hub B (when running), the broker, each PostgreSQL process and the whole machine."""
+        assert self.hub is not None
+        out = {"hub A": tree_cpu_s(self.hub.pid)}
+        if self.hub_b is not None:
+            out["hub B"] = tree_cpu_s(self.hub_b.pid)
+        out["broker"] = cpu_s(self.shared_broker.proc.pid)
+        for pid in self.postgres_pids():
+            value = rnd.process_cpu_s(pid)
+            if value is not None:
+                out[f"pg {pid}"] = value
+        machine = rnd.machine_busy_s()
+        if machine is not None:
+            out["machine"] = machine[0]
+        return out
+
+    def measure_hubs(self, subject: str, number: int) -> rnd.Round:
+        """One round of `--hubs 2`: the ceiling of the fleet's mix, then of heartbeats only, on hub A alone (`ONE_HUB`)
+        or on hubs A and B (`TWO_HUBS`; B is started for the round and stopped after it)."""
+        result = rnd.Round(subject, number)
+        try:
+            scrapers = [HubScraper(self.hub_port, self.token)]
+            if subject == TWO_HUBS:
+                self.start_hub_b()
+                scrapers.append(HubScraper(self.hub_b_port, self.hub_b_token))
+            deployment = Deployment(scrapers)
+            self.settle(deployment.applied)
+            self.command("connect", *self.hub_broker)
+            time.sleep(1.0)
+            for mix in (MIX, BEATS):
+                self.settle(deployment.applied, timeout=10)
+                applied0, sent0, shared0 = deployment.applied(), self.sent(), deployment.shared()
+                rate, cpu = self.ceiling(deployment.applied, mix, self.cluster_cpu)
+                self.settle(deployment.applied, quiet_s=2.0, timeout=30)
+                applied1, sent1, shared1 = deployment.applied(), self.sent(), deployment.shared()
+                result.figures[f"{mix} ceiling"] = rate
+                postgres = [value for name, value in cpu.items() if name.startswith("pg ")]
+                cpu = {name: value for name, value in cpu.items() if not name.startswith("pg ")}
+                if postgres:
+                    cpu["PostgreSQL"] = sum(postgres)
+                result.figures.update({f"{mix} {name}": value for name, value in cpu.items()})
+                if sent1 > sent0:
+                    result.figures[f"{mix} applied/sent"] = (applied1 - applied0) / (sent1 - sent0)
+                taken = [after - before for before, after in zip(shared0, shared1, strict=True)]
+                if len(taken) == 2 and sum(taken) > 0:
+                    result.figures[f"{mix} hub B share"] = taken[1] / sum(taken)
+            self.command("close")
+            errors = sum(c[C_ERRORS] for _, _, c in self.generators)
+            if errors:
+                result.figures["connection_errors"] = errors
+        finally:
+            self.stop_hub_b()
+        return result.done()
 
     def remove_hub_session(self) -> None:
         """The hub keeps a persistent session; one left on the shared system broker would queue messages forever."""
@@ -833,6 +1037,43 @@ class Bench:
                 last, still = now, time.monotonic()
             elif time.monotonic() - still >= quiet_s:
                 return
+
+    def ceiling(self, applied: Any, mix: str, cpu: Any) -> tuple[float, dict[str, float]]:
+        """The applied rate of `mix` sent as fast as the consumer applies it, keeping `--ceiling-backlog` messages
+        ahead of it; and the CPU over the window, in % of one core, of each process `cpu()` gives seconds of."""
+        args = self.args
+        base = applied()
+        for _, _, c in self.generators:
+            c[C_CREDIT] = c[C_SENT] + args.ceiling_backlog // len(self.generators)
+        self.send_all("flat", CEILING_WARMUP_S + args.ceiling_duration + 0.5, mix)
+        sent_base = self.sent()
+        stop_credit = threading.Event()
+
+        def refresh_credit() -> None:
+            while not stop_credit.is_set():
+                done = applied() - base
+                allowed = sent_base + done + args.ceiling_backlog
+                share = (allowed - self.sent()) / len(self.generators)
+                for _, _, c in self.generators:
+                    c[C_CREDIT] = int(c[C_SENT] + max(0.0, share))
+                stop_credit.wait(0.1)
+
+        credit = threading.Thread(target=refresh_credit, daemon=True)
+        credit.start()
+        try:
+            time.sleep(CEILING_WARMUP_S)
+            a0, c0, t0 = applied(), cpu(), time.monotonic()
+            time.sleep(args.ceiling_duration)
+            a1, c1, t1 = applied(), cpu(), time.monotonic()
+        finally:
+            stop_credit.set()
+            credit.join()
+        self.collect()
+        for _, _, c in self.generators:
+            c[C_CREDIT] = NO_LIMIT
+        elapsed = t1 - t0
+        # A process first seen at the end (a database connection opened in the window) counts from zero.
+        return (a1 - a0) / elapsed, {name: (c1[name] - c0.get(name, 0.0)) / elapsed * 100 for name in c1}
 
     def measure(self, subject: str, number: int, probes: tuple[StateProbe, SseProbe] | None) -> rnd.Round:
         args = self.args
@@ -909,34 +1150,8 @@ class Bench:
                 result.figures.update(sse_p99_ms=percentile(sse, 0.99) * 1000, sse_samples=len(sse))
             self.settle(applied, timeout=10)
             # 2. ceiling
-            base = applied()
-            for _, _, c in self.generators:
-                c[C_CREDIT] = c[C_SENT] + args.ceiling_backlog // len(self.generators)
-            self.send_all("flat", CEILING_WARMUP_S + args.ceiling_duration + 0.5)
-            sent_base = self.sent()
-            stop_credit = threading.Event()
-
-            def refresh_credit() -> None:
-                while not stop_credit.is_set():
-                    done = applied() - base
-                    allowed = sent_base + done + args.ceiling_backlog
-                    share = (allowed - self.sent()) / len(self.generators)
-                    for _, _, c in self.generators:
-                        c[C_CREDIT] = int(c[C_SENT] + max(0.0, share))
-                    stop_credit.wait(0.1)
-
-            credit = threading.Thread(target=refresh_credit, daemon=True)
-            credit.start()
-            time.sleep(CEILING_WARMUP_S)
-            a0, c0, t0 = applied(), self.consumer_cpu(subject), time.monotonic()
-            time.sleep(args.ceiling_duration)
-            a1, c1, t1 = applied(), self.consumer_cpu(subject), time.monotonic()
-            stop_credit.set()
-            credit.join()
-            self.collect()
-            result.figures.update(ceiling=(a1 - a0) / (t1 - t0), ceiling_cpu_pct=(c1 - c0) / (t1 - t0) * 100)
-            for _, _, c in self.generators:
-                c[C_CREDIT] = NO_LIMIT
+            rate, cpu = self.ceiling(applied, MIX, lambda: {"ceiling_cpu_pct": self.consumer_cpu(subject)})
+            result.figures.update(ceiling=rate, **cpu)
             self.command("close")
             errors = sum(c[C_ERRORS] for _, _, c in self.generators)
             if errors:
@@ -1016,6 +1231,115 @@ def report(args: argparse.Namespace, results: list[rnd.Round], load_at_start: fl
     return 0 if met else 2
 
 
+def run_hubs(bench: Bench) -> list[rnd.Round]:
+    """`--hubs 2`: hub A on the bench's database and broker, the nodes enrolled through it, then the rounds."""
+    args = bench.args
+    print("starting PostgreSQL database, Mosquitto and hub A ...", flush=True)
+    bench.start_shared()
+    bench.start_hub()
+    bench.enroll(args.nodes)
+    bench.start_generators()
+    results = []
+    for number, subject in rnd.alternate([ONE_HUB, TWO_HUBS], args.rounds):
+        print(f"  round {number + 1}: {subject} (load {rnd.load_average():.2f}) ...", flush=True)
+        results.append(bench.measure_hubs(subject, number))
+        if bench.hub is not None and bench.hub.poll() is not None:
+            raise RuntimeError(f"hub A exited: {bench.tail()}")
+    for name, log_path in (("hub A", bench.hub_log), ("hub B", bench.hub_b_log)):
+        with contextlib.suppress(OSError):
+            lines = log_path.read_text(errors="replace").splitlines()
+            errors = [line for line in lines if " ERROR " in line and "tornado.access" not in line]
+            if errors:
+                print(f"  {name} logged {len(errors)} errors; the last: {errors[-1][:300]}")
+    return results
+
+
+MIX_TITLES = {
+    MIX: f"meters + heartbeats (one heartbeat per {HEARTBEATS_PER_METERS} meter frames; every hub gets every frame)",
+    BEATS: "heartbeats only (QoS 1 outbox messages, spread over the hubs by the shared subscription)",
+}
+PROCESSES = ("hub A", "hub B", "broker", "PostgreSQL", "machine")
+
+
+def limit_text(figures: dict[str, float], mix: str) -> str:
+    """What limits a ceiling window: the whole machine when its cores are nearly all busy, else a process at one core."""
+    machine = figures.get(f"{mix} machine")
+    busiest = max(
+        ((name, figures[f"{mix} {name}"]) for name in PROCESSES[:-1] if f"{mix} {name}" in figures), key=lambda item: item[1]
+    )
+    if machine is not None and machine >= 90 * rnd.cores():
+        return f"the machine's {rnd.cores()} cores ({machine:.0f} % busy; most: {busiest[0]} {busiest[1]:.0f} %)"
+    if busiest[1] >= 90:
+        return f"{busiest[0]} at one core ({busiest[1]:.0f} %; a Python hub applies on one event loop)"
+    return f"no process at one core (most: {busiest[0]} {busiest[1]:.0f} %): waits (database round trips, locks)"
+
+
+def report_hubs(args: argparse.Namespace, results: list[rnd.Round], load_at_start: float) -> int:
+    """The two-hub mode's report: per mix, each round's ceiling and CPU, then medians, ratios and the limit."""
+    print()
+    print(
+        f"hark fleet bench, two hubs against one: {args.nodes} nodes, one connection each; both hubs on one PostgreSQL "
+        "database and one Mosquitto (the bench's own), HARK_MQTT_SHARED=on"
+    )
+    print("  (the one-hub rounds run hub A alone; for the two-hub rounds hub B is started on the same database, broker")
+    print("   and data directory, and stopped after the round)")
+    warning = rnd.busy_warning(load_at_start)
+    if warning:
+        print(warning)
+    for mix in (MIX, BEATS):
+        print(f"\n{MIX_TITLES[mix]}")
+        print(
+            f"{'round':>5} {'subject':<7} {'load':>11} {'ceiling':>8} {'applied/sent':>12} {'hub A %':>7} {'hub B %':>7} "
+            f"{'broker %':>8} {'PG %':>5} {'machine %':>9} {'B share':>7}"
+        )
+        for r in results:
+            f = r.figures
+            print(
+                f"{r.number + 1:>5} {r.subject:<7} {r.load_before:>5.2f}-{r.load_after:<5.2f} {fmt(f.get(f'{mix} ceiling')):>8} "
+                f"{fmt(f.get(f'{mix} applied/sent'), '{:.3f}'):>12} {fmt(f.get(f'{mix} hub A')):>7} "
+                f"{fmt(f.get(f'{mix} hub B')):>7} {fmt(f.get(f'{mix} broker')):>8} {fmt(f.get(f'{mix} PostgreSQL')):>5} "
+                f"{fmt(f.get(f'{mix} machine')):>9} {fmt(f.get(f'{mix} hub B share'), '{:.0%}'):>7}"
+            )
+    print(
+        "  (ceiling: messages the deployment applied per second: a heartbeat once on the hub that took it, a meter frame "
+        "once every hub stored it; applied/sent: over the window and what was still queued, 1.000 = nothing lost or "
+        f"doubled; CPU %: of one core over the ceiling window, the machine's of all processes ({rnd.cores()} cores = "
+        f"{rnd.cores() * 100} %); PG: the database's backends and PostgreSQL's own processes; B share: of the heartbeats)"
+    )
+    ratio_count = rnd.ratios(results, TWO_HUBS, ONE_HUB, f"{MIX} ceiling").count
+    print(f"\nmedian (low-high) of {ratio_count} rounds, {rnd.load_text(results)}:")
+    for mix, label in ((MIX, "meters + heartbeats"), (BEATS, "heartbeats only")):
+        one = rnd.summarize(results, ONE_HUB, f"{mix} ceiling")
+        two = rnd.summarize(results, TWO_HUBS, f"{mix} ceiling")
+        ratio = rnd.ratios(results, TWO_HUBS, ONE_HUB, f"{mix} ceiling")
+        print(
+            f"  {label:<20} 1 hub {one.text('{:,.0f}', 'msg/s')}, 2 hubs {two.text('{:,.0f}', 'msg/s')}, "
+            f"2 hubs / 1 hub {ratio.text('{:.2f}', 'x')}"
+        )
+    print("  CPU in the ceiling windows (median, % of one core) and what limits the ceiling:")
+    for mix, label in ((MIX, "meters + heartbeats"), (BEATS, "heartbeats only")):
+        for subject in (ONE_HUB, TWO_HUBS):
+            medians = {
+                name: rnd.summarize(results, subject, f"{mix} {name}").median
+                for name in PROCESSES
+                if rnd.summarize(results, subject, f"{mix} {name}").count
+            }
+            cpu = ", ".join(f"{name} {value:.0f}" for name, value in medians.items())
+            print(f"    {label:<20} {subject:<7} {cpu}")
+            print(f"    {'':<20} {'':<7} limit: {limit_text({f'{mix} {k}': v for k, v in medians.items()}, mix)}")
+    doubled = [r for r in results if r.figures.get(f"{BEATS} applied/sent", 1.0) > 1.05]
+    if doubled:
+        print(
+            "  WARNING: the hubs applied more heartbeats than were sent: each hub got every heartbeat (shared "
+            "subscriptions off?), so the two-hub heartbeat ceiling counts them twice"
+        )
+    errors = sum(r.figures.get("connection_errors", 0) for r in results)
+    if errors:
+        print(f"  WARNING: {errors:.0f} node connections were closed by the broker during the rounds")
+    print("\n(no targets for --hubs 2: the figures say what a second hub gains on this machine)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     load_at_start = rnd.load_average()
     temp = Path(tempfile.mkdtemp(prefix="hark-fleet-"))
@@ -1028,6 +1352,11 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_term)
     results: list[rnd.Round] = []
     try:
+        if args.hubs == 2:
+            results = run_hubs(bench)
+            bench.stop_all()
+            shutil.rmtree(temp, ignore_errors=True)
+            return report_hubs(args, results, load_at_start)
         print(f"starting the hub ({args.broker} broker) ...", flush=True)
         bench.start_bare_broker()
         bench.start_hub()
@@ -1071,7 +1400,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker", choices=("system", "embedded"), default="system")
     parser.add_argument("--embedded", choices=("auto", "mosquitto", "in-process"), default="auto")
     parser.add_argument("--system-url", default="mqtt://127.0.0.1:1883")
-    parser.add_argument("--nodes", type=int, default=TARGET_NODES)
+    parser.add_argument(
+        "--hubs",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: the ceilings of two hubs against one on PostgreSQL and a shared Mosquitto (no bare subscriber)",
+    )
+    parser.add_argument("--nodes", type=int, help=f"default {TARGET_NODES}, {TWO_HUB_NODES} with --hubs 2")
     parser.add_argument("--rounds", type=int, default=rnd.MIN_ROUNDS)
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--ceiling-duration", type=float, default=5.0)
@@ -1083,6 +1419,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < rnd.MIN_ROUNDS:
         parser.error(f"--rounds: at least {rnd.MIN_ROUNDS}")
+    if args.nodes is None:
+        args.nodes = TWO_HUB_NODES if args.hubs == 2 else TARGET_NODES
     return run(args)
 
 
