@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import peewee
 from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.cluster.leases import SWEEP, LeaseLost
 from hark_fleet.hub.errors import InvalidRequest
 from hark_fleet.hub.history import HistoryRecorder
 from hark_fleet.hub.meters import MeterStore
@@ -91,12 +92,19 @@ class FleetIngest:
         self.started_at = utcnow()
         self.meters.sites.update(await self.hub.db.run(telemetry.node_sites))
         await self.history.start()
+        self.hub.leases.role(SWEEP, self._start_sweep, self._stop_sweep)  # the sweep runs on one hub of the deployment
+
+    async def _start_sweep(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
-    async def stop(self) -> None:
+    async def _stop_sweep(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+
+    async def stop(self) -> None:
+        await self._stop_sweep()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
         await asyncio.gather(*self._site_lookups, return_exceptions=True)
@@ -326,17 +334,21 @@ class FleetIngest:
         return listening.listening_since(self.started_at, bridge.connected_since if bridge is not None else self.started_at)
 
     async def _sweep_forever(self) -> None:
+        """The SWEEP lease's work (one hub of a deployment): each write below runs fenced by the lease."""
+        fenced = self.hub.leases.fenced
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             try:
                 since = self.listening_since()
-                self.publish_events(await self.hub.db.run(telemetry.sweep_missed_heartbeats, since))
-                self.publish_events(await self.hub.db.run(lifecycle.expire_jobs, since))
-                self.publish_events(await self.hub.db.run(health_events.end_suppressions))
-                self.publish_events(await self.hub.db.run(watchdog_calibrations.expire))
+                self.publish_events(await self.hub.db.run(fenced(SWEEP, telemetry.sweep_missed_heartbeats), since))
+                self.publish_events(await self.hub.db.run(fenced(SWEEP, lifecycle.expire_jobs), since))
+                self.publish_events(await self.hub.db.run(fenced(SWEEP, health_events.end_suppressions)))
+                self.publish_events(await self.hub.db.run(fenced(SWEEP, watchdog_calibrations.expire)))
                 lease, grace = self.hub.config.job_lease_timeout_s, self.hub.config.job_recovery_grace_s
                 # recording jobs report over HTTP: heard from the hub's start, whatever the broker does
-                self.publish_events(await self.hub.db.run(recording_jobs.reap, lease, grace, self.started_at))
+                self.publish_events(await self.hub.db.run(fenced(SWEEP, recording_jobs.reap), lease, grace, self.started_at))
+            except LeaseLost as err:
+                log.info("sweep skipped: %s", err)
             except Exception:
                 log.exception("sweep of missed heartbeats, expired jobs and ended suppressions failed; retrying")
             try:
@@ -350,7 +362,7 @@ class FleetIngest:
 
     async def sweep_channel_map_plans(self) -> None:
         """Plans' nodes that refused or did not confirm in time get their before template back, on `cmd/config`."""
-        told, events = await self.hub.db.run(channel_map_plans.sweep)
+        told, events = await self.hub.db.run(self.hub.leases.fenced(SWEEP, channel_map_plans.sweep))
         bridge = self.hub.bridge
         if bridge is not None:
             for node_id in told:

@@ -7,6 +7,10 @@ that is not enough, a critical `hub.retention_shortfall` health event says what 
 there is room again. Each run is a `RetentionRun` row, an audit event `retention.run`, and one `recording.evicted`
 event per evicted recording.
 
+More than one hub (issue 24): the loop runs on the instance holding the RETENTION lease, which closes the runs a
+dead holder left unfinished when it gains the lease; each eviction's mark is fenced by the lease (a holder that lost
+it deletes nothing). A manual run asked of another instance is started there as a row and run by the holder.
+
 Free space is read every CHECK_S (one statvfs); the floor is read from the policies every FLOOR_REFRESH_S and at
 once when a policy changes. An emergency whose plan fell short is not retried before EMERGENCY_RETRY_S unless free
 space dropped further, so a hub that cannot make room does not churn.
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.cluster.leases import RETENTION, LeaseLost
 from hark_fleet.hub.disk_watch import measure
 from hark_fleet.hub.services import health_events, retention_runs
 from hark_fleet.hub.services.audit import SYSTEM, Actor
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECK_S = 2.0
+RUN_MESSAGE = "retention.run"  # a manual run asked of an instance that does not hold the RETENTION lease
 FLOOR_REFRESH_S = 30.0
 EMERGENCY_RETRY_S = 60.0
 FIRST_RUN_DELAY_S = 600.0  # the first scheduled run after a start (sooner with a shorter interval)
@@ -59,6 +65,14 @@ class RetentionRunner:
         return Path(getattr(self.hub.storage, "root", self.hub.config.data_dir))
 
     async def start(self) -> None:
+        """Run the loop while this instance holds the RETENTION lease; take manual runs asked of other instances."""
+        self.hub.leases.role(RETENTION, self._start_loop, self.stop)
+        self.hub.leases.on_nudge(RETENTION, self._nudged)
+        messages = getattr(self.hub, "cluster_messages", None)
+        if messages is not None:
+            messages.on(RUN_MESSAGE, self._on_run_message)
+
+    async def _start_loop(self) -> None:
         closed = await self.hub.db.run(retention_runs.close_unfinished, "the hub stopped during this run")
         if closed:
             log.warning("retention: %d runs were cut short by the hub stopping; marked finished", closed)
@@ -71,17 +85,37 @@ class RetentionRunner:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def policies_changed(self) -> None:
-        """A retention policy changed: read the floor again now."""
+        """A retention policy changed: read the floor again now (on the instance running retention)."""
+        self._nudged()
+        self.hub.leases.nudge(RETENTION)
+
+    def _nudged(self) -> None:
         self._floor = None
         self._wake.set()
 
     async def run_now(self, actor: Actor) -> dict[str, Any]:
-        """Start a manual run and answer its row at once (the run goes on in the background)."""
+        """Start a manual run and answer its row at once (the run goes on in the background, on the holder)."""
         run = await self.hub.db.run(retention_runs.start_run, "manual", actor)
-        task = asyncio.create_task(self.run(run["id"], "manual", actor))
+        messages = getattr(self.hub, "cluster_messages", None)
+        if self.hub.leases.holds(RETENTION) or messages is None:
+            self._run_in_background(run["id"], actor)
+        else:
+            actor_fields = {"type": actor.type, "id": actor.id, "name": actor.name, "source_ip": actor.source_ip}
+            await messages.send(RUN_MESSAGE, {"run_id": run["id"], "actor": actor_fields})
+        return run
+
+    def _run_in_background(self, run_id: str, actor: Actor) -> None:
+        task = asyncio.create_task(self.run(run_id, "manual", actor))
         self._runs.add(task)
         task.add_done_callback(self._runs.discard)
-        return run
+
+    def _on_run_message(self, payload: dict[str, Any], sender: str = "") -> None:
+        """A manual run asked of another instance: the holder runs it (a run no holder took is closed by the next one)."""
+        if not self.hub.leases.holds(RETENTION) or sender == self.hub.instance_id:
+            return
+        fields = payload.get("actor") or {}
+        actor = Actor(fields.get("type", "system"), fields.get("id"), fields.get("name"), fields.get("source_ip"))
+        self._run_in_background(str(payload["run_id"]), actor)
 
     async def _free_bytes(self) -> int | None:
         spaces = await asyncio.get_running_loop().run_in_executor(None, measure, [self.root])
@@ -155,7 +189,13 @@ class RetentionRunner:
             errors: list[str] = []
             freed = 0
             for eviction in plan.evictions:
-                event = await self.hub.db.run(retention_runs.mark_evicted, run_id, eviction, utcnow())
+                try:
+                    event = await self.hub.db.run(
+                        self.hub.leases.fenced(RETENTION, retention_runs.mark_evicted), run_id, eviction, utcnow()
+                    )
+                except LeaseLost as err:
+                    errors.append(f"stopped: {err}")
+                    break
                 if event is None:
                     continue  # held or evicted meanwhile: left alone
                 try:

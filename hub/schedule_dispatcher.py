@@ -9,8 +9,10 @@ worker is one thread) while a large fleet is dispatched; the pass takes longer u
 It remembers, per schedule and version, when the next occurrence after the window starts, and looks
 at a schedule again only once the window reaches it, when it changes, after a nudge, or at the full
 pass every `FULL_PASS_S` (a selector picks up nodes added since). Restarting forgets nothing that
-matters: dispatch is idempotent, and the first pass is a full one. On PostgreSQL each batch holds an
-advisory lock, so of two hubs on one database only one dispatches at a time.
+matters: dispatch is idempotent, and the first pass is a full one. On PostgreSQL the loop runs only on the
+instance holding the DISPATCHER lease (issue 24), each batch and missed-job sweep runs fenced by it, and each
+batch still holds its advisory lock, so of two hubs on one database only one dispatches at a time. `nudge()` on
+any instance wakes the holder.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from hark_fleet.hub.cluster.leases import DISPATCHER
 from hark_fleet.hub.services import schedule_dispatch
 from hark_fleet.hub.services.schedule_dispatch import DispatchResult
 from hark_fleet.protocol.topics import command_topic
@@ -50,6 +53,12 @@ class ScheduleDispatcher:
         self.last_pass: dict[str, float] = {}
 
     async def start(self) -> None:
+        """Run the loop while this instance holds the DISPATCHER lease."""
+        self.hub.leases.role(DISPATCHER, self._start_loop, self.stop)
+        self.hub.leases.on_nudge(DISPATCHER, self._nudged)
+
+    async def _start_loop(self) -> None:
+        self._full = True  # a new holder knows nothing of what the last one looked at
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -59,7 +68,11 @@ class ScheduleDispatcher:
             self._task = None
 
     def nudge(self) -> None:
-        """A schedule changed: look at every schedule again, now."""
+        """A schedule changed: look at every schedule again, now (on the instance that dispatches)."""
+        self._nudged()
+        self.hub.leases.nudge(DISPATCHER)
+
+    def _nudged(self) -> None:
         self._full = True
         self._wake.set()
 
@@ -98,7 +111,12 @@ class ScheduleDispatcher:
             chunk = todo[first : first + SCHEDULES_PER_BATCH]
             resume: dict[str, datetime] = {}
             while chunk:
-                work = functools.partial(schedule_dispatch.dispatch, max_jobs=JOBS_PER_BATCH, resume=resume, max_seconds=BATCH_S)
+                work = functools.partial(
+                    self.hub.leases.fenced(DISPATCHER, schedule_dispatch.dispatch),
+                    max_jobs=JOBS_PER_BATCH,
+                    resume=resume,
+                    max_seconds=BATCH_S,
+                )
                 began = time.perf_counter()
                 step = await db.run(work, now, lead, chunk)
                 batches.append(time.perf_counter() - began)
@@ -116,7 +134,9 @@ class ScheduleDispatcher:
             self._full_at = time.monotonic()
         grace = self.hub.config.job_lease_timeout_s
         while True:
-            missed = await db.run(schedule_dispatch.sweep_missed, now, grace, self.hub.ingest.started_at)
+            missed = await db.run(
+                self.hub.leases.fenced(DISPATCHER, schedule_dispatch.sweep_missed), now, grace, self.hub.ingest.started_at
+            )
             total.add(missed)
             if missed.jobs < schedule_dispatch.MISSED_BATCH:
                 break

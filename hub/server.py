@@ -21,6 +21,7 @@ from hark_fleet.hub.auth.oidc import OidcClient, OidcSettings
 from hark_fleet.hub.auth.tokens import new_password
 from hark_fleet.hub.cluster import new_instance_id
 from hark_fleet.hub.cluster.caches import invalidate_everywhere
+from hark_fleet.hub.cluster.crl import CrlPublisher
 from hark_fleet.hub.cluster.leases import LeaseManager
 from hark_fleet.hub.cluster.messages import ClusterMessages
 from hark_fleet.hub.cluster.pg_notify import PgNotify
@@ -102,6 +103,7 @@ class Hub:
         self.retention = RetentionRunner(self)  # evicts confirmed copies by policy and when space is short (issue 20)
         self.notifier = Notifier(self)  # fleet events to notification channels, through a durable outbox (issue 21)
         self.listen = ListenHub(self)  # live listen: node streams fanned out to listeners, sessions (issue 23)
+        self.crl_publisher = CrlPublisher(self)  # the CRL lease: publishes the CRL again before it expires (issue 24)
         invalidate_everywhere(self)  # PostgreSQL: identity caches and meter sites follow the other instances' changes
         self.storage: RecordingStorage = LocalStorage(config.data_dir / "recordings")
         self.uploads = PartialUploads(config.data_dir / "uploads")
@@ -344,6 +346,7 @@ class Hub:
         await self.retention.start()
         await self.notifier.start()
         await self.listen.start()
+        self.crl_publisher.register()
         await self.leases.start()  # the singleton roles registered above start here (on PostgreSQL: where held)
         # before anything slow (mDNS probing): requests arrive as soon as the listener is up
         if config.oidc_issuer and config.oidc_client_id and config.oidc_client_secret:
@@ -596,6 +599,7 @@ class Hub:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.leases.stop()  # the singleton roles stop, then their leases are released for another instance
+        await self.crl_publisher.stop()
         await self.schedules.stop()
         await self.upload_runner.stop()  # uploads in flight go back to the queue, resume kept
         await self.retention.stop()

@@ -26,6 +26,7 @@ On SQLite there is one hub (a second one refuses to start): nothing is written, 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -33,8 +34,9 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from hark_fleet.hub.db.models import database_proxy
 from hark_fleet.protocol.version import __version__
 
 if TYPE_CHECKING:
@@ -58,6 +60,8 @@ LIVE_S = 10.0  # an instance seen within this long is live
 WATCH_S = 0.2  # how often local deadlines are checked
 
 RoleCall = Callable[[], Awaitable[None]]
+T = TypeVar("T")
+NUDGE = "lease.nudge"  # the cluster message that wakes a role's work on the instance holding it
 
 
 class LeaseLost(Exception):
@@ -88,6 +92,7 @@ class LeaseManager:
         self._watch_task: asyncio.Task[None] | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._conn: Any = None  # its own psycopg2 connection: renewals never wait for the pool
+        self._wakers: dict[str, Callable[[], None]] = {}
         self.host = socket.gethostname()[:255]
         self.pid = os.getpid()
 
@@ -150,6 +155,45 @@ class LeaseManager:
         if row is None:
             raise LeaseLost(f"lease {name} (fence {fence}) is no longer held by this instance")
 
+    def fenced(self, name: str, fn: Callable[..., T]) -> Callable[..., T]:
+        """`fn` run in one transaction that first checks the fence of `name` (for `hub.db.run`); `fn` itself on SQLite.
+
+        `fn`'s own transactions become savepoints of that one: its writes commit only while the lease is held.
+        """
+        if not self.on_postgres:
+            return fn
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> T:
+            with database_proxy.atomic():
+                self.check_fence(name)
+                return fn(*args, **kwargs)
+
+        return run
+
+    def on_nudge(self, name: str, wake: Callable[[], None]) -> None:
+        """`wake()` is how role `name`'s work is woken on this instance (called from `nudge(name)` on any instance)."""
+        self._wakers[name] = wake
+
+    def nudge(self, name: str) -> None:
+        """Wake role `name`'s work wherever it runs: here at once, and (PostgreSQL) on the holder by a cluster message."""
+        if self.holds(name) or not self.on_postgres:
+            self._wake(name)
+            return
+        messages = getattr(self._hub, "cluster_messages", None)
+        if messages is not None:
+            messages.send_soon(NUDGE, {"name": name})
+
+    def _wake(self, name: str) -> None:
+        wake = self._wakers.get(name)
+        if wake is not None:
+            wake()
+
+    def _on_nudge_message(self, payload: Any, sender: str = "") -> None:
+        name = payload.get("name") if isinstance(payload, dict) else None
+        if isinstance(name, str) and self.holds(name):
+            self._wake(name)
+
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -161,6 +205,9 @@ class LeaseManager:
                 for start in list(self._roles[name].starts):
                     await self._run_call(name, start, "start")
             return
+        messages = getattr(self._hub, "cluster_messages", None)
+        if messages is not None:
+            messages.on(NUDGE, self._on_nudge_message)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hark-lease")
         await self._tick()
         self._loop_task = asyncio.create_task(self._renew_forever())

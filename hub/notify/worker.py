@@ -12,6 +12,9 @@
   up `notify_give_up_s` after the first attempt), which opens the hub's `notify.failed` condition; the channel's next
   delivery resolves it.
 - Restart: notifications left `sending` go back to `queued`; unrouted notices are routed; flap gates are in the db.
+- More than one hub (issue 24): intake runs on every instance (each takes in the events published on it); routing,
+  delivery and pruning only on the instance holding the NOTIFY lease. Gaining it requeues what a dead holder left
+  `sending`, as a restart does; losing it cancels the sends in flight at once (they are requeued by the next holder).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from hark_fleet.hub.clock import utcnow
+from hark_fleet.hub.cluster.leases import NOTIFY
 from hark_fleet.hub.errors import NotFound
 from hark_fleet.hub.events import Event
 from hark_fleet.hub.notify import notices, retry, send
@@ -83,6 +87,7 @@ class Notifier:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
+        self._delivering = False  # this instance holds the NOTIFY lease: it routes and delivers
         self._settings = notify_settings.NotifySettings()
         self._overview: dict[str, Any] = dict(EMPTY_OVERVIEW)
         self._overview_at = 0.0
@@ -104,14 +109,36 @@ class Notifier:
     async def start(self) -> None:
         self._stopping = False
         self._wake = asyncio.Event()
-        requeued = await self.hub.db.run(notify_outbox.requeue_sending)
-        if requeued:
-            log.info("notifier: %d notifications cut off by the last stop queued again", requeued)
         await self._refresh_wanted()
         self._started = True
         if self._drafts:
             self._schedule_flush(0.0)
         self._task = asyncio.create_task(self._run(), name="notifier")
+        self.hub.leases.role(NOTIFY, self._start_delivery, self._stop_delivery)
+        self.hub.leases.on_nudge(NOTIFY, self._nudged)
+
+    async def _start_delivery(self) -> None:
+        """This instance holds the NOTIFY lease: what the last holder left `sending` is queued again, then delivered."""
+        requeued = await self.hub.db.run(notify_outbox.requeue_sending)
+        if requeued:
+            log.info("notifier: %d notifications cut off by the last stop queued again", requeued)
+        self._delivering = True
+        self._wake_up()
+
+    async def _stop_delivery(self) -> None:
+        """The lease is given up: at a clean stop the sends get a moment; when lost, they are cancelled at once."""
+        self._delivering = False
+        if self._sends:
+            pending = set(self._sends)
+            if self.hub.leases.holds(NOTIFY):
+                _, pending = await asyncio.wait(pending, timeout=STOP_WAIT_S)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _wake_up(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
 
     async def stop(self) -> None:
         """Write the drafts still buffered, stop routing, give the sends in flight a moment (the rest are requeued)."""
@@ -136,10 +163,14 @@ class Notifier:
 
     def nudge(self) -> None:
         """Channels changed: read their subscriptions again and route now."""
+        self._nudged()
+        if not self.hub.leases.holds(NOTIFY):
+            self.hub.leases.nudge(NOTIFY)  # the instance routing and delivering reads them again too
+
+    def _nudged(self) -> None:
         self._refresh = self._stale = True
         self._specs.clear()
-        if self._wake is not None:
-            self._wake.set()
+        self._wake_up()
 
     def overview(self) -> dict[str, Any]:
         """The outbox in figures (refreshed every few seconds): queued, retrying, sending, delivered and failed in 24 h."""
@@ -230,6 +261,11 @@ class Notifier:
         routing = self._route_soon or self._refresh or now - self._routed_at >= TICK_S * 0.9
         if self._refresh or now - self._wanted_at >= WANTED_REFRESH_S:
             await self._refresh_wanted()
+        if not self._delivering:  # intake only: the instance holding the NOTIFY lease routes and delivers
+            if now - self._overview_at >= OVERVIEW_REFRESH_S:
+                self._overview_at = now
+                self._overview = await self.hub.db.run(notify_outbox.overview)
+            return
         if routing:
             self._routed_at, self._route_soon = now, False
             result, self._settings = await self.hub.db.run(_tick, self.hub.public_url)
@@ -247,7 +283,7 @@ class Notifier:
         """Claim what is due into the free slots: on every routing pass, and between them once half the slots are free
         (a send finishing wakes the loop; claiming in fours keeps a busy outbox from costing a query per send)."""
         free = MAX_IN_FLIGHT - len(self._sends)
-        if free <= 0 or self._stopping or (not always and self._sends and free < MAX_IN_FLIGHT // 2):
+        if free <= 0 or self._stopping or not self._delivering or (not always and self._sends and free < MAX_IN_FLIGHT // 2):
             return
         for claimed in await self.hub.db.run(notify_outbox.claim_due, free):
             task = asyncio.create_task(self._send(claimed), name=f"notify {claimed.id}")

@@ -322,6 +322,7 @@ def test_a_flap_gate_forgets_only_what_it_would_judge_the_same_and_openings_told
 def test_the_intake_writes_only_what_a_channel_wants_within_a_moment_and_a_nudge_brings_in_a_new_channels_types(
     tmp_path: Path,
 ) -> None:
+    from hark_fleet.hub.cluster.leases import LeaseManager
     from hark_fleet.hub.db.database import HubDatabase, open_database
     from hark_fleet.hub.db.models import database_proxy
 
@@ -335,6 +336,7 @@ def test_the_intake_writes_only_what_a_channel_wants_within_a_moment_and_a_nudge
         public_url=URL,
         config=SimpleNamespace(notify_backoff_base_s=0.2, notify_give_up_s=60.0),
     )
+    hub.leases = LeaseManager(hub)  # type: ignore[arg-type]
     worker = Notifier(hub)  # type: ignore[arg-type]
 
     def stored() -> list[str]:
