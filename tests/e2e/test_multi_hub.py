@@ -24,6 +24,7 @@ import httpx
 import psycopg2
 import pytest
 
+from tests.e2e.listen_clients import Listener, open_session
 from tests.e2e.multi_hub import EventStream, HAProxy, SlowLink
 from tests.harness import (
     HubProcess,
@@ -66,8 +67,9 @@ class Deployment:
         """An admin client through HAProxy, or straight to `base`."""
         return httpx.Client(base_url=base or self.haproxy.url, headers={"Authorization": f"Bearer {self.token()}"}, timeout=15)
 
-    def live_hubs(self) -> list[HubProcess]:
-        return [hub for hub in self.hubs.values() if hub.proc is not None]
+    def balancer(self) -> HubProcess:
+        """HAProxy addressed as the listen clients address a hub (never started: only its URL is used)."""
+        return HubProcess(self.workdir / "balancer", port=self.haproxy.port)
 
     def logs(self) -> str:
         parts = [f"--- {name} ---\n{hub.log()[-4000:]}" for name, hub in self.hubs.items()]
@@ -211,6 +213,21 @@ def test_a_user_logged_out_on_one_hub_is_refused_on_the_other_at_once(deployment
     assert refused.status_code == 401, refused.text
     with httpx.Client(base_url=deployment.haproxy.url, headers={"Authorization": f"Bearer {token}"}) as balanced:
         assert balanced.get("/api/v1/nodes").status_code == 401
+
+
+# -- live listen -------------------------------------------------------------------------------------------------------
+
+
+def test_live_listen_goes_through_the_balancer_on_a_websocket(deployment: Deployment) -> None:
+    balancer, token = deployment.balancer(), deployment.token()
+    opened = open_session(balancer, token, deployment.nodes[1].node_id)
+    listener = Listener(balancer, token, opened["stream_url"], name="through-haproxy").start()
+    try:
+        listener.wait_frames(50)  # a second of audio
+    finally:
+        listener.close()
+    assert listener.hello is not None and listener.chunks_before_hello == 0, listener.summary()
+    assert listener.gaps == [] and not listener.bad_chunks and listener.error is None, listener.summary()
 
 
 # -- a hub killed mid-flight -------------------------------------------------------------------------------------------
