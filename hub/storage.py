@@ -232,9 +232,10 @@ class PartialUploads:
         return self.root / f"{safe_segment(recording_id)}.part"
 
     def offset(self, recording_id: str) -> int:
-        """Bytes stored so far (0 when nothing yet)."""
+        """Bytes stored so far (0 when nothing yet), as another hub may have left them (an open revalidates on NFS)."""
         try:
-            return self.path(recording_id).stat().st_size
+            with self.path(recording_id).open("rb") as fh:
+                return os.fstat(fh.fileno()).st_size
         except FileNotFoundError:
             return 0
 
@@ -268,15 +269,15 @@ class PartialUploads:
         """Make sure the running hash covers the whole part (re-hashing it after a restart); return the offset."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.path(recording_id).touch()  # so an empty file, too, has a part to store
-        part = self.path(recording_id).stat()
-        with self._lock:
-            state = self._hashes.get(recording_id)
-            if state is not None and state.offset == part.st_size and state.inode == part.st_ino:
-                return state.offset
-        digest = hashlib.sha256()
-        done = 0
+        # Sizes from the open file: on NFS an open revalidates what another hub's writes changed, a stat may not.
         with self.path(recording_id).open("rb") as fh:
-            inode = os.fstat(fh.fileno()).st_ino
+            part = os.fstat(fh.fileno())
+            with self._lock:
+                state = self._hashes.get(recording_id)
+                if state is not None and state.offset == part.st_size and state.inode == part.st_ino:
+                    return state.offset
+            digest = hashlib.sha256()
+            done, inode = 0, part.st_ino
             while block := fh.read(READ_BLOCK):
                 digest.update(block)
                 done += len(block)
