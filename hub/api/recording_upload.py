@@ -2,8 +2,10 @@
 
 The body is never held whole: `data_received` collects at most `FLUSH_BYTES` and appends it to
 `<data_dir>/uploads/<rid>.part` on an executor (Tornado waits for that before reading on, so a
-fast node cannot outrun the disk), updating the running sha256 on the way. After a hub restart
-the running hash is rebuilt by re-reading the part once (see `hub.storage.PartialUploads`).
+fast node cannot outrun the disk), updating the running sha256 on the way. After a hub restart,
+or when the upload comes on through another hub sharing the data directory, the running hash is
+rebuilt by re-reading the part once; one hub at a time writes a part, under its file lock (see
+`hub.storage.PartialUploads`), and the others answer 409 upload_in_progress meanwhile.
 """
 
 from __future__ import annotations
