@@ -34,8 +34,11 @@ class StreamHandler(BaseHandler):
     _outbox: Outbox | None = None
     _stream_name = ""
 
-    async def pump(self, outbox: Outbox, preamble: list[bytes], stream: str) -> None:
-        """Send `preamble`, then what the outbox gets, keepalives while idle, and a reset once the client is dropped."""
+    async def pump(self, outbox: Outbox, preamble: list[bytes], stream: str, write_interval: float = WRITE_INTERVAL_S) -> None:
+        """Send `preamble`, then what the outbox gets, keepalives while idle, and a reset once the client is dropped.
+
+        At most one write per `write_interval`; 0 when the producer already paces its frames (a coalesced stream's ticks).
+        """
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Accel-Buffering", "no")
@@ -63,7 +66,8 @@ class StreamHandler(BaseHandler):
                         self._abort()  # it took the frames before but not its reset: it has stopped reading
                     break
                 await self._send(outbox.take() or KEEPALIVE)
-                await asyncio.sleep(WRITE_INTERVAL_S)
+                if write_interval:
+                    await asyncio.sleep(write_interval)
         except StreamClosedError:
             pass
         finally:

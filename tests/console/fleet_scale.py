@@ -31,6 +31,7 @@ import multiprocessing
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +76,8 @@ PAGE_PROBE = """
       if (String(url).includes("/api/v1/meter-events")) {
         probe.meterUrl = String(url);
         this.addEventListener("meter", () => { probe.frames++; });
+        // A coalesced stream: the frames of each tick (a key per node, counted without parsing the event).
+        this.addEventListener("meters", (event) => { probe.frames += (event.data.match(/"seq":/g) || []).length; });
         this.addEventListener("reset", () => { probe.resets++; });
       }
     }
@@ -452,7 +455,8 @@ def measure_fleet_page(
     """Load `#/fleet` in a new context (console files from `read`, or the hub's), visit it again from
     `#/me`, then watch it live for `window_s` (`check` runs on the live page before the settling time;
     `on_window` is called with "start" and "end" at the window's edges). `meter_params` (e.g. "max_rate=2") is added to the
-    page's meter stream request, to try a query the page does not send yet."""
+    page's meter stream request, to try a query the page does not send yet (with `max_rate`, in place of the page's
+    `coalesce`: the two do not go together)."""
     # bypass_csp: the probe's waits evaluate strings, which the hub's policy forbids.
     context = browser.new_context(viewport=VIEWPORT, storage_state=state, bypass_csp=True)
     try:
@@ -463,7 +467,7 @@ def measure_fleet_page(
             stream = f"{hub_url}/api/v1/meter-events"
             context.route(
                 lambda url: url.startswith(stream),
-                lambda route: route.continue_(url=route.request.url + ("&" if "?" in route.request.url else "?") + meter_params),
+                lambda route: route.continue_(url=_with_params(route.request.url, meter_params)),
             )
         page = context.new_page()
         errors: list[str] = []
@@ -511,3 +515,13 @@ def measure_fleet_page(
         )
     finally:
         context.close()
+
+
+def _with_params(url: str, params: str) -> str:
+    """`url` with `params` added; a `max_rate` replaces the URL's `coalesce` (the hub takes one or the other)."""
+    parts = urllib.parse.urlsplit(url)
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    added = urllib.parse.parse_qsl(params, keep_blank_values=True)
+    if any(name == "max_rate" for name, _ in added):
+        pairs = [(name, value) for name, value in pairs if name != "coalesce"]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(pairs + added)))

@@ -148,9 +148,10 @@ export function renderFleet(view) {
   const header = statusHeader();
 
   const streamState = h("span", { class: "badge small", role: "status" }, "connecting");
-  // An overview needs no more than 5 frames a second of each node (the bars still fall smoothly and a
-  // clip always gets through); it halves what the page and the hub handle with a large fleet.
-  const meters = new MeterView(null, (s) => { streamState.textContent = s === "live" ? "live" : `meters ${s}`; }, { maxRate: 5 });
+  // An overview takes the coalesced stream: ten events a second, each with the latest frame of every
+  // node that sent one (the bars still fall smoothly and a clip always gets through), whatever the
+  // fleet's size, for the page and for the hub (one encoding per tick for every page like this one).
+  const meters = new MeterView(null, (s) => { streamState.textContent = s === "live" ? "live" : `meters ${s}`; }, { coalesce: "100ms" });
   const error = h("p", { class: "error", role: "alert" });
   const hubHealth = h("section", { class: "hub-health", "aria-label": "Hub health", hidden: true });
   const totals = h("div", { class: "fleet-totals", role: "group", "aria-label": "Totals" });
