@@ -39,15 +39,35 @@ Each figure is reported as the median of the rounds with its range; the hub's de
 against bare (the ratio of the pair measured in the same round). The bare server stays subscribed between its rounds
 (a few % of a core); the hub always is (it is the product).
 
+Coalesced mode
+--------------
+``--mode coalesced`` compares, on the same hub in alternating rounds, its two meter streams with ``--clients`` readers
+(default 1,000) following every one of ``--nodes`` (default 100) at 10 Hz:
+
+* ``per-frame``: ``GET /api/v1/meter-events`` as above (every frame, no ``max_rate``);
+* ``coalesced``: ``GET /api/v1/meter-events?coalesce=100ms`` (``--coalesce``): one ``event: meters`` per tick with the
+  latest frame of every node that sent one since the last tick.
+
+For ``coalesced``, delivery % is the share of the ticks due in the window that each reader received, by tick number
+(``"tick"`` in the event: milliseconds since the epoch over the interval, so a tick the hub skipped because its loop
+was late counts as lost too); a tick is due when it falls from the window's start to ``TICK_GRACE_S`` (1 s) before its
+end. Its delay is from the tick's ``ts`` (the hub's clock when it encoded the tick, on the loop) to the reader's receipt;
+its frame age is from each frame's publish time to receipt (that includes up to one interval of coalescing). For
+``per-frame`` both are publish -> receipt as above. The bare server is not started in this mode.
+
+It exits 0 when the coalesced stream delivered at least 99 % of its ticks with a tick p99 delay under 500 ms at every
+client count (median of the rounds), 2 otherwise.
+
 Run it from the repository root::
 
     .venv/bin/python bench/meter_fanout.py [--nodes 100] [--clients 100,200] [--rounds 3] [--duration 10]
                                            [--warmup 5] [--client-procs 2] [--stalled 0]
     .venv/bin/python bench/meter_fanout.py --quick    # smoke run: 20 nodes, 10 clients, 3 rounds of 2 s
+    .venv/bin/python bench/meter_fanout.py --mode coalesced [--coalesce 100ms] [--clients 1000] [--quick]
 
-It exits 0 when the hub delivered at least 99 % with a p99 delay under 250 ms at every client count (median of the
-rounds), 2 otherwise, 1 on an error, 130 on Ctrl-C. Every process it started is stopped at the end and the temporary
-directory removed.
+In the default mode it exits 0 when the hub delivered at least 99 % with a p99 delay under 250 ms at every client count
+(median of the rounds), 2 otherwise; either mode 1 on an error, 130 on Ctrl-C. Every process it started is stopped at
+the end and the temporary directory removed.
 """
 
 from __future__ import annotations
@@ -56,6 +76,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -96,6 +117,17 @@ STALLED_RCVBUF = 4096
 TARGET_DELIVERY = 0.99
 TARGET_P99_MS = 250.0
 SUBJECTS = ("bare", "hub")
+# --mode coalesced: the hub's per-frame stream against its coalesced one (`?coalesce=`), both on the same hub.
+COALESCED_SUBJECTS = ("per-frame", "coalesced")
+DEFAULT_COALESCED_CLIENTS = [1000]
+DEFAULT_COALESCE = "100ms"
+TARGET_TICK_P99_MS = 500.0
+TICK_GRACE_S = 1.0  # a tick is counted due if it was due at least this long before the window closed
+TICK_HEAD = b'event: meters\ndata: {"tick":'
+TICK_HEAD_SKIP = len(b"event: meters\ndata: {")
+TICK_RE = re.compile(rb'"tick":(\d+),"snapshot":(true|false),"ts":"([^"]{1,40})"')
+TICK_TAIL = 160  # bytes kept between reads so that a tick's header cut by TCP is read whole (ticks are deduplicated)
+FRAME_TS_RE = re.compile(rb'\{"ts":"([^"]{1,40})"')  # a frame's own `ts` in a coalesced event (the tick's is `,"ts"`)
 
 METER_EVENT = b"event: meter\n"
 RESET_EVENT = b"event: reset\n"
@@ -108,8 +140,16 @@ def iso_us(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_MINUTES: dict[str, float] = {}
+
+
 def parse_iso(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    """`2026-12-07T04:00:00.123456Z` (fractions of 1 to 6 digits): the minute parsed once, then cached."""
+    minute = text[:17]
+    base = _MINUTES.get(minute)
+    if base is None:
+        base = _MINUTES[minute] = datetime.strptime(minute, "%Y-%m-%dT%H:%M:").replace(tzinfo=UTC).timestamp()
+    return base + float(text[17:].rstrip("Z"))
 
 
 def _varint(value: int) -> bytes:
@@ -285,14 +325,19 @@ class _Sampling:
     def __init__(self) -> None:
         self.on = False
         self.interval = 0.1
-        self.delays: list[float] = []
+        self.delays: list[float] = []  # per-frame: publish -> receipt; coalesced: the tick's `ts` (emitted) -> receipt
+        self.ages: list[float] = []  # coalesced: each frame's publish -> receipt
 
 
 class SseClient(asyncio.Protocol):
     """One stream: counts meter events, notices a reset and the end; a stalled one reads the headers only."""
 
-    def __init__(self, request: bytes, sampling: _Sampling, ready: asyncio.Future[int], stalled: bool) -> None:
+    def __init__(
+        self, request: bytes, sampling: _Sampling, ready: asyncio.Future[int], stalled: bool, coalesced: bool = False
+    ) -> None:
         self.request, self.sampling, self.ready, self.stalled = request, sampling, ready, stalled
+        self.coalesced = coalesced
+        self.ticks: set[int] = set()  # coalesced: the tick numbers received (snapshots left out)
         self.transport: asyncio.Transport | None = None
         self.head = b""
         self.status = 0
@@ -324,6 +369,9 @@ class SseClient(asyncio.Protocol):
                 return
         self.reads += 1
         buf = self.tail + data
+        if self.coalesced:
+            self._ticks(buf, data)
+            return
         self.events += buf.count(METER_EVENT)
         if RESET_EVENT in buf:
             self.reset = True
@@ -337,16 +385,44 @@ class SseClient(asyncio.Protocol):
                 self.next_sample = now + sampling.interval
                 sampling.delays.extend(now - parse_iso(m[1].decode()) for m in TS_RE.finditer(buf))
 
+    def _ticks(self, buf: bytes, data: bytes) -> None:
+        """A coalesced stream's read: the ticks whose header it holds (each counted once), sampled delays and ages."""
+        if RESET_EVENT in buf:
+            self.reset = True
+        if buf.endswith(LAST_CHUNK):
+            self.ended = True
+        sampling = self.sampling
+        now = time.time()
+        sample = sampling.on and now >= self.next_sample
+        if sample:
+            self.next_sample = now + sampling.interval
+            sampling.ages.extend(now - parse_iso(m[1].decode()) for m in FRAME_TS_RE.finditer(data))
+        ticks = self.ticks
+        pos = buf.find(TICK_HEAD)
+        while pos >= 0:
+            found = TICK_RE.match(buf, pos + TICK_HEAD_SKIP)
+            if found is not None and found[2] == b"false":
+                tick = int(found[1])
+                if tick not in ticks:
+                    ticks.add(tick)
+                    self.events += 1
+                    if sample:
+                        sampling.delays.append(now - parse_iso(found[3].decode()))
+            pos = buf.find(TICK_HEAD, pos + 1)
+        self.tail = buf[-TICK_TAIL:]
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.ended = True
         if not self.ready.done():
             self.ready.set_result(0)
 
 
-async def _open(port: int, token: str, count: int, stalled: int, sampling: _Sampling) -> tuple[list[SseClient], list[str]]:
+async def _open(
+    port: int, token: str, count: int, stalled: int, sampling: _Sampling, path: str = STREAM_PATH, coalesced: bool = False
+) -> tuple[list[SseClient], list[str]]:
     loop = asyncio.get_running_loop()
     request = (
-        f"GET {STREAM_PATH} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
     ).encode()
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     clients: list[SseClient] = []
@@ -361,7 +437,7 @@ async def _open(port: int, token: str, count: int, stalled: int, sampling: _Samp
             sock.setblocking(False)
             try:
                 await loop.sock_connect(sock, (HOST, port))
-                _, client = await loop.create_connection(lambda: SseClient(request, sampling, ready, stall), sock=sock)
+                _, client = await loop.create_connection(lambda: SseClient(request, sampling, ready, stall, coalesced), sock=sock)
                 status = await asyncio.wait_for(ready, CONNECT_TIMEOUT_S)
             except (OSError, TimeoutError) as err:
                 sock.close()
@@ -389,30 +465,39 @@ async def _client_loop(conn: Connection) -> None:
     loop.add_reader(conn.fileno(), on_command)
     sampling = _Sampling()
     clients: list[SseClient] = []
-    marked_at = 0.0
+    marked_at = marked_wall = 0.0
+    interval_ms = 0  # 0: a per-frame stream
     try:
         while True:
             command = await commands.get()
             kind = command[0]
             if kind == "open":
-                _, port, token, count, stalled = command
+                _, port, token, count, stalled, path, interval_ms = command
                 sampling.interval = max(0.1, count / SAMPLE_READS_PER_S)
-                clients, errors = await _open(port, token, count, stalled, sampling)
+                clients, errors = await _open(port, token, count, stalled, sampling, path, interval_ms > 0)
                 conn.send({"errors": errors})
             elif kind == "mark":
                 for client in clients:
                     client.marked = client.events
-                sampling.delays, sampling.on, marked_at = [], True, time.monotonic()
+                sampling.delays, sampling.ages, sampling.on = [], [], True
+                marked_at, marked_wall = time.monotonic(), time.time()
                 conn.send({})
             elif kind == "collect":
                 sampling.on = False
                 readers = [c for c in clients if not c.stalled]
+                first = last = 0
+                if interval_ms:  # the ticks due in the window: from its start to TICK_GRACE_S before its end
+                    first = math.ceil(marked_wall * 1000 / interval_ms)
+                    last = math.floor((time.time() - TICK_GRACE_S) * 1000 / interval_ms)
                 conn.send(
                     {
                         "window_s": time.monotonic() - marked_at,
                         "events": [c.events - c.marked for c in readers],
                         "dropped": sum(1 for c in readers if c.reset or c.ended),
                         "delays": sampling.delays,
+                        "ages": sampling.ages,
+                        "ticks_due": max(0, last - first + 1),
+                        "ticks": [sum(1 for t in c.ticks if first <= t <= last) for c in readers] if interval_ms else [],
                     }
                 )
             elif kind == "close":
@@ -511,8 +596,11 @@ class Bench:
         if status != 200:
             raise RuntimeError(f"login: HTTP {status} {payload}")
         self.token = payload["data"]["token"]
-        self.bare = self.context.Process(target=bare_main, args=(self.bare_port, self.broker.host, self.broker.port), name="bare")
-        self.bare.start()
+        if "bare" in self.args.subjects:
+            self.bare = self.context.Process(
+                target=bare_main, args=(self.bare_port, self.broker.host, self.broker.port), name="bare"
+            )
+            self.bare.start()
         print(f"enrolling {self.args.nodes} nodes ...", flush=True)
         node_ids = []
         for i in range(self.args.nodes):
@@ -603,13 +691,18 @@ class Bench:
         """One subject with `count` reading clients (and the stalled ones): its figures."""
         args = self.args
         measured = rounds.Round(subject, number)
-        port = self.hub_port if subject == "hub" else self.bare_port
-        pid = self.hub.pid if subject == "hub" and self.hub is not None else self.bare.pid
+        on_hub = subject != "bare"
+        port = self.hub_port if on_hub else self.bare_port
+        pid = self.hub.pid if on_hub and self.hub is not None else self.bare.pid
+        interval_ms = args.interval_ms if subject == "coalesced" else 0
+        path = f"{STREAM_PATH}?coalesce={args.coalesce}" if interval_ms else STREAM_PATH
         procs = len(self.clients)
         share = [count // procs + (1 if i < count % procs else 0) for i in range(procs)]
         stalled = [args.stalled // procs + (1 if i < args.stalled % procs else 0) for i in range(procs)]
         dropped_before = self.metric("hark_sse_clients_dropped_total", '{stream="meters"}')
-        opened = self.ask([("open", port, self.token, share[i], stalled[i]) for i in range(procs)], CONNECT_TIMEOUT_S * 3)
+        opened = self.ask(
+            [("open", port, self.token, share[i], stalled[i], path, interval_ms) for i in range(procs)], CONNECT_TIMEOUT_S * 3
+        )
         errors = [e for r in opened for e in r["errors"]]
         self.sleep(args.warmup)
         hub_before, cpu_before = self.hub_meters(), cpu_s(pid)
@@ -630,9 +723,21 @@ class Bench:
         offered = published / (sent_t1 - sent_t0)  # frames/s the generator published, each client's due
         rates = [e / r["window_s"] for r in collected for e in r["events"]]  # frames/s each connected reader got
         delays = sorted(d * 1000 for r in collected for d in r["delays"])
+        if interval_ms:  # the share of the ticks due in the window that each reader got
+            shares = [got / r["ticks_due"] for r in collected for got in r["ticks"] if r["ticks_due"]]
+            delivery = 100 * sum(shares) / count  # a reader never connected: 0
+            slowest = 100 * min(shares, default=0.0)
+            ages = sorted(a * 1000 for r in collected for a in r["ages"])
+        else:
+            delivery = 100 * sum(rates) / (offered * count) if offered else 0.0
+            slowest = 100 * min(rates) / offered if rates and offered else 0.0
+            ages = delays
         figures: dict[str, float] = {
-            "delivery_pct": 100 * sum(rates) / (offered * count) if offered else 0.0,  # a reader never connected: 0
-            "slowest_pct": 100 * min(rates) / offered if rates and offered else 0.0,
+            "delivery_pct": delivery,
+            "slowest_pct": slowest,
+            "age_p50_ms": _percentile(ages, 0.50),
+            "age_p99_ms": _percentile(ages, 0.99),
+            "events_per_s": sum(rates) / len(rates) if rates else 0.0,  # per reader: frames, or ticks when coalesced
             "p50_ms": _percentile(delays, 0.50),
             "p99_ms": _percentile(delays, 0.99),
             "dropped": sum(r["dropped"] for r in collected) + max(0, count - len(rates)),  # ... or never connected
@@ -642,7 +747,7 @@ class Bench:
             "rss_mb": rss if rss is not None else -1,
             "client_cpu_pct": max(client_cpu, default=-1.0),  # the busiest client process: near 100 %, the clients limit
         }
-        if subject == "hub":
+        if on_hub:
             figures["intake_pct"] = 100 * (hub_after - hub_before) / published if published else 0.0
             figures["hub_dropped"] = dropped_by_hub
         return measured.done(**figures)
@@ -718,6 +823,63 @@ def report(done: list[rounds.Round], counts: list[int], args: argparse.Namespace
     return ok
 
 
+def report_coalesced(done: list[rounds.Round], counts: list[int], args: argparse.Namespace, load_at_start: float) -> bool:
+    """--mode coalesced: the hub's per-frame stream against its coalesced one; whether the coalesced one met the targets."""
+    print()
+    print(
+        f"hark hub meter stream, per-frame against coalesced ({args.coalesce}): {args.nodes} nodes x {METER_HZ:g} Hz, "
+        f"{args.rounds} alternating rounds per count"
+    )
+    print(f"  {rounds.load_text(done)}; load before the bench started {load_at_start:.2f}")
+    warning = rounds.busy_warning(load_at_start)
+    if warning:
+        print("  " + warning)
+    print("  delivery: per-frame, the frames each reader got of those published; coalesced, the ticks each reader got of")
+    print(f"  those due in the window (tick numbers, so a tick the hub skipped counts as lost; due up to {TICK_GRACE_S:g} s")
+    print("  before the window closed). delay: per-frame, frame published -> received; coalesced, tick emitted (its `ts`,")
+    print("  the hub's clock when it encoded the tick) -> received. frame age: every sampled frame, published -> received.")
+    if args.stalled:
+        print(f"  every round also had {args.stalled} stalled client(s) (headers read, then nothing), not counted below")
+    ok = True
+    print()
+    header = f"{'clients':>7}  {'subject':<9}  {'delivery %':<22} {'slowest %':<22} {'delay p50 ms':<18} {'delay p99 ms':<20} "
+    header += f"{'frame age p99 ms':<20} {'events/s':<18} {'dropped':<12} {'hub cpu %':<16} {'rss MB':<14} {'intake %':<20}"
+    print(header)
+    for count in counts:
+        of_count = [r for r in done if r.figures.get("clients") == count]
+        for subject in COALESCED_SUBJECTS:
+
+            def s(figure: str, fmt: str = "{:.1f}", subject: str = subject, of_count: list[rounds.Round] = of_count) -> str:
+                return rounds.summarize(of_count, subject, figure).text(fmt)
+
+            print(
+                f"{count:>7}  {subject:<9}  {s('delivery_pct', '{:.2f}'):<22} {s('slowest_pct', '{:.2f}'):<22} "
+                f"{s('p50_ms'):<18} {s('p99_ms'):<20} {s('age_p99_ms'):<20} {s('events_per_s', '{:.0f}'):<18} "
+                f"{s('dropped', '{:.0f}'):<12} {s('cpu_pct', '{:.0f}'):<16} {s('rss_mb', '{:.0f}'):<14} "
+                f"{s('intake_pct', '{:.2f}'):<20}"
+            )
+        delivery = rounds.summarize(of_count, "coalesced", "delivery_pct")
+        p99 = rounds.summarize(of_count, "coalesced", "p99_ms")
+        met = delivery.median >= 100 * TARGET_DELIVERY and p99.median < TARGET_TICK_P99_MS
+        ok = ok and met
+        cpu = rounds.ratios(of_count, "coalesced", "per-frame", "cpu_pct")
+        print(
+            f"         coalesced/per-frame hub CPU per round {cpu.text('{:.2f}')}; coalesced {'MEETS' if met else 'MISSES'} "
+            f">= {100 * TARGET_DELIVERY:.0f} % of ticks delivered and tick p99 < {TARGET_TICK_P99_MS:.0f} ms (medians)"
+        )
+    print()
+    print("per round (load average before -> after):")
+    for r in done:
+        f = r.figures
+        print(
+            f"  round {r.number + 1} {r.subject:<9} {int(f['clients']):>5} clients: delivery {f['delivery_pct']:.2f} % "
+            f"(slowest {f['slowest_pct']:.1f} %), delay p99 {f['p99_ms']:.0f} ms, frame age p99 {f['age_p99_ms']:.0f} ms, "
+            f"dropped {f['dropped']:.0f}, hub cpu {f['cpu_pct']:.0f} % (busiest client process {f['client_cpu_pct']:.0f} %), "
+            f"connect errors {f['connect_errors']:.0f}, load {r.load_before:.2f} -> {r.load_after:.2f}"
+        )
+    return ok
+
+
 # -- main -------------------------------------------------------------------------------------------
 
 
@@ -734,7 +896,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         bench.start()
         for count in args.clients:
-            for number, subject in rounds.alternate(SUBJECTS, args.rounds):
+            for number, subject in rounds.alternate(args.subjects, args.rounds):
                 print(f"{count} clients, round {number + 1}, {subject}: {args.warmup:g} s + {args.duration:g} s ...", flush=True)
                 measured = bench.round(subject, number, count)
                 measured.figures["clients"] = count
@@ -746,7 +908,8 @@ def run(args: argparse.Namespace) -> int:
                 )
                 done.append(measured)
         bench.check_alive()
-        return 0 if report(done, args.clients, args, load_at_start) else 2
+        summary = report_coalesced if args.mode == "coalesced" else report
+        return 0 if summary(done, args.clients, args, load_at_start) else 2
     except KeyboardInterrupt:
         print("\ninterrupted; stopping everything", file=sys.stderr)
         return 130
@@ -770,10 +933,33 @@ def _counts(text: str) -> list[int]:
     return values
 
 
+def _coalesce_ms(text: str) -> int:
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s)", text)
+    if found is None:
+        raise argparse.ArgumentTypeError("a duration such as 100ms or 0.5s")
+    return round(float(found[1]) * (1 if found[2] == "ms" else 1000))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="The hark hub's SSE fan-out of live meters against a bare Tornado server.")
+    parser = argparse.ArgumentParser(
+        description="The hark hub's SSE fan-out of live meters against a bare Tornado server (--mode fanout), or its "
+        "per-frame meter stream against its coalesced one (--mode coalesced)."
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("fanout", "coalesced"),
+        default="fanout",
+        help="fanout: bare against hub (default); coalesced: the hub's per-frame stream against ?coalesce= "
+        "(defaults 1,000 clients, 100 nodes)",
+    )
+    parser.add_argument("--coalesce", default=DEFAULT_COALESCE, help="--mode coalesced: the tick (default 100ms)")
     parser.add_argument("--nodes", type=int, default=None, help="nodes publishing meters at 10 Hz (default 100; --quick 20)")
-    parser.add_argument("--clients", type=_counts, default=None, help="reading client counts (default 100,200; --quick 10)")
+    parser.add_argument(
+        "--clients",
+        type=_counts,
+        default=None,
+        help="reading client counts (default 100,200, with --mode coalesced 1000; --quick 10, coalesced 50)",
+    )
     parser.add_argument("--rounds", type=int, default=rounds.MIN_ROUNDS, help="alternating rounds per count (default 3)")
     parser.add_argument("--duration", type=float, default=None, help="seconds measured per round (default 10; --quick 2)")
     parser.add_argument(
@@ -783,7 +969,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stalled", type=int, default=0, help="clients per round that read the headers and then nothing")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 nodes, 10 clients, 3 rounds of 1 s + 2 s")
     args = parser.parse_args(argv)
-    defaults = (20, [10], 2.0, 1.0) if args.quick else (100, DEFAULT_CLIENTS, 10.0, 5.0)
+    coalesced = args.mode == "coalesced"
+    if args.quick:
+        defaults = (20, [50] if coalesced else [10], 2.0, 1.0)
+    else:
+        defaults = (100, DEFAULT_COALESCED_CLIENTS if coalesced else DEFAULT_CLIENTS, 10.0, 5.0)
+    args.subjects = COALESCED_SUBJECTS if coalesced else SUBJECTS
+    try:
+        args.interval_ms = _coalesce_ms(args.coalesce) if coalesced else 0
+    except argparse.ArgumentTypeError as err:
+        parser.error(f"--coalesce: {err}")
     for name, default in zip(("nodes", "clients", "duration", "warmup"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, default)
