@@ -91,15 +91,16 @@ def instance_of(database_url: str, hub: HubProcess) -> str:
     return wait_for(registered, 20, f"hub pid {hub.proc.pid} in hub_instance", interval=0.2)
 
 
-def lease_holders(client: httpx.Client) -> dict[str, str | None]:
-    """`GET /api/v1/hub-instances/leases`: lease name -> holding instance (None when free or expired)."""
-    response = client.get("/api/v1/hub-instances/leases")
+def leases(base: str, token: str) -> dict[str, dict[str, Any]]:
+    """`GET /api/v1/hub-instances/leases` at one hub: lease name -> its row (holder, fence, held...)."""
+    response = httpx.get(f"{base}/api/v1/hub-instances/leases", headers={"Authorization": f"Bearer {token}"}, timeout=15)
     assert response.status_code == 200, response.text
-    data = response.json()["data"]
-    rows = data if isinstance(data, list) else data.get("leases", data)
-    if isinstance(rows, dict):
-        rows = [{"name": name, **row} for name, row in rows.items()]
-    return {row["name"]: row.get("holder") for row in rows}
+    return {row["name"]: row for row in response.json()["data"]}
+
+
+def lease_holders(base: str, token: str) -> dict[str, str | None]:
+    """Lease name -> the instance holding it now, as the hub at `base` says (None when free or expired)."""
+    return {name: row["holder"] if row["held"] else None for name, row in leases(base, token).items()}
 
 
 def held_leases(database_url: str) -> dict[str, str]:
@@ -309,8 +310,10 @@ def test_killing_a_hub_loses_no_message_finishes_the_upload_moves_the_singletons
     except AssertionError as err:
         raise AssertionError(f"{err}\n{recording(deployment, recording_id)}\n{deployment.logs()}") from None
     haproxy.set_state("hub2", "ready")
-    holders_before = held_leases(deployment.database_url)
-    assert doomed_id in holders_before.values(), holders_before  # the first hub started took the singleton work
+    before = leases(doomed.url, deployment.token())
+    holders_before = {name: row["holder"] for name, row in before.items() if row["held"]}
+    assert doomed_id in holders_before.values(), before  # the first hub started took the singleton work
+    assert holders_before == held_leases(deployment.database_url)
 
     sent_before_kill, renames_before_kill = len(link.puts), len(patcher.done)
     applied_before_kill = {n.node_id: len(applied_ids(deployment.database_url, n)) for n in deployment.nodes}
@@ -323,13 +326,12 @@ def test_killing_a_hub_loses_no_message_finishes_the_upload_moves_the_singletons
 
     # The singleton work moves to the survivor within 10 s.
     def all_on_survivor() -> bool:
-        holders = held_leases(deployment.database_url)
-        return set(holders) == set(holders_before) and set(holders.values()) == {survivor_id}
+        return set(lease_holders(survivor.url, deployment.token()).values()) == {survivor_id}
 
     try:
         wait_for(all_on_survivor, LEASE_MOVE_S + 5, "every lease on the survivor", interval=0.2)
     except AssertionError as err:
-        raise AssertionError(f"{err}: {held_leases(deployment.database_url)}\n{deployment.logs()}") from None
+        raise AssertionError(f"{err}: {leases(survivor.url, deployment.token())}\n{deployment.logs()}") from None
     moved_after = time.monotonic() - killed_at
     assert moved_after <= LEASE_MOVE_S, f"the singleton work moved after {moved_after:.1f} s"
 
@@ -385,9 +387,15 @@ def test_killing_a_hub_loses_no_message_finishes_the_upload_moves_the_singletons
         assert len(applied) == len(set(applied)) == enqueued_total(node), (node.node_id, len(applied), enqueued_total(node))
         assert len(applied) > applied_before_kill[node.node_id]  # telemetry went on across the kill
 
-    # The hub's own account of who holds what agrees with the database, through the balancer.
-    with deployment.client() as admin:
-        assert lease_holders(admin) == {name: survivor_id for name in holders_before}
+    # Every lease the dead hub held changed holder with a new fencing token; the database agrees, through the balancer too.
+    after = leases(haproxy.url, deployment.token())
+    moved = [name for name, holder in holders_before.items() if holder == doomed_id]
+    assert all(after[name]["fence"] > before[name]["fence"] for name in moved), (before, after)
+    assert (
+        held_leases(deployment.database_url)
+        == {name: survivor_id for name in after}
+        == lease_holders(haproxy.url, deployment.token())
+    )
 
 
 # -- SQLite --------------------------------------------------------------------------------------------------------------
