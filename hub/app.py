@@ -17,6 +17,7 @@ from hark_fleet.hub.api import (
     events,
     health,
     history,
+    hub_instances,
     keys,
     legal_hold,
     lifecycle,
@@ -294,6 +295,12 @@ ROUTES: tuple[tuple[str, type[BaseHandler]], ...] = (
     ("/s/{token}", share_page.SharePageHandler),
     ("/s/{token}/audio", share_page.ShareAudioHandler),
     ("/s/{token}/download", share_page.ShareDownloadHandler),
+    # the hub instances of the deployment and their singleton leases (issue 24)
+    (f"{V1}/hub-instances", hub_instances.InstancesHandler),
+    (f"{V1}/hub-instances/facets", hub_instances.InstanceFacetsHandler),
+    (f"{V1}/hub-instances/export", hub_instances.InstanceExportHandler),
+    (f"{V1}/hub-instances/leases", hub_instances.LeasesHandler),
+    (f"{V1}/hub-instances/{{id}}", hub_instances.InstanceHandler),
     # fleet status and load
     (f"{V1}/status", status.StatusHandler),
     ("/api/load", status.LoadHandler),  # public, for a load balancer
