@@ -110,6 +110,9 @@ def test_a_client_of_a_hub_killed_with_9_resumes_on_the_other_and_misses_nothing
         assert [node_id for _, node_id in enrolled(resumed)] == missed
         assert enrolled(resumed) == [entry for entry in enrolled(everything) if int(entry[0]) > int(last_id)]
     finally:
+        if victim.proc is not None and victim.proc.poll() is None:  # the test failed before the kill
+            victim.proc.kill()
+            victim.proc.wait(10)
         victim.proc = None
 
 
