@@ -1,20 +1,24 @@
 """Work that runs on exactly one hub instance of a deployment: PostgreSQL leases with fencing tokens (issue 24).
 
 Each singleton role has one row in `hub_lease` (name, holder, fence, acquired_at, expires_at). Every
-instance tries, every `RENEW_S`, to renew the leases it holds and to take the ones that are free or expired,
-each with one conditional statement timed by the database's clock (`now()`), so hosts' clocks never matter.
-The fence grows by one at every change of holder. A holder that could not renew treats a lease as lost at
-its own monotonic deadline (the start of its last successful renewal + TTL - margin), before the database
-lets anyone else take it, and stops the role. A holder killed with `kill -9` stops renewing: its leases
-expire after TTL and another instance takes them at its next attempt (well within 10 s). A clean stop
+instance, every `RENEW_S`, in one transaction on a connection of its own (renewals never wait for the pool):
+renews the leases it holds (a conditional UPDATE: holder = me AND fence = mine), inserts the rows missing, and
+takes the leases that are free or expired (a conditional UPDATE that adds one to the fence), all timed by the
+database's clock (`now()`), so hosts' clocks never matter. A holder that could not renew treats a lease as lost
+at its own monotonic deadline (the start of its last successful renewal + TTL - margin), before the database
+lets anyone else take it, and stops the role. A holder killed with `kill -9` stops renewing: its leases expire
+after TTL_S and another instance takes them at its next attempt (within TTL_S + RENEW_S, 8 s). A clean stop
 stops the roles, then releases the leases at once (expires_at = now) and marks the instance stopped.
 
-Fencing: work done under a lease calls `check_fence(name)` inside its own write transaction. It locks the
-lease row `FOR SHARE` while checking `holder = me AND fence = my fence AND expires_at > now`: a takeover
-(which updates the row) waits until that transaction ends, and work of a holder that has lost the lease
-raises `LeaseLost` and rolls back. Fenced today: the ingest sweep's writes (heartbeat sweep, job reaper,
-history prune, plan sweep), retention's evictions, and the schedule dispatcher's pass (which keeps its
-advisory transaction lock too). See each component's docstring.
+Fencing: work done under a lease runs its write transaction through `fenced(name, fn)` (or calls
+`check_fence(name)` inside it). That locks the lease row `FOR SHARE` until the transaction ends while checking
+`holder = me AND fence = my fence AND expires_at > now`: work of a holder that has lost the lease raises
+`LeaseLost` and rolls back, and a takeover (whose UPDATE skips locked rows) waits until that work has ended, so
+a stale holder's write never lands after the new holder started. Fenced today: the ingest sweep's writes
+(heartbeat sweep, job reaper, suppression and calibration expiry, channel-map plan sweep), the schedule
+dispatcher's batches and missed-job sweeps (which keep their advisory transaction lock too) and retention's
+eviction marks. The upload runner's items carry their own lease epoch; the notifier's claims their own lease;
+history pruning and meter-minute writes run only where the lease is held, unfenced.
 
 Instances: every instance upserts its `hub_instance` row with each renewal; `live_instances()` is the set
 of instances seen within `LIVE_S` and not stopped.
@@ -58,6 +62,7 @@ RENEW_S = 2.0  # how often the holder renews
 MARGIN_S = 1.5  # the holder gives a lease up this much before the database would let anyone else take it
 LIVE_S = 10.0  # an instance seen within this long is live
 WATCH_S = 0.2  # how often local deadlines are checked
+FORGET_AFTER_S = 7 * 86400.0  # rows of instances not seen for this long are dropped at the next start of any instance
 
 RoleCall = Callable[[], Awaitable[None]]
 T = TypeVar("T")
@@ -209,6 +214,10 @@ class LeaseManager:
         if messages is not None:
             messages.on(NUDGE, self._on_nudge_message)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hark-lease")
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._prune_sync)
+        except Exception as err:  # noqa: BLE001 - tried again at the next start
+            log.warning("could not drop the rows of instances gone long ago: %s", err)
         await self._tick()
         self._loop_task = asyncio.create_task(self._renew_forever())
         self._watch_task = asyncio.create_task(self._watch_forever())
@@ -263,7 +272,7 @@ class LeaseManager:
         started = time.monotonic()
         holding = dict(self._held)
         try:
-            got, live = await asyncio.get_running_loop().run_in_executor(self._thread, self._renew_sync, holding)
+            got, kept, live = await asyncio.get_running_loop().run_in_executor(self._thread, self._renew_sync, holding)
         except Exception as err:  # noqa: BLE001 - retried at the next tick; the local deadline covers the rest
             log.warning("lease renewal failed: %s", err)
             self._expire_local()
@@ -275,6 +284,8 @@ class LeaseManager:
         for name in NAMES:
             fence = got.get(name)
             if fence is None:
+                if name in kept:
+                    continue  # still ours, not renewed this time: its deadline stands
                 if name in self._held:
                     log.warning("lease %s lost: taken by another instance", name)
                     self._held.pop(name, None)
@@ -338,8 +349,11 @@ class LeaseManager:
         self._conn = psycopg2.connect(database=db.database, **params)
         return self._conn
 
-    def _renew_sync(self, holding: dict[str, int]) -> tuple[dict[str, int], set[str]]:
-        """One round trip group: the instance row, renewals of what is held, takeovers of what is free."""
+    def _renew_sync(self, holding: dict[str, int]) -> tuple[dict[str, int], set[str], set[str]]:
+        """In one transaction: the instance row, renewals of what is held, takeovers of what is free or expired.
+
+        Returns the leases held now with their fences (renewed or taken), those still held but not renewed (their
+        row was locked by fenced work), and the live instances."""
         try:
             conn = self._connection()
             with conn, conn.cursor() as cur:
@@ -349,30 +363,49 @@ class LeaseManager:
                     " ON CONFLICT (id) DO UPDATE SET seen_at = EXCLUDED.seen_at, url = EXCLUDED.url, stopped_at = NULL",
                     (self.instance_id, self.host, self.pid, self._url(), __version__[:40]),
                 )
+                now = "(now() AT TIME ZONE 'UTC')"
+                until = f"{now} + make_interval(secs => %(ttl)s)"
+                args: dict[str, Any] = {"me": self.instance_id, "ttl": TTL_S}
                 got: dict[str, int] = {}
+                kept: set[str] = set()
                 if holding:
-                    names = list(holding)
-                    fences = [holding[n] for n in names]
+                    # Rows locked by fenced work in flight (FOR SHARE) are skipped, not waited for: that work
+                    # delays nothing else, and a lease it keeps from being renewed stays held until its deadline.
+                    args.update(names=list(holding), fences=[holding[n] for n in holding])
                     cur.execute(
-                        "UPDATE hub_lease SET expires_at = (now() AT TIME ZONE 'UTC') + make_interval(secs => %s)"
-                        " FROM unnest(%s::text[], %s::bigint[]) AS h(name, fence)"
-                        " WHERE hub_lease.name = h.name AND hub_lease.fence = h.fence AND hub_lease.holder = %s"
-                        " RETURNING hub_lease.name, hub_lease.fence",
-                        (TTL_S, names, fences, self.instance_id),
+                        f"UPDATE hub_lease SET expires_at = {until} WHERE name IN ("
+                        " SELECT l.name FROM hub_lease l JOIN unnest(%(names)s::text[], %(fences)s::bigint[]) AS h(name, fence)"
+                        " ON l.name = h.name AND l.fence = h.fence WHERE l.holder = %(me)s FOR UPDATE OF l SKIP LOCKED)"
+                        " RETURNING name, fence",
+                        args,
                     )
                     got.update({name: int(fence) for name, fence in cur.fetchall()})
-                wanted = [name for name in NAMES if name not in got]
+                    skipped = [name for name in holding if name not in got]
+                    if skipped:
+                        cur.execute(
+                            "SELECT name FROM hub_lease WHERE name = ANY(%s) AND holder = %s AND fence = ANY(%s)",
+                            (skipped, self.instance_id, [holding[n] for n in skipped]),
+                        )
+                        kept = {row[0] for row in cur.fetchall()}
+                wanted = [name for name in NAMES if name not in got and name not in kept]
                 if wanted:
-                    # A lease this instance does not hold (locally) is taken with a new fence, even from itself.
+                    # A lease this instance does not hold (locally) is taken with a new fence, even from itself;
+                    # a row locked by the holder's fenced work in flight is left until that work ends.
+                    args["names"] = wanted
                     cur.execute(
-                        "INSERT INTO hub_lease AS l (name, holder, fence, acquired_at, expires_at)"
-                        " SELECT w.name, %(me)s, 1, now() AT TIME ZONE 'UTC',"
-                        " (now() AT TIME ZONE 'UTC') + make_interval(secs => %(ttl)s) FROM unnest(%(names)s::text[]) AS w(name)"
-                        " ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, fence = l.fence + 1,"
-                        " acquired_at = EXCLUDED.acquired_at, expires_at = EXCLUDED.expires_at"
-                        " WHERE l.holder IS NULL OR l.holder = %(me)s OR l.expires_at <= (now() AT TIME ZONE 'UTC')"
-                        " RETURNING l.name, l.fence",
-                        {"me": self.instance_id, "ttl": TTL_S, "names": wanted},
+                        "INSERT INTO hub_lease (name, holder, fence, acquired_at, expires_at)"
+                        f" SELECT w.name, %(me)s, 1, {now}, {until} FROM unnest(%(names)s::text[]) AS w(name)"
+                        " ON CONFLICT (name) DO NOTHING RETURNING name, fence",
+                        args,
+                    )
+                    got.update({name: int(fence) for name, fence in cur.fetchall()})
+                    args["names"] = [name for name in wanted if name not in got]
+                    cur.execute(
+                        f"UPDATE hub_lease SET holder = %(me)s, fence = fence + 1, acquired_at = {now}, expires_at = {until}"
+                        " WHERE name IN (SELECT name FROM hub_lease WHERE name = ANY(%(names)s)"
+                        f" AND (holder IS NULL OR holder = %(me)s OR expires_at <= {now}) FOR UPDATE SKIP LOCKED)"
+                        " RETURNING name, fence",
+                        args,
                     )
                     got.update({name: int(fence) for name, fence in cur.fetchall()})
                 cur.execute(
@@ -381,10 +414,19 @@ class LeaseManager:
                     (LIVE_S,),
                 )
                 live = {row[0] for row in cur.fetchall()}
-            return got, live
+            return got, kept, live
         except Exception:
             self._drop_connection()
             raise
+
+    def _prune_sync(self) -> None:
+        """Rows of instances not seen for FORGET_AFTER_S go (every start makes a new instance)."""
+        conn = self._connection()
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "DELETE FROM hub_instance WHERE seen_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => %s)",
+                (FORGET_AFTER_S,),
+            )
 
     def _release_sync(self) -> None:
         try:
