@@ -107,7 +107,8 @@ class EventBus:
     def add_listener(self, listener: Callable[[Event], None], everywhere: bool = False) -> None:
         """Call `listener` on the loop with every event published on this instance (the notifier's intake), or
         with `everywhere` every event of the deployment, once on this instance, whichever instance published it.
-        On SQLite (one hub) both are the same: every event as it is published, before subscribers see it."""
+        On PostgreSQL both get the event once it is in the shared log, with the log's id. On SQLite (one hub)
+        both are the same: every event as it is published, before subscribers see it."""
         (self._everywhere if everywhere else self._listeners).append(listener)
 
     def share(self, db: HubDatabase, notify: PgNotify) -> None:
