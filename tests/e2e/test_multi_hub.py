@@ -9,6 +9,7 @@ survivor, move the singleton work within 10 s and let an SSE client resume on th
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import psycopg2
 import pytest
 
 from tests.e2e.listen_clients import Listener, open_session
-from tests.e2e.multi_hub import EventStream, HAProxy, SlowLink
+from tests.e2e.multi_hub import EventStream, HAProxy, SlowLink, readme_haproxy_config
 from tests.harness import (
     HubProcess,
     MosquittoDynsec,
@@ -414,3 +415,26 @@ def test_a_second_hub_on_one_sqlite_database_refuses_to_start_and_says_to_use_po
         assert started.returncode == 1, started.stderr
         assert "PostgreSQL" in started.stderr and "another hub" in started.stderr, started.stderr
         assert httpx.get(f"{first.url}/readyz", timeout=5).status_code == 200  # the first goes on
+
+
+# -- the documented configuration with TLS -----------------------------------------------------------------------------
+
+
+def test_the_readme_haproxy_configuration_with_tls_from_the_hub_ca_is_valid(tmp_path: Path) -> None:
+    """The block as documented (TLS at the balancer, certificate and CRL from the hub's CA), only its paths moved."""
+    data_dir, certs = tmp_path / "hark", tmp_path / "certs"
+    provision = [str(Path(sys.executable).with_name("hark-provision")), "ca", "--data-dir", str(data_dir)]
+    subprocess.run([*provision, "init"], check=True, capture_output=True, timeout=60)
+    issue = ["issue", "hark.example", "--kind", "server", "--hosts", "hark.example", "--out", str(certs)]
+    subprocess.run([*provision, *issue], check=True, capture_output=True, timeout=60)
+    (certs / "hark.pem").write_text((certs / "hark.example.pem").read_text() + (certs / "hark.example.key").read_text())
+    config = (
+        readme_haproxy_config()
+        .replace("/etc/haproxy/certs/", f"{certs}/")
+        .replace("/srv/hark/", f"{data_dir}/")
+        .replace("/run/haproxy/admin.sock", str(tmp_path / "admin.sock"))
+    )
+    (tmp_path / "haproxy.cfg").write_text(config, encoding="utf-8")
+    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    checked = subprocess.run([binary, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
