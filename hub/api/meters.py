@@ -18,7 +18,7 @@ MAX_RATE_HZ = 10  # a node's own meter rate: more would be no limit
 # Ranges served from memory at one point per second; the longer ones come from the stored minutes.
 STORED_RANGES_S = {name: span for name, span in METRIC_RANGES_S.items() if name not in RANGES_S}
 ALL_RANGES_S = {**RANGES_S, **STORED_RANGES_S}
-COALESCE_RE = re.compile(r"(\d{1,6}(?:\.\d{1,6})?)(ms|s)")
+COALESCE_RE = re.compile(r"([0-9]{1,6}(?:\.[0-9]{1,6})?)(ms|s)")  # as the OpenAPI pattern: ASCII digits, no spaces
 
 
 class NodeMeterHistoryHandler(BaseHandler):
@@ -43,7 +43,7 @@ class NodeMeterHistoryHandler(BaseHandler):
 
 def coalesce_ms(text: str) -> int:
     """`100ms`, `0.5s`, `2s`: a coalesced stream's tick in whole milliseconds, from 50 ms to 5 s."""
-    found = COALESCE_RE.fullmatch(text.strip())
+    found = COALESCE_RE.fullmatch(text)
     if found is None:
         raise ValueError(f"a duration such as 100ms or 0.5s, from {COALESCE_MIN_MS}ms to {COALESCE_MAX_MS // 1000}s")
     value = float(found[1]) * (1 if found[2] == "ms" else 1000)

@@ -196,7 +196,20 @@ def test_a_stream_with_a_max_rate_carries_at_most_that_many_frames_per_second_of
 
 def test_a_coalesce_that_is_not_a_duration_from_50ms_to_5s_or_comes_with_a_max_rate_is_400(hub: HubProcess) -> None:
     with hub.admin() as admin:
-        for bad in ("", "100", "40ms", "6s", "5.5s", "0.0005s", "fast", "100 ms", "-1s", "1e2ms"):
+        for bad in (
+            "",
+            "100",
+            "40ms",
+            "6s",
+            "5.5s",
+            "0.0005s",
+            "fast",
+            "100 ms",
+            "-1s",
+            "1e2ms",
+            " 100ms",
+            "\u0661\u0660\u0660ms",
+        ):
             refused = admin.get("/api/v1/meter-events", params={"coalesce": bad})
             assert refused.status_code == 400, (bad, refused.text)
             error = refused.json()["error"]
