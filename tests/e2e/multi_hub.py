@@ -166,16 +166,31 @@ class SlowLink:
         self._server: asyncio.AbstractServer | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="slow-link", daemon=True)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._open = asyncio.Event()  # cleared: what the node sends is held (the link stalls)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def pause(self) -> None:
+        """Hold everything the node sends from now on (a stalled link) until `resume`."""
+        asyncio.run_coroutine_threadsafe(self._set(False), self._loop).result(10)
+
+    def resume(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._set(True), self._loop).result(10)
+
+    async def _set(self, open_: bool) -> None:
+        if open_:
+            self._open.set()
+        else:
+            self._open.clear()
 
     def start(self) -> None:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(10)
 
     async def _listen(self) -> None:
+        self._open.set()
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
 
     async def _relay(self, down_reader: asyncio.StreamReader, down_writer: asyncio.StreamWriter) -> None:
@@ -201,6 +216,7 @@ class SlowLink:
         try:
             while data := await reader.read(piece if slow else 65536):
                 if slow:
+                    await self._open.wait()
                     window = self._note_puts(window + data)
                     await asyncio.sleep(len(data) / self.rate)
                 writer.write(data)
