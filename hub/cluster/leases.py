@@ -281,6 +281,7 @@ class LeaseManager:
             return
         self._live = live
         deadline = started + TTL_S - MARGIN_S
+        gained_now: list[str] = []
         for name in NAMES:
             fence = got.get(name)
             if fence is None:
@@ -298,8 +299,10 @@ class LeaseManager:
             self._held[name] = fence
             self._deadline[name] = deadline
             if gained:
-                log.info("lease %s held (fence %d)", name, fence)
+                gained_now.append(f"{name} (fence {fence})")
                 self._spawn(self._start_role(name, fence))
+        if gained_now:
+            log.info("leases held: %s", ", ".join(gained_now))
 
     # -- roles ----------------------------------------------------------------------
 
