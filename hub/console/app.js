@@ -26,6 +26,7 @@ const VIEWS = {
   notify_channels: () => import("./js/notify_channels.js"),
   notifications: () => import("./js/notifications.js"),
   listen_sessions: () => import("./js/listen_sessions.js"),
+  hubs: () => import("./js/hubs.js"),
 };
 const ROUTES = [
   [/^\/fleet$/, "node:read", "fleet", "renderFleet", "Fleet"],
@@ -62,6 +63,7 @@ const ROUTES = [
   [/^\/notifications$/, "notify:read", "notifications", "renderNotifications", "My notifications"],
   [/^\/notifications\/([^/]+)$/, "notify:read", "notifications", "renderNotification", "Notification"],
   [/^\/listen-sessions$/, "listen:monitor", "listen_sessions", "renderListenSessions", "Listen sessions"],
+  [/^\/hubs$/, "metrics:read", "hubs", "renderHubs", "Hubs"],
   [/^\/users$/, "auth:manage", "admin", "renderUsers", "Users"],
   [/^\/keys$/, null, "admin", "renderKeys", "API keys"],
   [/^\/me$/, null, "admin", "renderMe", "Me"],

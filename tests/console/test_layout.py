@@ -61,6 +61,7 @@ PAGES: dict[str, tuple[str | None, bool]] = {
     "notify-channel-new": ("/#/notify/channels/new", True),
     "notifications": ("/#/notifications", True),
     "listen-sessions": ("/#/listen-sessions", True),
+    "hubs": ("/#/hubs", True),
     "users": ("/#/users", True),
     "keys": ("/#/keys", True),
     "me": ("/#/me", True),
