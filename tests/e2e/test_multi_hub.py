@@ -119,6 +119,21 @@ def enqueued_total(node: NodeProcess) -> int:
     return (row[0] if row else 0) - depth
 
 
+def ever_enqueued(node: NodeProcess) -> int:
+    """Every message the node has ever put in its outbox (sent or waiting)."""
+    with sqlite3.connect(node.workdir / "data" / "outbox.sqlite3") as db:
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+    return row[0] if row else 0
+
+
+def heartbeats_received(hub: HubProcess, token: str) -> float:
+    """How many heartbeat messages this hub's bridge has taken from the broker (its /metrics)."""
+    with hub.client(token) as client:
+        text = client.get("/metrics").text
+    prefix = 'hark_mqtt_messages_received_total{kind="heartbeat"} '
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+
+
 def outbox_depth(node: NodeProcess) -> int:
     with sqlite3.connect(node.workdir / "data" / "outbox.sqlite3") as db:
         return db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
@@ -316,6 +331,10 @@ def test_killing_a_hub_loses_no_message_finishes_the_upload_moves_the_singletons
     holders_before = {name: row["holder"] for name, row in before.items() if row["held"]}
     assert doomed_id in holders_before.values(), before  # the first hub started took the singleton work
     assert holders_before == held_leases(deployment.database_url)
+
+    # Both hubs take a share of the nodes' messages, and no message goes to both (shared subscriptions).
+    shares = [heartbeats_received(hub, deployment.token()) for hub in (doomed, survivor)]
+    assert min(shares) > 0 and sum(shares) <= sum(ever_enqueued(n) for n in deployment.nodes), shares
 
     sent_before_kill, renames_before_kill = len(link.puts), len(patcher.done)
     applied_before_kill = {n.node_id: len(applied_ids(deployment.database_url, n)) for n in deployment.nodes}
