@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 from hark_fleet.hub.cluster.leases import NAMES
 
@@ -113,3 +115,42 @@ def test_a_cleanly_stopped_hub_hands_its_leases_over_at_once_and_is_listed_stopp
 def _live_ids(hub: HubProcess) -> list[str]:
     with hub.admin() as admin:
         return [item["id"] for item in admin.get("/api/v1/hub-instances", params={"state": "live"}).json()["data"]]
+
+
+def test_a_schedule_saved_on_the_other_hub_is_dispatched_at_once_by_the_holder(tmp_path: Path, database_url: str) -> None:
+    """The dispatcher's nudge reaches the instance holding its lease: with passes an hour apart, a schedule saved
+    through the hub that does not dispatch has its jobs within seconds."""
+    env = {"HARK_EMBEDDED_BROKER": "in-process", "HARK_SCHEDULE_DISPATCH_INTERVAL_S": "3600"}
+    first = HubProcess(tmp_path / "hub1", database_url=database_url, env_extra=dict(env))
+    second = HubProcess(tmp_path / "hub2", database_url=database_url, env_extra=dict(env))
+    try:
+        first.start()
+        holder = wait_for(lambda: sole_holder(first), 30, "the first hub holding every lease")
+        second.start()
+        wait_for(lambda: len(_live_ids(second)) == 2, 30, "both hubs live")
+        with second.admin() as admin:
+            node = admin.post("/api/v1/nodes/enroll", json={"name": "box"}).json()["data"]["node"]["id"]
+            start = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:00")
+            body = {
+                "name": "Soon",
+                "target": {"node_ids": [node]},
+                "start_local": start,
+                "duration_s": 600,
+                "rrule": "FREQ=DAILY",
+                "time_zone": "UTC",
+            }
+            created = admin.post("/api/v1/schedules", json=body)
+            assert created.status_code == 201, created.text
+            schedule_id = created.json()["data"]["id"]
+        assert sole_holder(second) == holder  # the first hub dispatches, not the one the schedule was saved on
+
+        def jobs() -> int:
+            with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM recording_job WHERE schedule_id = %s", (schedule_id,))
+                return int(cur.fetchone()[0])
+
+        wait_for(jobs, 20, "the schedule's job, dispatched by the holder after the nudge", interval=0.2)
+    finally:
+        for hub in (first, second):
+            if hub.proc is not None:
+                hub.stop()
