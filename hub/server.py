@@ -36,7 +36,7 @@ from hark_fleet.hub.listen.runtime import ListenHub
 from hark_fleet.hub.load import LoadMonitor
 from hark_fleet.hub.metrics import HubMetrics
 from hark_fleet.hub.mqtt.access import BrokerAccess
-from hark_fleet.hub.mqtt.bridge import BrokerAddress, MqttBridge, bridge_client_id
+from hark_fleet.hub.mqtt.bridge import BrokerAddress, MqttBridge, bridge_client_id, shared_client_id
 from hark_fleet.hub.mqtt.dynsec import DynsecClient, DynsecError
 from hark_fleet.hub.mqtt.embedded import EmbeddedBroker
 from hark_fleet.hub.mqtt.mosquitto import ManagedMosquitto, ServerTls
@@ -103,8 +103,8 @@ class Hub:
         self.retention = RetentionRunner(self)  # evicts confirmed copies by policy and when space is short (issue 20)
         self.notifier = Notifier(self)  # fleet events to notification channels, through a durable outbox (issue 21)
         self.listen = ListenHub(self)  # live listen: node streams fanned out to listeners, sessions (issue 23)
-        self.crl_publisher = CrlPublisher(self)  # the CRL lease: publishes the CRL again before it expires (issue 24)
         invalidate_everywhere(self)  # PostgreSQL: identity caches and meter sites follow the other instances' changes
+        self.crl_publisher = CrlPublisher(self)  # the CRL lease: publishes the CRL again before it expires (issue 24)
         self.storage: RecordingStorage = LocalStorage(config.data_dir / "recordings")
         self.uploads = PartialUploads(config.data_dir / "uploads")
         self.secrets = SecretBox.open_dir(config.data_dir)  # provider credentials sealed at rest (issue 20)
@@ -462,7 +462,10 @@ class Hub:
         else:
             address = await self._start_in_process()
         self.broker_address = address
-        self.bridge = MqttBridge(address, client_id=bridge_client_id(self.config.data_dir), metrics=self.metrics)
+        client_id, group = bridge_client_id(self.config.data_dir), None
+        if self.config.shared_subscriptions:  # several hubs share the ingest: a clean session of this process's own
+            client_id, group = shared_client_id(client_id, self.instance_id), self.config.mqtt_share_group
+        self.bridge = MqttBridge(address, client_id=client_id, metrics=self.metrics, share_group=group)
         self.ingest.register()
         self.bridge.start()
         if not await self.bridge.wait_connected(5.0):
@@ -515,12 +518,13 @@ class Hub:
             await self.dynsec.start()
             await self.dynsec.set_default_acl_access()
             username = address.username or const.HUB_MQTT_USERNAME
+            group = self.config.mqtt_share_group
             try:
-                await self.dynsec.ensure_hub_role(username)
+                await self.dynsec.ensure_hub_role(username, share_group=group)
             except DynsecError:
                 # Mosquitto drops every session of a user whose roles change, this one included:
                 # the answer was lost with it. Once reconnected the role is there and this is a no-op.
-                await self.dynsec.ensure_hub_role(username)
+                await self.dynsec.ensure_hub_role(username, share_group=group)
             # Nodes an earlier hub made: today's ACLs, and their node id bound as client id.
             node_ids = sorted(await self.db.run(credential_table))
             await self.dynsec.ensure_node_roles(node_ids)

@@ -9,6 +9,24 @@ takes everything it holds (up to `READ_LIMIT` bytes) in a few large `recv`s, spl
 (`split_packets`), hands the rare non-PUBLISH ones (CONNACK, SUBACK, PUBACK, PINGRESP) to paho, and
 handles the PUBLISHes as one batch: topics parsed (cached), payloads decoded, handlers called, and
 counters incremented once per batch and kind. QoS 1 messages are acknowledged once their batch is handled.
+
+One hub or several (issue 24). Alone, the bridge subscribes to everything under `hark/v1/nodes/+/#` with a
+persistent session (clean session off) under a client id stable across restarts, so what nodes send while
+the hub restarts waits for it at the broker. With `share_group` (`HARK_MQTT_SHARED`: several hubs on one
+PostgreSQL and one broker) it subscribes per kind (`protocol.topics.hub_subscriptions`): meters and listen
+audio plainly, as every hub's live clients need every frame, and every other kind through
+`$share/<group>/hark/v1/nodes/+/<kind>/#`, so that the broker hands each such message to one hub of the
+group. Then the session is clean and the client id this process's own, because Mosquitto 2 (2.0.11, tried)
+keeps a disconnected persistent session in the share group and queues its turn of the messages for it: a
+dead hub's session would swallow its share of the fleet's reports until a hub with the same client id came
+back, which with a client id per process is never. With a clean session the dead hub leaves the group when
+its connection drops and the others get everything from then on. What was in flight to it (delivered, not
+yet acknowledged) goes with its session (Mosquitto gives it to no one else): the nodes' outboxes send every
+message not acknowledged within 15 s again, and a message the dead hub had already stored is deduplicated by
+its msg_id (`services.telemetry.ingest_outbox`), so none is lost or applied twice. A `status` in flight is
+not an outbox message: the heartbeat (back online) and the missed-heartbeat sweep (offline) correct it.
+Messages arrive with their real topic whatever subscription matched (MQTT 5, 4.8.2; and Mosquitto for 3.1.1
+clients), so parsing is the same; a `$share/<group>/` prefix, should a broker echo it, is read past.
 """
 
 from __future__ import annotations
@@ -37,7 +55,7 @@ from hark_fleet.hub.mqtt.drops import DropLog
 from hark_fleet.protocol.backoff import backoff_delay
 from hark_fleet.protocol.decoding import MAX_BYTES, PayloadError, decode
 from hark_fleet.protocol.decoding import _plan as free_form_fields
-from hark_fleet.protocol.topics import HUB_SUBSCRIPTION, NodeTopic, parse_node_topic
+from hark_fleet.protocol.topics import SHARE_PREFIX, NodeTopic, hub_subscriptions, parse_node_topic, unshared
 from paho.mqtt.enums import CallbackAPIVersion
 
 log = logging.getLogger(__name__)
@@ -48,6 +66,8 @@ READ_LIMIT = 4 * 1024 * 1024  # bytes read per wake-up at most, so that one busy
 MAX_PACKET = 16 * 1024 * 1024  # a larger packet from the broker is a protocol error (the hub's own limit is far lower)
 TOPIC_CACHE = 100_000  # parsed topics kept; cleared when full
 PUBLISH = 0x30
+SUBACK_FAILURE = 0x80
+_SHARE_PREFIX = SHARE_PREFIX.encode()
 
 
 class InvalidMessage(Exception):
@@ -93,6 +113,16 @@ def bridge_client_id(data_dir: Path) -> str:
     """
     digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
     return f"hark-hub-{socket.gethostname()[:40]}-{digest}"
+
+
+def shared_client_id(base: str, instance_id: str) -> str:
+    """The client id of one hub process sharing the ingest: `base` and the random tail of its instance id.
+
+    Clean sessions (see the module docstring), so a new id per start leaves nothing behind; two hubs
+    on one data directory (and one host) still differ. At most 64 characters, within every broker's limit.
+    """
+    tail = instance_id.rsplit("-", 1)[-1] or hashlib.sha256(instance_id.encode()).hexdigest()[:6]
+    return f"{base[:56]}-{tail[:7]}"
 
 
 class ProtocolError(Exception):
@@ -185,11 +215,13 @@ class TopicRoute:
 
 
 class MqttBridge:
-    """Subscribes to `hark/v1/nodes/+/#`, validates and dispatches, publishes commands."""
+    """Subscribes to `hark/v1/nodes/+/#` (or per kind, shared: `share_group`), validates and dispatches, publishes commands."""
 
-    def __init__(self, address: BrokerAddress, client_id: str, metrics: HubMetrics) -> None:
+    def __init__(self, address: BrokerAddress, client_id: str, metrics: HubMetrics, share_group: str | None = None) -> None:
         self.address = address
         self.metrics = metrics
+        self.share_group = share_group  # set: several hubs share the ingest (clean session, filters per kind)
+        self.client_id = client_id
         self.routes: dict[str, TopicRoute] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
@@ -204,7 +236,8 @@ class MqttBridge:
         self.packets = 0  # PUBLISH packets read
         self._drops = DropLog(log)
         self._tasks: set[asyncio.Task[Any]] = set()
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=mqtt.MQTTv311)
+        clean = share_group is not None
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean, protocol=mqtt.MQTTv311)
         if address.username:
             client.username_pw_set(address.username, address.password)
         if address.tls:
@@ -214,6 +247,8 @@ class MqttBridge:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        self._subscribing: dict[int, list[str]] = {}  # SUBSCRIBE packet id -> its filters, until the SUBACK
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_socket_register_write
@@ -252,6 +287,10 @@ class MqttBridge:
         if schema is not None and free_form_fields(schema) is None:
             decoder = msgspec.json.Decoder(schema)
         self.routes[kind] = TopicRoute(schema, handler, with_retain, batch, applied_later, decoder)
+
+    def subscriptions(self) -> list[str]:
+        """The filters the bridge subscribes to at each connect: everything, or per routed kind when shared."""
+        return hub_subscriptions(self.routes, self.share_group)
 
     def count_ingested(self, kind: str, count: int = 1) -> None:
         """`count` messages of `kind` were decoded and applied (`hark_mqtt_ingested_total{kind}`)."""
@@ -480,9 +519,34 @@ class MqttBridge:
             log.error("mqtt broker %s refused the hub: %s", self.address.url(), reason)
             client.disconnect()
             return
-        client.subscribe(HUB_SUBSCRIPTION, qos=1)
-        log.info("mqtt connected to %s", self.address.url())
+        filters = self.subscriptions()
+        if filters:
+            _, mid = client.subscribe([(f, 1) for f in filters])
+            if mid is not None:
+                self._subscribing[mid] = filters
+        if self.share_group is None:
+            log.info("mqtt connected to %s", self.address.url())
+        else:
+            log.info(
+                "mqtt connected to %s as %s (clean session), ingest shared in group %s",
+                self.address.url(),
+                self.client_id,
+                self.share_group,
+            )
         self._set_connected(True)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        """A filter the broker refused (an ACL without `$share/<group>/...`, a broker without shared subscriptions)
+        means messages the hub never gets: said loudly, not left to be noticed."""
+        filters = self._subscribing.pop(mid, [])
+        refused = [f for f, reason in zip(filters, reasons, strict=False) if getattr(reason, "value", reason) >= SUBACK_FAILURE]
+        if refused:
+            log.error(
+                "mqtt broker %s refused the subscription to %s; messages on it do not reach this hub "
+                "(check the hub's ACL: it must allow subscribing to them)",
+                self.address.url(),
+                ", ".join(refused),
+            )
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._set_connected(False)
@@ -522,7 +586,8 @@ class MqttBridge:
                 parsed = topics[raw_topic]
             except KeyError:
                 try:
-                    parsed = parse_node_topic(raw_topic.decode())
+                    text = raw_topic.decode()
+                    parsed = parse_node_topic(unshared(text) if raw_topic.startswith(_SHARE_PREFIX) else text)
                 except UnicodeDecodeError:
                     parsed = None
                 if len(topics) >= TOPIC_CACHE:

@@ -143,14 +143,15 @@ def node_acls(node_id: str) -> tuple[Acl, ...]:
     )
 
 
-def hub_acls() -> tuple[Acl, ...]:
-    """The hub publishes, subscribes (also as a shared subscription) and receives anywhere under the node root."""
+def hub_acls(share_group: str = HUB_SHARE_GROUP) -> tuple[Acl, ...]:
+    """The hub publishes, subscribes (also as a shared subscription of `share_group`) and receives anywhere under
+    the node root."""
     every_node = f"{TOPIC_ROOT}/#"
     return (
         Acl("publishClientSend", every_node),
         Acl("subscribePattern", every_node),
         # Mosquitto 2.0.11 checks a shared subscription's ACL on the whole `$share/<group>/...` filter.
-        Acl("subscribePattern", f"$share/{HUB_SHARE_GROUP}/{every_node}"),
+        Acl("subscribePattern", f"$share/{share_group}/{every_node}"),
         Acl("publishClientReceive", every_node),
     )
 
@@ -425,13 +426,15 @@ class DynsecClient:
         """Deny, broker-wide, every publish and subscribe that no role allows."""
         await self.execute(default_acl_access_commands())
 
-    async def ensure_hub_role(self, hub_username: str = HUB_MQTT_USERNAME, hub_password: str | None = None) -> None:
-        """Role `hark-hub` with exactly the hub's ACLs, given to `hub_username`.
+    async def ensure_hub_role(
+        self, hub_username: str = HUB_MQTT_USERNAME, hub_password: str | None = None, share_group: str = HUB_SHARE_GROUP
+    ) -> None:
+        """Role `hark-hub` with exactly the hub's ACLs (shared subscriptions in `share_group`), given to `hub_username`.
 
         A missing hub client is created with `hub_password` when one is given (an existing
         client's password is left alone, so the hub's own session is not kicked).
         """
-        results = await self.execute([*role_commands(HUB_ROLE, hub_acls()), get_client_command(hub_username)])
+        results = await self.execute([*role_commands(HUB_ROLE, hub_acls(share_group)), get_client_command(hub_username)])
         info = client_info(results[-1])
         if info is None:
             if hub_password is None:

@@ -2,7 +2,15 @@
 
 The hub folds meter frames and heartbeats in memory and hands over closed minutes; `store_minutes`
 writes them for every node in one transaction (merging with a row already stored for the same
-minute, as after a restart), never one write per frame or heartbeat. Reads roll the minutes up
+minute, as after a restart), never one write per frame or heartbeat.
+
+Several hubs on one PostgreSQL (issue 24): every hub gets every meter frame, so only the holder of the
+`history` lease stores meter minutes (`store_minutes`' `check` verifies its fence in the transaction);
+heartbeats are shared out between hubs, so each hub holds part of a node's minute and all of them store
+theirs: on PostgreSQL one `INSERT ... ON CONFLICT DO UPDATE` merges a part into a row another hub stored
+(or stores at the same moment: the database serialises the two on the row) by adding counts, weighting
+means by heartbeats and keeping the highest maxima, as `MetricFold` merges them. SQLite keeps the read,
+merge and write of one hub. Reads roll the minutes up
 into buckets sized by the span asked for (`interval_for`), so an answer stays small; `prune`
 removes minutes older than the retention, a bounded batch at a time.
 """
@@ -18,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 import peewee
 from hark_fleet.hub.clock import parse_iso
+from hark_fleet.hub.cluster.leases import LeaseLost
 from hark_fleet.hub.db.models import MeterMinute, MetricMinute, database_proxy
 from hark_fleet.hub.errors import InvalidRequest
 from hark_fleet.protocol.messages import Heartbeat
@@ -532,11 +541,71 @@ def _store(
         model.insert_many([to_row(s) for s in chunk]).execute()
 
 
-def store_minutes(meters: list[MeterSummary], metrics: list[MetricSummary]) -> None:
-    """Write closed minutes of every node in one transaction: one row per node and minute, merged with a stored one."""
-    with database_proxy.atomic():
-        _store(MeterMinute, METER_FIELDS, meters, _meter_row, _meter_summary, merge_meters)
-        _store(MetricMinute, METRIC_FIELDS, metrics, _metric_row, _metric_summary, merge_metrics)
+def _upsert_metrics(summaries: list[MetricSummary]) -> None:
+    """PostgreSQL: each node's minute inserted, or merged into the row there in the same statement.
+
+    Two hubs storing their parts of one minute at once both succeed (the second waits for the first's
+    row, then merges into it); rows go in (node, minute) order, so two such writes never deadlock.
+    """
+    merged = sorted(merge_metrics(summaries), key=lambda s: (s.node_id, s.minute))
+    table: Any = MetricMinute._meta.table
+    old_samples = table.samples
+    new_samples = peewee.EXCLUDED.samples
+    update: dict[Any, Any] = {MetricMinute.samples: old_samples + new_samples}
+    for i, aggregate in _SLOTS:
+        name = f"{METRICS[i].name}_{aggregate}"
+        old, new = getattr(table, name), getattr(peewee.EXCLUDED, name)
+        value: Any
+        if aggregate == MEAN:  # weighted by heartbeats; a part without the metric leaves the other's mean
+            weighted = (old * old_samples + new * new_samples) / (old_samples + new_samples)
+            value = peewee.Case(None, ((new.is_null(), old), (old.is_null(), new)), weighted)
+        elif aggregate == MIN:
+            value = peewee.fn.LEAST(old, new)  # PostgreSQL's LEAST and GREATEST skip NULLs
+        else:
+            value = peewee.fn.GREATEST(old, new)
+        update[getattr(MetricMinute, name)] = value
+    for chunk in _chunks(merged):
+        MetricMinute.insert_many([_metric_row(s) for s in chunk]).on_conflict(
+            conflict_target=[MetricMinute.node_id, MetricMinute.minute], update=update
+        ).execute()
+
+
+def _insert_absent(summaries: list[MeterSummary]) -> None:
+    """Meter minutes stored only where no row is: minutes another hub may have stored before this one took over."""
+    merged = sorted(merge_meters(summaries), key=lambda s: (s.node_id, s.minute))
+    for chunk in _chunks(merged):
+        MeterMinute.insert_many([_meter_row(s) for s in chunk]).on_conflict_ignore().execute()
+
+
+def store_minutes(
+    meters: list[MeterSummary],
+    metrics: list[MetricSummary],
+    check: Callable[[], None] | None = None,
+    meters_if_absent: Sequence[MeterSummary] = (),
+) -> bool:
+    """Write closed minutes of every node in one transaction: one row per node and minute, merged with a stored one.
+
+    `check` (several hubs): called in the transaction before the meter minutes are written, it raises (the
+    lease's LeaseLost) when this hub may no longer store them; then the meter minutes are left out (False back)
+    and the heartbeat minutes still stored. `meters_if_absent`: minutes stored only where no row is.
+    """
+    postgres = isinstance(database_proxy.obj, peewee.PostgresqlDatabase)
+    with database_proxy.atomic():  # one transaction (no savepoint: a minute's rows carry one transaction id)
+        allowed = True
+        if check is not None and (meters or meters_if_absent):
+            try:
+                check()  # a refusal leaves the transaction usable: it only found no row
+            except LeaseLost:
+                allowed = False
+        if postgres:
+            _upsert_metrics(metrics)
+        else:
+            _store(MetricMinute, METRIC_FIELDS, metrics, _metric_row, _metric_summary, merge_metrics)
+        if allowed:
+            _store(MeterMinute, METER_FIELDS, meters, _meter_row, _meter_summary, merge_meters)
+            if meters_if_absent:
+                _insert_absent(list(meters_if_absent))
+    return allowed
 
 
 def expired_before(now: float, retention_s: float) -> int:

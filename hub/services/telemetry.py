@@ -2,6 +2,14 @@
 
 Plain functions on a database worker. Each returns the fleet events it caused, so the
 caller can publish them on the events stream after the transaction commits.
+
+Several hubs (issue 24) apply outbox messages at the same time, one node's messages on any of them (the
+broker shares them out message by message), and a node sends a message again when its hub died before
+acknowledging it, so two hubs may hold one msg_id at once. On PostgreSQL `ingest_outbox` claims each
+msg_id with `INSERT ... ON CONFLICT DO NOTHING RETURNING`: the second hub's insert waits for the first's
+transaction and then claims nothing, so the message is applied once and neither batch fails (a unique
+violation would abort the whole transaction). Rows are claimed and nodes updated in key order, so two
+batches wait for each other but never deadlock, and a heartbeat never replaces a newer one on the node row.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import msgspec
+import peewee
 from hark_fleet.hub.clock import iso, parse_iso, utcnow
 from hark_fleet.hub.db.models import HealthEvent, Node, NodeStatusChange, ReceivedMessage, database_proxy
 from hark_fleet.hub.events import FleetEvent
@@ -85,11 +94,27 @@ HEARTBEAT_COLUMNS = (
 )
 
 
+def _on_postgres() -> bool:
+    return isinstance(database_proxy.obj, peewee.PostgresqlDatabase)
+
+
 def _store_heartbeats(rows: list[tuple[Any, ...]]) -> None:
-    """One prepared UPDATE for every node's newest heartbeat (rows end with the node id)."""
+    """One prepared UPDATE for every node's newest heartbeat (rows end with the node id), in node order.
+
+    PostgreSQL (several hubs): a row only moves forward, so another hub's newer heartbeat committed
+    meanwhile stays (rows then end with the heartbeat's time again, `last_heartbeat_at` for the check).
+    """
     db = database_proxy.obj
     assignments = ", ".join(f'"{column}" = {db.param}' for column in HEARTBEAT_COLUMNS)
     cursor = db.cursor()
+    rows = sorted(rows, key=lambda row: row[-1])
+    if _on_postgres():
+        sent = HEARTBEAT_COLUMNS.index("last_heartbeat_at")
+        newer = f'AND ("last_heartbeat_at" IS NULL OR "last_heartbeat_at" <= {db.param})'
+        cursor.executemany(
+            f'UPDATE "node" SET {assignments} WHERE "id" = {db.param} {newer}', [(*row, row[sent]) for row in rows]
+        )
+        return
     cursor.executemany(f'UPDATE "node" SET {assignments} WHERE "id" = {db.param}', rows)
 
 
@@ -224,6 +249,27 @@ def _already_applied(pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
     return found
 
 
+def _claim(fresh: list[OutboxMessage], at: datetime) -> list[OutboxMessage]:
+    """Record `fresh` messages as applied; those this transaction recorded back (arrival order).
+
+    SQLite (one hub, one writer): all of them. PostgreSQL: `ON CONFLICT DO NOTHING RETURNING` in key order,
+    so what another hub's transaction claimed first (committed meanwhile, or waited for) is left out.
+    """
+    if not _on_postgres():
+        for chunk in _chunks(fresh):
+            ReceivedMessage.insert_many([{"node_id": i.node_id, "msg_id": i.msg_id, "received_at": at} for i in chunk]).execute()
+        return fresh
+    claimed: set[tuple[str, str]] = set()
+    for chunk in _chunks(sorted(fresh, key=lambda i: (i.node_id, i.msg_id))):
+        query = (
+            ReceivedMessage.insert_many([{"node_id": i.node_id, "msg_id": i.msg_id, "received_at": at} for i in chunk])
+            .on_conflict_ignore()
+            .returning(ReceivedMessage.node_id, ReceivedMessage.msg_id)
+        )
+        claimed.update((node_id, msg_id) for node_id, msg_id in query.tuples().execute())
+    return [item for item in fresh if (item.node_id, item.msg_id) in claimed]
+
+
 class Ingested(NamedTuple):
     """What a batch did: the ids to acknowledge per node, the events, and the heartbeats applied (for the history)."""
 
@@ -255,8 +301,7 @@ def ingest_outbox(batch: list[OutboxMessage], at: datetime | None = None) -> Ing
             if key not in applied:
                 applied.add(key)
                 fresh.append(item)
-        for chunk in _chunks(fresh):
-            ReceivedMessage.insert_many([{"node_id": i.node_id, "msg_id": i.msg_id, "received_at": at} for i in chunk]).execute()
+        fresh = _claim(fresh, at)
         newest: dict[str, Heartbeat] = {}
         heartbeats: list[tuple[str, Heartbeat]] = []
         for item in fresh:
@@ -286,7 +331,9 @@ def ingest_outbox(batch: list[OutboxMessage], at: datetime | None = None) -> Ing
                 .tuples()
             )
             missed = {row[0] for row in open_missed}
-            rows = [_apply_heartbeat(nodes[node_id], beat, at, events, node_id in missed) for node_id, beat in newest.items()]
+            rows = [
+                _apply_heartbeat(nodes[node_id], beat, at, events, node_id in missed) for node_id, beat in sorted(newest.items())
+            ]
             _store_heartbeats([row for row in rows if row is not None])
     return Ingested(acks, events, heartbeats)
 
@@ -315,7 +362,7 @@ def sweep_missed_heartbeats(listening_since: datetime | None, at: datetime | Non
             Node.heartbeat_interval_s,
             Node.reported_heartbeat_interval_s,
         )
-        for node in live.where(Node.status.in_(("online", "degraded"))):
+        for node in live.where(Node.status.in_(("online", "degraded"))).order_by(Node.id):  # the order ingest locks nodes in
             last = node.last_seen_at or node.connected_at
             interval_s = judged_interval_s(node.heartbeat_interval_s, node.reported_heartbeat_interval_s)
             if missed_heartbeats(last, interval_s, listening_since, at):
