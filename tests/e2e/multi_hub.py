@@ -42,8 +42,16 @@ def readme_haproxy_config() -> str:
     return blocks[0]
 
 
-def loopback_config(documented: str, port: int, servers: dict[str, int], runtime_socket: Path) -> str:
-    """`documented` with the loopback listener, the test's servers, its runtime socket and logs on stderr."""
+def loopback_config(
+    documented: str, port: int, servers: dict[str, int], runtime_socket: Path, tls_paths: dict[str, str] | None = None
+) -> str:
+    """`documented` with the loopback listener, the test's servers, its runtime socket and logs on stderr.
+
+    Plain HTTP unless `tls_paths` (documented path prefix -> the test's) is given: then the TLS options stay,
+    with their files moved.
+    """
+    for documented_path, path in (tls_paths or {}).items():
+        documented = documented.replace(documented_path, path)
     out: list[str] = []
     seen = {"bind": 0, "server": 0, "stats socket": 0, "default-server": 0, "log": 0}
     for line in documented.splitlines():
@@ -51,14 +59,15 @@ def loopback_config(documented: str, port: int, servers: dict[str, int], runtime
         indent = line[: len(line) - len(line.lstrip())]
         if stripped.startswith("bind "):
             seen["bind"] += 1
-            out.append(f"{indent}bind 127.0.0.1:{port}")
+            address = f"bind 127.0.0.1:{port}"
+            out.append(indent + (re.sub(r"bind \S+", address, stripped) if tls_paths else address))
         elif stripped.startswith("server "):
             if seen["server"] == 0:
                 out += [f"{indent}server {name} 127.0.0.1:{server_port}" for name, server_port in servers.items()]
             seen["server"] += 1
         elif stripped.startswith("default-server "):
             seen["default-server"] += 1
-            out.append(TLS_OPTIONS.sub("", line))
+            out.append(line if tls_paths else TLS_OPTIONS.sub("", line))
         elif stripped.startswith("stats socket "):
             seen["stats socket"] += 1
             out.append(re.sub(r"stats socket \S+", f"stats socket {runtime_socket}", line))
@@ -80,11 +89,12 @@ class HAProxy:
     servers: dict[str, int]
     port: int = field(default_factory=free_port)
     backend: str = "hark_hubs"
+    tls_paths: dict[str, str] | None = None  # keep TLS, its files moved (see loopback_config)
     proc: Any = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls_paths else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def runtime_socket(self) -> Path:
@@ -102,7 +112,8 @@ class HAProxy:
         binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(
-            loopback_config(readme_haproxy_config(), self.port, self.servers, self.runtime_socket), encoding="utf-8"
+            loopback_config(readme_haproxy_config(), self.port, self.servers, self.runtime_socket, self.tls_paths),
+            encoding="utf-8",
         )
         self.proc = spawn([binary, "-db", "-f", str(self.config_path)], log_path=self.log_path)
         wait_for(lambda: port_open("127.0.0.1", self.port) or self.proc.poll() is not None, 15, "haproxy to listen")

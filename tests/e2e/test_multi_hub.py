@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
+import ssl
 import subprocess
 import sys
 import threading
@@ -441,14 +442,20 @@ def test_a_second_hub_on_one_sqlite_database_refuses_to_start_and_says_to_use_po
 # -- the documented configuration with TLS -----------------------------------------------------------------------------
 
 
+def make_balancer_certificate(data_dir: Path, certs: Path, hosts: str = "hark.example") -> None:
+    """The README's two commands: a server certificate from the hub's CA, then certificate and key in one file."""
+    provision = [str(Path(sys.executable).with_name("hark-provision")), "ca", "--data-dir", str(data_dir)]
+    issue = ["issue", "hark.example", "--kind", "server", "--hosts", hosts, "--out", str(certs)]
+    subprocess.run([*provision, *issue], check=True, capture_output=True, timeout=60)
+    (certs / "hark.pem").write_text((certs / "hark.example.pem").read_text() + (certs / "hark.example.key").read_text())
+
+
 def test_the_readme_haproxy_configuration_with_tls_from_the_hub_ca_is_valid(tmp_path: Path) -> None:
     """The block as documented (TLS at the balancer, certificate and CRL from the hub's CA), only its paths moved."""
     data_dir, certs = tmp_path / "hark", tmp_path / "certs"
     provision = [str(Path(sys.executable).with_name("hark-provision")), "ca", "--data-dir", str(data_dir)]
     subprocess.run([*provision, "init"], check=True, capture_output=True, timeout=60)
-    issue = ["issue", "hark.example", "--kind", "server", "--hosts", "hark.example", "--out", str(certs)]
-    subprocess.run([*provision, *issue], check=True, capture_output=True, timeout=60)
-    (certs / "hark.pem").write_text((certs / "hark.example.pem").read_text() + (certs / "hark.example.key").read_text())
+    make_balancer_certificate(data_dir, certs)
     config = (
         readme_haproxy_config()
         .replace("/etc/haproxy/certs/", f"{certs}/")
@@ -459,3 +466,22 @@ def test_the_readme_haproxy_configuration_with_tls_from_the_hub_ca_is_valid(tmp_
     binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
     checked = subprocess.run([binary, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_through_the_readme_tls_configuration_a_client_trusting_the_hub_ca_reaches_a_tls_hub(tmp_path: Path) -> None:
+    """HTTPS at the balancer with a certificate from the hub's CA, HTTPS to the hub checked against that CA."""
+    with running_hub(tmp_path / "hub", tls=True) as hub:
+        certs = tmp_path / "certs"
+        make_balancer_certificate(hub.data_dir, certs, hosts="hark.example,127.0.0.1")
+        tls_paths = {"/etc/haproxy/certs/": f"{certs}/", "/srv/hark/": f"{hub.data_dir}/"}
+        haproxy = HAProxy(tmp_path / "haproxy", {"hub1": hub.port}, tls_paths=tls_paths)
+        haproxy.start()
+        try:
+            haproxy.wait_states({"hub1": "UP"})  # the health check passed over TLS, verifying the hub's certificate
+            trust = ssl.create_default_context(cafile=str(hub.data_dir / "ca" / "ca.pem"))
+            answer = httpx.get(f"{haproxy.url}/api/v1/auth/me", headers={"Authorization": f"Bearer {hub.login()}"}, verify=trust)
+            assert answer.status_code == 200 and answer.json()["data"]["user"]["username"] == "admin", answer.text
+            with pytest.raises(httpx.ConnectError):  # the balancer's certificate is the hub CA's, no public one
+                httpx.get(f"{haproxy.url}/readyz", timeout=5)
+        finally:
+            haproxy.stop()
