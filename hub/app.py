@@ -6,6 +6,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
+from tornado import httputil
 from hark_fleet.hub.api import (
     access,
     audit,
@@ -51,7 +52,9 @@ from hark_fleet.hub.api import (
 )
 from hark_fleet.hub.api.base import BaseHandler, NotFoundHandler
 from hark_fleet.hub.api.console import CONSOLE_DIR, ConsoleFileHandler
+from hark_fleet.hub import forwarded
 from hark_fleet.hub.const import API_PREFIX as V1
+from hark_fleet.hub.forwarded import Network
 
 if TYPE_CHECKING:
     from hark_fleet.hub.server import Hub
@@ -336,6 +339,18 @@ def template_to_regex(template: str) -> str:
     return re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "$"
 
 
+class HubApplication(tornado.web.Application):
+    """The hub's application: requests from a trusted proxy carry the client's address (`hub.forwarded`)."""
+
+    def __init__(self, trusted_proxies: tuple[Network, ...], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trusted_proxies = trusted_proxies
+
+    def find_handler(self, request: httputil.HTTPServerRequest, **kwargs: Any) -> Any:
+        forwarded.apply(request, self.trusted_proxies)
+        return super().find_handler(request, **kwargs)
+
+
 def make_app(hub: Hub, **settings: Any) -> tornado.web.Application:
     """Build the application with every route bound to `hub`, and the console's files."""
     handlers: list[Any] = [(template_to_regex(path), handler, {"hub": hub, "route": path}) for path, handler in ROUTES]
@@ -343,7 +358,8 @@ def make_app(hub: Hub, **settings: Any) -> tornado.web.Application:
         (r"/()$", ConsoleFileHandler, {"path": str(CONSOLE_DIR), "default_filename": "index.html"}),
         (r"/console/(.*)", ConsoleFileHandler, {"path": str(CONSOLE_DIR)}),
     ]
-    return tornado.web.Application(
+    return HubApplication(
+        hub.config.trusted_proxies,
         handlers,
         default_handler_class=NotFoundHandler,
         default_handler_args={"hub": hub, "route": "unmatched"},

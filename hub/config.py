@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from hark_fleet.hub import const
+from hark_fleet.hub.forwarded import Network, parse_trusted_proxies
 from hark_fleet.protocol.config import (
     Setting,
     load_settings,
@@ -151,6 +152,7 @@ HUB_SETTINGS: tuple[Setting, ...] = (
     Setting("mqtt_shared", _parse_mqtt_shared, "auto"),
     Setting("mqtt_share_group", _parse_share_group, "hark-hub"),
     Setting("database_pool_size", _parse_pool_size, 8),
+    Setting("trusted_proxies", parse_trusted_proxies, ()),
 )
 
 
@@ -197,6 +199,7 @@ class HubConfig:
     mqtt_shared: str = "auto"
     mqtt_share_group: str = "hark-hub"
     database_pool_size: int = 8
+    trusted_proxies: tuple[Network, ...] = ()  # balancers whose X-Forwarded-For/-Proto the hub believes (HARK_TRUSTED_PROXIES)
     explicit: frozenset[str] = field(default_factory=frozenset)
 
     @property
