@@ -6,7 +6,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
-from tornado import httputil
+from hark_fleet.hub import forwarded
 from hark_fleet.hub.api import (
     access,
     audit,
@@ -52,9 +52,9 @@ from hark_fleet.hub.api import (
 )
 from hark_fleet.hub.api.base import BaseHandler, NotFoundHandler
 from hark_fleet.hub.api.console import CONSOLE_DIR, ConsoleFileHandler
-from hark_fleet.hub import forwarded
 from hark_fleet.hub.const import API_PREFIX as V1
 from hark_fleet.hub.forwarded import Network
+from tornado import httputil
 
 if TYPE_CHECKING:
     from hark_fleet.hub.server import Hub
