@@ -25,6 +25,11 @@ yet acknowledged) goes with its session (Mosquitto gives it to no one else): the
 message not acknowledged within 15 s again, and a message the dead hub had already stored is deduplicated by
 its msg_id (`services.telemetry.ingest_outbox`), so none is lost or applied twice. A `status` in flight is
 not an outbox message: the heartbeat (back online) and the missed-heartbeat sweep (offline) correct it.
+Retained messages: MQTT 5 sends none on a shared subscription (4.8.2), while Mosquitto 2.0.11 sends the retained
+statuses to each hub subscribing (tried). Nothing depends on either: a retained `online` is ignored anyway, a
+retained `offline` applied by each hub changes nothing twice, and a node's live state comes from its heartbeats
+(online within one) and the sweep (offline after three missed intervals); a last will is a live message and
+reaches one hub of the group.
 Messages arrive with their real topic whatever subscription matched (MQTT 5, 4.8.2; and Mosquitto for 3.1.1
 clients), so parsing is the same; a `$share/<group>/` prefix, should a broker echo it, is read past.
 """
