@@ -278,7 +278,25 @@ class Ingested(NamedTuple):
     heartbeats: list[tuple[str, Heartbeat]]
 
 
+CONFLICT_ATTEMPTS = 3
+CONFLICT_CODES = ("40P01", "40001")  # PostgreSQL: deadlock detected, serialization failure (the transaction is rolled back)
+
+
 def ingest_outbox(batch: list[OutboxMessage], at: datetime | None = None) -> Ingested:
+    """`apply_outbox`, tried again when PostgreSQL rolled it back for a deadlock with another hub's transaction
+    (rows are locked in key order, so only rare paths, a status change and a heartbeat of one node on two hubs,
+    can cross): a message the caller would drop as refused must not be one that merely lost a race."""
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            return apply_outbox(batch, at)
+        except Exception as err:
+            code = getattr(err, "pgcode", None) or getattr(err.__context__, "pgcode", None)  # raw, or wrapped by peewee
+            if attempt == CONFLICT_ATTEMPTS or code not in CONFLICT_CODES:
+                raise
+    raise AssertionError("unreachable")
+
+
+def apply_outbox(batch: list[OutboxMessage], at: datetime | None = None) -> Ingested:
     """Apply each outbox message once; return the ids to acknowledge per node, the events and the heartbeats applied.
 
     One batch is one transaction with a handful of queries whatever its size: the nodes

@@ -114,3 +114,33 @@ def test_a_heartbeat_older_than_one_another_hub_stored_meanwhile_does_not_replac
     node: Any = Node.get_by_id("nod_a")
     assert node.metrics["cpu_pct"] == 99.0
     assert ReceivedMessage.select().count() == 2  # both applied (to the history), only the newest on the node
+
+
+class Deadlock(Exception):
+    pgcode = "40P01"  # as psycopg2 raises it: PostgreSQL rolled the transaction back
+
+
+def test_a_batch_rolled_back_for_a_deadlock_is_applied_again_and_a_refusal_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hark_fleet.hub.services import telemetry
+
+    calls: list[int] = []
+
+    def deadlocks_once(batch: list[OutboxMessage], at: datetime | None = None) -> Ingested:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise Deadlock("deadlock detected")
+        return Ingested({"nod_a": ["m1"]}, [], [])
+
+    monkeypatch.setattr(telemetry, "apply_outbox", deadlocks_once)
+    assert ingest_outbox([]) == Ingested({"nod_a": ["m1"]}, [], [])
+    assert len(calls) == 2
+
+    def refuses(batch: list[OutboxMessage], at: datetime | None = None) -> Ingested:
+        calls.append(len(batch))
+        raise ValueError("refused")
+
+    calls.clear()
+    monkeypatch.setattr(telemetry, "apply_outbox", refuses)
+    with pytest.raises(ValueError):
+        ingest_outbox([])
+    assert len(calls) == 1
