@@ -22,7 +22,11 @@ from hark_fleet.protocol.messages import Heartbeat
 from tests.harness import database_on
 from tests.hub.test_meters import frame
 
-MINUTE = int(time.time()) // 60 * 60 - 180  # recent (a takeover stores kept minutes of the last 5), all in the past
+
+def recent_minute() -> int:
+    """Three minutes ago: recent (a takeover stores kept minutes of the last 5) and all in the past. Taken when the
+    test runs, not at import: under xdist a module may be imported minutes before its test runs."""
+    return int(time.time()) // 60 * 60 - 180
 
 
 class Leases:
@@ -84,30 +88,31 @@ def test_meter_minutes_are_stored_by_the_lease_holder_alone_and_a_takeover_fills
     db: peewee.Database,
 ) -> None:
     async def scenario() -> None:
+        minute = recent_minute()
         rec, leases, meters = recorder()
-        frames(meters, "n1", MINUTE, 5)
-        rec.add_heartbeats([("n1", beat(MINUTE))])
+        frames(meters, "n1", minute, 5)
+        rec.add_heartbeats([("n1", beat(minute))])
         await rec.flush(everything=True)  # not holding the lease: heartbeat minutes only
         assert MeterMinute.select().count() == 0 and MetricMinute.select().count() == 1
 
-        history.store_minutes([meters_row("n2", MINUTE, 7)], [])  # the holder stored n2's minute, then died
-        frames(meters, "n2", MINUTE, 6)
+        history.store_minutes([meters_row("n2", minute, 7)], [])  # the holder stored n2's minute, then died
+        frames(meters, "n2", minute, 6)
         await rec.flush(everything=True)
         leases.held = True  # this hub takes the lease over
-        frames(meters, "n1", MINUTE + 60, 3)
+        frames(meters, "n1", minute + 60, 3)
         await rec.flush(everything=True)
         stored = {(r.node_id, r.minute): r.frames for r in MeterMinute.select()}
-        assert stored == {("n1", MINUTE): 5, ("n2", MINUTE): 7, ("n1", MINUTE + 60): 3}
+        assert stored == {("n1", minute): 5, ("n2", minute): 7, ("n1", minute + 60): 3}
 
         leases.valid = False  # lost between holds() and the write: nothing of the meters is stored
-        frames(meters, "n1", MINUTE + 120, 4)
-        rec.add_heartbeats([("n1", beat(MINUTE + 120))])
+        frames(meters, "n1", minute + 120, 4)
+        rec.add_heartbeats([("n1", beat(minute + 120))])
         await rec.flush(everything=True)
-        assert MeterMinute.select().where(MeterMinute.minute == MINUTE + 120).count() == 0
-        assert MetricMinute.select().where(MetricMinute.minute == MINUTE + 120).count() == 1
+        assert MeterMinute.select().where(MeterMinute.minute == minute + 120).count() == 0
+        assert MetricMinute.select().where(MetricMinute.minute == minute + 120).count() == 1
         leases.valid = True  # held again: the minute kept from the lost write is stored
         await rec.flush(everything=True)
-        assert MeterMinute.get(MeterMinute.minute == MINUTE + 120).frames == 4
+        assert MeterMinute.get(MeterMinute.minute == minute + 120).frames == 4
 
     asyncio.run(scenario())
 

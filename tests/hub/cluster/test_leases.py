@@ -85,10 +85,12 @@ def test_one_instance_holds_each_lease_and_a_clean_stop_hands_it_over_with_a_lar
             await a.leases.start()
             await b.leases.start()
             await until(lambda: a.leases.held().keys() == set(L.NAMES))
+            # a role starts as a task once its lease is held: wait for the starts, not only the holding
+            await until(lambda: sorted(a.log) == sorted(f"+{n}" for n in L.NAMES))
             await until(lambda: {"hub-a", "hub-b"} <= a.leases.live_instances() and "hub-a" in b.leases.live_instances())
             assert b.leases.held() == {}
             assert all(not b.leases.holds(name) for name in L.NAMES) and b.leases.fence(L.SWEEP) is None
-            assert sorted(a.log) == sorted(f"+{n}" for n in L.NAMES) and b.log == []
+            assert b.log == []
             first = rows(a.db)
             assert first == {name: ("hub-a", 1) for name in L.NAMES}
             await a.leases.stop()
@@ -96,7 +98,7 @@ def test_one_instance_holds_each_lease_and_a_clean_stop_hands_it_over_with_a_lar
             await until(lambda: b.leases.held().keys() == set(L.NAMES), timeout_s=L.RENEW_S * 3)
             assert rows(b.db) == {name: ("hub-b", 2) for name in L.NAMES}
             assert b.leases.fence(L.DISPATCHER) == 2
-            assert sorted(b.log) == sorted(f"+{n}" for n in L.NAMES)
+            await until(lambda: sorted(b.log) == sorted(f"+{n}" for n in L.NAMES))
             with b.db.db.connection_context():
                 stopped = HubInstance.get_by_id("hub-a")
             assert stopped.stopped_at is not None
