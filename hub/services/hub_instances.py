@@ -22,15 +22,7 @@ from hark_fleet.hub.clock import iso, utcnow
 from hark_fleet.hub.cluster.leases import LIVE_S, NAMES
 from hark_fleet.hub.db.models import HubInstance, HubLease, database_proxy
 from hark_fleet.hub.errors import InvalidRequest, NotFound
-from hark_fleet.hub.services import query
-from hark_fleet.hub.services.listing import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-    MAX_QUERY_TEXT,
-    RESERVED_PARAMS,
-    decode_cursor,
-    encode_cursor,
-)
+from hark_fleet.hub.services.listing import RESERVED_PARAMS, encode_cursor, parse_paging, parse_search
 
 STATES = ("live", "stopped", "lost")
 FILTERS = ("state", "host", "version")
@@ -75,24 +67,11 @@ def parse_request(args: Mapping[str, Sequence[str]], ids: Sequence[str] | None =
             problems[name] = f"must be one of {', '.join(STATES)}"
             continue
         filters[name] = tuple(values)
-    limit = DEFAULT_LIMIT
-    if "limit" in args:
-        try:
-            limit = query.integer(args["limit"][-1], 1, MAX_LIMIT)
-        except ValueError as err:
-            problems["limit"] = str(err)
-    after = None
-    if "cursor" in args and args["cursor"][-1]:
-        try:
-            after = decode_cursor(args["cursor"][-1])
-        except ValueError:
-            problems["cursor"] = "is not a cursor this API returned"
-    raw_q = args["q"][-1] if "q" in args else ""
-    if len(raw_q) > MAX_QUERY_TEXT:
-        problems["q"] = f"must be at most {MAX_QUERY_TEXT} characters"
+    limit, after = parse_paging(args, problems)
+    q = parse_search(args, problems)
     if problems:
         raise InvalidRequest("Some query parameters are invalid.", fields=problems)
-    return InstanceQuery(filters, raw_q.strip() or None, limit, after, tuple(ids) if ids is not None else None)
+    return InstanceQuery(filters, q, limit, after, tuple(ids) if ids is not None else None)
 
 
 def _db_now() -> datetime:

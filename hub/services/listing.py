@@ -100,6 +100,25 @@ def parse_list_request(spec: ListSpec, args: Mapping[str, Sequence[str]], ids: S
             filters[name] = tuple(flt.parse(v) for v in values)
         except ValueError as err:
             problems[name] = str(err) or "invalid value"
+    limit, after = parse_paging(args, problems)
+    times: dict[str, datetime | None] = {"from": None, "to": None}
+    for key in times:
+        if key in args:
+            if spec.time_field is None:
+                problems[key] = "this list has no time range"
+                continue
+            try:
+                times[key] = parse_iso(args[key][-1])
+            except ValueError:
+                problems[key] = "must be an ISO 8601 time with a zone, e.g. 2026-01-31T12:00:00Z"
+    q = parse_search(args, problems)
+    if problems:
+        raise InvalidRequest("Some query parameters are invalid.", fields=problems)
+    return ListRequest(filters, q, times["from"], times["to"], limit, after, tuple(ids) if ids is not None else None)
+
+
+def parse_paging(args: Mapping[str, Sequence[str]], problems: dict[str, str]) -> tuple[int, str | None]:
+    """`limit` and `cursor` of a list request (the page size and the id after which it starts); problems named in `problems`."""
     limit = DEFAULT_LIMIT
     if "limit" in args:
         try:
@@ -112,23 +131,15 @@ def parse_list_request(spec: ListSpec, args: Mapping[str, Sequence[str]], ids: S
             after = decode_cursor(args["cursor"][-1])
         except ValueError:
             problems["cursor"] = "is not a cursor this API returned"
-    times: dict[str, datetime | None] = {"from": None, "to": None}
-    for key in times:
-        if key in args:
-            if spec.time_field is None:
-                problems[key] = "this list has no time range"
-                continue
-            try:
-                times[key] = parse_iso(args[key][-1])
-            except ValueError:
-                problems[key] = "must be an ISO 8601 time with a zone, e.g. 2026-01-31T12:00:00Z"
+    return limit, after
+
+
+def parse_search(args: Mapping[str, Sequence[str]], problems: dict[str, str]) -> str | None:
+    """The free-text `q` of a list request (None when blank); too long a text is named in `problems`."""
     raw_q = args["q"][-1] if "q" in args else ""
     if len(raw_q) > MAX_QUERY_TEXT:
         problems["q"] = f"must be at most {MAX_QUERY_TEXT} characters"
-    q = raw_q.strip() or None
-    if problems:
-        raise InvalidRequest("Some query parameters are invalid.", fields=problems)
-    return ListRequest(filters, q, times["from"], times["to"], limit, after, tuple(ids) if ids is not None else None)
+    return raw_q.strip() or None
 
 
 def encode_cursor(last_id: str) -> str:
