@@ -94,6 +94,7 @@ class ListenStreams:
         self.stale_commands = 0
         self.failed = 0
         self._runners: dict[str, StreamRunner] = {}
+        self._stopping: list[StreamRunner] = []  # stopped, their threads perhaps still ending: `close` waits for them too
         self._ended = {"frames_sent": 0, "bytes_sent": 0, "encode_cpu_s": 0.0, "lost_frames": 0, "discontinuities": 0}
         self._closed = False
 
@@ -151,10 +152,11 @@ class ListenStreams:
             self._stop(stream_id, why)
 
     def close(self) -> None:
-        """Stop every stream and wait for the threads (blocking: call it from an executor)."""
+        """Stop every stream and wait for the threads, those stopped earlier too (blocking: call it from an executor)."""
         self._closed = True
-        runners = list(self._runners.values())
         self.stop_all("the agent stops")
+        runners = self._stopping
+        self._stopping = []
         for runner in runners:
             runner.join(JOIN_S)
 
@@ -226,6 +228,7 @@ class ListenStreams:
     def _stop(self, stream_id: str, why: str) -> None:
         runner = self._runners.pop(stream_id)
         runner.stop()
+        self._stopping = [r for r in self._stopping if r.thread_alive] + [runner]
         for key, value in runner.counters().items():
             self._ended[key] += value
         log.info("listen stream %s stopped: %s", stream_id, why)
@@ -285,6 +288,10 @@ class StreamRunner:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def thread_alive(self) -> bool:
+        return self._thread.is_alive()
 
     def join(self, timeout: float) -> None:
         if self._thread.ident is not None:
