@@ -25,11 +25,8 @@ from tests.harness import (
     NodeProcess,
     create_database,
     drop_database,
-    dynsec_plugin_path,
     wait_for,
 )
-
-pytestmark = pytest.mark.skipif(dynsec_plugin_path() is None, reason="Mosquitto's dynamic security plugin is missing")
 
 SINE = "synthetic:sine?freq=1000&dbfs=-20&channels=2"
 OPUS = {"codec": "opus", "bitrate": 64000}

@@ -34,12 +34,9 @@ from tests.harness import (
     NodeProcess,
     create_database,
     drop_database,
-    dynsec_plugin_path,
     running_hub,
     wait_for,
 )
-
-pytestmark = pytest.mark.skipif(dynsec_plugin_path() is None, reason="Mosquitto's dynamic security plugin is missing")
 
 SITE = "north"
 LEASE_MOVE_S = 10.0  # the bound for singleton work to move off a killed hub
