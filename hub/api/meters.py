@@ -85,7 +85,7 @@ class MeterEventsHandler(StreamHandler):
             coalesced = store.subscribe_coalesced(self.scope, node_ids, interval_ms)
             try:
                 first = store.snapshot(coalesced)
-                await self.pump(coalesced, [first] if first else [], "meters", write_interval=0)
+                await self.pump(coalesced, [first] if first else [], "meters", write_interval=0, direct=True)
             finally:
                 store.unsubscribe_coalesced(coalesced)
             return

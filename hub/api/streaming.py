@@ -6,6 +6,10 @@ socket took the previous (Tornado's own write buffer never grows past one write)
 its outbox and is dropped: when its socket still takes data it gets `event: reset` and the stream ends; when it
 does not (the last write is still waiting), the connection is closed at once. Either way it is counted in
 `hark_sse_clients_dropped_total{stream}`, and nobody else waits for it.
+
+With `direct` (a producer that paces its frames itself: a coalesced stream's ticks) the handler also writes a frame
+straight from the producer's `put` while nothing waits in the outbox and no write is pending, without waking the
+handler's coroutine; the handler then only sends what queued behind a pending write, keepalives, and the reset.
 """
 
 from __future__ import annotations
@@ -31,13 +35,18 @@ class StreamHandler(BaseHandler):
     accepts_query_token = True
     _closing = False
     _writing = False
+    _pending: Any = None  # the flush of a direct write, until the socket took it
+    _sent_directly = False  # a direct write since the handler last woke
     _outbox: Outbox | None = None
     _stream_name = ""
 
-    async def pump(self, outbox: Outbox, preamble: list[bytes], stream: str, write_interval: float = WRITE_INTERVAL_S) -> None:
+    async def pump(
+        self, outbox: Outbox, preamble: list[bytes], stream: str, write_interval: float = WRITE_INTERVAL_S, direct: bool = False
+    ) -> None:
         """Send `preamble`, then what the outbox gets, keepalives while idle, and a reset once the client is dropped.
 
-        At most one write per `write_interval`; 0 when the producer already paces its frames (a coalesced stream's ticks).
+        At most one write per `write_interval`; 0 when the producer already paces its frames (a coalesced stream's ticks),
+        which may then also have its frames written from its `put` (`direct`) while the outbox is empty and the socket idle.
         """
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
@@ -54,8 +63,13 @@ class StreamHandler(BaseHandler):
         keepalive_s = self.hub.config.sse_keepalive_s
         try:
             await self._send(b"retry: 2000\n\n" + b"".join(preamble))
+            if direct:
+                outbox.direct = self._write_now
             while not self._closing:
                 await outbox.wait(keepalive_s)
+                pending = self._pending
+                if pending is not None:
+                    await pending  # what queued behind a direct write goes after it
                 if self._closing:
                     break
                 if outbox.dropped:
@@ -65,13 +79,18 @@ class StreamHandler(BaseHandler):
                     except TimeoutError:
                         self._abort()  # it took the frames before but not its reset: it has stopped reading
                     break
-                await self._send(outbox.take() or KEEPALIVE)
+                data = outbox.take()
+                if not data and self._sent_directly:
+                    self._sent_directly = False  # not idle: ticks went out directly
+                    continue
+                self._sent_directly = False
+                await self._send(data or KEEPALIVE)
                 if write_interval:
                     await asyncio.sleep(write_interval)
         except StreamClosedError:
             pass
         finally:
-            outbox.on_drop = None
+            outbox.on_drop = outbox.direct = None
             clients.dec()
             self.hub.streams_closed(self)
         if not self._finished:
@@ -85,6 +104,23 @@ class StreamHandler(BaseHandler):
             await self.flush()
         finally:
             self._writing = False
+
+    def _write_now(self, data: bytes) -> bool:
+        """`Outbox.direct`: write `data` now unless a write is pending (False: the outbox queues it, and wakes the handler)."""
+        if self._writing or self._closing:
+            return False
+        self.write(data)
+        self._writing = self._sent_directly = True
+        pending = self._pending = self.flush()
+        pending.add_done_callback(self._written)
+        return True
+
+    def _written(self, future: Any) -> None:
+        if self._pending is future:
+            self._pending = None
+            self._writing = False
+        if future.cancelled() or future.exception() is not None:
+            self.close_stream()  # the socket closed; the handler ends its stream
 
     def _limit_send_buffer(self) -> None:
         """Bound what waits in the kernel for this client (without it, autotuning lets megabytes, seconds of frames, pile up)."""

@@ -63,12 +63,12 @@ class Publisher:
             close(client)
 
 
-def stalled_stream(hub: HubProcess, token: str) -> socket.socket:
-    """A `GET /api/v1/meter-events` on a socket with a small receive buffer, read up to the headers and then no more."""
+def stalled_stream(hub: HubProcess, token: str, query: str = "") -> socket.socket:
+    """A `GET /api/v1/meter-events{query}` on a socket with a small receive buffer, read up to the headers and then no more."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", hub.port))
-    sock.sendall(f"GET /api/v1/meter-events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+    sock.sendall(f"GET /api/v1/meter-events{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
     sock.settimeout(10)
     head = b""
     while b"\r\n\r\n" not in head:
@@ -153,3 +153,32 @@ def test_the_metrics_count_open_streams(hub: HubProcess) -> None:
         wait_for(lambda: metric(hub, "hark_sse_clients", 'stream="meters"') == before, 10, "the closed stream uncounted")
     finally:
         publisher.stop()
+
+
+def test_a_coalesced_client_that_stops_reading_is_dropped_while_the_others_go_on_getting_ticks(hub: HubProcess) -> None:
+    """The ticks a coalesced stream writes straight to an idle client's socket still bound what a stalled client lags."""
+    nodes = [enroll(hub, site="north") for _ in range(NODES)]
+    token = hub.login()
+    reader = Stream(hub, token, [("coalesce", "50ms")])
+    wait_for(lambda: reader.status is not None, 10, "the reading client's stream to open")
+    assert reader.status == 200
+    dropped_before = metric(hub, "hark_sse_clients_dropped_total", 'stream="meters"')
+    stalled = stalled_stream(hub, token, "?coalesce=50ms")
+    publisher = Publisher(hub, nodes)
+    try:
+        wait_for(
+            lambda: metric(hub, "hark_sse_clients_dropped_total", 'stream="meters"') > dropped_before,
+            60,
+            "the stalled client to be dropped",
+        )
+        ticks_at_drop = len(reader.ticks)
+        assert ticks_at_drop > 0
+        read_to_the_end(stalled, 30)  # the hub closed it: what its socket still held, then the end
+        wait_for(lambda: len(reader.ticks) >= ticks_at_drop + 10, 20, "the reading client to go on getting ticks")
+    finally:
+        publisher.stop()
+        stalled.close()
+        reader.close()
+    numbers = [tick["tick"] for tick in reader.ticks]
+    assert numbers == sorted(set(numbers)), numbers[:20]  # in order, none twice
+    assert metric(hub, "hark_sse_clients_dropped_total", 'stream="meters"') == dropped_before + 1
