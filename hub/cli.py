@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -40,6 +41,11 @@ async def serve(config: HubConfig) -> None:
     except BaseException:
         await hub.stop()
         raise
+    # What starting made (modules, routes, the schema, caches) lives as long as the process: out of the collector's
+    # reach, a full collection walks only what the running hub allocates (they stalled the loop 90-120 ms, longer
+    # than a coalesced meter tick, with 1,000 SSE clients). Collected first, so no garbage is kept for good.
+    gc.collect()
+    gc.freeze()
     await stop.wait()
     log.info("stopping (signal received)")
     await hub.stop()
