@@ -52,6 +52,7 @@ PRUNE_S = 3600.0  # routed notices past their keeping time are deleted this ofte
 MAX_IN_FLIGHT = 8
 STOP_WAIT_S = 5.0  # sends still running when stopping get this long; what remains is `sending` and requeued at start
 SEND_TIMEOUT_S = 10.0
+CHANNELS_CHANGED = "notify.channels"  # cluster message: a channel or its subscriptions changed on some instance
 SPEC_TTL_S = 10.0  # a channel's unsealed configuration is reused this long between sends
 
 EMPTY_OVERVIEW: dict[str, Any] = {
@@ -103,6 +104,9 @@ class Notifier:
         )
         self._notices = Counter("hark_notification_notices", "Fleet events taken in as notices", registry=hub.metrics.registry)
         hub.events.add_listener(self._on_event)
+        messages = getattr(hub, "cluster_messages", None)
+        if messages is not None:
+            messages.on(CHANNELS_CHANGED, self._on_channels_changed)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -162,10 +166,18 @@ class Notifier:
         self._started = False
 
     def nudge(self) -> None:
-        """Channels changed: read their subscriptions again and route now."""
+        """Channels changed: read their subscriptions again and route now, here and on every other instance (their
+        intake keeps only the subscribed types; the one holding the NOTIFY lease routes and delivers)."""
         self._nudged()
-        if not self.hub.leases.holds(NOTIFY):
-            self.hub.leases.nudge(NOTIFY)  # the instance routing and delivering reads them again too
+        messages = getattr(self.hub, "cluster_messages", None)
+        if messages is not None and getattr(self.hub.leases, "on_postgres", False):
+            messages.send_soon(CHANNELS_CHANGED, {})
+        elif not self.hub.leases.holds(NOTIFY):
+            self.hub.leases.nudge(NOTIFY)
+
+    def _on_channels_changed(self, payload: dict[str, Any], sender: str) -> None:
+        if sender != self.hub.instance_id:  # another instance's change (this one's was taken at once)
+            self._nudged()
 
     def _nudged(self) -> None:
         self._refresh = self._stale = True

@@ -5,6 +5,8 @@ a session logged out on hub 1 is refused by hub 2 within a second, though hub 2 
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +14,10 @@ import httpx
 import pytest
 from hark_fleet.hub.auth.authenticator import CACHE_TTL_S
 
+from tests.e2e.test_notifications import add_channel, set_notify, webhook_bodies
 from tests.harness import HubProcess, create_database, drop_database, running_hub, wait_for
 from tests.hub.api.test_fleet import EventReader, enroll
+from tests.notify_receivers import Receivers, receivers
 
 CLUSTER_ENV = {"HARK_EMBEDDED_BROKER": "in-process"}
 
@@ -138,3 +142,22 @@ def test_an_api_key_revoked_on_hub_2_is_refused_by_hub_1_at_once(hubs: tuple[Hub
         with two.admin() as admin:
             assert admin.delete(f"/api/v1/auth/keys/{key['id']}").status_code == 204
         wait_for(lambda: on_one.get("/api/v1/nodes").status_code == 401, 1.0, "hub 1 to refuse the revoked key", 0.02)
+
+
+notify_receivers = pytest.fixture(receivers)
+
+
+def test_a_channel_made_on_hub_1_takes_in_the_events_of_hub_2_at_once(
+    hubs: tuple[HubProcess, HubProcess], notify_receivers: Receivers
+) -> None:
+    """Each instance's intake keeps only the event types some channel subscribes to: a channel saved on hub 1 tells
+    hub 2 at once (a cluster message), not at its next periodic read of the subscriptions, 30 s later."""
+    one, two = hubs
+    set_notify(one)
+    node, _ = enroll(one)
+    add_channel(one, notify_receivers, "webhook", {"events": ["node.updated"], "min_severity": "info"})
+    time.sleep(1.0)  # the issue's bound for what one instance changes to reach the others
+    with two.admin() as admin:
+        assert admin.patch(f"/api/v1/nodes/{node['id']}", json={"name": "renamed-on-hub-2"}).status_code == 200
+    notify_receivers.wait_for("webhook", 1, timeout_s=20)
+    assert node["id"] in json.dumps(webhook_bodies(notify_receivers))
