@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import psycopg2
-import pytest
 from hark_fleet.hub.auth.authenticator import Authenticator
 from hark_fleet.hub.auth.principal import Grant, user_principal
 from hark_fleet.hub.cluster.caches import invalidate_everywhere
@@ -21,15 +20,6 @@ from hark_fleet.hub.cluster.pg_notify import PgNotify
 from hark_fleet.hub.db.database import HubDatabase, open_database
 from hark_fleet.hub.events import EventBus
 from hark_fleet.hub.meters import MeterStore
-
-from tests.harness import create_database, drop_database
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    url = create_database()
-    yield url
-    drop_database(url)
 
 
 class History:

@@ -6,28 +6,18 @@ pruned, and events too big for a NOTIFY travel through the log."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg2
-import pytest
 from hark_fleet.hub.auth.principal import ALL_SITES
 from hark_fleet.hub.clock import utcnow
 from hark_fleet.hub.cluster import event_log
 from hark_fleet.hub.cluster.pg_notify import PAYLOAD_MAX, PgNotify
 from hark_fleet.hub.db.database import HubDatabase, open_database
 from hark_fleet.hub.events import REPLAY, Event, EventBus, Subscription
-
-from tests.harness import create_database, drop_database
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    url = create_database()
-    yield url
-    drop_database(url)
 
 
 class Instance:

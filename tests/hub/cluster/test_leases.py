@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,15 +18,6 @@ from hark_fleet.hub.cluster import leases as L
 from hark_fleet.hub.cluster.leases import LeaseLost, LeaseManager
 from hark_fleet.hub.db.database import HubDatabase, open_database
 from hark_fleet.hub.db.models import HubInstance, HubLease, database_proxy
-
-from tests.harness import create_database, drop_database
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    url = create_database()
-    yield url
-    drop_database(url)
 
 
 class Instance:
@@ -75,12 +65,12 @@ def run(coro: Any) -> Any:
 
 
 def test_one_instance_holds_each_lease_and_a_clean_stop_hands_it_over_with_a_larger_fence(
-    database_url: str, tmp_path: Path
+    postgres_url: str, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        a = Instance(database_url, tmp_path / "a", "hub-a")
+        a = Instance(postgres_url, tmp_path / "a", "hub-a")
         await asyncio.get_running_loop().run_in_executor(None, a.db.start)
-        b = Instance(database_url, tmp_path / "b", "hub-b")
+        b = Instance(postgres_url, tmp_path / "b", "hub-b")
         try:
             await a.leases.start()
             await b.leases.start()
@@ -113,12 +103,12 @@ def test_one_instance_holds_each_lease_and_a_clean_stop_hands_it_over_with_a_lar
 
 
 def test_a_holder_that_stops_renewing_loses_its_leases_after_the_ttl_and_its_fenced_writes_are_refused(
-    database_url: str, tmp_path: Path
+    postgres_url: str, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        a = Instance(database_url, tmp_path / "a", "hub-a")
+        a = Instance(postgres_url, tmp_path / "a", "hub-a")
         await asyncio.get_running_loop().run_in_executor(None, a.db.start)
-        b = Instance(database_url, tmp_path / "b", "hub-b")
+        b = Instance(postgres_url, tmp_path / "b", "hub-b")
         try:
             await a.leases.start()
             await b.leases.start()
@@ -152,9 +142,9 @@ def test_a_holder_that_stops_renewing_loses_its_leases_after_the_ttl_and_its_fen
     run(scenario())
 
 
-def test_a_holder_gives_a_lease_up_at_its_own_deadline_when_it_cannot_renew(database_url: str, tmp_path: Path) -> None:
+def test_a_holder_gives_a_lease_up_at_its_own_deadline_when_it_cannot_renew(postgres_url: str, tmp_path: Path) -> None:
     async def scenario() -> None:
-        a = Instance(database_url, tmp_path / "a", "hub-a")
+        a = Instance(postgres_url, tmp_path / "a", "hub-a")
         await asyncio.get_running_loop().run_in_executor(None, a.db.start)
         try:
             await a.leases.start()
@@ -171,11 +161,11 @@ def test_a_holder_gives_a_lease_up_at_its_own_deadline_when_it_cannot_renew(data
     run(scenario())
 
 
-def test_a_takeover_waits_for_fenced_work_in_flight(database_url: str, tmp_path: Path) -> None:
+def test_a_takeover_waits_for_fenced_work_in_flight(postgres_url: str, tmp_path: Path) -> None:
     async def scenario() -> None:
-        a = Instance(database_url, tmp_path / "a", "hub-a")
+        a = Instance(postgres_url, tmp_path / "a", "hub-a")
         await asyncio.get_running_loop().run_in_executor(None, a.db.start)
-        b = Instance(database_url, tmp_path / "b", "hub-b")
+        b = Instance(postgres_url, tmp_path / "b", "hub-b")
         database_proxy.initialize(a.db.db)
         inside, release = threading.Event(), threading.Event()
 

@@ -12,15 +12,6 @@ from hark_fleet.hub.cluster.messages import ClusterMessages, MessageTooBig
 from hark_fleet.hub.cluster.pg_notify import PAYLOAD_MAX, PgNotify
 from hark_fleet.hub.db.database import HubDatabase, open_database
 
-from tests.harness import create_database, drop_database
-
-
-@pytest.fixture
-def postgres_url() -> Any:
-    url = create_database()
-    yield url
-    drop_database(url)
-
 
 class Instance:
     """What a hub holds for messages: its database pool, its LISTEN connection and its messages."""
